@@ -1,0 +1,51 @@
+# Two commands a new machine needs: `make dev` runs Mailroom locally,
+# `make test` runs every check. Each sets up what it needs first.
+
+PYTHON ?= python3
+VENV := .venv
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SAM_STAMP := $(SAM_VENV)/.installed
+SAM_VERSION := 1.170.0
+
+.PHONY: dev test lint unit integration e2e openapi bench clean sam-validate sam-build
+
+$(STAMP): requirements-dev.txt layers/dependencies/requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# SAM CLI pins its own boto3, so it lives in a venv of its own (STACK-NOTES).
+$(SAM_STAMP):
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_VERSION)
+	touch $@
+
+dev: $(STAMP)
+	$(PY) -m devstack
+
+test: $(STAMP) $(SAM_STAMP) lint
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(wildcard shared functions devstack tests bench)
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+openapi: $(STAMP)
+	PYTHONPATH=shared $(PY) -m mailroom.entrypoints.openapi_document > docs/openapi.json
+
+sam-validate: $(SAM_STAMP)
+	.ci/sam.sh validate --lint
+
+sam-build: $(SAM_STAMP)
+	.ci/sam.sh build
+
+clean:
+	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache

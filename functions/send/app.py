@@ -1,0 +1,19 @@
+"""POST /v1/send: validate, store and queue a message."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mailroom.bootstrap import default_services
+from mailroom.entrypoints.api import create_api, send_routes
+from mailroom.entrypoints.observability import logger
+
+app = create_api(
+    [send_routes(default_services)],
+    max_request_bytes=lambda: default_services().settings.max_request_bytes,
+)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

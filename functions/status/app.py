@@ -1,0 +1,22 @@
+"""GET /v1/messages/{id}, GET /health, and the API's OpenAPI document and docs."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mailroom.bootstrap import default_services
+from mailroom.entrypoints.api import create_api, docs_api, status_routes
+from mailroom.entrypoints.observability import logger
+
+app = create_api(
+    [status_routes(default_services)],
+    max_request_bytes=lambda: default_services().settings.max_request_bytes,
+)
+docs = docs_api(default_services)
+DOCS_PATHS = frozenset({"/docs", "/openapi.json"})
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    resolver = docs if event.get("resource") in DOCS_PATHS else app
+    return resolver.resolve(event, context)

@@ -1,0 +1,112 @@
+"""The unit of work: one transaction, explicit commits, rollback on exit."""
+
+from __future__ import annotations
+
+import abc
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailroom.adapters.db.repositories import (
+    ClientRepository,
+    MessageRepository,
+    SqlClientRepository,
+    SqlMessageRepository,
+)
+
+
+class UnitOfWork(abc.ABC):
+    clients: ClientRepository
+    messages: MessageRepository
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Whatever was not committed explicitly is thrown away.
+        self.rollback()
+
+    @abc.abstractmethod
+    def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def rollback(self) -> None: ...
+
+
+class Database:
+    """Owns the engine, created on first use so importing a handler costs no connection."""
+
+    def __init__(self, url: str, *, pool_size: int = 1, max_overflow: int = 2) -> None:
+        self._url = url
+        self._pool_size = pool_size
+        self._max_overflow = max_overflow
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            # pg8000 pays ~70 ms of pure-Python SCRAM per new connection, so keep
+            # them pooled for the life of the container; pre-ping survives the
+            # database restarting between invocations.
+            self._engine = create_engine(
+                self._url,
+                pool_size=self._pool_size,
+                max_overflow=self._max_overflow,
+                pool_pre_ping=True,
+                pool_recycle=300,
+            )
+        return self._engine
+
+    def session(self) -> Session:
+        if self._sessions is None:
+            self._sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
+        return self._sessions()
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+            self._sessions = None
+
+
+class SqlUnitOfWork(UnitOfWork):
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._session: Session | None = None
+
+    def __enter__(self) -> Self:
+        self._session = self._database.session()
+        self.clients = SqlClientRepository(self._session)
+        self.messages = SqlMessageRepository(self._session)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        super().__exit__(exc_type, exc, traceback)
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def commit(self) -> None:
+        assert self._session is not None, "commit outside 'with uow:'"
+        self._session.commit()
+
+    def rollback(self) -> None:
+        if self._session is not None:
+            self._session.rollback()

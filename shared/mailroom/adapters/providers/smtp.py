@@ -1,0 +1,133 @@
+"""SMTP, with STARTTLS or implicit TLS, AUTH, and one connection per batch."""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import socket
+import ssl
+from typing import Literal
+
+from mailroom.adapters.providers.base import (
+    EmailProvider,
+    FailureKind,
+    ProviderError,
+    ProviderReceipt,
+)
+from mailroom.domain.mime import OutgoingEmail
+
+Security = Literal["none", "starttls", "tls"]
+
+
+class SmtpProvider(EmailProvider):
+    name = "smtp"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        security: Security = "none",
+        username: str | None = None,
+        password: str | None = None,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._security = security
+        self._username = username
+        self._password = password
+        self._timeout = timeout_seconds
+        self._connection: smtplib.SMTP | None = None
+
+    def send(self, email: OutgoingEmail) -> ProviderReceipt:
+        try:
+            connection = self._connect()
+            # sendmail returns the recipients refused while others were
+            # accepted: the message went out, and those refusals come back as
+            # bounces through the feedback path.
+            connection.sendmail(email.envelope_from, email.envelope_recipients, email.mime)
+        except smtplib.SMTPRecipientsRefused as error:
+            self._drop_connection()
+            raise _classified(error.recipients) from error
+        except smtplib.SMTPAuthenticationError as error:
+            self._drop_connection()
+            raise ProviderError(
+                self.name, FailureKind.CONFIG, f"authentication failed: {error}"
+            ) from error
+        except smtplib.SMTPSenderRefused as error:
+            self._drop_connection()
+            kind = FailureKind.TRANSIENT if 400 <= error.smtp_code < 500 else FailureKind.CONFIG
+            raise ProviderError(
+                self.name,
+                kind,
+                f"sender refused: {error.smtp_code} {error.smtp_error!r}",
+            ) from error
+        except smtplib.SMTPResponseException as error:
+            self._drop_connection()
+            kind = FailureKind.TRANSIENT if 400 <= error.smtp_code < 500 else FailureKind.PERMANENT
+            raise ProviderError(
+                self.name, kind, f"{error.smtp_code} {error.smtp_error!r}"
+            ) from error
+        except (smtplib.SMTPException, OSError) as error:
+            # Connection refused or reset, timeouts, TLS failures, server gone.
+            self._drop_connection()
+            raise ProviderError(
+                self.name, FailureKind.TRANSIENT, f"connection failed: {error}"
+            ) from error
+        # SMTP hands back no id of its own that later events could be matched
+        # by, so the Message-ID we wrote is the provider message id.
+        return ProviderReceipt(provider=self.name, provider_msg_id=email.message_id.strip("<>"))
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self._connection.quit()
+            self._connection = None
+
+    def _connect(self) -> smtplib.SMTP:
+        if self._connection is not None:
+            try:
+                if self._connection.noop()[0] == 250:
+                    return self._connection
+            except (smtplib.SMTPException, OSError):
+                pass
+            self._drop_connection()
+        context = ssl.create_default_context()
+        connection: smtplib.SMTP
+        if self._security == "tls":
+            connection = smtplib.SMTP_SSL(
+                self._host, self._port, timeout=self._timeout, context=context
+            )
+        else:
+            connection = smtplib.SMTP(
+                self._host,
+                self._port,
+                timeout=self._timeout,
+                local_hostname=socket.gethostname(),
+            )
+            if self._security == "starttls":
+                connection.starttls(context=context)
+                connection.ehlo()
+        if self._username:
+            connection.login(self._username, self._password or "")
+        self._connection = connection
+        return connection
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(OSError):
+                self._connection.close()
+            self._connection = None
+
+
+def _classified(recipients: dict[str, tuple[int, bytes]]) -> ProviderError:
+    codes = [code for code, _ in recipients.values()]
+    kind = (
+        FailureKind.TRANSIENT if all(400 <= code < 500 for code in codes) else FailureKind.PERMANENT
+    )
+    detail = "; ".join(
+        f"{address}: {code} {text.decode(errors='replace')}"
+        for address, (code, text) in recipients.items()
+    )
+    return ProviderError(SmtpProvider.name, kind, f"recipients refused: {detail}")

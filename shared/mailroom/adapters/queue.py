@@ -1,0 +1,61 @@
+"""The send queue: the API puts message ids on it, the worker takes them off."""
+
+from __future__ import annotations
+
+import abc
+import json
+import uuid
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mailroom.domain.errors import DependencyUnavailable
+
+TRACE_ID_ATTRIBUTE = "trace_id"
+
+
+class MessageQueue(abc.ABC):
+    @abc.abstractmethod
+    def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
+        """Put one message on the queue; raise DependencyUnavailable if it is refused."""
+
+
+class SqsMessageQueue(MessageQueue):
+    """SQS through boto3; AWS_ENDPOINT_URL alone points it at AWS, LocalStack or moto."""
+
+    def __init__(self, queue_url: str, region: str) -> None:
+        self._queue_url = queue_url
+        self._region = region
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            # A short timeout and few retries: the API answers 503 rather than
+            # holding the caller while SQS is unreachable.
+            self._client = boto3.client(
+                "sqs",
+                region_name=self._region,
+                config=BotoConfig(
+                    connect_timeout=2,
+                    read_timeout=5,
+                    retries={"max_attempts": 3, "mode": "standard"},
+                ),
+            )
+        return self._client
+
+    def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
+        if not self._queue_url:
+            raise DependencyUnavailable("QUEUE_URL is not configured")
+        try:
+            self.client.send_message(
+                QueueUrl=self._queue_url,
+                MessageBody=json.dumps({"message_id": str(message_id)}),
+                MessageAttributes={
+                    TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": trace_id}
+                },
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise DependencyUnavailable(f"the send queue refused the message: {error}") from error

@@ -1,0 +1,105 @@
+"""What callers ask Mailroom to do, validated before anything is written."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from mailroom.domain.addresses import Mailbox, reject_line_breaks
+from mailroom.domain.errors import MailroomError
+
+# A template name is also a folder name: no dots or slashes, so no traversal.
+TEMPLATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_TEMPLATE_NAME = re.compile(TEMPLATE_NAME_PATTERN)
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _mailbox(raw: str) -> str:
+    try:
+        return Mailbox.parse("address", raw).header_value()
+    except MailroomError as error:
+        raise PydanticCustomError(error.code, error.message) from error
+
+
+# Validated item by item, so an error names its place: ``to.1``.
+Address = Annotated[str, AfterValidator(_mailbox)]
+AddressList = Annotated[list[Address], BeforeValidator(_as_list)]
+
+
+class SendRequest(BaseModel):
+    """Body of ``POST /v1/send``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    template: str = Field(
+        description="Name of the template to render (a folder under templates/).",
+        pattern=TEMPLATE_NAME_PATTERN,
+        examples=["welcome"],
+    )
+    to: AddressList = Field(
+        min_length=1,
+        description="One address, or a list of them.",
+        examples=["ada@example.com"],
+    )
+    props: dict[str, Any] = Field(
+        default_factory=dict, description="Values the template is rendered with."
+    )
+    from_: Address | None = Field(
+        default=None,
+        alias="from",
+        description="Sender, e.g. `Acme <noreply@acme.example.com>`; else the default.",
+    )
+    subject: str | None = Field(
+        default=None, max_length=998, description="Overrides the template's subject."
+    )
+    cc: AddressList = Field(default_factory=list)
+    bcc: AddressList = Field(default_factory=list)
+    reply_to: AddressList = Field(default_factory=list)
+    metadata: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="Opaque values stored with the message and returned by the status API.",
+    )
+
+    @field_validator("subject")
+    @classmethod
+    def _validate_subject(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return reject_line_breaks("subject", value)
+        except MailroomError as error:
+            raise PydanticCustomError(error.code, error.message) from error
+
+    @field_validator("metadata")
+    @classmethod
+    def _validate_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if not 1 <= len(key) <= 64:
+                raise PydanticCustomError("value_error", "metadata keys are 1 to 64 characters")
+            if isinstance(item, str) and len(item) > 1000:
+                raise PydanticCustomError(
+                    "value_error", "metadata values are at most 1000 characters"
+                )
+        return value
+
+    @property
+    def recipient_count(self) -> int:
+        return len(self.to) + len(self.cc) + len(self.bcc)
+
+
+def is_valid_template_name(name: str) -> bool:
+    return bool(_TEMPLATE_NAME.match(name))

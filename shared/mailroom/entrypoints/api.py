@@ -1,0 +1,333 @@
+"""The HTTP API: routes grouped by the Lambda function that serves them.
+
+Routes are thin: read the event, call a service, shape the answer. Each
+function's ``app.py`` builds its resolver with ``create_api`` and the route
+groups it serves; the OpenAPI document is built from all groups at once.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import (
+    APIGatewayRestResolver,
+    Response,
+    content_types,
+)
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.models import (
+    APIKey,
+    APIKeyIn,
+    Server,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel, Field
+
+from mailroom.bootstrap import Services
+from mailroom.domain.commands import SendRequest
+from mailroom.domain.errors import PayloadTooLarge
+from mailroom.domain.model import Client, MessageStatus
+from mailroom.entrypoints.http_errors import install_error_handlers
+from mailroom.entrypoints.observability import logger
+from mailroom.services import clients, sending, status
+from mailroom.services.health import check_health
+
+ServicesProvider = Callable[[], Services]
+
+API_TITLE = "Mailroom"
+API_VERSION = "0.1.0"
+API_DESCRIPTION = (
+    "Send transactional and bulk email from templates and see what became of every message. "
+    "Authenticate with the X-Api-Key and X-Api-Secret headers. Every error answers "
+    '`{"error": {"code", "message", "details"}}`.'
+)
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_AMZN_ROOT = re.compile(r"Root=([0-9A-Za-z-]{1,64})")
+
+
+class Accepted(BaseModel):
+    id: uuid.UUID
+    status: MessageStatus
+
+
+class EventView(BaseModel):
+    type: str
+    at: datetime
+    detail: dict[str, Any]
+
+
+class MessageView(BaseModel):
+    id: uuid.UUID
+    status: MessageStatus
+    template: str
+    from_: str = Field(serialization_alias="from")
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    subject: str | None
+    provider: str | None
+    provider_msg_id: str | None
+    attempts: int
+    last_error: str | None
+    metadata: dict[str, Any]
+    trace_id: str
+    created_at: datetime | None
+    updated_at: datetime | None
+    sent_at: datetime | None
+    events: list[EventView]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, machine-readable; branch on this.")
+    message: str = Field(description="For humans; may change.")
+    details: list[dict[str, Any]]
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def _errors(*statuses: tuple[int, str]) -> dict[int, OpenAPIResponse]:
+    return {
+        status: {"description": description, "content": {"application/json": {"model": ErrorBody}}}
+        for status, description in statuses
+    }
+
+
+class HealthView(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+def trace_id_of(headers: dict[str, str]) -> str:
+    """Continue the caller's trace (W3C traceparent or X-Ray header), or start one."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    match = _TRACEPARENT.match(lowered.get("traceparent", "").strip())
+    if match:
+        return match.group(1)
+    amzn = _AMZN_ROOT.search(lowered.get("x-amzn-trace-id", ""))
+    if amzn:
+        return amzn.group(1)
+    return uuid.uuid4().hex
+
+
+def _header(router: Router | APIGatewayRestResolver, name: str) -> str | None:
+    headers = router.current_event.headers or {}
+    for key, value in headers.items():
+        if key.lower() == name:
+            return str(value)
+    return None
+
+
+def _authenticated(router: Router, services: Services) -> Client:
+    client = clients.authenticate(
+        services.uow(),
+        services.hasher,
+        _header(router, "x-api-key"),
+        _header(router, "x-api-secret"),
+    )
+    logger.append_keys(client_id=str(client.id))
+    return client
+
+
+def send_routes(services: ServicesProvider) -> Router:
+    router = Router()
+
+    @router.post(
+        "/v1/send",
+        status_code=202,
+        summary="Queue an email for sending",
+        description="Answers 202 once the message is stored and queued.",
+        responses={
+            202: {"description": "Queued", "content": {"application/json": {"model": Accepted}}},
+            **_errors(
+                (400, "Malformed JSON"),
+                (401, "Missing or wrong credentials"),
+                (403, "Client suspended"),
+                (413, "Body too large"),
+                (422, "Invalid request: validation_error, header_injection, unknown_template"),
+                (503, "A backing service is unavailable; enqueue_failed marks the row failed"),
+            ),
+        },
+        tags=["messages"],
+    )
+    def send(request: Annotated[SendRequest, Body()]) -> Response[str]:
+        active = services()
+        client = _authenticated(router, active)
+        trace_id = trace_id_of(dict(router.current_event.headers or {}))
+        logger.append_keys(trace_id=trace_id)
+        message = sending.accept_message(
+            active.uow(),
+            active.queue,
+            active.templates,
+            active.send_limits,
+            client=client,
+            request=request,
+            trace_id=trace_id,
+        )
+        logger.append_keys(message_id=str(message.id))
+        logger.info("message queued", extra={"template": message.template_name})
+        body = Accepted(id=message.id, status=message.status)
+        return Response(
+            status_code=202,
+            content_type=content_types.APPLICATION_JSON,
+            body=body.model_dump_json(),
+            headers={"X-Trace-Id": trace_id},
+        )
+
+    return router
+
+
+def status_routes(services: ServicesProvider) -> Router:
+    router = Router()
+
+    @router.get(
+        "/v1/messages/<message_id>",
+        summary="What became of a message",
+        responses={
+            200: {"description": "The message and its event history"},
+            **_errors(
+                (401, "Missing or wrong credentials"),
+                (404, "No such message for this client"),
+            ),
+        },
+        tags=["messages"],
+    )
+    def get_message(message_id: Annotated[str, Path()]) -> MessageView:
+        active = services()
+        client = _authenticated(router, active)
+        history = status.message_history(active.uow(), client_id=client.id, message_id=message_id)
+        message = history.message
+        logger.append_keys(message_id=str(message.id), trace_id=message.trace_id)
+        return MessageView(
+            id=message.id,
+            status=message.status,
+            template=message.template_name,
+            from_=message.from_address,
+            to=message.to,
+            cc=message.cc,
+            bcc=message.bcc,
+            subject=message.subject,
+            provider=message.provider,
+            provider_msg_id=message.provider_msg_id,
+            attempts=message.attempts,
+            last_error=message.last_error,
+            metadata=message.metadata,
+            trace_id=message.trace_id,
+            created_at=message.created_at,
+            updated_at=message.updated_at,
+            sent_at=message.sent_at,
+            events=[EventView(type=e.type.value, at=e.at, detail=e.detail) for e in history.events],
+        )
+
+    @router.get(
+        "/health",
+        summary="Whether PostgreSQL and Redis answer",
+        responses={
+            200: {"description": "Healthy", "content": {"application/json": {"model": HealthView}}},
+            503: {
+                "description": "A dependency is down",
+                "content": {"application/json": {"model": HealthView}},
+            },
+        },
+        tags=["operations"],
+    )
+    def health() -> Response[str]:
+        return _health_response(services())
+
+    return router
+
+
+def component_health_routes(path: str, services: ServicesProvider) -> Router:
+    """A health route for the functions whose real routes later issues add."""
+    router = Router()
+
+    @router.get(path, summary="Whether this function's dependencies answer", tags=["operations"])
+    def health() -> Response[str]:
+        return _health_response(services())
+
+    return router
+
+
+def _health_response(services: Services) -> Response[str]:
+    report = check_health(services.health_probes)
+    view = HealthView(status="ok" if report.healthy else "unavailable", checks=report.checks)
+    return Response(
+        status_code=200 if report.healthy else 503,
+        content_type=content_types.APPLICATION_JSON,
+        body=view.model_dump_json(),
+    )
+
+
+def create_api(
+    routers: Iterable[Router], *, max_request_bytes: Callable[[], int]
+) -> APIGatewayRestResolver:
+    app = APIGatewayRestResolver(enable_validation=True)
+    install_error_handlers(app)
+
+    def refuse_large_bodies(
+        resolver: APIGatewayRestResolver, next_middleware: NextMiddleware
+    ) -> Response[Any]:
+        body = resolver.current_event.body
+        limit = max_request_bytes()
+        # The size is checked before anything parses the body.
+        if body is not None and len(body) > limit * (
+            4 / 3 if resolver.current_event.is_base64_encoded else 1
+        ):
+            raise PayloadTooLarge(
+                f"the request body is larger than {limit} bytes",
+                details=[{"limit_bytes": limit}],
+            )
+        return next_middleware(resolver)
+
+    app.use(middlewares=[refuse_large_bodies])
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def all_routes(services: ServicesProvider) -> list[Router]:
+    return [
+        send_routes(services),
+        status_routes(services),
+        component_health_routes("/webhooks/health", services),
+        component_health_routes("/admin/health", services),
+    ]
+
+
+def openapi_json(services: ServicesProvider) -> str:
+    """The OpenAPI 3.1 document for every route of every function."""
+    app = create_api(all_routes(services), max_request_bytes=lambda: 0)
+    return app.get_openapi_json_schema(
+        title=API_TITLE,
+        version=API_VERSION,
+        description=API_DESCRIPTION,
+        servers=[Server(url="http://127.0.0.1:3000", description="local runner")],
+        security_schemes={
+            "apiKey": APIKey.model_validate({"name": "X-Api-Key", "in": APIKeyIn.header}),
+            "apiSecret": APIKey.model_validate({"name": "X-Api-Secret", "in": APIKeyIn.header}),
+        },
+        security=[{"apiKey": [], "apiSecret": []}],
+    )
+
+
+def docs_api(services: ServicesProvider) -> APIGatewayRestResolver:
+    """Serves ``/openapi.json`` and Swagger UI at ``/docs`` for the whole API."""
+    app = create_api(all_routes(services), max_request_bytes=lambda: 0)
+    app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_document() -> Response[str]:
+        return Response(
+            status_code=200,
+            content_type=content_types.APPLICATION_JSON,
+            body=openapi_json(services),
+        )
+
+    return app

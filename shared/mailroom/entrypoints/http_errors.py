@@ -1,0 +1,99 @@
+"""Errors as HTTP answers: the one table from error class to status code.
+
+Every failure answers ``{"error": {"code", "message", "details"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from mailroom.domain import errors
+from mailroom.entrypoints.observability import logger
+
+STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
+    errors.MalformedRequest: 400,
+    errors.Unauthenticated: 401,
+    errors.ClientSuspended: 403,
+    errors.MessageNotFound: 404,
+    errors.PayloadTooLarge: 413,
+    errors.InvalidRequest: 422,
+    errors.DependencyUnavailable: 503,
+}
+
+# Pydantic error types we raise ourselves that deserve their own code.
+_OWN_VALIDATION_CODES = {errors.HeaderInjection.code}
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> Response[str]:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps({"error": {"code": code, "message": message, "details": details or []}}),
+    )
+
+
+def status_for(error: errors.MailroomError) -> int:
+    for error_class in type(error).__mro__:
+        if error_class in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[error_class]
+    return 500
+
+
+def install_error_handlers(app: APIGatewayRestResolver) -> None:
+    @app.exception_handler(errors.MailroomError)
+    def _mailroom_error(error: errors.MailroomError) -> Response[str]:
+        status = status_for(error)
+        log = logger.warning if status < 500 else logger.error
+        log("request refused", extra={"code": error.code, "status": status})
+        return error_response(status, error.code, error.message, error.details)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid_request(error: RequestValidationError) -> Response[str]:
+        problems = list(error.errors())
+        if any(problem.get("type") == "json_invalid" for problem in problems):
+            return error_response(400, "malformed_json", "the request body is not valid JSON")
+        details = [_detail(problem) for problem in problems]
+        own = [d["type"] for d in details if d["type"] in _OWN_VALIDATION_CODES]
+        code = own[0] if own else errors.InvalidRequest.code
+        first = details[0] if details else {"field": "body", "message": "invalid"}
+        message = f"{first['field']}: {first['message']}"
+        return error_response(422, code, message, details)
+
+    @app.exception_handler([OperationalError, DBAPIError, RedisConnectionError, RedisTimeoutError])
+    def _dependency_down(error: Exception) -> Response[str]:
+        logger.exception("a dependency failed")
+        return error_response(
+            503, errors.DependencyUnavailable.code, "a backing service is unavailable, try again"
+        )
+
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response[str]:
+        # Our own bug: say so without leaking internals; the log has the trace.
+        logger.exception("unhandled error")
+        return error_response(500, "internal_error", "an unexpected error occurred")
+
+    @app.not_found
+    def _no_route(error: Exception) -> Response[str]:
+        event = app.current_event
+        return error_response(
+            404, "route_not_found", f"no route for {event.http_method} {event.path}"
+        )
+
+
+def _detail(problem: dict[str, Any]) -> dict[str, Any]:
+    # Powertools prefixes locations with "body"; callers know their own fields.
+    location = [str(part) for part in problem.get("loc", ()) if part != "body"]
+    return {
+        "field": ".".join(location) or "body",
+        "type": problem.get("type", "value_error"),
+        "message": problem.get("msg", "invalid value"),
+    }

@@ -1,0 +1,190 @@
+"""Real backing services for integration tests.
+
+PostgreSQL and Redis are the machine's own servers (127.0.0.1); SQS comes from
+moto's server on a free loopback port; SMTP is an aiosmtpd server on a socket.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+import redis
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from moto.server import ThreadedMotoServer
+from sqlalchemy import create_engine, text
+
+from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head
+from mailroom.adapters.db.unit_of_work import Database
+
+TEST_DATABASE_URL = os.environ.get(
+    "MAILROOM_TEST_DATABASE_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/mailroom_test"
+)
+TEST_REDIS_URL = os.environ.get("MAILROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """A database migrated from nothing, once per run: the migrations are under test too."""
+    ensure_database_exists(TEST_DATABASE_URL)
+    engine = create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    upgrade_to_head(TEST_DATABASE_URL)
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url, pool_size=2)
+    with db.engine.begin() as connection:
+        # TRUNCATE fires no row trigger, so the append-only event log can be emptied here.
+        connection.execute(text("TRUNCATE message_events, messages, clients"))
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+    return TEST_REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Points every boto3 client at moto, the way AWS_ENDPOINT_URL does in production."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return moto_endpoint
+
+
+@pytest.fixture
+def queue_url(aws: str) -> str:
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    name = f"mailroom-test-{uuid.uuid4().hex[:8]}"
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return str(
+        sqs.create_queue(
+            QueueName=name,
+            Attributes={
+                "VisibilityTimeout": "30",
+                "RedrivePolicy": f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "8"}}',
+            },
+        )["QueueUrl"]
+    )
+
+
+@dataclass
+class ReceivedMail:
+    envelope_from: str
+    recipients: list[str]
+    data: bytes
+    session_id: int
+
+
+@dataclass
+class SinkHandler:
+    """Accepts mail, except for recipients whose local part asks for a failure."""
+
+    received: list[ReceivedMail] = field(default_factory=list)
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if address.startswith("reject-"):
+            return "550 5.1.1 no such user"
+        if address.startswith("defer-"):
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        self.received.append(
+            ReceivedMail(
+                envelope_from=str(envelope.mail_from),
+                recipients=list(envelope.rcpt_tos),
+                data=bytes(envelope.original_content or b""),
+                session_id=id(session),
+            )
+        )
+        return "250 Message accepted"
+
+
+@dataclass
+class SmtpSink:
+    host: str
+    port: int
+    handler: SinkHandler
+
+    @property
+    def received(self) -> list[ReceivedMail]:
+        return self.handler.received
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    handler = SinkHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield SmtpSink("127.0.0.1", port, handler)
+    controller.stop()
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """Lambda's SQS event for messages as boto3's receive_message returns them."""
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message.get("Attributes", {}),
+                "messageAttributes": {
+                    name: {
+                        "stringValue": value.get("StringValue"),
+                        "stringListValues": [],
+                        "binaryListValues": [],
+                        "dataType": value["DataType"],
+                    }
+                    for name, value in message.get("MessageAttributes", {}).items()
+                },
+                "md5OfBody": message["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": "us-east-1",
+            }
+            for message in messages
+        ]
+    }
