@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailroom.domain import errors
 from mailroom.entrypoints.observability import logger
@@ -68,7 +68,11 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
         message = f"{first['field']}: {first['message']}"
         return error_response(422, code, message, details)
 
-    @app.exception_handler([OperationalError, DBAPIError, RedisConnectionError, RedisTimeoutError])
+    # Only "could not reach it" errors are 503; pg8000 reports a refused or
+    # dropped connection as InterfaceError. Anything else is our bug: 500.
+    @app.exception_handler(
+        [OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError]
+    )
     def _dependency_down(error: Exception) -> Response[str]:
         logger.exception("a dependency failed")
         return error_response(

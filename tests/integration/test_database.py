@@ -1,0 +1,126 @@
+"""Repositories and schema on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
+from mailroom.domain.model import Client, EventType, Message, MessageStatus
+
+pytestmark = pytest.mark.integration
+
+
+def _client() -> Client:
+    return Client(
+        id=uuid.uuid4(),
+        name="acme",
+        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
+        api_secret_hash="$argon2id$placeholder",
+        rate_limit=600,
+        quota_limit=1000,
+    )
+
+
+def _message(client: Client) -> Message:
+    return Message(
+        id=uuid.uuid4(),
+        client_id=client.id,
+        trace_id="trace-1",
+        template_name="welcome",
+        from_address="Acme <noreply@acme.example.com>",
+        to=["Ada <ada@example.com>", "bob@example.com"],
+        cc=["cc@example.com"],
+        bcc=["bcc@example.com"],
+        props={"first_name": "Ada", "steps": ["a", "b"]},
+        metadata={"order": 42},
+    )
+
+
+def test_message_round_trips_with_its_events(database: Database) -> None:
+    # GIVEN a client and a message written in one unit of work
+    client, message = _client(), None
+    with SqlUnitOfWork(database) as uow:
+        uow.clients.add(client)
+        message = _message(client)
+        uow.messages.add(message)
+        uow.messages.append_event(message.id, EventType.ACCEPTED, {"trace_id": "trace-1"})
+        uow.commit()
+    # WHEN the outcome of a send is saved
+    message.status = MessageStatus.SENT
+    message.provider, message.provider_msg_id = "smtp", "abc@acme.example.com"
+    message.attempts, message.subject = 1, "Welcome"
+    message.sent_at = datetime.now(UTC)
+    with SqlUnitOfWork(database) as uow:
+        uow.messages.save_outcome(message)
+        uow.messages.append_event(message.id, EventType.SENT, {"provider": "smtp"})
+        uow.commit()
+    # THEN everything reads back, with the seed's recipient column filled
+    with SqlUnitOfWork(database) as uow:
+        stored = uow.messages.get(message.id)
+        events = uow.messages.events(message.id)
+    assert stored is not None
+    assert stored.status is MessageStatus.SENT
+    assert (stored.provider, stored.provider_msg_id, stored.attempts) == (
+        "smtp",
+        "abc@acme.example.com",
+        1,
+    )
+    assert stored.to == message.to
+    assert stored.bcc == ["bcc@example.com"]
+    assert stored.props == message.props
+    assert stored.metadata == {"order": 42}
+    assert stored.created_at is not None
+    assert stored.sent_at is not None
+    assert [e.type for e in events] == [EventType.ACCEPTED, EventType.SENT]
+    with database.engine.connect() as connection:
+        recipient = connection.execute(
+            text("SELECT recipient FROM messages WHERE id = :id"), {"id": message.id}
+        ).scalar()
+    assert recipient == "Ada <ada@example.com>, bob@example.com"
+
+
+def test_uncommitted_work_is_rolled_back(database: Database) -> None:
+    client = _client()
+    with SqlUnitOfWork(database) as uow:
+        uow.clients.add(client)  # no commit
+    with SqlUnitOfWork(database) as uow:
+        assert uow.clients.get(client.id) is None
+
+
+def test_message_events_are_append_only(database: Database) -> None:
+    client = _client()
+    with SqlUnitOfWork(database) as uow:
+        uow.clients.add(client)
+        message = _message(client)
+        uow.messages.add(message)
+        uow.messages.append_event(message.id, EventType.ACCEPTED, {})
+        uow.commit()
+    for statement in ("UPDATE message_events SET type = 'sent'", "DELETE FROM message_events"):
+        with pytest.raises(DBAPIError, match="append-only"), database.engine.begin() as conn:
+            conn.execute(text(statement))
+
+
+def test_status_outside_the_enum_is_refused(database: Database) -> None:
+    client = _client()
+    with SqlUnitOfWork(database) as uow:
+        uow.clients.add(client)
+        uow.commit()
+    # pg8000 reports check violations as ProgrammingError, hence the name match.
+    with pytest.raises(DBAPIError, match="ck_clients_status"), database.engine.begin() as conn:
+        conn.execute(text("UPDATE clients SET status = 'deleted'"))
+
+
+def test_api_keys_are_unique(database: Database) -> None:
+    first = _client()
+    second = _client()
+    second.api_key_prefix = first.api_key_prefix
+    with SqlUnitOfWork(database) as uow:
+        uow.clients.add(first)
+        uow.commit()
+    with SqlUnitOfWork(database) as uow, pytest.raises(IntegrityError):
+        uow.clients.add(second)
