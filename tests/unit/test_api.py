@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,21 @@ def test_trace_id_is_generated_when_absent() -> None:
     first, second = trace_id_of({}), trace_id_of({"traceparent": "garbage"})
     assert len(first) == 32
     assert first != second
+
+
+def test_body_limit_counts_bytes_not_characters() -> None:
+    # GIVEN a body under the limit in characters but over it in UTF-8 bytes
+    api = Api()
+    body = json.dumps(_welcome(props={"blob": "é" * (LIMIT // 2 + 100)}), ensure_ascii=False)
+    assert len(body) < LIMIT < len(body.encode())
+    status, answer, _ = api.call(api.send_event(body))
+    assert (status, answer["error"]["code"]) == (413, "payload_too_large")
+
+
+def test_base64_bodies_are_decoded() -> None:
+    api = Api()
+    event = api.send_event()
+    event["body"] = base64.b64encode(event["body"].encode()).decode()
+    event["isBase64Encoded"] = True
+    status, _, _ = api.call(event)
+    assert status == 202

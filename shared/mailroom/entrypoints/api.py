@@ -274,12 +274,12 @@ def create_api(
     def refuse_large_bodies(
         resolver: APIGatewayRestResolver, next_middleware: NextMiddleware
     ) -> Response[Any]:
-        body = resolver.current_event.body
+        event = resolver.current_event
         limit = max_request_bytes()
-        # The size is checked before anything parses the body.
-        if body is not None and len(body) > limit * (
-            4 / 3 if resolver.current_event.is_base64_encoded else 1
-        ):
+        # Checked before anything parses the body; counted in bytes, not
+        # characters, and after base64 decoding.
+        body = event.decoded_body if event.is_base64_encoded else event.body
+        if body is not None and len(body.encode()) > limit:
             raise PayloadTooLarge(
                 f"the request body is larger than {limit} bytes",
                 details=[{"limit_bytes": limit}],
