@@ -15,6 +15,8 @@ from typing import Any, cast
 import pytest
 import yaml
 
+from devstack.template import CloudFormationLoader
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "template.yaml"
 SAM_WRAPPER = REPO_ROOT / ".ci" / "sam.sh"
@@ -32,33 +34,8 @@ SAM_TIMEOUT_SECONDS = 900
 LAMBDA_LAYER_ROOT = PurePosixPath("/opt")
 
 if not SAM_BINARY.exists():
-    pytest.skip(
-        f"SAM CLI not installed at {SAM_BINARY} (the Makefile creates .venv-sam)",
-        allow_module_level=True,
-    )
-
-
-class CloudFormationLoader(yaml.SafeLoader):
-    """A safe loader that reads CloudFormation short tags (!Ref, !GetAtt, !Sub...)."""
-
-
-def _construct_intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    elif isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    else:
-        raise TypeError(f"unexpected YAML node {node!r}")
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{tag_suffix}": value}
-
-
-CloudFormationLoader.add_multi_constructor("!", _construct_intrinsic)
+    # Not a skip: `make test` installs the SAM CLI, so its absence is a broken setup.
+    pytest.fail(f"SAM CLI not installed at {SAM_BINARY} (`make test` creates .venv-sam)")
 
 
 def run_sam(*args: str) -> subprocess.CompletedProcess[str]:
@@ -198,3 +175,15 @@ def test_queue_visibility_timeout_covers_the_worker_timeout(template: dict[str, 
     # THEN a message stays invisible for at least as long as the worker may run
     # (AWS refuses the event source mapping otherwise)
     assert int(queue["VisibilityTimeout"]) >= worker_timeout
+
+
+def test_api_gateway_refusals_use_the_error_shape(template: dict[str, Any]) -> None:
+    # GIVEN the template's REST API
+    api = template["Resources"]["MailroomApi"]["Properties"]
+    responses = api["GatewayResponses"]
+    # THEN an unknown path is 404 route_not_found, as the local runner answers
+    missing = responses["MISSING_AUTHENTICATION_TOKEN"]
+    assert missing["StatusCode"] == 404
+    assert '"code": "route_not_found"' in missing["ResponseTemplates"]["application/json"]
+    for name in ("DEFAULT_4XX", "DEFAULT_5XX"):
+        assert '"error": {"code":' in responses[name]["ResponseTemplates"]["application/json"]

@@ -1,0 +1,93 @@
+"""The demo API client the runner creates, and the file that remembers its credentials."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from devstack.atomic_file import write_atomically
+from mailroom.bootstrap import Services
+from mailroom.domain.errors import MailroomError
+from mailroom.services.clients import authenticate, register_client
+
+DEMO_CLIENT_NAME = "demo"
+DEMO_TEMPLATE = "welcome"
+DEMO_RECIPIENT = "ada@example.com"
+ADMIN_TOKEN_BYTES = 32  # token_urlsafe(32) is 43 characters; the template wants 32 or more
+
+
+@dataclass(frozen=True, slots=True)
+class DevCredentials:
+    api_url: str
+    api_key: str
+    api_secret: str
+    admin_token: str
+
+    @classmethod
+    def read(cls, path: Path) -> DevCredentials | None:
+        """The saved credentials, or None when the file is missing or unreadable."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{name: str(data[name]) for name in cls.__dataclass_fields__})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(asdict(self), indent=2) + "\n"
+        # It holds a secret: readable by its owner only.
+        write_atomically(path, text.encode("utf-8"), mode=0o600)
+
+
+def admin_token(saved: DevCredentials | None) -> str:
+    """The saved admin token, so it stays the same across restarts; a new one otherwise."""
+    if saved is not None and len(saved.admin_token) >= ADMIN_TOKEN_BYTES:
+        return saved.admin_token
+    return secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
+
+
+def demo_credentials(
+    services: Services, saved: DevCredentials | None, *, api_url: str, token: str
+) -> tuple[DevCredentials, bool]:
+    """Credentials that work against this database, and whether a client was created for them."""
+    if saved is not None and _still_valid(services, saved):
+        return replace(saved, api_url=api_url, admin_token=token), False
+    registered = register_client(services.uow(), services.hasher, name=DEMO_CLIENT_NAME)
+    credentials = DevCredentials(
+        api_url=api_url,
+        api_key=registered.api_key,
+        api_secret=registered.api_secret,
+        admin_token=token,
+    )
+    return credentials, True
+
+
+def _still_valid(services: Services, saved: DevCredentials) -> bool:
+    # The database may have been dropped or the client suspended since the
+    # file was written: both call for a new client.
+    try:
+        authenticate(services.uow(), services.hasher, saved.api_key, saved.api_secret)
+    except MailroomError:
+        return False
+    return True
+
+
+def try_it_commands(credentials: DevCredentials, sample_props: dict[str, Any]) -> list[str]:
+    """Ready-to-paste curl lines: send the demo template, then ask what became of it."""
+    auth = (
+        f"-H {shlex.quote('X-Api-Key: ' + credentials.api_key)} "
+        f"-H {shlex.quote('X-Api-Secret: ' + credentials.api_secret)}"
+    )
+    body = json.dumps(
+        {"template": DEMO_TEMPLATE, "to": DEMO_RECIPIENT, "props": sample_props},
+        separators=(",", ":"),
+    )
+    return [
+        f"curl -sS -X POST {credentials.api_url}/v1/send "
+        f"-H 'Content-Type: application/json' {auth} -d {shlex.quote(body)}",
+        f"curl -sS {credentials.api_url}/v1/messages/<id> {auth}",
+    ]

@@ -1,0 +1,197 @@
+"""The SQS event source mapping: poll a queue, invoke the function, settle the batch."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from devstack.aws import ProvisionedQueue
+from devstack.lambda_runtime import LocalFunction
+from devstack.template import SqsTrigger
+
+log = logging.getLogger(__name__)
+
+LONG_POLL_SECONDS = 1  # short, so a stop request is noticed within a second
+DELETE_BATCH_LIMIT = 10  # SQS's maximum entries per DeleteMessageBatch
+
+
+class QueuePoller:
+    """Feeds one queue to one function as Lambda's event source mapping does.
+
+    Records the function reports in ``batchItemFailures`` are left on the queue
+    and come back after the visibility timeout; so does the whole batch when
+    the function raises or answers something Lambda would not accept. SQS
+    itself moves a message to the dead-letter queue after maxReceiveCount.
+    """
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue: ProvisionedQueue,
+        trigger: SqsTrigger,
+        function: LocalFunction,
+        *,
+        region: str,
+    ) -> None:
+        self._sqs = sqs
+        self._queue = queue
+        self._trigger = trigger
+        self._function = function
+        self._region = region
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sqs-{function.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop polling and wait for the batch in hand; False if it is still running."""
+        self._stopping.set()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                messages = self._receive_batch()
+                if messages:
+                    self._deliver(messages)
+            except (BotoCoreError, ClientError) as error:
+                if self._stopping.is_set():
+                    return
+                log.warning("polling %s failed: %s", self._queue.name, error)
+                self._stopping.wait(LONG_POLL_SECONDS)
+
+    def _receive(self, count: int, wait_seconds: int) -> list[dict[str, Any]]:
+        answer = self._sqs.receive_message(
+            QueueUrl=self._queue.url,
+            MaxNumberOfMessages=min(count, 10),
+            WaitTimeSeconds=wait_seconds,
+            AttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return list(answer.get("Messages", []))
+
+    def _receive_batch(self) -> list[dict[str, Any]]:
+        batch_size = self._trigger.batch_size
+        messages = self._receive(batch_size, LONG_POLL_SECONDS)
+        if not messages:
+            return messages
+        # MaximumBatchingWindowInSeconds: gather more before invoking, for at
+        # most that long after the first message arrived.
+        deadline = time.monotonic() + self._trigger.batching_window_seconds
+        while len(messages) < batch_size and not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            more = self._receive(batch_size - len(messages), 0)
+            if more:
+                messages.extend(more)
+            else:
+                self._stopping.wait(min(0.1, remaining))
+        return messages
+
+    def _deliver(self, messages: list[dict[str, Any]]) -> None:
+        event = {"Records": [self._record(message) for message in messages]}
+        name = self._function.name
+        try:
+            invocation = self._function.invoke(event)
+        except Exception:
+            log.exception(
+                "%s raised: the %d message(s) of the batch return to %s after %s s",
+                name,
+                len(messages),
+                self._queue.name,
+                self._queue.visibility_timeout_seconds,
+            )
+            return
+        failed = self._failed_ids(invocation.result, [m["MessageId"] for m in messages])
+        succeeded = [m for m in messages if m["MessageId"] not in failed]
+        self._delete(succeeded)
+        retry = (
+            f", {len(failed)} back on the queue in {self._queue.visibility_timeout_seconds} s"
+            if failed
+            else ""
+        )
+        log.info(
+            "%s: batch of %d from %s, %d done%s (%.0f ms)",
+            name,
+            len(messages),
+            self._queue.name,
+            len(succeeded),
+            retry,
+            invocation.duration_ms,
+        )
+
+    def _failed_ids(self, result: Any, message_ids: Sequence[str]) -> set[str]:
+        """The messages to leave on the queue, by Lambda's rules for the response."""
+        if not self._trigger.report_batch_item_failures:
+            return set()
+        if result is None or (isinstance(result, dict) and "batchItemFailures" not in result):
+            return set()
+        failures = result.get("batchItemFailures") if isinstance(result, dict) else None
+        if failures is None:
+            return set()
+        known = set(message_ids)
+        failed: set[str] = set()
+        for failure in failures if isinstance(failures, list) else [None]:
+            identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
+            if not isinstance(identifier, str) or identifier not in known:
+                # Lambda treats a response it cannot read as a failed batch.
+                log.error("%s answered invalid batchItemFailures: %r", self._function.name, result)
+                return known
+            failed.add(identifier)
+        return failed
+
+    def _delete(self, messages: list[dict[str, Any]]) -> None:
+        for start in range(0, len(messages), DELETE_BATCH_LIMIT):
+            chunk = messages[start : start + DELETE_BATCH_LIMIT]
+            answer = self._sqs.delete_message_batch(
+                QueueUrl=self._queue.url,
+                Entries=[
+                    {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+                    for index, message in enumerate(chunk)
+                ],
+            )
+            for failure in answer.get("Failed", []):
+                log.warning("deleting a message from %s failed: %s", self._queue.name, failure)
+
+    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": dict(message.get("Attributes", {})),
+            "messageAttributes": {
+                name: lambda_message_attribute(value)
+                for name, value in message.get("MessageAttributes", {}).items()
+            },
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self._queue.arn,
+            "awsRegion": self._region,
+        }
+        if "MD5OfMessageAttributes" in message:
+            record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+        return record
+
+
+def lambda_message_attribute(attribute: dict[str, Any]) -> dict[str, Any]:
+    """A message attribute from SQS's API shape to the one in Lambda's event."""
+    converted: dict[str, Any] = {
+        "stringListValues": [],
+        "binaryListValues": [],
+        "dataType": attribute["DataType"],
+    }
+    if "StringValue" in attribute:
+        converted["stringValue"] = attribute["StringValue"]
+    if "BinaryValue" in attribute:
+        converted["binaryValue"] = base64.b64encode(attribute["BinaryValue"]).decode("ascii")
+    return converted
