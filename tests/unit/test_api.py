@@ -129,6 +129,8 @@ def test_bad_credentials_are_refused_and_nothing_is_written(
         (_welcome(cc=[f"c{i}@example.com" for i in range(5)]), 422, "validation_error", "to"),
         ({"to": "a@example.com"}, 422, "validation_error", "template"),
         (_welcome(props={"blob": "x" * LIMIT}), 413, "payload_too_large", None),
+        # the size is checked before parsing: an oversized broken body is 413, not 400
+        ("{" + "x" * LIMIT, 413, "payload_too_large", None),
     ],
 )
 def test_bad_input_gets_a_clear_error_and_writes_nothing(
@@ -225,6 +227,21 @@ def test_body_limit_counts_bytes_not_characters() -> None:
     assert len(body) < LIMIT < len(body.encode())
     status, answer, _ = api.call(api.send_event(body))
     assert (status, answer["error"]["code"]) == (413, "payload_too_large")
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain"])
+def test_a_body_declared_as_something_else_than_json_is_415(content_type: str) -> None:
+    api = Api()
+    status, answer, _ = api.call(api.send_event(Content_Type=content_type))
+    assert (status, answer["error"]["code"]) == (415, "unsupported_media_type")
+    assert "application/json" in answer["error"]["message"]
+    assert api.uow.messages.rows == {}
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json; charset=utf-8"])
+def test_json_or_no_content_type_is_read_as_json(content_type: str | None) -> None:
+    api = Api()
+    assert api.call(api.send_event(Content_Type=content_type))[0] == 202
 
 
 def test_base64_bodies_are_decoded() -> None:

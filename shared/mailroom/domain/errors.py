@@ -36,6 +36,12 @@ class PayloadTooLarge(MailroomError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(MailroomError):
+    """The body is declared as something other than JSON."""
+
+    code = "unsupported_media_type"
+
+
 class HeaderInjection(InvalidRequest):
     """A value destined for a mail header holds CR or LF."""
 

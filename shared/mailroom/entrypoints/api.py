@@ -7,9 +7,10 @@ groups it serves; the OpenAPI document is built from all groups at once.
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -19,7 +20,6 @@ from aws_lambda_powertools.event_handler import (
     content_types,
 )
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.models import (
     APIKey,
     APIKeyIn,
@@ -27,13 +27,14 @@ from aws_lambda_powertools.event_handler.openapi.models import (
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from mailroom.bootstrap import Services
 from mailroom.domain.commands import SendRequest
-from mailroom.domain.errors import PayloadTooLarge
+from mailroom.domain.errors import MailroomError, PayloadTooLarge, UnsupportedMediaType
 from mailroom.domain.model import Client, MessageStatus
-from mailroom.entrypoints.http_errors import install_error_handlers
+from mailroom.entrypoints.http_errors import install_error_handlers, proxy_error_response
 from mailroom.entrypoints.observability import logger
 from mailroom.services import clients, sending, status
 from mailroom.services.health import check_health
@@ -265,31 +266,59 @@ def _health_response(services: Services) -> Response[str]:
     )
 
 
+class MailroomApi(APIGatewayRestResolver):
+    """Powertools' REST resolver, refusing unreadable bodies before anything parses them.
+
+    Powertools runs request validation ahead of every user middleware, so the
+    size and media-type checks sit in front of ``resolve`` instead.
+    """
+
+    def __init__(self, max_request_bytes: Callable[[], int]) -> None:
+        super().__init__(enable_validation=True)
+        self._max_request_bytes = max_request_bytes
+
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        try:
+            check_body(event, self._max_request_bytes())
+        except MailroomError as error:
+            logger.warning("request refused", extra={"code": error.code})
+            return proxy_error_response(error)
+        return super().resolve(event, context)
+
+
+def check_body(event: Mapping[str, Any], limit: int) -> None:
+    """Raise if the body is larger than ``limit`` bytes or declared as not JSON."""
+    body = event.get("body")
+    if not body:
+        return
+    # Counted in bytes, not characters, and after base64 decoding.
+    size = len(base64.b64decode(body)) if event.get("isBase64Encoded") else len(body.encode())
+    if size > limit:
+        raise PayloadTooLarge(
+            f"the request body is larger than {limit} bytes", details=[{"limit_bytes": limit}]
+        )
+    # Without this, a form-encoded body (curl -d without a Content-Type) would
+    # be parsed as a form and answered with baffling field errors.
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and not _is_json(content_type):
+        raise UnsupportedMediaType(
+            f"send the body as JSON with 'Content-Type: application/json', not '{content_type}'"
+        )
+
+
 def create_api(
     routers: Iterable[Router], *, max_request_bytes: Callable[[], int]
 ) -> APIGatewayRestResolver:
-    app = APIGatewayRestResolver(enable_validation=True)
+    app = MailroomApi(max_request_bytes)
     install_error_handlers(app)
-
-    def refuse_large_bodies(
-        resolver: APIGatewayRestResolver, next_middleware: NextMiddleware
-    ) -> Response[Any]:
-        event = resolver.current_event
-        limit = max_request_bytes()
-        # Checked before anything parses the body; counted in bytes, not
-        # characters, and after base64 decoding.
-        body = event.decoded_body if event.is_base64_encoded else event.body
-        if body is not None and len(body.encode()) > limit:
-            raise PayloadTooLarge(
-                f"the request body is larger than {limit} bytes",
-                details=[{"limit_bytes": limit}],
-            )
-        return next_middleware(resolver)
-
-    app.use(middlewares=[refuse_large_bodies])
     for router in routers:
         app.include_router(router)
     return app
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
 
 
 def all_routes(services: ServicesProvider) -> list[Router]:

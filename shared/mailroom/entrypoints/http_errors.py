@@ -23,6 +23,7 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.ClientSuspended: 403,
     errors.MessageNotFound: 404,
     errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
     errors.InvalidRequest: 422,
     errors.DependencyUnavailable: 503,
 }
@@ -39,6 +40,17 @@ def error_response(
         content_type=content_types.APPLICATION_JSON,
         body=json.dumps({"error": {"code": code, "message": message, "details": details or []}}),
     )
+
+
+def proxy_error_response(error: errors.MailroomError) -> dict[str, Any]:
+    """The same answer as ``error_response``, as the API Gateway proxy dict."""
+    body = {"error": {"code": error.code, "message": error.message, "details": error.details}}
+    return {
+        "statusCode": status_for(error),
+        "multiValueHeaders": {"Content-Type": [content_types.APPLICATION_JSON]},
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
 
 
 def status_for(error: errors.MailroomError) -> int:
