@@ -33,7 +33,7 @@ test: $(STAMP) $(SAM_STAMP) lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy $(wildcard shared functions devstack tests bench)
+	$(VENV)/bin/mypy $(wildcard shared functions devstack mailroomctl tests bench)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit

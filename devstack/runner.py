@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -260,7 +261,7 @@ def _export_function_environment(
             "SMTP_SECURITY": "none",
             "SMTP_USERNAME": "",
             "SMTP_PASSWORD": "",
-            "ADMIN_TOKEN": token,
+            "ADMIN_TOKEN_SHA256": hashlib.sha256(token.encode()).hexdigest(),
         }
     )
 

@@ -1,15 +1,16 @@
-"""Client administration. This issue serves only the health route."""
+"""Operator routes under /admin, behind the admin bearer token."""
 
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mailroom.bootstrap import default_services
-from mailroom.entrypoints.api import component_health_routes, create_api
+from mailroom.entrypoints.admin import admin_routes
+from mailroom.entrypoints.api import create_api
 from mailroom.entrypoints.observability import logger
 
 app = create_api(
-    [component_health_routes("/admin/health", default_services)],
+    admin_routes(default_services),
     max_request_bytes=lambda: default_services().settings.max_request_bytes,
 )
 

@@ -5,7 +5,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mailroom.bootstrap import default_services
-from mailroom.entrypoints.api import component_health_routes, create_api
+from mailroom.entrypoints.api import create_api
+from mailroom.entrypoints.health import component_health_routes
 from mailroom.entrypoints.observability import logger
 
 app = create_api(

@@ -53,7 +53,11 @@ class Settings(BaseSettings):
     argon2_memory_cost_kib: int = Field(default=19 * 1024, ge=19 * 1024)
     argon2_parallelism: int = Field(default=1, ge=1)
 
-    admin_token: SecretStr | None = None
+    # SHA-256 (hex) of the operators' bearer token for /admin routes. Only the
+    # hash is configured: the token is 32+ random bytes, so a fast hash is
+    # enough (nothing to brute-force) and the plain token never sits in Lambda
+    # configuration. Unset means every admin route answers 401.
+    admin_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 @lru_cache(maxsize=1)

@@ -23,6 +23,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.models import (
     APIKey,
     APIKeyIn,
+    HTTPBearer,
     Server,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
@@ -34,10 +35,11 @@ from mailroom.bootstrap import Services
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import MailroomError, PayloadTooLarge, UnsupportedMediaType
 from mailroom.domain.model import Client, MessageStatus
+from mailroom.entrypoints.admin import admin_routes
+from mailroom.entrypoints.health import HealthView, component_health_routes, health_response
 from mailroom.entrypoints.http_errors import install_error_handlers, proxy_error_response
 from mailroom.entrypoints.observability import logger
 from mailroom.services import clients, sending, status
-from mailroom.services.health import check_health
 
 ServicesProvider = Callable[[], Services]
 
@@ -99,11 +101,6 @@ def _errors(*statuses: tuple[int, str]) -> dict[int, OpenAPIResponse]:
         status: {"description": description, "content": {"application/json": {"model": ErrorBody}}}
         for status, description in statuses
     }
-
-
-class HealthView(BaseModel):
-    status: str
-    checks: dict[str, str]
 
 
 def trace_id_of(headers: dict[str, str]) -> str:
@@ -240,30 +237,9 @@ def status_routes(services: ServicesProvider) -> Router:
         tags=["operations"],
     )
     def health() -> Response[str]:
-        return _health_response(services())
+        return health_response(services())
 
     return router
-
-
-def component_health_routes(path: str, services: ServicesProvider) -> Router:
-    """A health route for the functions whose real routes later issues add."""
-    router = Router()
-
-    @router.get(path, summary="Whether this function's dependencies answer", tags=["operations"])
-    def health() -> Response[str]:
-        return _health_response(services())
-
-    return router
-
-
-def _health_response(services: Services) -> Response[str]:
-    report = check_health(services.health_probes)
-    view = HealthView(status="ok" if report.healthy else "unavailable", checks=report.checks)
-    return Response(
-        status_code=200 if report.healthy else 503,
-        content_type=content_types.APPLICATION_JSON,
-        body=view.model_dump_json(),
-    )
 
 
 class MailroomApi(APIGatewayRestResolver):
@@ -326,7 +302,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         send_routes(services),
         status_routes(services),
         component_health_routes("/webhooks/health", services),
-        component_health_routes("/admin/health", services),
+        *admin_routes(services),
     ]
 
 
@@ -341,6 +317,7 @@ def openapi_json(services: ServicesProvider) -> str:
         security_schemes={
             "apiKey": APIKey.model_validate({"name": "X-Api-Key", "in": APIKeyIn.header}),
             "apiSecret": APIKey.model_validate({"name": "X-Api-Secret", "in": APIKeyIn.header}),
+            "adminToken": HTTPBearer(description="the admin token (admin routes only)"),
         },
         security=[{"apiKey": [], "apiSecret": []}],
     )

@@ -1,0 +1,5 @@
+import sys
+
+from mailroomctl.cli import main
+
+sys.exit(main())

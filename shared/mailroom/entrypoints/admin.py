@@ -1,0 +1,57 @@
+"""Operator routes under /admin, behind one bearer token.
+
+Each capability adds its own router here (templates, DLQ, clients...), so the
+admin function and the OpenAPI document list them in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from mailroom.bootstrap import Services
+from mailroom.domain.errors import Unauthenticated
+from mailroom.entrypoints.health import component_health_routes
+
+ServicesProvider = Callable[[], Services]
+# For OpenAPI: admin routes use the bearer token, not the client key pair.
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminToken": []}]
+
+
+def require_admin(router: Router | APIGatewayRestResolver, services: Services) -> None:
+    """Pass if the request carries ``Authorization: Bearer <admin token>``."""
+    expected = services.settings.admin_token_sha256
+    headers = router.current_event.headers or {}
+    authorization = next((str(v) for k, v in headers.items() if k.lower() == "authorization"), "")
+    scheme, _, token = authorization.partition(" ")
+    presented = hashlib.sha256(token.strip().encode()).hexdigest()
+    # compare_digest even when nothing is configured, so timing says nothing.
+    matches = hmac.compare_digest(presented, expected or "0" * 64)
+    if not (expected and scheme.lower() == "bearer" and token and matches):
+        raise Unauthenticated("admin routes need 'Authorization: Bearer <admin token>'")
+
+
+def admin_routes(services: ServicesProvider) -> list[Router]:
+    """Every router the admin function serves."""
+    return [component_health_routes("/admin/health", services), _whoami_routes(services)]
+
+
+def _whoami_routes(services: ServicesProvider) -> Router:
+    router = Router()
+
+    @router.get(
+        "/admin/whoami",
+        summary="Check an admin token",
+        description="200 when the bearer token is the configured admin token.",
+        tags=["admin"],
+        security=ADMIN_SECURITY,
+    )
+    def whoami() -> dict[str, str]:
+        require_admin(router, services())
+        return {"role": "admin"}
+
+    return router
