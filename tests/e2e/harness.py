@@ -31,7 +31,7 @@ SAMPLE_PROPS: dict[str, Any] = json.loads(
 )
 E2E_DATABASE = os.environ.get("MAILROOM_E2E_DATABASE", "mailroom_e2e")
 POSTGRES_SERVER = "postgresql+pg8000://postgres@127.0.0.1:5432"
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = os.environ.get("MAILROOM_E2E_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 STARTUP_TIMEOUT_SECONDS = 60
 DELIVERY_TIMEOUT_SECONDS = 30
