@@ -20,7 +20,8 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade_to_head(database_url: str) -> None:
-    command.upgrade(alembic_config(database_url), "head")
+    # "heads": feature branches of the schema may be merged later; apply all.
+    command.upgrade(alembic_config(database_url), "heads")
 
 
 def ensure_database_exists(database_url: str) -> bool:
