@@ -47,6 +47,9 @@ class Client:
     rate_limit: int
     quota_limit: int
     status: ClientStatus = ClientStatus.ACTIVE
+    # Provider names in the order this client's mail tries them; None means
+    # the service-wide order from config.
+    provider_order: list[str] | None = None
     created_at: datetime | None = None
 
 

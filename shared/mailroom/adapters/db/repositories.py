@@ -74,6 +74,7 @@ class SqlClientRepository(ClientRepository):
                 quota_limit=client.quota_limit,
                 rate_limit=client.rate_limit,
                 status=client.status.value,
+                provider_order=client.provider_order,
             )
         )
 
@@ -163,6 +164,7 @@ def _client(row: ClientRow) -> Client:
         rate_limit=row.rate_limit,
         quota_limit=row.quota_limit,
         status=ClientStatus(row.status),
+        provider_order=list(row.provider_order) if row.provider_order is not None else None,
         created_at=row.created_at,
     )
 

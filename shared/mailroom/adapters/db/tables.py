@@ -58,6 +58,7 @@ class ClientRow(Base):
     quota_limit: Mapped[int] = mapped_column(Integer)
     rate_limit: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), server_default=ClientStatus.ACTIVE.value)
+    provider_order: Mapped[list[str] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
