@@ -15,8 +15,6 @@ from tests.integration.conftest import TEST_DATABASE_URL
 pytestmark = pytest.mark.integration
 
 SCRATCH_URL = TEST_DATABASE_URL + "_migrations"
-    TEST_DATABASE_URL.rsplit("/", 1)[0] + "/" + TEST_DATABASE_URL.rsplit("/", 1)[1] + "_migrations"
-)
 
 
 def test_migrations_match_the_declared_schema_and_downgrade_cleanly() -> None:
