@@ -36,15 +36,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def database_url() -> str:
-    """A database migrated from nothing, once per run: the migrations are under test too."""
-    ensure_database_exists(TEST_DATABASE_URL)
-    engine = create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT")
+def empty_database(url: str) -> None:
+    """Create the database if missing and drop everything in it."""
+    ensure_database_exists(url)
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """A database migrated from nothing, once per run: the migrations are under test too."""
+    empty_database(TEST_DATABASE_URL)
     upgrade_to_head(TEST_DATABASE_URL)
     return TEST_DATABASE_URL
 

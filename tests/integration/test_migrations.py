@@ -6,11 +6,11 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect
 
-from mailroom.adapters.db.migrate import alembic_config, ensure_database_exists, upgrade_to_head
+from mailroom.adapters.db.migrate import alembic_config, upgrade_to_head
 from mailroom.adapters.db.tables import Base
-from tests.integration.conftest import TEST_DATABASE_URL
+from tests.integration.conftest import TEST_DATABASE_URL, empty_database
 
 pytestmark = pytest.mark.integration
 
@@ -19,11 +19,8 @@ SCRATCH_URL = TEST_DATABASE_URL + "_migrations"
 
 def test_migrations_match_the_declared_schema_and_downgrade_cleanly() -> None:
     # GIVEN an empty scratch database
-    ensure_database_exists(SCRATCH_URL)
-    engine = create_engine(SCRATCH_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
+    empty_database(SCRATCH_URL)
+    engine = create_engine(SCRATCH_URL)
     try:
         # WHEN every migration is applied
         upgrade_to_head(SCRATCH_URL)
