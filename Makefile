@@ -38,6 +38,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
+# Runs every bench/*.py and appends its figures to docs/benchmarks.md.
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
 openapi: $(STAMP)
 	PYTHONPATH=shared $(PY) -m mailroom.entrypoints.openapi_document > docs/openapi.json
 
