@@ -250,11 +250,23 @@ def _export_function_environment(
         ),
         "",
     )
+    # The DLQ the worker moves exhausted messages to and the admin routes
+    # read: the template's value, else the redrive target of the worker's queue.
+    dead_letter_queue_url = defaults.get("DEAD_LETTER_QUEUE_URL") or next(
+        (
+            queues[dead_letter_queue].url
+            for function in stack.functions
+            for trigger in function.sqs_triggers
+            if (dead_letter_queue := stack.queues[trigger.queue].dead_letter_queue)
+        ),
+        "",
+    )
     os.environ.update(
         {
             "DATABASE_URL": settings.database_url,
             "REDIS_URL": settings.redis_url,
             "QUEUE_URL": queue_url,
+            "DEAD_LETTER_QUEUE_URL": dead_letter_queue_url,
             "TEMPLATES_DIR": str(REPO_ROOT / "templates"),
             "SMTP_HOST": sink.host,
             "SMTP_PORT": str(sink.port),

@@ -25,9 +25,11 @@ class QueuePoller:
     """Feeds one queue to one function as Lambda's event source mapping does.
 
     Records the function reports in ``batchItemFailures`` are left on the queue
-    and come back after the visibility timeout; so does the whole batch when
-    the function raises or answers something Lambda would not accept. SQS
-    itself moves a message to the dead-letter queue after maxReceiveCount.
+    untouched and come back after their visibility timeout (the queue's, or
+    what the function set with ChangeMessageVisibility); so does the whole
+    batch when the function raises or answers something Lambda would not
+    accept. SQS itself moves a message to the dead-letter queue after
+    maxReceiveCount.
     """
 
     def __init__(
@@ -116,9 +118,9 @@ class QueuePoller:
         succeeded = [m for m in messages if m["MessageId"] not in failed]
         self._delete(succeeded)
         retry = (
-            f", {len(failed)} back on the queue in {self._queue.visibility_timeout_seconds} s"
-            if failed
-            else ""
+            # When they come back is the handler's call (the worker sets each
+            # one's visibility to its backoff delay); the poller never resets it.
+            f", {len(failed)} left on the queue for redelivery" if failed else ""
         )
         log.info(
             "%s: batch of %d from %s, %d done%s (%.0f ms)",

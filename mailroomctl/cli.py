@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from mailroomctl.client import AdminApiError, AdminClient
+from mailroomctl.clients import register_clients
+from mailroomctl.dlq import register_dlq
+from mailroomctl.suppressions import register_suppressions
+from mailroomctl.templates import register_templates
 
 CREDENTIALS_FILE = Path(__file__).resolve().parent.parent / ".local" / "dev-credentials.json"
 
@@ -35,6 +39,10 @@ def register_core(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 # Command groups added by later capabilities register themselves here.
 COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     register_core,
+    register_dlq,
+    register_clients,
+    register_suppressions,
+    register_templates,
 ]
 
 

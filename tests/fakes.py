@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from mailroom.adapters.db.audit import AuditLog
 from mailroom.adapters.db.repositories import ClientRepository, MessageRepository
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.providers.base import (
@@ -18,23 +20,57 @@ from mailroom.adapters.providers.base import (
 from mailroom.adapters.queue import MessageQueue
 from mailroom.adapters.secrets import SecretHasher
 from mailroom.adapters.templates import TemplateSource, TemplateStore
+from mailroom.adapters.tenancy import (
+    Bucket,
+    CredentialVersions,
+    QuotaCounter,
+    QuotaTake,
+    RateLimiter,
+)
 from mailroom.domain.errors import DependencyUnavailable, UnknownTemplate
 from mailroom.domain.mime import OutgoingEmail
-from mailroom.domain.model import Client, EventType, Message, MessageEvent
+from mailroom.domain.model import Client, ClientStatus, EventType, Message, MessageEvent
+from mailroom.domain.templates import TemplateVersion
+from mailroom.domain.tenancy import AuditEntry, QuotaPeriod, RateDecision
+from tests.fakes_feedback import (
+    FakeFeedbackRepository,
+    FakeMessageQueryRepository,
+    FakeRecipientRepository,
+    FakeSuppressionRepository,
+    FeedbackState,
+)
 
 
 class FakeClientRepository(ClientRepository):
+    """Hands out copies, as the database does: changing one changes nothing until saved."""
+
     def __init__(self) -> None:
         self.rows: dict[uuid.UUID, Client] = {}
 
     def add(self, client: Client) -> None:
-        self.rows[client.id] = client
+        now = datetime.now(UTC)
+        self.rows[client.id] = dataclasses.replace(client, created_at=now, updated_at=now)
 
     def get(self, client_id: uuid.UUID) -> Client | None:
-        return self.rows.get(client_id)
+        row = self.rows.get(client_id)
+        return copy.deepcopy(row) if row else None
 
     def get_by_api_key(self, api_key: str) -> Client | None:
-        return next((c for c in self.rows.values() if c.api_key_prefix == api_key), None)
+        row = next((c for c in self.rows.values() if c.api_key_prefix == api_key), None)
+        return copy.deepcopy(row) if row else None
+
+    def list(self, status: ClientStatus | None = None) -> list[Client]:
+        return [
+            copy.deepcopy(c) for c in self.rows.values() if status is None or c.status is status
+        ]
+
+    def save(self, client: Client) -> None:
+        self.rows[client.id] = dataclasses.replace(client, updated_at=datetime.now(UTC))
+
+    def touch_last_used(self, client_id: uuid.UUID, at: datetime) -> None:
+        row = self.rows[client_id]
+        if row.last_used_at is None or row.last_used_at < at:
+            self.rows[client_id] = dataclasses.replace(row, last_used_at=at)
 
 
 class FakeMessageRepository(MessageRepository):
@@ -61,16 +97,56 @@ class FakeMessageRepository(MessageRepository):
     def events(self, message_id: uuid.UUID) -> list[MessageEvent]:
         return [event for owner, event in self.event_rows if owner == message_id]
 
+    def count_accepted(self, client_id: uuid.UUID, start: datetime, end: datetime) -> int:
+        def having(event_type: EventType) -> set[uuid.UUID]:
+            return {owner for owner, event in self.event_rows if event.type is event_type}
+
+        accepted = having(EventType.ACCEPTED) - having(EventType.ENQUEUE_FAILED)
+        return sum(
+            1
+            for m in self.rows.values()
+            if m.client_id == client_id
+            and m.created_at is not None
+            and start <= m.created_at < end
+            and m.id in accepted
+        )
+
+
+class FakeAuditLog(AuditLog):
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+
+    def append(self, entry: AuditEntry) -> None:
+        self.entries.append(dataclasses.replace(entry, at=datetime.now(UTC)))
+
+    def recent(self, *, target_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        matching = [e for e in self.entries if target_id is None or e.target_id == target_id]
+        return list(reversed(matching))[:limit]
+
 
 class FakeUnitOfWork(UnitOfWork):
     """Keeps committed state only: what was not committed is rolled back."""
 
     clients: FakeClientRepository
     messages: FakeMessageRepository
+    feedback: FakeFeedbackRepository
+    recipients: FakeRecipientRepository
+    suppressions: FakeSuppressionRepository
+    message_queries: FakeMessageQueryRepository
+    audit: FakeAuditLog
 
     def __init__(self) -> None:
         self.clients = FakeClientRepository()
         self.messages = FakeMessageRepository()
+        self.audit = FakeAuditLog()
+        # Delivery feedback: four repositories over one state, saved and
+        # restored alongside the rest.
+        self.feedback_state = FeedbackState()
+        self.feedback = FakeFeedbackRepository(self.feedback_state, self.messages)
+        self.recipients = FakeRecipientRepository(self.feedback_state)
+        self.suppressions = FakeSuppressionRepository(self.feedback_state)
+        self.message_queries = FakeMessageQueryRepository(self.feedback_state, self.messages)
+        self._feedback_saved = self.feedback_state.snapshot()
         self._snapshot = self._take_snapshot()
         self.commits = 0
 
@@ -79,17 +155,21 @@ class FakeUnitOfWork(UnitOfWork):
             dict(self.clients.rows),
             {k: _copy(v) for k, v in self.messages.rows.items()},
             list(self.messages.event_rows),
+            list(self.audit.entries),
         )
 
     def commit(self) -> None:
         self.commits += 1
         self._snapshot = self._take_snapshot()
+        self._feedback_saved = self.feedback_state.snapshot()
 
     def rollback(self) -> None:
-        clients, messages, events = self._snapshot
+        self.feedback_state.restore(self._feedback_saved)
+        clients, messages, events, audit = self._snapshot
         self.clients.rows = dict(clients)
         self.messages.rows = {k: _copy(v) for k, v in messages.items()}
         self.messages.event_rows = list(events)
+        self.audit.entries = list(audit)
 
 
 class PlainHasher(SecretHasher):
@@ -114,13 +194,31 @@ class RecordingQueue(MessageQueue):
 
 
 class DictTemplateStore(TemplateStore):
+    """Templates in memory; uploads keep every version, as the PostgreSQL store does."""
+
     def __init__(self, *sources: TemplateSource) -> None:
         self.sources = {source.name: source for source in sources}
+        self.uploads: dict[str, list[TemplateSource]] = {}
 
-    def get(self, name: str) -> TemplateSource:
-        if name not in self.sources:
+    def get(self, name: str, version: int | None = None) -> TemplateSource:
+        versions = self.uploads.get(name)
+        if versions and (version is None or 1 <= version <= len(versions)):
+            return versions[(version or len(versions)) - 1]
+        if name not in self.sources or version is not None:
             raise UnknownTemplate(f"there is no template named '{name}'")
         return self.sources[name]
+
+    def versions(self) -> list[TemplateVersion]:
+        return [
+            TemplateVersion(name, "uploaded", n + 1)
+            for name, versions in sorted(self.uploads.items())
+            for n in range(len(versions))
+        ]
+
+    def add_version(self, source: TemplateSource) -> int:
+        versions = self.uploads.setdefault(source.name, [])
+        versions.append(dataclasses.replace(source, version=len(versions) + 1))
+        return len(versions)
 
 
 class ScriptedProvider(EmailProvider):
@@ -142,6 +240,97 @@ class ScriptedProvider(EmailProvider):
 
     def close(self) -> None:
         self.closed = True
+
+
+class FakeRateLimiter(RateLimiter):
+    """Full buckets that never refill: the first ``per_minute`` takes pass, the rest wait."""
+
+    def __init__(self, *, down: bool = False) -> None:
+        self.down = down
+        self.taken: dict[str, int] = {}
+
+    def take(self, bucket: Bucket, *, shared: Bucket | None = None) -> RateDecision:
+        if self.down:
+            raise DependencyUnavailable("Redis is unavailable: rate limits cannot be checked")
+        buckets = [bucket] if shared is None else [bucket, shared]
+        allowed = all(self.taken.get(b.name, 0) < b.per_minute for b in buckets)
+        if allowed:
+            for b in buckets:
+                self.taken[b.name] = self.taken.get(b.name, 0) + 1
+        used = self.taken.get(bucket.name, 0)
+        return RateDecision(
+            allowed=allowed,
+            limit=bucket.per_minute,
+            remaining=bucket.per_minute - used,
+            reset_seconds=60 * used // bucket.per_minute,
+            retry_after_seconds=0 if allowed else 60 // bucket.per_minute or 1,
+        )
+
+
+class FakeQuotaCounter(QuotaCounter):
+    def __init__(self) -> None:
+        self.counters: dict[tuple[uuid.UUID, str], int] = {}
+
+    def take(self, client_id: uuid.UUID, period: QuotaPeriod, limit: int) -> QuotaTake | None:
+        key = (client_id, period.label)
+        if key not in self.counters:
+            return None
+        if self.counters[key] >= limit:
+            return QuotaTake(accepted=False, used=self.counters[key])
+        self.counters[key] += 1
+        return QuotaTake(accepted=True, used=self.counters[key])
+
+    def give_back(self, client_id: uuid.UUID, period: QuotaPeriod) -> None:
+        key = (client_id, period.label)
+        self.counters[key] = max(0, self.counters.get(key, 0) - 1)
+
+    def seed(self, client_id: uuid.UUID, period: QuotaPeriod, used: int) -> None:
+        self.counters.setdefault((client_id, period.label), used)
+
+    def read(self, client_id: uuid.UUID, period: QuotaPeriod) -> int | None:
+        return self.counters.get((client_id, period.label))
+
+    def replace(
+        self, client_id: uuid.UUID, period: QuotaPeriod, *, expected: int | None, used: int
+    ) -> bool:
+        if self.counters.get((client_id, period.label)) != expected:
+            return False
+        self.counters[(client_id, period.label)] = used
+        return True
+
+
+class FakeCredentialVersions(CredentialVersions):
+    def __init__(self) -> None:
+        self.versions: dict[str, str] = {}
+        self.reads = 0
+
+    def read(self, api_key: str) -> str | None:
+        self.reads += 1
+        return self.versions.get(api_key)
+
+    def claim(self, api_key: str) -> str | None:
+        if api_key in self.versions:
+            return None
+        self.versions[api_key] = uuid.uuid4().hex
+        return self.versions[api_key]
+
+    def bump(self, api_key: str) -> None:
+        self.versions[api_key] = uuid.uuid4().hex
+
+
+class CountingHasher(PlainHasher):
+    """PlainHasher that counts verifications: what the credential cache saves."""
+
+    def __init__(self) -> None:
+        self.verifications = 0
+        self.burned = 0
+
+    def verify(self, secret_hash: str, secret: str) -> bool:
+        self.verifications += 1
+        return super().verify(secret_hash, secret)
+
+    def burn_time(self, secret: str) -> None:
+        self.burned += 1
 
 
 def _copy(message: Message) -> Message:

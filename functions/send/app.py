@@ -6,11 +6,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mailroom.bootstrap import default_services
 from mailroom.entrypoints.api import create_api, send_routes
+from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.observability import logger
 
 app = create_api(
     [send_routes(default_services)],
     max_request_bytes=lambda: default_services().settings.max_request_bytes,
+    client_gate=ClientGate(default_services),
 )
 
 

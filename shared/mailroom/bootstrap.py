@@ -6,22 +6,47 @@ so importing a handler stays cheap and a cold start pays only for what it uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 
+from pydantic import SecretStr
+
+from mailroom.adapters.breakers import ProviderBreakers
+from mailroom.adapters.compiled_templates import EmfTemplateMetrics
+from mailroom.adapters.db.template_versions import SqlTemplateStore
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork, UnitOfWork
+from mailroom.adapters.dead_letter_queue import DeadLetterQueue, SqsDeadLetterQueue
+from mailroom.adapters.operator_signals import OperatorSignals, PowertoolsSignals
 from mailroom.adapters.providers.base import EmailProvider
+from mailroom.adapters.providers.mailgun import MailgunProvider
+from mailroom.adapters.providers.sendgrid import SendGridProvider
+from mailroom.adapters.providers.ses import SesProvider
 from mailroom.adapters.providers.smtp import SmtpProvider
 from mailroom.adapters.queue import MessageQueue, SqsMessageQueue
+from mailroom.adapters.queue_records import QueueRecords, SqsQueueRecords
 from mailroom.adapters.redis_store import RedisStore
+from mailroom.adapters.redis_template_code import RedisTemplateCode
+from mailroom.adapters.redis_tenancy import (
+    RedisCredentialVersions,
+    RedisQuotaCounter,
+    RedisRateLimiter,
+)
 from mailroom.adapters.secrets import Argon2SecretHasher, SecretHasher
 from mailroom.adapters.templates import (
     FileTemplateStore,
+    LayeredTemplateStore,
     TemplateRenderer,
     TemplateStore,
 )
+from mailroom.adapters.tenancy import CredentialVersions, QuotaCounter, RateLimiter
+from mailroom.adapters.webhooks.fetch import UrllibAwsFetcher
+from mailroom.adapters.webhooks.registry import WebhookRegistry
+from mailroom.adapters.webhooks.replay import RedisReplayGuard
 from mailroom.config import Settings, get_settings
+from mailroom.entrypoints.observability import logger
+from mailroom.services.authentication import Authenticator, VerifiedCredentialCache
+from mailroom.services.provider_chain import ProviderChain
 from mailroom.services.sending import SendLimits
 
 
@@ -33,8 +58,37 @@ class Services:
     queue: MessageQueue
     templates: TemplateStore
     renderer: TemplateRenderer
-    provider: Callable[[], EmailProvider]
+    # The provider chain (failover + breakers); the worker brackets each SQS
+    # batch with providers.batch().
+    providers: ProviderChain
+    signals: OperatorSignals
+    # The send queue's records in the worker's hands, and its DLQ.
+    queue_records: QueueRecords
+    dead_letters: DeadLetterQueue
+    # Tenancy state shared by every instance (Redis): token buckets, monthly
+    # quota counters, and the credential versions the verified-credential
+    # cache checks on every request.
+    rate_limiter: RateLimiter
+    quota: QuotaCounter
+    credential_versions: CredentialVersions
     health_probes: dict[str, Callable[[], None]] = field(default_factory=dict)
+    # Provider delivery webhooks (verifiers, SNS certificate cache); always
+    # set by bootstrap().
+    webhooks: WebhookRegistry | None = None
+
+    @cached_property
+    def authenticator(self) -> Authenticator:
+        """One per container: its cache of verified credentials is per process."""
+        return Authenticator(
+            self.uow,
+            self.hasher,
+            self.credential_versions,
+            VerifiedCredentialCache(
+                ttl_seconds=self.settings.verified_credential_ttl_seconds,
+                max_entries=self.settings.verified_credential_cache_size,
+            ),
+            last_used_interval_seconds=self.settings.last_used_write_interval_seconds,
+        )
 
     @property
     def send_limits(self) -> SendLimits:
@@ -52,8 +106,16 @@ def bootstrap(
     queue: MessageQueue | None = None,
     templates: TemplateStore | None = None,
     renderer: TemplateRenderer | None = None,
-    provider: Callable[[], EmailProvider] | None = None,
+    providers: Mapping[str, EmailProvider] | None = None,
+    breakers: ProviderBreakers | None = None,
+    signals: OperatorSignals | None = None,
+    queue_records: QueueRecords | None = None,
+    dead_letters: DeadLetterQueue | None = None,
+    rate_limiter: RateLimiter | None = None,
+    quota: QuotaCounter | None = None,
+    credential_versions: CredentialVersions | None = None,
     health_probes: dict[str, Callable[[], None]] | None = None,
+    webhooks: WebhookRegistry | None = None,
 ) -> Services:
     settings = settings or get_settings()
     database = Database(
@@ -62,6 +124,14 @@ def bootstrap(
         max_overflow=settings.db_max_overflow,
     )
     redis_store = RedisStore(settings.redis_url)
+    signals = signals or PowertoolsSignals(logger, namespace=settings.metrics_namespace)
+    breakers = breakers or ProviderBreakers.in_redis(
+        settings.redis_url,
+        signals,
+        failure_threshold=settings.breaker_failure_threshold,
+        cooldown_seconds=settings.breaker_cooldown_seconds,
+        success_threshold=settings.breaker_success_threshold,
+    )
     return Services(
         settings=settings,
         uow=uow or (lambda: SqlUnitOfWork(database)),
@@ -72,12 +142,67 @@ def bootstrap(
             parallelism=settings.argon2_parallelism,
         ),
         queue=queue or SqsMessageQueue(settings.queue_url, settings.aws_region),
-        templates=templates or FileTemplateStore(settings.templates_dir),
-        renderer=renderer or TemplateRenderer(),
-        provider=provider or (lambda: _smtp_provider(settings)),
+        templates=templates
+        or LayeredTemplateStore(
+            FileTemplateStore(settings.templates_dir), SqlTemplateStore(database)
+        ),
+        renderer=renderer or _template_renderer(settings, redis_store),
+        providers=ProviderChain(
+            providers if providers is not None else _providers(settings),
+            settings.provider_names,
+            breakers,
+            signals,
+        ),
+        signals=signals,
+        queue_records=queue_records or SqsQueueRecords(settings.queue_url, settings.aws_region),
+        dead_letters=dead_letters
+        or SqsDeadLetterQueue(settings.dead_letter_queue_url, settings.aws_region),
+        rate_limiter=rate_limiter or RedisRateLimiter(redis_store),
+        quota=quota or RedisQuotaCounter(redis_store),
+        credential_versions=credential_versions or RedisCredentialVersions(redis_store),
         health_probes=health_probes
         if health_probes is not None
         else {"postgres": database.ping, "redis": redis_store.ping},
+        webhooks=webhooks
+        or WebhookRegistry(
+            settings, fetcher=UrllibAwsFetcher(), replay_guard=RedisReplayGuard(redis_store)
+        ),
+    )
+
+
+def _providers(settings: Settings) -> dict[str, EmailProvider]:
+    """The providers PROVIDER_ORDER names; each is cheap to build and connects on first send."""
+    builders: dict[str, Callable[[Settings], EmailProvider]] = {
+        "smtp": _smtp_provider,
+        "ses": lambda s: SesProvider(
+            s.aws_region,
+            configuration_set=s.ses_configuration_set,
+            timeout_seconds=s.http_provider_timeout_seconds,
+        ),
+        "sendgrid": lambda s: SendGridProvider(
+            _secret(s.sendgrid_api_key),
+            base_url=s.sendgrid_base_url,
+            timeout_seconds=s.http_provider_timeout_seconds,
+        ),
+        "mailgun": lambda s: MailgunProvider(
+            _secret(s.mailgun_api_key),
+            s.mailgun_domain,
+            base_url=s.mailgun_base_url,
+            timeout_seconds=s.http_provider_timeout_seconds,
+        ),
+    }
+    return {name: builders[name](settings) for name in settings.provider_names}
+
+
+def _template_renderer(settings: Settings, redis_store: RedisStore) -> TemplateRenderer:
+    return TemplateRenderer(
+        shared=RedisTemplateCode(redis_store),
+        metrics=EmfTemplateMetrics(settings.metrics_namespace),
+        timeout_seconds=settings.template_render_timeout_ms / 1000,
+        compile_timeout_seconds=settings.template_compile_timeout_ms / 1000,
+        budget_bytes=settings.template_render_budget_bytes,
+        cache_size=settings.template_cache_size,
+        cache_ttl_seconds=settings.template_cache_ttl_seconds,
     )
 
 
@@ -87,9 +212,13 @@ def _smtp_provider(settings: Settings) -> EmailProvider:
         settings.smtp_port,
         security=settings.smtp_security,
         username=settings.smtp_username,
-        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        password=_secret(settings.smtp_password),
         timeout_seconds=settings.smtp_timeout_seconds,
     )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None
 
 
 @cache

@@ -9,6 +9,11 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The email providers Mailroom has an adapter for (adapters/providers/).
+PROVIDER_NAMES = ("smtp", "ses", "sendgrid", "mailgun")
+_PROVIDER = "(?:" + "|".join(PROVIDER_NAMES) + ")"
+PROVIDER_ORDER_PATTERN = rf"^\s*{_PROVIDER}(?:\s*,\s*{_PROVIDER})*\s*$"
+
 
 class Settings(BaseSettings):
     """Everything Mailroom reads from its environment.
@@ -31,6 +36,17 @@ class Settings(BaseSettings):
     queue_url: str = ""
 
     templates_dir: Path = Path("templates")
+    # The template engine (docs/architecture.md, "Template engine").
+    # A render (subject, HTML, text and CSS inlining) is stopped after this.
+    template_render_timeout_ms: int = Field(default=200, ge=10, le=10_000)
+    # Compiling is bounded too; the single-flight lock expires 1 s after it.
+    template_compile_timeout_ms: int = Field(default=2000, ge=100, le=30_000)
+    # Bytes one render may produce, counting intermediate strings: stops
+    # templates that build huge strings before they exhaust memory.
+    template_render_budget_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    # Compiled templates kept per process, and how long Redis keeps them.
+    template_cache_size: int = Field(default=256, ge=1)
+    template_cache_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
 
     default_from: str = "Mailroom <noreply@example.com>"
     # Bodies beyond this are refused with 413 before they are parsed.
@@ -40,12 +56,68 @@ class Settings(BaseSettings):
     # maxReceiveCount in template.yaml is set above it.
     max_send_attempts: int = Field(default=5, ge=1)
 
+    # Delivery feedback (docs/architecture.md, "Delivery feedback"). SNS
+    # topics whose messages are accepted, comma-separated ARNs: anything else
+    # is refused, subscription confirmations included.
+    sns_topic_arns: str = ""
+    # SendGrid's "Signed Event Webhook" verification key (base64 DER or PEM).
+    sendgrid_webhook_public_key: str | None = None
+    # Mailgun's HTTP webhook signing key.
+    mailgun_webhook_signing_key: SecretStr | None = None
+    # Signed timestamps older (or further ahead) than this are refused; a
+    # Mailgun token is remembered in Redis for twice this long.
+    webhook_max_age_seconds: int = Field(default=300, ge=30, le=86_400)
+    # Providers batch events (SendGrid up to ~768 KB), so webhook bodies may be
+    # larger than API requests; Lambda's synchronous payload limit is 6 MB.
+    webhook_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=6_000_000)
+
+    @property
+    def sns_topic_allowlist(self) -> frozenset[str]:
+        return frozenset(arn.strip() for arn in self.sns_topic_arns.split(",") if arn.strip())
+
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_security: Literal["none", "starttls", "tls"] = "none"
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # The provider chain (docs/architecture.md, "Provider chain"). The order
+    # every message tries, comma-separated; a client's own provider_order
+    # reorders or narrows it but cannot add a provider not named here.
+    provider_order: str = Field(default="smtp", pattern=PROVIDER_ORDER_PATTERN)
+    # SES v2 goes through boto3 (AWS_ENDPOINT_URL, AWS_REGION); only the
+    # optional configuration set is ours.
+    ses_configuration_set: str | None = None
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    mailgun_api_key: SecretStr | None = None
+    mailgun_domain: str | None = None
+    # https://api.eu.mailgun.net for domains in Mailgun's EU region.
+    mailgun_base_url: str = "https://api.mailgun.net"
+    # Connect and read timeout of one HTTPS provider request.
+    http_provider_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Circuit breakers, one per provider, state in Redis. pybreaker calls
+    # these fail_max, reset_timeout and success_threshold.
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    breaker_success_threshold: int = Field(default=3, ge=1)
+    # Backoff between attempts when every provider failed: base x 2^(n-1),
+    # capped, scaled down by up to `retry_jitter` so retries spread out.
+    # SQS caps one visibility timeout at 12 hours.
+    retry_base_delay_seconds: int = Field(default=60, ge=0, le=43200)
+    retry_max_delay_seconds: int = Field(default=3600, ge=0, le=43200)
+    retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    # Where the worker moves messages whose retries ran out, and what the
+    # admin DLQ routes read; the SendQueue's redrive target in template.yaml.
+    dead_letter_queue_url: str = ""
+    metrics_namespace: str = "Mailroom"
+
+    @property
+    def provider_names(self) -> tuple[str, ...]:
+        """PROVIDER_ORDER as names, first mention wins."""
+        names = (name.strip() for name in self.provider_order.split(","))
+        return tuple(dict.fromkeys(names))
 
     # argon2id parameters for API secrets. The defaults are OWASP's minimum
     # (19 MiB, 2 passes, 1 lane); the validators refuse anything weaker.
@@ -58,6 +130,20 @@ class Settings(BaseSettings):
     # enough (nothing to brute-force) and the plain token never sits in Lambda
     # configuration. Unset means every admin route answers 401.
     admin_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    # Clients, keys, rate limits and quotas (docs/architecture.md, "Clients and
+    # keys"). A verified key pair is remembered in process for this long, so a
+    # warm instance pays argon2 once per TTL rather than per request; every
+    # request still checks the client's credential version in Redis, so a
+    # suspension or rotation applies at once. 0 turns the cache off.
+    verified_credential_ttl_seconds: float = Field(default=60.0, ge=0, le=3600)
+    verified_credential_cache_size: int = Field(default=10_000, ge=1)
+    # How long a rotated-out secret keeps working unless the rotation says otherwise.
+    secret_rotation_grace_seconds: int = Field(default=86_400, ge=0, le=30 * 86_400)
+    # last_used_at is written at most this often per client and instance.
+    last_used_write_interval_seconds: float = Field(default=300.0, gt=0)
+    # Requests per minute across every client together; unset means none.
+    global_rate_limit_per_minute: int | None = Field(default=None, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -58,8 +58,11 @@ def database_url() -> str:
 def database(database_url: str) -> Iterator[Database]:
     db = Database(database_url, pool_size=2)
     with db.engine.begin() as connection:
-        # TRUNCATE fires no row trigger, so the append-only event log can be emptied here.
-        connection.execute(text("TRUNCATE message_events, messages, clients"))
+        # TRUNCATE fires no row trigger, so the append-only logs can be emptied here;
+        # CASCADE empties the tables that refer to these too.
+        connection.execute(
+            text("TRUNCATE message_events, messages, clients, admin_audit_log CASCADE")
+        )
     yield db
     db.dispose()
 

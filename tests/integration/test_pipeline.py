@@ -150,7 +150,14 @@ def test_smtp_down_is_retried_then_failed(
     view = stack.status(accepted["id"])
     assert view["status"] == "failed"
     assert "connection failed" in view["last_error"]
-    assert [e["type"] for e in view["events"]] == ["accepted", "attempt_failed", "failed"]
+    # each failed try of a provider is its own event, before the attempt's outcome
+    assert [e["type"] for e in view["events"]] == [
+        "accepted",
+        "provider_failed",
+        "attempt_failed",
+        "provider_failed",
+        "failed",
+    ]
 
 
 def test_a_queue_outage_answers_503_and_marks_the_row(

@@ -9,12 +9,22 @@ from typing import Any
 
 import pytest
 
+from mailroom.adapters.templates import FileTemplateStore, TemplateRenderer
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
 from mailroom.entrypoints.api import create_api, send_routes, status_routes, trace_id_of
+from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.services.clients import RegisteredClient, register_client
 from tests.events import FakeLambdaContext, load_event, with_body, with_headers
-from tests.fakes import FakeUnitOfWork, PlainHasher, RecordingQueue, ScriptedProvider
+from tests.fakes import (
+    FakeCredentialVersions,
+    FakeQuotaCounter,
+    FakeRateLimiter,
+    FakeUnitOfWork,
+    PlainHasher,
+    RecordingQueue,
+    ScriptedProvider,
+)
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 LIMIT = 4096
@@ -24,6 +34,8 @@ class Api:
     def __init__(self, *, queue_fails: bool = False, healthy: bool = True) -> None:
         self.uow = FakeUnitOfWork()
         self.queue = RecordingQueue(fail=queue_fails)
+        self.rate_limiter = FakeRateLimiter()
+        self.quota = FakeQuotaCounter()
 
         def probe() -> None:
             if not healthy:
@@ -34,13 +46,20 @@ class Api:
             uow=lambda: self.uow,
             hasher=PlainHasher(),
             queue=self.queue,
-            provider=ScriptedProvider,
+            templates=FileTemplateStore(TEMPLATES),
+            renderer=TemplateRenderer(),
+            providers={"smtp": ScriptedProvider()},
+            rate_limiter=self.rate_limiter,
+            quota=self.quota,
+            credential_versions=FakeCredentialVersions(),
             health_probes={"redis": probe},
         )
         self.client: RegisteredClient = register_client(self.uow, PlainHasher(), name="acme")
+        # As functions/send and functions/status build theirs.
         self.app = create_api(
             [send_routes(lambda: self.services), status_routes(lambda: self.services)],
             max_request_bytes=lambda: LIMIT,
+            client_gate=ClientGate(lambda: self.services),
         )
 
     def call(self, event: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]]:

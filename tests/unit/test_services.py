@@ -27,6 +27,7 @@ from tests.fakes import (
     RecordingQueue,
     ScriptedProvider,
 )
+from tests.provider_fakes import chain_of
 
 HELLO = TemplateSource(
     name="hello", subject="Hello {{ name }}", html="<p style='x'>Hi {{ name }}</p>"
@@ -49,7 +50,14 @@ def _accept(uow: FakeUnitOfWork, queue: RecordingQueue, **body: object) -> uuid.
         {"template": "hello", "to": "ada@example.com", "props": {"name": "Ada"}, **body}
     )
     message = sending.accept_message(
-        uow, queue, DictTemplateStore(HELLO), LIMITS, client=client, request=request, trace_id="t-1"
+        uow,
+        queue,
+        DictTemplateStore(HELLO),
+        LIMITS,
+        client=client,
+        request=request,
+        trace_id="t-1",
+        renderer=TemplateRenderer(),
     )
     return message.id
 
@@ -130,7 +138,7 @@ class TestDeliverMessage:
             uow,
             DictTemplateStore(HELLO),
             TemplateRenderer(),
-            provider,
+            chain_of(provider),
             message_id=message_id,
             max_attempts=tries,
         ).result
@@ -177,8 +185,11 @@ class TestDeliverMessage:
         types = [e.type for e in uow.messages.events(message_id)]
         assert types == [
             EventType.ACCEPTED,
+            EventType.PROVIDER_FAILED,
             EventType.ATTEMPT_FAILED,
+            EventType.PROVIDER_FAILED,
             EventType.ATTEMPT_FAILED,
+            EventType.PROVIDER_FAILED,
             EventType.FAILED,
         ]
 
@@ -191,12 +202,14 @@ class TestDeliverMessage:
         assert uow.messages.rows[message_id].attempts == 1
 
     def test_render_error_fails_without_trying_the_provider(self, uow: FakeUnitOfWork) -> None:
-        message_id = _accept(uow, RecordingQueue(), props={})  # 'name' is missing
+        message_id = _accept(uow, RecordingQueue())
+        # A send without 'name' is refused at the API; here the row lost it since.
+        uow.messages.rows[message_id].props = {}
         provider = ScriptedProvider()
         assert self._deliver(uow, provider, message_id) is DeliveryResult.FAILED
         stored = uow.messages.rows[message_id]
         assert stored.last_error is not None
-        assert stored.last_error.startswith("render_error")
+        assert stored.last_error.startswith("missing_prop")
         assert provider.sent == []
 
     def test_missing_row_is_reported(self, uow: FakeUnitOfWork) -> None:

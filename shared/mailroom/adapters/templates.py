@@ -1,40 +1,57 @@
 """Email templates: where their sources live and how they are rendered.
 
-A template is a folder: ``subject`` (one line), ``html``, optional ``text``,
-optional ``sample.json`` with props that render it.
+A file template is a folder under the templates directory: ``subject`` (one
+line), ``html``, optional ``text``, optional ``schema.json`` (JSON Schema for
+its props) and optional ``sample.json`` (props that render it). Uploaded
+templates live in PostgreSQL with versions (``adapters/db/template_versions.py``).
 """
 
 from __future__ import annotations
 
 import abc
 import json
-from dataclasses import dataclass
+import re
+from functools import cache
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import css_inline
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import Template, TemplateError, UndefinedError
+from jinja2.exceptions import SecurityError
 
+from mailroom.adapters.compiled_templates import (
+    CompiledTemplate,
+    CompiledTemplateStore,
+    SharedTemplateCode,
+    TemplateCompiler,
+    TemplateMetrics,
+)
+from mailroom.adapters.render_deadline import DeadlineExceeded, DeadlineWatchdog
+from mailroom.adapters.template_sandbox import TemplateTooLarge, UndefinedProp
+from mailroom.domain import errors
 from mailroom.domain.commands import is_valid_template_name
-from mailroom.domain.errors import RenderError, UnknownTemplate
+from mailroom.domain.errors import InvalidTemplate, RenderError, TemplateReadOnly, UnknownTemplate
 from mailroom.domain.model import RenderedEmail
 from mailroom.domain.plaintext import html_to_text
+from mailroom.domain.templates import TemplateSource as TemplateSource
+from mailroom.domain.templates import TemplateVersion
+
+_CHECK_EVERY = 64
+_STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateSource:
-    name: str
-    subject: str
-    html: str
-    text: str | None = None
-    sample_props: dict[str, Any] | None = None
+def unknown_template(name: str, version: int | None = None) -> UnknownTemplate:
+    what = f"template '{name}' version {version}" if version else f"template named '{name}'"
+    return UnknownTemplate(
+        f"there is no {what}", details=[{"field": "template", "message": "unknown template"}]
+    )
 
 
 class TemplateStore(abc.ABC):
     @abc.abstractmethod
-    def get(self, name: str) -> TemplateSource:
-        """The template's source; UnknownTemplate if there is none by that name."""
+    def get(self, name: str, version: int | None = None) -> TemplateSource:
+        """The newest (or the pinned) version's source; UnknownTemplate if none."""
 
     def exists(self, name: str) -> bool:
         try:
@@ -43,69 +60,239 @@ class TemplateStore(abc.ABC):
             return False
         return True
 
+    def versions(self) -> list[TemplateVersion]:
+        """Every template and version this store holds."""
+        return []
 
-class FileTemplateStore(TemplateStore):
-    def __init__(self, root: Path) -> None:
-        self._root = root
-
-    def get(self, name: str) -> TemplateSource:
-        folder = self._root / name
-        if not is_valid_template_name(name) or not (folder / "html").is_file():
-            raise UnknownTemplate(
-                f"there is no template named '{name}'",
-                details=[{"field": "template", "message": "unknown template"}],
-            )
-        text_path = folder / "text"
-        sample_path = folder / "sample.json"
-        return TemplateSource(
-            name=name,
-            subject=(folder / "subject").read_text(encoding="utf-8").strip()
-            if (folder / "subject").is_file()
-            else "",
-            html=(folder / "html").read_text(encoding="utf-8"),
-            text=text_path.read_text(encoding="utf-8") if text_path.is_file() else None,
-            sample_props=json.loads(sample_path.read_text(encoding="utf-8"))
-            if sample_path.is_file()
-            else None,
+    def add_version(self, source: TemplateSource) -> int:
+        """Store ``source`` as the next version of its name; that version's number."""
+        raise TemplateReadOnly(
+            f"template '{source.name}' cannot be uploaded here: these templates are read-only"
         )
 
 
-class TemplateRenderer:
-    """Jinja2 in a sandbox, then CSS inlining of the rendered HTML.
+class FileTemplateStore(TemplateStore):
+    """Read-only templates shipped in the deployment. Read on every ``get``, so
+    an edited file is what the next render uses."""
 
-    Inlining happens after rendering, never before: css-inline's HTML parser
-    moves ``{% for %}`` blocks out of ``<table>`` and loop rows vanish.
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def get(self, name: str, version: int | None = None) -> TemplateSource:
+        folder = self._root / name
+        if not is_valid_template_name(name) or not (folder / "html").is_file():
+            raise unknown_template(name, version)
+        if version is not None:
+            raise UnknownTemplate(
+                f"'{name}' is a file template: it has no versions to pin",
+                details=[{"field": "template_version", "message": "file templates have none"}],
+            )
+        subject = folder / "subject"
+        return TemplateSource(
+            name=name,
+            subject=subject.read_text(encoding="utf-8").strip() if subject.is_file() else "",
+            html=(folder / "html").read_text(encoding="utf-8"),
+            text=_read(folder / "text"),
+            sample_props=_read_json(name, folder / "sample.json"),
+            schema=_read_json(name, folder / "schema.json"),
+        )
+
+    def versions(self) -> list[TemplateVersion]:
+        return [TemplateVersion(name, "file", None) for name in self.names()]
+
+    def has(self, name: str) -> bool:
+        return is_valid_template_name(name) and (self._root / name / "html").is_file()
+
+    def names(self) -> list[str]:
+        if not self._root.is_dir():
+            return []
+        return sorted(
+            path.name
+            for path in self._root.iterdir()
+            if is_valid_template_name(path.name) and (path / "html").is_file()
+        )
+
+
+class LayeredTemplateStore(TemplateStore):
+    """One lookup over both sources. File templates are read-only, so a file
+    template's name cannot be uploaded: a name belongs to one source only."""
+
+    def __init__(self, files: FileTemplateStore, uploaded: TemplateStore) -> None:
+        self.files = files
+        self.uploaded = uploaded
+
+    def get(self, name: str, version: int | None = None) -> TemplateSource:
+        if self.files.has(name):
+            return self.files.get(name, version)
+        return self.uploaded.get(name, version)
+
+    def versions(self) -> list[TemplateVersion]:
+        return self.files.versions() + self.uploaded.versions()
+
+    def add_version(self, source: TemplateSource) -> int:
+        if self.files.has(source.name):
+            raise TemplateReadOnly(
+                f"'{source.name}' is a file template, which is read-only: "
+                "change its folder and deploy, or upload under another name"
+            )
+        return self.uploaded.add_version(source)
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def _read_json(name: str, path: Path) -> dict[str, Any] | None:
+    raw = _read(path)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as error:
+        raise InvalidTemplate(f"template '{name}': {path.name} is not JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise InvalidTemplate(f"template '{name}': {path.name} must hold a JSON object")
+    return value
+
+
+@cache
+def process_watchdog() -> DeadlineWatchdog:
+    """One watchdog thread per process serves every renderer in it."""
+    return DeadlineWatchdog()
+
+
+class TemplateRenderer:
+    """Compiled templates from the three-level store, rendered under a deadline.
+
+    Jinja2 runs in a budgeted sandbox; CSS is inlined after rendering, never
+    before: css-inline's HTML parser moves ``{% for %}`` blocks out of
+    ``<table>`` and loop rows vanish.
     """
 
-    def __init__(self) -> None:
-        self._html_env = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
-        # Subject and text parts are not HTML: escaping would show "&amp;".
-        self._text_env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+    def __init__(
+        self,
+        *,
+        shared: SharedTemplateCode | None = None,
+        metrics: TemplateMetrics | None = None,
+        timeout_seconds: float = 0.2,
+        compile_timeout_seconds: float = 2.0,
+        budget_bytes: int = 8 * 1024 * 1024,
+        cache_size: int = 256,
+        cache_ttl_seconds: int = 7 * 86_400,
+        compiler: TemplateCompiler | None = None,
+    ) -> None:
+        self.watchdog = compiler.watchdog if compiler else process_watchdog()
+        self.timeout_seconds = timeout_seconds
+        self.compiler = compiler or TemplateCompiler(
+            self.watchdog, timeout_seconds=compile_timeout_seconds, budget_bytes=budget_bytes
+        )
+        self.store = CompiledTemplateStore(
+            self.compiler,
+            shared,
+            metrics or TemplateMetrics(),
+            size=cache_size,
+            ttl_seconds=cache_ttl_seconds,
+        )
         self._inliner = css_inline.CSSInliner(
             keep_at_rules=True,  # media queries survive for clients that honour them
             load_remote_stylesheets=False,  # rendering never touches the network
         )
 
+    def prepare(self, source: TemplateSource) -> CompiledTemplate:
+        """Compile (or find compiled) and publish to the shared store."""
+        return self.store.get(source)
+
     def render(self, source: TemplateSource, props: dict[str, Any]) -> RenderedEmail:
+        compiled = self.store.get(source)  # may talk to Redis: outside the deadline
+        budget = self.compiler.budget
         try:
-            subject = self._text_env.from_string(source.subject).render(props)
-            html = self._html_env.from_string(source.html).render(props)
-            text = (
-                self._text_env.from_string(source.text).render(props)
-                if source.text is not None
-                else None
+            return self.watchdog.run(
+                self.timeout_seconds, lambda: self._render(compiled, props, budget.default)
             )
-        except UndefinedError as error:
-            raise RenderError(
-                f"template '{source.name}' needs a prop that was not given: {error.message}"
+        except DeadlineExceeded as error:
+            raise errors.RenderTimeout(
+                f"template '{source.name}' took longer than "
+                f"{self.timeout_seconds * 1000:.0f} ms to render and was stopped"
             ) from error
-        except TemplateError as error:
-            raise RenderError(f"template '{source.name}' failed to render: {error}") from error
-        # A subject is one header line, whatever the template's props held.
-        subject = " ".join(subject.split())
-        inlined = self._inliner.inline(html)
+        except TemplateTooLarge as error:
+            raise errors.RenderTooLarge(f"template '{source.name}': {error}") from error
+        except SecurityError as error:
+            raise errors.TemplateSecurityError(
+                f"template '{source.name}'{_where(compiled, error)}: {error}"
+            ) from error
+        except UndefinedProp as error:
+            field = f"props.{error.name}" if error.top_level and error.name else "props"
+            raise errors.MissingProp(
+                f"template '{source.name}'{_where(compiled, error)} needs a prop that was "
+                f"not given: {error.message}",
+                details=[{"field": field, "type": "missing", "message": error.message}],
+            ) from error
+        except RenderError:
+            raise
+        except (TemplateError, UndefinedError) as error:
+            raise RenderError(
+                f"template '{source.name}'{_where(compiled, error)} failed to render: {error}"
+            ) from error
+        except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as error:
+            # Raised by template code on these props (1/0, int('x'), deep recursion).
+            raise RenderError(
+                f"template '{source.name}'{_where(compiled, error)} failed to render: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+    def _render(
+        self, compiled: CompiledTemplate, props: dict[str, Any], budget: int
+    ) -> RenderedEmail:
+        with self.compiler.budget.limit(budget):
+            # A subject is one header line, whatever the template's props held.
+            subject = " ".join(_run(compiled.subject, props, budget).split())
+            html = _run(compiled.html, props, budget)
+            text = _run(compiled.text, props, budget) if compiled.text is not None else None
+        # css-inline copies matching rules onto every element, in one
+        # uninterruptible call: refuse tags x CSS that could explode. The CSS
+        # is no larger than the HTML, so most emails skip the regex.
+        tags = html.count("<")
+        if tags * len(html) > 8 * budget:
+            styles = sum(len(block) for block in _STYLE_BLOCK.findall(html))
+            if tags * styles > 8 * budget:
+                raise TemplateTooLarge(
+                    f"inlining {styles} bytes of CSS into {tags} tags would exceed the budget"
+                )
         return RenderedEmail(
             subject=subject,
-            html=inlined,
+            html=self._inliner.inline(html),
             text=text if text is not None else html_to_text(html),
         )
+
+
+def _run(template: Template, props: dict[str, Any], limit: int) -> str:
+    """Render one part, counting literal text too: a loop over a literal yields
+    no ``{{ }}`` that the sandbox would charge."""
+    chunks = template.root_render_func(template.new_context(props))
+    parts: list[str] = []
+    size = 0
+    while True:
+        # Taken _CHECK_EVERY chunks at a time at C speed, then counted.
+        counted = len(parts)
+        parts.extend(islice(chunks, _CHECK_EVERY))
+        if len(parts) == counted:
+            return "".join(parts)
+        size += sum(map(len, islice(parts, counted, None)))
+        if size > limit:
+            raise TemplateTooLarge(f"the output would exceed the render budget of {limit} B")
+
+
+def _where(compiled: CompiledTemplate, error: BaseException) -> str:
+    """', html line N' for the innermost template frame of the traceback."""
+    templates = {"<subject>": compiled.subject, "<html>": compiled.html}
+    if compiled.text is not None:
+        templates["<text>"] = compiled.text
+    where = ""
+    traceback = error.__traceback__
+    while traceback is not None:
+        filename = traceback.tb_frame.f_code.co_filename
+        if filename in templates:
+            line = templates[filename].get_corresponding_lineno(traceback.tb_lineno)
+            where = f", {filename.strip('<>')} line {line}"
+        traceback = traceback.tb_next
+    return where

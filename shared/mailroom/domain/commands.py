@@ -45,9 +45,14 @@ class SendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     template: str = Field(
-        description="Name of the template to render (a folder under templates/).",
+        description="Name of the template to render: a file template or an uploaded one.",
         pattern=TEMPLATE_NAME_PATTERN,
         examples=["welcome"],
+    )
+    template_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pin an uploaded template's version; by default the newest renders.",
     )
     to: AddressList = Field(
         min_length=1,

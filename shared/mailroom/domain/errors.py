@@ -62,6 +62,40 @@ class ClientSuspended(MailroomError):
     code = "client_suspended"
 
 
+class ClientNotFound(MailroomError):
+    code = "client_not_found"
+
+
+class SandboxKeysUnavailable(InvalidRequest):
+    """``mr_test_`` keys are reserved for sandbox clients, which do not exist yet."""
+
+    code = "sandbox_keys_unavailable"
+
+
+class TooManyRequests(MailroomError):
+    """Refused for now; the caller may try again after ``retry_after_seconds``."""
+
+    code = "too_many_requests"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_seconds: int,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class RateLimited(TooManyRequests):
+    code = "rate_limited"
+
+
+class QuotaExceeded(TooManyRequests):
+    code = "quota_exceeded"
+
+
 class MessageNotFound(MailroomError):
     code = "message_not_found"
 
@@ -72,13 +106,141 @@ class DependencyUnavailable(MailroomError):
     code = "service_unavailable"
 
 
+class ChangeNotPropagated(DependencyUnavailable):
+    """An admin change was saved but Redis could not be told; retrying propagates it."""
+
+    code = "change_not_propagated"
+
+
 class EnqueueFailed(DependencyUnavailable):
     """The message row was written but the queue refused it; the row is marked failed."""
 
     code = "enqueue_failed"
 
 
+class DeadLetterQueueUnavailable(DependencyUnavailable):
+    """The dead-letter queue is not configured or did not answer."""
+
+    code = "dead_letter_queue_unavailable"
+
+
+class DeadLetterNotFound(MessageNotFound):
+    """No record for that message is in the dead-letter queue."""
+
+    code = "dead_letter_not_found"
+
+
+class ConfirmationRequired(InvalidRequest):
+    """A destructive admin action without the confirmation it asks for."""
+
+    code = "confirmation_required"
+
+
 class RenderError(MailroomError):
     """A template could not be rendered with the given props."""
 
     code = "render_error"
+
+
+class RenderTimeout(RenderError):
+    """The render ran past its time limit and was stopped."""
+
+    code = "render_timeout"
+
+
+class RenderTooLarge(RenderError):
+    """The render would have produced more than its byte budget."""
+
+    code = "render_too_large"
+
+
+class TemplateSecurityError(RenderError):
+    """Template code reached for Python internals; refused at upload or at render."""
+
+    code = "template_security_error"
+
+
+class MissingProp(RenderError):
+    """The template uses a prop the request did not give (StrictUndefined)."""
+
+    code = "missing_prop"
+
+
+class InvalidProps(InvalidRequest):
+    """The props do not match the template's schema.json."""
+
+    code = "invalid_props"
+
+
+class InvalidTemplate(InvalidRequest):
+    """An uploaded template does not compile; details carry part and line."""
+
+    code = "template_syntax_error"
+
+
+class TemplateReadOnly(MailroomError):
+    """A file template cannot be replaced through the API."""
+
+    code = "template_read_only"
+
+
+class RecipientsSuppressed(MailroomError):
+    """Every addressee of the message is on the suppression list; the row reads failed."""
+
+    code = "suppressed"
+
+
+class SuppressionNotFound(MailroomError):
+    code = "suppression_not_found"
+
+
+class WebhookRejected(MailroomError):
+    """A provider callback we refuse (4xx): the provider should not retry it."""
+
+    code = "webhook_rejected"
+
+
+class MalformedWebhook(WebhookRejected):
+    """The callback body or its envelope is not what the provider sends."""
+
+    code = "malformed_payload"
+
+
+class InvalidSignature(WebhookRejected):
+    """The signature is missing or does not verify; nothing was applied."""
+
+    code = "invalid_signature"
+
+
+class StaleWebhook(WebhookRejected):
+    """The signed timestamp is outside the accepted window (a replay or a wrong clock)."""
+
+    code = "stale_timestamp"
+
+
+class ReplayedWebhook(WebhookRejected):
+    """The signed token was already used within the window."""
+
+    code = "replayed_token"
+
+
+class TopicNotAllowed(WebhookRejected):
+    """An SNS message from a topic that is not on the allowlist."""
+
+    code = "topic_not_allowed"
+
+
+class UntrustedCertificateUrl(WebhookRejected):
+    """An SNS SigningCertURL or SubscribeURL outside https://sns.<region>.amazonaws.com/."""
+
+    code = "untrusted_certificate_url"
+
+
+class UnknownWebhookProvider(MailroomError):
+    code = "unknown_provider"
+
+
+class WebhookNotConfigured(MailroomError):
+    """Our side lacks the key or allowlist to verify this provider: 5xx, so it retries."""
+
+    code = "webhook_not_configured"

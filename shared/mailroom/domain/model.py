@@ -36,6 +36,26 @@ class EventType(StrEnum):
     ATTEMPT_FAILED = "attempt_failed"
     SENT = "sent"
     FAILED = "failed"
+    # Provider chain: one provider of an attempt failed (the next was tried);
+    # a provider refused our own configuration (an operator alarm); an
+    # operator sent the message back from the dead-letter queue.
+    PROVIDER_FAILED = "provider_failed"
+    PROVIDER_MISCONFIGURED = "provider_misconfigured"
+    REDRIVEN = "redriven"
+    # Delivery feedback from the provider (domain/feedback.py maps them).
+    PROVIDER_ACCEPTED = "provider_accepted"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    REJECTED = "rejected"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    UNSUBSCRIBED = "unsubscribed"
+    PROVIDER_EVENT = "provider_event"
+    # Suppression list: every recipient refused, or some dropped before sending.
+    SUPPRESSED = "suppressed"
+    RECIPIENTS_SUPPRESSED = "recipients_suppressed"
 
 
 @dataclass(slots=True)
@@ -43,7 +63,8 @@ class Client:
     id: UUID
     name: str
     api_key_prefix: str
-    api_secret_hash: str
+    # Kept out of repr so that logging a client never logs a hash.
+    api_secret_hash: str = field(repr=False)
     rate_limit: int
     quota_limit: int
     status: ClientStatus = ClientStatus.ACTIVE
@@ -51,6 +72,12 @@ class Client:
     # the service-wide order from config.
     provider_order: list[str] | None = None
     created_at: datetime | None = None
+    updated_at: datetime | None = None
+    # Written at most every LAST_USED_WRITE_INTERVAL_SECONDS per instance.
+    last_used_at: datetime | None = None
+    # After a rotation the replaced secret still verifies until this moment.
+    previous_secret_hash: str | None = field(default=None, repr=False)
+    previous_secret_expires_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -76,6 +103,8 @@ class Message:
     subject: str | None = None
     props: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # An uploaded template's version pinned by the send; None renders the newest.
+    template_version: int | None = None
     status: MessageStatus = MessageStatus.QUEUED
     provider: str | None = None
     provider_msg_id: str | None = None

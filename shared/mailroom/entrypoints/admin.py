@@ -15,6 +15,10 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from mailroom.bootstrap import Services
 from mailroom.domain.errors import Unauthenticated
+from mailroom.entrypoints.admin_clients import client_routes
+from mailroom.entrypoints.admin_suppressions import suppression_routes
+from mailroom.entrypoints.admin_templates import template_routes
+from mailroom.entrypoints.dead_letters import dead_letter_routes
 from mailroom.entrypoints.health import component_health_routes
 
 ServicesProvider = Callable[[], Services]
@@ -37,7 +41,14 @@ def require_admin(router: Router | APIGatewayRestResolver, services: Services) -
 
 def admin_routes(services: ServicesProvider) -> list[Router]:
     """Every router the admin function serves."""
-    return [component_health_routes("/admin/health", services), _whoami_routes(services)]
+    return [
+        component_health_routes("/admin/health", services),
+        _whoami_routes(services),
+        suppression_routes(services),
+        dead_letter_routes(services),
+        client_routes(services),
+        template_routes(services),
+    ]
 
 
 def _whoami_routes(services: ServicesProvider) -> Router:

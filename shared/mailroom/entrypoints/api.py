@@ -26,20 +26,33 @@ from aws_lambda_powertools.event_handler.openapi.models import (
     HTTPBearer,
     Server,
 )
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
+from mailroom.adapters.db.feedback_repositories import MessageFilter
 from mailroom.bootstrap import Services
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import MailroomError, PayloadTooLarge, UnsupportedMediaType
 from mailroom.domain.model import Client, MessageStatus
+from mailroom.entrypoints import client_gate
 from mailroom.entrypoints.admin import admin_routes
-from mailroom.entrypoints.health import HealthView, component_health_routes, health_response
+from mailroom.entrypoints.client_gate import ClientGate
+from mailroom.entrypoints.health import HealthView, health_response
 from mailroom.entrypoints.http_errors import install_error_handlers, proxy_error_response
 from mailroom.entrypoints.observability import logger
-from mailroom.services import clients, sending, status
+from mailroom.entrypoints.status_views import (
+    MessageEventsView,
+    MessagePageView,
+    RecipientView,
+    events_view,
+    page_view,
+    recipient_views,
+)
+from mailroom.entrypoints.webhooks import webhooks_function_routes
+from mailroom.services import sending, status
+from mailroom.services.quotas import QuotaCharge
 
 ServicesProvider = Callable[[], Services]
 
@@ -47,8 +60,10 @@ API_TITLE = "Mailroom"
 API_VERSION = "0.1.0"
 API_DESCRIPTION = (
     "Send transactional and bulk email from templates and see what became of every message. "
-    "Authenticate with the X-Api-Key and X-Api-Secret headers. Every error answers "
-    '`{"error": {"code", "message", "details"}}`.'
+    "Authenticate with the X-Api-Key and X-Api-Secret headers. Every answer to an "
+    "authenticated /v1/ request carries X-RateLimit-Limit (requests per minute), "
+    "X-RateLimit-Remaining and X-RateLimit-Reset (seconds until the bucket is full). "
+    'Every error answers `{"error": {"code", "message", "details"}}`.'
 )
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _AMZN_ROOT = re.compile(r"Root=([0-9A-Za-z-]{1,64})")
@@ -84,6 +99,9 @@ class MessageView(BaseModel):
     updated_at: datetime | None
     sent_at: datetime | None
     events: list[EventView]
+    recipients: list[RecipientView] = Field(
+        default_factory=list, description="Each recipient's own outcome"
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -124,14 +142,10 @@ def _header(router: Router | APIGatewayRestResolver, name: str) -> str | None:
 
 
 def _authenticated(router: Router, services: Services) -> Client:
-    client = clients.authenticate(
-        services.uow(),
-        services.hasher,
-        _header(router, "x-api-key"),
-        _header(router, "x-api-secret"),
+    # Admitted once per invocation: by the gate ahead of routing, or here.
+    return client_gate.admitted_client(
+        services, _header(router, "x-api-key"), _header(router, "x-api-secret")
     )
-    logger.append_keys(client_id=str(client.id))
-    return client
 
 
 def send_routes(services: ServicesProvider) -> Router:
@@ -149,7 +163,13 @@ def send_routes(services: ServicesProvider) -> Router:
                 (401, "Missing or wrong credentials"),
                 (403, "Client suspended"),
                 (413, "Body too large"),
-                (422, "Invalid request: validation_error, header_injection, unknown_template"),
+                (
+                    422,
+                    "Invalid request: validation_error, header_injection, unknown_template, "
+                    "invalid_props, missing_prop, render_error, render_timeout; suppressed (every "
+                    "addressee is on the suppression list; the row reads failed)",
+                ),
+                (429, "rate_limited or quota_exceeded; Retry-After says when to try again"),
                 (503, "A backing service is unavailable; enqueue_failed marks the row failed"),
             ),
         },
@@ -160,15 +180,19 @@ def send_routes(services: ServicesProvider) -> Router:
         client = _authenticated(router, active)
         trace_id = trace_id_of(dict(router.current_event.headers or {}))
         logger.append_keys(trace_id=trace_id)
-        message = sending.accept_message(
-            active.uow(),
-            active.queue,
-            active.templates,
-            active.send_limits,
-            client=client,
-            request=request,
-            trace_id=trace_id,
-        )
+        # Counted once the request is valid, given back if it is not accepted.
+        with QuotaCharge(active.quota, active.uow, client) as quota:
+            message = sending.accept_message(
+                active.uow(),
+                active.queue,
+                active.templates,
+                active.send_limits,
+                client=client,
+                request=request,
+                trace_id=trace_id,
+                renderer=active.renderer,
+                reserve_quota=quota.take,
+            )
         logger.append_keys(message_id=str(message.id))
         logger.info("message queued", extra={"template": message.template_name})
         body = Accepted(id=message.id, status=message.status)
@@ -192,7 +216,9 @@ def status_routes(services: ServicesProvider) -> Router:
             200: {"description": "The message and its event history"},
             **_errors(
                 (401, "Missing or wrong credentials"),
+                (403, "Client suspended"),
                 (404, "No such message for this client"),
+                (429, "rate_limited; Retry-After says when to try again"),
             ),
         },
         tags=["messages"],
@@ -222,7 +248,57 @@ def status_routes(services: ServicesProvider) -> Router:
             updated_at=message.updated_at,
             sent_at=message.sent_at,
             events=[EventView(type=e.type.value, at=e.at, detail=e.detail) for e in history.events],
+            recipients=recipient_views(history.recipients),
         )
+
+    @router.get(
+        "/v1/messages/<message_id>/events",
+        summary="A message's event history, oldest first",
+        responses={
+            200: {
+                "description": "The events",
+                "content": {"application/json": {"model": MessageEventsView}},
+            },
+            **_errors((401, "Missing or wrong credentials"), (404, "No such message")),
+        },
+        tags=["messages"],
+    )
+    def get_message_events(message_id: Annotated[str, Path()]) -> MessageEventsView:
+        active = services()
+        client = _authenticated(router, active)
+        history = status.message_history(active.uow(), client_id=client.id, message_id=message_id)
+        return events_view(history.message.id, history.events)
+
+    @router.get(
+        "/v1/messages",
+        summary="The client's messages, newest first, with cursor pagination",
+        responses={
+            200: {
+                "description": "One page",
+                "content": {"application/json": {"model": MessagePageView}},
+            },
+            **_errors((401, "Missing or wrong credentials"), (422, "Bad filter or cursor")),
+        },
+        tags=["messages"],
+    )
+    def list_messages(
+        status_: Annotated[MessageStatus | None, Query(alias="status")] = None,
+        recipient: Annotated[str | None, Query(max_length=320)] = None,
+        since: Annotated[datetime | None, Query(description="created at or after")] = None,
+        until: Annotated[datetime | None, Query(description="created before")] = None,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=status.MAX_PAGE)] = 50,
+    ) -> MessagePageView:
+        active = services()
+        client = _authenticated(router, active)
+        page = status.list_messages(
+            active.uow(),
+            client_id=client.id,
+            where=MessageFilter(status=status_, recipient=recipient, since=since, until=until),
+            cursor=cursor,
+            limit=limit,
+        )
+        return page_view(page)
 
     @router.get(
         "/health",
@@ -249,17 +325,24 @@ class MailroomApi(APIGatewayRestResolver):
     size and media-type checks sit in front of ``resolve`` instead.
     """
 
-    def __init__(self, max_request_bytes: Callable[[], int]) -> None:
+    def __init__(
+        self, max_request_bytes: Callable[[], int], client_gate: ClientGate | None = None
+    ) -> None:
         super().__init__(enable_validation=True)
         self._max_request_bytes = max_request_bytes
+        self._client_gate = client_gate
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
-        try:
-            check_body(event, self._max_request_bytes())
-        except MailroomError as error:
-            logger.warning("request refused", extra={"code": error.code})
-            return proxy_error_response(error)
-        return super().resolve(event, context)
+        with client_gate.invocation() as state:
+            try:
+                # Who is calling comes before anything about what they sent.
+                if self._client_gate is not None and self._client_gate.applies_to(event):
+                    self._client_gate.check(event)
+                check_body(event, self._max_request_bytes())
+            except MailroomError as error:
+                logger.warning("request refused", extra={"code": error.code})
+                return state.decorate(proxy_error_response(error))
+            return state.decorate(super().resolve(event, context))
 
 
 def check_body(event: Mapping[str, Any], limit: int) -> None:
@@ -284,9 +367,13 @@ def check_body(event: Mapping[str, Any], limit: int) -> None:
 
 
 def create_api(
-    routers: Iterable[Router], *, max_request_bytes: Callable[[], int]
+    routers: Iterable[Router],
+    *,
+    max_request_bytes: Callable[[], int],
+    client_gate: ClientGate | None = None,
 ) -> APIGatewayRestResolver:
-    app = MailroomApi(max_request_bytes)
+    """A resolver for these routes; with ``client_gate``, /v1/ requests pass it before routing."""
+    app = MailroomApi(max_request_bytes, client_gate)
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
@@ -301,7 +388,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     return [
         send_routes(services),
         status_routes(services),
-        component_health_routes("/webhooks/health", services),
+        *webhooks_function_routes(services),
         *admin_routes(services),
     ]
 

@@ -25,7 +25,25 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.InvalidRequest: 422,
+    # A template that cannot render these props (at send time or in a preview).
+    errors.RenderError: 422,
+    errors.TemplateReadOnly: 409,
     errors.DependencyUnavailable: 503,
+    errors.RecipientsSuppressed: 422,
+    errors.SuppressionNotFound: 404,
+    # Provider callbacks: 4xx when we refuse them (the provider stops),
+    # 5xx when we failed (the provider retries).
+    errors.MalformedWebhook: 400,
+    errors.InvalidSignature: 401,
+    errors.StaleWebhook: 401,
+    errors.ReplayedWebhook: 401,
+    errors.TopicNotAllowed: 403,
+    errors.UntrustedCertificateUrl: 403,
+    errors.UnknownWebhookProvider: 404,
+    errors.WebhookNotConfigured: 503,
+    errors.ClientNotFound: 404,
+    # rate_limited and quota_exceeded; both carry Retry-After.
+    errors.TooManyRequests: 429,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.
@@ -45,12 +63,20 @@ def error_response(
 def proxy_error_response(error: errors.MailroomError) -> dict[str, Any]:
     """The same answer as ``error_response``, as the API Gateway proxy dict."""
     body = {"error": {"code": error.code, "message": error.message, "details": error.details}}
+    headers = {"Content-Type": content_types.APPLICATION_JSON, **error_headers(error)}
     return {
         "statusCode": status_for(error),
-        "multiValueHeaders": {"Content-Type": [content_types.APPLICATION_JSON]},
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
         "body": json.dumps(body),
         "isBase64Encoded": False,
     }
+
+
+def error_headers(error: errors.MailroomError) -> dict[str, str]:
+    """Headers an error's answer carries besides the body."""
+    if isinstance(error, errors.TooManyRequests):
+        return {"Retry-After": str(error.retry_after_seconds)}
+    return {}
 
 
 def status_for(error: errors.MailroomError) -> int:
@@ -66,7 +92,9 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
         status = status_for(error)
         log = logger.warning if status < 500 else logger.error
         log("request refused", extra={"code": error.code, "status": status})
-        return error_response(status, error.code, error.message, error.details)
+        response = error_response(status, error.code, error.message, error.details)
+        response.headers.update(error_headers(error))
+        return response
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(error: RequestValidationError) -> Response[str]:

@@ -14,10 +14,13 @@ from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Json
 
+from mailroom.adapters.operator_signals import SignalKey
 from mailroom.adapters.queue import TRACE_ID_ATTRIBUTE
 from mailroom.bootstrap import Services
+from mailroom.domain.errors import DependencyUnavailable
+from mailroom.domain.retry import Backoff
 from mailroom.entrypoints.observability import logger
-from mailroom.services.delivery import DeliveryResult, deliver_message
+from mailroom.services.delivery import DeliveryOutcome, DeliveryResult, deliver_message
 
 
 class QueuedMessage(BaseModel):
@@ -41,33 +44,53 @@ def process_send_batch(
     processor = BatchProcessor(
         event_type=EventType.SQS, model=SendRecord, raise_on_entire_batch_failure=False
     )
+    settings = services.settings
+    backoff = Backoff(
+        base_seconds=settings.retry_base_delay_seconds,
+        cap_seconds=settings.retry_max_delay_seconds,
+        jitter=settings.retry_jitter,
+    )
     # One provider session per batch, so SMTP keeps its connection open
     # across the batch's messages.
-    with services.provider() as provider:
+    with services.providers.batch() as providers:
 
         def handle(record: SendRecord) -> None:
             attribute = record.messageAttributes.get(TRACE_ID_ATTRIBUTE)
+            trace_id = attribute.stringValue if attribute else None
             message_id = record.body.message_id
             logger.append_keys(
-                message_id=str(message_id),
-                trace_id=attribute.stringValue if attribute else None,
-                sqs_message_id=record.messageId,
+                message_id=str(message_id), trace_id=trace_id, sqs_message_id=record.messageId
             )
             try:
+                receive_count = int(record.attributes.ApproximateReceiveCount)
                 outcome = deliver_message(
                     services.uow(),
                     services.templates,
                     services.renderer,
-                    provider,
+                    providers,
                     message_id=message_id,
-                    max_attempts=services.settings.max_send_attempts,
+                    max_attempts=settings.max_send_attempts,
+                    backoff=backoff,
+                    last_receive=services.queue_records.is_last_receive(receive_count),
                 )
                 logger.info(
                     f"delivery {outcome.result.value}",
-                    extra={"result": outcome.result.value, "error": outcome.error},
+                    extra={
+                        "result": outcome.result.value,
+                        "error": outcome.error,
+                        "receive_count": receive_count,
+                        "retry_in_seconds": outcome.retry_after_seconds,
+                    },
                 )
                 if outcome.result is DeliveryResult.RETRY:
+                    # Backoff: the record stays invisible for the delay, then
+                    # SQS hands it to a worker again.
+                    services.queue_records.postpone(
+                        record.receiptHandle, outcome.retry_after_seconds or 0
+                    )
                     raise RetryLater(outcome.error or "retry")
+                if outcome.dead_letter:
+                    _dead_letter(services, outcome, trace_id)
             finally:
                 logger.remove_keys(["message_id", "trace_id", "sqs_message_id"])
 
@@ -76,3 +99,29 @@ def process_send_batch(
                 event=event, record_handler=handle, processor=processor, context=context
             )
         )
+
+
+def _dead_letter(services: Services, outcome: DeliveryOutcome, trace_id: str | None) -> None:
+    """Move a message whose retries ran out to the DLQ; its row already reads failed.
+
+    The record itself is then acknowledged (deleted from the send queue).
+    Should the DLQ refuse, the row still says failed with the reason, and an
+    alarm says the DLQ copy is missing: nothing is dropped silently.
+    """
+    reason = outcome.error or "retries exhausted"
+    try:
+        services.dead_letters.add(outcome.message_id, trace_id or outcome.trace_id, reason)
+    except DependencyUnavailable as error:
+        services.signals.alarm(
+            SignalKey.DEAD_LETTER_SEND_FAILED,
+            f"message {outcome.message_id} failed for good but could not be moved to the DLQ",
+            dimensions={"queue": "dead-letter"},
+            context={"message_id": str(outcome.message_id), "error": error.message},
+        )
+        return
+    services.signals.notice(
+        SignalKey.MESSAGE_DEAD_LETTERED,
+        f"message {outcome.message_id} moved to the dead-letter queue",
+        dimensions={"queue": "dead-letter"},
+        context={"message_id": str(outcome.message_id), "error": reason},
+    )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.queue import MessageQueue
-from mailroom.adapters.templates import TemplateStore
+from mailroom.adapters.templates import TemplateRenderer, TemplateStore
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import DependencyUnavailable, EnqueueFailed, InvalidRequest
 from mailroom.domain.model import Client, EventType, Message, MessageStatus
+from mailroom.services import suppression
+from mailroom.services.templates import check_props
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +31,13 @@ def accept_message(
     client: Client,
     request: SendRequest,
     trace_id: str,
+    renderer: TemplateRenderer,
+    reserve_quota: Callable[[], None] | None = None,
 ) -> Message:
     """Store the message as ``queued`` and put it on the send queue.
+
+    ``reserve_quota`` runs once the request is known to be valid, just before
+    the row is written; it raises (QuotaExceeded) to refuse the message.
 
     The row is committed before the queue is told, so the worker always finds
     it. If the queue then refuses, the row is marked ``failed`` with the reason
@@ -42,25 +50,37 @@ def accept_message(
             f"at most {limits.max_recipients} recipients (to, cc and bcc together)",
             details=[{"field": "to", "message": "too many recipients"}],
         )
-    templates.get(request.template)  # UnknownTemplate before anything is written
+    # Before anything is written: UnknownTemplate, then InvalidProps (schema.json)
+    # and MissingProp or another RenderError from a trial render, all 422.
+    source = templates.get(request.template, request.template_version)
+    check_props(renderer, source, request.props)
+    screening = suppression.screen(
+        uow, client_id=client.id, to=request.to, cc=request.cc, bcc=request.bcc
+    )
 
     message = Message(
         id=uuid.uuid4(),
         client_id=client.id,
         trace_id=trace_id,
         template_name=request.template,
+        template_version=request.template_version,
         from_address=request.from_ or limits.default_from,
-        to=request.to,
-        cc=request.cc,
-        bcc=request.bcc,
+        to=screening.to,
+        cc=screening.cc,
+        bcc=screening.bcc,
         reply_to=request.reply_to,
         subject=request.subject,
         props=request.props,
         metadata=dict(request.metadata),
     )
+    if screening.refused:
+        suppression.refuse(uow, message, screening)  # raises RecipientsSuppressed
+    if reserve_quota is not None:
+        reserve_quota()
     with uow:
         uow.messages.add(message)
         uow.messages.append_event(message.id, EventType.ACCEPTED, {"trace_id": trace_id})
+        suppression.record_recipients(uow, message, screening)
         uow.commit()
 
     try:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import abc
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import Exists
 
 from mailroom.adapters.db.tables import ClientRow, MessageEventRow, MessageRow
 from mailroom.domain.model import (
@@ -35,6 +37,21 @@ class ClientRepository(abc.ABC):
     @abc.abstractmethod
     def get_by_api_key(self, api_key: str) -> Client | None: ...
 
+    @abc.abstractmethod
+    def list(self, status: ClientStatus | None = None) -> list[Client]:
+        """Every client (or those with ``status``), oldest first."""
+
+    @abc.abstractmethod
+    def save(self, client: Client) -> None:
+        """Persist what an admin may change: name, limits, order, status, secrets."""
+
+    @abc.abstractmethod
+    def touch_last_used(self, client_id: uuid.UUID, at: datetime) -> None: ...
+
+    def get_for_update(self, client_id: uuid.UUID) -> Client | None:
+        """``get``, holding the row until commit so concurrent admin changes queue up."""
+        return self.get(client_id)
+
 
 class MessageRepository(abc.ABC):
     @abc.abstractmethod
@@ -54,6 +71,16 @@ class MessageRepository(abc.ABC):
 
     @abc.abstractmethod
     def events(self, message_id: uuid.UUID) -> list[MessageEvent]: ...
+
+    @abc.abstractmethod
+    def count_accepted(self, client_id: uuid.UUID, start: datetime, end: datetime) -> int:
+        """Messages the client had accepted in [start, end): what its quota counts.
+
+        Accepted means an ``accepted`` event: rows written for a refusal (every
+        recipient suppressed) have none. A message whose enqueue then failed
+        was answered 503, so its quota charge was given back and it does not
+        count either.
+        """
 
     def get_for_client(self, client_id: uuid.UUID, message_id: uuid.UUID) -> Message | None:
         message = self.get(message_id)
@@ -88,6 +115,45 @@ class SqlClientRepository(ClientRepository):
         ).scalar()
         return _client(row) if row else None
 
+    def get_for_update(self, client_id: uuid.UUID) -> Client | None:
+        row = self._session.execute(
+            select(ClientRow).where(ClientRow.id == client_id).with_for_update()
+        ).scalar()
+        return _client(row) if row else None
+
+    def list(self, status: ClientStatus | None = None) -> list[Client]:
+        query = select(ClientRow).order_by(ClientRow.created_at, ClientRow.id)
+        if status is not None:
+            query = query.where(ClientRow.status == status.value)
+        return [_client(row) for row in self._session.execute(query).scalars()]
+
+    def save(self, client: Client) -> None:
+        self._session.execute(
+            update(ClientRow)
+            .where(ClientRow.id == client.id)
+            .values(
+                name=client.name,
+                rate_limit=client.rate_limit,
+                quota_limit=client.quota_limit,
+                provider_order=client.provider_order,
+                status=client.status.value,
+                api_secret_hash=client.api_secret_hash,
+                previous_secret_hash=client.previous_secret_hash,
+                previous_secret_expires_at=client.previous_secret_expires_at,
+                updated_at=func.now(),
+            )
+        )
+
+    def touch_last_used(self, client_id: uuid.UUID, at: datetime) -> None:
+        # Core UPDATE, not the ORM: a write several instances race on should
+        # not read the row first.
+        self._session.execute(
+            update(ClientRow)
+            .where(ClientRow.id == client_id)
+            .where((ClientRow.last_used_at.is_(None)) | (ClientRow.last_used_at < at))
+            .values(last_used_at=at)
+        )
+
 
 class SqlMessageRepository(MessageRepository):
     def __init__(self, session: Session) -> None:
@@ -100,6 +166,7 @@ class SqlMessageRepository(MessageRepository):
                 client_id=message.client_id,
                 trace_id=message.trace_id,
                 template_name=message.template_name,
+                template_version=message.template_version,
                 from_address=message.from_address,
                 recipient=message.recipient,
                 to_addresses=message.to,
@@ -154,6 +221,26 @@ class SqlMessageRepository(MessageRepository):
             MessageEvent(type=EventType(row.type), at=row.at, detail=row.detail) for row in rows
         ]
 
+    def count_accepted(self, client_id: uuid.UUID, start: datetime, end: datetime) -> int:
+        def has_event(event_type: EventType) -> Exists:
+            return (
+                select(MessageEventRow.id)
+                .where(MessageEventRow.message_id == MessageRow.id)
+                .where(MessageEventRow.type == event_type.value)
+                .exists()
+            )
+
+        count = self._session.execute(
+            select(func.count())
+            .select_from(MessageRow)
+            .where(MessageRow.client_id == client_id)
+            .where(MessageRow.created_at >= start)
+            .where(MessageRow.created_at < end)
+            .where(has_event(EventType.ACCEPTED))
+            .where(~has_event(EventType.ENQUEUE_FAILED))
+        ).scalar_one()
+        return int(count)
+
 
 def _client(row: ClientRow) -> Client:
     return Client(
@@ -166,6 +253,10 @@ def _client(row: ClientRow) -> Client:
         status=ClientStatus(row.status),
         provider_order=list(row.provider_order) if row.provider_order is not None else None,
         created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_used_at=row.last_used_at,
+        previous_secret_hash=row.previous_secret_hash,
+        previous_secret_expires_at=row.previous_secret_expires_at,
     )
 
 
@@ -175,6 +266,7 @@ def _message(row: MessageRow) -> Message:
         client_id=row.client_id,
         trace_id=row.trace_id,
         template_name=row.template_name,
+        template_version=row.template_version,
         from_address=row.from_address,
         to=list(row.to_addresses),
         cc=list(row.cc_addresses),

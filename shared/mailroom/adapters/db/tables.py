@@ -22,6 +22,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from mailroom.domain.feedback import (
+    FeedbackEventType,
+    RecipientStatus,
+    RejectReason,
+    SuppressionReason,
+)
 from mailroom.domain.model import ClientStatus, MessageStatus
 
 NAMING_CONVENTION = {
@@ -61,6 +67,29 @@ class ClientRow(Base):
     provider_order: Mapped[list[str] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Approximate by design: written at most every few minutes per instance.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The secret replaced by the last rotation, valid until the grace period ends.
+    previous_secret_hash: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AdminAuditRow(Base):
+    """Append-only: a trigger in the migration refuses UPDATE and DELETE."""
+
+    __tablename__ = "admin_audit_log"
+    __table_args__ = (Index("ix_admin_audit_log_target", "target_type", "target_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    # Text, not a foreign key: the trail outlives whatever it is about.
+    target_id: Mapped[str] = mapped_column(String(128))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    source_ip: Mapped[str | None] = mapped_column(String(64))
 
 
 class MessageRow(Base):
@@ -81,6 +110,8 @@ class MessageRow(Base):
     client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id"))
     trace_id: Mapped[str] = mapped_column(String(64))
     template_name: Mapped[str] = mapped_column(String(128))
+    # Set when the send pinned an uploaded template's version; else the newest renders.
+    template_version: Mapped[int | None] = mapped_column(Integer)
     from_address: Mapped[str] = mapped_column(Text)
     recipient: Mapped[str] = mapped_column(Text)
     to_addresses: Mapped[list[str]] = mapped_column(JSONB)
@@ -112,3 +143,129 @@ class MessageEventRow(Base):
     type: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+# --- delivery feedback (issue 5) ---------------------------------------------
+
+
+class DeliveryEventRow(Base):
+    """Every verified provider event, raw payload included; orphans have no message_id."""
+
+    __tablename__ = "delivery_events"
+    __table_args__ = (
+        # The deduplication key: a provider retry or a second arrival path
+        # (SNS over HTTPS and SNS to Lambda) inserts nothing the second time.
+        Index(
+            "uq_delivery_events_provider_event",
+            "provider",
+            "provider_event_id",
+            "recipient",
+            unique=True,
+        ),
+        # Orphans are looked up by the provider's message id when the message
+        # turns up later.
+        Index(
+            "ix_delivery_events_orphans",
+            "provider",
+            "provider_msg_id",
+            postgresql_where=text("message_id IS NULL"),
+        ),
+        CheckConstraint(
+            _one_of("event_type", [t.value for t in FeedbackEventType]), name="event_type"
+        ),
+        CheckConstraint(
+            "reject_reason IS NULL OR " + _one_of("reject_reason", [r.value for r in RejectReason]),
+            name="reject_reason",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_event_id: Mapped[str] = mapped_column(String(255))
+    # '' rather than NULL when the event names no recipient, so the unique
+    # index still deduplicates it.
+    recipient: Mapped[str] = mapped_column(Text, server_default="")
+    event_type: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    provider_msg_id: Mapped[str | None] = mapped_column(String(255))
+    message_id_header: Mapped[str | None] = mapped_column(String(998))
+    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id"), index=True)
+    reject_reason: Mapped[str | None] = mapped_column(String(16))
+    response_text: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class MessageRecipientRow(Base):
+    """One row per recipient of a message: its outcome, and what recipient filters use."""
+
+    __tablename__ = "message_recipients"
+    __table_args__ = (
+        Index("ix_message_recipients_address", "address"),
+        CheckConstraint(_one_of("kind", ["to", "cc", "bcc", "other"]), name="kind"),
+        CheckConstraint(
+            "status IS NULL OR " + _one_of("status", [s.value for s in RecipientStatus]),
+            name="status",
+        ),
+    )
+
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    # The bare, lowercased address (domain.feedback.bare_address).
+    address: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    # NULL until something is known about this recipient alone.
+    status: Mapped[str | None] = mapped_column(String(16))
+    # domain.feedback.RECIPIENT_RANK of status: updates only move it up.
+    rank: Mapped[int] = mapped_column(Integer, server_default="0")
+    reject_reason: Mapped[str | None] = mapped_column(String(16))
+    response_text: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SuppressionRow(Base):
+    """Addresses not to mail: for one client, or for every client when client_id is NULL."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        # NULLS NOT DISTINCT (PostgreSQL 15+): one global entry per address too.
+        Index(
+            "uq_suppressions_client_address",
+            "client_id",
+            "address",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+        Index("ix_suppressions_address", "address"),
+        CheckConstraint(_one_of("reason", [r.value for r in SuppressionReason]), name="reason"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    client_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE")
+    )
+    address: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(16))
+    # What created it: "ses:<event id>", "admin", ...
+    source: Mapped[str | None] = mapped_column(String(255))
+    note: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TemplateVersionRow(Base):
+    """Templates uploaded through the admin API; a new upload is a new version."""
+
+    __tablename__ = "template_versions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    props_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    sample_props: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -9,6 +9,17 @@ from typing import Self
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailroom.adapters.db.audit import AuditLog, SqlAuditLog
+from mailroom.adapters.db.feedback_repositories import (
+    FeedbackRepository,
+    MessageQueryRepository,
+    RecipientRepository,
+    SqlFeedbackRepository,
+    SqlMessageQueryRepository,
+    SqlRecipientRepository,
+    SqlSuppressionRepository,
+    SuppressionRepository,
+)
 from mailroom.adapters.db.repositories import (
     ClientRepository,
     MessageRepository,
@@ -20,6 +31,11 @@ from mailroom.adapters.db.repositories import (
 class UnitOfWork(abc.ABC):
     clients: ClientRepository
     messages: MessageRepository
+    feedback: FeedbackRepository
+    recipients: RecipientRepository
+    suppressions: SuppressionRepository
+    message_queries: MessageQueryRepository
+    audit: AuditLog
 
     def __enter__(self) -> Self:
         return self
@@ -90,6 +106,11 @@ class SqlUnitOfWork(UnitOfWork):
         self._session = self._database.session()
         self.clients = SqlClientRepository(self._session)
         self.messages = SqlMessageRepository(self._session)
+        self.feedback = SqlFeedbackRepository(self._session)
+        self.recipients = SqlRecipientRepository(self._session)
+        self.suppressions = SqlSuppressionRepository(self._session)
+        self.message_queries = SqlMessageQueryRepository(self._session)
+        self.audit = SqlAuditLog(self._session)
         return self
 
     def __exit__(

@@ -1,0 +1,227 @@
+"""POST /v1/send on a warm instance: auth + rate limit + quota + validation + insert, no queue.
+
+Builds the send function's resolver exactly as functions/send/app.py does
+(client gate included) on the real PostgreSQL and Redis, with a queue that
+does nothing (so SQS is not measured), warms it up, then times 5,000
+requests through ``resolve``: the whole handler's self time. The parts are
+then timed alone on the same warm instance, and a cold verification (empty
+credential cache: Redis + database + argon2id at the configured cost) and a
+bare argon2id verify are timed 20 times each. Log lines still go through the
+Powertools logger, to /dev/null. Bounded to well under a minute.
+
+Needs PostgreSQL and Redis on 127.0.0.1. The database (created and migrated
+if missing) and Redis database are MAILROOM_BENCH_DATABASE_URL (default
+.../mailroom_bench) and MAILROOM_BENCH_REDIS_URL (default redis://127.0.0.1:6379/14).
+
+    .venv/bin/python bench/api_send.py
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "shared"), str(REPO)]
+
+from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head  # noqa: E402
+from mailroom.adapters.queue import MessageQueue  # noqa: E402
+from mailroom.adapters.tenancy import Bucket  # noqa: E402
+from mailroom.bootstrap import Services, bootstrap  # noqa: E402
+from mailroom.config import Settings  # noqa: E402
+from mailroom.domain.commands import SendRequest  # noqa: E402
+from mailroom.domain.model import EventType, Message  # noqa: E402
+from mailroom.entrypoints.api import create_api, send_routes  # noqa: E402
+from mailroom.entrypoints.client_gate import ClientGate  # noqa: E402
+from mailroom.entrypoints.observability import logger  # noqa: E402
+from mailroom.services.authentication import (  # noqa: E402
+    Authenticator,
+    VerifiedCredentialCache,
+)
+from mailroom.services.clients import register_client  # noqa: E402
+from mailroom.services.quotas import QuotaCharge  # noqa: E402
+from tests.events import FakeLambdaContext, load_event, with_headers  # noqa: E402
+
+DATABASE_URL = os.environ.get(
+    "MAILROOM_BENCH_DATABASE_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/mailroom_bench"
+)
+REDIS_URL = os.environ.get("MAILROOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+REQUESTS = 5000
+PART_SAMPLES = 2000
+COLD_SAMPLES = 20
+
+
+class NoQueue(MessageQueue):
+    """Accepts and forgets: the SQS send is not what this measures."""
+
+    def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
+        return None
+
+
+def timed(action: Callable[[], object], samples: int) -> list[float]:
+    """Milliseconds per call."""
+    results = []
+    for _ in range(samples):
+        started = time.perf_counter_ns()
+        action()
+        results.append((time.perf_counter_ns() - started) / 1e6)
+    return results
+
+
+def row(label: str, millis: list[float], target: str = "") -> str:
+    ordered = sorted(millis)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"{label:<46}{statistics.median(ordered):>9.3f}{p99:>9.3f}{len(ordered):>7}  {target}"
+
+
+def main() -> None:
+    ensure_database_exists(DATABASE_URL)
+    upgrade_to_head(DATABASE_URL)
+    settings = Settings(
+        database_url=DATABASE_URL, redis_url=REDIS_URL, templates_dir=REPO / "templates"
+    )
+    services: Services = bootstrap(settings, queue=NoQueue())
+    services.credential_versions  # noqa: B018 - built before timing starts
+    registered = register_client(
+        services.uow(),
+        services.hasher,
+        name=f"bench-{uuid.uuid4().hex[:8]}",
+        rate_limit=1_000_000,
+        quota_limit=100_000_000,
+    )
+    key, secret = registered.api_key, registered.api_secret
+    app = create_api(
+        [send_routes(lambda: services)],
+        max_request_bytes=lambda: settings.max_request_bytes,
+        client_gate=ClientGate(lambda: services),
+    )
+    event = load_event("send/send-welcome")
+    with_headers(event, X_Api_Key=key, X_Api_Secret=secret)
+    context = FakeLambdaContext()
+    with open(os.devnull, "w", encoding="utf-8") as devnull:
+        handler = logger.registered_handler
+        if hasattr(handler, "setStream"):
+            handler.setStream(devnull)
+
+        def send() -> None:
+            response = app.resolve(copy.deepcopy(event), context)
+            if response["statusCode"] != 202:
+                raise SystemExit(f"send answered {response['statusCode']}: {response['body']}")
+
+        timed(send, 200)  # warm: pools, caches, the first verification
+        whole = timed(send, REQUESTS)
+        parts = _parts(services, key, secret, event)
+        cold = _cold(services, key, secret)
+
+    print(
+        f"POST /v1/send, warm instance, no queue send ({REQUESTS} requests; parts "
+        f"{PART_SAMPLES} each; cold {COLD_SAMPLES} each)"
+    )
+    print(f"{'ms':<46}{'median':>9}{'p99':>9}{'n':>7}  target")
+    print(row("whole handler (resolve), self time", whole, "p99 <= 5"))
+    for label, millis, target in parts:
+        print(row(label, millis, target))
+    for label, millis, target in cold:
+        print(row(label, millis, target))
+    print(
+        f"argon2id: t={settings.argon2_time_cost}, m={settings.argon2_memory_cost_kib} KiB, "
+        f"p={settings.argon2_parallelism}"
+    )
+
+
+def _parts(
+    services: Services, key: str, secret: str, event: dict[str, Any]
+) -> list[tuple[str, list[float], str]]:
+    client = services.authenticator.authenticate(key, secret)
+    body = str(event["body"])
+    request = SendRequest.model_validate_json(body)
+    bucket = Bucket(f"client:{client.id}", client.rate_limit)
+
+    def insert() -> None:
+        message = Message(
+            id=uuid.uuid4(),
+            client_id=client.id,
+            trace_id="bench",
+            template_name=request.template,
+            from_address="noreply@example.com",
+            to=request.to,
+            props=request.props,
+        )
+        with services.uow() as uow:
+            uow.messages.add(message)
+            uow.messages.append_event(message.id, EventType.ACCEPTED, {"trace_id": "bench"})
+            uow.commit()
+
+    return [
+        (
+            "auth, warm (HMAC + cache + version GET)",
+            timed(lambda: services.authenticator.authenticate(key, secret), PART_SAMPLES),
+            "<= 0.5",
+        ),
+        (
+            "rate limit (token bucket script)",
+            timed(lambda: services.rate_limiter.take(bucket), PART_SAMPLES),
+            "",
+        ),
+        (
+            "quota charge (check-and-count script)",
+            timed(
+                lambda: QuotaCharge(
+                    services.quota, services.uow, client, now=datetime.now(UTC)
+                ).take(),
+                PART_SAMPLES,
+            ),
+            "",
+        ),
+        (
+            "body validation (SendRequest)",
+            timed(lambda: SendRequest.model_validate_json(body), PART_SAMPLES),
+            "",
+        ),
+        ("insert (row + accepted event, commit)", timed(insert, PART_SAMPLES), ""),
+        (
+            "json of the answer",
+            timed(lambda: json.dumps({"id": str(uuid.uuid4())}), PART_SAMPLES),
+            "",
+        ),
+    ]
+
+
+def _cold(services: Services, key: str, secret: str) -> list[tuple[str, list[float], str]]:
+    client = services.authenticator.authenticate(key, secret)
+
+    def cold_authenticate() -> None:
+        # A new instance: empty cache, so Redis + database + argon2.
+        Authenticator(
+            services.uow,
+            services.hasher,
+            services.credential_versions,
+            VerifiedCredentialCache(ttl_seconds=60, max_entries=10),
+            last_used_interval_seconds=3600,
+        ).authenticate(key, secret)
+
+    return [
+        (
+            "auth, cold (empty cache: Redis + DB + argon2)",
+            timed(cold_authenticate, COLD_SAMPLES),
+            "",
+        ),
+        (
+            "argon2id verify alone",
+            timed(lambda: services.hasher.verify(client.api_secret_hash, secret), COLD_SAMPLES),
+            "",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""Compiled templates: an in-process LRU, a shared store, and single-flight compiles.
+
+A template is compiled once per content hash across every instance: the
+instance that misses both caches takes a lock in the shared store (Redis)
+for that hash, compiles, publishes the code and releases the lock; the others
+poll for the published code. A holder that dies leaves a lock that expires,
+and a waiter past its bounded wait compiles by itself, so nobody waits for
+ever. If the shared store is down, every instance compiles for itself.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import marshal
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import CodeType
+
+import jinja2
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+    AmazonCloudWatchEMFProvider,
+)
+from jinja2 import Template, TemplateSyntaxError
+
+from mailroom.adapters.render_deadline import DeadlineExceeded, DeadlineWatchdog
+from mailroom.adapters.template_sandbox import (
+    SANDBOX_VERSION,
+    BudgetedSandbox,
+    ByteBudget,
+    TemplateTooLarge,
+    unsafe_accesses,
+    unsupported_tags,
+)
+from mailroom.domain.errors import (
+    DependencyUnavailable,
+    InvalidTemplate,
+    RenderTimeout,
+    RenderTooLarge,
+    TemplateSecurityError,
+)
+from mailroom.domain.templates import TemplateSource
+from mailroom.entrypoints.observability import logger
+
+# Marshalled code is only valid for the Python and Jinja that made it, and for
+# our code generator: all three are part of every shared key.
+ENGINE_TAG = f"{sys.implementation.cache_tag}-jinja{jinja2.__version__}-sandbox{SANDBOX_VERSION}"
+PARTS = ("subject", "html", "text")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTemplate:
+    subject: Template
+    html: Template
+    text: Template | None
+
+
+def template_key(source: TemplateSource) -> str:
+    """The content hash compiled code is keyed by: an edit is a new key."""
+    parts = json.dumps([source.subject, source.html, source.text]).encode()
+    return f"{ENGINE_TAG}:{hashlib.sha256(parts).hexdigest()}"
+
+
+class SharedTemplateCode(abc.ABC):
+    """Compiled code shared between instances, and the lock for compiling it.
+
+    Implementations raise DependencyUnavailable when the store cannot be reached.
+    """
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def put(self, key: str, code: bytes, *, ttl_seconds: int) -> None: ...
+
+    @abc.abstractmethod
+    def try_lock(self, key: str, *, ttl_seconds: float) -> str | None:
+        """A token if this caller now holds the compile lock for ``key``, else None."""
+
+    @abc.abstractmethod
+    def unlock(self, key: str, token: str) -> None:
+        """Release the lock if ``token`` still holds it (never someone else's)."""
+
+
+class TemplateMetrics:
+    """Counts compiles in process; subclasses also publish them."""
+
+    def __init__(self) -> None:
+        self.compiles = 0
+        self._lock = threading.Lock()
+
+    def compiled(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.compiles += 1
+
+
+class EmfTemplateMetrics(TemplateMetrics):
+    """Each compile as a CloudWatch EMF metric (POWERTOOLS_METRICS_DISABLED silences it)."""
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__()
+        self._namespace = namespace
+
+    def compiled(self, name: str, seconds: float) -> None:
+        super().compiled(name, seconds)
+        metrics = AmazonCloudWatchEMFProvider(namespace=self._namespace)
+        metrics.add_metric(name="template_compiles", unit=MetricUnit.Count, value=1)
+        metrics.add_metadata(key="template", value=name)
+        metrics.add_metadata(key="compile_ms", value=round(seconds * 1000, 2))
+        metrics.flush_metrics()
+
+
+class TemplateCompiler:
+    """Source to marshalled code and back, in two budgeted sandboxes.
+
+    HTML is compiled with autoescaping; subject and text are not HTML, so
+    escaping them would show ``&amp;``.
+    """
+
+    def __init__(
+        self, watchdog: DeadlineWatchdog, *, timeout_seconds: float, budget_bytes: int
+    ) -> None:
+        self.watchdog = watchdog
+        self.timeout_seconds = timeout_seconds
+        self.budget = ByteBudget(budget_bytes)
+        self.html_env = BudgetedSandbox(autoescape=True, budget=self.budget)
+        self.text_env = BudgetedSandbox(autoescape=False, budget=self.budget)
+
+    def environment(self, part: str) -> BudgetedSandbox:
+        return self.html_env if part == "html" else self.text_env
+
+    def compile(self, source: TemplateSource) -> bytes:
+        """Marshalled code for the three parts; InvalidTemplate, TemplateSecurityError."""
+        try:
+            codes = self.watchdog.run(self.timeout_seconds, lambda: self._compile_parts(source))
+        except DeadlineExceeded as error:
+            raise RenderTimeout(f"template '{source.name}' took too long to compile") from error
+        except TemplateTooLarge as error:
+            raise RenderTooLarge(f"template '{source.name}': {error}") from error
+        except RecursionError as error:
+            raise InvalidTemplate(f"template '{source.name}' is nested too deeply") from error
+        return marshal.dumps(codes)
+
+    def _compile_parts(self, source: TemplateSource) -> tuple[CodeType | None, ...]:
+        codes: list[CodeType | None] = []
+        with self.budget.limit(self.budget.default):  # constant folding runs filters
+            for part in PARTS:
+                text = getattr(source, part)
+                if text is None:
+                    codes.append(None)
+                    continue
+                env = self.environment(part)
+                try:
+                    ast = env.parse(text, name=part)
+                except TemplateSyntaxError as error:
+                    raise InvalidTemplate(
+                        f"template '{source.name}', {part} line {error.lineno}: {error.message}",
+                        details=[{"field": part, "line": error.lineno, "message": error.message}],
+                    ) from error
+                _refuse(source.name, part, unsafe_accesses(ast), TemplateSecurityError, "unsafe")
+                _refuse(source.name, part, unsupported_tags(ast), InvalidTemplate, "unsupported")
+                codes.append(env.compile(ast, name=part, filename=f"<{part}>"))
+        return tuple(codes)
+
+    def load(self, code: bytes) -> CompiledTemplate:
+        subject, html, text = marshal.loads(code)  # noqa: S302 - our own code, see docs
+        return CompiledTemplate(
+            subject=self._template("subject", subject),
+            html=self._template("html", html),
+            text=self._template("text", text) if text is not None else None,
+        )
+
+    def _template(self, part: str, code: object) -> Template:
+        env = self.environment(part)
+        return env.template_class.from_code(env, code, env.make_globals(None))  # type: ignore[arg-type]
+
+
+def _refuse(
+    name: str,
+    part: str,
+    found: list[tuple[int, str]],
+    error: Callable[..., Exception],
+    kind: str,
+) -> None:
+    if found:
+        line, what = found[0]
+        raise error(
+            f"template '{name}', {part} line {line}: {kind} {what}",
+            details=[{"field": part, "line": n, "message": f"{kind} {w}"} for n, w in found],
+        )
+
+
+class CompiledTemplateStore:
+    """The three levels: this process's LRU, the shared store, compiling."""
+
+    def __init__(
+        self,
+        compiler: TemplateCompiler,
+        shared: SharedTemplateCode | None,
+        metrics: TemplateMetrics,
+        *,
+        size: int,
+        ttl_seconds: int,
+        poll_seconds: float = 0.005,
+    ) -> None:
+        self.compiler = compiler
+        self.metrics = metrics
+        self._shared = shared
+        self._size = size
+        self._ttl_seconds = ttl_seconds
+        self._poll_seconds = poll_seconds
+        # The lock outlives a healthy compile; a dead holder's expires after it.
+        self._lock_ttl = compiler.timeout_seconds + 1.0
+        # A waiter gives up waiting once a dead holder's lock has expired and
+        # its successor had time to compile.
+        self._wait_seconds = self._lock_ttl + compiler.timeout_seconds
+        self._cache: OrderedDict[str, CompiledTemplate] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def get(self, source: TemplateSource) -> CompiledTemplate:
+        key = template_key(source)
+        with self._cache_lock:
+            compiled = self._cache.get(key)
+            if compiled is not None:
+                self._cache.move_to_end(key)
+                return compiled
+        compiled = self.compiler.load(self._shared_code(source, key))
+        with self._cache_lock:
+            self._cache[key] = compiled
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return compiled
+
+    def _shared_code(self, source: TemplateSource, key: str) -> bytes:
+        if self._shared is None:
+            return self._compile(source)
+        try:
+            return self._single_flight(source, key)
+        except DependencyUnavailable as error:
+            # Mail still goes out while Redis is down; each instance compiles.
+            logger.warning(
+                "shared template store unavailable, compiling here",
+                extra={"template": source.name, "error": error.message},
+            )
+            return self._compile(source)
+
+    def _single_flight(self, source: TemplateSource, key: str) -> bytes:
+        assert self._shared is not None
+        give_up = time.monotonic() + self._wait_seconds
+        while True:
+            code = self._shared.get(key)
+            if code is not None:
+                return code
+            token = self._shared.try_lock(key, ttl_seconds=self._lock_ttl)
+            if token is not None:
+                try:
+                    # The previous holder may have published just before we locked.
+                    code = self._shared.get(key)
+                    if code is None:
+                        code = self._compile(source)
+                        self._shared.put(key, code, ttl_seconds=self._ttl_seconds)
+                    return code
+                finally:
+                    self._unlock(key, token)
+            if time.monotonic() >= give_up:
+                logger.warning(
+                    "gave up waiting for a compile lock", extra={"template": source.name}
+                )
+                return self._compile(source)
+            time.sleep(self._poll_seconds)
+
+    def _unlock(self, key: str, token: str) -> None:
+        assert self._shared is not None
+        try:
+            self._shared.unlock(key, token)
+        except DependencyUnavailable:
+            # The lock expires by itself; the code is ours either way.
+            logger.warning("could not release a template compile lock", extra={"key": key})
+
+    def _compile(self, source: TemplateSource) -> bytes:
+        started = time.perf_counter()
+        code = self.compiler.compile(source)
+        self.metrics.compiled(source.name, time.perf_counter() - started)
+        return code

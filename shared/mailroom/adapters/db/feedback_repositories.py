@@ -1,0 +1,428 @@
+"""Repositories for delivery feedback: provider events, recipients, suppressions, listings.
+
+Same pattern as repositories.py: an abstract interface per concern (unit tests
+subclass it in memory) and one PostgreSQL implementation in SQLAlchemy Core.
+The writes that must hold under concurrency are single statements: the
+deduplicating insert, the guarded status update and the rank-guarded upsert.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from mailroom.adapters.db.repositories import _message
+from mailroom.adapters.db.tables import (
+    DeliveryEventRow,
+    MessageRecipientRow,
+    MessageRow,
+    SuppressionRow,
+)
+from mailroom.domain.feedback import (
+    RECIPIENT_RANK,
+    DeliveryEvent,
+    FeedbackEventType,
+    RecipientOutcome,
+    RecipientStatus,
+    RejectReason,
+    Suppression,
+    SuppressionReason,
+    SuppressionScope,
+)
+from mailroom.domain.model import Message, MessageStatus
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionFilter:
+    scope: SuppressionScope | None = None  # None: both
+    client_id: uuid.UUID | None = None  # with scope CLIENT: only this client's
+    address: str | None = None
+    reason: SuppressionReason | None = None
+    include_expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    status: MessageStatus | None = None
+    recipient: str | None = None  # a bare, lowercased address
+    since: datetime | None = None  # created_at >= since
+    until: datetime | None = None  # created_at < until
+
+
+class FeedbackRepository(abc.ABC):
+    """Provider events, and the two lookups and one update that reconciliation needs."""
+
+    @abc.abstractmethod
+    def add(self, event: DeliveryEvent, *, message_id: uuid.UUID | None) -> bool:
+        """Store the event; False (and nothing stored) if it was stored before."""
+
+    @abc.abstractmethod
+    def find_message_id(self, provider: str, provider_msg_ids: list[str]) -> uuid.UUID | None:
+        """The message this provider gave one of these ids to."""
+
+    @abc.abstractmethod
+    def claim_orphans(
+        self, provider: str, provider_msg_ids: list[str], message_id: uuid.UUID
+    ) -> list[DeliveryEvent]:
+        """Attach earlier orphans with these provider ids to the message; return them."""
+
+    @abc.abstractmethod
+    def advance_status(
+        self, message_id: uuid.UUID, target: MessageStatus, allowed_from: list[MessageStatus]
+    ) -> bool:
+        """Set the status only if it is still one of ``allowed_from``; True if it changed."""
+
+    @abc.abstractmethod
+    def for_message(self, message_id: uuid.UUID) -> list[DeliveryEvent]: ...
+
+    @abc.abstractmethod
+    def count_orphans(self) -> int: ...
+
+
+class RecipientRepository(abc.ABC):
+    @abc.abstractmethod
+    def add_all(self, message_id: uuid.UUID, recipients: list[tuple[str, str]]) -> None:
+        """One row per (address, kind), status unknown; existing rows are kept."""
+
+    @abc.abstractmethod
+    def record(self, message_id: uuid.UUID, outcome: RecipientOutcome) -> bool:
+        """Upsert the outcome if it ranks above what is stored; True if it was written."""
+
+    @abc.abstractmethod
+    def for_message(self, message_id: uuid.UUID) -> list[RecipientOutcome]: ...
+
+
+class SuppressionRepository(abc.ABC):
+    @abc.abstractmethod
+    def upsert(self, suppression: Suppression) -> Suppression:
+        """Add the entry, or replace reason, expiry and source of the same (client, address)."""
+
+    @abc.abstractmethod
+    def active_for(
+        self, client_id: uuid.UUID, addresses: list[str], now: datetime
+    ) -> list[Suppression]:
+        """Unexpired entries, global or this client's, for any of these bare addresses."""
+
+    @abc.abstractmethod
+    def remove(self, address: str, client_id: uuid.UUID | None) -> int: ...
+
+    @abc.abstractmethod
+    def list(
+        self, where: SuppressionFilter, *, now: datetime, after_id: int | None, limit: int
+    ) -> list[Suppression]:
+        """Entries by ascending id, after ``after_id`` (keyset pagination)."""
+
+
+class MessageQueryRepository(abc.ABC):
+    @abc.abstractmethod
+    def list_for_client(
+        self,
+        client_id: uuid.UUID,
+        where: MessageFilter,
+        *,
+        before: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Message]:
+        """Newest first, strictly older than ``before`` (created_at, id) when given."""
+
+
+# --- PostgreSQL ---------------------------------------------------------------
+
+
+class SqlFeedbackRepository(FeedbackRepository):
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, event: DeliveryEvent, *, message_id: uuid.UUID | None) -> bool:
+        statement = (
+            pg_insert(DeliveryEventRow)
+            .values(
+                provider=event.provider,
+                provider_event_id=event.event_id,
+                recipient=event.recipient_address or "",
+                event_type=event.event_type.value,
+                occurred_at=event.timestamp,
+                provider_msg_id=event.message_id,
+                message_id_header=event.message_id_header,
+                message_id=message_id,
+                reject_reason=event.reject_reason.value if event.reject_reason else None,
+                response_text=event.mta_response,
+                description=event.description,
+                raw=event.raw,
+            )
+            .on_conflict_do_nothing(index_elements=["provider", "provider_event_id", "recipient"])
+            .returning(DeliveryEventRow.id)
+        )
+        return self._session.execute(statement).scalar() is not None
+
+    def find_message_id(self, provider: str, provider_msg_ids: list[str]) -> uuid.UUID | None:
+        return self._session.execute(
+            select(MessageRow.id)
+            .where(
+                MessageRow.provider == provider,
+                MessageRow.provider_msg_id.in_(provider_msg_ids),
+            )
+            .limit(1)
+        ).scalar()
+
+    def claim_orphans(
+        self, provider: str, provider_msg_ids: list[str], message_id: uuid.UUID
+    ) -> list[DeliveryEvent]:
+        rows = self._session.execute(
+            update(DeliveryEventRow)
+            .where(
+                DeliveryEventRow.message_id.is_(None),
+                DeliveryEventRow.provider == provider,
+                DeliveryEventRow.provider_msg_id.in_(provider_msg_ids),
+            )
+            .values(message_id=message_id)
+            .returning(DeliveryEventRow)
+        ).scalars()
+        return sorted(
+            (_delivery_event(row) for row in rows), key=lambda e: (e.timestamp is None, e.timestamp)
+        )
+
+    def advance_status(
+        self, message_id: uuid.UUID, target: MessageStatus, allowed_from: list[MessageStatus]
+    ) -> bool:
+        result = self._session.execute(
+            update(MessageRow)
+            .where(
+                MessageRow.id == message_id,
+                MessageRow.status.in_([status.value for status in allowed_from]),
+            )
+            .values(status=target.value, updated_at=func.now())
+            .returning(MessageRow.id)
+        )
+        return result.scalar() is not None
+
+    def for_message(self, message_id: uuid.UUID) -> list[DeliveryEvent]:
+        rows = self._session.execute(
+            select(DeliveryEventRow)
+            .where(DeliveryEventRow.message_id == message_id)
+            .order_by(DeliveryEventRow.id)
+        ).scalars()
+        return [_delivery_event(row) for row in rows]
+
+    def count_orphans(self) -> int:
+        return int(
+            self._session.execute(
+                select(func.count()).where(DeliveryEventRow.message_id.is_(None))
+            ).scalar_one()
+        )
+
+
+class SqlRecipientRepository(RecipientRepository):
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add_all(self, message_id: uuid.UUID, recipients: list[tuple[str, str]]) -> None:
+        if not recipients:
+            return
+        self._session.execute(
+            pg_insert(MessageRecipientRow)
+            .values(
+                [
+                    {"message_id": message_id, "address": address, "kind": kind}
+                    for address, kind in recipients
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["message_id", "address"])
+        )
+
+    def record(self, message_id: uuid.UUID, outcome: RecipientOutcome) -> bool:
+        assert outcome.status is not None, "record a known outcome"
+        insert = pg_insert(MessageRecipientRow).values(
+            message_id=message_id,
+            address=outcome.address,
+            kind=outcome.kind,
+            status=outcome.status.value,
+            rank=RECIPIENT_RANK[outcome.status],
+            reject_reason=outcome.reject_reason.value if outcome.reject_reason else None,
+            response_text=outcome.response,
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=["message_id", "address"],
+            set_={
+                "status": insert.excluded.status,
+                "rank": insert.excluded.rank,
+                "reject_reason": insert.excluded.reject_reason,
+                "response_text": insert.excluded.response_text,
+                "updated_at": func.now(),
+            },
+            # Forward only, in one statement: a concurrent lower-ranked event
+            # cannot overwrite a higher one whatever the interleaving.
+            where=MessageRecipientRow.rank < insert.excluded.rank,
+        ).returning(MessageRecipientRow.address)
+        return self._session.execute(statement).scalar() is not None
+
+    def for_message(self, message_id: uuid.UUID) -> list[RecipientOutcome]:
+        rows = self._session.execute(
+            select(MessageRecipientRow)
+            .where(MessageRecipientRow.message_id == message_id)
+            .order_by(MessageRecipientRow.address)
+        ).scalars()
+        return [
+            RecipientOutcome(
+                address=row.address,
+                status=RecipientStatus(row.status) if row.status else None,
+                kind=row.kind,
+                reject_reason=RejectReason(row.reject_reason) if row.reject_reason else None,
+                response=row.response_text,
+                updated_at=row.updated_at,
+            )
+            for row in rows
+        ]
+
+
+class SqlSuppressionRepository(SuppressionRepository):
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def upsert(self, suppression: Suppression) -> Suppression:
+        insert = pg_insert(SuppressionRow).values(
+            client_id=suppression.client_id,
+            address=suppression.address,
+            reason=suppression.reason.value,
+            source=suppression.source,
+            note=suppression.note,
+            expires_at=suppression.expires_at,
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=["client_id", "address"],
+            set_={
+                "reason": insert.excluded.reason,
+                "source": insert.excluded.source,
+                "note": func.coalesce(insert.excluded.note, SuppressionRow.note),
+                "expires_at": insert.excluded.expires_at,
+                "updated_at": func.now(),
+            },
+        ).returning(SuppressionRow)
+        return _suppression(self._session.execute(statement).scalar_one())
+
+    def active_for(
+        self, client_id: uuid.UUID, addresses: list[str], now: datetime
+    ) -> list[Suppression]:
+        if not addresses:
+            return []
+        rows = self._session.execute(
+            select(SuppressionRow).where(
+                SuppressionRow.address.in_(addresses),
+                or_(SuppressionRow.client_id.is_(None), SuppressionRow.client_id == client_id),
+                or_(SuppressionRow.expires_at.is_(None), SuppressionRow.expires_at > now),
+            )
+        ).scalars()
+        return [_suppression(row) for row in rows]
+
+    def remove(self, address: str, client_id: uuid.UUID | None) -> int:
+        scope = (
+            SuppressionRow.client_id.is_(None)
+            if client_id is None
+            else SuppressionRow.client_id == client_id
+        )
+        result = self._session.execute(
+            delete(SuppressionRow)
+            .where(SuppressionRow.address == address, scope)
+            .returning(SuppressionRow.id)
+        )
+        return len(result.all())
+
+    def list(
+        self, where: SuppressionFilter, *, now: datetime, after_id: int | None, limit: int
+    ) -> list[Suppression]:
+        conditions: list[ColumnElement[bool]] = []
+        if where.scope is SuppressionScope.GLOBAL:
+            conditions.append(SuppressionRow.client_id.is_(None))
+        elif where.scope is SuppressionScope.CLIENT:
+            conditions.append(
+                SuppressionRow.client_id == where.client_id
+                if where.client_id
+                else SuppressionRow.client_id.is_not(None)
+            )
+        if where.address:
+            conditions.append(SuppressionRow.address == where.address)
+        if where.reason:
+            conditions.append(SuppressionRow.reason == where.reason.value)
+        if not where.include_expired:
+            conditions.append(
+                or_(SuppressionRow.expires_at.is_(None), SuppressionRow.expires_at > now)
+            )
+        if after_id is not None:
+            conditions.append(SuppressionRow.id > after_id)
+        rows = self._session.execute(
+            select(SuppressionRow).where(and_(*conditions)).order_by(SuppressionRow.id).limit(limit)
+        ).scalars()
+        return [_suppression(row) for row in rows]
+
+
+class SqlMessageQueryRepository(MessageQueryRepository):
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def list_for_client(
+        self,
+        client_id: uuid.UUID,
+        where: MessageFilter,
+        *,
+        before: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Message]:
+        query = select(MessageRow).where(MessageRow.client_id == client_id)
+        if where.status is not None:
+            query = query.where(MessageRow.status == where.status.value)
+        if where.since is not None:
+            query = query.where(MessageRow.created_at >= where.since)
+        if where.until is not None:
+            query = query.where(MessageRow.created_at < where.until)
+        if where.recipient:
+            query = query.where(
+                MessageRow.id.in_(
+                    select(MessageRecipientRow.message_id).where(
+                        MessageRecipientRow.address == where.recipient
+                    )
+                )
+            )
+        if before is not None:
+            # Row-value comparison: the keyset cursor stays exact when
+            # several messages share a created_at.
+            query = query.where(tuple_(MessageRow.created_at, MessageRow.id) < tuple_(*before))
+        rows = self._session.execute(
+            query.order_by(MessageRow.created_at.desc(), MessageRow.id.desc()).limit(limit)
+        ).scalars()
+        return [_message(row) for row in rows]
+
+
+def _delivery_event(row: DeliveryEventRow) -> DeliveryEvent:
+    return DeliveryEvent(
+        provider=row.provider,
+        event_type=FeedbackEventType(row.event_type),
+        event_id=row.provider_event_id,
+        timestamp=row.occurred_at,
+        message_id=row.provider_msg_id,
+        recipient=row.recipient or None,
+        reject_reason=RejectReason(row.reject_reason) if row.reject_reason else None,
+        mta_response=row.response_text,
+        description=row.description,
+        message_id_header=row.message_id_header,
+        raw=dict(row.raw),
+    )
+
+
+def _suppression(row: SuppressionRow) -> Suppression:
+    return Suppression(
+        id=row.id,
+        address=row.address,
+        reason=SuppressionReason(row.reason),
+        client_id=row.client_id,
+        expires_at=row.expires_at,
+        source=row.source,
+        note=row.note,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

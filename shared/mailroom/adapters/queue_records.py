@@ -1,0 +1,85 @@
+"""The send queue's records as the worker holds them: hold one back, know the redrive limit."""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mailroom.domain.retry import SQS_MAX_VISIBILITY_SECONDS
+
+log = logging.getLogger(__name__)
+
+
+class QueueRecords(abc.ABC):
+    @abc.abstractmethod
+    def postpone(self, receipt_handle: str, seconds: int) -> bool:
+        """Keep a received record invisible for ``seconds`` from now; False if SQS refused."""
+
+    @abc.abstractmethod
+    def max_receive_count(self) -> int | None:
+        """The queue's redrive limit (maxReceiveCount), None if it has none or is unknown."""
+
+    def is_last_receive(self, receive_count: int) -> bool:
+        """True when SQS will move this record to the DLQ rather than deliver it again."""
+        limit = self.max_receive_count()
+        return limit is not None and receive_count >= limit
+
+
+class SqsQueueRecords(QueueRecords):
+    def __init__(self, queue_url: str, region: str) -> None:
+        self._queue_url = queue_url
+        self._region = region
+        self._client: Any = None
+        self._max_receive_count: int | None = None
+        self._redrive_known = False
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = boto3.client(
+                "sqs",
+                region_name=self._region,
+                config=BotoConfig(
+                    connect_timeout=2,
+                    read_timeout=5,
+                    retries={"max_attempts": 3, "mode": "standard"},
+                ),
+            )
+        return self._client
+
+    def postpone(self, receipt_handle: str, seconds: int) -> bool:
+        # The total invisibility of one receive is capped at 12 hours by SQS;
+        # the backoff's own cap keeps well inside it.
+        seconds = max(0, min(seconds, SQS_MAX_VISIBILITY_SECONDS))
+        try:
+            self.client.change_message_visibility(
+                QueueUrl=self._queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+            )
+        except (BotoCoreError, ClientError) as error:
+            # The record still comes back, after the queue's own visibility
+            # timeout instead of the backoff's.
+            log.warning("holding a record back for %s s failed: %s", seconds, error)
+            return False
+        return True
+
+    def max_receive_count(self) -> int | None:
+        # Read from the queue once per container, so the limit is the one SQS
+        # enforces, not a copy of template.yaml that could drift from it.
+        if not self._redrive_known:
+            try:
+                answer = self.client.get_queue_attributes(
+                    QueueUrl=self._queue_url, AttributeNames=["RedrivePolicy"]
+                )
+            except (BotoCoreError, ClientError) as error:
+                log.warning("reading the send queue's redrive policy failed: %s", error)
+                return None
+            policy = answer.get("Attributes", {}).get("RedrivePolicy")
+            self._max_receive_count = int(json.loads(policy)["maxReceiveCount"]) if policy else None
+            self._redrive_known = True
+        return self._max_receive_count

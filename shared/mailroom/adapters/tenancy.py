@@ -1,0 +1,90 @@
+"""Shared state of the tenancy layer: token buckets, quota counters, credential versions.
+
+Every API instance must see the same numbers, so these live in Redis
+(``redis_tenancy.py``); unit tests subclass the interfaces with in-memory fakes.
+Each method raises ``DependencyUnavailable`` when the store does not answer:
+callers fail closed.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from dataclasses import dataclass
+
+from mailroom.domain.tenancy import QuotaPeriod, RateDecision
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket: ``per_minute`` tokens of capacity, refilled evenly over a minute."""
+
+    name: str
+    per_minute: int
+
+
+class RateLimiter(abc.ABC):
+    @abc.abstractmethod
+    def take(self, bucket: Bucket, *, shared: Bucket | None = None) -> RateDecision:
+        """Take one token from ``bucket`` (and ``shared``, if given) atomically.
+
+        Either both buckets give a token or neither does. The decision's
+        numbers describe ``bucket``; its retry time covers both.
+        """
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaTake:
+    accepted: bool
+    used: int  # after this take when accepted; the count that refused it otherwise
+
+
+class QuotaCounter(abc.ABC):
+    @abc.abstractmethod
+    def take(self, client_id: uuid.UUID, period: QuotaPeriod, limit: int) -> QuotaTake | None:
+        """Count one message if the client is under ``limit``; None if the counter is unset.
+
+        Check and increment are one atomic step, so concurrent takes at the
+        edge accept exactly the remaining number.
+        """
+
+    @abc.abstractmethod
+    def give_back(self, client_id: uuid.UUID, period: QuotaPeriod) -> None:
+        """Undo one take whose message was not accepted after all (never below 0)."""
+
+    @abc.abstractmethod
+    def seed(self, client_id: uuid.UUID, period: QuotaPeriod, used: int) -> None:
+        """Start an unset counter at ``used``; a counter that exists is left alone."""
+
+    @abc.abstractmethod
+    def read(self, client_id: uuid.UUID, period: QuotaPeriod) -> int | None: ...
+
+    @abc.abstractmethod
+    def replace(
+        self, client_id: uuid.UUID, period: QuotaPeriod, *, expected: int | None, used: int
+    ) -> bool:
+        """Set the counter to ``used`` if it still reads ``expected``; whether it did."""
+
+
+class CredentialVersions(abc.ABC):
+    """An opaque version per API key that changes whenever the client's access does.
+
+    Verified credentials are cached per instance together with the version
+    they were verified under; a request whose version no longer matches is
+    verified again against the database.
+    """
+
+    @abc.abstractmethod
+    def read(self, api_key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def claim(self, api_key: str) -> str | None:
+        """Give an unversioned key a fresh version and return it.
+
+        None if the key got a version meanwhile: a change raced this
+        verification, so its result must not be cached.
+        """
+
+    @abc.abstractmethod
+    def bump(self, api_key: str) -> None:
+        """A new, never-seen version: every cached verification of the key is stale."""

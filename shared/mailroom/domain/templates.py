@@ -1,0 +1,191 @@
+"""Templates as values: their source, their props schema and the lint rules.
+
+No I/O here: where sources come from is ``adapters/templates.py``, how they
+compile and render is ``adapters/compiled_templates.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from html.parser import HTMLParser
+from typing import TYPE_CHECKING, Any
+
+from mailroom.domain.errors import InvalidProps, InvalidTemplate
+from mailroom.domain.model import RenderedEmail
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
+    from jsonschema.protocols import Validator
+
+# Gmail clips messages whose HTML is larger than this ("[Message clipped]").
+GMAIL_CLIP_BYTES = 102 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSource:
+    name: str
+    subject: str
+    html: str
+    text: str | None = None
+    sample_props: dict[str, Any] | None = None
+    # JSON Schema the props must satisfy (schema.json), if the template has one.
+    schema: dict[str, Any] | None = None
+    # Uploaded templates are numbered from 1; file templates have no versions.
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateVersion:
+    """One entry of the template list."""
+
+    name: str
+    kind: str  # "file" or "uploaded"
+    version: int | None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LintWarning:
+    code: str
+    message: str
+
+
+def check_schema(schema: Any) -> None:
+    """InvalidTemplate unless ``schema`` is a JSON Schema (draft from ``$schema``, else 2020-12)."""
+    if not isinstance(schema, dict):
+        raise InvalidTemplate(
+            "schema must be a JSON object",
+            details=[{"field": "schema", "message": "not an object"}],
+        )
+    _validator(json.dumps(schema, sort_keys=True))
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Validator:
+    """The checked validator of a schema, kept: checking a schema against its
+    metaschema costs ~25 ms, validating props with a built validator ~0.1 ms."""
+    # Imported here: jsonschema costs ~90 ms of cold start, and only
+    # templates with a schema need it.
+    from jsonschema import SchemaError
+    from jsonschema.validators import validator_for
+
+    schema = json.loads(schema_json)
+    kind = validator_for(schema)
+    try:
+        kind.check_schema(schema)
+    except SchemaError as error:
+        raise InvalidTemplate(
+            f"schema is not a valid JSON Schema: {error.message}",
+            details=[{"field": "schema", "message": error.message}],
+        ) from error
+    return kind(schema)
+
+
+def validate_props(template: str, schema: dict[str, Any] | None, props: dict[str, Any]) -> None:
+    """InvalidProps naming every failing field; nothing when there is no schema."""
+    if schema is None:
+        return
+    check_schema(schema)
+    from referencing.exceptions import Unresolvable
+
+    try:
+        problems = list(_validator(json.dumps(schema, sort_keys=True)).iter_errors(props))
+    except Unresolvable as error:
+        # Schemas are self-contained: a $ref is never fetched over the network.
+        raise InvalidTemplate(f"template '{template}' has a schema with a $ref: {error}") from error
+    if not problems:
+        return
+    details: list[dict[str, Any]] = []
+    for problem in sorted(problems, key=lambda p: [str(part) for part in p.absolute_path]):
+        details.extend(_details(problem))
+    first = details[0]
+    raise InvalidProps(
+        f"props do not match the schema of template '{template}': "
+        f"{first['field']}: {first['message']}",
+        details=details,
+    )
+
+
+def _details(problem: ValidationError) -> list[dict[str, Any]]:
+    path = ".".join(["props", *(str(part) for part in problem.absolute_path)])
+    if problem.validator == "required" and isinstance(problem.instance, dict):
+        required: list[str] = list(problem.validator_value)  # type: ignore[arg-type]
+        missing = [name for name in required if name not in problem.instance]
+        return [
+            {"field": f"{path}.{name}", "type": "required", "message": "required by the template"}
+            for name in missing
+        ]
+    return [{"field": path, "type": str(problem.validator), "message": problem.message}]
+
+
+def lint(source: TemplateSource, rendered: RenderedEmail | None) -> list[LintWarning]:
+    """What would make the email worse in inboxes; judged on the render when there is one."""
+    scan = _HtmlScan.of(rendered.html if rendered is not None else source.html)
+    # The inliner drops <link> elements, so stylesheets are looked for in the source.
+    stylesheets = _HtmlScan.of(source.html).remote_stylesheets
+    warnings: list[LintWarning] = []
+    if rendered is not None and len(rendered.html.encode()) > GMAIL_CLIP_BYTES:
+        size = len(rendered.html.encode())
+        warnings.append(
+            LintWarning(
+                "html_too_large",
+                f"the HTML is {size} bytes; Gmail clips anything over {GMAIL_CLIP_BYTES}",
+            )
+        )
+    if source.text is None:
+        warnings.append(
+            LintWarning("no_text_part", "no text part: a plain version is derived from the HTML")
+        )
+    if scan.images_without_alt:
+        warnings.append(
+            LintWarning(
+                "image_without_alt",
+                f"{scan.images_without_alt} <img> without alt: blocked images show nothing",
+            )
+        )
+    if stylesheets:
+        warnings.append(
+            LintWarning(
+                "remote_stylesheet",
+                "remote stylesheets are not fetched or inlined: " + ", ".join(stylesheets),
+            )
+        )
+    if scan.scripts:
+        warnings.append(LintWarning("script", "<script> is stripped or blocked by mail clients"))
+    return warnings
+
+
+class _HtmlScan(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.images_without_alt = 0
+        self.remote_stylesheets: list[str] = []
+        self.scripts = 0
+        self._in_style = False
+
+    @classmethod
+    def of(cls, html: str) -> _HtmlScan:
+        scan = cls()
+        scan.feed(html)
+        scan.close()
+        return scan
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "img" and "alt" not in values:
+            self.images_without_alt += 1
+        elif tag == "link" and "stylesheet" in (values.get("rel") or "").lower().split():
+            self.remote_stylesheets.append(values.get("href") or "(no href)")
+        elif tag == "script":
+            self.scripts += 1
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style and "@import" in data:
+            self.remote_stylesheets.append("@import in <style>")

@@ -1,0 +1,155 @@
+"""Admin routes for the suppression list: list (and export), add, remove."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Literal
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from mailroom.adapters.db.feedback_repositories import SuppressionFilter
+from mailroom.bootstrap import Services
+from mailroom.domain.feedback import Suppression, SuppressionReason, SuppressionScope
+from mailroom.entrypoints.observability import logger
+from mailroom.services import suppression as suppressions
+
+ServicesProvider = Callable[[], Services]
+
+
+class SuppressionView(BaseModel):
+    id: int | None
+    address: str
+    scope: SuppressionScope
+    client_id: uuid.UUID | None
+    reason: SuppressionReason
+    source: str | None
+    note: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    expires_at: datetime | None
+
+
+class SuppressionPageView(BaseModel):
+    suppressions: list[SuppressionView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class SuppressionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(max_length=320, examples=["ada@example.com"])
+    client_id: uuid.UUID | None = Field(
+        default=None, description="Only this client's mail; omit for every client."
+    )
+    reason: SuppressionReason = SuppressionReason.MANUAL
+    expires_at: AwareDatetime | None = Field(default=None, description="Omit for no expiry.")
+    note: str | None = Field(default=None, max_length=500)
+
+
+class SuppressionRemoved(BaseModel):
+    removed: int
+
+
+def suppression_routes(services: ServicesProvider) -> Router:
+    # admin.py lists this router among its own, so its helpers come in here.
+    from mailroom.entrypoints.admin import ADMIN_SECURITY, require_admin
+
+    router = Router()
+
+    @router.get(
+        "/admin/suppressions",
+        summary="Suppression entries, oldest first; page through all of them to export",
+        tags=["suppressions"],
+        security=ADMIN_SECURITY,
+    )
+    def list_suppressions(
+        scope: Annotated[Literal["global", "client"] | None, Query()] = None,
+        client_id: Annotated[uuid.UUID | None, Query()] = None,
+        address: Annotated[str | None, Query(max_length=320)] = None,
+        reason: Annotated[SuppressionReason | None, Query()] = None,
+        include_expired: Annotated[bool, Query()] = False,
+        cursor: Annotated[str | None, Query(max_length=40)] = None,
+        limit: Annotated[int, Query(ge=1, le=suppressions.MAX_PAGE)] = 100,
+    ) -> SuppressionPageView:
+        active = services()
+        require_admin(router, active)
+        chosen = SuppressionScope(scope) if scope else None
+        where = SuppressionFilter(
+            scope=SuppressionScope.CLIENT if client_id else chosen,
+            client_id=client_id,
+            address=address,
+            reason=reason,
+            include_expired=include_expired,
+        )
+        page = suppressions.list_suppressions(active.uow(), where, cursor=cursor, limit=limit)
+        return SuppressionPageView(
+            suppressions=[_view(entry) for entry in page.entries], next_cursor=page.next_cursor
+        )
+
+    @router.post(
+        "/admin/suppressions",
+        status_code=201,
+        summary="Add (or replace) a suppression entry",
+        tags=["suppressions"],
+        security=ADMIN_SECURITY,
+    )
+    def add_suppression(entry: Annotated[SuppressionCreate, Body()]) -> Response[str]:
+        active = services()
+        require_admin(router, active)
+        created = suppressions.add_suppression(
+            active.uow(),
+            address=entry.address,
+            client_id=entry.client_id,
+            reason=entry.reason,
+            expires_at=entry.expires_at,
+            note=entry.note,
+        )
+        logger.info(
+            "suppression added",
+            extra={"scope": created.scope.value, "reason": created.reason.value},
+        )
+        return Response(
+            status_code=201,
+            content_type=content_types.APPLICATION_JSON,
+            body=_view(created).model_dump_json(),
+        )
+
+    @router.delete(
+        "/admin/suppressions",
+        summary="Remove an address's entry: the global one, or one client's",
+        tags=["suppressions"],
+        security=ADMIN_SECURITY,
+    )
+    def remove_suppression(
+        address: Annotated[str, Query(max_length=320)],
+        client_id: Annotated[uuid.UUID | None, Query()] = None,
+    ) -> SuppressionRemoved:
+        active = services()
+        require_admin(router, active)
+        removed = suppressions.remove_suppression(
+            active.uow(), address=address, client_id=client_id
+        )
+        logger.info("suppression removed", extra={"global": client_id is None})
+        return SuppressionRemoved(removed=removed)
+
+    return router
+
+
+def _view(entry: Suppression) -> SuppressionView:
+    return SuppressionView(
+        id=entry.id,
+        address=entry.address,
+        scope=entry.scope,
+        client_id=entry.client_id,
+        reason=entry.reason,
+        source=entry.source,
+        note=entry.note,
+        created_at=entry.created_at,
+        updated_at=entry.updated_at,
+        expires_at=entry.expires_at,
+    )

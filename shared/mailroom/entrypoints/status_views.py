@@ -1,0 +1,96 @@
+"""Response models of the status API's delivery views: recipients, events, listings."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mailroom.domain.feedback import RecipientOutcome, RecipientStatus, RejectReason
+from mailroom.domain.model import Message, MessageEvent, MessageStatus
+from mailroom.services.status import MessagePage
+
+
+class RecipientView(BaseModel):
+    address: str
+    kind: str = Field(description="to, cc, bcc, or other (reported by the provider only)")
+    status: RecipientStatus = Field(
+        description=(
+            "What the provider reported for this recipient; until it does, the message's "
+            "own state (queued, sent, failed). `suppressed`: dropped before sending."
+        )
+    )
+    reject_reason: RejectReason | None = None
+    response: str | None = Field(default=None, description="The receiving server's answer")
+    updated_at: datetime | None = None
+
+
+class MessageEventView(BaseModel):
+    type: str
+    at: datetime
+    detail: dict[str, Any]
+
+
+class MessageEventsView(BaseModel):
+    message_id: uuid.UUID
+    events: list[MessageEventView]
+
+
+class MessageSummaryView(BaseModel):
+    id: uuid.UUID
+    status: MessageStatus
+    template: str
+    to: list[str]
+    subject: str | None
+    provider: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class MessagePageView(BaseModel):
+    messages: list[MessageSummaryView]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null on the last page."
+    )
+
+
+def recipient_views(outcomes: list[RecipientOutcome]) -> list[RecipientView]:
+    return [
+        RecipientView(
+            address=outcome.address,
+            kind=outcome.kind,
+            status=outcome.status or RecipientStatus.QUEUED,
+            reject_reason=outcome.reject_reason,
+            response=outcome.response,
+            updated_at=outcome.updated_at,
+        )
+        for outcome in outcomes
+    ]
+
+
+def events_view(message_id: uuid.UUID, events: list[MessageEvent]) -> MessageEventsView:
+    return MessageEventsView(
+        message_id=message_id,
+        events=[MessageEventView(type=e.type.value, at=e.at, detail=e.detail) for e in events],
+    )
+
+
+def page_view(page: MessagePage) -> MessagePageView:
+    return MessagePageView(
+        messages=[_summary(message) for message in page.messages], next_cursor=page.next_cursor
+    )
+
+
+def _summary(message: Message) -> MessageSummaryView:
+    return MessageSummaryView(
+        id=message.id,
+        status=message.status,
+        template=message.template_name,
+        to=message.to,
+        subject=message.subject,
+        provider=message.provider,
+        created_at=message.created_at,
+        updated_at=message.updated_at,
+    )

@@ -1,0 +1,143 @@
+"""Failover across providers for one send, guarded by circuit breakers.
+
+A send tries the providers in order, skipping any whose breaker is open.
+A transient failure counts against that provider's breaker and the same
+message goes on to the next provider at once. A configuration failure
+raises an alarm and fails over too, without touching the breaker (an
+unverified sender is one client's problem, not the provider's). A permanent
+failure ends the send: the message itself is refused, and another provider
+would refuse it as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Self
+
+from mailroom.adapters.breakers import ProviderBreakers
+from mailroom.adapters.operator_signals import OperatorSignals, SignalKey
+from mailroom.adapters.providers.base import (
+    EmailProvider,
+    FailureKind,
+    ProviderError,
+    ProviderReceipt,
+)
+from mailroom.domain.mime import OutgoingEmail
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainResult:
+    """How one send through the chain went."""
+
+    receipt: ProviderReceipt | None
+    failures: tuple[ProviderError, ...]  # in the order the providers were tried
+    skipped: tuple[str, ...]  # providers passed over because their breaker is open
+
+    @property
+    def permanent_failure(self) -> ProviderError | None:
+        last = self.failures[-1] if self.failures else None
+        return last if last is not None and last.kind is FailureKind.PERMANENT else None
+
+    @property
+    def summary(self) -> str:
+        """Why nothing was sent, in one line for ``last_error``."""
+        if self.failures:
+            last = self.failures[-1]
+            return f"{last.kind.value}: {last}"
+        return f"transient: every provider's circuit breaker is open ({', '.join(self.skipped)})"
+
+
+class ProviderChain:
+    """The configured providers in order, with one breaker each.
+
+    Long-lived (one per process): HTTPS pools and boto3 clients inside the
+    providers survive between invocations. ``batch()`` brackets one SQS
+    batch, after which per-batch resources (the SMTP connection) are closed.
+    """
+
+    def __init__(
+        self,
+        providers: Mapping[str, EmailProvider],
+        order: Sequence[str],
+        breakers: ProviderBreakers,
+        signals: OperatorSignals,
+    ) -> None:
+        unknown = [name for name in order if name not in providers]
+        if unknown or not order:
+            raise ValueError(f"provider order {list(order)} names unknown providers {unknown}")
+        self._providers = dict(providers)
+        self._order = tuple(order)
+        self._breakers = breakers
+        self._signals = signals
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return self._order
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Self]:
+        try:
+            yield self
+        finally:
+            for provider in self._providers.values():
+                provider.close()
+
+    def order_for(self, client_order: Sequence[str] | None) -> tuple[str, ...]:
+        """A client's own order, narrowed to the configured providers; else the global one."""
+        if not client_order:
+            return self._order
+        narrowed = tuple(dict.fromkeys(n for n in client_order if n in self._providers))
+        if not narrowed:
+            log.warning(
+                "client provider order %s names no configured provider; using %s",
+                list(client_order),
+                list(self._order),
+            )
+            return self._order
+        return narrowed
+
+    def send(
+        self,
+        email: OutgoingEmail,
+        *,
+        client_order: Sequence[str] | None = None,
+        message_id: str = "",
+    ) -> ChainResult:
+        failures: list[ProviderError] = []
+        skipped: list[str] = []
+        for name in self.order_for(client_order):
+            if not self._breakers.allows(name):
+                skipped.append(name)
+                continue
+            try:
+                receipt = self._providers[name].send(email)
+            except ProviderError as error:
+                failures.append(error)
+                if error.kind is FailureKind.TRANSIENT:
+                    self._breakers.record_failure(name, error)
+                elif error.kind is FailureKind.CONFIG:
+                    self._signals.alarm(
+                        SignalKey.PROVIDER_CONFIG_ERROR,
+                        f"{name} refused our configuration; failing over: {error.message}",
+                        dimensions={"provider": name},
+                        context={"message_id": message_id, "error": error.message},
+                    )
+                else:
+                    break  # permanent: the message, not the provider
+                continue
+            except Exception as error:
+                # A bug in an adapter (an answer it cannot parse...) must not
+                # strand the message: treat it as that provider failing.
+                log.exception("provider %s raised unexpectedly", name)
+                failure = ProviderError(name, FailureKind.TRANSIENT, f"unexpected error: {error!r}")
+                failures.append(failure)
+                self._breakers.record_failure(name, failure)
+                continue
+            self._breakers.record_success(name)
+            return ChainResult(receipt, tuple(failures), tuple(skipped))
+        return ChainResult(None, tuple(failures), tuple(skipped))

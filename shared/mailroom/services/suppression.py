@@ -1,0 +1,266 @@
+"""The suppression list: checked before a message is accepted and again before it is sent.
+
+A message whose every To address is suppressed is refused with ``suppressed``
+(the row is written as failed, with a ``suppressed`` event, so the refusal has
+a history like any other outcome). Otherwise the suppressed addresses are
+dropped from To, Cc and Bcc, the rest is sent, and each dropped address is
+recorded as a ``suppressed`` recipient outcome with a ``recipients_suppressed``
+event. A message with only Cc or Bcc recipients left is refused too: it would
+go out to copies of a mail whose addressees were all removed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NoReturn
+
+from mailroom.adapters.db.feedback_repositories import SuppressionFilter
+from mailroom.adapters.db.unit_of_work import UnitOfWork
+from mailroom.domain.addresses import Mailbox
+from mailroom.domain.errors import InvalidRequest, RecipientsSuppressed, SuppressionNotFound
+from mailroom.domain.feedback import (
+    RecipientOutcome,
+    RecipientStatus,
+    Suppression,
+    SuppressionReason,
+    bare_address,
+)
+from mailroom.domain.model import EventType, Message, MessageStatus
+
+SUPPRESSED_ERROR = "suppressed: every recipient is on the suppression list"
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedRecipient:
+    value: str  # as the caller wrote it, e.g. "Ada <ada@example.com>"
+    address: str  # bare and lowercased
+    kind: str  # to, cc or bcc
+    suppression: Suppression
+
+
+@dataclass(frozen=True, slots=True)
+class Screening:
+    """The recipients to send to, and those the suppression list removed."""
+
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    requested: tuple[list[str], list[str], list[str]]
+    dropped: list[DroppedRecipient] = field(default_factory=list)
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.dropped) and not self.to
+
+
+def screen(
+    uow: UnitOfWork,
+    *,
+    client_id: uuid.UUID,
+    to: list[str],
+    cc: list[str],
+    bcc: list[str],
+    now: datetime | None = None,
+) -> Screening:
+    requested = (list(to), list(cc), list(bcc))
+    addresses = sorted({bare_address(value) for value in (*to, *cc, *bcc)})
+    with uow:
+        active = uow.suppressions.active_for(client_id, addresses, now or datetime.now(UTC))
+    if not active:
+        return Screening(to=list(to), cc=list(cc), bcc=list(bcc), requested=requested)
+    # A client's own entry says more about it than a global one.
+    by_address = {entry.address: entry for entry in sorted(active, key=_global_first)}
+    kept: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
+    dropped: list[DroppedRecipient] = []
+    for kind, values in zip(("to", "cc", "bcc"), requested, strict=True):
+        for value in values:
+            address = bare_address(value)
+            if address in by_address:
+                dropped.append(DroppedRecipient(value, address, kind, by_address[address]))
+            else:
+                kept[kind].append(value)
+    return Screening(
+        to=kept["to"], cc=kept["cc"], bcc=kept["bcc"], requested=requested, dropped=dropped
+    )
+
+
+def record_recipients(uow: UnitOfWork, message: Message, screening: Screening) -> None:
+    """Inside the caller's transaction: a row per recipient, outcomes for the dropped."""
+    rows = [
+        (bare_address(value), kind)
+        for kind, values in (("to", message.to), ("cc", message.cc), ("bcc", message.bcc))
+        for value in values
+    ]
+    uow.recipients.add_all(message.id, list(dict.fromkeys(rows)))
+    _record_dropped(uow, message, screening)
+
+
+def refuse(uow: UnitOfWork, message: Message, screening: Screening) -> NoReturn:
+    """Write the message as failed with its history, then raise ``suppressed``."""
+    message.to, message.cc, message.bcc = (list(part) for part in screening.requested)
+    message.status = MessageStatus.FAILED
+    message.last_error = SUPPRESSED_ERROR
+    with uow:
+        uow.messages.add(message)
+        record_recipients(uow, message, screening)
+        uow.commit()
+    raise RecipientsSuppressed(
+        "every recipient of this message is on the suppression list; nothing was sent",
+        details=[
+            {"message_id": str(message.id)},
+            *(_dropped_detail(entry) for entry in screening.dropped),
+        ],
+    )
+
+
+def screen_before_send(uow: UnitOfWork, message: Message, *, now: datetime | None = None) -> bool:
+    """The worker's check: drop what was suppressed since acceptance; False if nothing is left.
+
+    ``message`` is changed in memory only (the stored To/Cc/Bcc keep what the
+    caller asked for); the outcomes say who was dropped. Safe to repeat on a
+    retry: an outcome already recorded is not recorded, or announced, again.
+    """
+    screening = screen(
+        uow, client_id=message.client_id, to=message.to, cc=message.cc, bcc=message.bcc, now=now
+    )
+    if not screening.dropped:
+        return True
+    message.to, message.cc, message.bcc = screening.to, screening.cc, screening.bcc
+    with uow:
+        _record_dropped(uow, message, screening)
+        uow.commit()
+    return not screening.refused
+
+
+def _record_dropped(uow: UnitOfWork, message: Message, screening: Screening) -> None:
+    newly = [
+        entry
+        for entry in screening.dropped
+        if uow.recipients.record(
+            message.id,
+            RecipientOutcome(
+                address=entry.address,
+                status=RecipientStatus.SUPPRESSED,
+                kind=entry.kind,
+                response=f"suppressed: {entry.suppression.reason.value}",
+            ),
+        )
+    ]
+    if newly:
+        uow.messages.append_event(
+            message.id,
+            EventType.SUPPRESSED if screening.refused else EventType.RECIPIENTS_SUPPRESSED,
+            {"recipients": [_dropped_detail(entry) for entry in newly]},
+        )
+
+
+def _dropped_detail(entry: DroppedRecipient) -> dict[str, str]:
+    return {
+        "address": entry.address,
+        "kind": entry.kind,
+        "reason": entry.suppression.reason.value,
+        "scope": entry.suppression.scope.value,
+    }
+
+
+def _global_first(entry: Suppression) -> int:
+    return 0 if entry.client_id is None else 1
+
+
+# --- operators' list ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionPage:
+    entries: list[Suppression]
+    next_cursor: str | None
+
+
+def add_suppression(
+    uow: UnitOfWork,
+    *,
+    address: str,
+    client_id: uuid.UUID | None,
+    reason: SuppressionReason = SuppressionReason.MANUAL,
+    expires_at: datetime | None = None,
+    note: str | None = None,
+    source: str = "admin",
+    now: datetime | None = None,
+) -> Suppression:
+    checked = bare_address(Mailbox.parse("address", address).address)
+    if expires_at is not None and expires_at <= (now or datetime.now(UTC)):
+        raise InvalidRequest(
+            "expires_at must be in the future",
+            details=[{"field": "expires_at", "message": "in the past"}],
+        )
+    with uow:
+        if client_id is not None and uow.clients.get(client_id) is None:
+            raise InvalidRequest(
+                f"no client with id '{client_id}'",
+                details=[{"field": "client_id", "message": "unknown client"}],
+            )
+        entry = uow.suppressions.upsert(
+            Suppression(
+                address=checked,
+                reason=reason,
+                client_id=client_id,
+                expires_at=expires_at,
+                source=source,
+                note=note,
+            )
+        )
+        uow.commit()
+    return entry
+
+
+def remove_suppression(uow: UnitOfWork, *, address: str, client_id: uuid.UUID | None) -> int:
+    with uow:
+        removed = uow.suppressions.remove(bare_address(address), client_id)
+        if not removed:
+            scope = f"client {client_id}" if client_id else "global"
+            raise SuppressionNotFound(f"no {scope} suppression for '{address[:320]}'")
+        uow.commit()
+    return removed
+
+
+def list_suppressions(
+    uow: UnitOfWork,
+    where: SuppressionFilter,
+    *,
+    cursor: str | None,
+    limit: int,
+    now: datetime | None = None,
+) -> SuppressionPage:
+    after_id = _suppression_cursor(cursor)
+    limit = max(1, min(limit, MAX_PAGE))
+    if where.address:
+        where = SuppressionFilter(
+            scope=where.scope,
+            client_id=where.client_id,
+            address=bare_address(where.address),
+            reason=where.reason,
+            include_expired=where.include_expired,
+        )
+    with uow:
+        entries = uow.suppressions.list(
+            where, now=now or datetime.now(UTC), after_id=after_id, limit=limit + 1
+        )
+    more = len(entries) > limit
+    entries = entries[:limit]
+    return SuppressionPage(
+        entries=entries, next_cursor=str(entries[-1].id) if more and entries else None
+    )
+
+
+def _suppression_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    if not cursor.isdigit():
+        raise InvalidRequest(
+            "cursor is not one this API returned",
+            details=[{"field": "cursor", "message": "invalid cursor"}],
+        )
+    return int(cursor)

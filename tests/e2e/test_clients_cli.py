@@ -1,0 +1,118 @@
+"""A client's whole life through mailroomctl and the local runner's functions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import REPO_ROOT, SAMPLE_PROPS, HttpAnswer, Runner, http
+
+pytestmark = pytest.mark.e2e
+
+
+def ctl(runner: Runner, *args: str) -> Any:
+    """mailroomctl's decoded JSON output; fails the test on a non-zero exit."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailroomctl",
+            "--api-url",
+            runner.api_url,
+            "--admin-token",
+            runner.credentials["admin_token"],
+            *args,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def send(runner: Runner, key: str, secret: str) -> HttpAnswer:
+    return http(
+        "POST",
+        f"{runner.api_url}/v1/send",
+        headers={"X-Api-Key": key, "X-Api-Secret": secret},
+        body={"template": "welcome", "to": "ada@example.com", "props": SAMPLE_PROPS},
+    )
+
+
+def test_a_client_from_creation_to_rotation(runner: Runner) -> None:
+    # GIVEN a client created with mailroomctl
+    created = ctl(
+        runner, "clients", "create", "e2e-acme", "--rate-limit", "100", "--quota-limit", "10"
+    )
+    key, secret = created["api_key"], created["api_secret"]
+    assert key.startswith("mr_live_")
+
+    # WHEN it sends, THEN the message is accepted with its rate-limit headers
+    accepted = send(runner, key, secret)
+    assert accepted.status == 202, accepted.body
+    headers = {name.lower(): value for name, value in accepted.headers.items()}
+    assert (headers["x-ratelimit-limit"], headers["x-ratelimit-remaining"]) == ("100", "99")
+    assert "x-ratelimit-reset" in headers
+
+    # AND list and show know it, with the message counted against its quota
+    listed = ctl(runner, "clients", "list")
+    assert key in [client["api_key"] for client in listed["clients"]]
+    shown = ctl(runner, "clients", "show", key)
+    assert (shown["usage"]["used"], shown["usage"]["limit"]) == (1, 10)
+
+    # WHEN its quota is lowered to what it has used, THEN the next send is refused
+    ctl(runner, "clients", "update", created["id"], "--quota-limit", "1")
+    refused = send(runner, key, secret)
+    assert (refused.status, refused.json()["error"]["code"]) == (429, "quota_exceeded")
+
+    # WHEN it is suspended, THEN it gets 403 at once; reactivated, it is back
+    ctl(runner, "clients", "update", key, "--quota-limit", "10")
+    assert ctl(runner, "clients", "suspend", key)["status"] == "suspended"
+    assert send(runner, key, secret).status == 403
+    assert ctl(runner, "clients", "reactivate", key)["status"] == "active"
+    assert send(runner, key, secret).status == 202
+
+    # WHEN the secret is rotated without grace, THEN only the new one works
+    rotated = ctl(runner, "clients", "rotate-secret", key, "--grace-seconds", "0")
+    assert send(runner, key, secret).status == 401
+    assert send(runner, key, rotated["api_secret"]).status == 202
+
+    # AND the quota counter agrees with the messages table
+    [result] = ctl(runner, "quota", "reconcile", key)["results"]
+    assert result["counted"] == result["counter_after"] == 3
+
+    # AND every admin action is in the audit log, newest first
+    audit = ctl(runner, "audit", "--target", created["id"])
+    assert [entry["action"] for entry in audit["entries"]] == [
+        "quota.reconcile",
+        "client.rotate_secret",
+        "client.reactivate",
+        "client.suspend",
+        "client.update",
+        "client.update",
+        "client.create",
+    ]
+
+    # AND neither secret was ever logged by any function
+    output = runner.output()
+    assert secret not in output
+    assert rotated["api_secret"] not in output
+
+
+def test_a_client_key_pair_does_not_open_admin_routes(runner: Runner) -> None:
+    answer = http(
+        "GET",
+        f"{runner.api_url}/admin/clients",
+        headers={
+            "X-Api-Key": runner.credentials["api_key"],
+            "X-Api-Secret": runner.credentials["api_secret"],
+        },
+    )
+    assert (answer.status, answer.json()["error"]["code"]) == (401, "unauthorized")

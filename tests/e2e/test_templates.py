@@ -1,0 +1,109 @@
+"""Templates on the local runner: mailroomctl upload/list/preview, a pinned send,
+and the render deadline on the runner's handler threads."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import time
+import uuid
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import DELIVERY_TIMEOUT_SECONDS, REPO_ROOT, Runner, http
+from tests.e2e.test_mailroomctl import mailroomctl
+
+pytestmark = pytest.mark.e2e
+
+RECEIPT = REPO_ROOT / "templates" / "receipt"
+NESTED_LOOP = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+
+
+def _ctl(runner: Runner, *args: str) -> Any:
+    result = mailroomctl(runner, *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _delivered(runner: Runner, message_id: str) -> EmailMessage:
+    def find() -> EmailMessage | None:
+        for path in sorted(runner.outbox.glob("*.eml")):
+            parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            if message_id in str(parsed.get("Message-ID", "")):
+                return parsed
+        return None
+
+    return runner.wait_for(f".eml for {message_id}", find, DELIVERY_TIMEOUT_SECONDS)
+
+
+def test_an_uploaded_template_is_listed_previewed_and_sent_at_its_pinned_version(
+    runner: Runner, tmp_path: Path
+) -> None:
+    # GIVEN the receipt folder uploaded twice under a new name, the second changed
+    name = f"receipt-{uuid.uuid4().hex[:8]}"
+    first = _ctl(runner, "templates", "upload", str(RECEIPT), "--name", name)
+    changed = tmp_path / "receipt"
+    changed.mkdir()
+    for part in ("html", "text", "schema.json", "sample.json"):
+        (changed / part).write_text((RECEIPT / part).read_text())
+    (changed / "subject").write_text("Second version {{ order.number }}")
+    second = _ctl(runner, "templates", "upload", str(changed), "--name", name)
+    assert (first["version"], second["version"]) == (1, 2)
+    assert first["warnings"] == []
+
+    # WHEN it is listed and previewed
+    listed = {t["name"]: t for t in _ctl(runner, "templates", "list")["templates"]}
+    html_out = tmp_path / "preview.html"
+    preview = _ctl(runner, "templates", "preview", name, "--html-out", str(html_out))
+
+    # THEN both versions are there, and the preview renders the newest sample
+    assert [v["version"] for v in listed[name]["versions"]] == [1, 2]
+    assert listed["welcome"]["kind"] == "file"
+    assert preview["subject"] == "Second version NW-100482"
+    assert "Merino crew sweater" in html_out.read_text()
+
+    # AND a send pinned to version 1 goes out with version 1's subject
+    props = json.loads((RECEIPT / "sample.json").read_text())
+    answer = http(
+        "POST",
+        f"{runner.api_url}/v1/send",
+        headers=runner.auth_headers(),
+        body={"template": name, "template_version": 1, "to": "ada@example.com", "props": props},
+    )
+    assert answer.status == 202, answer.body
+    sent = _delivered(runner, answer.json()["id"])
+    assert str(sent["Subject"]).startswith("Your Northwind Outfitters receipt #NW-100482")
+
+
+def test_a_runaway_template_is_stopped_on_the_runners_threads(runner: Runner) -> None:
+    # GIVEN a template that would loop 10^10 times (it compiles fine)
+    name = f"runaway-{uuid.uuid4().hex[:8]}"
+    uploaded = _ctl_upload(runner, name, NESTED_LOOP)
+    assert uploaded["version"] == 1
+    # WHEN a send asks for it (the send handler runs on a werkzeug thread)
+    started = time.monotonic()
+    answer = http(
+        "POST",
+        f"{runner.api_url}/v1/send",
+        headers=runner.auth_headers(),
+        body={"template": name, "to": "ada@example.com"},
+    )
+    # THEN its trial render is stopped and the send refused, and the API goes on
+    assert answer.status == 422, answer.body
+    assert answer.json()["error"]["code"] == "render_timeout"
+    assert time.monotonic() - started < 5
+    assert http("GET", f"{runner.api_url}/health").status == 200
+
+
+def _ctl_upload(runner: Runner, name: str, html: str) -> Any:
+    folder = Path(runner.local_dir) / name
+    folder.mkdir()
+    (folder / "subject").write_text("Runaway")
+    (folder / "html").write_text(html)
+    (folder / "text").write_text("text")
+    return _ctl(runner, "templates", "upload", str(folder))
