@@ -6,9 +6,13 @@ PostgreSQL, the client's provider order, render the welcome template and
 inline its CSS, build the MIME, ask the Redis-backed breaker, send over SMTP,
 record the outcome and its event. The sink is aiosmtpd in its own process
 (it must not share our GIL). "reuse on" keeps one SMTP connection per batch,
-as the worker does; "reuse off" opens one per message. SQS itself is not in
-the loop (Lambda's poller receives and deletes; the worker only reads the
-event). Prints per-batch wall time (median, p99) and emails/s.
+as the worker does; "reuse off" opens one per message. Both run in plain
+text and with STARTTLS (a throwaway self-signed certificate that this process
+trusts through SSL_CERT_FILE), since a real relay is reached over TLS. The
+four modes take turns batch by batch, so load from elsewhere on the machine
+hits them alike. SQS itself is not in the loop (Lambda's poller receives and
+deletes; the worker only reads the event). Prints per-batch wall time
+(median, p99) and emails/s.
 
 Needs PostgreSQL and Redis on 127.0.0.1: MAILROOM_BENCH_DATABASE_URL (default
 postgresql+pg8000://postgres@127.0.0.1:5432/mailroom_bench_worker, recreated
@@ -23,15 +27,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import datetime as dt
+import ipaddress
 import json
 import multiprocessing
 import os
+import shutil
 import socket
+import ssl
 import statistics
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,7 +56,7 @@ import redis  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head  # noqa: E402
-from mailroom.adapters.providers.smtp import SmtpProvider  # noqa: E402
+from mailroom.adapters.providers.smtp import Security, SmtpProvider  # noqa: E402
 from mailroom.adapters.queue_records import QueueRecords  # noqa: E402
 from mailroom.bootstrap import Services, bootstrap  # noqa: E402
 from mailroom.config import Settings  # noqa: E402
@@ -60,6 +69,7 @@ DATABASE_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("MAILROOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 BATCH_SIZE = 10
+SECURITIES: tuple[Security, ...] = ("none", "starttls")
 WARMUP_BATCHES = 3
 SAMPLE_EVENT = json.loads((REPO / "events" / "worker" / "sqs-batch.json").read_text())
 SAMPLE_PROPS = json.loads((REPO / "templates" / "welcome" / "sample.json").read_text())
@@ -89,16 +99,18 @@ class BenchContext:
         return 120_000
 
 
-def run_sink(ready: Any, stop: Any, counts: Any) -> None:
-    """aiosmtpd accepting everything; counts sessions and messages in shared ints."""
+def run_sink(ready: Any, stop: Any, counts: Any, cert: str, key: str) -> None:
+    """aiosmtpd accepting everything, STARTTLS offered; counts sessions and messages."""
     from aiosmtpd.controller import Controller
 
     class Handler:
         async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
             self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
         ) -> list[str]:
-            with counts.get_lock():
-                counts[0] += 1
+            # A STARTTLS session says EHLO twice; count the first only.
+            if not session.ssl:
+                with counts.get_lock():
+                    counts[0] += 1
             session.host_name = hostname
             return responses
 
@@ -109,16 +121,57 @@ def run_sink(ready: Any, stop: Any, counts: Any) -> None:
                 counts[1] += 1
             return "250 Message accepted"
 
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
     # aiosmtpd checks its listener by connecting to the port asked for: no 0.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller = Controller(
+        Handler(), hostname="127.0.0.1", port=port, tls_context=tls, server_hostname="sink"
+    )
     controller.start()
     ready.put(port)
     stop.wait()
     controller.stop()
     asyncio.set_event_loop(None)
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1, valid for a day."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "sink.pem", folder / "sink.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
 
 
 def prepare_database() -> None:
@@ -134,7 +187,7 @@ def prepare_database() -> None:
         client.delete(key)
 
 
-def build_services(port: int, reuse: bool) -> Services:
+def build_services(port: int, security: Security, reuse: bool) -> Services:
     settings = Settings(
         database_url=DATABASE_URL,
         redis_url=REDIS_URL,
@@ -143,9 +196,10 @@ def build_services(port: int, reuse: bool) -> Services:
         smtp_host="127.0.0.1",
         smtp_port=port,
     )
+    provider = SmtpProvider("127.0.0.1", port, security=security, reuse_connection=reuse)
     return bootstrap(
         settings,
-        providers={"smtp": SmtpProvider("127.0.0.1", port, reuse_connection=reuse)},
+        providers={"smtp": provider},
         queue_records=NoRedriveLimit(),
         health_probes={},
     )
@@ -208,24 +262,14 @@ def stdout_to_devnull() -> Iterator[None]:
         os.close(saved)
 
 
-def measure(
-    services: Services, client_id: uuid.UUID, batches: int, sessions: Callable[[], int]
-) -> tuple[list[float], float]:
-    timings: list[float] = []
-    before = sessions()
-    with stdout_to_devnull():
-        for index in range(WARMUP_BATCHES + batches):
-            event = queue_batch(services, client_id)
-            started = time.perf_counter()
-            answer = process_send_batch(event, BenchContext(), services)  # type: ignore[arg-type]
-            elapsed = time.perf_counter() - started
-            if answer != {"batchItemFailures": []}:
-                raise SystemExit(f"a batch failed: {answer}")
-            if index == WARMUP_BATCHES - 1:
-                before = sessions()
-            if index >= WARMUP_BATCHES:
-                timings.append(elapsed)
-    return timings, (sessions() - before) / batches
+def run_batch(services: Services, client_id: uuid.UUID) -> float:
+    event = queue_batch(services, client_id)
+    started = time.perf_counter()
+    answer = process_send_batch(event, BenchContext(), services)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - started
+    if answer != {"batchItemFailures": []}:
+        raise SystemExit(f"a batch failed: {answer}")
+    return elapsed
 
 
 def main() -> None:
@@ -234,50 +278,63 @@ def main() -> None:
     args = parser.parse_args()
 
     prepare_database()
+    folder = Path(tempfile.mkdtemp(prefix="mailroom-bench-"))
+    cert, key = self_signed_certificate(folder)
+    # Our TLS context trusts the sink's certificate (and only it).
+    os.environ["SSL_CERT_FILE"] = str(cert)
     context = multiprocessing.get_context("spawn")
     ready, stop = context.Queue(), context.Event()
     counts = context.Array("q", 2)
-    sink = context.Process(target=run_sink, args=(ready, stop, counts), daemon=True)
+    sink = context.Process(
+        target=run_sink, args=(ready, stop, counts, str(cert), str(key)), daemon=True
+    )
     sink.start()
     port = int(ready.get(timeout=30))
     try:
-        rows = []
-        for label, reuse in (("reuse on", True), ("reuse off", False)):
-            services = build_services(port, reuse)
-            client_id = new_client(services)
-            timings, per_batch = measure(services, client_id, args.batches, lambda: counts[0])
-            ordered = sorted(timings)
-            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-            rows.append(
-                (
-                    label,
-                    len(timings),
-                    statistics.median(ordered) * 1000,
-                    p99 * 1000,
-                    BATCH_SIZE / statistics.median(ordered),
-                    BATCH_SIZE * len(timings) / sum(timings),
-                    per_batch,
-                )
-            )
+        modes: list[tuple[Security, bool]] = [
+            (security, reuse) for security in SECURITIES for reuse in (True, False)
+        ]
+        services = {mode: build_services(port, *mode) for mode in modes}
+        clients = {mode: new_client(services[mode]) for mode in modes}
+        timings: dict[tuple[Security, bool], list[float]] = {mode: [] for mode in modes}
+        sessions: dict[tuple[Security, bool], int] = dict.fromkeys(modes, 0)
+        with stdout_to_devnull():
+            for index in range(WARMUP_BATCHES + args.batches):
+                # Rotate who goes first, so no mode always follows the same one.
+                for mode in modes[index % 4 :] + modes[: index % 4]:
+                    before = counts[0]
+                    elapsed = run_batch(services[mode], clients[mode])
+                    if index >= WARMUP_BATCHES:
+                        timings[mode].append(elapsed)
+                        sessions[mode] += counts[0] - before
     finally:
         stop.set()
         sink.join(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
 
     print(
         f"worker path, batches of {BATCH_SIZE} to an aiosmtpd sink on 127.0.0.1 "
-        f"(PostgreSQL + Redis breakers; {WARMUP_BATCHES} warm-up batches not counted)"
+        f"(PostgreSQL + Redis breakers; modes interleaved; {WARMUP_BATCHES} warm-up rounds)"
     )
     print(
-        f"{'mode':<10}{'batches':>8}{'batch ms p50':>14}{'p99':>9}"
-        f"{'emails/s p50':>14}{'emails/s all':>14}{'SMTP sessions/batch':>21}"
+        f"{'security':<10}{'reuse':<7}{'batches':>8}{'batch ms p50':>14}{'p99':>9}"
+        f"{'ms/email':>10}{'emails/s p50':>14}{'emails/s all':>14}{'sessions/batch':>16}"
     )
-    for label, n, p50, p99, rate_p50, rate_all, per_batch in rows:
+    rates: dict[tuple[Security, bool], float] = {}
+    for mode in modes:
+        ordered = sorted(timings[mode])
+        p50 = statistics.median(ordered)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        rates[mode] = BATCH_SIZE / p50
         print(
-            f"{label:<10}{n:>8}{p50:>14.1f}{p99:>9.1f}{rate_p50:>14.0f}{rate_all:>14.0f}"
-            f"{per_batch:>21.1f}"
+            f"{mode[0]:<10}{'on' if mode[1] else 'off':<7}{len(ordered):>8}{p50 * 1000:>14.1f}"
+            f"{p99 * 1000:>9.1f}{p50 * 1000 / BATCH_SIZE:>10.1f}{rates[mode]:>14.0f}"
+            f"{BATCH_SIZE * len(ordered) / sum(ordered):>14.0f}"
+            f"{sessions[mode] / len(ordered):>16.1f}"
         )
-    on, off = rows[0][4], rows[1][4]
-    print(f"reuse on / off: x{on / off:.2f} emails/s (median batches)")
+    for security in SECURITIES:
+        on, off = rates[(security, True)], rates[(security, False)]
+        print(f"{security}: reuse on / off = x{on / off:.2f} emails/s (median batches)")
 
 
 if __name__ == "__main__":
