@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mailroom.adapters.queue import TRACE_ID_ATTRIBUTE
+from mailroom.adapters.queue import TRACE_ID_ATTRIBUTE, sqs_client
 from mailroom.domain.errors import DeadLetterQueueUnavailable
 
 REASON_ATTRIBUTE = "dead_letter_reason"
@@ -82,15 +80,7 @@ class SqsDeadLetterQueue(DeadLetterQueue):
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = boto3.client(
-                "sqs",
-                region_name=self._region,
-                config=BotoConfig(
-                    connect_timeout=2,
-                    read_timeout=5,
-                    retries={"max_attempts": 3, "mode": "standard"},
-                ),
-            )
+            self._client = sqs_client(self._region)
         return self._client
 
     def add(self, message_id: uuid.UUID, trace_id: str | None, reason: str) -> None:

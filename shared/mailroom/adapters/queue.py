@@ -16,6 +16,21 @@ from mailroom.domain.errors import DependencyUnavailable
 TRACE_ID_ATTRIBUTE = "trace_id"
 
 
+def sqs_client(region: str) -> Any:
+    """A boto3 SQS client; AWS_ENDPOINT_URL alone points it at AWS, LocalStack or moto.
+
+    A short timeout and few retries: callers answer 503 (or retry later)
+    rather than hang while SQS is unreachable.
+    """
+    return boto3.client(
+        "sqs",
+        region_name=region,
+        config=BotoConfig(
+            connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
+        ),
+    )
+
+
 class MessageQueue(abc.ABC):
     @abc.abstractmethod
     def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
@@ -33,17 +48,7 @@ class SqsMessageQueue(MessageQueue):
     @property
     def client(self) -> Any:
         if self._client is None:
-            # A short timeout and few retries: the API answers 503 rather than
-            # holding the caller while SQS is unreachable.
-            self._client = boto3.client(
-                "sqs",
-                region_name=self._region,
-                config=BotoConfig(
-                    connect_timeout=2,
-                    read_timeout=5,
-                    retries={"max_attempts": 3, "mode": "standard"},
-                ),
-            )
+            self._client = sqs_client(self._region)
         return self._client
 
     def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:

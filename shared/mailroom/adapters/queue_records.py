@@ -7,10 +7,9 @@ import json
 import logging
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mailroom.adapters.queue import sqs_client
 from mailroom.domain.retry import SQS_MAX_VISIBILITY_SECONDS
 
 log = logging.getLogger(__name__)
@@ -42,15 +41,7 @@ class SqsQueueRecords(QueueRecords):
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = boto3.client(
-                "sqs",
-                region_name=self._region,
-                config=BotoConfig(
-                    connect_timeout=2,
-                    read_timeout=5,
-                    retries={"max_attempts": 3, "mode": "standard"},
-                ),
-            )
+            self._client = sqs_client(self._region)
         return self._client
 
     def postpone(self, receipt_handle: str, seconds: int) -> bool:
