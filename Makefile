@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_VERSION := 1.170.0
 
-.PHONY: dev test lint unit integration e2e openapi bench clean sam-validate sam-build
+.PHONY: dev test lint unit integration e2e openapi bench clean sam-validate sam-build chaos chaos-ci
 
 $(STAMP): requirements-dev.txt layers/dependencies/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ test: $(STAMP) $(SAM_STAMP) lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy $(wildcard shared functions devstack mailroomctl tests bench)
+	$(VENV)/bin/mypy $(wildcard shared functions devstack mailroomctl tests bench chaos)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
@@ -41,6 +41,14 @@ unit: $(STAMP)
 # Runs every bench/*.py and appends its figures to docs/benchmarks.md.
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# The chaos run (issue 7, docs/architecture.md "Reliability"): its own
+# PostgreSQL, Redis and moto; exits 1 on a lost message or an unexplained duplicate.
+chaos: $(STAMP)
+	PYTHONPATH=shared:. timeout 1200 $(PY) -m chaos.run --profile full
+
+chaos-ci: $(STAMP)
+	PYTHONPATH=shared:. timeout 600 $(PY) -m chaos.run --profile ci
 
 openapi: $(STAMP)
 	PYTHONPATH=shared $(PY) -m mailroom.entrypoints.openapi_document > docs/openapi.json

@@ -25,6 +25,7 @@ from devstack import backing_services, demo_client
 from devstack.api_gateway import QuietRequestHandler, RestApiGateway, RouteTarget
 from devstack.aws import DUMMY_CREDENTIALS, EmbeddedAws, ProvisionedQueue, provision_queues
 from devstack.lambda_runtime import FunctionLoadError, LocalFunction, load_function
+from devstack.scheduler import Scheduler
 from devstack.settings import REPO_ROOT, DevstackSettings
 from devstack.smtp_sink import SmtpSink
 from devstack.sqs_poller import QueuePoller
@@ -154,6 +155,8 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
     pollers = _start_pollers(settings, stack, queues, functions)
     for poller, timeout in pollers:
         cleanup.callback(_stop_poller, poller, timeout)
+    for scheduler, timeout in _start_schedulers(settings, stack, functions):
+        cleanup.callback(scheduler.stop, timeout)
 
     server_thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
     server_thread.start()
@@ -345,6 +348,25 @@ def _start_pollers(
             # A batch in hand may run up to the function's timeout.
             pollers.append((poller, float(spec.timeout_seconds)))
     return pollers
+
+
+def _start_schedulers(
+    settings: DevstackSettings, stack: StackSpec, functions: dict[str, LocalFunction]
+) -> list[tuple[Scheduler, float]]:
+    """The template's rate() schedules (the reconciler), on the same period."""
+    schedulers: list[tuple[Scheduler, float]] = []
+    for spec in stack.functions:
+        for trigger in spec.schedules:
+            if not trigger.enabled:
+                log.info(
+                    "note: %s.%s is disabled in the template", spec.logical_id, trigger.event_name
+                )
+                continue
+            scheduler = Scheduler(trigger, functions[spec.logical_id], region=settings.aws_region)
+            scheduler.start()
+            log.info("%s runs on %s", spec.logical_id, trigger.expression)
+            schedulers.append((scheduler, float(spec.timeout_seconds)))
+    return schedulers
 
 
 def _serve_until_stopped(server_thread: threading.Thread) -> None:

@@ -83,6 +83,27 @@ class SqsTrigger:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleTrigger:
+    """One ``Type: Schedule`` event: an EventBridge rate, run locally on the same period."""
+
+    event_name: str
+    expression: str  # as written, e.g. rate(1 minute)
+    period_seconds: int
+    enabled: bool
+
+
+RATE_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+
+
+def rate_seconds(expression: str) -> int | None:
+    """``rate(5 minutes)`` in seconds; None for cron() and anything else."""
+    match = re.fullmatch(r"rate\(\s*(\d+)\s+([a-z]+)\s*\)", expression.strip())
+    if match is None or match.group(2) not in RATE_UNITS:
+        return None
+    return int(match.group(1)) * RATE_UNITS[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionSpec:
     logical_id: str
     code_uri: Path
@@ -92,6 +113,7 @@ class FunctionSpec:
     memory_mb: int
     routes: tuple[ApiRoute, ...]
     sqs_triggers: tuple[SqsTrigger, ...]
+    schedules: tuple[ScheduleTrigger, ...] = ()
 
     @property
     def handler_file(self) -> Path:
@@ -330,6 +352,7 @@ def _function(
 
     routes: list[ApiRoute] = []
     triggers: list[SqsTrigger] = []
+    schedules: list[ScheduleTrigger] = []
     for event_name, event in (properties.get("Events") or {}).items():
         event_type = event.get("Type")
         event_properties = event.get("Properties") or {}
@@ -360,6 +383,24 @@ def _function(
                     enabled=intrinsics.resolve(event_properties.get("Enabled", True)) != "false",
                 )
             )
+        elif event_type in ("Schedule", "ScheduleV2"):
+            expression = str(intrinsics.resolve(event_properties.get("Schedule")) or "")
+            period = rate_seconds(expression)
+            if period is None:
+                notes.append(
+                    f"{logical_id}.{event_name}: only rate() schedules run locally, "
+                    f"not {expression!r}"
+                )
+                continue
+            enabled = event_properties.get("Enabled", event_properties.get("State", True))
+            schedules.append(
+                ScheduleTrigger(
+                    event_name=event_name,
+                    expression=expression,
+                    period_seconds=period,
+                    enabled=str(intrinsics.resolve(enabled)).lower() not in ("false", "disabled"),
+                )
+            )
         else:
             notes.append(f"{logical_id}.{event_name}: {event_type} events are not run locally")
 
@@ -372,6 +413,7 @@ def _function(
         memory_mb=number(merged.get("MemorySize"), LAMBDA_DEFAULT_MEMORY_MB, "MemorySize"),
         routes=tuple(routes),
         sqs_triggers=tuple(triggers),
+        schedules=tuple(schedules),
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mailroom.adapters.db.audit import AuditLog
@@ -29,7 +30,14 @@ from mailroom.adapters.tenancy import (
 )
 from mailroom.domain.errors import DependencyUnavailable, UnknownTemplate
 from mailroom.domain.mime import OutgoingEmail
-from mailroom.domain.model import Client, ClientStatus, EventType, Message, MessageEvent
+from mailroom.domain.model import (
+    Client,
+    ClientStatus,
+    EventType,
+    Message,
+    MessageEvent,
+    MessageStatus,
+)
 from mailroom.domain.templates import TemplateVersion
 from mailroom.domain.tenancy import AuditEntry, QuotaPeriod, RateDecision
 from tests.fakes_feedback import (
@@ -39,6 +47,7 @@ from tests.fakes_feedback import (
     FakeSuppressionRepository,
     FeedbackState,
 )
+from tests.fakes_reliability import FakeIdempotencyRepository
 
 
 class FakeClientRepository(ClientRepository):
@@ -77,6 +86,99 @@ class FakeMessageRepository(MessageRepository):
     def __init__(self) -> None:
         self.rows: dict[uuid.UUID, Message] = {}
         self.event_rows: list[tuple[uuid.UUID, MessageEvent]] = []
+        # Worker claims: who holds each claimed message (the claim_token column).
+        self.claim_tokens: dict[uuid.UUID, uuid.UUID] = {}
+        # Stands in for the database clock in claims and leases.
+        self.now: datetime | None = None
+
+    def _now(self) -> datetime:
+        return self.now or datetime.now(UTC)
+
+    def _takeable(self, message: Message) -> bool:
+        if message.status is MessageStatus.QUEUED:
+            return True
+        return (
+            message.status is MessageStatus.SENDING
+            and message.lease_expires_at is not None
+            and message.lease_expires_at < self._now()
+        )
+
+    def claim(
+        self, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
+    ) -> list[Message]:
+        taken: list[Message] = []
+        for message_id in dict.fromkeys(message_ids):
+            row = self.rows.get(message_id)
+            if row is None or not self._takeable(row):
+                continue
+            row.status = MessageStatus.SENDING
+            row.lease_expires_at = self._now() + timedelta(seconds=lease_seconds)
+            row.claims += 1
+            row.updated_at = self._now()
+            self.claim_tokens[message_id] = token
+            taken.append(_copy(row))
+        return taken
+
+    def record_outcomes(self, token: uuid.UUID, messages: Sequence[Message]) -> set[uuid.UUID]:
+        written: set[uuid.UUID] = set()
+        for message in messages:
+            if self.claim_tokens.get(message.id) != token:
+                continue
+            stored = _copy(message)
+            stored.lease_expires_at = None
+            stored.claims = self.rows[message.id].claims
+            stored.updated_at = self._now()
+            self.rows[message.id] = stored
+            del self.claim_tokens[message.id]
+            written.add(message.id)
+        return written
+
+    def append_events(self, events: Sequence[tuple[uuid.UUID, EventType, dict[str, Any]]]) -> None:
+        for message_id, event_type, detail in events:
+            self.append_event(message_id, event_type, detail)
+
+    def oldest_unfinished_at(self) -> datetime | None:
+        return min(
+            (
+                m.created_at
+                for m in self.rows.values()
+                if m.created_at is not None
+                and m.status in (MessageStatus.QUEUED, MessageStatus.SENDING)
+            ),
+            default=None,
+        )
+
+    def sent_since(self, since: datetime, limit: int) -> list[uuid.UUID]:
+        sent = [m for m in self.rows.values() if m.sent_at is not None and m.sent_at >= since]
+        sent.sort(key=lambda m: m.sent_at or since)
+        return [m.id for m in sent[:limit]]
+
+    def unfinished(self, older_than: datetime, limit: int) -> list[Message]:
+        rows = [
+            m
+            for m in self.rows.values()
+            if m.status in (MessageStatus.QUEUED, MessageStatus.SENDING)
+            and (m.updated_at or m.created_at or self._now()) < older_than
+        ]
+        rows.sort(key=lambda m: m.updated_at or m.created_at or self._now())
+        return [_copy(m) for m in rows[:limit]]
+
+    def requeue_stale(
+        self, message_ids: Sequence[uuid.UUID], older_than: datetime
+    ) -> list[uuid.UUID]:
+        changed: list[uuid.UUID] = []
+        for message_id in message_ids:
+            row = self.rows.get(message_id)
+            if row is None or not self._takeable(row):
+                continue
+            if (row.updated_at or row.created_at or self._now()) >= older_than:
+                continue
+            row.status = MessageStatus.QUEUED
+            row.lease_expires_at = None
+            row.updated_at = self._now()
+            self.claim_tokens.pop(message_id, None)
+            changed.append(message_id)
+        return changed
 
     def add(self, message: Message) -> None:
         message.created_at = message.created_at or datetime.now(UTC)
@@ -134,6 +236,7 @@ class FakeUnitOfWork(UnitOfWork):
     suppressions: FakeSuppressionRepository
     message_queries: FakeMessageQueryRepository
     audit: FakeAuditLog
+    idempotency: FakeIdempotencyRepository
 
     def __init__(self) -> None:
         self.clients = FakeClientRepository()
@@ -146,6 +249,8 @@ class FakeUnitOfWork(UnitOfWork):
         self.recipients = FakeRecipientRepository(self.feedback_state)
         self.suppressions = FakeSuppressionRepository(self.feedback_state)
         self.message_queries = FakeMessageQueryRepository(self.feedback_state, self.messages)
+        self.idempotency = FakeIdempotencyRepository()
+        self._keys_saved = self.idempotency.snapshot()
         self._feedback_saved = self.feedback_state.snapshot()
         self._snapshot = self._take_snapshot()
         self.commits = 0
@@ -162,9 +267,11 @@ class FakeUnitOfWork(UnitOfWork):
         self.commits += 1
         self._snapshot = self._take_snapshot()
         self._feedback_saved = self.feedback_state.snapshot()
+        self._keys_saved = self.idempotency.snapshot()
 
     def rollback(self) -> None:
         self.feedback_state.restore(self._feedback_saved)
+        self.idempotency.keys = dict(self._keys_saved)
         clients, messages, events, audit = self._snapshot
         self.clients.rows = dict(clients)
         self.messages.rows = {k: _copy(v) for k, v in messages.items()}

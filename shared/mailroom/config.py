@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     # Total sends tried for one message before it ends `failed`; the queue's
     # maxReceiveCount in template.yaml is set above it.
     max_send_attempts: int = Field(default=5, ge=1)
+    # Reliability (issue 7). A worker's claim on a message lasts this long; it
+    # must exceed the worker's Lambda timeout (120 s) so only a dead worker's
+    # claim is ever taken over.
+    claim_lease_seconds: int = Field(default=150, ge=1)
+    # The reconciler re-enqueues a queued/sending message unchanged for this
+    # long (past its retry's due time), and ends it `failed` once workers
+    # claimed it this many times without an outcome (a crash loop).
+    reconcile_stale_seconds: int = Field(default=900, ge=1)
+    reconcile_max_claims: int = Field(default=10, ge=1)
+    reconcile_batch_size: int = Field(default=500, ge=1)
 
     # Delivery feedback (docs/architecture.md, "Delivery feedback"). SNS
     # topics whose messages are accepted, comma-separated ARNs: anything else

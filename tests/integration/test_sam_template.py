@@ -141,9 +141,17 @@ def test_dependencies_layer_holds_third_party_packages_but_not_boto3(build_dir: 
 def test_every_function_folder_holds_its_handler_module(
     template: dict[str, Any], build_dir: Path
 ) -> None:
-    # GIVEN the five functions of the template, each with Handler app.handler
+    # GIVEN the template's functions (the five of the API and queue, plus the
+    # scheduled reconciler), each with Handler app.handler
     functions = resources_of_type(template, "AWS::Serverless::Function")
-    assert len(functions) == 5
+    assert set(functions) == {
+        "SendFunction",
+        "StatusFunction",
+        "WebhooksFunction",
+        "AdminFunction",
+        "WorkerFunction",
+        "ReconcilerFunction",
+    }
     assert {f["Properties"]["Handler"] for f in functions.values()} == {"app.handler"}
     # THEN each built function folder holds app.py
     missing = [name for name in functions if not (build_dir / name / "app.py").is_file()]

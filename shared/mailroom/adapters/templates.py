@@ -72,11 +72,14 @@ class TemplateStore(abc.ABC):
 
 
 class FileTemplateStore(TemplateStore):
-    """Read-only templates shipped in the deployment. Read on every ``get``, so
-    an edited file is what the next render uses."""
+    """Read-only templates shipped in the deployment. An edited file is what the
+    next render uses: each ``get`` compares the files' size and mtime with the
+    copy it read last (five stat calls, ~10 µs, instead of reading and parsing
+    them per message: ~0.5 ms in the worker's profile, issue 8)."""
 
     def __init__(self, root: Path) -> None:
         self._root = root
+        self._read: dict[str, tuple[tuple[tuple[int, int] | None, ...], TemplateSource]] = {}
 
     def get(self, name: str, version: int | None = None) -> TemplateSource:
         folder = self._root / name
@@ -87,6 +90,15 @@ class FileTemplateStore(TemplateStore):
                 f"'{name}' is a file template: it has no versions to pin",
                 details=[{"field": "template_version", "message": "file templates have none"}],
             )
+        stamp = tuple(_stamp(folder / part) for part in _TEMPLATE_FILES)
+        known = self._read.get(name)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        source = self._load(name, folder)
+        self._read[name] = (stamp, source)
+        return source
+
+    def _load(self, name: str, folder: Path) -> TemplateSource:
         subject = folder / "subject"
         return TemplateSource(
             name=name,
@@ -136,6 +148,17 @@ class LayeredTemplateStore(TemplateStore):
                 "change its folder and deploy, or upload under another name"
             )
         return self.uploaded.add_version(source)
+
+
+_TEMPLATE_FILES = ("subject", "html", "text", "sample.json", "schema.json")
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return (status.st_mtime_ns, status.st_size)
 
 
 def _read(path: Path) -> str | None:

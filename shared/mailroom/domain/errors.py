@@ -112,6 +112,18 @@ class ChangeNotPropagated(DependencyUnavailable):
     code = "change_not_propagated"
 
 
+class IdempotencyKeyReused(InvalidRequest):
+    """An Idempotency-Key already used, within its 24 hours, for a different request."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyInProgress(MailroomError):
+    """Another request with the same Idempotency-Key is still being handled."""
+
+    code = "idempotency_in_progress"
+
+
 class EnqueueFailed(DependencyUnavailable):
     """The message row was written but the queue refused it; the row is marked failed."""
 

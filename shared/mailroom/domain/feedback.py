@@ -161,6 +161,7 @@ MESSAGE_STATUS_FOR_EVENT: dict[FeedbackEventType, MessageStatus] = {
 # and a complaint proves the mail arrived but was unwanted).
 STATUS_RANK: dict[MessageStatus, int] = {
     MessageStatus.QUEUED: 0,
+    MessageStatus.SENDING: 0,
     MessageStatus.SENT: 1,
     MessageStatus.DELIVERED: 2,
     MessageStatus.BOUNCED: 3,
@@ -209,6 +210,7 @@ RECIPIENT_RANK: dict[RecipientStatus, int] = {
 # A recipient nobody has reported on reads as the message does.
 RECIPIENT_STATUS_FOR_MESSAGE: dict[MessageStatus, RecipientStatus] = {
     MessageStatus.QUEUED: RecipientStatus.QUEUED,
+    MessageStatus.SENDING: RecipientStatus.QUEUED,
     MessageStatus.SENT: RecipientStatus.SENT,
     MessageStatus.DELIVERED: RecipientStatus.SENT,
     MessageStatus.BOUNCED: RecipientStatus.SENT,

@@ -16,6 +16,8 @@ class ClientStatus(StrEnum):
 
 class MessageStatus(StrEnum):
     QUEUED = "queued"
+    # Claimed by a worker until its lease runs out (services/delivery.py).
+    SENDING = "sending"
     SENT = "sent"
     DELIVERED = "delivered"
     BOUNCED = "bounced"
@@ -25,7 +27,7 @@ class MessageStatus(StrEnum):
     @property
     def is_final_for_sending(self) -> bool:
         """True once the worker has nothing left to do for the message."""
-        return self is not MessageStatus.QUEUED
+        return self not in (MessageStatus.QUEUED, MessageStatus.SENDING)
 
 
 class EventType(StrEnum):
@@ -42,6 +44,8 @@ class EventType(StrEnum):
     PROVIDER_FAILED = "provider_failed"
     PROVIDER_MISCONFIGURED = "provider_misconfigured"
     REDRIVEN = "redriven"
+    # The reconciler put a stuck message back on the queue (issue 7).
+    REQUEUED = "requeued"
     # Delivery feedback from the provider (domain/feedback.py maps them).
     PROVIDER_ACCEPTED = "provider_accepted"
     DELIVERED = "delivered"
@@ -113,6 +117,11 @@ class Message:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     sent_at: datetime | None = None
+    # Worker claims (issue 7): when a retry is due, when the current claim's
+    # lease runs out, and how many times a worker has claimed the message.
+    next_attempt_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    claims: int = 0
 
     @property
     def recipient(self) -> str:

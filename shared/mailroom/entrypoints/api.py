@@ -8,6 +8,7 @@ groups it serves; the OpenAPI document is built from all groups at once.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -32,10 +33,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from mailroom.adapters.db.feedback_repositories import MessageFilter
+from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.bootstrap import Services
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import MailroomError, PayloadTooLarge, UnsupportedMediaType
-from mailroom.domain.model import Client, MessageStatus
+from mailroom.domain.model import Client, Message, MessageStatus
 from mailroom.entrypoints import client_gate
 from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.client_gate import ClientGate
@@ -51,7 +53,7 @@ from mailroom.entrypoints.status_views import (
     recipient_views,
 )
 from mailroom.entrypoints.webhooks import webhooks_function_routes
-from mailroom.services import sending, status
+from mailroom.services import idempotency, sending, status
 from mailroom.services.quotas import QuotaCharge
 
 ServicesProvider = Callable[[], Services]
@@ -155,7 +157,11 @@ def send_routes(services: ServicesProvider) -> Router:
         "/v1/send",
         status_code=202,
         summary="Queue an email for sending",
-        description="Answers 202 once the message is stored and queued.",
+        description=(
+            "Answers 202 once the message is stored and queued. An optional "
+            "`Idempotency-Key` header (kept 24 h per client) makes retries safe: the "
+            "same key and body answer as the first request did."
+        ),
         responses={
             202: {"description": "Queued", "content": {"application/json": {"model": Accepted}}},
             **_errors(
@@ -167,8 +173,10 @@ def send_routes(services: ServicesProvider) -> Router:
                     422,
                     "Invalid request: validation_error, header_injection, unknown_template, "
                     "invalid_props, missing_prop, render_error, render_timeout; suppressed (every "
-                    "addressee is on the suppression list; the row reads failed)",
+                    "addressee is on the suppression list; the row reads failed); "
+                    "idempotency_key_reused (the key came with another body)",
                 ),
+                (409, "idempotency_in_progress: the key's first request is still in flight"),
                 (429, "rate_limited or quota_exceeded; Retry-After says when to try again"),
                 (503, "A backing service is unavailable; enqueue_failed marks the row failed"),
             ),
@@ -180,30 +188,62 @@ def send_routes(services: ServicesProvider) -> Router:
         client = _authenticated(router, active)
         trace_id = trace_id_of(dict(router.current_event.headers or {}))
         logger.append_keys(trace_id=trace_id)
-        # Counted once the request is valid, given back if it is not accepted.
-        with QuotaCharge(active.quota, active.uow, client) as quota:
-            message = sending.accept_message(
+        hold: idempotency.Hold | None = None
+        # Powertools' header map is case-insensitive.
+        key = router.current_event.headers.get("Idempotency-Key")
+        if key is not None:
+            begun = idempotency.begin(
                 active.uow(),
-                active.queue,
-                active.templates,
-                active.send_limits,
-                client=client,
-                request=request,
-                trace_id=trace_id,
-                renderer=active.renderer,
-                reserve_quota=quota.take,
+                client.id,
+                idempotency.validate_key(key),
+                idempotency.fingerprint(request.model_dump(mode="json", by_alias=True)),
             )
+            if isinstance(begun, idempotency.Replay):
+                logger.info("idempotent replay", extra={"message_id": str(begun.message_id)})
+                return _accepted(json.dumps(begun.response), trace_id)
+            hold = begun
+
+        def complete_key(uow: UnitOfWork, message: Message) -> None:
+            if hold is not None:
+                answer = Accepted(id=message.id, status=message.status)
+                idempotency.complete(uow, hold, message.id, answer.model_dump(mode="json"))
+
+        try:
+            # Counted once the request is valid, given back if it is not accepted.
+            with QuotaCharge(active.quota, active.uow, client) as quota:
+                message = sending.accept_message(
+                    active.uow(),
+                    active.queue,
+                    active.templates,
+                    active.send_limits,
+                    client=client,
+                    request=request,
+                    trace_id=trace_id,
+                    renderer=active.renderer,
+                    reserve_quota=quota.take,
+                    on_accepted=complete_key,
+                )
+        except Exception:
+            # Nothing was accepted (enqueue_failed rows read failed): the key
+            # is free again for the client's retry.
+            if hold is not None:
+                idempotency.release(active.uow(), hold)
+            raise
         logger.append_keys(message_id=str(message.id))
         logger.info("message queued", extra={"template": message.template_name})
         body = Accepted(id=message.id, status=message.status)
-        return Response(
-            status_code=202,
-            content_type=content_types.APPLICATION_JSON,
-            body=body.model_dump_json(),
-            headers={"X-Trace-Id": trace_id},
-        )
+        return _accepted(body.model_dump_json(), trace_id)
 
     return router
+
+
+def _accepted(body: str, trace_id: str) -> Response[str]:
+    return Response(
+        status_code=202,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
+        headers={"X-Trace-Id": trace_id},
+    )
 
 
 def status_routes(services: ServicesProvider) -> Router:
@@ -302,7 +342,7 @@ def status_routes(services: ServicesProvider) -> Router:
 
     @router.get(
         "/health",
-        summary="Whether PostgreSQL and Redis answer",
+        summary="Whether PostgreSQL and Redis answer; DLQ depth and oldest queued message age",
         responses={
             200: {"description": "Healthy", "content": {"application/json": {"model": HealthView}}},
             503: {
@@ -313,7 +353,7 @@ def status_routes(services: ServicesProvider) -> Router:
         tags=["operations"],
     )
     def health() -> Response[str]:
-        return health_response(services())
+        return health_response(services(), with_backlog=True)
 
     return router
 

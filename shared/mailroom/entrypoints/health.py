@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from pydantic import BaseModel
 
 from mailroom.bootstrap import Services
+from mailroom.services import backlog
 from mailroom.services.health import check_health
+
+
+class BacklogView(BaseModel):
+    """Issue 7: mail failed for good (DLQ) and how late the oldest unsent message is."""
+
+    dead_letter_depth: int | None
+    oldest_queued_age_seconds: float | None
 
 
 class HealthView(BaseModel):
     status: str
     checks: dict[str, str]
+    backlog: BacklogView | None = None
 
 
 def component_health_routes(path: str, services: Callable[[], Services]) -> Router:
@@ -28,9 +38,17 @@ def component_health_routes(path: str, services: Callable[[], Services]) -> Rout
     return router
 
 
-def health_response(services: Services) -> Response[str]:
+def health_response(services: Services, *, with_backlog: bool = False) -> Response[str]:
     report = check_health(services.health_probes)
     view = HealthView(status="ok" if report.healthy else "unavailable", checks=report.checks)
+    if with_backlog:
+        # Reported, not judged: a backlog does not make the service unhealthy
+        # (the DLQ alarm in template.yaml is what pages someone).
+        measured = backlog.measure(services.uow(), services.dead_letters, now=datetime.now(UTC))
+        view.backlog = BacklogView(
+            dead_letter_depth=measured.dead_letter_depth,
+            oldest_queued_age_seconds=measured.oldest_queued_age_seconds,
+        )
     return Response(
         status_code=200 if report.healthy else 503,
         content_type=content_types.APPLICATION_JSON,

@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from mailroom.domain import errors
 from mailroom.entrypoints.observability import logger
@@ -28,6 +28,7 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     # A template that cannot render these props (at send time or in a preview).
     errors.RenderError: 422,
     errors.TemplateReadOnly: 409,
+    errors.IdempotencyInProgress: 409,
     errors.DependencyUnavailable: 503,
     errors.RecipientsSuppressed: 422,
     errors.SuppressionNotFound: 404,
@@ -114,13 +115,12 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
         [OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError]
     )
     def _dependency_down(error: Exception) -> Response[str]:
-        logger.exception("a dependency failed")
-        return error_response(
-            503, errors.DependencyUnavailable.code, "a backing service is unavailable, try again"
-        )
+        return _outage_response()
 
     @app.exception_handler(Exception)
     def _unexpected(error: Exception) -> Response[str]:
+        if is_connection_loss(error):
+            return _outage_response()
         # Our own bug: say so without leaking internals; the log has the trace.
         logger.exception("unhandled error")
         return error_response(500, "internal_error", "an unexpected error occurred")
@@ -131,6 +131,33 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
         return error_response(
             404, "route_not_found", f"no route for {event.http_method} {event.path}"
         )
+
+
+def _outage_response() -> Response[str]:
+    logger.exception("a dependency failed")
+    return error_response(
+        503, errors.DependencyUnavailable.code, "a backing service is unavailable, try again"
+    )
+
+
+def is_connection_loss(error: BaseException) -> bool:
+    """A connection dropped mid-request (database restarting, network cut).
+
+    pg8000 surfaces a connection lost during a statement in several shapes: a
+    DBAPIError that SQLAlchemy marks ``connection_invalidated``, a bare socket
+    error, or a wrapped one. These are outages (503, the caller retries), not
+    bugs (500).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, (OSError, DisconnectionError, RedisConnectionError)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _detail(problem: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Json
+from pydantic import BaseModel, Json, ValidationError
 
 from mailroom.adapters.operator_signals import SignalKey
 from mailroom.adapters.queue import TRACE_ID_ATTRIBUTE
@@ -20,7 +20,13 @@ from mailroom.bootstrap import Services
 from mailroom.domain.errors import DependencyUnavailable
 from mailroom.domain.retry import Backoff
 from mailroom.entrypoints.observability import logger
-from mailroom.services.delivery import DeliveryOutcome, DeliveryResult, deliver_message
+from mailroom.services.delivery import (
+    DeliveryOutcome,
+    DeliveryResult,
+    SendItem,
+    deliver_batch,
+)
+from mailroom.services.provider_chain import ProviderChain
 
 
 class QueuedMessage(BaseModel):
@@ -53,6 +59,10 @@ def process_send_batch(
     # One provider session per batch, so SMTP keeps its connection open
     # across the batch's messages.
     with services.providers.batch() as providers:
+        # The whole batch is claimed, sent and recorded up front (a few
+        # statements, services/delivery.py); the per-record handler then only
+        # turns each outcome into an acknowledgement, a postponement or a DLQ move.
+        outcomes, batch_error = _deliver_batch(event, services, providers, backoff)
 
         def handle(record: SendRecord) -> None:
             attribute = record.messageAttributes.get(TRACE_ID_ATTRIBUTE)
@@ -62,17 +72,11 @@ def process_send_batch(
                 message_id=str(message_id), trace_id=trace_id, sqs_message_id=record.messageId
             )
             try:
+                if batch_error is not None:
+                    # Nothing was recorded: the queue delivers the record again.
+                    raise batch_error
                 receive_count = int(record.attributes.ApproximateReceiveCount)
-                outcome = deliver_message(
-                    services.uow(),
-                    services.templates,
-                    services.renderer,
-                    providers,
-                    message_id=message_id,
-                    max_attempts=settings.max_send_attempts,
-                    backoff=backoff,
-                    last_receive=services.queue_records.is_last_receive(receive_count),
-                )
+                outcome = outcomes[record.messageId]
                 logger.info(
                     f"delivery {outcome.result.value}",
                     extra={
@@ -99,6 +103,49 @@ def process_send_batch(
                 event=event, record_handler=handle, processor=processor, context=context
             )
         )
+
+
+def _deliver_batch(
+    event: dict[str, Any], services: Services, providers: ProviderChain, backoff: Backoff
+) -> tuple[dict[str, DeliveryOutcome], Exception | None]:
+    """Every readable record's outcome by SQS message id, or the error that stopped the batch.
+
+    Records whose body does not parse are left out: the batch processor
+    reports them as failures when it parses them itself.
+    """
+    records: list[SendRecord] = []
+    for raw in event.get("Records", []):
+        try:
+            records.append(SendRecord.model_validate(raw))
+        except ValidationError:
+            continue
+    items = [
+        SendItem(
+            record.body.message_id,
+            last_receive=services.queue_records.is_last_receive(
+                int(record.attributes.ApproximateReceiveCount)
+            ),
+        )
+        for record in records
+    ]
+    try:
+        results = deliver_batch(
+            services.uow(),
+            services.templates,
+            services.renderer,
+            providers,
+            items=items,
+            max_attempts=services.settings.max_send_attempts,
+            backoff=backoff,
+            lease_seconds=services.settings.claim_lease_seconds,
+        )
+    except Exception as error:  # noqa: BLE001 - reported per record by the batch processor
+        logger.exception("delivery batch failed before its outcomes were recorded")
+        return {}, error
+    by_record = {
+        record.messageId: outcome for record, outcome in zip(records, results, strict=True)
+    }
+    return by_record, None
 
 
 def _dead_letter(services: Services, outcome: DeliveryOutcome, trace_id: str | None) -> None:

@@ -32,6 +32,9 @@ MAX_RECORDS_PER_CALL = 200
 MAX_RECORDS_SCANNED = 1000
 PURGED_REASON = "purged from the dead-letter queue by an operator"
 
+# Not sent yet: queued, or claimed by a worker (issue 7).
+UNSENT = (MessageStatus.QUEUED, MessageStatus.SENDING)
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterView:
@@ -146,7 +149,10 @@ def purge(uow: UnitOfWork, dlq: DeadLetterQueue, *, confirm: str | None) -> Purg
         with uow:
             for letter in letters:
                 message = uow.messages.get(letter.message_id) if letter.message_id else None
-                if message is not None and message.status is MessageStatus.QUEUED:
+                # A `sending` row (its worker died; SQS dead-lettered the
+                # record) is unfinished too: left alone, the reconciler would
+                # send it after the operator chose to drop it.
+                if message is not None and message.status in UNSENT:
                     _fail_purged(uow, message)
                     marked += 1
             uow.commit()
@@ -175,7 +181,7 @@ def _redrive_one(
                 {"sqs_message_id": letter.sqs_message_id, "reason": "no such message"}
             )
             return False
-        if message.status not in (MessageStatus.QUEUED, MessageStatus.FAILED):
+        if message.status not in (*UNSENT, MessageStatus.FAILED):
             already_sent = True
         else:
             already_sent = False

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+
+from sqlalchemy.exc import DBAPIError
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.operator_signals import SignalKey
@@ -21,6 +24,12 @@ from mailroom.services import suppression
 from mailroom.services.provider_chain import ChainResult, ProviderChain
 
 DEFAULT_BACKOFF = Backoff()
+# Above the worker's Lambda timeout (120 s in template.yaml): a live worker
+# never outlives its own claim, so a takeover only ever follows a dead one.
+DEFAULT_LEASE_SECONDS = 150
+# Writing a batch's outcomes is retried for about this long (a database
+# restart); every second of it widens the window in docs/architecture.md.
+RECORD_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 # One event to write: its type and detail.
 EventRecord = tuple[EventType, dict[str, object]]
 
@@ -30,6 +39,10 @@ class DeliveryResult(StrEnum):
     FAILED = "failed"
     RETRY = "retry"  # still queued; the queue must deliver it again later
     ALREADY_DONE = "already_done"  # a duplicate delivery of a finished message
+    # A duplicate delivery while another worker's claim is live: acknowledged,
+    # the claimer records the outcome (or its lease runs out and the
+    # reconciler hands the message on).
+    IN_PROGRESS = "in_progress"
     MISSING = "missing"
 
 
@@ -45,6 +58,25 @@ class DeliveryOutcome:
     dead_letter: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class SendItem:
+    """One message of a batch, and whether the queue would hand it over again."""
+
+    message_id: uuid.UUID
+    # SQS will not deliver this record again (it is at the queue's
+    # maxReceiveCount): a retry is impossible, the message fails instead.
+    last_receive: bool = False
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A claimed message's outcome, held until the batch writes them all."""
+
+    message: Message
+    outcome: DeliveryOutcome
+    events: list[EventRecord] = field(default_factory=list)
+
+
 def deliver_message(
     uow: UnitOfWork,
     templates: TemplateStore,
@@ -55,23 +87,204 @@ def deliver_message(
     max_attempts: int,
     backoff: Backoff = DEFAULT_BACKOFF,
     last_receive: bool = False,
+    lease_seconds: int = DEFAULT_LEASE_SECONDS,
 ) -> DeliveryOutcome:
-    """Render, send through the provider chain, record the outcome.
+    """``deliver_batch`` for one message."""
+    (outcome,) = deliver_batch(
+        uow,
+        templates,
+        renderer,
+        providers,
+        items=[SendItem(message_id, last_receive)],
+        max_attempts=max_attempts,
+        backoff=backoff,
+        lease_seconds=lease_seconds,
+    )
+    return outcome
 
-    ``last_receive`` says SQS will not hand this record over again (it is at
-    the queue's maxReceiveCount): a retry is then impossible, and the message
-    fails with its last error instead of being left queued.
+
+def deliver_batch(
+    uow: UnitOfWork,
+    templates: TemplateStore,
+    renderer: TemplateRenderer,
+    providers: ProviderChain,
+    *,
+    items: Sequence[SendItem],
+    max_attempts: int,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    lease_seconds: int = DEFAULT_LEASE_SECONDS,
+) -> list[DeliveryOutcome]:
+    """Claim the batch's messages, send those claimed, record every outcome.
+
+    Three round trips to PostgreSQL whatever the batch size: one UPDATE claims
+    every message that is queued (or whose claim's lease ran out), one SELECT
+    explains the rest (sent already, claimed by a live worker, missing), and
+    one transaction writes all outcomes and their events. Outcomes come back
+    in the order of ``items``; an id listed twice is reported IN_PROGRESS the
+    second time (the first occurrence carries the outcome).
     """
+    token = uuid.uuid4()
+    ids = list(dict.fromkeys(item.message_id for item in items))
     with uow:
-        message = uow.messages.get(message_id)
+        claimed = {message.id: message for message in uow.messages.claim(ids, token, lease_seconds)}
+        uow.commit()
+    unclaimed = [message_id for message_id in ids if message_id not in claimed]
+    found: dict[uuid.UUID, Message] = {}
+    if unclaimed:
+        with uow:
+            found = uow.messages.get_many(unclaimed)
+
+    last_receive = {item.message_id for item in items if item.last_receive}
+    # Issue 8: one suppression query and one client read per client for the
+    # whole batch, instead of both per message.
+    suppressed, orders = _batch_lookups(uow, list(claimed.values()))
+    results: dict[uuid.UUID, DeliveryOutcome] = {}
+    pending: list[_Pending] = []
+    for message_id in ids:
+        message = claimed.get(message_id)
+        if message is None:
+            results[message_id] = _not_claimed(message_id, found.get(message_id))
+            continue
+        try:
+            attempt = _attempt(
+                uow,
+                templates,
+                renderer,
+                providers,
+                message,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                last_receive=message_id in last_receive,
+                suppressed=None if suppressed is None else message_id in suppressed,
+                client_order=orders.get(message.client_id, _UNKNOWN_ORDER),
+            )
+        except Exception as error:  # noqa: BLE001 - one message's bug must not cost the batch
+            # Raising here would leave the batch's messages already sent
+            # unrecorded (and sent again later): this one is retried instead.
+            attempt = _retry_later(message, f"internal: {error!r}", backoff)
+        pending.append(attempt)
+        results[message_id] = attempt.outcome
+
+    written = _record(uow, token, pending)
+    for attempt in pending:
+        if attempt.message.id not in written:
+            # Another worker took the claim over: only possible if this one
+            # ran past its lease. Its outcome stands; this record is acknowledged.
+            results[attempt.message.id] = DeliveryOutcome(
+                attempt.message.id,
+                DeliveryResult.IN_PROGRESS,
+                "claim lost before the outcome was written",
+                trace_id=attempt.message.trace_id,
+            )
+
+    outcomes: list[DeliveryOutcome] = []
+    reported: set[uuid.UUID] = set()
+    for item in items:
+        if item.message_id in reported:
+            outcomes.append(
+                DeliveryOutcome(item.message_id, DeliveryResult.IN_PROGRESS, "duplicate in batch")
+            )
+            continue
+        reported.add(item.message_id)
+        outcomes.append(results[item.message_id])
+    return outcomes
+
+
+def _not_claimed(message_id: uuid.UUID, message: Message | None) -> DeliveryOutcome:
     if message is None:
         return DeliveryOutcome(message_id, DeliveryResult.MISSING, "no such message")
     if message.status.is_final_for_sending:
         return DeliveryOutcome(message_id, DeliveryResult.ALREADY_DONE, trace_id=message.trace_id)
+    # Queued rows are always claimable, so this one was sending under a live lease.
+    return DeliveryOutcome(
+        message_id,
+        DeliveryResult.IN_PROGRESS,
+        "claimed by another worker",
+        trace_id=message.trace_id,
+    )
+
+
+def _record(uow: UnitOfWork, token: uuid.UUID, pending: Sequence[_Pending]) -> set[uuid.UUID]:
+    """Write every outcome of the batch in one transaction, retried through a database blip.
+
+    Should it still fail, the claims stay until their leases run out; the
+    queue's redelivery or the reconciler then tries those messages again.
+    """
+    if not pending:
+        return set()
+    for delay in (*RECORD_RETRY_DELAYS, None):
+        try:
+            with uow:
+                written = uow.messages.record_outcomes(token, [p.message for p in pending])
+                uow.messages.append_events(
+                    [
+                        (p.message.id, event_type, dict(detail))
+                        for p in pending
+                        if p.message.id in written
+                        for event_type, detail in p.events
+                    ]
+                )
+                uow.commit()
+            return written
+        except DBAPIError:
+            if delay is None:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# No batch lookup answered for this client: _attempt reads the client itself.
+_UNKNOWN_ORDER = object()
+
+
+def _batch_lookups(
+    uow: UnitOfWork, messages: list[Message]
+) -> tuple[set[uuid.UUID] | None, dict[uuid.UUID, list[str] | None]]:
+    """The batch's suppressed message ids and each client's provider order.
+
+    A failure here is not the batch's: each message then looks both up
+    itself (None / an empty dict), as it did before these were batched.
+    """
+    suppressed: set[uuid.UUID] | None
+    try:
+        suppressed = suppression.screen_batch_before_send(uow, messages)
+    except Exception:  # noqa: BLE001 - the per-message path reports it
+        suppressed = None
+    orders: dict[uuid.UUID, list[str] | None] = {}
+    try:
+        with uow:
+            for client_id in dict.fromkeys(message.client_id for message in messages):
+                client = uow.clients.get(client_id)
+                orders[client_id] = client.provider_order if client else None
+    except Exception:  # noqa: BLE001 - the per-message path reports it
+        orders = {}
+    return suppressed, orders
+
+
+def _attempt(
+    uow: UnitOfWork,
+    templates: TemplateStore,
+    renderer: TemplateRenderer,
+    providers: ProviderChain,
+    message: Message,
+    *,
+    max_attempts: int,
+    backoff: Backoff,
+    last_receive: bool,
+    suppressed: bool | None = None,
+    client_order: object = _UNKNOWN_ORDER,
+) -> _Pending:
+    """Render and send one claimed message; its outcome is written with the batch's.
+
+    ``suppressed`` and ``client_order`` come from the batch's lookups; None
+    (suppressed) or ``_UNKNOWN_ORDER`` mean "look it up for this message".
+    """
     # A bounce or complaint may have suppressed a recipient since the message
     # was accepted: drop those (recorded per recipient), fail if none is left.
-    if not suppression.screen_before_send(uow, message):
-        return _finish_failed(uow, message, suppression.SUPPRESSED_ERROR, attempted=False)
+    if suppressed is None:
+        suppressed = not suppression.screen_before_send(uow, message)
+    if suppressed:
+        return _failed(message, suppression.SUPPRESSED_ERROR, attempted=False)
 
     try:
         source = templates.get(message.template_name, message.template_version)
@@ -79,17 +292,19 @@ def deliver_message(
     except (RenderError, UnknownTemplate, InvalidTemplate) as error:
         # Rendering is deterministic: another try would fail the same way. A
         # render_timeout fails this message only; the batch goes on.
-        return _finish_failed(uow, message, f"{error.code}: {error.message}", attempted=False)
+        return _failed(message, f"{error.code}: {error.message}", attempted=False)
     if message.subject:
         rendered = type(rendered)(subject=message.subject, html=rendered.html, text=rendered.text)
     email = build_mime(message, rendered)
     message.subject = rendered.subject
 
-    with uow:
-        client = uow.clients.get(message.client_id)
+    if client_order is _UNKNOWN_ORDER:
+        with uow:
+            client = uow.clients.get(message.client_id)
+        client_order = client.provider_order if client else None
     result = providers.send(
         email,
-        client_order=client.provider_order if client else None,
+        client_order=client_order if isinstance(client_order, list) else None,
         message_id=str(message.id),
     )
     # One attempt is one pass through the chain, however many providers it
@@ -97,13 +312,12 @@ def deliver_message(
     message.attempts += 1
     tries = _provider_events(result, message.attempts)
     if result.receipt is not None:
-        return _record_sent(uow, message, result, tries)
+        return _sent(message, result, tries)
 
     reason = result.summary
     last = result.failures[-1] if result.failures else None
     if result.permanent_failure is not None:
-        return _finish_failed(
-            uow,
+        return _failed(
             message,
             reason,
             attempted=True,
@@ -111,8 +325,7 @@ def deliver_message(
             events=tries,
         )
     if message.attempts >= max_attempts or last_receive:
-        return _finish_failed(
-            uow,
+        return _failed(
             message,
             reason,
             attempted=True,
@@ -123,7 +336,9 @@ def deliver_message(
     # Transient and configuration failures are retried: a provider outage or
     # a credential being rotated should not fail the customer's mail.
     delay = backoff.delay_seconds(message.attempts, random.random())  # noqa: S311 - jitter
+    message.status = MessageStatus.QUEUED
     message.last_error = reason
+    message.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
     detail: dict[str, object] = {
         "attempt": message.attempts,
         "error": reason,
@@ -133,22 +348,40 @@ def deliver_message(
         detail.update(provider=last.provider, kind=last.kind.value)
     if result.skipped:
         detail["skipped"] = list(result.skipped)
-    with uow:
-        uow.messages.save_outcome(message)
-        _append_events(uow, message, [*tries, (EventType.ATTEMPT_FAILED, detail)])
-        uow.commit()
-    return DeliveryOutcome(
-        message.id,
-        DeliveryResult.RETRY,
-        reason,
-        trace_id=message.trace_id,
-        retry_after_seconds=delay,
+    return _Pending(
+        message,
+        DeliveryOutcome(
+            message.id,
+            DeliveryResult.RETRY,
+            reason,
+            trace_id=message.trace_id,
+            retry_after_seconds=delay,
+        ),
+        [*tries, (EventType.ATTEMPT_FAILED, detail)],
     )
 
 
-def _record_sent(
-    uow: UnitOfWork, message: Message, result: ChainResult, tries: Sequence[EventRecord]
-) -> DeliveryOutcome:
+def _retry_later(message: Message, reason: str, backoff: Backoff) -> _Pending:
+    delay = backoff.delay_seconds(max(message.attempts, 1), random.random())  # noqa: S311
+    message.status = MessageStatus.QUEUED
+    message.last_error = reason
+    message.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
+    detail: dict[str, object] = {"attempt": message.attempts, "error": reason}
+    detail["retry_in_seconds"] = delay
+    return _Pending(
+        message,
+        DeliveryOutcome(
+            message.id,
+            DeliveryResult.RETRY,
+            reason,
+            trace_id=message.trace_id,
+            retry_after_seconds=delay,
+        ),
+        [(EventType.ATTEMPT_FAILED, detail)],
+    )
+
+
+def _sent(message: Message, result: ChainResult, tries: Sequence[EventRecord]) -> _Pending:
     assert result.receipt is not None
     receipt = result.receipt
     message.status = MessageStatus.SENT
@@ -156,6 +389,7 @@ def _record_sent(
     message.provider_msg_id = receipt.provider_msg_id
     message.sent_at = datetime.now(UTC)
     message.last_error = None
+    message.next_attempt_at = None
     detail: dict[str, object] = {
         "provider": receipt.provider,
         "provider_msg_id": receipt.provider_msg_id,
@@ -165,11 +399,11 @@ def _record_sent(
         detail["failed_over_from"] = [failure.provider for failure in result.failures]
     if result.skipped:
         detail["skipped"] = list(result.skipped)
-    with uow:
-        uow.messages.save_outcome(message)
-        _append_events(uow, message, [*tries, (EventType.SENT, detail)])
-        uow.commit()
-    return DeliveryOutcome(message.id, DeliveryResult.SENT, trace_id=message.trace_id)
+    return _Pending(
+        message,
+        DeliveryOutcome(message.id, DeliveryResult.SENT, trace_id=message.trace_id),
+        [*tries, (EventType.SENT, detail)],
+    )
 
 
 def _provider_events(result: ChainResult, attempt: int) -> list[EventRecord]:
@@ -192,13 +426,7 @@ def _provider_events(result: ChainResult, attempt: int) -> list[EventRecord]:
     return events
 
 
-def _append_events(uow: UnitOfWork, message: Message, events: Sequence[EventRecord]) -> None:
-    for event_type, detail in events:
-        uow.messages.append_event(message.id, event_type, dict(detail))
-
-
-def _finish_failed(
-    uow: UnitOfWork,
+def _failed(
     message: Message,
     reason: str,
     *,
@@ -206,22 +434,23 @@ def _finish_failed(
     provider: str | None = None,
     events: Sequence[EventRecord] = (),
     retries_exhausted: bool = False,
-) -> DeliveryOutcome:
+) -> _Pending:
     message.status = MessageStatus.FAILED
     message.last_error = reason
+    message.next_attempt_at = None
     detail: dict[str, object] = {"error": reason, "attempts": message.attempts}
     if provider:
         detail["provider"] = provider
     if retries_exhausted:
         detail["retries_exhausted"] = True
-    with uow:
-        uow.messages.save_outcome(message)
-        _append_events(uow, message, [*events, (EventType.FAILED, detail)])
-        uow.commit()
-    return DeliveryOutcome(
-        message.id,
-        DeliveryResult.FAILED,
-        reason,
-        trace_id=message.trace_id,
-        dead_letter=retries_exhausted,
+    return _Pending(
+        message,
+        DeliveryOutcome(
+            message.id,
+            DeliveryResult.FAILED,
+            reason,
+            trace_id=message.trace_id,
+            dead_letter=retries_exhausted,
+        ),
+        [*events, (EventType.FAILED, detail)],
     )

@@ -93,7 +93,7 @@ def adopt_orphans(uow: UnitOfWork, message_id: uuid.UUID) -> int:
 
 
 def _settled(message: Message) -> bool:
-    return message.status is not MessageStatus.QUEUED
+    return message.status not in (MessageStatus.QUEUED, MessageStatus.SENDING)
 
 
 def _locate(uow: UnitOfWork, event: DeliveryEvent) -> Message | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Self
@@ -28,6 +29,10 @@ from mailroom.adapters.providers.base import (
 from mailroom.domain.mime import OutgoingEmail
 
 log = logging.getLogger(__name__)
+# Within a batch, a provider that just sent successfully through a closed
+# breaker is trusted for this long without asking Redis again: another
+# worker's trip is noticed at most this late (and at the next batch).
+HEALTHY_RECHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,11 @@ class ProviderChain:
         self._order = tuple(order)
         self._breakers = breakers
         self._signals = signals
+        # Providers that sent successfully in this batch, with when: their
+        # breaker was closed then, so for a short while neither the state read
+        # nor the success write (each a Redis round trip) can change anything
+        # but the timing of noticing another worker's trip.
+        self._healthy_since: dict[str, float] = {}
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -84,6 +94,7 @@ class ProviderChain:
         try:
             yield self
         finally:
+            self._healthy_since.clear()
             for provider in self._providers.values():
                 provider.close()
 
@@ -111,12 +122,14 @@ class ProviderChain:
         failures: list[ProviderError] = []
         skipped: list[str] = []
         for name in self.order_for(client_order):
-            if not self._breakers.allows(name):
+            healthy = self._recently_healthy(name)
+            if not healthy and not self._breakers.allows(name):
                 skipped.append(name)
                 continue
             try:
                 receipt = self._providers[name].send(email)
             except ProviderError as error:
+                self._healthy_since.pop(name, None)
                 failures.append(error)
                 if error.kind is FailureKind.TRANSIENT:
                     self._breakers.record_failure(name, error)
@@ -136,8 +149,21 @@ class ProviderChain:
                 log.exception("provider %s raised unexpectedly", name)
                 failure = ProviderError(name, FailureKind.TRANSIENT, f"unexpected error: {error!r}")
                 failures.append(failure)
+                self._healthy_since.pop(name, None)
                 self._breakers.record_failure(name, failure)
                 continue
-            self._breakers.record_success(name)
+            if not healthy:
+                self._breakers.record_success(name)
+                if self._breakers.state(name) == "closed":
+                    self._healthy_since[name] = time.monotonic()
             return ChainResult(receipt, tuple(failures), tuple(skipped))
         return ChainResult(None, tuple(failures), tuple(skipped))
+
+    def _recently_healthy(self, name: str) -> bool:
+        since = self._healthy_since.get(name)
+        if since is None:
+            return False
+        if time.monotonic() - since > HEALTHY_RECHECK_SECONDS:
+            del self._healthy_since[name]
+            return False
+        return True

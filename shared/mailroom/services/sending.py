@@ -33,11 +33,14 @@ def accept_message(
     trace_id: str,
     renderer: TemplateRenderer,
     reserve_quota: Callable[[], None] | None = None,
+    on_accepted: Callable[[UnitOfWork, Message], None] | None = None,
 ) -> Message:
     """Store the message as ``queued`` and put it on the send queue.
 
     ``reserve_quota`` runs once the request is known to be valid, just before
     the row is written; it raises (QuotaExceeded) to refuse the message.
+    ``on_accepted`` runs inside the transaction that writes the row (the
+    Idempotency-Key is completed there, so key and row commit together).
 
     The row is committed before the queue is told, so the worker always finds
     it. If the queue then refuses, the row is marked ``failed`` with the reason
@@ -54,34 +57,39 @@ def accept_message(
     # and MissingProp or another RenderError from a trial render, all 422.
     source = templates.get(request.template, request.template_version)
     check_props(renderer, source, request.props)
-    screening = suppression.screen(
-        uow, client_id=client.id, to=request.to, cc=request.cc, bcc=request.bcc
-    )
-
-    message = Message(
-        id=uuid.uuid4(),
-        client_id=client.id,
-        trace_id=trace_id,
-        template_name=request.template,
-        template_version=request.template_version,
-        from_address=request.from_ or limits.default_from,
-        to=screening.to,
-        cc=screening.cc,
-        bcc=screening.bcc,
-        reply_to=request.reply_to,
-        subject=request.subject,
-        props=request.props,
-        metadata=dict(request.metadata),
-    )
+    # The suppression check runs in the transaction that writes the row (issue 8:
+    # a transaction of its own cost two more round trips, BEGIN and ROLLBACK).
+    with uow:
+        screening = suppression.screen_in(
+            uow, client_id=client.id, to=request.to, cc=request.cc, bcc=request.bcc
+        )
+        message = Message(
+            id=uuid.uuid4(),
+            client_id=client.id,
+            trace_id=trace_id,
+            template_name=request.template,
+            template_version=request.template_version,
+            from_address=request.from_ or limits.default_from,
+            to=screening.to,
+            cc=screening.cc,
+            bcc=screening.bcc,
+            reply_to=request.reply_to,
+            subject=request.subject,
+            props=request.props,
+            metadata=dict(request.metadata),
+        )
+        if not screening.refused:
+            # QuotaExceeded here rolls the transaction back: nothing is written.
+            if reserve_quota is not None:
+                reserve_quota()
+            # One statement for the row, its event and its recipients (issue 8).
+            uow.add_accepted(message, {"trace_id": trace_id}, suppression.recipient_rows(message))
+            suppression.record_dropped(uow, message, screening)
+            if on_accepted is not None:
+                on_accepted(uow, message)
+            uow.commit()
     if screening.refused:
         suppression.refuse(uow, message, screening)  # raises RecipientsSuppressed
-    if reserve_quota is not None:
-        reserve_quota()
-    with uow:
-        uow.messages.add(message)
-        uow.messages.append_event(message.id, EventType.ACCEPTED, {"trace_id": trace_id})
-        suppression.record_recipients(uow, message, screening)
-        uow.commit()
 
     try:
         queue.enqueue(message.id, trace_id)

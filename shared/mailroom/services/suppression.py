@@ -12,6 +12,7 @@ go out to copies of a mail whose addressees were all removed.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NoReturn
@@ -65,10 +66,29 @@ def screen(
     bcc: list[str],
     now: datetime | None = None,
 ) -> Screening:
-    requested = (list(to), list(cc), list(bcc))
-    addresses = sorted({bare_address(value) for value in (*to, *cc, *bcc)})
     with uow:
-        active = uow.suppressions.active_for(client_id, addresses, now or datetime.now(UTC))
+        return screen_in(uow, client_id=client_id, to=to, cc=cc, bcc=bcc, now=now)
+
+
+def screen_in(
+    uow: UnitOfWork,
+    *,
+    client_id: uuid.UUID,
+    to: list[str],
+    cc: list[str],
+    bcc: list[str],
+    now: datetime | None = None,
+) -> Screening:
+    """``screen`` inside the caller's open transaction."""
+    addresses = sorted({bare_address(value) for value in (*to, *cc, *bcc)})
+    active = uow.suppressions.active_for(client_id, addresses, now or datetime.now(UTC))
+    return _screening(active, to, cc, bcc)
+
+
+def _screening(
+    active: Sequence[Suppression], to: list[str], cc: list[str], bcc: list[str]
+) -> Screening:
+    requested = (list(to), list(cc), list(bcc))
     if not active:
         return Screening(to=list(to), cc=list(cc), bcc=list(bcc), requested=requested)
     # A client's own entry says more about it than a global one.
@@ -89,12 +109,22 @@ def screen(
 
 def record_recipients(uow: UnitOfWork, message: Message, screening: Screening) -> None:
     """Inside the caller's transaction: a row per recipient, outcomes for the dropped."""
+    uow.recipients.add_all(message.id, recipient_rows(message))
+    record_dropped(uow, message, screening)
+
+
+def recipient_rows(message: Message) -> list[tuple[str, str]]:
+    """(bare address, kind) per recipient, once each: the rows ``record_recipients`` writes."""
     rows = [
         (bare_address(value), kind)
         for kind, values in (("to", message.to), ("cc", message.cc), ("bcc", message.bcc))
         for value in values
     ]
-    uow.recipients.add_all(message.id, list(dict.fromkeys(rows)))
+    return list(dict.fromkeys(rows))
+
+
+def record_dropped(uow: UnitOfWork, message: Message, screening: Screening) -> None:
+    """Inside the caller's transaction: outcomes and the event for the dropped, if any."""
     _record_dropped(uow, message, screening)
 
 
@@ -133,6 +163,50 @@ def screen_before_send(uow: UnitOfWork, message: Message, *, now: datetime | Non
         _record_dropped(uow, message, screening)
         uow.commit()
     return not screening.refused
+
+
+def screen_batch_before_send(
+    uow: UnitOfWork, messages: Sequence[Message], *, now: datetime | None = None
+) -> set[uuid.UUID]:
+    """``screen_before_send`` for a whole batch: one query, and one commit if anything dropped.
+
+    Returns the ids of the messages with no To recipient left (to be failed
+    with ``SUPPRESSED_ERROR`` without reaching a provider); the others have
+    their suppressed recipients removed in memory, as ``screen_before_send``
+    does, with the outcomes and events written here.
+    """
+    if not messages:
+        return set()
+    addresses = sorted(
+        {
+            bare_address(value)
+            for message in messages
+            for value in (*message.to, *message.cc, *message.bcc)
+        }
+    )
+    with uow:
+        active = uow.suppressions.active_for_clients(
+            [message.client_id for message in messages], addresses, now or datetime.now(UTC)
+        )
+    if not active:
+        return set()
+    refused: set[uuid.UUID] = set()
+    screened: list[tuple[Message, Screening]] = []
+    for message in messages:
+        mine = [entry for entry in active if entry.client_id in (None, message.client_id)]
+        screening = _screening(mine, message.to, message.cc, message.bcc)
+        if not screening.dropped:
+            continue
+        message.to, message.cc, message.bcc = screening.to, screening.cc, screening.bcc
+        screened.append((message, screening))
+        if screening.refused:
+            refused.add(message.id)
+    if screened:
+        with uow:
+            for message, screening in screened:
+                _record_dropped(uow, message, screening)
+            uow.commit()
+    return refused
 
 
 def _record_dropped(uow: UnitOfWork, message: Message, screening: Screening) -> None:

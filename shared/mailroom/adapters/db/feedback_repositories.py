@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -108,6 +109,24 @@ class SuppressionRepository(abc.ABC):
         self, client_id: uuid.UUID, addresses: list[str], now: datetime
     ) -> list[Suppression]:
         """Unexpired entries, global or this client's, for any of these bare addresses."""
+
+    def active_for_clients(
+        self, client_ids: Sequence[uuid.UUID], addresses: list[str], now: datetime
+    ) -> list[Suppression]:
+        """``active_for`` for several clients at once: global entries and any of theirs.
+
+        The worker screens a whole batch with it; the PostgreSQL repository
+        answers in one statement, this default with one call per client.
+        """
+        found: dict[int | None, Suppression] = {}
+        extra: list[Suppression] = []
+        for client_id in dict.fromkeys(client_ids):
+            for entry in self.active_for(client_id, addresses, now):
+                if entry.id is None:
+                    extra.append(entry)
+                else:
+                    found[entry.id] = entry
+        return [*found.values(), *extra]
 
     @abc.abstractmethod
     def remove(self, address: str, client_id: uuid.UUID | None) -> int: ...
@@ -315,6 +334,23 @@ class SqlSuppressionRepository(SuppressionRepository):
             select(SuppressionRow).where(
                 SuppressionRow.address.in_(addresses),
                 or_(SuppressionRow.client_id.is_(None), SuppressionRow.client_id == client_id),
+                or_(SuppressionRow.expires_at.is_(None), SuppressionRow.expires_at > now),
+            )
+        ).scalars()
+        return [_suppression(row) for row in rows]
+
+    def active_for_clients(
+        self, client_ids: Sequence[uuid.UUID], addresses: list[str], now: datetime
+    ) -> list[Suppression]:
+        if not addresses or not client_ids:
+            return []
+        rows = self._session.execute(
+            select(SuppressionRow).where(
+                SuppressionRow.address.in_(addresses),
+                or_(
+                    SuppressionRow.client_id.is_(None),
+                    SuppressionRow.client_id.in_(list(dict.fromkeys(client_ids))),
+                ),
                 or_(SuppressionRow.expires_at.is_(None), SuppressionRow.expires_at > now),
             )
         ).scalars()

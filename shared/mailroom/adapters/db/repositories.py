@@ -9,10 +9,24 @@ from __future__ import annotations
 
 import abc
 import uuid
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    String,
+    Text,
+    cast,
+    column,
+    func,
+    insert,
+    select,
+    update,
+    values,
+)
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import Exists
 
@@ -25,6 +39,8 @@ from mailroom.domain.model import (
     MessageEvent,
     MessageStatus,
 )
+
+UNFINISHED = (MessageStatus.QUEUED.value, MessageStatus.SENDING.value)
 
 
 class ClientRepository(abc.ABC):
@@ -85,6 +101,58 @@ class MessageRepository(abc.ABC):
     def get_for_client(self, client_id: uuid.UUID, message_id: uuid.UUID) -> Message | None:
         message = self.get(message_id)
         return message if message is not None and message.client_id == client_id else None
+
+    # --- worker claims (issue 7) ---------------------------------------------
+
+    @abc.abstractmethod
+    def claim(
+        self, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
+    ) -> list[Message]:
+        """Take, in one atomic statement, every listed message nobody holds.
+
+        A message is taken when it is ``queued``, or ``sending`` under a lease
+        that has run out (its worker died). Taken rows read ``sending`` with
+        ``token`` and a fresh lease; the rest are left alone and not returned.
+        """
+
+    @abc.abstractmethod
+    def record_outcomes(self, token: uuid.UUID, messages: Sequence[Message]) -> set[uuid.UUID]:
+        """Write the outcome of each message still claimed by ``token``; release the claims.
+
+        Returns the ids written: a message whose claim another worker took
+        over in the meantime is not overwritten.
+        """
+
+    @abc.abstractmethod
+    def append_events(self, events: Sequence[tuple[uuid.UUID, EventType, dict[str, Any]]]) -> None:
+        """``append_event`` for many at once (one statement)."""
+
+    @abc.abstractmethod
+    def unfinished(self, older_than: datetime, limit: int) -> list[Message]:
+        """Messages ``queued`` or ``sending`` not changed since ``older_than``, oldest first."""
+
+    @abc.abstractmethod
+    def requeue_stale(
+        self, message_ids: Sequence[uuid.UUID], older_than: datetime
+    ) -> list[uuid.UUID]:
+        """Release expired claims of the listed messages, still unchanged since ``older_than``.
+
+        The rows read ``queued`` again (a live claim is left alone) and their
+        ``updated_at`` moves on, so the next reconciler pass waits again.
+        Returns the ids changed.
+        """
+
+    @abc.abstractmethod
+    def oldest_unfinished_at(self) -> datetime | None:
+        """When the oldest message still ``queued`` or ``sending`` was accepted."""
+
+    @abc.abstractmethod
+    def sent_since(self, since: datetime, limit: int) -> list[uuid.UUID]:
+        """Messages the worker recorded as sent at or after ``since``."""
+
+    def get_many(self, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Message]:
+        found = {message_id: self.get(message_id) for message_id in message_ids}
+        return {key: message for key, message in found.items() if message is not None}
 
 
 class SqlClientRepository(ClientRepository):
@@ -221,6 +289,158 @@ class SqlMessageRepository(MessageRepository):
             MessageEvent(type=EventType(row.type), at=row.at, detail=row.detail) for row in rows
         ]
 
+    def claim(
+        self, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
+    ) -> list[Message]:
+        if not message_ids:
+            return []
+        now = func.now()
+        takeable = (MessageRow.status == MessageStatus.QUEUED.value) | (
+            (MessageRow.status == MessageStatus.SENDING.value) & (MessageRow.lease_expires_at < now)
+        )
+        # One conditional UPDATE: PostgreSQL re-checks the WHERE on the newest
+        # row version after waiting for a concurrent claimer's lock, so two
+        # workers can never both see the row as takeable.
+        rows = self._session.execute(
+            update(MessageRow)
+            .where(MessageRow.id.in_(list(message_ids)))
+            .where(takeable)
+            .values(
+                status=MessageStatus.SENDING.value,
+                claim_token=token,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                claims=MessageRow.claims + 1,
+                updated_at=now,
+            )
+            .returning(MessageRow)
+        ).scalars()
+        return [_message(row) for row in rows]
+
+    def record_outcomes(self, token: uuid.UUID, messages: Sequence[Message]) -> set[uuid.UUID]:
+        if not messages:
+            return set()
+        # One UPDATE ... FROM (VALUES ...) for the whole batch; the casts type
+        # the VALUES columns, which PostgreSQL would otherwise read as text.
+        outcome = values(
+            column("id", PG_UUID(as_uuid=True)),
+            column("status", String),
+            column("subject", Text),
+            column("provider", String),
+            column("provider_msg_id", String),
+            column("attempts", Integer),
+            column("last_error", Text),
+            column("sent_at", DateTime(timezone=True)),
+            column("next_attempt_at", DateTime(timezone=True)),
+            name="outcome",
+        ).data(
+            [
+                (
+                    message.id,
+                    message.status.value,
+                    message.subject,
+                    message.provider,
+                    message.provider_msg_id,
+                    message.attempts,
+                    message.last_error,
+                    message.sent_at,
+                    message.next_attempt_at,
+                )
+                for message in messages
+            ]
+        )
+        rows = self._session.execute(
+            update(MessageRow)
+            .where(MessageRow.id == cast(outcome.c.id, PG_UUID(as_uuid=True)))
+            .where(MessageRow.claim_token == token)
+            .values(
+                status=outcome.c.status,
+                subject=outcome.c.subject,
+                provider=outcome.c.provider,
+                provider_msg_id=outcome.c.provider_msg_id,
+                attempts=cast(outcome.c.attempts, Integer),
+                last_error=outcome.c.last_error,
+                sent_at=cast(outcome.c.sent_at, DateTime(timezone=True)),
+                next_attempt_at=cast(outcome.c.next_attempt_at, DateTime(timezone=True)),
+                claim_token=None,
+                lease_expires_at=None,
+                updated_at=func.now(),
+            )
+            .returning(MessageRow.id)
+        ).scalars()
+        return set(rows)
+
+    def append_events(self, events: Sequence[tuple[uuid.UUID, EventType, dict[str, Any]]]) -> None:
+        if not events:
+            return
+        self._session.execute(
+            insert(MessageEventRow).values(
+                [
+                    {"message_id": message_id, "type": event_type.value, "detail": detail}
+                    for message_id, event_type, detail in events
+                ]
+            )
+        )
+
+    def get_many(self, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Message]:
+        if not message_ids:
+            return {}
+        rows = self._session.execute(
+            select(MessageRow).where(MessageRow.id.in_(list(message_ids)))
+        ).scalars()
+        return {row.id: _message(row) for row in rows}
+
+    def oldest_unfinished_at(self) -> datetime | None:
+        oldest: datetime | None = self._session.execute(
+            select(func.min(MessageRow.created_at)).where(MessageRow.status.in_(UNFINISHED))
+        ).scalar()
+        return oldest
+
+    def sent_since(self, since: datetime, limit: int) -> list[uuid.UUID]:
+        rows = self._session.execute(
+            select(MessageRow.id)
+            .where(MessageRow.sent_at >= since)
+            .order_by(MessageRow.sent_at)
+            .limit(limit)
+        ).scalars()
+        return list(rows)
+
+    def unfinished(self, older_than: datetime, limit: int) -> list[Message]:
+        rows = self._session.execute(
+            select(MessageRow)
+            .where(MessageRow.status.in_(UNFINISHED))
+            .where(MessageRow.updated_at < older_than)
+            .order_by(MessageRow.updated_at)
+            .limit(limit)
+        ).scalars()
+        return [_message(row) for row in rows]
+
+    def requeue_stale(
+        self, message_ids: Sequence[uuid.UUID], older_than: datetime
+    ) -> list[uuid.UUID]:
+        if not message_ids:
+            return []
+        now = func.now()
+        rows = self._session.execute(
+            update(MessageRow)
+            .where(MessageRow.id.in_(list(message_ids)))
+            .where(MessageRow.updated_at < older_than)
+            .where(
+                (MessageRow.status == MessageStatus.QUEUED.value)
+                | (
+                    (MessageRow.status == MessageStatus.SENDING.value)
+                    & (MessageRow.lease_expires_at < now)
+                )
+            )
+            .values(
+                status=MessageStatus.QUEUED.value,
+                claim_token=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            .returning(MessageRow.id)
+        ).scalars()
+        return list(rows)
+
     def count_accepted(self, client_id: uuid.UUID, start: datetime, end: datetime) -> int:
         def has_event(event_type: EventType) -> Exists:
             return (
@@ -283,4 +503,7 @@ def _message(row: MessageRow) -> Message:
         created_at=row.created_at,
         updated_at=row.updated_at,
         sent_at=row.sent_at,
+        next_attempt_at=row.next_attempt_at,
+        lease_expires_at=row.lease_expires_at,
+        claims=row.claims,
     )

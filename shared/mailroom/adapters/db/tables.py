@@ -104,6 +104,12 @@ class MessageRow(Base):
             "created_at",
             postgresql_where=text("status = 'queued'"),
         ),
+        # Issue 7's reconciler: unfinished rows (queued or claimed) by last change.
+        Index(
+            "ix_messages_unfinished",
+            "updated_at",
+            postgresql_where=text("status IN ('queued', 'sending')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -131,6 +137,31 @@ class MessageRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Worker claims (issue 7): the claim's owner and lease, a retry's due time,
+    # and how often workers claimed the row (a crash loop is bounded by it).
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claims: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class IdempotencyKeyRow(Base):
+    """POST /v1/send's Idempotency-Key, per client, kept 24 h (issue 7)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 of the request's canonical JSON: the same key with another body is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    # The request holding the key; a release only removes its own hold.
+    owner: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    # Set in the transaction that writes the message row: NULL means in flight.
+    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id"))
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class MessageEventRow(Base):

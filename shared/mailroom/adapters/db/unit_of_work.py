@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import abc
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailroom.adapters.db.accepted_insert import insert_accepted
 from mailroom.adapters.db.audit import AuditLog, SqlAuditLog
 from mailroom.adapters.db.feedback_repositories import (
     FeedbackRepository,
@@ -20,12 +21,14 @@ from mailroom.adapters.db.feedback_repositories import (
     SqlSuppressionRepository,
     SuppressionRepository,
 )
+from mailroom.adapters.db.idempotency import IdempotencyRepository, SqlIdempotencyRepository
 from mailroom.adapters.db.repositories import (
     ClientRepository,
     MessageRepository,
     SqlClientRepository,
     SqlMessageRepository,
 )
+from mailroom.domain.model import EventType, Message
 
 
 class UnitOfWork(abc.ABC):
@@ -36,6 +39,7 @@ class UnitOfWork(abc.ABC):
     suppressions: SuppressionRepository
     message_queries: MessageQueryRepository
     audit: AuditLog
+    idempotency: IdempotencyRepository
 
     def __enter__(self) -> Self:
         return self
@@ -54,6 +58,18 @@ class UnitOfWork(abc.ABC):
 
     @abc.abstractmethod
     def rollback(self) -> None: ...
+
+    def add_accepted(
+        self, message: Message, detail: dict[str, Any], recipients: list[tuple[str, str]]
+    ) -> None:
+        """The message, its ``accepted`` event and its recipient rows (bare address, kind).
+
+        PostgreSQL does it in one statement (``SqlUnitOfWork``); this default
+        is the same three writes, for the in-memory fakes.
+        """
+        self.messages.add(message)
+        self.messages.append_event(message.id, EventType.ACCEPTED, detail)
+        self.recipients.add_all(message.id, recipients)
 
 
 class Database:
@@ -111,6 +127,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.suppressions = SqlSuppressionRepository(self._session)
         self.message_queries = SqlMessageQueryRepository(self._session)
         self.audit = SqlAuditLog(self._session)
+        self.idempotency = SqlIdempotencyRepository(self._session)
         return self
 
     def __exit__(
@@ -127,6 +144,12 @@ class SqlUnitOfWork(UnitOfWork):
     def commit(self) -> None:
         assert self._session is not None, "commit outside 'with uow:'"
         self._session.commit()
+
+    def add_accepted(
+        self, message: Message, detail: dict[str, Any], recipients: list[tuple[str, str]]
+    ) -> None:
+        assert self._session is not None, "add_accepted outside 'with uow:'"
+        insert_accepted(self._session, message, detail, recipients)
 
     def rollback(self) -> None:
         if self._session is not None:

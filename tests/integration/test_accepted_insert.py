@@ -1,0 +1,88 @@
+"""The send API's one-statement insert on PostgreSQL: row, accepted event, recipient rows."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from mailroom.adapters.db.tables import MessageEventRow, MessageRecipientRow
+from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
+from mailroom.domain.model import Client, EventType, Message, MessageStatus
+
+pytestmark = pytest.mark.integration
+
+
+def test_one_statement_writes_the_row_its_event_and_its_recipients(database: Database) -> None:
+    # GIVEN a client and a message with To, Cc and Bcc, props and metadata
+    uow = SqlUnitOfWork(database)
+    client = Client(
+        id=uuid.uuid4(),
+        name="c",
+        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
+        api_secret_hash="x",
+        rate_limit=60,
+        quota_limit=100,
+    )
+    message = Message(
+        id=uuid.uuid4(),
+        client_id=client.id,
+        trace_id="trace-1",
+        template_name="welcome",
+        from_address="Acme <noreply@acme.example.com>",
+        to=["Ada <ada@example.com>", "bob@example.com"],
+        cc=["carol@example.com"],
+        bcc=[],
+        props={"name": "Ada", "items": [1, 2]},
+        metadata={"order": "42"},
+    )
+    rows = [("ada@example.com", "to"), ("bob@example.com", "to"), ("carol@example.com", "cc")]
+    # WHEN add_accepted writes it and the transaction commits
+    with uow:
+        uow.clients.add(client)
+        uow.add_accepted(message, {"trace_id": "trace-1"}, rows)
+        uow.commit()
+    # THEN the row reads back as written, with one accepted event and three recipients
+    with uow:
+        stored = uow.messages.get(message.id)
+        events = uow.messages.events(message.id)
+    assert stored is not None
+    assert stored.status is MessageStatus.QUEUED
+    assert (stored.to, stored.cc, stored.bcc) == (message.to, message.cc, [])
+    assert stored.props == {"name": "Ada", "items": [1, 2]}
+    assert stored.metadata == {"order": "42"}
+    assert stored.from_address == "Acme <noreply@acme.example.com>"
+    assert [(e.type, e.detail) for e in events] == [(EventType.ACCEPTED, {"trace_id": "trace-1"})]
+    with database.engine.connect() as connection:
+        recipients = connection.execute(
+            select(MessageRecipientRow.address, MessageRecipientRow.kind)
+            .where(MessageRecipientRow.message_id == message.id)
+            .order_by(MessageRecipientRow.address)
+        ).all()
+        event_count = len(
+            connection.execute(
+                select(MessageEventRow.id).where(MessageEventRow.message_id == message.id)
+            ).all()
+        )
+    assert [tuple(r) for r in recipients] == rows
+    assert event_count == 1
+
+
+def test_no_recipient_rows_and_a_failed_statement_leaves_nothing(database: Database) -> None:
+    # GIVEN a message whose client does not exist (the foreign key will refuse it)
+    uow = SqlUnitOfWork(database)
+    orphan = Message(
+        id=uuid.uuid4(),
+        client_id=uuid.uuid4(),
+        trace_id="t",
+        template_name="welcome",
+        from_address="noreply@acme.example.com",
+        to=["ada@example.com"],
+    )
+    # WHEN it is inserted with an empty recipient list
+    with pytest.raises(Exception, match="foreign key"), uow:
+        uow.add_accepted(orphan, {}, [])
+    # THEN nothing of it was written
+    with uow:
+        assert uow.messages.get(orphan.id) is None

@@ -1,0 +1,88 @@
+"""The batch suppression check on PostgreSQL: one statement covers every client of a batch."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
+from mailroom.domain.feedback import RecipientStatus, Suppression, SuppressionReason
+from mailroom.domain.model import Client, Message
+from mailroom.services import suppression
+
+pytestmark = pytest.mark.integration
+
+
+def _client(uow: SqlUnitOfWork) -> uuid.UUID:
+    client = Client(
+        id=uuid.uuid4(),
+        name="c",
+        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
+        api_secret_hash="x",
+        rate_limit=60,
+        quota_limit=100,
+    )
+    with uow:
+        uow.clients.add(client)
+        uow.commit()
+    return client.id
+
+
+def _queued(uow: SqlUnitOfWork, client_id: uuid.UUID, to: list[str]) -> Message:
+    message = Message(
+        id=uuid.uuid4(),
+        client_id=client_id,
+        trace_id="t",
+        template_name="hello",
+        from_address="noreply@example.com",
+        to=to,
+    )
+    with uow:
+        uow.messages.add(message)
+        uow.commit()
+    return message
+
+
+def test_global_own_other_and_expired_entries_on_postgres(database: Database) -> None:
+    # GIVEN two clients, a global entry, an entry of A, an expired global one
+    uow = SqlUnitOfWork(database)
+    a, b = _client(uow), _client(uow)
+    now = datetime.now(UTC)
+    with uow:
+        for address, client, expires in (
+            ("ada@example.com", None, None),
+            ("bob@example.com", a, None),
+            ("old@example.com", None, now - timedelta(days=1)),
+        ):
+            uow.suppressions.upsert(
+                Suppression(
+                    address=address,
+                    reason=SuppressionReason.MANUAL,
+                    client_id=client,
+                    expires_at=expires,
+                )
+            )
+        uow.commit()
+    first = _queued(uow, a, ["ada@example.com"])
+    second = _queued(uow, a, ["bob@example.com", "old@example.com"])
+    third = _queued(uow, b, ["bob@example.com"])
+    # WHEN the repository is asked for both clients, and the batch is screened
+    with uow:
+        found = uow.suppressions.active_for_clients(
+            [a, b], ["ada@example.com", "bob@example.com", "old@example.com"], now
+        )
+    refused = suppression.screen_batch_before_send(uow, [first, second, third], now=now)
+    # THEN one query returned the global and A's live entries, not the expired one
+    assert sorted((e.address, e.client_id) for e in found) == [
+        ("ada@example.com", None),
+        ("bob@example.com", a),
+    ]
+    # AND the screening applied each to its own client's messages
+    assert refused == {first.id}
+    assert second.to == ["old@example.com"]
+    assert third.to == ["bob@example.com"]
+    with uow:
+        outcomes = {o.address: o.status for o in uow.recipients.for_message(second.id)}
+    assert outcomes == {"bob@example.com": RecipientStatus.SUPPRESSED}
