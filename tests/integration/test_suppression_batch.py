@@ -68,13 +68,20 @@ def test_global_own_other_and_expired_entries_on_postgres(database: Database) ->
     first = _queued(uow, a, ["ada@example.com"])
     second = _queued(uow, a, ["bob@example.com", "old@example.com"])
     third = _queued(uow, b, ["bob@example.com"])
-    # WHEN the repository is asked for both clients, and the batch is screened
+    # WHEN the repository is asked for both clients and for each alone, and the batch is screened
     with uow:
         found = uow.suppressions.active_for_clients(
             [a, b], ["ada@example.com", "bob@example.com", "old@example.com"], now
         )
+        for_a = uow.suppressions.active_for(
+            a, ["ada@example.com", "bob@example.com", "old@example.com"], now
+        )
+        for_b = uow.suppressions.active_for(b, ["bob@example.com", "old@example.com"], now)
     refused = suppression.screen_batch_before_send(uow, [first, second, third], now=now)
-    # THEN one query returned the global and A's live entries, not the expired one
+    # THEN the one-client query (the send API's) sees the global and its own live entries
+    assert sorted(e.address for e in for_a) == ["ada@example.com", "bob@example.com"]
+    assert for_b == []
+    # AND one query for both clients returned the global and A's live entries, not the expired one
     assert sorted((e.address, e.client_id) for e in found) == [
         ("ada@example.com", None),
         ("bob@example.com", a),

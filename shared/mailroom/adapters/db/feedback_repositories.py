@@ -14,7 +14,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -300,6 +315,22 @@ class SqlRecipientRepository(RecipientRepository):
         ]
 
 
+# The send API's suppression check, built once: an array parameter (one bind
+# however many addresses) keeps the SQL text the same for every request, so
+# SQLAlchemy neither rebuilds nor recompiles it (issue 8).
+_ACTIVE_FOR = select(SuppressionRow).where(
+    SuppressionRow.address == any_(bindparam("addresses", type_=ARRAY(Text))),
+    or_(
+        SuppressionRow.client_id.is_(None),
+        SuppressionRow.client_id == bindparam("client_id", type_=PG_UUID(as_uuid=True)),
+    ),
+    or_(
+        SuppressionRow.expires_at.is_(None),
+        SuppressionRow.expires_at > bindparam("now", type_=DateTime(timezone=True)),
+    ),
+)
+
+
 class SqlSuppressionRepository(SuppressionRepository):
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -331,11 +362,7 @@ class SqlSuppressionRepository(SuppressionRepository):
         if not addresses:
             return []
         rows = self._session.execute(
-            select(SuppressionRow).where(
-                SuppressionRow.address.in_(addresses),
-                or_(SuppressionRow.client_id.is_(None), SuppressionRow.client_id == client_id),
-                or_(SuppressionRow.expires_at.is_(None), SuppressionRow.expires_at > now),
-            )
+            _ACTIVE_FOR, {"addresses": addresses, "client_id": client_id, "now": now}
         ).scalars()
         return [_suppression(row) for row in rows]
 
