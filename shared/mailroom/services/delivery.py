@@ -17,6 +17,7 @@ from mailroom.adapters.operator_signals import SignalKey
 from mailroom.adapters.providers.base import FailureKind
 from mailroom.adapters.templates import TemplateRenderer, TemplateStore
 from mailroom.domain.errors import InvalidTemplate, RenderError, UnknownTemplate
+from mailroom.domain.feedback import Suppression
 from mailroom.domain.mime import build_mime
 from mailroom.domain.model import EventType, Message, MessageStatus
 from mailroom.domain.retry import Backoff
@@ -116,18 +117,26 @@ def deliver_batch(
 ) -> list[DeliveryOutcome]:
     """Claim the batch's messages, send those claimed, record every outcome.
 
-    Three round trips to PostgreSQL whatever the batch size: one UPDATE claims
-    every message that is queued (or whose claim's lease ran out), one SELECT
-    explains the rest (sent already, claimed by a live worker, missing), and
-    one transaction writes all outcomes and their events. Outcomes come back
-    in the order of ``items``; an id listed twice is reported IN_PROGRESS the
-    second time (the first occurrence carries the outcome).
+    A few statements to PostgreSQL whatever the batch size: one UPDATE claims
+    every message that is queued (or whose claim's lease ran out) and brings
+    back the clients' provider orders, one SELECT screens the recipients
+    against suppressions, one SELECT explains the rest (sent already, claimed
+    by a live worker, missing) if any, and one statement writes all outcomes
+    and their events. The claim and the suppression read share a transaction.
+    Outcomes come back in the order of ``items``; an id listed twice is
+    reported IN_PROGRESS the second time (the first occurrence carries the
+    outcome).
     """
     token = uuid.uuid4()
     ids = list(dict.fromkeys(item.message_id for item in items))
     with uow:
-        claimed = {message.id: message for message in uow.messages.claim(ids, token, lease_seconds)}
+        # The claim also brings back each client's provider order (one
+        # statement), and the batch's suppressions are read in its
+        # transaction (issue 8: one transaction for both).
+        taken, known_orders = uow.messages.claim_for_send(ids, token, lease_seconds)
+        active = _active_suppressions(uow, taken)
         uow.commit()
+    claimed = {message.id: message for message in taken}
     unclaimed = [message_id for message_id in ids if message_id not in claimed]
     found: dict[uuid.UUID, Message] = {}
     if unclaimed:
@@ -137,7 +146,7 @@ def deliver_batch(
     last_receive = {item.message_id for item in items if item.last_receive}
     # Issue 8: one suppression query and one client read per client for the
     # whole batch, instead of both per message.
-    suppressed, orders = _batch_lookups(uow, list(claimed.values()))
+    suppressed, orders = _batch_lookups(uow, list(claimed.values()), known_orders, active)
     results: dict[uuid.UUID, DeliveryOutcome] = {}
     pending: list[_Pending] = []
     for message_id in ids:
@@ -215,14 +224,16 @@ def _record(uow: UnitOfWork, token: uuid.UUID, pending: Sequence[_Pending]) -> s
     for delay in (*RECORD_RETRY_DELAYS, None):
         try:
             with uow:
-                written = uow.messages.record_outcomes(token, [p.message for p in pending])
-                uow.messages.append_events(
+                # One statement: the outcomes still claimed by ``token``, and
+                # the events of exactly those.
+                written = uow.messages.record_outcomes_with_events(
+                    token,
+                    [p.message for p in pending],
                     [
                         (p.message.id, event_type, dict(detail))
                         for p in pending
-                        if p.message.id in written
                         for event_type, detail in p.events
-                    ]
+                    ],
                 )
                 uow.commit()
             return written
@@ -237,8 +248,27 @@ def _record(uow: UnitOfWork, token: uuid.UUID, pending: Sequence[_Pending]) -> s
 _UNKNOWN_ORDER = object()
 
 
+def _active_suppressions(uow: UnitOfWork, messages: list[Message]) -> list[Suppression] | None:
+    """The batch's suppressions, read in the claim's transaction; None if that failed.
+
+    A database error is raised: it aborted the claim's transaction, whose
+    COMMIT would then roll back without an error, and the messages would be
+    sent unclaimed. Raised, the claim rolls back and the batch is redelivered
+    with nothing sent. Any other error leaves the transaction alone.
+    """
+    try:
+        return suppression.active_for_batch(uow, messages)
+    except DBAPIError:
+        raise
+    except Exception:  # noqa: BLE001 - _batch_lookups reads them again
+        return None
+
+
 def _batch_lookups(
-    uow: UnitOfWork, messages: list[Message]
+    uow: UnitOfWork,
+    messages: list[Message],
+    known_orders: dict[uuid.UUID, list[str] | None] | None = None,
+    active: list[Suppression] | None = None,
 ) -> tuple[set[uuid.UUID] | None, dict[uuid.UUID, list[str] | None]]:
     """The batch's suppressed message ids and each client's provider order.
 
@@ -247,17 +277,25 @@ def _batch_lookups(
     """
     suppressed: set[uuid.UUID] | None
     try:
-        suppressed = suppression.screen_batch_before_send(uow, messages)
+        suppressed = suppression.screen_batch_before_send(uow, messages, active=active)
     except Exception:  # noqa: BLE001 - the per-message path reports it
         suppressed = None
-    orders: dict[uuid.UUID, list[str] | None] = {}
+    orders: dict[uuid.UUID, list[str] | None] = dict(known_orders or {})
+    missing = [
+        client_id
+        for client_id in dict.fromkeys(message.client_id for message in messages)
+        if client_id not in orders
+    ]
+    if not missing:
+        # PostgreSQL's claim answered every order: no transaction here.
+        return suppressed, orders
     try:
         with uow:
-            for client_id in dict.fromkeys(message.client_id for message in messages):
+            for client_id in missing:
                 client = uow.clients.get(client_id)
                 orders[client_id] = client.provider_order if client else None
     except Exception:  # noqa: BLE001 - the per-message path reports it
-        orders = {}
+        orders = dict(known_orders or {})
     return suppressed, orders
 
 

@@ -165,18 +165,16 @@ def screen_before_send(uow: UnitOfWork, message: Message, *, now: datetime | Non
     return not screening.refused
 
 
-def screen_batch_before_send(
+def active_for_batch(
     uow: UnitOfWork, messages: Sequence[Message], *, now: datetime | None = None
-) -> set[uuid.UUID]:
-    """``screen_before_send`` for a whole batch: one query, and one commit if anything dropped.
+) -> list[Suppression]:
+    """The suppressions that apply to any recipient of the batch: one query.
 
-    Returns the ids of the messages with no To recipient left (to be failed
-    with ``SUPPRESSED_ERROR`` without reaching a provider); the others have
-    their suppressed recipients removed in memory, as ``screen_before_send``
-    does, with the outcomes and events written here.
+    Runs in the caller's open transaction (the worker reads them in its
+    claim's transaction, issue 8), so it opens none itself.
     """
     if not messages:
-        return set()
+        return []
     addresses = sorted(
         {
             bare_address(value)
@@ -184,10 +182,31 @@ def screen_batch_before_send(
             for value in (*message.to, *message.cc, *message.bcc)
         }
     )
-    with uow:
-        active = uow.suppressions.active_for_clients(
-            [message.client_id for message in messages], addresses, now or datetime.now(UTC)
-        )
+    return uow.suppressions.active_for_clients(
+        [message.client_id for message in messages], addresses, now or datetime.now(UTC)
+    )
+
+
+def screen_batch_before_send(
+    uow: UnitOfWork,
+    messages: Sequence[Message],
+    *,
+    now: datetime | None = None,
+    active: Sequence[Suppression] | None = None,
+) -> set[uuid.UUID]:
+    """``screen_before_send`` for a whole batch: one query, and one commit if anything dropped.
+
+    Returns the ids of the messages with no To recipient left (to be failed
+    with ``SUPPRESSED_ERROR`` without reaching a provider); the others have
+    their suppressed recipients removed in memory, as ``screen_before_send``
+    does, with the outcomes and events written here. ``active``, when given,
+    is ``active_for_batch``'s answer, already read: no query then.
+    """
+    if not messages:
+        return set()
+    if active is None:
+        with uow:
+            active = active_for_batch(uow, messages, now=now)
     if not active:
         return set()
     refused: set[uuid.UUID] = set()

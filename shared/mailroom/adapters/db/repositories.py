@@ -14,22 +14,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    DateTime,
-    Integer,
-    String,
-    Text,
-    cast,
-    column,
     func,
     insert,
     select,
     update,
-    values,
 )
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import Exists
 
+from mailroom.adapters.db import batch_statements
 from mailroom.adapters.db.tables import ClientRow, MessageEventRow, MessageRow
 from mailroom.domain.model import (
     Client,
@@ -126,6 +119,27 @@ class MessageRepository(abc.ABC):
     @abc.abstractmethod
     def append_events(self, events: Sequence[tuple[uuid.UUID, EventType, dict[str, Any]]]) -> None:
         """``append_event`` for many at once (one statement)."""
+
+    def claim_for_send(
+        self, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
+    ) -> tuple[list[Message], dict[uuid.UUID, list[str] | None]]:
+        """``claim``, and the provider order of the claimed messages' clients.
+
+        PostgreSQL answers both in one statement; this default knows no
+        orders (the worker then reads the clients itself).
+        """
+        return self.claim(message_ids, token, lease_seconds), {}
+
+    def record_outcomes_with_events(
+        self,
+        token: uuid.UUID,
+        messages: Sequence[Message],
+        events: Sequence[tuple[uuid.UUID, EventType, dict[str, Any]]],
+    ) -> set[uuid.UUID]:
+        """``record_outcomes``, then ``append_events`` for the messages written only."""
+        written = self.record_outcomes(token, messages)
+        self.append_events([event for event in events if event[0] in written])
+        return written
 
     @abc.abstractmethod
     def unfinished(self, older_than: datetime, limit: int) -> list[Message]:
@@ -317,57 +331,21 @@ class SqlMessageRepository(MessageRepository):
         return [_message(row) for row in rows]
 
     def record_outcomes(self, token: uuid.UUID, messages: Sequence[Message]) -> set[uuid.UUID]:
-        if not messages:
-            return set()
-        # One UPDATE ... FROM (VALUES ...) for the whole batch; the casts type
-        # the VALUES columns, which PostgreSQL would otherwise read as text.
-        outcome = values(
-            column("id", PG_UUID(as_uuid=True)),
-            column("status", String),
-            column("subject", Text),
-            column("provider", String),
-            column("provider_msg_id", String),
-            column("attempts", Integer),
-            column("last_error", Text),
-            column("sent_at", DateTime(timezone=True)),
-            column("next_attempt_at", DateTime(timezone=True)),
-            name="outcome",
-        ).data(
-            [
-                (
-                    message.id,
-                    message.status.value,
-                    message.subject,
-                    message.provider,
-                    message.provider_msg_id,
-                    message.attempts,
-                    message.last_error,
-                    message.sent_at,
-                    message.next_attempt_at,
-                )
-                for message in messages
-            ]
-        )
-        rows = self._session.execute(
-            update(MessageRow)
-            .where(MessageRow.id == cast(outcome.c.id, PG_UUID(as_uuid=True)))
-            .where(MessageRow.claim_token == token)
-            .values(
-                status=outcome.c.status,
-                subject=outcome.c.subject,
-                provider=outcome.c.provider,
-                provider_msg_id=outcome.c.provider_msg_id,
-                attempts=cast(outcome.c.attempts, Integer),
-                last_error=outcome.c.last_error,
-                sent_at=cast(outcome.c.sent_at, DateTime(timezone=True)),
-                next_attempt_at=cast(outcome.c.next_attempt_at, DateTime(timezone=True)),
-                claim_token=None,
-                lease_expires_at=None,
-                updated_at=func.now(),
-            )
-            .returning(MessageRow.id)
-        ).scalars()
-        return set(rows)
+        return batch_statements.record_outcomes(self._session, token, messages, [])
+
+    def record_outcomes_with_events(
+        self,
+        token: uuid.UUID,
+        messages: Sequence[Message],
+        events: Sequence[tuple[uuid.UUID, EventType, dict[str, Any]]],
+    ) -> set[uuid.UUID]:
+        # One fixed statement (issue 8): the UPDATE and the events' INSERT.
+        return batch_statements.record_outcomes(self._session, token, messages, events)
+
+    def claim_for_send(
+        self, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
+    ) -> tuple[list[Message], dict[uuid.UUID, list[str] | None]]:
+        return batch_statements.claim_for_send(self._session, message_ids, token, lease_seconds)
 
     def append_events(self, events: Sequence[tuple[uuid.UUID, EventType, dict[str, Any]]]) -> None:
         if not events:

@@ -1,0 +1,206 @@
+"""The worker's per-batch statements as fixed SQL (issue 8).
+
+Each is a constant ``text()`` whose batch travels in a single JSON or array
+parameter, so SQLAlchemy compiles it once per process and the statement
+stays short whatever the batch (pg8000 stalls ~40 ms on statements over
+about 8 KB: it does not set TCP_NODELAY). Before, the outcome write was an
+``UPDATE ... FROM (VALUES ...)`` built anew per batch: ~7 ms, of which 2.2 ms
+in PostgreSQL, the rest compiling it. The claim returned whole ORM rows.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from mailroom.domain.model import EventType, Message, MessageStatus
+
+# Same claim rule as SqlMessageRepository.claim: queued, or sending under an
+# expired lease. The join with clients brings each message's provider order
+# back in the same round trip (the FK makes the join never drop a row); a
+# concurrent claimer's lock is waited on and the WHERE re-checked on the
+# newest row version, so two workers never both take a message.
+_CLAIM = text(
+    """
+    UPDATE messages AS m
+    SET status = 'sending',
+        claim_token = CAST(:token AS uuid),
+        lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        claims = m.claims + 1,
+        updated_at = now()
+    FROM clients AS c
+    WHERE m.id = ANY(CAST(:ids AS uuid[]))
+      AND c.id = m.client_id
+      AND (m.status = 'queued' OR (m.status = 'sending' AND m.lease_expires_at < now()))
+    RETURNING m.id, m.client_id, m.trace_id, m.template_name, m.template_version,
+              m.from_address, m.to_addresses, m.cc_addresses, m.bcc_addresses,
+              m.reply_to, m.subject, m.props, m.metadata, m.provider,
+              m.provider_msg_id, m.attempts, m.last_error, m.created_at, m.sent_at,
+              m.next_attempt_at, m.claims, c.provider_order
+    """
+)
+
+# The outcomes and their events in one statement: the UPDATE writes only rows
+# still held by the token (a taken-over claim is not overwritten), and the
+# INSERT adds the events of exactly the rows written, in the order given.
+_RECORD = text(
+    """
+    WITH outcome AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS o(
+            id uuid, status text, subject text, provider text, provider_msg_id text,
+            attempts integer, last_error text, sent_at timestamptz,
+            next_attempt_at timestamptz)
+    ), written AS (
+        UPDATE messages AS m
+        SET status = outcome.status,
+            subject = outcome.subject,
+            provider = outcome.provider,
+            provider_msg_id = outcome.provider_msg_id,
+            attempts = outcome.attempts,
+            last_error = outcome.last_error,
+            sent_at = outcome.sent_at,
+            next_attempt_at = outcome.next_attempt_at,
+            claim_token = NULL,
+            lease_expires_at = NULL,
+            updated_at = now()
+        FROM outcome
+        WHERE m.id = outcome.id AND m.claim_token = CAST(:token AS uuid)
+        RETURNING m.id
+    ), appended AS (
+        INSERT INTO message_events (message_id, type, detail)
+        SELECT (e.item ->> 'message_id')::uuid, e.item ->> 'type', e.item -> 'detail'
+        FROM jsonb_array_elements(CAST(:events AS jsonb)) WITH ORDINALITY AS e(item, n)
+        JOIN written ON written.id = (e.item ->> 'message_id')::uuid
+        ORDER BY e.n
+    )
+    SELECT id FROM written
+    """
+)
+
+
+def claim_for_send(
+    session: Session, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
+) -> tuple[list[Message], dict[uuid.UUID, list[str] | None]]:
+    """Claim like ``MessageRepository.claim``; also each claimed message's client order.
+
+    Only what sending reads comes back (not ``updated_at`` or the lease).
+    """
+    if not message_ids:
+        return [], {}
+    rows = session.execute(
+        _CLAIM,
+        {
+            "ids": [str(message_id) for message_id in message_ids],
+            "token": str(token),
+            "lease_seconds": lease_seconds,
+        },
+    ).all()
+    messages: list[Message] = []
+    orders: dict[uuid.UUID, list[str] | None] = {}
+    for row in rows:
+        (
+            message_id,
+            client_id,
+            trace_id,
+            template_name,
+            template_version,
+            from_address,
+            to,
+            cc,
+            bcc,
+            reply_to,
+            subject,
+            props,
+            metadata,
+            provider,
+            provider_msg_id,
+            attempts,
+            last_error,
+            created_at,
+            sent_at,
+            next_attempt_at,
+            claims,
+            provider_order,
+        ) = row
+        message_uuid = _uuid(message_id)
+        client_uuid = _uuid(client_id)
+        messages.append(
+            Message(
+                id=message_uuid,
+                client_id=client_uuid,
+                trace_id=trace_id,
+                template_name=template_name,
+                template_version=template_version,
+                from_address=from_address,
+                to=list(to),
+                cc=list(cc),
+                bcc=list(bcc),
+                reply_to=list(reply_to),
+                subject=subject,
+                props=dict(props),
+                metadata=dict(metadata),
+                status=MessageStatus.SENDING,
+                provider=provider,
+                provider_msg_id=provider_msg_id,
+                attempts=attempts,
+                last_error=last_error,
+                created_at=created_at,
+                sent_at=sent_at,
+                next_attempt_at=next_attempt_at,
+                claims=claims,
+            )
+        )
+        orders[client_uuid] = list(provider_order) if provider_order is not None else None
+    return messages, orders
+
+
+def record_outcomes(
+    session: Session,
+    token: uuid.UUID,
+    messages: Sequence[Message],
+    events: Sequence[tuple[uuid.UUID, EventType, dict[str, Any]]],
+) -> set[uuid.UUID]:
+    """Write the outcomes of the messages ``token`` still holds, and their events."""
+    if not messages:
+        return set()
+    outcomes = json.dumps(
+        [
+            {
+                "id": str(message.id),
+                "status": message.status.value,
+                "subject": message.subject,
+                "provider": message.provider,
+                "provider_msg_id": message.provider_msg_id,
+                "attempts": message.attempts,
+                "last_error": message.last_error,
+                "sent_at": _iso(message.sent_at),
+                "next_attempt_at": _iso(message.next_attempt_at),
+            }
+            for message in messages
+        ]
+    )
+    appended = json.dumps(
+        [
+            {"message_id": str(message_id), "type": event_type.value, "detail": detail}
+            for message_id, event_type, detail in events
+        ]
+    )
+    rows = session.execute(
+        _RECORD, {"outcomes": outcomes, "events": appended, "token": str(token)}
+    ).scalars()
+    return {_uuid(value) for value in rows}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _uuid(value: object) -> uuid.UUID:
+    # pg8000 returns uuid columns as uuid.UUID already; text is accepted too.
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
