@@ -200,3 +200,34 @@ def runner(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Itera
             started.stop()
         finally:
             kill(started)
+
+
+def mailroomctl(
+    runner: Runner, *args: str, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the operators' CLI against the runner, with its admin token unless given one."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailroomctl",
+            "--api-url",
+            runner.api_url,
+            "--admin-token",
+            token if token is not None else runner.credentials["admin_token"],
+            *args,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def mailroomctl_json(runner: Runner, *args: str) -> Any:
+    """mailroomctl's decoded JSON output; fails the test on a non-zero exit."""
+    done = mailroomctl(runner, *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from typing import Any
-
 import pytest
 
-from tests.e2e.harness import REPO_ROOT, SAMPLE_PROPS, HttpAnswer, Runner, http
+from tests.e2e.harness import SAMPLE_PROPS, HttpAnswer, Runner, http, mailroomctl_json
 
 pytestmark = pytest.mark.e2e
-
-
-def ctl(runner: Runner, *args: str) -> Any:
-    """mailroomctl's decoded JSON output; fails the test on a non-zero exit."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mailroomctl",
-            "--api-url",
-            runner.api_url,
-            "--admin-token",
-            runner.credentials["admin_token"],
-            *args,
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def send(runner: Runner, key: str, secret: str) -> HttpAnswer:
@@ -48,7 +20,7 @@ def send(runner: Runner, key: str, secret: str) -> HttpAnswer:
 
 def test_a_client_from_creation_to_rotation(runner: Runner) -> None:
     # GIVEN a client created with mailroomctl
-    created = ctl(
+    created = mailroomctl_json(
         runner, "clients", "create", "e2e-acme", "--rate-limit", "100", "--quota-limit", "10"
     )
     key, secret = created["api_key"], created["api_secret"]
@@ -62,34 +34,34 @@ def test_a_client_from_creation_to_rotation(runner: Runner) -> None:
     assert "x-ratelimit-reset" in headers
 
     # AND list and show know it, with the message counted against its quota
-    listed = ctl(runner, "clients", "list")
+    listed = mailroomctl_json(runner, "clients", "list")
     assert key in [client["api_key"] for client in listed["clients"]]
-    shown = ctl(runner, "clients", "show", key)
+    shown = mailroomctl_json(runner, "clients", "show", key)
     assert (shown["usage"]["used"], shown["usage"]["limit"]) == (1, 10)
 
     # WHEN its quota is lowered to what it has used, THEN the next send is refused
-    ctl(runner, "clients", "update", created["id"], "--quota-limit", "1")
+    mailroomctl_json(runner, "clients", "update", created["id"], "--quota-limit", "1")
     refused = send(runner, key, secret)
     assert (refused.status, refused.json()["error"]["code"]) == (429, "quota_exceeded")
 
     # WHEN it is suspended, THEN it gets 403 at once; reactivated, it is back
-    ctl(runner, "clients", "update", key, "--quota-limit", "10")
-    assert ctl(runner, "clients", "suspend", key)["status"] == "suspended"
+    mailroomctl_json(runner, "clients", "update", key, "--quota-limit", "10")
+    assert mailroomctl_json(runner, "clients", "suspend", key)["status"] == "suspended"
     assert send(runner, key, secret).status == 403
-    assert ctl(runner, "clients", "reactivate", key)["status"] == "active"
+    assert mailroomctl_json(runner, "clients", "reactivate", key)["status"] == "active"
     assert send(runner, key, secret).status == 202
 
     # WHEN the secret is rotated without grace, THEN only the new one works
-    rotated = ctl(runner, "clients", "rotate-secret", key, "--grace-seconds", "0")
+    rotated = mailroomctl_json(runner, "clients", "rotate-secret", key, "--grace-seconds", "0")
     assert send(runner, key, secret).status == 401
     assert send(runner, key, rotated["api_secret"]).status == 202
 
     # AND the quota counter agrees with the messages table
-    [result] = ctl(runner, "quota", "reconcile", key)["results"]
+    [result] = mailroomctl_json(runner, "quota", "reconcile", key)["results"]
     assert result["counted"] == result["counter_after"] == 3
 
     # AND every admin action is in the audit log, newest first
-    audit = ctl(runner, "audit", "--target", created["id"])
+    audit = mailroomctl_json(runner, "audit", "--target", created["id"])
     assert [entry["action"] for entry in audit["entries"]] == [
         "quota.reconcile",
         "client.rotate_secret",

@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 
 import pytest
 
-from tests.e2e.harness import REPO_ROOT, Runner
+from tests.e2e.harness import Runner, mailroomctl
 
 pytestmark = pytest.mark.e2e
-
-
-def mailroomctl(runner: Runner, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mailroomctl",
-            "--api-url",
-            runner.api_url,
-            "--admin-token",
-            runner.credentials["admin_token"],
-            *args,
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_dlq_list_reads_the_runners_dead_letter_queue(runner: Runner) -> None:

@@ -3,36 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.e2e.harness import REPO_ROOT, Runner
+from tests.e2e.harness import Runner, mailroomctl
 
 pytestmark = pytest.mark.e2e
-
-
-def mailroomctl(
-    runner: Runner, *args: str, token: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mailroomctl",
-            "--api-url",
-            runner.api_url,
-            "--admin-token",
-            token if token is not None else runner.credentials["admin_token"],
-            *args,
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_whoami_accepts_the_runners_admin_token(runner: Runner) -> None:

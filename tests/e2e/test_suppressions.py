@@ -9,8 +9,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.harness import SAMPLE_PROPS, Runner, http
-from tests.e2e.test_mailroomctl import mailroomctl
+from tests.e2e.harness import SAMPLE_PROPS, Runner, http, mailroomctl
 
 pytestmark = pytest.mark.e2e
 

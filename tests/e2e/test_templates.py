@@ -14,19 +14,18 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import DELIVERY_TIMEOUT_SECONDS, REPO_ROOT, Runner, http
-from tests.e2e.test_mailroomctl import mailroomctl
+from tests.e2e.harness import (
+    DELIVERY_TIMEOUT_SECONDS,
+    REPO_ROOT,
+    Runner,
+    http,
+    mailroomctl_json,
+)
 
 pytestmark = pytest.mark.e2e
 
 RECEIPT = REPO_ROOT / "templates" / "receipt"
 NESTED_LOOP = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
-
-
-def _ctl(runner: Runner, *args: str) -> Any:
-    result = mailroomctl(runner, *args)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def _delivered(runner: Runner, message_id: str) -> EmailMessage:
@@ -46,20 +45,20 @@ def test_an_uploaded_template_is_listed_previewed_and_sent_at_its_pinned_version
 ) -> None:
     # GIVEN the receipt folder uploaded twice under a new name, the second changed
     name = f"receipt-{uuid.uuid4().hex[:8]}"
-    first = _ctl(runner, "templates", "upload", str(RECEIPT), "--name", name)
+    first = mailroomctl_json(runner, "templates", "upload", str(RECEIPT), "--name", name)
     changed = tmp_path / "receipt"
     changed.mkdir()
     for part in ("html", "text", "schema.json", "sample.json"):
         (changed / part).write_text((RECEIPT / part).read_text())
     (changed / "subject").write_text("Second version {{ order.number }}")
-    second = _ctl(runner, "templates", "upload", str(changed), "--name", name)
+    second = mailroomctl_json(runner, "templates", "upload", str(changed), "--name", name)
     assert (first["version"], second["version"]) == (1, 2)
     assert first["warnings"] == []
 
     # WHEN it is listed and previewed
-    listed = {t["name"]: t for t in _ctl(runner, "templates", "list")["templates"]}
+    listed = {t["name"]: t for t in mailroomctl_json(runner, "templates", "list")["templates"]}
     html_out = tmp_path / "preview.html"
-    preview = _ctl(runner, "templates", "preview", name, "--html-out", str(html_out))
+    preview = mailroomctl_json(runner, "templates", "preview", name, "--html-out", str(html_out))
 
     # THEN both versions are there, and the preview renders the newest sample
     assert [v["version"] for v in listed[name]["versions"]] == [1, 2]
@@ -106,4 +105,4 @@ def _ctl_upload(runner: Runner, name: str, html: str) -> Any:
     (folder / "subject").write_text("Runaway")
     (folder / "html").write_text(html)
     (folder / "text").write_text("text")
-    return _ctl(runner, "templates", "upload", str(folder))
+    return mailroomctl_json(runner, "templates", "upload", str(folder))
