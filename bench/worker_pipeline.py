@@ -45,19 +45,19 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "shared"))
+sys.path.insert(0, str(REPO))  # for bench._worker_bench
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
-import redis  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-
-from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head  # noqa: E402
-from mailroom.adapters.providers.smtp import SmtpProvider  # noqa: E402
-from mailroom.adapters.queue_records import QueueRecords  # noqa: E402
-from mailroom.bootstrap import Services, bootstrap  # noqa: E402
-from mailroom.config import Settings  # noqa: E402
+from bench._worker_bench import (  # noqa: E402
+    BenchContext,
+    build_services,
+    new_client,
+    prepare_database,
+)
+from mailroom.bootstrap import Services  # noqa: E402
 from mailroom.domain.mime import build_mime_stdlib  # noqa: E402
-from mailroom.domain.model import Client, EventType, Message, MessageStatus  # noqa: E402
+from mailroom.domain.model import EventType, Message, MessageStatus  # noqa: E402
 
 DATABASE_URL = os.environ.get(
     "MAILROOM_BENCH_DATABASE_URL",
@@ -65,6 +65,7 @@ DATABASE_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("MAILROOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 BATCH_SIZE = 10
+TEMPLATES = REPO / "templates"
 SAMPLE_EVENT = json.loads((REPO / "events" / "worker" / "sqs-batch.json").read_text())
 SAMPLE_PROPS = json.loads((REPO / "templates" / "welcome" / "sample.json").read_text())
 
@@ -157,73 +158,6 @@ def run_sink(ready: Any, stop: Any, counts_out: Any) -> None:
     asyncio.run(serve())
 
 
-class NoRedriveLimit(QueueRecords):
-    """Records never come back in this bench (every send succeeds)."""
-
-    def postpone(self, receipt_handle: str, seconds: int) -> bool:
-        raise AssertionError("no retries expected in the bench")
-
-    def max_receive_count(self) -> int | None:
-        return None
-
-
-class BenchContext:
-    function_name = "bench-worker"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench-worker"
-    memory_limit_in_mb = 512
-    aws_request_id = "00000000-0000-4000-8000-000000000000"
-    log_group_name = "/aws/lambda/bench-worker"
-    log_stream_name = "bench"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 120_000
-
-
-def prepare_database() -> None:
-    ensure_database_exists(DATABASE_URL)
-    engine = create_engine(DATABASE_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    upgrade_to_head(DATABASE_URL)
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter("mailroom:breaker:*"):
-        client.delete(key)
-
-
-def build_services(port: int, *, reuse: bool) -> Services:
-    settings = Settings(
-        database_url=DATABASE_URL,
-        redis_url=REDIS_URL,
-        templates_dir=REPO / "templates",
-        provider_order="smtp",
-        smtp_host="127.0.0.1",
-        smtp_port=port,
-    )
-    provider = SmtpProvider("127.0.0.1", port, reuse_connection=reuse)
-    return bootstrap(
-        settings, providers={"smtp": provider}, queue_records=NoRedriveLimit(), health_probes={}
-    )
-
-
-def new_client(services: Services) -> uuid.UUID:
-    client = Client(
-        id=uuid.uuid4(),
-        name="bench",
-        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:16]}",
-        api_secret_hash="unused",
-        rate_limit=10**6,
-        quota_limit=10**9,
-    )
-    with services.uow() as uow:
-        uow.clients.add(client)
-        uow.commit()
-    return client.id
-
-
 def queue_events(services: Services, client_id: uuid.UUID, batches: int) -> list[dict[str, Any]]:
     """Queued rows, as the send API leaves them, and the SQS events naming them."""
     template = SAMPLE_EVENT["Records"][0]
@@ -289,7 +223,7 @@ def worker_process(
     # The JSON log lines are still written (their cost is real), to /dev/null.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
-    services = build_services(port, reuse=mode == "fast")
+    services = build_services(DATABASE_URL, REDIS_URL, TEMPLATES, port, reuse=mode == "fast")
     warmup, timed = events[:1], events[1:]
 
     def run(event: dict[str, Any]) -> None:
@@ -387,14 +321,14 @@ def main() -> None:
     parser.add_argument("--profile", metavar="DIR", help="write a pyinstrument profile per worker")
     args = parser.parse_args()
 
-    prepare_database()
+    prepare_database(DATABASE_URL, REDIS_URL)
     context = multiprocessing.get_context("spawn")
     ready, stop = context.Queue(), context.Event()
     counts = context.Array("q", 3)
     sink = context.Process(target=run_sink, args=(ready, stop, counts), daemon=True)
     sink.start()
     port = int(ready.get(timeout=30))
-    services = build_services(port, reuse=True)
+    services = build_services(DATABASE_URL, REDIS_URL, TEMPLATES, port, reuse=True)
     client_id = new_client(services)
     rates: dict[str, list[float]] = {"fast": [], "naive": []}
     latencies: dict[str, list[float]] = {"fast": [], "naive": []}

@@ -47,20 +47,21 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "shared"))
+sys.path.insert(0, str(REPO))  # for bench._worker_bench
 # Metrics stay off outside Lambda; the logger keeps its usual INFO lines (part
 # of the path), sent to /dev/null while timing.
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
-import redis  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-
-from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head  # noqa: E402
-from mailroom.adapters.providers.smtp import Security, SmtpProvider  # noqa: E402
-from mailroom.adapters.queue_records import QueueRecords  # noqa: E402
-from mailroom.bootstrap import Services, bootstrap  # noqa: E402
-from mailroom.config import Settings  # noqa: E402
-from mailroom.domain.model import Client, EventType, Message  # noqa: E402
+from bench._worker_bench import (  # noqa: E402
+    BenchContext,
+    build_services,
+    new_client,
+    prepare_database,
+)
+from mailroom.adapters.providers.smtp import Security  # noqa: E402
+from mailroom.bootstrap import Services  # noqa: E402
+from mailroom.domain.model import EventType, Message  # noqa: E402
 from mailroom.entrypoints.worker import process_send_batch  # noqa: E402
 
 DATABASE_URL = os.environ.get(
@@ -71,32 +72,9 @@ REDIS_URL = os.environ.get("MAILROOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/1
 BATCH_SIZE = 10
 SECURITIES: tuple[Security, ...] = ("none", "starttls")
 WARMUP_BATCHES = 3
+TEMPLATES = REPO / "templates"
 SAMPLE_EVENT = json.loads((REPO / "events" / "worker" / "sqs-batch.json").read_text())
 SAMPLE_PROPS = json.loads((REPO / "templates" / "welcome" / "sample.json").read_text())
-
-
-class NoRedriveLimit(QueueRecords):
-    """Records never come back in this bench (every send succeeds)."""
-
-    def postpone(self, receipt_handle: str, seconds: int) -> bool:
-        raise AssertionError("no retries expected in the bench")
-
-    def max_receive_count(self) -> int | None:
-        return None
-
-
-class BenchContext:
-    function_name = "bench-worker"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench-worker"
-    memory_limit_in_mb = 512
-    aws_request_id = "00000000-0000-4000-8000-000000000000"
-    log_group_name = "/aws/lambda/bench-worker"
-    log_stream_name = "bench"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 120_000
 
 
 def run_sink(ready: Any, stop: Any, counts: Any, cert: str, key: str) -> None:
@@ -174,37 +152,6 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def prepare_database() -> None:
-    ensure_database_exists(DATABASE_URL)
-    engine = create_engine(DATABASE_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    upgrade_to_head(DATABASE_URL)
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter("mailroom:breaker:*"):
-        client.delete(key)
-
-
-def build_services(port: int, security: Security, reuse: bool) -> Services:
-    settings = Settings(
-        database_url=DATABASE_URL,
-        redis_url=REDIS_URL,
-        templates_dir=REPO / "templates",
-        provider_order="smtp",
-        smtp_host="127.0.0.1",
-        smtp_port=port,
-    )
-    provider = SmtpProvider("127.0.0.1", port, security=security, reuse_connection=reuse)
-    return bootstrap(
-        settings,
-        providers={"smtp": provider},
-        queue_records=NoRedriveLimit(),
-        health_probes={},
-    )
-
-
 def queue_batch(services: Services, client_id: uuid.UUID) -> dict[str, Any]:
     """Ten queued rows, as the send API leaves them, and the SQS event naming them."""
     template = SAMPLE_EVENT["Records"][0]
@@ -228,21 +175,6 @@ def queue_batch(services: Services, client_id: uuid.UUID) -> dict[str, Any]:
             records.append(record)
         uow.commit()
     return {"Records": records}
-
-
-def new_client(services: Services) -> uuid.UUID:
-    client = Client(
-        id=uuid.uuid4(),
-        name="bench",
-        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:16]}",
-        api_secret_hash="unused",
-        rate_limit=10**6,
-        quota_limit=10**9,
-    )
-    with services.uow() as uow:
-        uow.clients.add(client)
-        uow.commit()
-    return client.id
 
 
 @contextmanager
@@ -277,7 +209,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40, help="timed batches per mode")
     args = parser.parse_args()
 
-    prepare_database()
+    prepare_database(DATABASE_URL, REDIS_URL)
     folder = Path(tempfile.mkdtemp(prefix="mailroom-bench-"))
     cert, key = self_signed_certificate(folder)
     # Our TLS context trusts the sink's certificate (and only it).
@@ -294,7 +226,12 @@ def main() -> None:
         modes: list[tuple[Security, bool]] = [
             (security, reuse) for security in SECURITIES for reuse in (True, False)
         ]
-        services = {mode: build_services(port, *mode) for mode in modes}
+        services = {
+            mode: build_services(
+                DATABASE_URL, REDIS_URL, TEMPLATES, port, security=mode[0], reuse=mode[1]
+            )
+            for mode in modes
+        }
         clients = {mode: new_client(services[mode]) for mode in modes}
         timings: dict[tuple[Security, bool], list[float]] = {mode: [] for mode in modes}
         sessions: dict[tuple[Security, bool], int] = dict.fromkeys(modes, 0)
