@@ -24,6 +24,22 @@ class OutboxHandler:
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox
 
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # Relays in service offer PIPELINING, so the local sink does too: the
+        # worker's pipelined path is the one run locally. (aiosmtpd reads one
+        # command at a time either way; with this hook, recording the
+        # greeting is the hook's job.)
+        session.host_name = hostname
+        responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
         content: Any = envelope.original_content or envelope.content or b""
         data = content if isinstance(content, bytes) else str(content).encode("utf-8")

@@ -6,6 +6,7 @@ moto's server on a free loopback port; SMTP is an aiosmtpd server on a socket.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -124,6 +125,23 @@ class SinkHandler:
     """Accepts mail, except for recipients whose local part asks for a failure."""
 
     received: list[ReceivedMail] = field(default_factory=list)
+    # Relays in service (Postfix, SES, SendGrid) offer PIPELINING, so the
+    # sink does too unless a test asks for one that does not.
+    pipelining: bool = True
+
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # With this hook aiosmtpd leaves recording the greeting to it.
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
@@ -160,14 +178,22 @@ class SmtpSink:
         return self.handler.received
 
 
-@pytest.fixture
-def smtp_sink() -> Iterator[SmtpSink]:
-    handler = SinkHandler()
+@contextlib.contextmanager
+def running_sink(*, pipelining: bool = True) -> Iterator[SmtpSink]:
+    handler = SinkHandler(pipelining=pipelining)
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
-    yield SmtpSink("127.0.0.1", port, handler)
-    controller.stop()
+    try:
+        yield SmtpSink("127.0.0.1", port, handler)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    with running_sink() as sink:
+        yield sink
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:

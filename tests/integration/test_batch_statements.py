@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
-from mailroom.domain.model import EventType, MessageStatus
+from mailroom.domain.feedback import Suppression, SuppressionReason
+from mailroom.domain.model import Client, EventType, Message, MessageStatus
+from mailroom.services import suppression
 from tests.integration.conftest import SmtpSink
 from tests.integration.test_pipeline import Stack, database_url_of
 
@@ -36,18 +39,19 @@ def test_claim_for_send_brings_back_the_client_order_and_takes_each_message_once
         )
     # WHEN one worker claims it, then another while the lease is live
     with SqlUnitOfWork(database) as uow:
-        taken, orders = uow.messages.claim_for_send([message_id], uuid.uuid4(), 60)
+        claim = uow.messages.claim_for_send([message_id], uuid.uuid4(), 60)
         uow.commit()
     with SqlUnitOfWork(database) as uow:
-        again, _ = uow.messages.claim_for_send([message_id], uuid.uuid4(), 60)
+        again = uow.messages.claim_for_send([message_id], uuid.uuid4(), 60).messages
         uow.commit()
         stored = uow.messages.get(message_id)
     # THEN the first got the message, with what sending needs and its client's order
-    (message,) = taken
+    (message,) = claim.messages
     assert (message.id, message.status, message.claims) == (message_id, MessageStatus.SENDING, 1)
     assert message.to
     assert message.created_at is not None
-    assert orders == {message.client_id: ["smtp", "ses"]}
+    assert claim.orders == {message.client_id: ["smtp", "ses"]}
+    assert claim.suppressions == []
     # ...and the second got nothing; the row holds the first claim's lease
     assert again == []
     assert stored is not None
@@ -61,7 +65,7 @@ def test_outcomes_and_events_are_written_only_under_the_live_claim(
     message_id = uuid.UUID(stack.send()[1]["id"])
     token = uuid.uuid4()
     with SqlUnitOfWork(database) as uow:
-        (message,) = uow.messages.claim_for_send([message_id], token, 60)[0]
+        (message,) = uow.messages.claim_for_send([message_id], token, 60).messages
         uow.commit()
     message.status = MessageStatus.SENT
     message.provider, message.provider_msg_id, message.attempts = "smtp", "<abc@x>", 1
@@ -93,3 +97,92 @@ def test_outcomes_and_events_are_written_only_under_the_live_claim(
         (EventType.PROVIDER_FAILED, {"provider": "ses", "n": 1}),
         (EventType.SENT, {"provider": "smtp"}),
     ]
+
+
+def test_the_claim_brings_back_the_suppressions_of_its_recipients(database: Database) -> None:
+    # GIVEN two clients' accepted messages (with their recipient rows), and
+    # suppressions: global, A's own, B's own, an expired one, an unrelated one
+    a, b = _client(database), _client(database)
+    now = datetime.now(UTC)
+    entries = [
+        ("ada@example.com", None, None),
+        ("bob@example.com", a, now + timedelta(days=1)),
+        ("cy@example.com", b, None),
+        ("old@example.com", None, now - timedelta(days=1)),
+        ("nobody@example.com", None, None),
+    ]
+    with SqlUnitOfWork(database) as uow:
+        for address, client, expires in entries:
+            uow.suppressions.upsert(
+                Suppression(address, SuppressionReason.MANUAL, client_id=client, expires_at=expires)
+            )
+        uow.commit()
+    first = _accepted(database, a, ["Ada <Ada@Example.com>", "bob@example.com"], ["cy@example.com"])
+    second = _accepted(database, b, ["old@example.com", "dee@example.com"], [])
+    # WHEN both are claimed in one statement
+    with SqlUnitOfWork(database) as uow:
+        claim = uow.messages.claim_for_send([first.id, second.id], uuid.uuid4(), 60)
+        uow.commit()
+    # THEN the entries that apply come back once each: the global one, A's
+    # own (with its expiry); not B's entry for A's cc, the expired or the unrelated
+    assert claim.suppressions is not None
+    found = {(entry.address, entry.client_id) for entry in claim.suppressions}
+    assert found == {("ada@example.com", None), ("bob@example.com", a)}
+    (bob,) = [entry for entry in claim.suppressions if entry.address == "bob@example.com"]
+    assert bob.expires_at is not None
+    assert abs((bob.expires_at - (now + timedelta(days=1))).total_seconds()) < 1
+    assert bob.reason is SuppressionReason.MANUAL
+    assert bob.id is not None
+
+
+def test_a_message_without_recipient_rows_leaves_the_suppressions_unknown(
+    database: Database,
+) -> None:
+    # GIVEN a queued message written without its recipient rows
+    client_id = _client(database)
+    message = _message(client_id, ["ada@example.com"], [])
+    with SqlUnitOfWork(database) as uow:
+        uow.messages.add(message)
+        uow.commit()
+    # WHEN it is claimed
+    with SqlUnitOfWork(database) as uow:
+        claim = uow.messages.claim_for_send([message.id], uuid.uuid4(), 60)
+        uow.commit()
+    # THEN it is taken, and the caller is told to screen it itself
+    assert [taken.id for taken in claim.messages] == [message.id]
+    assert claim.suppressions is None
+
+
+def _client(database: Database) -> uuid.UUID:
+    client = Client(
+        id=uuid.uuid4(),
+        name="c",
+        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
+        api_secret_hash="x",
+        rate_limit=60,
+        quota_limit=100,
+    )
+    with SqlUnitOfWork(database) as uow:
+        uow.clients.add(client)
+        uow.commit()
+    return client.id
+
+
+def _message(client_id: uuid.UUID, to: list[str], cc: list[str]) -> Message:
+    return Message(
+        id=uuid.uuid4(),
+        client_id=client_id,
+        trace_id="t",
+        template_name="welcome",
+        from_address="noreply@example.com",
+        to=to,
+        cc=cc,
+    )
+
+
+def _accepted(database: Database, client_id: uuid.UUID, to: list[str], cc: list[str]) -> Message:
+    message = _message(client_id, to, cc)
+    with SqlUnitOfWork(database) as uow:
+        uow.add_accepted(message, {}, suppression.recipient_rows(message))
+        uow.commit()
+    return message

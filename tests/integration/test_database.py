@@ -124,3 +124,46 @@ def test_api_keys_are_unique(database: Database) -> None:
         uow.commit()
     with SqlUnitOfWork(database) as uow, pytest.raises(IntegrityError):
         uow.clients.add(second)
+
+
+def test_a_pooled_connection_killed_by_the_server_is_replaced_at_checkout(
+    database_url: str,
+) -> None:
+    # GIVEN a pool of one connection that has served a transaction
+    database, killer = Database(database_url, pool_size=1, max_overflow=0), Database(database_url)
+    try:
+        with database.engine.connect() as connection:
+            first_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        # WHEN the server ends that connection (a restart, an idle timeout)
+        with killer.engine.begin() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first_pid})
+        # THEN the next unit of work gets a new connection instead of an error
+        with SqlUnitOfWork(database) as uow:
+            uow.clients.add(_client())
+            uow.commit()
+        with database.engine.connect() as connection:
+            second_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert second_pid != first_pid
+    finally:
+        database.dispose()
+        killer.dispose()
+
+
+def test_a_checkout_opens_the_transaction_before_any_statement(
+    database: Database, database_url: str
+) -> None:
+    # The pool tests a connection with the BEGIN its transaction needs anyway
+    # (no separate ping): the server sees it in a transaction at checkout.
+    watcher = Database(database_url)
+    try:
+        with database.engine.connect() as connection:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            connection.commit()
+        with database.engine.connect() as connection, watcher.engine.connect() as watching:
+            connection.connection  # noqa: B018 - checks a connection out, runs nothing
+            state = watching.execute(
+                text("SELECT state FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+            ).scalar_one()
+        assert state == "idle in transaction"
+    finally:
+        watcher.dispose()

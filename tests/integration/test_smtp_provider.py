@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
+import socket
+import threading
 import uuid
+from collections.abc import Iterator
 from email import policy
 
 import pytest
@@ -12,9 +16,16 @@ from mailroom.adapters.providers.base import FailureKind, ProviderError
 from mailroom.adapters.providers.smtp import SmtpProvider
 from mailroom.domain.mime import OutgoingEmail, build_mime
 from mailroom.domain.model import Message, RenderedEmail
-from tests.integration.conftest import SmtpSink, free_port
+from tests.integration.conftest import SmtpSink, free_port, running_sink
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-command-at-a-time"])
+def smtp_sink(request: pytest.FixtureRequest) -> Iterator[SmtpSink]:
+    # Every test here runs against a relay offering PIPELINING and one that does not.
+    with running_sink(pipelining=request.param) as sink:
+        yield sink
 
 
 def _email(*to: str) -> OutgoingEmail:
@@ -84,3 +95,97 @@ def test_nothing_listening_is_transient() -> None:
     ):
         provider.send(_email("a@example.com"))
     assert caught.value.kind is FailureKind.TRANSIENT
+
+
+def test_some_recipients_refused_still_sends_to_the_others(smtp_sink: SmtpSink) -> None:
+    with SmtpProvider(smtp_sink.host, smtp_sink.port) as provider:
+        provider.send(_email("reject-me@example.com", "ok@example.com"))
+        provider.send(_email("next@example.com"))
+    assert [mail.recipients for mail in smtp_sink.received] == [
+        ["ok@example.com"],
+        ["next@example.com"],
+    ]
+
+
+def test_body_lines_starting_with_a_dot_arrive_intact(smtp_sink: SmtpSink) -> None:
+    mime = b"Subject: dots\r\n\r\n.one leading dot\r\n..two\r\n.\r\nend"
+    outgoing = OutgoingEmail("<dots@example.com>", "from@example.com", ["to@example.com"], mime)
+    with SmtpProvider(smtp_sink.host, smtp_sink.port) as provider:
+        provider.send(outgoing)
+    (mail,) = smtp_sink.received
+    # The server adds the final line end that the body lacked.
+    assert mail.data == mime + b"\r\n"
+
+
+def test_a_refused_sender_is_classified_by_its_code() -> None:
+    script = {b"MAIL": b"451 4.7.1 slow down\r\n"}
+    with (
+        _scripted_relay(script) as port,
+        SmtpProvider("127.0.0.1", port) as provider,
+        pytest.raises(ProviderError) as caught,
+    ):
+        provider.send(_email("a@example.com"))
+    assert caught.value.kind is FailureKind.TRANSIENT
+    assert "sender refused: 451" in caught.value.message
+
+
+def test_commands_are_pipelined_when_the_relay_offers_it() -> None:
+    # This relay answers nothing until it holds MAIL, RCPT and DATA: a client
+    # waiting for each reply in turn would time out here.
+    with (
+        _scripted_relay({}, hold_until_data=True) as port,
+        SmtpProvider("127.0.0.1", port, timeout_seconds=2) as provider,
+    ):
+        receipt = provider.send(_email("a@example.com", "b@example.com"))
+    assert receipt.provider == "smtp"
+
+
+@contextlib.contextmanager
+def _scripted_relay(replies: dict[bytes, bytes], *, hold_until_data: bool = False) -> Iterator[int]:
+    """A one-connection relay offering PIPELINING: canned replies, overridden per verb."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = int(listener.getsockname()[1])
+    defaults = {
+        b"EHLO": b"250-relay\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n",
+        b"DATA": b"354 go ahead\r\n",
+        b"QUIT": b"221 bye\r\n",
+    }
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.sendall(b"220 relay\r\n")
+            buffer, held, in_body = b"", b"", False
+            while chunk := connection.recv(65536):
+                buffer += chunk
+                while True:
+                    if in_body:
+                        end = buffer.find(b"\r\n.\r\n")
+                        if end < 0:
+                            break
+                        buffer, in_body = buffer[end + 5 :], False
+                        connection.sendall(b"250 queued\r\n")
+                        continue
+                    line, found, rest = buffer.partition(b"\r\n")
+                    if not found:
+                        break
+                    buffer = rest
+                    verb = line[:4].upper()
+                    reply = replies.get(verb) or defaults.get(verb, b"250 ok\r\n")
+                    if hold_until_data and verb in (b"MAIL", b"RCPT"):
+                        held += reply
+                        continue
+                    connection.sendall(held + reply)
+                    held = b""
+                    if verb == b"DATA" and reply.startswith(b"354"):
+                        in_body, buffer = True, b"\r\n" + buffer
+                    if verb == b"QUIT":
+                        return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        listener.close()
+        thread.join(timeout=5)

@@ -7,12 +7,13 @@ import uuid
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
+from email.utils import getaddresses
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailroom.domain.mime import OutgoingEmail, build_mime, build_mime_stdlib
+from mailroom.domain.mime import OutgoingEmail, build_mime, build_mime_stdlib, is_plain_address
 from mailroom.domain.model import Message, RenderedEmail
 
 
@@ -214,3 +215,47 @@ def test_a_body_that_contains_the_boundary_gets_another_one() -> None:
     # THEN the structure is still two parts and the text reads back whole
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
     assert _body(parsed, "plain") == text
+
+
+_ADDRESS_FORMS = [
+    "ada@example.com",
+    "  ada@example.com ",
+    "Ada <ada@example.com>",
+    "Ada Lovelace <Ada.Lovelace@Example.com>",
+    "<ada@example.com>",
+    " Ada  Lovelace   <ada@example.com> ",
+    '"Lovelace, Ada" <ada@example.com>',
+    "J. Doe <j.doe@example.com>",
+    "ada@example.com (Ada)",
+    "Ada <ada@[127.0.0.1]>",
+    "Ada <a..b@example.com>",
+    "O'Brien+tag <o'brien+tag@example.com>",
+]
+
+
+@given(
+    st.one_of(
+        st.sampled_from(_ADDRESS_FORMS),
+        st.builds(
+            lambda name, local, domain: f"{name} <{local}@{domain}>",
+            st.text(alphabet="ab .,'\"()-_", max_size=12),
+            st.text(alphabet="ab.+-_'", min_size=1, max_size=10),
+            st.sampled_from(["example.com", "x.example.org", "example..com"]),
+        ),
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_envelope_addresses_are_what_the_stdlib_parser_reads(value: str) -> None:
+    # The fast address reading (issue 8) must agree with email.utils.getaddresses.
+    expected = getaddresses([value])[0][1]
+    outgoing = build_mime(
+        _message(to=[value], from_address=value), RenderedEmail("Hi", "<p>Hi</p>", "Hi\n")
+    )
+    assert outgoing.envelope_recipients == [expected]
+    assert outgoing.envelope_from == expected
+
+
+def test_a_plain_address_is_one_dot_atom_at_another() -> None:
+    assert is_plain_address("ada.l+x@mail.example.com")
+    for value in ("Ada <ada@example.com>", "a..b@example.com", "ada@", "a b@example.com", ""):
+        assert not is_plain_address(value), value

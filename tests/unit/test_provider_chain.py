@@ -242,3 +242,25 @@ class TestBackoff:
     def test_refuses_a_jitter_that_could_reach_zero(self) -> None:
         with pytest.raises(ValueError, match="jitter"):
             Backoff(jitter=1.0)
+
+
+def test_a_provider_that_just_sent_is_not_looked_up_again_in_the_next_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a batch that sent through a closed breaker
+    rig = Rig(Switchable("smtp"))
+    lookups: list[str] = []
+    allows = rig.breakers.allows
+
+    def counted(name: str) -> bool:
+        lookups.append(name)
+        return allows(name)
+
+    monkeypatch.setattr(rig.breakers, "allows", counted)
+    with rig.chain.batch():
+        assert rig.send() == "smtp"
+    # WHEN the next batch follows at once
+    with rig.chain.batch():
+        assert rig.send() == "smtp"
+    # THEN the breaker state was read once, not once per batch (issue 8)
+    assert lookups == ["smtp"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import abc
 import json
+import os
 import re
+import stat
 from functools import cache
 from itertools import islice
 from pathlib import Path
@@ -80,23 +82,44 @@ class FileTemplateStore(TemplateStore):
     def __init__(self, root: Path) -> None:
         self._root = root
         self._read: dict[str, tuple[tuple[tuple[int, int] | None, ...], TemplateSource]] = {}
+        # Each name's file paths as strings: building them with pathlib per
+        # message cost more than the stat calls themselves (issue 8).
+        self._paths: dict[str, tuple[str, ...]] = {}
 
     def get(self, name: str, version: int | None = None) -> TemplateSource:
-        folder = self._root / name
-        if not is_valid_template_name(name) or not (folder / "html").is_file():
+        source = self.find(name, version)
+        if source is None:
             raise unknown_template(name, version)
+        return source
+
+    def find(self, name: str, version: int | None = None) -> TemplateSource | None:
+        """``get``, but None where no such file template exists."""
+        stamp = self._stamp(name)
+        if stamp is None:
+            return None
         if version is not None:
             raise UnknownTemplate(
                 f"'{name}' is a file template: it has no versions to pin",
                 details=[{"field": "template_version", "message": "file templates have none"}],
             )
-        stamp = tuple(_stamp(folder / part) for part in _TEMPLATE_FILES)
         known = self._read.get(name)
         if known is not None and known[0] == stamp:
             return known[1]
-        source = self._load(name, folder)
+        source = self._load(name, self._root / name)
         self._read[name] = (stamp, source)
         return source
+
+    def _stamp(self, name: str) -> tuple[tuple[int, int] | None, ...] | None:
+        """Size and mtime of each of the template's files; None if it has no html file."""
+        paths = self._paths.get(name)
+        if paths is None:
+            if not is_valid_template_name(name):
+                return None
+            folder = self._root / name
+            paths = tuple(str(folder / part) for part in _TEMPLATE_FILES)
+            self._paths[name] = paths
+        stamp = tuple(_stamp(path) for path in paths)
+        return stamp if stamp[_HTML] is not None else None
 
     def _load(self, name: str, folder: Path) -> TemplateSource:
         subject = folder / "subject"
@@ -113,7 +136,7 @@ class FileTemplateStore(TemplateStore):
         return [TemplateVersion(name, "file", None) for name in self.names()]
 
     def has(self, name: str) -> bool:
-        return is_valid_template_name(name) and (self._root / name / "html").is_file()
+        return self._stamp(name) is not None
 
     def names(self) -> list[str]:
         if not self._root.is_dir():
@@ -134,9 +157,8 @@ class LayeredTemplateStore(TemplateStore):
         self.uploaded = uploaded
 
     def get(self, name: str, version: int | None = None) -> TemplateSource:
-        if self.files.has(name):
-            return self.files.get(name, version)
-        return self.uploaded.get(name, version)
+        source = self.files.find(name, version)
+        return source if source is not None else self.uploaded.get(name, version)
 
     def versions(self) -> list[TemplateVersion]:
         return self.files.versions() + self.uploaded.versions()
@@ -151,12 +173,16 @@ class LayeredTemplateStore(TemplateStore):
 
 
 _TEMPLATE_FILES = ("subject", "html", "text", "sample.json", "schema.json")
+_HTML = _TEMPLATE_FILES.index("html")
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: str) -> tuple[int, int] | None:
+    """A regular file's mtime and size; None for anything else."""
     try:
-        status = path.stat()
-    except FileNotFoundError:
+        status = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(status.st_mode):
         return None
     return (status.st_mtime_ns, status.st_size)
 

@@ -12,6 +12,7 @@ Its output is checked against the stdlib parser in tests/unit/test_mime.py.
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass
 from email.utils import format_datetime, formatdate, getaddresses
 
@@ -123,7 +124,21 @@ def build_mime_stdlib(message: Message, rendered: RenderedEmail) -> OutgoingEmai
 
 
 def _address_of(header_value: str) -> str:
-    return getaddresses([header_value])[0][1]
+    return _parse_one(header_value)[1]
+
+
+# RFC 5322 atext, a dot-atom of it, and an addr-spec of two dot-atoms.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
+_ADDR_SPEC = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}")
+# ``Display Name <addr-spec>`` with a name of atext words one space apart:
+# for these the stdlib parser's answer is the two parts as written.
+_NAME_ADDR = re.compile(rf"\s*((?:{_ATEXT}(?: {_ATEXT})*)?)\s*<({_DOT_ATOM}@{_DOT_ATOM})>\s*")
+
+
+def is_plain_address(value: str) -> bool:
+    """A bare dot-atom addr-spec: written as is between ``<>`` on the SMTP envelope."""
+    return _ADDR_SPEC.fullmatch(value) is not None
 
 
 def _fast_path_fits(name: str, address: str) -> bool:
@@ -137,11 +152,16 @@ def _fast_path_fits(name: str, address: str) -> bool:
 
 
 def _parse_one(header_value: str) -> tuple[str, str]:
-    # A bare address, the common case, needs no parser.
+    # A bare address and a plain ``Name <address>``, the common cases, need
+    # no parser (the stdlib's costs ~0.15 ms per address, issue 8); the rest
+    # (quoted names, comments, groups, obsolete forms) goes through it.
     if "<" not in header_value and '"' not in header_value and "(" not in header_value:
         stripped = header_value.strip()
         if " " not in stripped and "," not in stripped:
             return "", stripped
+    plain = _NAME_ADDR.fullmatch(header_value)
+    if plain is not None:
+        return plain[1], plain[2]
     name, address = getaddresses([header_value])[0]
     return name.strip(), address
 

@@ -119,10 +119,10 @@ def deliver_batch(
 
     A few statements to PostgreSQL whatever the batch size: one UPDATE claims
     every message that is queued (or whose claim's lease ran out) and brings
-    back the clients' provider orders, one SELECT screens the recipients
-    against suppressions, one SELECT explains the rest (sent already, claimed
-    by a live worker, missing) if any, and one statement writes all outcomes
-    and their events. The claim and the suppression read share a transaction.
+    back the clients' provider orders and the suppressions matching the
+    recipients, one SELECT explains the rest (sent already, claimed by a live
+    worker, missing) if any, and one statement writes all outcomes and their
+    events.
     Outcomes come back in the order of ``items``; an id listed twice is
     reported IN_PROGRESS the second time (the first occurrence carries the
     outcome).
@@ -130,11 +130,13 @@ def deliver_batch(
     token = uuid.uuid4()
     ids = list(dict.fromkeys(item.message_id for item in items))
     with uow:
-        # The claim also brings back each client's provider order (one
-        # statement), and the batch's suppressions are read in its
-        # transaction (issue 8: one transaction for both).
-        taken, known_orders = uow.messages.claim_for_send(ids, token, lease_seconds)
-        active = _active_suppressions(uow, taken)
+        # One statement claims, and brings back each client's provider order
+        # and the suppressions matching the recipients (issue 8). Where the
+        # latter are unknown they are read in the claim's transaction.
+        claim = uow.messages.claim_for_send(ids, token, lease_seconds)
+        taken, known_orders, active = claim.messages, claim.orders, claim.suppressions
+        if active is None:
+            active = _active_suppressions(uow, taken)
         uow.commit()
     claimed = {message.id: message for message in taken}
     unclaimed = [message_id for message_id in ids if message_id not in claimed]

@@ -29,9 +29,10 @@ from mailroom.adapters.providers.base import (
 from mailroom.domain.mime import OutgoingEmail
 
 log = logging.getLogger(__name__)
-# Within a batch, a provider that just sent successfully through a closed
-# breaker is trusted for this long without asking Redis again: another
-# worker's trip is noticed at most this late (and at the next batch).
+# A provider that just sent successfully through a closed breaker is trusted
+# for this long without asking Redis again, across batches too (back-to-back
+# batches re-read it three times each, issue 8): another worker's trip is
+# noticed at most this late, and this worker's own failure at once.
 HEALTHY_RECHECK_SECONDS = 1.0
 
 
@@ -79,7 +80,7 @@ class ProviderChain:
         self._order = tuple(order)
         self._breakers = breakers
         self._signals = signals
-        # Providers that sent successfully in this batch, with when: their
+        # Providers that sent successfully lately, with when: their
         # breaker was closed then, so for a short while neither the state read
         # nor the success write (each a Redis round trip) can change anything
         # but the timing of noticing another worker's trip.
@@ -94,7 +95,6 @@ class ProviderChain:
         try:
             yield self
         finally:
-            self._healthy_since.clear()
             for provider in self._providers.values():
                 provider.close()
 

@@ -13,19 +13,38 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from mailroom.domain.feedback import Suppression, SuppressionReason
 from mailroom.domain.model import EventType, Message, MessageStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    """What one claim statement brings back for a batch."""
+
+    messages: list[Message]
+    # The provider order of each claimed message's client (None: the global one).
+    orders: dict[uuid.UUID, list[str] | None]
+    # The active suppressions matching any claimed message's recipients, or
+    # None when they are not known for every message (the caller reads them).
+    suppressions: list[Suppression] | None
+
 
 # Same claim rule as SqlMessageRepository.claim: queued, or sending under an
 # expired lease. The join with clients brings each message's provider order
 # back in the same round trip (the FK makes the join never drop a row); a
 # concurrent claimer's lock is waited on and the WHERE re-checked on the
-# newest row version, so two workers never both take a message.
+# newest row version, so two workers never both take a message. The last two
+# columns screen the recipients against suppressions in the same round trip:
+# the accepted message's recipient rows hold the bare addresses suppressions
+# are keyed by (a message without any, written by hand, is screened the
+# slower way by the caller).
 _CLAIM = text(
     """
     UPDATE messages AS m
@@ -42,7 +61,17 @@ _CLAIM = text(
               m.from_address, m.to_addresses, m.cc_addresses, m.bcc_addresses,
               m.reply_to, m.subject, m.props, m.metadata, m.provider,
               m.provider_msg_id, m.attempts, m.last_error, m.created_at, m.sent_at,
-              m.next_attempt_at, m.claims, c.provider_order
+              m.next_attempt_at, m.claims, c.provider_order,
+              EXISTS (SELECT 1 FROM message_recipients AS r WHERE r.message_id = m.id),
+              (SELECT jsonb_agg(jsonb_build_object(
+                          'id', s.id, 'address', s.address, 'reason', s.reason,
+                          'client_id', s.client_id, 'expires_at', s.expires_at,
+                          'source', s.source))
+               FROM message_recipients AS r
+               JOIN suppressions AS s ON s.address = r.address
+               WHERE r.message_id = m.id
+                 AND (s.client_id IS NULL OR s.client_id = m.client_id)
+                 AND (s.expires_at IS NULL OR s.expires_at > now()))
     """
 )
 
@@ -86,13 +115,13 @@ _RECORD = text(
 
 def claim_for_send(
     session: Session, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
-) -> tuple[list[Message], dict[uuid.UUID, list[str] | None]]:
-    """Claim like ``MessageRepository.claim``; also each claimed message's client order.
+) -> ClaimedBatch:
+    """Claim like ``MessageRepository.claim``; also client orders and suppressions.
 
     Only what sending reads comes back (not ``updated_at`` or the lease).
     """
     if not message_ids:
-        return [], {}
+        return ClaimedBatch([], {}, [])
     rows = session.execute(
         _CLAIM,
         {
@@ -103,6 +132,7 @@ def claim_for_send(
     ).all()
     messages: list[Message] = []
     orders: dict[uuid.UUID, list[str] | None] = {}
+    suppressions: dict[int, Suppression] | None = {}
     for row in rows:
         (
             message_id,
@@ -127,6 +157,8 @@ def claim_for_send(
             next_attempt_at,
             claims,
             provider_order,
+            recipients_known,
+            matched,
         ) = row
         message_uuid = _uuid(message_id)
         client_uuid = _uuid(client_id)
@@ -157,7 +189,26 @@ def claim_for_send(
             )
         )
         orders[client_uuid] = list(provider_order) if provider_order is not None else None
-    return messages, orders
+        if not recipients_known:
+            suppressions = None
+        elif suppressions is not None:
+            for entry in matched or ():
+                suppressions[int(entry["id"])] = _suppression(entry)
+    return ClaimedBatch(
+        messages, orders, list(suppressions.values()) if suppressions is not None else None
+    )
+
+
+def _suppression(entry: dict[str, Any]) -> Suppression:
+    client_id, expires_at = entry["client_id"], entry["expires_at"]
+    return Suppression(
+        id=int(entry["id"]),
+        address=entry["address"],
+        reason=SuppressionReason(entry["reason"]),
+        client_id=_uuid(client_id) if client_id is not None else None,
+        expires_at=datetime.fromisoformat(expires_at) if expires_at is not None else None,
+        source=entry["source"],
+    )
 
 
 def record_outcomes(

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import Exists
 
 from mailroom.adapters.db import batch_statements
+from mailroom.adapters.db.batch_statements import ClaimedBatch
 from mailroom.adapters.db.tables import ClientRow, MessageEventRow, MessageRow
 from mailroom.domain.model import (
     Client,
@@ -122,13 +123,13 @@ class MessageRepository(abc.ABC):
 
     def claim_for_send(
         self, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
-    ) -> tuple[list[Message], dict[uuid.UUID, list[str] | None]]:
-        """``claim``, and the provider order of the claimed messages' clients.
+    ) -> ClaimedBatch:
+        """``claim``, the provider order of the claimed messages' clients and their suppressions.
 
-        PostgreSQL answers both in one statement; this default knows no
-        orders (the worker then reads the clients itself).
+        PostgreSQL answers all three in one statement; this default knows
+        neither orders nor suppressions (the worker then reads them itself).
         """
-        return self.claim(message_ids, token, lease_seconds), {}
+        return ClaimedBatch(self.claim(message_ids, token, lease_seconds), {}, None)
 
     def record_outcomes_with_events(
         self,
@@ -344,7 +345,7 @@ class SqlMessageRepository(MessageRepository):
 
     def claim_for_send(
         self, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
-    ) -> tuple[list[Message], dict[uuid.UUID, list[str] | None]]:
+    ) -> ClaimedBatch:
         return batch_statements.claim_for_send(self._session, message_ids, token, lease_seconds)
 
     def append_events(self, events: Sequence[tuple[uuid.UUID, EventType, dict[str, Any]]]) -> None:

@@ -6,7 +6,8 @@ import abc
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailroom.adapters.db.accepted_insert import insert_accepted
@@ -86,15 +87,20 @@ class Database:
     def engine(self) -> Engine:
         if self._engine is None:
             # pg8000 pays ~70 ms of pure-Python SCRAM per new connection, so keep
-            # them pooled for the life of the container; pre-ping survives the
-            # database restarting between invocations.
+            # them pooled for the life of the container. Every checkout is
+            # tested (the database may have restarted between invocations),
+            # but by the BEGIN the transaction needs anyway, not a SELECT 1.
             self._engine = create_engine(
                 self._url,
                 pool_size=self._pool_size,
                 max_overflow=self._max_overflow,
-                pool_pre_ping=True,
                 pool_recycle=300,
             )
+            event.listen(self._engine, "checkout", _begin_or_replace)
+            # Imported here: pg8000 itself is only loaded with the first engine.
+            from mailroom.adapters.db import pg8000_statements
+
+            pg8000_statements.install()
         return self._engine
 
     def session(self) -> Session:
@@ -111,6 +117,27 @@ class Database:
             self._engine.dispose()
             self._engine = None
             self._sessions = None
+
+
+def _begin_or_replace(dbapi_connection: Any, record: object, proxy: object) -> None:
+    """Open the transaction at checkout: the liveness test and the BEGIN in one round trip.
+
+    SQLAlchemy's pre-ping sent BEGIN and SELECT 1, then the first statement
+    ran in that transaction: one round trip of every transaction was the
+    ping's (issue 8). pg8000 tracks the transaction from the server's
+    answer, so the first statement then sends no BEGIN of its own. A dead
+    connection raises DisconnectionError, on which the pool replaces it and
+    checks out again. This engine is never switched to autocommit (that
+    would leave this transaction open).
+    """
+    if dbapi_connection.autocommit or dbapi_connection._in_transaction:
+        return
+    try:
+        dbapi_connection.execute_simple("begin transaction")
+    except Exception as error:
+        # Whatever failed (a socket error, a server shutting down), this
+        # connection is not worth keeping.
+        raise DisconnectionError(f"pooled connection failed its BEGIN: {error!r}") from error
 
 
 class SqlUnitOfWork(UnitOfWork):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import socket
 import ssl
@@ -15,11 +16,13 @@ from mailroom.adapters.providers.base import (
     ProviderError,
     ProviderReceipt,
 )
-from mailroom.domain.mime import OutgoingEmail
+from mailroom.domain.mime import OutgoingEmail, is_plain_address
 
 Security = Literal["none", "starttls", "tls"]
 # A reused connection idle for longer than this is checked with a NOOP first.
 NOOP_AFTER_IDLE_SECONDS = 1.0
+# A line of the body starting with "." gets a second one (RFC 5321 4.5.2).
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 
 
 class SmtpProvider(EmailProvider):
@@ -53,10 +56,13 @@ class SmtpProvider(EmailProvider):
     def send(self, email: OutgoingEmail) -> ProviderReceipt:
         try:
             connection = self._connect()
-            # sendmail returns the recipients refused while others were
-            # accepted: the message went out, and those refusals come back as
-            # bounces through the feedback path.
-            connection.sendmail(email.envelope_from, email.envelope_recipients, email.mime)
+            # Recipients refused while others were accepted come back as
+            # bounces through the feedback path: the message went out.
+            connection.ehlo_or_helo_if_needed()
+            if connection.has_extn("pipelining"):
+                _send_pipelined(connection, email)
+            else:
+                connection.sendmail(email.envelope_from, email.envelope_recipients, email.mime)
         except smtplib.SMTPRecipientsRefused as error:
             self._drop_connection()
             raise _classified(error.recipients) from error
@@ -176,3 +182,57 @@ def _classified(recipients: dict[str, tuple[int, bytes]]) -> ProviderError:
         for address, (code, text) in recipients.items()
     )
     return ProviderError(SmtpProvider.name, kind, f"recipients refused: {detail}")
+
+
+def _send_pipelined(connection: smtplib.SMTP, email: OutgoingEmail) -> dict[str, tuple[int, bytes]]:
+    """``sendmail`` with MAIL, RCPT and DATA in one write (RFC 2920 PIPELINING).
+
+    smtplib waits for each command's reply: four round trips per message
+    where two do (issue 8: SMTP waits were a quarter of the worker's time).
+    Raises what ``sendmail`` raises, for the same replies, and returns the
+    recipients refused while others were accepted.
+    """
+    options = f" SIZE={len(email.mime)}" if connection.has_extn("size") else ""
+    commands = [f"MAIL FROM:{_envelope(email.envelope_from)}{options}"]
+    commands += [f"RCPT TO:{_envelope(rcpt)}" for rcpt in email.envelope_recipients]
+    commands.append("DATA")
+    if any("\r" in command or "\n" in command for command in commands):
+        raise ValueError("an envelope address holds a line break")
+    connection.send("".join(f"{command}\r\n" for command in commands))
+    # Every reply is read, whatever came before, so that the next command
+    # on this connection is not answered by a stale one.
+    mail_code, mail_reply = connection.getreply()
+    refused: dict[str, tuple[int, bytes]] = {}
+    for recipient in email.envelope_recipients:
+        code, reply = connection.getreply()
+        if code not in (250, 251):
+            refused[recipient] = (code, reply)
+    data_code, data_reply = connection.getreply()
+    failure: smtplib.SMTPException | None = None
+    if mail_code != 250:
+        failure = smtplib.SMTPSenderRefused(mail_code, mail_reply, email.envelope_from)
+    elif len(refused) == len(email.envelope_recipients):
+        failure = smtplib.SMTPRecipientsRefused(refused)
+    elif data_code != 354:
+        failure = smtplib.SMTPDataError(data_code, data_reply)
+    if failure is not None:
+        if data_code == 354:
+            # A relay that let DATA through anyway gets an empty body, which
+            # it must refuse: no transaction is open for it to deliver.
+            connection.send(b".\r\n")
+            connection.getreply()
+        raise failure
+    body = _LEADING_DOT.sub(b"..", email.mime)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    connection.send(body + b".\r\n")
+    code, reply = connection.getreply()
+    if code != 250:
+        raise smtplib.SMTPDataError(code, reply)
+    return refused
+
+
+def _envelope(address: str) -> str:
+    # smtplib.quoteaddr parses with the stdlib address parser (~0.3 ms per
+    # address); the addresses build_mime hands over are bare already.
+    return f"<{address}>" if is_plain_address(address) else smtplib.quoteaddr(address)
