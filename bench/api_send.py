@@ -46,7 +46,7 @@ from mailroom.adapters.tenancy import Bucket  # noqa: E402
 from mailroom.bootstrap import Services, bootstrap  # noqa: E402
 from mailroom.config import Settings  # noqa: E402
 from mailroom.domain.commands import SendRequest  # noqa: E402
-from mailroom.domain.model import EventType, Message  # noqa: E402
+from mailroom.domain.model import Message  # noqa: E402
 from mailroom.entrypoints.api import create_api, send_routes  # noqa: E402
 from mailroom.entrypoints.client_gate import ClientGate  # noqa: E402
 from mailroom.entrypoints.observability import logger  # noqa: E402
@@ -124,11 +124,19 @@ def main() -> None:
         if hasattr(handler, "setStream"):
             handler.setStream(devnull)
 
+        # Each request gets its own copy of the event (the resolver may change
+        # it), made before the timing starts: copying it was ~1 ms of the time.
+        copies: list[dict[str, Any]] = []
+
+        def ready(count: int) -> None:
+            copies.extend(copy.deepcopy(event) for _ in range(count))
+
         def send() -> None:
-            response = app.resolve(copy.deepcopy(event), context)
+            response = app.resolve(copies.pop(), context)
             if response["statusCode"] != 202:
                 raise SystemExit(f"send answered {response['statusCode']}: {response['body']}")
 
+        ready(200)
         timed(send, 200)  # warm: pools, caches, the first verification
         if os.environ.get("MAILROOM_BENCH_PROFILE"):
             # Where the handler's time goes: a pyinstrument profile of 1000
@@ -136,12 +144,14 @@ def main() -> None:
             from pyinstrument import Profiler
 
             profiler = Profiler(interval=0.0002)
+            ready(1000)
             profiler.start()
             timed(send, 1000)
             profiler.stop()
             Path(os.environ["MAILROOM_BENCH_PROFILE"]).write_text(
                 profiler.output_text(unicode=False, color=False)
             )
+        ready(REQUESTS)
         whole = timed(send, REQUESTS)
         parts = _parts(services, key, secret, event)
         cold = _cold(services, key, secret)
@@ -180,9 +190,11 @@ def _parts(
             to=request.to,
             props=request.props,
         )
+        # What accept_message does: the suppression check and the one-statement
+        # insert of row, event and recipients, in one transaction.
         with services.uow() as uow:
-            uow.messages.add(message)
-            uow.messages.append_event(message.id, EventType.ACCEPTED, {"trace_id": "bench"})
+            suppression.screen_in(uow, client_id=client.id, to=request.to, cc=[], bcc=[])
+            uow.add_accepted(message, {"trace_id": "bench"}, suppression.recipient_rows(message))
             uow.commit()
 
     return [
@@ -211,7 +223,7 @@ def _parts(
             timed(lambda: SendRequest.model_validate_json(body), PART_SAMPLES),
             "",
         ),
-        ("insert (row + accepted event, commit)", timed(insert, PART_SAMPLES), ""),
+        ("suppression check + insert, one transaction", timed(insert, PART_SAMPLES), ""),
         (
             "template lookup (file template, cached)",
             timed(lambda: services.templates.get(request.template), PART_SAMPLES),
@@ -222,16 +234,6 @@ def _parts(
             timed(
                 lambda: check_props(
                     services.renderer, services.templates.get(request.template), request.props
-                ),
-                PART_SAMPLES,
-            ),
-            "",
-        ),
-        (
-            "suppression screen (own transaction)",
-            timed(
-                lambda: suppression.screen(
-                    services.uow(), client_id=client.id, to=request.to, cc=[], bcc=[]
                 ),
                 PART_SAMPLES,
             ),

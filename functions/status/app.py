@@ -1,7 +1,9 @@
 """GET /v1/messages/{id}, GET /health, and the API's OpenAPI document and docs."""
 
+from functools import cache
 from typing import Any
 
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mailroom.bootstrap import default_services
@@ -14,11 +16,17 @@ app = create_api(
     max_request_bytes=lambda: default_services().settings.max_request_bytes,
     client_gate=ClientGate(default_services),
 )
-docs = docs_api(default_services)
 DOCS_PATHS = frozenset({"/docs", "/openapi.json"})
+
+
+@cache
+def docs() -> APIGatewayRestResolver:
+    # Built on the first docs request: it needs every function's routes, and
+    # a cold start for GET /v1/messages should not import them (issue 8).
+    return docs_api(default_services)
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    resolver = docs if event.get("resource") in DOCS_PATHS else app
+    resolver = docs() if event.get("resource") in DOCS_PATHS else app
     return resolver.resolve(event, context)

@@ -2,6 +2,9 @@
 
 Nothing here opens a connection: engines and clients are created on first use,
 so importing a handler stays cheap and a cold start pays only for what it uses.
+The renderer and the provider chain are built on first use too, and their
+modules imported then: only the functions that render or send load jinja2,
+css-inline, urllib3 and the provider clients (issue 8).
 """
 
 from __future__ import annotations
@@ -9,24 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache, cached_property
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from mailroom.adapters.breakers import ProviderBreakers
-from mailroom.adapters.compiled_templates import EmfTemplateMetrics
 from mailroom.adapters.db.template_versions import SqlTemplateStore
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork, UnitOfWork
 from mailroom.adapters.dead_letter_queue import DeadLetterQueue, SqsDeadLetterQueue
 from mailroom.adapters.operator_signals import OperatorSignals, PowertoolsSignals
-from mailroom.adapters.providers.base import EmailProvider
-from mailroom.adapters.providers.mailgun import MailgunProvider
-from mailroom.adapters.providers.sendgrid import SendGridProvider
-from mailroom.adapters.providers.ses import SesProvider
-from mailroom.adapters.providers.smtp import SmtpProvider
 from mailroom.adapters.queue import MessageQueue, SqsMessageQueue
 from mailroom.adapters.queue_records import QueueRecords, SqsQueueRecords
 from mailroom.adapters.redis_store import RedisStore
-from mailroom.adapters.redis_template_code import RedisTemplateCode
 from mailroom.adapters.redis_tenancy import (
     RedisCredentialVersions,
     RedisQuotaCounter,
@@ -46,8 +42,12 @@ from mailroom.adapters.webhooks.replay import RedisReplayGuard
 from mailroom.config import Settings, get_settings
 from mailroom.entrypoints.observability import logger
 from mailroom.services.authentication import Authenticator, VerifiedCredentialCache
-from mailroom.services.provider_chain import ProviderChain
-from mailroom.services.sending import SendLimits
+
+if TYPE_CHECKING:
+    from mailroom.adapters.breakers import ProviderBreakers
+    from mailroom.adapters.providers.base import EmailProvider
+    from mailroom.services.provider_chain import ProviderChain
+    from mailroom.services.sending import SendLimits
 
 
 @dataclass
@@ -57,10 +57,6 @@ class Services:
     hasher: SecretHasher
     queue: MessageQueue
     templates: TemplateStore
-    renderer: TemplateRenderer
-    # The provider chain (failover + breakers); the worker brackets each SQS
-    # batch with providers.batch().
-    providers: ProviderChain
     signals: OperatorSignals
     # The send queue's records in the worker's hands, and its DLQ.
     queue_records: QueueRecords
@@ -71,10 +67,23 @@ class Services:
     rate_limiter: RateLimiter
     quota: QuotaCounter
     credential_versions: CredentialVersions
+    # Called once, on first use of ``renderer`` and ``providers``.
+    build_renderer: Callable[[], TemplateRenderer] = field(repr=False)
+    build_providers: Callable[[], ProviderChain] = field(repr=False)
     health_probes: dict[str, Callable[[], None]] = field(default_factory=dict)
     # Provider delivery webhooks (verifiers, SNS certificate cache); always
     # set by bootstrap().
     webhooks: WebhookRegistry | None = None
+
+    @cached_property
+    def renderer(self) -> TemplateRenderer:
+        return self.build_renderer()
+
+    @cached_property
+    def providers(self) -> ProviderChain:
+        """The provider chain (failover + breakers); the worker brackets each SQS
+        batch with providers.batch()."""
+        return self.build_providers()
 
     @cached_property
     def authenticator(self) -> Authenticator:
@@ -92,6 +101,9 @@ class Services:
 
     @property
     def send_limits(self) -> SendLimits:
+        # Only send uses it: the other functions need not import the send service.
+        from mailroom.services.sending import SendLimits
+
         return SendLimits(
             max_recipients=self.settings.max_recipients,
             default_from=self.settings.default_from,
@@ -124,14 +136,26 @@ def bootstrap(
         max_overflow=settings.db_max_overflow,
     )
     redis_store = RedisStore(settings.redis_url)
-    signals = signals or PowertoolsSignals(logger, namespace=settings.metrics_namespace)
-    breakers = breakers or ProviderBreakers.in_redis(
-        settings.redis_url,
-        signals,
-        failure_threshold=settings.breaker_failure_threshold,
-        cooldown_seconds=settings.breaker_cooldown_seconds,
-        success_threshold=settings.breaker_success_threshold,
-    )
+    operator_signals = signals or PowertoolsSignals(logger, namespace=settings.metrics_namespace)
+
+    def build_providers() -> ProviderChain:
+        from mailroom.adapters.breakers import ProviderBreakers
+        from mailroom.services.provider_chain import ProviderChain
+
+        return ProviderChain(
+            providers if providers is not None else _providers(settings),
+            settings.provider_names,
+            breakers
+            or ProviderBreakers.in_redis(
+                settings.redis_url,
+                operator_signals,
+                failure_threshold=settings.breaker_failure_threshold,
+                cooldown_seconds=settings.breaker_cooldown_seconds,
+                success_threshold=settings.breaker_success_threshold,
+            ),
+            operator_signals,
+        )
+
     return Services(
         settings=settings,
         uow=uow or (lambda: SqlUnitOfWork(database)),
@@ -146,14 +170,9 @@ def bootstrap(
         or LayeredTemplateStore(
             FileTemplateStore(settings.templates_dir), SqlTemplateStore(database)
         ),
-        renderer=renderer or _template_renderer(settings, redis_store),
-        providers=ProviderChain(
-            providers if providers is not None else _providers(settings),
-            settings.provider_names,
-            breakers,
-            signals,
-        ),
-        signals=signals,
+        build_renderer=lambda: renderer or _template_renderer(settings, redis_store),
+        build_providers=build_providers,
+        signals=operator_signals,
         queue_records=queue_records or SqsQueueRecords(settings.queue_url, settings.aws_region),
         dead_letters=dead_letters
         or SqsDeadLetterQueue(settings.dead_letter_queue_url, settings.aws_region),
@@ -172,6 +191,10 @@ def bootstrap(
 
 def _providers(settings: Settings) -> dict[str, EmailProvider]:
     """The providers PROVIDER_ORDER names; each is cheap to build and connects on first send."""
+    from mailroom.adapters.providers.mailgun import MailgunProvider
+    from mailroom.adapters.providers.sendgrid import SendGridProvider
+    from mailroom.adapters.providers.ses import SesProvider
+
     builders: dict[str, Callable[[Settings], EmailProvider]] = {
         "smtp": _smtp_provider,
         "ses": lambda s: SesProvider(
@@ -195,6 +218,9 @@ def _providers(settings: Settings) -> dict[str, EmailProvider]:
 
 
 def _template_renderer(settings: Settings, redis_store: RedisStore) -> TemplateRenderer:
+    from mailroom.adapters.compiled_templates import EmfTemplateMetrics
+    from mailroom.adapters.redis_template_code import RedisTemplateCode
+
     return TemplateRenderer(
         shared=RedisTemplateCode(redis_store),
         metrics=EmfTemplateMetrics(settings.metrics_namespace),
@@ -207,6 +233,8 @@ def _template_renderer(settings: Settings, redis_store: RedisStore) -> TemplateR
 
 
 def _smtp_provider(settings: Settings) -> EmailProvider:
+    from mailroom.adapters.providers.smtp import SmtpProvider
+
     return SmtpProvider(
         settings.smtp_host,
         settings.smtp_port,

@@ -35,6 +35,8 @@ from mailroom.adapters.template_sandbox import (
     BudgetedSandbox,
     ByteBudget,
     TemplateTooLarge,
+    descendants,
+    finds_answered_from,
     unsafe_accesses,
     unsupported_tags,
 )
@@ -149,7 +151,9 @@ class TemplateCompiler:
 
     def _compile_parts(self, source: TemplateSource) -> tuple[CodeType | None, ...]:
         codes: list[CodeType | None] = []
-        with self.budget.limit(self.budget.default):  # constant folding runs filters
+        # Code generation formats constant output ({{ "x" }}) through finalize,
+        # which charges the budget.
+        with self.budget.limit(self.budget.default):
             for part in PARTS:
                 text = getattr(source, part)
                 if text is None:
@@ -163,9 +167,15 @@ class TemplateCompiler:
                         f"template '{source.name}', {part} line {error.lineno}: {error.message}",
                         details=[{"field": part, "line": error.lineno, "message": error.message}],
                     ) from error
-                _refuse(source.name, part, unsafe_accesses(ast), TemplateSecurityError, "unsafe")
-                _refuse(source.name, part, unsupported_tags(ast), InvalidTemplate, "unsupported")
-                codes.append(env.compile(ast, name=part, filename=f"<{part}>"))
+                # One walk of the parsed tree serves both checks and the code
+                # generator's first questions; the tree is parsed once.
+                below = descendants(ast)
+                unsafe = unsafe_accesses(ast, below)
+                _refuse(source.name, part, unsafe, TemplateSecurityError, "unsafe")
+                unsupported = unsupported_tags(ast, below)
+                _refuse(source.name, part, unsupported, InvalidTemplate, "unsupported")
+                with finds_answered_from(ast, below):
+                    codes.append(env.compile(ast, name=part, filename=f"<{part}>"))
         return tuple(codes)
 
     def load(self, code: bytes) -> CompiledTemplate:
@@ -222,9 +232,14 @@ class CompiledTemplateStore:
         self._wait_seconds = self._lock_ttl + compiler.timeout_seconds
         self._cache: OrderedDict[str, CompiledTemplate] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # Keys of the sources seen last, by identity: a file template is the
+        # same frozen object until its files change, and hashing its ~10 KB
+        # again was ~3% of a warm render (issue 8). Holding the source keeps
+        # its id from being reused by another object.
+        self._keys: dict[int, tuple[TemplateSource, str]] = {}
 
     def get(self, source: TemplateSource) -> CompiledTemplate:
-        key = template_key(source)
+        key = self._key(source)
         with self._cache_lock:
             compiled = self._cache.get(key)
             if compiled is not None:
@@ -236,6 +251,17 @@ class CompiledTemplateStore:
             while len(self._cache) > self._size:
                 self._cache.popitem(last=False)
         return compiled
+
+    def _key(self, source: TemplateSource) -> str:
+        known = self._keys.get(id(source))
+        if known is not None and known[0] is source:
+            return known[1]
+        key = template_key(source)
+        with self._cache_lock:
+            self._keys[id(source)] = (source, key)
+            if len(self._keys) > self._size:
+                del self._keys[next(iter(self._keys))]
+        return key
 
     def _shared_code(self, source: TemplateSource, key: str) -> bytes:
         if self._shared is None:

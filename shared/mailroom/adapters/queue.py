@@ -7,8 +7,6 @@ import json
 import uuid
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mailroom.domain.errors import DependencyUnavailable
@@ -22,6 +20,12 @@ def sqs_client(region: str) -> Any:
     A short timeout and few retries: callers answer 503 (or retry later)
     rather than hang while SQS is unreachable.
     """
+    # boto3 and botocore.config cost ~150-250 ms to import: paid here, on the
+    # first SQS call, not by every function's cold start (the webhooks
+    # function, and status outside /health, never call SQS; issue 8).
+    import boto3
+    from botocore.config import Config as BotoConfig
+
     return boto3.client(
         "sqs",
         region_name=region,

@@ -37,7 +37,7 @@ from markupsafe import Markup
 
 # Bump when anything here changes the code a template compiles to: compiled
 # templates shared through Redis are keyed by it.
-SANDBOX_VERSION = "1"
+SANDBOX_VERSION = "2"
 
 _NUMBERS = frozenset({int, float})
 _SCALARS = frozenset({int, float, bool, type(None)})
@@ -45,6 +45,7 @@ _POINTER = 8  # bytes a list slot costs; lists are charged by their length
 _MAX_INT_BITS = 1 << 16  # ~20,000 digits: money, counts and ids fit; 10**10**6 does not
 _PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _DIGITS = re.compile(r"\d+")
+_FORMAT_ATTRIBUTE = re.compile(r"\{[^}]*[.\[]_")
 # Attributes that lead from a value to Python internals. The sandbox refuses
 # them at render time too; finding them in the source refuses the upload.
 UNSAFE_ATTRIBUTES = frozenset(
@@ -52,6 +53,9 @@ UNSAFE_ATTRIBUTES = frozenset(
     | {"f_globals", "f_locals", "f_builtins", "f_back", "tb_frame", "func_globals"}
     | {"im_func", "im_self", "im_class"}
 )
+# What getattr() finds on a plain dict: any other name can only be one of its keys.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+_UNSUPPORTED_TAGS = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 
 
 class TemplateTooLarge(Exception):
@@ -100,6 +104,12 @@ class _BudgetedCodeGenerator(CodeGenerator):
             self.visit(arg, frame)
             self.write(", ")
         self.write("))")
+
+    def pull_dependencies(self, roots: Iterable[nodes.Node]) -> None:
+        # Jinja's visitor walks every node for the few filters and tests in
+        # them (~2% of a compile, issue 8): hand it only those. It stops at
+        # blocks, which pull their own, and so does this walk.
+        super().pull_dependencies(_filters_and_tests(roots))
 
 
 class ByteBudget:
@@ -154,7 +164,16 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def __init__(self, *, autoescape: bool, budget: ByteBudget) -> None:
-        super().__init__(autoescape=autoescape, undefined=PropUndefined, finalize=self._finalize)
+        # No constant folding: it ran template expressions (filters, calls) at
+        # compile time, cost ~10% of a compile (issue 8), and email templates
+        # have next to nothing constant to fold; what it would fold runs at
+        # render time instead, under the same sandbox, budget and deadline.
+        super().__init__(
+            autoescape=autoescape,
+            undefined=PropUndefined,
+            finalize=self._finalize,
+            optimized=False,
+        )
         self.budget = budget
         self._remaining = budget.remaining
         self._check = budget.check
@@ -222,6 +241,19 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         result = super().call(__context, __obj, *args, **kwargs)
         __self._charge(shallow_size(result), "a call")
         return result
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Props are JSON, so ``item.name`` is nearly always a key of a plain
+        # dict, which Jinja reaches only after getattr() has raised
+        # AttributeError (1-2 µs, ~230 times a receipt: issue 8). A name that
+        # is no dict attribute can only be a key, so look it up directly;
+        # everything else (attributes, misses, other types) goes the sandbox's way.
+        if type(obj) is dict and type(attribute) is str and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         if isinstance(argument, slice):
@@ -430,29 +462,111 @@ def _printf_widths(template: str) -> int:
     return total
 
 
-def unsafe_accesses(ast: nodes.Template) -> list[tuple[int, str]]:
-    """(line, what) for every statically visible way out of the sandbox."""
+def descendants(ast: nodes.Node) -> list[nodes.Node]:
+    """Every node below ``ast``, in the order ``find_all`` yields them.
+
+    One pass with a stack: ``find_all`` is a recursive generator per node, and
+    the static checks and the code generator each walked the tree with it.
+    """
+    found: list[nodes.Node] = []
+    pending = _children(ast)
+    while pending:
+        node = pending.pop()
+        found.append(node)
+        pending.extend(_children(node))
+    return found
+
+
+def _children(node: nodes.Node) -> list[nodes.Node]:
+    """``node.iter_child_nodes()``, last child first (ready for a stack)."""
+    children: list[nodes.Node] = []
+    for field in node.fields:
+        value = getattr(node, field, None)
+        if isinstance(value, list):
+            children.extend(item for item in value if isinstance(item, nodes.Node))
+        elif isinstance(value, nodes.Node):
+            children.append(value)
+    children.reverse()
+    return children
+
+
+def _filters_and_tests(roots: Iterable[nodes.Node]) -> list[nodes.Node]:
+    found: list[nodes.Node] = []
+    pending = list(roots)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, nodes.Block):
+            continue
+        if isinstance(node, nodes.Filter | nodes.Test):
+            found.append(node)
+        pending.extend(_children(node))
+    return found
+
+
+@contextmanager
+def finds_answered_from(ast: nodes.Template, below: list[nodes.Node]) -> Iterator[None]:
+    """``ast.find``/``find_all`` answered from ``below`` (``descendants(ast)``).
+
+    Jinja's code generator (3.1) starts by walking the whole tree three times
+    (extends, blocks, imports: ~8% of a compile, issue 8), for nodes the
+    static checks have just listed. The list is only right for the tree as
+    parsed: the generator asks before it visits anything. The compiled code
+    is checked against Jinja's own in tests/unit/test_template_compile.py.
+    """
+
+    def find_all(kinds: type[nodes.Node] | tuple[type[nodes.Node], ...]) -> Iterator[Any]:
+        return iter([node for node in below if isinstance(node, kinds)])
+
+    # In the instance's dict, it shadows the method; Node.find asks find_all too.
+    vars(ast)["find_all"] = find_all
+    try:
+        yield
+    finally:
+        del vars(ast)["find_all"]
+
+
+def unsafe_accesses(
+    ast: nodes.Node, below: list[nodes.Node] | None = None
+) -> list[tuple[int, str]]:
+    """(line, what) for every statically visible way out of the sandbox.
+
+    ``below`` is ``descendants(ast)``, when the caller has it already.
+    """
     found: list[tuple[int, str]] = []
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Const)):
+    for node in descendants(ast) if below is None else below:
         name: Any = None
         if isinstance(node, nodes.Getattr):
             name = node.attr
-        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        elif isinstance(node, nodes.Getitem):
+            if not isinstance(node.arg, nodes.Const):
+                continue
             name = node.arg.value
-        elif isinstance(node, nodes.Filter) and node.name == "attr" and node.args:
+        elif isinstance(node, nodes.Filter):
+            if node.name != "attr" or not node.args:
+                continue
             first = node.args[0]
             name = first.value if isinstance(first, nodes.Const) else None
-        elif isinstance(node, nodes.Const) and isinstance(node.value, str):
+        elif isinstance(node, nodes.Const):
             # "{0.__class__}".format(...) walks attributes inside a string.
-            if re.search(r"\{[^}]*[.\[]_", node.value):
+            if isinstance(node.value, str) and _FORMAT_ATTRIBUTE.search(node.value):
                 found.append((node.lineno, f"format string {node.value!r}"))
+            continue
+        else:
             continue
         if isinstance(name, str) and (name.startswith("_") or name in UNSAFE_ATTRIBUTES):
             found.append((node.lineno, f"attribute '{name}'"))
     return found
 
 
-def unsupported_tags(ast: nodes.Template) -> list[tuple[int, str]]:
-    """Tags that need other templates: an email template stands alone."""
-    kinds = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
-    return [(node.lineno, type(node).__name__.lower()) for node in ast.find_all(kinds)]
+def unsupported_tags(
+    ast: nodes.Node, below: list[nodes.Node] | None = None
+) -> list[tuple[int, str]]:
+    """Tags that need other templates: an email template stands alone.
+
+    ``below`` is ``descendants(ast)``, when the caller has it already.
+    """
+    return [
+        (node.lineno, type(node).__name__.lower())
+        for node in (descendants(ast) if below is None else below)
+        if isinstance(node, _UNSUPPORTED_TAGS)
+    ]

@@ -16,28 +16,28 @@ import stat
 from functools import cache
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import css_inline
-from jinja2 import Template, TemplateError, UndefinedError
-from jinja2.exceptions import SecurityError
-
-from mailroom.adapters.compiled_templates import (
-    CompiledTemplate,
-    CompiledTemplateStore,
-    SharedTemplateCode,
-    TemplateCompiler,
-    TemplateMetrics,
-)
 from mailroom.adapters.render_deadline import DeadlineExceeded, DeadlineWatchdog
-from mailroom.adapters.template_sandbox import TemplateTooLarge, UndefinedProp
 from mailroom.domain import errors
-from mailroom.domain.commands import is_valid_template_name
 from mailroom.domain.errors import InvalidTemplate, RenderError, TemplateReadOnly, UnknownTemplate
 from mailroom.domain.model import RenderedEmail
 from mailroom.domain.plaintext import html_to_text
 from mailroom.domain.templates import TemplateSource as TemplateSource
-from mailroom.domain.templates import TemplateVersion
+from mailroom.domain.templates import TemplateVersion, is_valid_template_name
+
+if TYPE_CHECKING:
+    # The renderer's machinery (jinja2, the sandbox, css-inline: ~50-100 ms of
+    # imports) is loaded when a renderer is built, so the stores above stay
+    # cheap to import for the functions that never render (issue 8).
+    from jinja2 import Template
+
+    from mailroom.adapters.compiled_templates import (
+        CompiledTemplate,
+        SharedTemplateCode,
+        TemplateCompiler,
+        TemplateMetrics,
+    )
 
 _CHECK_EVERY = 64
 _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
@@ -230,6 +230,14 @@ class TemplateRenderer:
         cache_ttl_seconds: int = 7 * 86_400,
         compiler: TemplateCompiler | None = None,
     ) -> None:
+        import css_inline
+
+        from mailroom.adapters.compiled_templates import (
+            CompiledTemplateStore,
+            TemplateCompiler,
+            TemplateMetrics,
+        )
+
         self.watchdog = compiler.watchdog if compiler else process_watchdog()
         self.timeout_seconds = timeout_seconds
         self.compiler = compiler or TemplateCompiler(
@@ -252,6 +260,12 @@ class TemplateRenderer:
         return self.store.get(source)
 
     def render(self, source: TemplateSource, props: dict[str, Any]) -> RenderedEmail:
+        # Loaded by __init__ already: these only bind the names.
+        from jinja2 import TemplateError, UndefinedError
+        from jinja2.exceptions import SecurityError
+
+        from mailroom.adapters.template_sandbox import TemplateTooLarge, UndefinedProp
+
         compiled = self.store.get(source)  # may talk to Redis: outside the deadline
         budget = self.compiler.budget
         try:
@@ -304,6 +318,8 @@ class TemplateRenderer:
         if tags * len(html) > 8 * budget:
             styles = sum(len(block) for block in _STYLE_BLOCK.findall(html))
             if tags * styles > 8 * budget:
+                from mailroom.adapters.template_sandbox import TemplateTooLarge
+
                 raise TemplateTooLarge(
                     f"inlining {styles} bytes of CSS into {tags} tags would exceed the budget"
                 )
@@ -328,6 +344,8 @@ def _run(template: Template, props: dict[str, Any], limit: int) -> str:
             return "".join(parts)
         size += sum(map(len, islice(parts, counted, None)))
         if size > limit:
+            from mailroom.adapters.template_sandbox import TemplateTooLarge
+
             raise TemplateTooLarge(f"the output would exceed the render budget of {limit} B")
 
 

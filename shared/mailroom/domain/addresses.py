@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.utils import formataddr, getaddresses
 
-from email_validator import EmailNotValidError, validate_email
-
 from mailroom.domain.errors import HeaderInjection, InvalidRequest
 
 _LINE_BREAKS = frozenset("\r\n\x00\u2028\u2029\x85\x0b\x0c")
@@ -42,6 +40,10 @@ class Mailbox:
         if len(parsed) != 1 or not parsed[0][1]:
             raise _invalid(field, raw, "expected exactly one email address")
         display_name, address = parsed[0]
+        # Imported on first use (~25-60 ms): the functions that only read
+        # messages or take webhooks never parse an address (issue 8).
+        from email_validator import EmailNotValidError, validate_email
+
         try:
             # Deliverability (DNS) is not checked here: the API must answer
             # without network calls, and bounces report dead domains anyway.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -17,10 +16,8 @@ from pydantic_core import PydanticCustomError
 
 from mailroom.domain.addresses import Mailbox, reject_line_breaks
 from mailroom.domain.errors import MailroomError
-
-# A template name is also a folder name: no dots or slashes, so no traversal.
-TEMPLATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-_TEMPLATE_NAME = re.compile(TEMPLATE_NAME_PATTERN)
+from mailroom.domain.templates import TEMPLATE_NAME_PATTERN as TEMPLATE_NAME_PATTERN
+from mailroom.domain.templates import is_valid_template_name as is_valid_template_name
 
 
 def _as_list(value: Any) -> Any:
@@ -104,7 +101,3 @@ class SendRequest(BaseModel):
     @property
     def recipient_count(self) -> int:
         return len(self.to) + len(self.cc) + len(self.bcc)
-
-
-def is_valid_template_name(name: str) -> bool:
-    return bool(_TEMPLATE_NAME.match(name))

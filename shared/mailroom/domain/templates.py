@@ -7,6 +7,7 @@ compile and render is ``adapters/compiled_templates.py``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -19,6 +20,17 @@ from mailroom.domain.model import RenderedEmail
 if TYPE_CHECKING:
     from jsonschema import ValidationError
     from jsonschema.protocols import Validator
+
+# A template name is also a folder name: no dots or slashes, so no traversal.
+# Here rather than beside SendRequest: the template stores check names, and
+# importing them must not build the request models (issue 8).
+TEMPLATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_TEMPLATE_NAME = re.compile(TEMPLATE_NAME_PATTERN)
+
+
+def is_valid_template_name(name: str) -> bool:
+    return bool(_TEMPLATE_NAME.match(name))
+
 
 # Gmail clips messages whose HTML is larger than this ("[Message clipped]").
 GMAIL_CLIP_BYTES = 102 * 1024

@@ -39,7 +39,6 @@ from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import MailroomError, PayloadTooLarge, UnsupportedMediaType
 from mailroom.domain.model import Client, Message, MessageStatus
 from mailroom.entrypoints import client_gate
-from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.health import HealthView, health_response
 from mailroom.entrypoints.http_errors import install_error_handlers, proxy_error_response
@@ -52,7 +51,6 @@ from mailroom.entrypoints.status_views import (
     page_view,
     recipient_views,
 )
-from mailroom.entrypoints.webhooks import webhooks_function_routes
 from mailroom.services import idempotency, sending, status
 from mailroom.services.quotas import QuotaCharge
 
@@ -425,6 +423,12 @@ def _is_json(content_type: str) -> bool:
 
 
 def all_routes(services: ServicesProvider) -> list[Router]:
+    # Only the OpenAPI document needs the other functions' routes: imported
+    # here, send and status do not load the admin and webhook modules at
+    # cold start (issue 8).
+    from mailroom.entrypoints.admin import admin_routes
+    from mailroom.entrypoints.webhooks import webhooks_function_routes
+
     return [
         send_routes(services),
         status_routes(services),
@@ -433,27 +437,34 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     ]
 
 
-def openapi_json(services: ServicesProvider) -> str:
-    """The OpenAPI 3.1 document for every route of every function."""
-    app = create_api(all_routes(services), max_request_bytes=lambda: 0)
-    return app.get_openapi_json_schema(
-        title=API_TITLE,
-        version=API_VERSION,
-        description=API_DESCRIPTION,
-        servers=[Server(url="http://127.0.0.1:3000", description="local runner")],
-        security_schemes={
+def _document_options() -> dict[str, Any]:
+    """What the OpenAPI document says besides the routes; /openapi.json and /docs share it."""
+    return {
+        "title": API_TITLE,
+        "version": API_VERSION,
+        "description": API_DESCRIPTION,
+        "servers": [Server(url="http://127.0.0.1:3000", description="local runner")],
+        "security_schemes": {
             "apiKey": APIKey.model_validate({"name": "X-Api-Key", "in": APIKeyIn.header}),
             "apiSecret": APIKey.model_validate({"name": "X-Api-Secret", "in": APIKeyIn.header}),
             "adminToken": HTTPBearer(description="the admin token (admin routes only)"),
         },
-        security=[{"apiKey": [], "apiSecret": []}],
-    )
+        "security": [{"apiKey": [], "apiSecret": []}],
+    }
+
+
+def openapi_json(services: ServicesProvider) -> str:
+    """The OpenAPI 3.1 document for every route of every function."""
+    app = create_api(all_routes(services), max_request_bytes=lambda: 0)
+    return app.get_openapi_json_schema(**_document_options())
 
 
 def docs_api(services: ServicesProvider) -> APIGatewayRestResolver:
     """Serves ``/openapi.json`` and Swagger UI at ``/docs`` for the whole API."""
     app = create_api(all_routes(services), max_request_bytes=lambda: 0)
-    app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION)
+    # The routes name security schemes: without them Powertools refuses to
+    # build the document and /docs answered 500.
+    app.enable_swagger(path="/docs", **_document_options())
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi_document() -> Response[str]:

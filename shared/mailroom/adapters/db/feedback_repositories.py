@@ -13,10 +13,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     DateTime,
+    Row,
     Text,
     and_,
     any_,
@@ -318,7 +320,10 @@ class SqlRecipientRepository(RecipientRepository):
 # The send API's suppression check, built once: an array parameter (one bind
 # however many addresses) keeps the SQL text the same for every request, so
 # SQLAlchemy neither rebuilds nor recompiles it (issue 8).
-_ACTIVE_FOR = select(SuppressionRow).where(
+# Selected from the table, not the ORM entity: plain rows, without the ORM's
+# loading machinery, which was half of this lookup's time in the send API (issue 8).
+_SUPPRESSIONS = SuppressionRow.__table__
+_ACTIVE_FOR = select(_SUPPRESSIONS).where(
     SuppressionRow.address == any_(bindparam("addresses", type_=ARRAY(Text))),
     or_(
         SuppressionRow.client_id.is_(None),
@@ -363,7 +368,7 @@ class SqlSuppressionRepository(SuppressionRepository):
             return []
         rows = self._session.execute(
             _ACTIVE_FOR, {"addresses": addresses, "client_id": client_id, "now": now}
-        ).scalars()
+        ).all()
         return [_suppression(row) for row in rows]
 
     def active_for_clients(
@@ -372,7 +377,7 @@ class SqlSuppressionRepository(SuppressionRepository):
         if not addresses or not client_ids:
             return []
         rows = self._session.execute(
-            select(SuppressionRow).where(
+            select(_SUPPRESSIONS).where(
                 SuppressionRow.address.in_(addresses),
                 or_(
                     SuppressionRow.client_id.is_(None),
@@ -380,7 +385,7 @@ class SqlSuppressionRepository(SuppressionRepository):
                 ),
                 or_(SuppressionRow.expires_at.is_(None), SuppressionRow.expires_at > now),
             )
-        ).scalars()
+        ).all()
         return [_suppression(row) for row in rows]
 
     def remove(self, address: str, client_id: uuid.UUID | None) -> int:
@@ -477,7 +482,7 @@ def _delivery_event(row: DeliveryEventRow) -> DeliveryEvent:
     )
 
 
-def _suppression(row: SuppressionRow) -> Suppression:
+def _suppression(row: SuppressionRow | Row[Any]) -> Suppression:
     return Suppression(
         id=row.id,
         address=row.address,

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -78,6 +76,11 @@ class SesProvider(EmailProvider):
     @property
     def client(self) -> Any:
         if self._client is None:
+            # Imported on first send, not at cold start (issue 8): only the
+            # worker sends, and only when SES is in the provider order.
+            import boto3
+            from botocore.config import Config as BotoConfig
+
             # One try per call: the chain fails over or the queue retries
             # with backoff, which beats botocore retrying inside one send.
             self._client = boto3.client(
