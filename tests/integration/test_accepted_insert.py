@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from mailroom.adapters.db.tables import MessageEventRow, MessageRecipientRow
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
+from mailroom.domain.feedback import Suppression, SuppressionReason
 from mailroom.domain.model import Client, EventType, Message, MessageStatus
+from mailroom.services import suppression
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +89,69 @@ def test_no_recipient_rows_and_a_failed_statement_leaves_nothing(database: Datab
     # THEN nothing of it was written
     with uow:
         assert uow.messages.get(orphan.id) is None
+
+
+def test_the_insert_checks_suppressions_and_writes_nothing_when_one_applies(
+    database: Database,
+) -> None:
+    # GIVEN two clients, and suppressions: a global one, one of B's, an expired one
+    a, b = _new_client(database), _new_client(database)
+    now = datetime.now(UTC)
+    with SqlUnitOfWork(database) as uow:
+        for address, client_id, expires in (
+            ("carol@example.com", None, None),
+            ("bob@example.com", b.id, None),
+            ("old@example.com", None, now - timedelta(days=1)),
+        ):
+            uow.suppressions.upsert(
+                Suppression(address, SuppressionReason.MANUAL, client_id, expires_at=expires)
+            )
+        uow.commit()
+    # WHEN A sends to addresses only B's and the expired entry name, then with a
+    # globally suppressed cc
+    clear, blocked = _message(a.id, cc=[]), _message(a.id, cc=["Carol <Carol@example.com>"])
+    with SqlUnitOfWork(database) as uow:
+        clear_answer = uow.add_accepted_unless_suppressed(clear, {}, _rows(clear))
+        blocked_answer = uow.add_accepted_unless_suppressed(blocked, {}, _rows(blocked))
+        uow.commit()
+    # THEN the first is written in full and the second not at all, with the entry that applies
+    assert clear_answer == []
+    assert [(s.address, s.client_id, s.reason) for s in blocked_answer] == [
+        ("carol@example.com", None, SuppressionReason.MANUAL)
+    ]
+    with SqlUnitOfWork(database) as uow:
+        assert uow.messages.get(clear.id) is not None
+        assert uow.messages.get(blocked.id) is None
+        assert len(uow.messages.events(clear.id)) == 1
+        assert uow.messages.events(blocked.id) == []
+
+
+def _new_client(database: Database) -> Client:
+    client = Client(
+        id=uuid.uuid4(),
+        name="c",
+        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
+        api_secret_hash="x",
+        rate_limit=60,
+        quota_limit=100,
+    )
+    with SqlUnitOfWork(database) as uow:
+        uow.clients.add(client)
+        uow.commit()
+    return client
+
+
+def _message(client_id: uuid.UUID, *, cc: list[str]) -> Message:
+    return Message(
+        id=uuid.uuid4(),
+        client_id=client_id,
+        trace_id="t",
+        template_name="welcome",
+        from_address="noreply@example.com",
+        to=["bob@example.com", "old@example.com"],
+        cc=cc,
+    )
+
+
+def _rows(message: Message) -> list[tuple[str, str]]:
+    return suppression.recipient_rows(message)

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
-from email.utils import getaddresses
+from email.utils import formataddr, getaddresses
 from typing import Any
 
 from hypothesis import given, settings
@@ -236,8 +236,9 @@ _ADDRESS_FORMS = [
 @given(
     st.one_of(
         st.sampled_from(_ADDRESS_FORMS),
+        # As the send API stores them: formataddr of what it validated.
         st.builds(
-            lambda name, local, domain: f"{name} <{local}@{domain}>",
+            lambda name, local, domain: formataddr((name, f"{local}@{domain}")),
             st.text(alphabet="ab .,'\"()-_", max_size=12),
             st.text(alphabet="ab.+-_'", min_size=1, max_size=10),
             st.sampled_from(["example.com", "x.example.org", "example..com"]),

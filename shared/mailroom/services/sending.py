@@ -57,34 +57,41 @@ def accept_message(
     # and MissingProp or another RenderError from a trial render, all 422.
     source = templates.get(request.template, request.template_version)
     check_props(renderer, source, request.props)
-    # The suppression check runs in the transaction that writes the row (issue 8:
-    # a transaction of its own cost two more round trips, BEGIN and ROLLBACK).
+    message = Message(
+        id=uuid.uuid4(),
+        client_id=client.id,
+        trace_id=trace_id,
+        template_name=request.template,
+        template_version=request.template_version,
+        from_address=request.from_ or limits.default_from,
+        to=list(request.to),
+        cc=list(request.cc),
+        bcc=list(request.bcc),
+        reply_to=request.reply_to,
+        subject=request.subject,
+        props=request.props,
+        metadata=dict(request.metadata),
+    )
+    detail: dict[str, object] = {"trace_id": trace_id}
     with uow:
-        screening = suppression.screen_in(
-            uow, client_id=client.id, to=request.to, cc=request.cc, bcc=request.bcc
+        # QuotaExceeded here leaves nothing written. Should every recipient
+        # turn out suppressed, RecipientsSuppressed is raised below and the
+        # caller's QuotaCharge gives the charge back.
+        if reserve_quota is not None:
+            reserve_quota()
+        # One statement checks the recipients against suppressions and, if
+        # none is suppressed (the common case), writes the row, its event and
+        # its recipients (issue 8: the check was a round trip of its own).
+        active = uow.add_accepted_unless_suppressed(
+            message, detail, suppression.recipient_rows(message)
         )
-        message = Message(
-            id=uuid.uuid4(),
-            client_id=client.id,
-            trace_id=trace_id,
-            template_name=request.template,
-            template_version=request.template_version,
-            from_address=request.from_ or limits.default_from,
-            to=screening.to,
-            cc=screening.cc,
-            bcc=screening.bcc,
-            reply_to=request.reply_to,
-            subject=request.subject,
-            props=request.props,
-            metadata=dict(request.metadata),
-        )
-        if not screening.refused:
-            # QuotaExceeded here rolls the transaction back: nothing is written.
-            if reserve_quota is not None:
-                reserve_quota()
-            # One statement for the row, its event and its recipients (issue 8).
-            uow.add_accepted(message, {"trace_id": trace_id}, suppression.recipient_rows(message))
+        screening = suppression.screening_of(active, message.to, message.cc, message.bcc)
+        message.to, message.cc, message.bcc = screening.to, screening.cc, screening.bcc
+        if active and not screening.refused:
+            # Some recipients were dropped: the rest are written, with why.
+            uow.add_accepted(message, detail, suppression.recipient_rows(message))
             suppression.record_dropped(uow, message, screening)
+        if not screening.refused:
             if on_accepted is not None:
                 on_accepted(uow, message)
             uow.commit()

@@ -82,12 +82,13 @@ def screen_in(
     """``screen`` inside the caller's open transaction."""
     addresses = sorted({bare_address(value) for value in (*to, *cc, *bcc)})
     active = uow.suppressions.active_for(client_id, addresses, now or datetime.now(UTC))
-    return _screening(active, to, cc, bcc)
+    return screening_of(active, to, cc, bcc)
 
 
-def _screening(
+def screening_of(
     active: Sequence[Suppression], to: list[str], cc: list[str], bcc: list[str]
 ) -> Screening:
+    """The recipients to send to and those dropped, given the suppressions that apply."""
     requested = (list(to), list(cc), list(bcc))
     if not active:
         return Screening(to=list(to), cc=list(cc), bcc=list(bcc), requested=requested)
@@ -213,7 +214,7 @@ def screen_batch_before_send(
     screened: list[tuple[Message, Screening]] = []
     for message in messages:
         mine = [entry for entry in active if entry.client_id in (None, message.client_id)]
-        screening = _screening(mine, message.to, message.cc, message.bcc)
+        screening = screening_of(mine, message.to, message.cc, message.bcc)
         if not screening.dropped:
             continue
         message.to, message.cc, message.bcc = screening.to, screening.cc, screening.bcc

@@ -359,7 +359,7 @@ class SqlSuppressionRepository(SuppressionRepository):
                 "updated_at": func.now(),
             },
         ).returning(SuppressionRow)
-        return _suppression(self._session.execute(statement).scalar_one())
+        return suppression_of(self._session.execute(statement).scalar_one())
 
     def active_for(
         self, client_id: uuid.UUID, addresses: list[str], now: datetime
@@ -369,7 +369,7 @@ class SqlSuppressionRepository(SuppressionRepository):
         rows = self._session.execute(
             _ACTIVE_FOR, {"addresses": addresses, "client_id": client_id, "now": now}
         ).all()
-        return [_suppression(row) for row in rows]
+        return [suppression_of(row) for row in rows]
 
     def active_for_clients(
         self, client_ids: Sequence[uuid.UUID], addresses: list[str], now: datetime
@@ -386,7 +386,7 @@ class SqlSuppressionRepository(SuppressionRepository):
                 or_(SuppressionRow.expires_at.is_(None), SuppressionRow.expires_at > now),
             )
         ).all()
-        return [_suppression(row) for row in rows]
+        return [suppression_of(row) for row in rows]
 
     def remove(self, address: str, client_id: uuid.UUID | None) -> int:
         scope = (
@@ -426,7 +426,7 @@ class SqlSuppressionRepository(SuppressionRepository):
         rows = self._session.execute(
             select(SuppressionRow).where(and_(*conditions)).order_by(SuppressionRow.id).limit(limit)
         ).scalars()
-        return [_suppression(row) for row in rows]
+        return [suppression_of(row) for row in rows]
 
 
 class SqlMessageQueryRepository(MessageQueryRepository):
@@ -482,7 +482,7 @@ def _delivery_event(row: DeliveryEventRow) -> DeliveryEvent:
     )
 
 
-def _suppression(row: SuppressionRow | Row[Any]) -> Suppression:
+def suppression_of(row: SuppressionRow | Row[Any]) -> Suppression:
     return Suppression(
         id=row.id,
         address=row.address,

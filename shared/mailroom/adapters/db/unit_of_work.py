@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -29,6 +30,7 @@ from mailroom.adapters.db.repositories import (
     SqlClientRepository,
     SqlMessageRepository,
 )
+from mailroom.domain.feedback import Suppression
 from mailroom.domain.model import EventType, Message
 
 
@@ -71,6 +73,22 @@ class UnitOfWork(abc.ABC):
         self.messages.add(message)
         self.messages.append_event(message.id, EventType.ACCEPTED, detail)
         self.recipients.add_all(message.id, recipients)
+
+    def add_accepted_unless_suppressed(
+        self, message: Message, detail: dict[str, Any], recipients: list[tuple[str, str]]
+    ) -> list[Suppression]:
+        """``add_accepted``, unless a recipient has an active suppression.
+
+        Then nothing is written and the suppressions come back, for the
+        caller to screen the recipients and write what is left. PostgreSQL
+        checks and writes in one statement; this default does it in two.
+        """
+        addresses = sorted({address for address, _ in recipients})
+        active = self.suppressions.active_for(message.client_id, addresses, datetime.now(UTC))
+        if active:
+            return active
+        self.add_accepted(message, detail, recipients)
+        return []
 
 
 class Database:
@@ -177,6 +195,13 @@ class SqlUnitOfWork(UnitOfWork):
     ) -> None:
         assert self._session is not None, "add_accepted outside 'with uow:'"
         insert_accepted(self._session, message, detail, recipients)
+
+    def add_accepted_unless_suppressed(
+        self, message: Message, detail: dict[str, Any], recipients: list[tuple[str, str]]
+    ) -> list[Suppression]:
+        assert self._session is not None, "add_accepted_unless_suppressed outside 'with uow:'"
+        screened = sorted({address for address, _ in recipients})
+        return insert_accepted(self._session, message, detail, recipients, screened=screened)
 
     def rollback(self) -> None:
         if self._session is not None:
