@@ -18,6 +18,21 @@ from devstack.atomic_file import write_atomically
 log = logging.getLogger(__name__)
 
 
+def ehlo_answer(
+    session: Session, hostname: str, responses: list[str], *, pipelining: bool
+) -> list[str]:
+    """What an aiosmtpd EHLO hook answers, offering PIPELINING or not.
+
+    aiosmtpd reads one command at a time either way, so offering it is only
+    a matter of saying so. With an EHLO hook, recording the greeting is the
+    hook's job.
+    """
+    session.host_name = hostname
+    if pipelining:
+        responses.insert(-1, "250-PIPELINING")
+    return responses
+
+
 class OutboxHandler:
     """aiosmtpd handler: accept every message and store it as it arrived."""
 
@@ -33,12 +48,8 @@ class OutboxHandler:
         responses: list[str],
     ) -> list[str]:
         # Relays in service offer PIPELINING, so the local sink does too: the
-        # worker's pipelined path is the one run locally. (aiosmtpd reads one
-        # command at a time either way; with this hook, recording the
-        # greeting is the hook's job.)
-        session.host_name = hostname
-        responses.insert(-1, "250-PIPELINING")
-        return responses
+        # worker's pipelined path is the one run locally.
+        return ehlo_answer(session, hostname, responses, pipelining=True)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
         content: Any = envelope.original_content or envelope.content or b""

@@ -22,8 +22,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from moto.server import ThreadedMotoServer
 from sqlalchemy import create_engine, text
 
+from devstack.smtp_sink import ehlo_answer
 from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head
-from mailroom.adapters.db.unit_of_work import Database
+from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
+from mailroom.domain.model import Client
 
 TEST_DATABASE_URL = os.environ.get(
     "MAILROOM_TEST_DATABASE_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/mailroom_test"
@@ -137,11 +139,7 @@ class SinkHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        # With this hook aiosmtpd leaves recording the greeting to it.
-        session.host_name = hostname
-        if self.pipelining:
-            responses.insert(-1, "250-PIPELINING")
-        return responses
+        return ehlo_answer(session, hostname, responses, pipelining=self.pipelining)
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
@@ -222,3 +220,19 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
             for message in messages
         ]
     }
+
+
+def stored_client(database: Database) -> Client:
+    """A client row, committed, for tests that need messages to belong to someone."""
+    client = Client(
+        id=uuid.uuid4(),
+        name="c",
+        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
+        api_secret_hash="x",
+        rate_limit=60,
+        quota_limit=100,
+    )
+    with SqlUnitOfWork(database) as uow:
+        uow.clients.add(client)
+        uow.commit()
+    return client

@@ -13,6 +13,7 @@ from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
 from mailroom.domain.feedback import Suppression, SuppressionReason
 from mailroom.domain.model import Client, EventType, Message, MessageStatus
 from mailroom.services import suppression
+from tests.integration.conftest import stored_client
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +96,7 @@ def test_the_insert_checks_suppressions_and_writes_nothing_when_one_applies(
     database: Database,
 ) -> None:
     # GIVEN two clients, and suppressions: a global one, one of B's, an expired one
-    a, b = _new_client(database), _new_client(database)
+    a, b = stored_client(database), stored_client(database)
     now = datetime.now(UTC)
     with SqlUnitOfWork(database) as uow:
         for address, client_id, expires in (
@@ -124,21 +125,6 @@ def test_the_insert_checks_suppressions_and_writes_nothing_when_one_applies(
         assert uow.messages.get(blocked.id) is None
         assert len(uow.messages.events(clear.id)) == 1
         assert uow.messages.events(blocked.id) == []
-
-
-def _new_client(database: Database) -> Client:
-    client = Client(
-        id=uuid.uuid4(),
-        name="c",
-        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
-        api_secret_hash="x",
-        rate_limit=60,
-        quota_limit=100,
-    )
-    with SqlUnitOfWork(database) as uow:
-        uow.clients.add(client)
-        uow.commit()
-    return client
 
 
 def _message(client_id: uuid.UUID, *, cc: list[str]) -> Message:

@@ -11,9 +11,9 @@ from sqlalchemy import text
 
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
 from mailroom.domain.feedback import Suppression, SuppressionReason
-from mailroom.domain.model import Client, EventType, Message, MessageStatus
+from mailroom.domain.model import EventType, Message, MessageStatus
 from mailroom.services import suppression
-from tests.integration.conftest import SmtpSink
+from tests.integration.conftest import SmtpSink, stored_client
 from tests.integration.test_pipeline import Stack, database_url_of
 
 pytestmark = pytest.mark.integration
@@ -102,7 +102,7 @@ def test_outcomes_and_events_are_written_only_under_the_live_claim(
 def test_the_claim_brings_back_the_suppressions_of_its_recipients(database: Database) -> None:
     # GIVEN two clients' accepted messages (with their recipient rows), and
     # suppressions: global, A's own, B's own, an expired one, an unrelated one
-    a, b = _client(database), _client(database)
+    a, b = stored_client(database).id, stored_client(database).id
     now = datetime.now(UTC)
     entries = [
         ("ada@example.com", None, None),
@@ -139,7 +139,7 @@ def test_a_message_without_recipient_rows_leaves_the_suppressions_unknown(
     database: Database,
 ) -> None:
     # GIVEN a queued message written without its recipient rows
-    client_id = _client(database)
+    client_id = stored_client(database).id
     message = _message(client_id, ["ada@example.com"], [])
     with SqlUnitOfWork(database) as uow:
         uow.messages.add(message)
@@ -151,21 +151,6 @@ def test_a_message_without_recipient_rows_leaves_the_suppressions_unknown(
     # THEN it is taken, and the caller is told to screen it itself
     assert [taken.id for taken in claim.messages] == [message.id]
     assert claim.suppressions is None
-
-
-def _client(database: Database) -> uuid.UUID:
-    client = Client(
-        id=uuid.uuid4(),
-        name="c",
-        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
-        api_secret_hash="x",
-        rate_limit=60,
-        quota_limit=100,
-    )
-    with SqlUnitOfWork(database) as uow:
-        uow.clients.add(client)
-        uow.commit()
-    return client.id
 
 
 def _message(client_id: uuid.UUID, to: list[str], cc: list[str]) -> Message:

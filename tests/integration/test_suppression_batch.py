@@ -9,25 +9,11 @@ import pytest
 
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
 from mailroom.domain.feedback import RecipientStatus, Suppression, SuppressionReason
-from mailroom.domain.model import Client, Message
+from mailroom.domain.model import Message
 from mailroom.services import suppression
+from tests.integration.conftest import stored_client
 
 pytestmark = pytest.mark.integration
-
-
-def _client(uow: SqlUnitOfWork) -> uuid.UUID:
-    client = Client(
-        id=uuid.uuid4(),
-        name="c",
-        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
-        api_secret_hash="x",
-        rate_limit=60,
-        quota_limit=100,
-    )
-    with uow:
-        uow.clients.add(client)
-        uow.commit()
-    return client.id
 
 
 def _queued(uow: SqlUnitOfWork, client_id: uuid.UUID, to: list[str]) -> Message:
@@ -48,7 +34,7 @@ def _queued(uow: SqlUnitOfWork, client_id: uuid.UUID, to: list[str]) -> Message:
 def test_global_own_other_and_expired_entries_on_postgres(database: Database) -> None:
     # GIVEN two clients, a global entry, an entry of A, an expired global one
     uow = SqlUnitOfWork(database)
-    a, b = _client(uow), _client(uow)
+    a, b = stored_client(database).id, stored_client(database).id
     now = datetime.now(UTC)
     with uow:
         for address, client, expires in (

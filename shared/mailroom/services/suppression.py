@@ -67,22 +67,9 @@ def screen(
     now: datetime | None = None,
 ) -> Screening:
     with uow:
-        return screen_in(uow, client_id=client_id, to=to, cc=cc, bcc=bcc, now=now)
-
-
-def screen_in(
-    uow: UnitOfWork,
-    *,
-    client_id: uuid.UUID,
-    to: list[str],
-    cc: list[str],
-    bcc: list[str],
-    now: datetime | None = None,
-) -> Screening:
-    """``screen`` inside the caller's open transaction."""
-    addresses = sorted({bare_address(value) for value in (*to, *cc, *bcc)})
-    active = uow.suppressions.active_for(client_id, addresses, now or datetime.now(UTC))
-    return screening_of(active, to, cc, bcc)
+        addresses = sorted({bare_address(value) for value in (*to, *cc, *bcc)})
+        active = uow.suppressions.active_for(client_id, addresses, now or datetime.now(UTC))
+        return screening_of(active, to, cc, bcc)
 
 
 def screening_of(

@@ -1,0 +1,116 @@
+"""Where the worker's CPU goes: one process, CPU time per email, and a cProfile of it.
+
+Feeds 100 SQS-shaped batches of 10 (after one warm-up batch) to the worker
+handler in this process, against the same sink, database and rows as
+bench/worker_pipeline.py. Prints the worker's CPU time per email (process
+time, so steadier than a rate when the machine is shared), the CPU that
+PostgreSQL and Redis spent meanwhile (their processes' user + system time
+from /proc), and, with --profile, the functions with the most cumulative
+CPU time (cProfile timed with process_time; it slows the run about threefold
+but keeps the shares). Needs PostgreSQL and Redis on 127.0.0.1 (the same
+MAILROOM_BENCH_* variables as worker_pipeline.py). About twenty seconds.
+
+    .venv/bin/python bench/worker_profile.py [--profile] [--batches 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import multiprocessing
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "shared"))
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+
+from bench._worker_bench import (  # noqa: E402
+    BenchContext,
+    build_services,
+    new_client,
+    prepare_database,
+)
+from bench.worker_pipeline import (  # noqa: E402
+    BATCH_SIZE,
+    DATABASE_URL,
+    REDIS_URL,
+    TEMPLATES,
+    queue_events,
+    run_sink,
+)
+from mailroom.entrypoints.worker import process_send_batch  # noqa: E402
+
+SERVERS = frozenset({"postgres", "redis-server"})
+
+
+def server_cpu_seconds() -> float:
+    """User + system time of every PostgreSQL and Redis process, with reaped children."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() not in SERVERS:
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        # utime, stime, cutime, cstime: the 14th to 17th fields of stat(5).
+        ticks += sum(int(value) for value in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
+    args = parser.parse_args()
+
+    prepare_database(DATABASE_URL, REDIS_URL)
+    context = multiprocessing.get_context("spawn")
+    ready, stop = context.Queue(), context.Event()
+    counts = context.Array("q", 3)
+    sink = context.Process(target=run_sink, args=(ready, stop, counts), daemon=True)
+    sink.start()
+    try:
+        port = int(ready.get(timeout=30))
+        services = build_services(DATABASE_URL, REDIS_URL, TEMPLATES, port, reuse=True)
+        events = queue_events(services, new_client(services), args.batches + 1)
+        # The JSON log lines are still written (their cost is real), to /dev/null.
+        stdout = os.dup(1)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        process_send_batch(events[0], BenchContext(), services)  # type: ignore[arg-type]
+        profiler = cProfile.Profile(time.process_time)
+        servers_before, cpu_before = server_cpu_seconds(), time.process_time()
+        wall_before = time.perf_counter()
+        if args.profile:
+            profiler.enable()
+        for event in events[1:]:
+            process_send_batch(event, BenchContext(), services)  # type: ignore[arg-type]
+        profiler.disable()
+        wall = time.perf_counter() - wall_before
+        cpu = time.process_time() - cpu_before
+        servers = server_cpu_seconds() - servers_before
+        os.dup2(stdout, 1)
+    finally:
+        stop.set()
+        sink.join(timeout=10)
+
+    emails = args.batches * BATCH_SIZE
+    print(
+        f"worker, one process, {args.batches} batches of {BATCH_SIZE}"
+        f"{' (under cProfile)' if args.profile else ''}; load average {os.getloadavg()[0]:.1f}"
+    )
+    print(f"worker CPU per email           {cpu / emails * 1e6:8.0f} µs")
+    print(f"PostgreSQL + Redis CPU per email {servers / emails * 1e6:6.0f} µs")
+    print(f"wall time per email            {wall / emails * 1e6:8.0f} µs")
+    if args.profile:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+
+
+if __name__ == "__main__":
+    main()
