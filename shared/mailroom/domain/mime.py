@@ -130,15 +130,16 @@ def _address_of(header_value: str) -> str:
 # RFC 5322 atext, a dot-atom of it, and an addr-spec of two dot-atoms.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
-_ADDR_SPEC = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}")
+_ADDR_SPEC = rf"{_DOT_ATOM}@{_DOT_ATOM}"
+_PLAIN_ADDRESS = re.compile(_ADDR_SPEC)
 # ``Display Name <addr-spec>`` with a name of atext words one space apart:
 # for these the stdlib parser's answer is the two parts as written.
-_NAME_ADDR = re.compile(rf"\s*((?:{_ATEXT}(?: {_ATEXT})*)?)\s*<({_DOT_ATOM}@{_DOT_ATOM})>\s*")
+_NAME_ADDR = re.compile(rf"\s*((?:{_ATEXT}(?: {_ATEXT})*)?)\s*<({_ADDR_SPEC})>\s*")
 
 
 def is_plain_address(value: str) -> bool:
     """A bare dot-atom addr-spec: written as is between ``<>`` on the SMTP envelope."""
-    return _ADDR_SPEC.fullmatch(value) is not None
+    return _PLAIN_ADDRESS.fullmatch(value) is not None
 
 
 def _fast_path_fits(name: str, address: str) -> bool:

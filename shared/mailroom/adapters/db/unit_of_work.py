@@ -83,12 +83,18 @@ class UnitOfWork(abc.ABC):
         caller to screen the recipients and write what is left. PostgreSQL
         checks and writes in one statement; this default does it in two.
         """
-        addresses = sorted({address for address, _ in recipients})
-        active = self.suppressions.active_for(message.client_id, addresses, datetime.now(UTC))
+        active = self.suppressions.active_for(
+            message.client_id, _addresses(recipients), datetime.now(UTC)
+        )
         if active:
             return active
         self.add_accepted(message, detail, recipients)
         return []
+
+
+def _addresses(recipients: list[tuple[str, str]]) -> list[str]:
+    """The distinct bare addresses of (bare address, kind) recipient pairs."""
+    return sorted({address for address, _ in recipients})
 
 
 class Database:
@@ -200,8 +206,9 @@ class SqlUnitOfWork(UnitOfWork):
         self, message: Message, detail: dict[str, Any], recipients: list[tuple[str, str]]
     ) -> list[Suppression]:
         assert self._session is not None, "add_accepted_unless_suppressed outside 'with uow:'"
-        screened = sorted({address for address, _ in recipients})
-        return insert_accepted(self._session, message, detail, recipients, screened=screened)
+        return insert_accepted(
+            self._session, message, detail, recipients, screened=_addresses(recipients)
+        )
 
     def rollback(self) -> None:
         if self._session is not None:
