@@ -10,7 +10,7 @@ CPU time (cProfile timed with process_time; it slows the run about threefold
 but keeps the shares). Needs PostgreSQL and Redis on 127.0.0.1 (the same
 MAILROOM_BENCH_* variables as worker_pipeline.py). About twenty seconds.
 
-    .venv/bin/python bench/worker_profile.py [--profile] [--batches 100]
+    .venv/bin/python bench/worker_profile.py [--profile [--sort tottime]] [--batches 100]
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
+    parser.add_argument(
+        "--sort", default="cumulative", help="cProfile order: cumulative or tottime (self time)"
+    )
     args = parser.parse_args()
 
     prepare_database(DATABASE_URL, REDIS_URL)
@@ -109,7 +112,7 @@ def main() -> None:
     print(f"PostgreSQL + Redis CPU per email {servers / emails * 1e6:6.0f} µs")
     print(f"wall time per email            {wall / emails * 1e6:8.0f} µs")
     if args.profile:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(40)
 
 
 if __name__ == "__main__":

@@ -81,8 +81,7 @@ class Services:
 
     @cached_property
     def providers(self) -> ProviderChain:
-        """The provider chain (failover + breakers); the worker brackets each SQS
-        batch with providers.batch()."""
+        """The provider chain (failover + breakers), kept for the container's life."""
         return self.build_providers()
 
     @cached_property

@@ -131,12 +131,11 @@ def test_an_expired_lease_is_taken_over_and_the_dead_worker_cannot_write(
 
 def _deliver(stack: Stack, message_id: uuid.UUID) -> Any:
     services = stack.services
-    with services.providers.batch() as providers:
-        return deliver_message(
-            services.uow(),
-            services.templates,
-            services.renderer,
-            providers,
-            message_id=message_id,
-            max_attempts=2,
-        )
+    return deliver_message(
+        services.uow(),
+        services.templates,
+        services.renderer,
+        services.providers,
+        message_id=message_id,
+        max_attempts=2,
+    )

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from mailroom.adapters.db import pg8000_statements
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
 from mailroom.domain.model import Client, EventType, Message, MessageStatus
 
@@ -167,3 +168,22 @@ def test_a_checkout_opens_the_transaction_before_any_statement(
         assert state == "idle in transaction"
     finally:
         watcher.dispose()
+
+
+def test_timestamptz_values_read_back_as_aware_datetimes_in_any_session_zone(
+    database: Database,
+) -> None:
+    # The connections read timestamptz with fromisoformat (issue 8), which
+    # must give the instant pg8000's own reader gives, whatever the offset
+    # the server prints it in, and fall back to it for infinity.
+    with database.engine.connect() as connection:
+        readers = connection.connection.dbapi_connection.pg_types  # type: ignore[union-attr]
+        assert readers[1184] is pg8000_statements.timestamptz_in
+        connection.execute(text("SET LOCAL TIME ZONE 'Asia/Kolkata'"))
+        noon, infinite = connection.execute(
+            text("SELECT timestamptz '2026-11-23 12:00:00.25+00', timestamptz 'infinity'")
+        ).one()
+    assert noon == datetime(2026, 11, 23, 12, 0, 0, 250000, tzinfo=UTC)
+    assert noon.utcoffset() is not None
+    assert noon.utcoffset().total_seconds() == 5.5 * 3600
+    assert infinite == "infinity"

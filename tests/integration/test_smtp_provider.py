@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import email
+import smtplib
 import socket
 import threading
 import uuid
@@ -13,7 +14,7 @@ from email import policy
 import pytest
 
 from mailroom.adapters.providers.base import FailureKind, ProviderError
-from mailroom.adapters.providers.smtp import SmtpProvider
+from mailroom.adapters.providers.smtp import REPLACE_AFTER_IDLE_SECONDS, SmtpProvider
 from mailroom.domain.mime import OutgoingEmail, build_mime
 from mailroom.domain.model import Message, RenderedEmail
 from tests.integration.conftest import SmtpSink, free_port, running_sink
@@ -56,10 +57,73 @@ def test_a_batch_shares_one_connection_and_ids_are_message_ids(smtp_sink: SmtpSi
         assert mail.recipients == outgoing.envelope_recipients
 
 
-def test_a_new_batch_opens_a_new_connection(smtp_sink: SmtpSink) -> None:
-    for _ in range(2):
-        with SmtpProvider(smtp_sink.host, smtp_sink.port) as provider:
-            provider.send(_email("a@example.com"))
+class CountedNoops:
+    """Counts the NOOPs a provider sends, through smtplib's own method."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        noop = smtplib.SMTP.noop
+
+        def counted(connection: smtplib.SMTP) -> tuple[int, bytes]:
+            self.count += 1
+            return noop(connection)
+
+        monkeypatch.setattr(smtplib.SMTP, "noop", counted)
+
+
+def _idled(provider: SmtpProvider, seconds: float) -> None:
+    # As if the provider's last send were this long ago.
+    provider._last_used -= seconds
+
+
+def test_a_connection_is_kept_across_batches_and_checked_after_idling(
+    smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a provider that sent one batch, then one more at once
+    noops = CountedNoops(monkeypatch)
+    with SmtpProvider(smtp_sink.host, smtp_sink.port) as provider:
+        provider.send(_email("a@example.com"))
+        provider.send(_email("b@example.com"))
+        assert noops.count == 0  # back to back: no round trip spent checking
+        # WHEN the next batch comes after a few idle seconds
+        _idled(provider, 5)
+        provider.send(_email("c@example.com"))
+    # THEN the connection was checked with a NOOP and used again
+    assert noops.count == 1
+    assert len({mail.session_id for mail in smtp_sink.received}) == 1
+
+
+def test_a_connection_idle_past_the_bound_is_replaced_without_a_noop(
+    smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a connection idle for longer than a frozen container may keep a
+    # socket worth asking (a NOOP on a dead one would wait out the timeout)
+    noops = CountedNoops(monkeypatch)
+    with SmtpProvider(smtp_sink.host, smtp_sink.port) as provider:
+        provider.send(_email("a@example.com"))
+        _idled(provider, REPLACE_AFTER_IDLE_SECONDS + 1)
+        # WHEN the next message goes out
+        provider.send(_email("b@example.com"))
+    # THEN it went over a new connection, and nothing was asked of the old one
+    assert noops.count == 0
+    assert len({mail.session_id for mail in smtp_sink.received}) == 2
+
+
+def test_a_connection_the_relay_closed_while_idle_is_replaced(smtp_sink: SmtpSink) -> None:
+    # GIVEN a kept connection whose socket the relay side has since closed
+    with SmtpProvider(smtp_sink.host, smtp_sink.port) as provider:
+        provider.send(_email("a@example.com"))
+        connection = provider._connection
+        assert connection is not None
+        assert connection.sock is not None
+        connection.sock.shutdown(socket.SHUT_RDWR)
+        _idled(provider, 5)
+        # WHEN the next batch sends, THEN the failed NOOP opens a new session
+        provider.send(_email("b@example.com"))
+    assert [mail.recipients for mail in smtp_sink.received] == [
+        ["a@example.com"],
+        ["b@example.com"],
+    ]
     assert len({mail.session_id for mail in smtp_sink.received}) == 2
 
 

@@ -255,6 +255,24 @@ class TestWorker:
         assert worker.records.postponed == [(handle, 10), (handle, 20)]
         assert worker.dlq.letters == []
 
+    def test_a_record_whose_body_does_not_parse_fails_alone(self) -> None:
+        # GIVEN a batch of a good record and one whose body is not a queued message
+        smtp = Named("smtp")
+        worker = Worker(smtp)
+        event = load_event("worker/sqs-batch")
+        good = event["Records"][0]
+        good["body"] = json.dumps({"message_id": str(worker.message_id)})
+        bad = json.loads(json.dumps(good))
+        bad["messageId"], bad["body"] = "not-a-message", '{"message_id": "nope"}'
+        event["Records"].append(bad)
+        # WHEN the worker handles it
+        answer = process_send_batch(event, FakeLambdaContext("mailroom-worker"), worker.services)
+        # THEN only the bad record is reported (the queue retries it, then its
+        # DLQ keeps it), and the good one was sent
+        assert answer == {"batchItemFailures": [{"itemIdentifier": "not-a-message"}]}
+        assert len(smtp.sent) == 1
+        assert worker.uow.messages.rows[worker.message_id].status is MessageStatus.SENT
+
     def test_when_attempts_run_out_the_record_goes_to_the_dlq_and_is_acknowledged(self) -> None:
         worker = Worker(Named("smtp", *[FailureKind.TRANSIENT] * 3))
         answers = [worker.run(receive_count=n) for n in (1, 2, 3)]

@@ -28,3 +28,27 @@ def test_named_parameters_are_still_reordered_per_call() -> None:
         "SELECT $1, $2",
         (2, 1),
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-23 10:50:51.123456+00",
+        "2026-11-23 10:50:51.12+00",
+        "2026-11-23 10:50:51+00",
+        "2026-11-23 10:50:51.5+05:30",
+        "1999-12-31 23:59:59-03",
+        "0001-01-01 00:00:00+00",
+    ],
+)
+def test_the_fast_timestamptz_reader_matches_pg8000s(text: str) -> None:
+    import pg8000.converters
+
+    assert pg8000_statements.timestamptz_in(text) == pg8000.converters.timestamptz_in(text)
+
+
+@pytest.mark.parametrize("text", ["infinity", "-infinity", "294276-01-01 00:00:00+00"])
+def test_what_fromisoformat_cannot_read_goes_to_pg8000s_reader(text: str) -> None:
+    import pg8000.converters
+
+    assert pg8000_statements.timestamptz_in(text) == pg8000.converters.timestamptz_in(text)

@@ -11,12 +11,10 @@ would refuse it as well.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Self
 
 from mailroom.adapters.breakers import ProviderBreakers
 from mailroom.adapters.operator_signals import OperatorSignals, SignalKey
@@ -61,9 +59,9 @@ class ChainResult:
 class ProviderChain:
     """The configured providers in order, with one breaker each.
 
-    Long-lived (one per process): HTTPS pools and boto3 clients inside the
-    providers survive between invocations. ``batch()`` brackets one SQS
-    batch, after which per-batch resources (the SMTP connection) are closed.
+    Long-lived (one per process): the SMTP connection, HTTPS pools and
+    boto3 clients inside the providers survive between invocations; each
+    provider decides when what it holds has idled too long to trust.
     """
 
     def __init__(
@@ -89,14 +87,6 @@ class ProviderChain:
     @property
     def order(self) -> tuple[str, ...]:
         return self._order
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[Self]:
-        try:
-            yield self
-        finally:
-            for provider in self._providers.values():
-                provider.close()
 
     def order_for(self, client_order: Sequence[str] | None) -> tuple[str, ...]:
         """A client's own order, narrowed to the configured providers; else the global one."""

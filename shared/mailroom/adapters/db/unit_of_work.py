@@ -120,11 +120,12 @@ class Database:
                 max_overflow=self._max_overflow,
                 pool_recycle=300,
             )
-            event.listen(self._engine, "checkout", _begin_or_replace)
             # Imported here: pg8000 itself is only loaded with the first engine.
             from mailroom.adapters.db import pg8000_statements
 
             pg8000_statements.install()
+            event.listen(self._engine, "connect", pg8000_statements.on_connect)
+            event.listen(self._engine, "checkout", _begin_or_replace)
         return self._engine
 
     def session(self) -> Session:

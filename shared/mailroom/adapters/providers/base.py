@@ -34,8 +34,9 @@ class ProviderReceipt:
 class EmailProvider(abc.ABC):
     """Sends finished MIME messages.
 
-    Used as a context manager around a batch, so a provider can keep one
-    connection open for all the messages of that batch.
+    Long-lived: a provider may keep connections open from one send (and one
+    batch) to the next, and decides itself when an idle one is stale.
+    ``close()`` (or leaving its ``with`` block) releases them.
     """
 
     name: str
@@ -44,7 +45,7 @@ class EmailProvider(abc.ABC):
     def send(self, email: OutgoingEmail) -> ProviderReceipt: ...
 
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
-        """Release whatever the batch held open."""
+        """Release whatever connections the provider holds open."""
 
     def __enter__(self) -> Self:
         return self
