@@ -171,3 +171,71 @@ def _accepted(database: Database, client_id: uuid.UUID, to: list[str], cc: list[
         uow.add_accepted(message, {}, suppression.recipient_rows(message))
         uow.commit()
     return message
+
+
+def _scans(plan: Any) -> tuple[set[str], set[str]]:
+    """The tables read whole, and the indexes used, in an EXPLAIN (FORMAT JSON) plan."""
+    whole, indexes = set(), set()
+    stack = [plan[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        if node["Node Type"] == "Seq Scan":
+            whole.add(node["Relation Name"])
+        if "Index Name" in node:
+            indexes.add(node["Index Name"])
+        stack.extend(node.get("Plans", []))
+    return whole, indexes
+
+
+def test_the_batch_statements_find_their_rows_by_key_even_on_stale_statistics(
+    database: Database,
+) -> None:
+    # GIVEN statistics taken while the tables held one message, then a burst
+    # of 3,000 queued messages with their recipient rows (autovacuum has not
+    # caught up: the planner believes a handful of messages are unfinished)
+    seed = _accepted(database, stored_client(database).id, ["ada@example.com"], [])
+    with database.engine.begin() as connection:
+        connection.execute(text("ANALYZE messages"))
+        connection.execute(text("ANALYZE message_recipients"))
+        connection.execute(
+            text(
+                "CREATE TEMP TABLE burst ON COMMIT DROP AS"
+                " SELECT gen_random_uuid() AS id FROM generate_series(1, 3000)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO messages SELECT (jsonb_populate_record(m,"
+                " jsonb_build_object('id', b.id))).* FROM messages m, burst b WHERE m.id = :seed"
+            ),
+            {"seed": seed.id},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO message_recipients SELECT (jsonb_populate_record(r,"
+                " jsonb_build_object('message_id', b.id))).*"
+                " FROM message_recipients r, burst b WHERE r.message_id = :seed"
+            ),
+            {"seed": seed.id},
+        )
+        ids = [str(row[0]) for row in connection.execute(text("SELECT id FROM messages LIMIT 10"))]
+    # WHEN the planner plans a claim and an outcome write for ten of them
+    from mailroom.adapters.db import batch_statements
+
+    parameters = {"ids": ids, "token": str(uuid.uuid4()), "lease_seconds": 60}
+    with database.engine.connect() as connection:
+        claim = connection.execute(
+            text(f"EXPLAIN (FORMAT JSON) {batch_statements._CLAIM.text}"), parameters
+        ).scalar_one()
+        record = connection.execute(
+            text(f"EXPLAIN (FORMAT JSON) {batch_statements._RECORD.text}"),
+            {**parameters, "outcomes": "[]", "events": "[]"},
+        ).scalar_one()
+    # THEN messages are reached through their primary key only, and the
+    # recipients through the message's own rows: nothing scans the backlog
+    for plan in (claim, record):
+        whole, indexes = _scans(plan)
+        assert not whole & {"messages", "message_recipients"}, whole
+        assert "pk_messages" in indexes
+        allowed = {"pk_messages", "pk_message_recipients", "pk_clients", "ix_suppressions_address"}
+        assert indexes <= allowed, indexes

@@ -131,6 +131,25 @@ class TestSandbox:
         assert refused.value.details[0]["line"] == 1
         assert store.uploads == {}
 
+    def test_loop_fields_read_as_in_jinja_and_loop_internals_stay_refused(self) -> None:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        # The loop's properties skip the sandbox's checks (issue 8); they must
+        # read as Jinja's own sandbox reads them, and anything else on
+        # ``loop`` must still go through the checks.
+        html = (
+            "{% for x in items %}{{ loop.index }}{{ loop.index0 }}{{ loop.revindex }}"
+            "{{ loop.revindex0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }}"
+            "{{ loop.depth }}{{ loop.depth0 }}{{ loop.previtem | default('-') }}"
+            "{{ loop.nextitem | default('-') }}{{ loop.cycle('a', 'b') }};{% endfor %}"
+        )
+        props = {"items": ["p", "q", "r"]}
+        expected = ImmutableSandboxedEnvironment().from_string(html).render(props)
+        assert f"<body>{expected}</body>" in TemplateRenderer().render(_source(html), props).html
+        internals = "{% for x in items %}{{ loop | attr('_iterator') }}{% endfor %}"
+        with pytest.raises(TemplateSecurityError):
+            TemplateRenderer().render(_source(internals), props)
+
     @pytest.mark.parametrize("payload", RUNTIME_PAYLOADS)
     def test_computed_escapes_pass_inspection_but_fail_at_render(self, payload: str) -> None:
         renderer = TemplateRenderer()

@@ -30,7 +30,7 @@ from typing import Any
 from jinja2 import StrictUndefined, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedError
-from jinja2.runtime import Context
+from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 from markupsafe import Markup
@@ -55,6 +55,12 @@ UNSAFE_ATTRIBUTES = frozenset(
 )
 # What getattr() finds on a plain dict: any other name can only be one of its keys.
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+# The read-only properties of ``loop`` inside a for: numbers, flags and the
+# neighbouring items, never a callable; the sandbox's checks would pass them.
+_LOOP_FIELDS = frozenset(
+    {"index", "index0", "revindex", "revindex0", "first", "last", "length"}
+    | {"depth", "depth0", "previtem", "nextitem"}
+)
 _UNSUPPORTED_TAGS = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 
 
@@ -253,6 +259,10 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
                 return obj[attribute]
             except KeyError:
                 pass
+        elif type(obj) is LoopContext and attribute in _LOOP_FIELDS:
+            # ``loop.index`` and the like: the sandbox's internal-attribute
+            # and mutation checks cost ~5 µs each time and cannot refuse these.
+            return getattr(obj, attribute)
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:

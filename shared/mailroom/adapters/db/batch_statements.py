@@ -40,11 +40,18 @@ class ClaimedBatch:
 # expired lease. The join with clients brings each message's provider order
 # back in the same round trip (the FK makes the join never drop a row); a
 # concurrent claimer's lock is waited on and the WHERE re-checked on the
-# newest row version, so two workers never both take a message. The last two
-# columns screen the recipients against suppressions in the same round trip:
+# newest row version, so two workers never both take a message. The last
+# column screens the recipients against suppressions in the same round trip:
 # the accepted message's recipient rows hold the bare addresses suppressions
 # are keyed by (a message without any, written by hand, is screened the
 # slower way by the caller).
+#
+# Written so that only the primary keys can find the rows, whatever the
+# statistics say (issue 8): the rule is a CASE, which the planner cannot
+# match to the partial index of unfinished messages, and the screening is
+# one correlated aggregate, which it cannot turn into a hash of the whole
+# recipients table. With statistics from before a burst, the plain
+# spelling of either scanned the entire backlog for every batch of ten.
 _CLAIM = text(
     """
     UPDATE messages AS m
@@ -56,28 +63,37 @@ _CLAIM = text(
     FROM clients AS c
     WHERE m.id = ANY(CAST(:ids AS uuid[]))
       AND c.id = m.client_id
-      AND (m.status = 'queued' OR (m.status = 'sending' AND m.lease_expires_at < now()))
+      AND CASE m.status
+              WHEN 'queued' THEN true
+              WHEN 'sending' THEN m.lease_expires_at < now()
+              ELSE false
+          END
     RETURNING m.id, m.client_id, m.trace_id, m.template_name, m.template_version,
               m.from_address, m.to_addresses, m.cc_addresses, m.bcc_addresses,
               m.reply_to, m.subject, m.props, m.metadata, m.provider,
               m.provider_msg_id, m.attempts, m.last_error, m.created_at, m.sent_at,
               m.next_attempt_at, m.claims, c.provider_order,
-              EXISTS (SELECT 1 FROM message_recipients AS r WHERE r.message_id = m.id),
-              (SELECT jsonb_agg(jsonb_build_object(
-                          'id', s.id, 'address', s.address, 'reason', s.reason,
-                          'client_id', s.client_id, 'expires_at', s.expires_at,
-                          'source', s.source))
+              (SELECT jsonb_build_object(
+                          'recipients', count(*),
+                          'suppressions', jsonb_agg(jsonb_build_object(
+                              'id', s.id, 'address', s.address, 'reason', s.reason,
+                              'client_id', s.client_id, 'expires_at', s.expires_at,
+                              'source', s.source)) FILTER (WHERE s.id IS NOT NULL))
                FROM message_recipients AS r
-               JOIN suppressions AS s ON s.address = r.address
-               WHERE r.message_id = m.id
-                 AND (s.client_id IS NULL OR s.client_id = m.client_id)
-                 AND (s.expires_at IS NULL OR s.expires_at > now()))
+               LEFT JOIN suppressions AS s
+                 ON s.address = r.address
+                AND (s.client_id IS NULL OR s.client_id = m.client_id)
+                AND (s.expires_at IS NULL OR s.expires_at > now())
+               WHERE r.message_id = m.id)
     """
 )
 
 # The outcomes and their events in one statement: the UPDATE writes only rows
 # still held by the token (a taken-over claim is not overwritten), and the
-# INSERT adds the events of exactly the rows written, in the order given.
+# INSERT adds the events of exactly the rows written, in the order given. The
+# ids come again as an array so that the rows are found by primary key: the
+# planner cannot see into the JSON, and on a small or freshly grown table it
+# chose to scan every message for the claim token (issue 8).
 _RECORD = text(
     """
     WITH outcome AS (
@@ -99,7 +115,9 @@ _RECORD = text(
             lease_expires_at = NULL,
             updated_at = now()
         FROM outcome
-        WHERE m.id = outcome.id AND m.claim_token = CAST(:token AS uuid)
+        WHERE m.id = ANY(CAST(:ids AS uuid[]))
+          AND m.id = outcome.id
+          AND m.claim_token = CAST(:token AS uuid)
         RETURNING m.id
     ), appended AS (
         INSERT INTO message_events (message_id, type, detail)
@@ -157,8 +175,7 @@ def claim_for_send(
             next_attempt_at,
             claims,
             provider_order,
-            recipients_known,
-            matched,
+            screening,
         ) = row
         message_uuid = _uuid(message_id)
         client_uuid = _uuid(client_id)
@@ -189,10 +206,10 @@ def claim_for_send(
             )
         )
         orders[client_uuid] = list(provider_order) if provider_order is not None else None
-        if not recipients_known:
+        if not screening["recipients"]:
             suppressions = None
         elif suppressions is not None:
-            for entry in matched or ():
+            for entry in screening["suppressions"] or ():
                 suppressions[int(entry["id"])] = _suppression(entry)
     return ClaimedBatch(
         messages, orders, list(suppressions.values()) if suppressions is not None else None
@@ -243,7 +260,13 @@ def record_outcomes(
         ]
     )
     rows = session.execute(
-        _RECORD, {"outcomes": outcomes, "events": appended, "token": str(token)}
+        _RECORD,
+        {
+            "ids": [str(message.id) for message in messages],
+            "outcomes": outcomes,
+            "events": appended,
+            "token": str(token),
+        },
     ).scalars()
     return {_uuid(value) for value in rows}
 
