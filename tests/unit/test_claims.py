@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from mailroom.adapters.providers.base import FailureKind
-from mailroom.adapters.templates import TemplateRenderer
+from mailroom.adapters.templates import TemplateRenderer, TemplateSource
 from mailroom.domain.model import EventType, MessageStatus
 from mailroom.services.delivery import DeliveryResult, SendItem, deliver_batch
 from tests.fakes import DictTemplateStore, FakeUnitOfWork
@@ -75,3 +75,40 @@ def test_a_live_claim_is_acknowledged_and_an_expired_one_taken_over() -> None:
     assert _deliver(uow, provider, SendItem(message_id)) == [DeliveryResult.SENT]
     assert len(provider.sent) == 1
     assert uow.messages.rows[message_id].claims == 2
+
+
+def test_a_batch_reads_each_template_once_and_the_next_batch_sees_an_edit() -> None:
+    # GIVEN a store that counts its reads, and three messages of one template
+    class CountingStore(DictTemplateStore):
+        reads = 0
+
+        def get(self, name: str, version: int | None = None) -> TemplateSource:
+            CountingStore.reads += 1
+            return super().get(name, version)
+
+    uow = FakeUnitOfWork()
+    store = CountingStore(HELLO)
+    provider = Named("smtp", None, None, None, None)
+
+    def deliver(*message_ids: uuid.UUID) -> None:
+        deliver_batch(
+            uow,
+            store,
+            TemplateRenderer(),
+            chain_of(provider),
+            items=[SendItem(message_id) for message_id in message_ids],
+            max_attempts=3,
+            backoff=NO_JITTER,
+            lease_seconds=60,
+        )
+
+    # WHEN one batch carries all three
+    deliver(_accept(uow), _accept(uow), _accept(uow))
+    # THEN the template was read once for them
+    assert CountingStore.reads == 1
+    assert len(provider.sent) == 3
+    # AND after an edit, the next batch renders the new source
+    store.sources["hello"] = TemplateSource(name="hello", subject="New {{ name }}", html="<p/>")
+    deliver(_accept(uow))
+    assert CountingStore.reads == 2
+    assert provider.sent[-1].mime.count(b"Subject: New Ada") == 1

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.operator_signals import SignalKey
 from mailroom.adapters.providers.base import FailureKind
-from mailroom.adapters.templates import TemplateRenderer, TemplateStore
+from mailroom.adapters.templates import TemplateRenderer, TemplateSource, TemplateStore
 from mailroom.domain.errors import InvalidTemplate, RenderError, UnknownTemplate
 from mailroom.domain.feedback import Suppression
 from mailroom.domain.mime import build_mime
@@ -146,6 +146,7 @@ def deliver_batch(
             found = uow.messages.get_many(unclaimed)
 
     last_receive = {item.message_id for item in items if item.last_receive}
+    batch_templates = BatchTemplates(templates)
     # Issue 8: one suppression query and one client read per client for the
     # whole batch, instead of both per message.
     suppressed, orders = _batch_lookups(uow, list(claimed.values()), known_orders, active)
@@ -159,7 +160,7 @@ def deliver_batch(
         try:
             attempt = _attempt(
                 uow,
-                templates,
+                batch_templates,
                 renderer,
                 providers,
                 message,
@@ -199,6 +200,25 @@ def deliver_batch(
         reported.add(item.message_id)
         outcomes.append(results[item.message_id])
     return outcomes
+
+
+class BatchTemplates(TemplateStore):
+    """One batch's view of a template store: each name and version read once.
+
+    A file template's get is five stat calls, an uploaded one's a query, and
+    the messages of a batch mostly share a template (issue 8). An edit or a
+    new upload is what the next batch uses.
+    """
+
+    def __init__(self, store: TemplateStore) -> None:
+        self._store = store
+        self._sources: dict[tuple[str, int | None], TemplateSource] = {}
+
+    def get(self, name: str, version: int | None = None) -> TemplateSource:
+        source = self._sources.get((name, version))
+        if source is None:
+            source = self._sources[(name, version)] = self._store.get(name, version)
+        return source
 
 
 def _not_claimed(message_id: uuid.UUID, message: Message | None) -> DeliveryOutcome:

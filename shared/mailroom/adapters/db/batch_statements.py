@@ -44,7 +44,8 @@ class ClaimedBatch:
 # column screens the recipients against suppressions in the same round trip:
 # the accepted message's recipient rows hold the bare addresses suppressions
 # are keyed by (a message without any, written by hand, is screened the
-# slower way by the caller).
+# slower way by the caller). The JSON columns come back as one array: pg8000
+# decodes each JSON value with its own json.loads call.
 #
 # Written so that only the primary keys can find the rows, whatever the
 # statistics say (issue 8): the rule is a CASE, which the planner cannot
@@ -69,22 +70,23 @@ _CLAIM = text(
               ELSE false
           END
     RETURNING m.id, m.client_id, m.trace_id, m.template_name, m.template_version,
-              m.from_address, m.to_addresses, m.cc_addresses, m.bcc_addresses,
-              m.reply_to, m.subject, m.props, m.metadata, m.provider,
-              m.provider_msg_id, m.attempts, m.last_error, m.created_at, m.sent_at,
-              m.next_attempt_at, m.claims, c.provider_order,
-              (SELECT jsonb_build_object(
-                          'recipients', count(*),
-                          'suppressions', jsonb_agg(jsonb_build_object(
-                              'id', s.id, 'address', s.address, 'reason', s.reason,
-                              'client_id', s.client_id, 'expires_at', s.expires_at,
-                              'source', s.source)) FILTER (WHERE s.id IS NOT NULL))
-               FROM message_recipients AS r
-               LEFT JOIN suppressions AS s
-                 ON s.address = r.address
-                AND (s.client_id IS NULL OR s.client_id = m.client_id)
-                AND (s.expires_at IS NULL OR s.expires_at > now())
-               WHERE r.message_id = m.id)
+              m.from_address, m.subject, m.provider, m.provider_msg_id, m.attempts,
+              m.last_error, m.created_at, m.sent_at, m.next_attempt_at, m.claims,
+              jsonb_build_array(
+                  m.to_addresses, m.cc_addresses, m.bcc_addresses, m.reply_to, m.props,
+                  m.metadata, c.provider_order,
+                  (SELECT jsonb_build_object(
+                              'recipients', count(*),
+                              'suppressions', jsonb_agg(jsonb_build_object(
+                                  'id', s.id, 'address', s.address, 'reason', s.reason,
+                                  'client_id', s.client_id, 'expires_at', s.expires_at,
+                                  'source', s.source)) FILTER (WHERE s.id IS NOT NULL))
+                   FROM message_recipients AS r
+                   LEFT JOIN suppressions AS s
+                     ON s.address = r.address
+                    AND (s.client_id IS NULL OR s.client_id = m.client_id)
+                    AND (s.expires_at IS NULL OR s.expires_at > now())
+                   WHERE r.message_id = m.id))
     """
 )
 
@@ -143,7 +145,7 @@ def claim_for_send(
     rows = session.execute(
         _CLAIM,
         {
-            "ids": [str(message_id) for message_id in message_ids],
+            "ids": uuid_array(message_ids),
             "token": str(token),
             "lease_seconds": lease_seconds,
         },
@@ -159,13 +161,7 @@ def claim_for_send(
             template_name,
             template_version,
             from_address,
-            to,
-            cc,
-            bcc,
-            reply_to,
             subject,
-            props,
-            metadata,
             provider,
             provider_msg_id,
             attempts,
@@ -174,9 +170,9 @@ def claim_for_send(
             sent_at,
             next_attempt_at,
             claims,
-            provider_order,
-            screening,
+            documents,
         ) = row
+        to, cc, bcc, reply_to, props, metadata, provider_order, screening = documents
         message_uuid = _uuid(message_id)
         client_uuid = _uuid(client_id)
         messages.append(
@@ -262,13 +258,22 @@ def record_outcomes(
     rows = session.execute(
         _RECORD,
         {
-            "ids": [str(message.id) for message in messages],
+            "ids": uuid_array([message.id for message in messages]),
             "outcomes": outcomes,
             "events": appended,
             "token": str(token),
         },
     ).scalars()
     return {_uuid(value) for value in rows}
+
+
+def uuid_array(values: Sequence[uuid.UUID]) -> str:
+    """A PostgreSQL array literal of uuids, for ``CAST(:x AS uuid[])``.
+
+    pg8000 escapes a list parameter character by character in Python
+    (~50 µs for ten uuids); a uuid's text never needs escaping.
+    """
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _iso(value: datetime | None) -> str | None:
