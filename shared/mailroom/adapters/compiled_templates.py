@@ -188,7 +188,12 @@ class TemplateCompiler:
 
     def _template(self, part: str, code: object) -> Template:
         env = self.environment(part)
-        return env.template_class.from_code(env, code, env.make_globals(None))  # type: ignore[arg-type]
+        # A plain dict, not Jinja's ChainMap over the environment's globals:
+        # every render copies them, and copying a ChainMap iterates it in
+        # Python (~10% of a warm render, issue 8). Nothing adds globals to
+        # these environments after they are built.
+        template_globals = dict(env.make_globals(None))
+        return env.template_class.from_code(env, code, template_globals)  # type: ignore[arg-type]
 
 
 def _refuse(

@@ -272,7 +272,7 @@ def _encode_body(text: str) -> tuple[str, bytes]:
 def _lines_fit(data: bytes) -> bool:
     if len(data) <= MAX_LINE:
         return True
-    return max(len(line) for line in data.split(b"\n")) <= MAX_LINE
+    return max(map(len, data.split(b"\n"))) <= MAX_LINE
 
 
 def _boundary(unique: str, *bodies: bytes) -> str:
