@@ -66,6 +66,8 @@ def environment() -> dict[str, str]:
         AWS_SECRET_ACCESS_KEY="bench",
         AWS_REGION="us-east-1",
         SMTP_PORT="9",
+        # As template.yaml's Globals set it (the worker then loads no boto3).
+        SEND_QUEUE_MAX_RECEIVE_COUNT="8",
         POWERTOOLS_LOG_LEVEL="ERROR",
         POWERTOOLS_TRACE_DISABLED="true",
         POWERTOOLS_METRICS_DISABLED="true",

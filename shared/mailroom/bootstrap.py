@@ -172,7 +172,10 @@ def bootstrap(
         build_renderer=lambda: renderer or _template_renderer(settings, redis_store),
         build_providers=build_providers,
         signals=operator_signals,
-        queue_records=queue_records or SqsQueueRecords(settings.queue_url, settings.aws_region),
+        queue_records=queue_records
+        or SqsQueueRecords(
+            settings.queue_url, settings.aws_region, settings.send_queue_max_receive_count
+        ),
         dead_letters=dead_letters
         or SqsDeadLetterQueue(settings.dead_letter_queue_url, settings.aws_region),
         rate_limiter=rate_limiter or RedisRateLimiter(redis_store),

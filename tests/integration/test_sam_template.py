@@ -170,6 +170,10 @@ def test_queue_gives_up_only_after_the_app_has(template: dict[str, Any]) -> None
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
         "Fn::GetAtt": ["SendDeadLetterQueue", "Arn"]
     }
+    # AND the functions are told that same limit (the worker trusts it
+    # instead of asking SQS)
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert int(variables["SEND_QUEUE_MAX_RECEIVE_COUNT"]) == max_receive_count
 
 
 def test_queue_visibility_timeout_covers_the_worker_timeout(template: dict[str, Any]) -> None:

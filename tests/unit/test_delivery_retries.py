@@ -376,3 +376,14 @@ class TestDeadLetterService:
         assert (report.purged, report.marked_failed, report.remaining) == (2, 1, 0)
         assert uow.messages.rows[stranded].status is MessageStatus.FAILED
         assert uow.messages.rows[stranded].last_error == dead_letters.PURGED_REASON
+
+
+def test_a_stated_redrive_limit_is_trusted_without_asking_sqs() -> None:
+    from mailroom.adapters.queue_records import SqsQueueRecords
+
+    # GIVEN queue records told the limit, for a queue nobody could reach
+    records = SqsQueueRecords("http://127.0.0.1:1/000000000000/nowhere", "eu-west-1", 8)
+    # THEN the last receive is known at once (asking SQS would have failed,
+    # and an unknown limit makes no receive the last)
+    assert records.is_last_receive(8)
+    assert not records.is_last_receive(7)

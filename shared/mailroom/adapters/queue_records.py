@@ -31,12 +31,14 @@ class QueueRecords(abc.ABC):
 
 
 class SqsQueueRecords(QueueRecords):
-    def __init__(self, queue_url: str, region: str) -> None:
+    def __init__(self, queue_url: str, region: str, max_receive_count: int | None = None) -> None:
+        """``max_receive_count``: the queue's redrive limit if the deployment
+        states it; otherwise it is read from the queue on first use."""
         self._queue_url = queue_url
         self._region = region
         self._client: Any = None
-        self._max_receive_count: int | None = None
-        self._redrive_known = False
+        self._max_receive_count = max_receive_count
+        self._redrive_known = max_receive_count is not None
 
     @property
     def client(self) -> Any:
