@@ -187,3 +187,31 @@ def test_timestamptz_values_read_back_as_aware_datetimes_in_any_session_zone(
     assert noon.utcoffset() is not None
     assert noon.utcoffset().total_seconds() == 5.5 * 3600
     assert infinite == "infinity"
+
+
+def test_commit_and_rollback_go_as_simple_queries_and_a_failed_commit_raises(
+    database: Database,
+) -> None:
+    # The engine ends transactions with simple-protocol COMMIT/ROLLBACK
+    # (issue 8); a COMMIT that fails must still surface as SQLAlchemy's error
+    # carrying the server's SQLSTATE (as pg8000's own commit did), and leave
+    # the connection usable.
+    assert database.engine.dialect.do_commit is pg8000_statements.commit
+    with database.engine.connect() as connection:
+        connection.execute(
+            text(
+                "CREATE TEMP TABLE deferred_check (id int,"
+                " CONSTRAINT deferred_unique UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+        connection.commit()
+        connection.execute(text("INSERT INTO deferred_check VALUES (1), (1)"))
+        with pytest.raises(DBAPIError) as failed:
+            connection.commit()
+        assert failed.value.orig.args[0]["C"] == "23505"  # type: ignore[union-attr]
+        connection.rollback()
+        connection.execute(text("INSERT INTO deferred_check VALUES (2)"))
+        connection.rollback()
+        connection.execute(text("INSERT INTO deferred_check VALUES (3)"))
+        connection.commit()
+        assert connection.execute(text("SELECT id FROM deferred_check")).scalars().all() == [3]

@@ -1,4 +1,4 @@
-"""Two of pg8000's per-execute costs, cut: placeholder rewrites and timestamptz reads.
+"""pg8000's per-statement costs, cut: placeholder rewrites, timestamptz reads, COMMIT.
 
 pg8000 turns SQLAlchemy's ``%s`` placeholders into PostgreSQL's ``$1`` with
 a character-by-character scan in Python, on every execute, about 1 µs per
@@ -13,6 +13,10 @@ pg8000 reads each ``timestamptz`` value with ``datetime.strptime`` (~25 µs;
 3% of the worker's time for one column per message, issue 8), where
 ``datetime.fromisoformat`` reads PostgreSQL's ISO output in well under 1 µs.
 What it cannot read (infinity, out-of-range years) goes to pg8000's own.
+
+pg8000 sends COMMIT and ROLLBACK through the extended protocol (parse, bind,
+describe, execute, sync: five messages and five answers); the simple query
+protocol does it in one of each, ~80 µs less client CPU per transaction here.
 """
 
 from __future__ import annotations
@@ -60,3 +64,20 @@ def timestamptz_in(data: str) -> datetime | str:
 def on_connect(dbapi_connection: Any, record: object) -> None:
     """Give a new connection the fast timestamptz reader (an engine ``connect`` listener)."""
     dbapi_connection.register_in_adapter(pg8000.converters.TIMESTAMPTZ, timestamptz_in)
+
+
+def commit(dbapi_connection: Any) -> None:
+    """A dialect's ``do_commit``: COMMIT as a simple query."""
+    dbapi_connection.execute_simple("commit")
+
+
+def rollback(dbapi_connection: Any) -> None:
+    """A dialect's ``do_rollback``: ROLLBACK as a simple query, if a transaction is open."""
+    if dbapi_connection._in_transaction:
+        dbapi_connection.execute_simple("rollback")
+
+
+def use_simple_transaction_commands(dialect: Any) -> None:
+    """Make this engine's dialect (only this one) end transactions as above."""
+    dialect.do_commit = commit
+    dialect.do_rollback = rollback

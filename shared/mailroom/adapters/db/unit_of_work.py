@@ -124,6 +124,7 @@ class Database:
             from mailroom.adapters.db import pg8000_statements
 
             pg8000_statements.install()
+            pg8000_statements.use_simple_transaction_commands(self._engine.dialect)
             event.listen(self._engine, "connect", pg8000_statements.on_connect)
             event.listen(self._engine, "checkout", _begin_or_replace)
         return self._engine
