@@ -11,7 +11,7 @@ from sqlalchemy import select
 from mailroom.adapters.db.tables import MessageEventRow, MessageRecipientRow
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
 from mailroom.domain.feedback import Suppression, SuppressionReason
-from mailroom.domain.model import Client, EventType, Message, MessageStatus
+from mailroom.domain.model import EventType, Message, MessageStatus
 from mailroom.services import suppression
 from tests.integration.conftest import stored_client
 
@@ -21,14 +21,7 @@ pytestmark = pytest.mark.integration
 def test_one_statement_writes_the_row_its_event_and_its_recipients(database: Database) -> None:
     # GIVEN a client and a message with To, Cc and Bcc, props and metadata
     uow = SqlUnitOfWork(database)
-    client = Client(
-        id=uuid.uuid4(),
-        name="c",
-        api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
-        api_secret_hash="x",
-        rate_limit=60,
-        quota_limit=100,
-    )
+    client = stored_client(database)
     message = Message(
         id=uuid.uuid4(),
         client_id=client.id,
@@ -44,7 +37,6 @@ def test_one_statement_writes_the_row_its_event_and_its_recipients(database: Dat
     rows = [("ada@example.com", "to"), ("bob@example.com", "to"), ("carol@example.com", "cc")]
     # WHEN add_accepted writes it and the transaction commits
     with uow:
-        uow.clients.add(client)
         uow.add_accepted(message, {"trace_id": "trace-1"}, rows)
         uow.commit()
     # THEN the row reads back as written, with one accepted event and three recipients
