@@ -10,17 +10,19 @@ bare argon2id verify are timed 20 times each. The SQS send the handler leaves
 out is timed on its own (boto3 to an in-process moto server, 300 sends).
 Log lines still go through the Powertools logger, to /dev/null. Bounded to
 about two minutes. MAILROOM_BENCH_PROFILE=<file> also writes a pyinstrument
-profile of 1,000 warm requests there.
+profile of 1,000 warm requests there. ``--whole-only --requests N`` times N
+requests and nothing else (bench/instructions.py runs it under callgrind).
 
 Needs PostgreSQL and Redis on 127.0.0.1. The database (created and migrated
 if missing) and Redis database are MAILROOM_BENCH_DATABASE_URL (default
 .../mailroom_bench) and MAILROOM_BENCH_REDIS_URL (default redis://127.0.0.1:6379/14).
 
-    .venv/bin/python bench/api_send.py
+    .venv/bin/python bench/api_send.py [--requests 5000] [--whole-only]
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import logging
@@ -96,6 +98,13 @@ def row(label: str, millis: list[float], target: str = "") -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=REQUESTS, help="warm requests timed")
+    parser.add_argument(
+        "--whole-only", action="store_true", help="time the whole handler only: no parts, no cold"
+    )
+    args = parser.parse_args()
+    requests: int = args.requests
     ensure_database_exists(DATABASE_URL)
     upgrade_to_head(DATABASE_URL)
     settings = Settings(
@@ -151,13 +160,16 @@ def main() -> None:
             Path(os.environ["MAILROOM_BENCH_PROFILE"]).write_text(
                 profiler.output_text(unicode=False, color=False)
             )
-        ready(REQUESTS)
-        whole = timed(send, REQUESTS)
+        ready(requests)
+        whole = timed(send, requests)
+        if args.whole_only:
+            print(row("whole handler (resolve), self time", whole, "p99 <= 5"))
+            return
         parts = _parts(services, key, secret, event)
         cold = _cold(services, key, secret)
 
     print(
-        f"POST /v1/send, warm instance, no queue send ({REQUESTS} requests; parts "
+        f"POST /v1/send, warm instance, no queue send ({requests} requests; parts "
         f"{PART_SAMPLES} each; cold {COLD_SAMPLES} each)"
     )
     print(f"{'ms':<46}{'median':>9}{'p99':>9}{'n':>7}  target")

@@ -220,6 +220,50 @@ class TestRunawayTemplates:
         assert "6.00 ababab Ada, Grace" in rendered.html
 
 
+class TestTrialRender:
+    """The send API's trial render refuses exactly what the worker's render would."""
+
+    REFUSED: dict[str, tuple[str, dict[str, Any]]] = {
+        **{f"runaway: {name}": (html, {}) for name, (html, _) in RUNAWAYS.items()},
+        **{f"escape: {payload}": (payload, {}) for payload in RUNTIME_PAYLOADS},
+        "missing prop": ("<p>{{ name }}</p>", {}),
+        "missing nested prop": ("<p>{{ user.name }}</p>", {"user": {}}),
+        "error in template code": ("<p>{{ 1 / n }}</p>", {"n": 0}),
+    }
+
+    @pytest.mark.parametrize("case", list(REFUSED))
+    def test_it_raises_what_render_raises(self, case: str) -> None:
+        html, props = self.REFUSED[case]
+        renderer = TemplateRenderer(timeout_seconds=LIMIT)
+        with pytest.raises(MailroomError) as rendered:
+            renderer.render(_source(html), props)
+        with pytest.raises(MailroomError) as tried:
+            renderer.try_render(_source(html), props)
+        assert type(tried.value) is type(rendered.value)
+        assert (tried.value.code, tried.value.details) == (
+            rendered.value.code,
+            rendered.value.details,
+        )
+
+    def test_props_that_render_pass_without_inlining_or_a_text_part(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        renderer = TemplateRenderer()
+        source = _source("<style>p { color: red }</style><p>{{ name }}</p>")
+        finished: list[str] = []
+
+        class CountingInliner:
+            def inline(self, html: str) -> str:
+                finished.append(html)
+                return html
+
+        monkeypatch.setattr(renderer, "_inliner", CountingInliner())
+        renderer.try_render(source, {"name": "Ada"})
+        assert finished == []
+        assert "<p>Ada</p>" in renderer.render(source, {"name": "Ada"}).html
+        assert len(finished) == 1
+
+
 class TestDeadlineWatchdog:
     def test_a_function_that_ends_in_time_returns_its_value(self) -> None:
         assert DeadlineWatchdog().run(1.0, lambda: 42) == 42

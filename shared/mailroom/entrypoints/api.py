@@ -121,7 +121,7 @@ def _errors(*statuses: tuple[int, str]) -> dict[int, OpenAPIResponse]:
     }
 
 
-def trace_id_of(headers: dict[str, str]) -> str:
+def trace_id_of(headers: Mapping[str, str]) -> str:
     """Continue the caller's trace (W3C traceparent or X-Ray header), or start one."""
     lowered = {key.lower(): value for key, value in headers.items()}
     match = _TRACEPARENT.match(lowered.get("traceparent", "").strip())
@@ -133,18 +133,12 @@ def trace_id_of(headers: dict[str, str]) -> str:
     return uuid.uuid4().hex
 
 
-def _header(router: Router | APIGatewayRestResolver, name: str) -> str | None:
-    headers = router.current_event.headers or {}
-    for key, value in headers.items():
-        if key.lower() == name:
-            return str(value)
-    return None
-
-
 def _authenticated(router: Router, services: Services) -> Client:
     # Admitted once per invocation: by the gate ahead of routing, or here.
+    # Powertools builds a new case-insensitive map on every ``.headers``.
+    headers = router.current_event.headers
     return client_gate.admitted_client(
-        services, _header(router, "x-api-key"), _header(router, "x-api-secret")
+        services, headers.get("x-api-key"), headers.get("x-api-secret")
     )
 
 
@@ -184,11 +178,12 @@ def send_routes(services: ServicesProvider) -> Router:
     def send(request: Annotated[SendRequest, Body()]) -> Response[str]:
         active = services()
         client = _authenticated(router, active)
-        trace_id = trace_id_of(dict(router.current_event.headers or {}))
+        # Powertools' header map is case-insensitive.
+        headers = router.current_event.headers
+        trace_id = trace_id_of(headers)
         logger.append_keys(trace_id=trace_id)
         hold: idempotency.Hold | None = None
-        # Powertools' header map is case-insensitive.
-        key = router.current_event.headers.get("Idempotency-Key")
+        key = headers.get("Idempotency-Key")
         if key is not None:
             begun = idempotency.begin(
                 active.uow(),

@@ -41,7 +41,7 @@ def check_props(renderer: TemplateRenderer, source: TemplateSource, props: dict[
     lacks (MissingProp, from StrictUndefined). Both answer 422.
     """
     validate_props(source.name, source.schema, props)
-    renderer.render(source, props)
+    renderer.try_render(source, props)
 
 
 def upload_template(

@@ -5,7 +5,7 @@ pure-Python pg8000, about a third of the handler's time, issue 8). Here one
 statement does it with data-modifying CTEs; the foreign keys of the event and
 recipient rows are checked at the end of the statement, when the message row
 exists. A fixed text statement, so SQLAlchemy compiles it once per process;
-the recipients travel as two arrays (``unnest``), whatever their number. The
+the recipients travel as two array literals (``unnest``), whatever their number. The
 send's suppression check rides along in the same statement.
 """
 
@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Session
-from sqlalchemy.types import Text
 
+from mailroom.adapters.db.array_literals import text_array
 from mailroom.adapters.db.feedback_repositories import suppression_of
 from mailroom.domain.feedback import Suppression
 from mailroom.domain.model import EventType, Message
@@ -72,9 +72,6 @@ _ACCEPT = text(
     bindparam("props", type_=JSONB),
     bindparam("metadata", type_=JSONB),
     bindparam("detail", type_=JSONB),
-    bindparam("addresses", type_=ARRAY(Text)),
-    bindparam("kinds", type_=ARRAY(Text)),
-    bindparam("screened", type_=ARRAY(Text)),
 )
 
 
@@ -113,9 +110,9 @@ def insert_accepted(
             "last_error": message.last_error,
             "event_type": EventType.ACCEPTED.value,
             "detail": detail,
-            "addresses": [address for address, _ in recipients],
-            "kinds": [kind for _, kind in recipients],
-            "screened": list(screened),
+            "addresses": text_array([address for address, _ in recipients]),
+            "kinds": text_array([kind for _, kind in recipients]),
+            "screened": text_array(screened),
         },
     ).all()
     return [suppression_of(row) for row in rows]

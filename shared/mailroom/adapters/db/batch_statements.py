@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from mailroom.adapters.db.array_literals import uuid_array
 from mailroom.domain.feedback import Suppression, SuppressionReason
 from mailroom.domain.model import EventType, Message, MessageStatus
 
@@ -265,15 +266,6 @@ def record_outcomes(
         },
     ).scalars()
     return {_uuid(value) for value in rows}
-
-
-def uuid_array(values: Sequence[uuid.UUID]) -> str:
-    """A PostgreSQL array literal of uuids, for ``CAST(:x AS uuid[])``.
-
-    pg8000 escapes a list parameter character by character in Python
-    (~50 µs for ten uuids); a uuid's text never needs escaping.
-    """
-    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -1,0 +1,119 @@
+"""Instructions per email (worker) and per request (API): figures the machine does not move.
+
+The rates and times of the other benches move by tens of percent from one
+minute to the next on a shared machine, and by more from one machine to the
+next (docs/benchmarks.md, issue 8). This runs two benches under
+``valgrind --tool=callgrind``, each twice, with a short and a longer run, and
+divides the difference in instructions by the difference in work, so that
+start-up, imports and warm-up cancel out:
+
+- the worker: ``bench/worker_profile.py`` with 5 and 25 batches of 10;
+- the send API: ``bench/api_send.py --whole-only`` with 100 and 600 warm
+  ``POST /v1/send`` requests through the resolver.
+
+Only the benchmark's own process is counted (the SMTP sink, PostgreSQL and
+Redis are not), and time spent waiting on a socket costs no instructions: the
+API's round trips show in its self-time, not here. Paths that depend on
+timing (the render deadline, the breaker's 1 s trust, SMTP idle checks) can
+still make two runs differ a little; compare figures from runs on one tree
+before trusting a difference under a few percent. About five minutes. Prints
+a note and exits 0 where valgrind is not installed.
+
+    .venv/bin/python bench/instructions.py [worker] [api]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+_TOTAL = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A bench script whose instructions grow with ``units`` of work."""
+
+    label: str
+    unit: str
+    script: str
+    # The command-line arguments that make the script do this many units.
+    arguments: tuple[str, ...]
+    units_per_step: int
+    short: int
+    long: int
+
+    def argv(self, steps: int) -> list[str]:
+        return [str(REPO / "bench" / self.script), *self.arguments, str(steps)]
+
+
+SUBJECTS = {
+    "worker": Subject(
+        "worker process, bench/worker_profile.py",
+        "email",
+        "worker_profile.py",
+        ("--batches",),
+        units_per_step=10,
+        short=5,
+        long=25,
+    ),
+    "api": Subject(
+        "send API, bench/api_send.py --whole-only",
+        "request",
+        "api_send.py",
+        ("--whole-only", "--requests"),
+        units_per_step=1,
+        short=100,
+        long=600,
+    ),
+}
+
+
+def instructions(argv: list[str], valgrind: str) -> int:
+    """Instructions the Python process running ``argv`` executed, start-up included."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "callgrind.out"
+        subprocess.run(
+            [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, *argv],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        found = _TOTAL.search(out.read_text(errors="replace"))
+    if found is None:
+        raise SystemExit(f"callgrind wrote no summary for {argv}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("subjects", nargs="*", help=f"any of {', '.join(SUBJECTS)} (default: all)")
+    args = parser.parse_args()
+    unknown = set(args.subjects) - set(SUBJECTS)
+    if unknown:
+        parser.error(f"no such subject: {', '.join(sorted(unknown))}")
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("valgrind is not installed: no instruction count (apt-get install valgrind)")
+        return
+    print(f"{'under callgrind':<46}{'steps':>12}{'M instructions':>16}")
+    for name in args.subjects or SUBJECTS:
+        subject = SUBJECTS[name]
+        short = instructions(subject.argv(subject.short), valgrind)
+        long = instructions(subject.argv(subject.long), valgrind)
+        units = (subject.long - subject.short) * subject.units_per_step
+        per_unit = (long - short) / units / 1e6
+        steps = f"{subject.long}-{subject.short}"
+        print(f"{subject.label:<46}{steps:>12}{per_unit:>9.2f} /{subject.unit}")
+
+
+if __name__ == "__main__":
+    main()

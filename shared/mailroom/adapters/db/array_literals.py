@@ -1,0 +1,28 @@
+"""PostgreSQL array literals, for parameters cast in SQL (``CAST(:x AS text[])``).
+
+pg8000 sends a Python list by escaping it character by character in Python:
+~50 µs for ten uuids, ~60 µs for the send API's three short address arrays
+(issue 8). These build the same literal with C-speed string methods; the
+statement casts the text to the array type it needs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+
+def uuid_array(values: Iterable[uuid.UUID]) -> str:
+    """``{a,b}``: a uuid's text never needs quoting."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def text_array(values: Iterable[str]) -> str:
+    """``{"a","b"}``: every element quoted, so commas, braces, spaces and the
+    word NULL read as text; inside quotes only backslash and double quote
+    need a backslash (PostgreSQL's array input rules)."""
+    return "{" + ",".join(map(_quoted, values)) + "}"
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
