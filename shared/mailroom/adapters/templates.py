@@ -272,7 +272,7 @@ class TemplateRenderer:
         the inlining bound); inlining the CSS and deriving the text part only
         reshape HTML that is already known to be fine (css-inline and the
         HTML-to-text parser accept any markup), so the send API's trial render
-        skips them: about a tenth of its time (issue 8).
+        skips them: half its time for ``welcome`` (issue 8).
         """
         self._guarded(source, props, finish=False)
 
