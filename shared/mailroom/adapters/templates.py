@@ -222,6 +222,7 @@ class TemplateRenderer:
         self,
         *,
         shared: SharedTemplateCode | None = None,
+        signing_key: bytes | None = None,
         metrics: TemplateMetrics | None = None,
         timeout_seconds: float = 0.2,
         compile_timeout_seconds: float = 2.0,
@@ -233,6 +234,7 @@ class TemplateRenderer:
         import css_inline
 
         from mailroom.adapters.compiled_templates import (
+            CodeSigner,
             CompiledTemplateStore,
             TemplateCompiler,
             TemplateMetrics,
@@ -247,6 +249,7 @@ class TemplateRenderer:
             self.compiler,
             shared,
             metrics or TemplateMetrics(),
+            signer=CodeSigner(signing_key) if signing_key is not None else None,
             size=cache_size,
             ttl_seconds=cache_ttl_seconds,
         )
