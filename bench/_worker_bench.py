@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import redis
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head
@@ -72,6 +73,8 @@ def build_services(
         provider_order="smtp",
         smtp_host="127.0.0.1",
         smtp_port=port,
+        # As a deployed stack has one: compiled code is then shared through Redis.
+        template_code_signing_key=SecretStr("bench-template-code-signing-key-0123456789"),
     )
     provider = SmtpProvider("127.0.0.1", port, security=security, reuse_connection=reuse)
     return bootstrap(

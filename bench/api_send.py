@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "shared"), str(REPO)]
 
 import boto3  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
 
 from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head  # noqa: E402
 from mailroom.adapters.queue import MessageQueue, SqsMessageQueue  # noqa: E402
@@ -108,7 +109,11 @@ def main() -> None:
     ensure_database_exists(DATABASE_URL)
     upgrade_to_head(DATABASE_URL)
     settings = Settings(
-        database_url=DATABASE_URL, redis_url=REDIS_URL, templates_dir=REPO / "templates"
+        database_url=DATABASE_URL,
+        redis_url=REDIS_URL,
+        templates_dir=REPO / "templates",
+        # As a deployed stack has one: compiled code is then shared through Redis.
+        template_code_signing_key=SecretStr("bench-template-code-signing-key-0123456789"),
     )
     services: Services = bootstrap(settings, queue=NoQueue())
     services.credential_versions  # noqa: B018 - built before timing starts

@@ -68,6 +68,8 @@ def environment() -> dict[str, str]:
         SMTP_PORT="9",
         # As template.yaml's Globals set it (the worker then loads no boto3).
         SEND_QUEUE_MAX_RECEIVE_COUNT="8",
+        # Required by template.yaml: compiled code is shared through Redis.
+        TEMPLATE_CODE_SIGNING_KEY="bench-template-code-signing-key-0123456789",
         POWERTOOLS_LOG_LEVEL="ERROR",
         POWERTOOLS_TRACE_DISABLED="true",
         POWERTOOLS_METRICS_DISABLED="true",

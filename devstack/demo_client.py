@@ -18,6 +18,7 @@ DEMO_CLIENT_NAME = "demo"
 DEMO_TEMPLATE = "welcome"
 DEMO_RECIPIENT = "ada@example.com"
 ADMIN_TOKEN_BYTES = 32  # token_urlsafe(32) is 43 characters; the template wants 32 or more
+SIGNING_KEY_CHARACTERS = 32  # TEMPLATE_CODE_SIGNING_KEY's minimum
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,23 @@ def admin_token(saved: DevCredentials | None) -> str:
     if saved is not None and len(saved.admin_token) >= ADMIN_TOKEN_BYTES:
         return saved.admin_token
     return secrets.token_urlsafe(ADMIN_TOKEN_BYTES)
+
+
+def template_code_signing_key(path: Path) -> str:
+    """The key in ``path``, so instances started later share compiled code; a new one otherwise.
+
+    Kept beside the other local credentials, readable by its owner only.
+    """
+    try:
+        saved = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        saved = ""
+    if len(saved) >= SIGNING_KEY_CHARACTERS:
+        return saved
+    key = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, (key + "\n").encode("utf-8"), mode=0o600)
+    return key
 
 
 def demo_credentials(

@@ -117,7 +117,8 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
 
     saved = demo_client.DevCredentials.read(settings.credentials_path)
     token = demo_client.admin_token(saved)
-    _export_function_environment(settings, stack, queues, sink, token)
+    signing_key = demo_client.template_code_signing_key(settings.signing_key_path)
+    _export_function_environment(settings, stack, queues, sink, token, signing_key)
 
     invocation_lock = threading.Lock()
     functions = _load_functions(stack, settings.aws_region, invocation_lock)
@@ -214,6 +215,7 @@ def _export_function_environment(
     queues: dict[str, ProvisionedQueue],
     sink: SmtpSink,
     token: str,
+    signing_key: str,
 ) -> None:
     """Write the functions' environment; they read it once, on first use."""
     intrinsics = stack.intrinsics
@@ -277,6 +279,7 @@ def _export_function_environment(
             "SMTP_USERNAME": "",
             "SMTP_PASSWORD": "",
             "ADMIN_TOKEN_SHA256": hashlib.sha256(token.encode()).hexdigest(),
+            "TEMPLATE_CODE_SIGNING_KEY": signing_key,
         }
     )
 

@@ -63,5 +63,9 @@ class DevstackSettings(BaseSettings):
         return self.local_path / "dev-credentials.json"
 
     @property
+    def signing_key_path(self) -> Path:
+        return self.local_path / "template-code-signing-key"
+
+    @property
     def template_path(self) -> Path:
         return self.in_repo(self.template_file)

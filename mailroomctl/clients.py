@@ -67,9 +67,14 @@ def register_clients(commands: argparse._SubParsersAction[argparse.ArgumentParse
     reconcile.add_argument("--period", help="YYYY-MM; the current month if absent")
     reconcile.set_defaults(handler=_reconcile)
 
-    audit = commands.add_parser("audit", help="the admin audit log, newest first")
-    audit.add_argument("--target", help="only entries about this client id")
-    audit.add_argument("--limit", type=int, default=50)
+    audit = commands.add_parser(
+        "audit", help="the admin audit log, in the order the actions happened (oldest first)"
+    )
+    audit.add_argument(
+        "--target", help="only entries about this target (client id, address, template, ...)"
+    )
+    audit.add_argument("--limit", type=int, default=50, help="the last N entries (default 50)")
+    audit.add_argument("--after", type=int, help="the first N entries after this seq instead")
     audit.set_defaults(handler=_audit)
 
 
@@ -154,4 +159,6 @@ def _audit(client: AdminClient, args: argparse.Namespace) -> Any:
     query: dict[str, Any] = {"limit": args.limit}
     if args.target:
         query["target"] = args.target
+    if args.after is not None:
+        query["after"] = args.after
     return client.request("GET", f"/admin/audit?{urlencode(query)}")

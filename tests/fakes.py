@@ -20,7 +20,7 @@ from mailroom.adapters.providers.base import (
 )
 from mailroom.adapters.queue import MessageQueue
 from mailroom.adapters.secrets import SecretHasher
-from mailroom.adapters.templates import TemplateSource, TemplateStore
+from mailroom.adapters.templates import AuditFor, TemplateSource, TemplateStore
 from mailroom.adapters.tenancy import (
     Bucket,
     CredentialVersions,
@@ -219,11 +219,16 @@ class FakeAuditLog(AuditLog):
         self.entries: list[AuditEntry] = []
 
     def append(self, entry: AuditEntry) -> None:
-        self.entries.append(dataclasses.replace(entry, at=datetime.now(UTC)))
+        seq = len(self.entries) + 1
+        self.entries.append(dataclasses.replace(entry, at=datetime.now(UTC), seq=seq))
 
-    def recent(self, *, target_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
+    def read(
+        self, *, target_id: str | None = None, after_seq: int | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
         matching = [e for e in self.entries if target_id is None or e.target_id == target_id]
-        return list(reversed(matching))[:limit]
+        if after_seq is None:
+            return matching[-limit:]
+        return [e for e in matching if (e.seq or 0) > after_seq][:limit]
 
 
 class FakeUnitOfWork(UnitOfWork):
@@ -306,6 +311,8 @@ class DictTemplateStore(TemplateStore):
     def __init__(self, *sources: TemplateSource) -> None:
         self.sources = {source.name: source for source in sources}
         self.uploads: dict[str, list[TemplateSource]] = {}
+        # What a store with an audit log would have appended with each upload.
+        self.audited: list[AuditEntry] = []
 
     def get(self, name: str, version: int | None = None) -> TemplateSource:
         versions = self.uploads.get(name)
@@ -322,9 +329,11 @@ class DictTemplateStore(TemplateStore):
             for n in range(len(versions))
         ]
 
-    def add_version(self, source: TemplateSource) -> int:
+    def add_version(self, source: TemplateSource, *, audit: AuditFor | None = None) -> int:
         versions = self.uploads.setdefault(source.name, [])
         versions.append(dataclasses.replace(source, version=len(versions) + 1))
+        if audit is not None:
+            self.audited.append(audit(len(versions)))
         return len(versions)
 
 

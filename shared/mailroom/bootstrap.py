@@ -223,8 +223,17 @@ def _template_renderer(settings: Settings, redis_store: RedisStore) -> TemplateR
     from mailroom.adapters.compiled_templates import EmfTemplateMetrics
     from mailroom.adapters.redis_template_code import RedisTemplateCode
 
+    signing_key = settings.template_code_signing_key
+    if signing_key is None:
+        # Unsigned code from Redis would run whatever someone wrote there, so
+        # without a key nothing is shared: each process compiles for itself.
+        logger.warning(
+            "TEMPLATE_CODE_SIGNING_KEY is not set: compiled templates are not shared "
+            "through Redis, each instance compiles its own"
+        )
     return TemplateRenderer(
-        shared=RedisTemplateCode(redis_store),
+        shared=RedisTemplateCode(redis_store) if signing_key is not None else None,
+        signing_key=signing_key.get_secret_value().encode() if signing_key else None,
         metrics=EmfTemplateMetrics(settings.metrics_namespace),
         timeout_seconds=settings.template_render_timeout_ms / 1000,
         compile_timeout_seconds=settings.template_compile_timeout_ms / 1000,

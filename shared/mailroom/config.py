@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # Compiled templates kept per process, and how long Redis keeps them.
     template_cache_size: int = Field(default=256, ge=1)
     template_cache_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
+    # HMAC-SHA256 key sealing the compiled code shared through Redis (32+
+    # characters, the same for every function). Unset: nothing is shared,
+    # each process compiles for itself; the SAM template requires it.
+    template_code_signing_key: SecretStr | None = Field(default=None, min_length=32)
 
     default_from: str = "Mailroom <noreply@example.com>"
     # Bodies beyond this are refused with 413 before they are parsed.

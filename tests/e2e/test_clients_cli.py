@@ -60,16 +60,16 @@ def test_a_client_from_creation_to_rotation(runner: Runner) -> None:
     [result] = mailroomctl_json(runner, "quota", "reconcile", key)["results"]
     assert result["counted"] == result["counter_after"] == 3
 
-    # AND every admin action is in the audit log, newest first
+    # AND every admin action is in the audit log, in the order they happened
     audit = mailroomctl_json(runner, "audit", "--target", created["id"])
     assert [entry["action"] for entry in audit["entries"]] == [
-        "quota.reconcile",
-        "client.rotate_secret",
-        "client.reactivate",
-        "client.suspend",
-        "client.update",
-        "client.update",
         "client.create",
+        "client.update",
+        "client.update",
+        "client.suspend",
+        "client.reactivate",
+        "client.rotate_secret",
+        "quota.reconcile",
     ]
 
     # AND neither secret was ever logged by any function

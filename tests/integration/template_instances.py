@@ -21,6 +21,8 @@ from mailroom.adapters.templates import TemplateRenderer, process_watchdog
 from mailroom.domain.templates import TemplateSource
 
 COMPILE_TIMEOUT_SECONDS = 1.0
+# Every instance of a deployment shares one key, as TEMPLATE_CODE_SIGNING_KEY.
+SIGNING_KEY = b"integration-test-template-code-signing-key"
 
 
 class SlowCompiler(TemplateCompiler):
@@ -41,7 +43,9 @@ class SlowCompiler(TemplateCompiler):
 
 
 def instance(redis_url: str, compiler: TemplateCompiler) -> TemplateRenderer:
-    return TemplateRenderer(shared=RedisTemplateCode(RedisStore(redis_url)), compiler=compiler)
+    return TemplateRenderer(
+        shared=RedisTemplateCode(RedisStore(redis_url)), signing_key=SIGNING_KEY, compiler=compiler
+    )
 
 
 def render_once(

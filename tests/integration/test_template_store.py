@@ -148,6 +148,7 @@ def test_a_lock_nobody_releases_is_waited_for_only_so_long(redis_url: str) -> No
     source = TemplateSource(name="stuck", subject="s", html=f"<p>{uuid.uuid4().hex}</p>")
     renderer = TemplateRenderer(
         shared=RedisTemplateCode(RedisStore(redis_url)),
+        signing_key=instances.SIGNING_KEY,
         compile_timeout_seconds=0.2,
     )
     client = redis.Redis.from_url(redis_url)
@@ -161,7 +162,10 @@ def test_a_lock_nobody_releases_is_waited_for_only_so_long(redis_url: str) -> No
 
 
 def test_redis_down_still_renders(redis_url: str) -> None:
-    renderer = TemplateRenderer(shared=RedisTemplateCode(RedisStore("redis://127.0.0.1:1/0")))
+    renderer = TemplateRenderer(
+        shared=RedisTemplateCode(RedisStore("redis://127.0.0.1:1/0")),
+        signing_key=instances.SIGNING_KEY,
+    )
     source = TemplateSource(name="t", subject="s", html="<p>{{ n }}</p>")
     assert "<p>3</p>" in renderer.render(source, {"n": 3}).html
 

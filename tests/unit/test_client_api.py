@@ -337,7 +337,7 @@ class TestAdminApi:
         [row] = result["results"]
         assert (row["counter_before"], row["counted"], row["counter_after"]) == (40, 1, 1)
         _, audit, _ = stack.admin("GET", "/admin/audit", query={"target": client["id"]})
-        assert [e["action"] for e in audit["entries"]] == ["quota.reconcile", "client.create"]
+        assert [e["action"] for e in audit["entries"]] == ["client.create", "quota.reconcile"]
         assert all(e["actor"].startswith("admin:") for e in audit["entries"])
 
 

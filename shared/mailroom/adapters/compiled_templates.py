@@ -6,12 +6,20 @@ for that hash, compiles, publishes the code and releases the lock; the others
 poll for the published code. A holder that dies leaves a lock that expires,
 and a waiter past its bounded wait compiles by itself, so nobody waits for
 ever. If the shared store is down, every instance compiles for itself.
+
+Marshalled code is executed when it is loaded, so whoever can write to the
+shared store could run code in every instance. Each blob is therefore sealed
+with an HMAC-SHA256 (a key from configuration) over the key it is stored
+under and the code, and checked before it is unmarshalled: a blob with a
+wrong, missing or foreign signature, or moved from another template's key, is
+never loaded; the template is compiled from its source and published again.
 """
 
 from __future__ import annotations
 
 import abc
 import hashlib
+import hmac
 import json
 import marshal
 import sys
@@ -67,6 +75,44 @@ def template_key(source: TemplateSource) -> str:
     """The content hash compiled code is keyed by: an edit is a new key."""
     parts = json.dumps([source.subject, source.html, source.text]).encode()
     return f"{ENGINE_TAG}:{hashlib.sha256(parts).hexdigest()}"
+
+
+MIN_SIGNING_KEY_BYTES = 32
+_SEAL_TAG = b"mr-sealed-1:"
+_SEALED_HEADER = len(_SEAL_TAG) + hashlib.sha256().digest_size
+# Separates these MACs from any other use an operator might make of the key.
+_MAC_CONTEXT = b"mailroom-template-code\0"
+
+
+class CodeSigner:
+    """Seals marshalled code for the shared store and checks seals before loading.
+
+    A sealed blob is ``_SEAL_TAG``, the HMAC-SHA256 and the code. The MAC
+    covers the key the blob is stored under (the template's content hash, with
+    the engine tag), so a valid blob copied under another template's key does
+    not verify there. One HMAC over a few KB costs microseconds, and only when
+    the in-process LRU misses.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < MIN_SIGNING_KEY_BYTES:
+            raise ValueError(f"a template code signing key has {MIN_SIGNING_KEY_BYTES}+ bytes")
+        self._key = key
+
+    def seal(self, name: str, code: bytes) -> bytes:
+        return _SEAL_TAG + self._mac(name, code) + code
+
+    def open(self, name: str, blob: bytes) -> bytes | None:
+        """The code, if ``blob`` was sealed with our key under ``name``; None otherwise."""
+        if len(blob) < _SEALED_HEADER or not blob.startswith(_SEAL_TAG):
+            return None
+        mac = blob[len(_SEAL_TAG) : _SEALED_HEADER]
+        code = blob[_SEALED_HEADER:]
+        return code if hmac.compare_digest(mac, self._mac(name, code)) else None
+
+    def _mac(self, name: str, code: bytes) -> bytes:
+        # The names hold no NUL, so the parts cannot be shifted into each other.
+        return hmac.digest(self._key, _MAC_CONTEXT + name.encode() + b"\0" + code, "sha256")
 
 
 class SharedTemplateCode(abc.ABC):
@@ -179,7 +225,7 @@ class TemplateCompiler:
         return tuple(codes)
 
     def load(self, code: bytes) -> CompiledTemplate:
-        subject, html, text = marshal.loads(code)  # noqa: S302 - our own code, see docs
+        subject, html, text = marshal.loads(code)  # noqa: S302 - ours: compiled here or its seal checked
         return CompiledTemplate(
             subject=self._template("subject", subject),
             html=self._template("html", html),
@@ -220,13 +266,18 @@ class CompiledTemplateStore:
         shared: SharedTemplateCode | None,
         metrics: TemplateMetrics,
         *,
+        signer: CodeSigner | None = None,
         size: int,
         ttl_seconds: int,
         poll_seconds: float = 0.005,
     ) -> None:
+        if shared is not None and signer is None:
+            # Unsigned code from a shared store would run whatever was written there.
+            raise ValueError("a shared template code store needs a signing key")
         self.compiler = compiler
         self.metrics = metrics
         self._shared = shared
+        self._signer = signer
         self._size = size
         self._ttl_seconds = ttl_seconds
         self._poll_seconds = poll_seconds
@@ -283,19 +334,22 @@ class CompiledTemplateStore:
 
     def _single_flight(self, source: TemplateSource, key: str) -> bytes:
         assert self._shared is not None
+        assert self._signer is not None
         give_up = time.monotonic() + self._wait_seconds
+        refused: list[str] = []
         while True:
-            code = self._shared.get(key)
+            code = self._verified(source, key, refused)
             if code is not None:
                 return code
             token = self._shared.try_lock(key, ttl_seconds=self._lock_ttl)
             if token is not None:
                 try:
                     # The previous holder may have published just before we locked.
-                    code = self._shared.get(key)
+                    code = self._verified(source, key, refused)
                     if code is None:
                         code = self._compile(source)
-                        self._shared.put(key, code, ttl_seconds=self._ttl_seconds)
+                        sealed = self._signer.seal(key, code)
+                        self._shared.put(key, sealed, ttl_seconds=self._ttl_seconds)
                     return code
                 finally:
                     self._unlock(key, token)
@@ -305,6 +359,24 @@ class CompiledTemplateStore:
                 )
                 return self._compile(source)
             time.sleep(self._poll_seconds)
+
+    def _verified(self, source: TemplateSource, key: str, refused: list[str]) -> bytes | None:
+        """The shared code for ``key`` if its seal holds; None if absent or refused."""
+        assert self._shared is not None
+        assert self._signer is not None
+        blob = self._shared.get(key)
+        if blob is None:
+            return None
+        code = self._signer.open(key, blob)
+        if code is None and not refused:
+            # Once per lookup: a waiter polls the same bad blob until it is replaced.
+            refused.append(key)
+            logger.warning(
+                "compiled template code in the shared store failed its signature check; "
+                "compiling from source instead",
+                extra={"template": source.name, "key": key},
+            )
+        return code
 
     def _unlock(self, key: str, token: str) -> None:
         assert self._shared is not None

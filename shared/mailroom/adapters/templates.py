@@ -13,6 +13,7 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable
 from functools import cache
 from itertools import islice
 from pathlib import Path
@@ -25,6 +26,7 @@ from mailroom.domain.model import RenderedEmail
 from mailroom.domain.plaintext import html_to_text
 from mailroom.domain.templates import TemplateSource as TemplateSource
 from mailroom.domain.templates import TemplateVersion, is_valid_template_name
+from mailroom.domain.tenancy import AuditEntry
 
 if TYPE_CHECKING:
     # The renderer's machinery (jinja2, the sandbox, css-inline: ~50-100 ms of
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     )
 
 _CHECK_EVERY = 64
+# The audit entry of an upload, made once its version number is known.
+AuditFor = Callable[[int], AuditEntry]
 _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 
 
@@ -66,8 +70,12 @@ class TemplateStore(abc.ABC):
         """Every template and version this store holds."""
         return []
 
-    def add_version(self, source: TemplateSource) -> int:
-        """Store ``source`` as the next version of its name; that version's number."""
+    def add_version(self, source: TemplateSource, *, audit: AuditFor | None = None) -> int:
+        """Store ``source`` as the next version of its name; that version's number.
+
+        ``audit`` makes the audit entry for the version number; a store that
+        has an audit log appends it in the transaction that stores the version.
+        """
         raise TemplateReadOnly(
             f"template '{source.name}' cannot be uploaded here: these templates are read-only"
         )
@@ -163,13 +171,13 @@ class LayeredTemplateStore(TemplateStore):
     def versions(self) -> list[TemplateVersion]:
         return self.files.versions() + self.uploaded.versions()
 
-    def add_version(self, source: TemplateSource) -> int:
+    def add_version(self, source: TemplateSource, *, audit: AuditFor | None = None) -> int:
         if self.files.has(source.name):
             raise TemplateReadOnly(
                 f"'{source.name}' is a file template, which is read-only: "
                 "change its folder and deploy, or upload under another name"
             )
-        return self.uploaded.add_version(source)
+        return self.uploaded.add_version(source, audit=audit)
 
 
 _TEMPLATE_FILES = ("subject", "html", "text", "sample.json", "schema.json")
@@ -222,6 +230,7 @@ class TemplateRenderer:
         self,
         *,
         shared: SharedTemplateCode | None = None,
+        signing_key: bytes | None = None,
         metrics: TemplateMetrics | None = None,
         timeout_seconds: float = 0.2,
         compile_timeout_seconds: float = 2.0,
@@ -233,6 +242,7 @@ class TemplateRenderer:
         import css_inline
 
         from mailroom.adapters.compiled_templates import (
+            CodeSigner,
             CompiledTemplateStore,
             TemplateCompiler,
             TemplateMetrics,
@@ -247,6 +257,7 @@ class TemplateRenderer:
             self.compiler,
             shared,
             metrics or TemplateMetrics(),
+            signer=CodeSigner(signing_key) if signing_key is not None else None,
             size=cache_size,
             ttl_seconds=cache_ttl_seconds,
         )

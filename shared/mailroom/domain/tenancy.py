@@ -110,6 +110,9 @@ class AuditEntry:
     after: dict[str, Any] | None
     source_ip: str | None
     at: datetime | None = field(default=None)
+    # The log's sequence number, set when read back: the order actions were
+    # recorded in (``at`` is the transaction's start, so it can tie).
+    seq: int | None = field(default=None)
 
 
 @dataclass(frozen=True, slots=True)

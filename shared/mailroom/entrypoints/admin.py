@@ -15,6 +15,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from mailroom.bootstrap import Services
 from mailroom.domain.errors import Unauthenticated
+from mailroom.domain.tenancy import Actor
 from mailroom.entrypoints.admin_clients import client_routes
 from mailroom.entrypoints.admin_suppressions import suppression_routes
 from mailroom.entrypoints.admin_templates import template_routes
@@ -26,8 +27,11 @@ ServicesProvider = Callable[[], Services]
 ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminToken": []}]
 
 
-def require_admin(router: Router | APIGatewayRestResolver, services: Services) -> None:
-    """Pass if the request carries ``Authorization: Bearer <admin token>``."""
+def require_admin(router: Router | APIGatewayRestResolver, services: Services) -> Actor:
+    """Who is asking, if the request carries ``Authorization: Bearer <admin token>``.
+
+    The actor goes into the audit row of every change the request makes.
+    """
     expected = services.settings.admin_token_sha256
     headers = router.current_event.headers or {}
     authorization = next((str(v) for k, v in headers.items() if k.lower() == "authorization"), "")
@@ -37,6 +41,15 @@ def require_admin(router: Router | APIGatewayRestResolver, services: Services) -
     matches = hmac.compare_digest(presented, expected or "0" * 64)
     if not (expected and scheme.lower() == "bearer" and token and matches):
         raise Unauthenticated("admin routes need 'Authorization: Bearer <admin token>'")
+    return admin_actor(router, services)
+
+
+def admin_actor(router: Router | APIGatewayRestResolver, services: Services) -> Actor:
+    """The admin token's fingerprint (it is the only admin identity) and the caller's IP."""
+    token_hash = services.settings.admin_token_sha256 or ""
+    identity = (router.current_event.raw_event.get("requestContext") or {}).get("identity") or {}
+    source_ip = identity.get("sourceIp")
+    return Actor(name=f"admin:{token_hash[:12]}", source_ip=str(source_ip) if source_ip else None)
 
 
 def admin_routes(services: ServicesProvider) -> list[Router]:

@@ -136,7 +136,8 @@ class ReconcileList(BaseModel):
 
 
 class AuditEntryView(BaseModel):
-    at: datetime | None
+    seq: int = Field(description="The log's sequence number: the order actions happened in.")
+    at: datetime | None = Field(description="When the action's transaction started (may tie).")
     actor: str
     action: str
     target_type: str
@@ -158,8 +159,7 @@ def client_routes(services: ServicesProvider) -> Router:
 
     def admin() -> tuple[Services, Actor]:
         active = services()
-        require_admin(router, active)
-        return active, _actor(router, active)
+        return active, require_admin(router, active)
 
     @router.post(
         "/admin/clients",
@@ -356,19 +356,28 @@ def client_routes(services: ServicesProvider) -> Router:
 
     @router.get(
         "/admin/audit",
-        summary="The admin audit log, newest first",
+        summary="The admin audit log, in the order the actions happened (oldest first)",
+        description=(
+            "Without `after`: the last `limit` entries. With `after`: the first `limit` "
+            "entries whose `seq` is greater, to read on from the last one seen."
+        ),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
     def audit(
-        target: Annotated[str | None, Query(description="A client id")] = None,
+        target: Annotated[
+            str | None,
+            Query(max_length=128, description="A target id: client id, address, template..."),
+        ] = None,
+        after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> AuditList:
         active, _ = admin()
-        entries = clients.audit_trail(active.uow(), target_id=target, limit=limit)
+        entries = clients.audit_trail(active.uow(), target_id=target, after_seq=after, limit=limit)
         return AuditList(
             entries=[
                 AuditEntryView(
+                    seq=e.seq or 0,
                     at=e.at,
                     actor=e.actor,
                     action=e.action,
@@ -383,14 +392,6 @@ def client_routes(services: ServicesProvider) -> Router:
         )
 
     return router
-
-
-def _actor(router: Router, services: Services) -> Actor:
-    """The admin token's fingerprint (it is the only admin identity) and the caller's IP."""
-    token_hash = services.settings.admin_token_sha256 or ""
-    identity = (router.current_event.raw_event.get("requestContext") or {}).get("identity") or {}
-    source_ip = identity.get("sourceIp")
-    return Actor(name=f"admin:{token_hash[:12]}", source_ip=str(source_ip) if source_ip else None)
 
 
 def _known_providers(services: Services) -> tuple[str, ...]:

@@ -100,7 +100,7 @@ def suppression_routes(services: ServicesProvider) -> Router:
     )
     def add_suppression(entry: Annotated[SuppressionCreate, Body()]) -> Response[str]:
         active = services()
-        require_admin(router, active)
+        actor = require_admin(router, active)
         created = suppressions.add_suppression(
             active.uow(),
             address=entry.address,
@@ -108,6 +108,7 @@ def suppression_routes(services: ServicesProvider) -> Router:
             reason=entry.reason,
             expires_at=entry.expires_at,
             note=entry.note,
+            actor=actor,
         )
         logger.info(
             "suppression added",
@@ -130,9 +131,9 @@ def suppression_routes(services: ServicesProvider) -> Router:
         client_id: Annotated[uuid.UUID | None, Query()] = None,
     ) -> SuppressionRemoved:
         active = services()
-        require_admin(router, active)
+        actor = require_admin(router, active)
         removed = suppressions.remove_suppression(
-            active.uow(), address=address, client_id=client_id
+            active.uow(), address=address, client_id=client_id, actor=actor
         )
         logger.info("suppression removed", extra={"global": client_id is None})
         return SuppressionRemoved(removed=removed)

@@ -107,7 +107,7 @@ def template_routes(services: ServicesProvider) -> Router:
     )
     def upload(template: Annotated[TemplateUpload, Body()]) -> Response[str]:
         active = services()
-        require_admin(router, active)
+        actor = require_admin(router, active)
         uploaded = template_service.upload_template(
             active.templates,
             active.renderer,
@@ -117,6 +117,7 @@ def template_routes(services: ServicesProvider) -> Router:
             text=template.text,
             schema=template.props_schema,
             sample=template.sample,
+            actor=actor,
         )
         logger.info(
             "template uploaded", extra={"template": uploaded.name, "version": uploaded.version}

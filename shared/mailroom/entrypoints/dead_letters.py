@@ -89,8 +89,8 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
     )
     def redrive_all() -> RedriveResult:
         active = services()
-        require_admin(router, active)
-        report = dead_letters.redrive(active.uow(), active.dead_letters, active.queue)
+        actor = require_admin(router, active)
+        report = dead_letters.redrive(active.uow(), active.dead_letters, active.queue, actor=actor)
         logger.info("dead-letter queue redriven", extra={"redriven": len(report.redriven)})
         return _redrive_result(report)
 
@@ -102,13 +102,13 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
     )
     def redrive_one(message_id: Annotated[str, Path()]) -> RedriveResult:
         active = services()
-        require_admin(router, active)
+        actor = require_admin(router, active)
         try:
             wanted = uuid.UUID(message_id)
         except ValueError:
             raise DeadLetterNotFound(f"'{message_id}' is not a message id") from None
         report = dead_letters.redrive(
-            active.uow(), active.dead_letters, active.queue, message_id=wanted
+            active.uow(), active.dead_letters, active.queue, message_id=wanted, actor=actor
         )
         logger.info("dead letter redriven", extra={"message_id": message_id})
         return _redrive_result(report)
@@ -125,8 +125,10 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
     )
     def purge(request: Annotated[PurgeRequest, Body()]) -> PurgeResult:
         active = services()
-        require_admin(router, active)
-        report = dead_letters.purge(active.uow(), active.dead_letters, confirm=request.confirm)
+        actor = require_admin(router, active)
+        report = dead_letters.purge(
+            active.uow(), active.dead_letters, confirm=request.confirm, actor=actor
+        )
         logger.warning("dead-letter queue purged", extra={"purged": report.purged})
         return PurgeResult(
             purged=report.purged, marked_failed=report.marked_failed, remaining=report.remaining

@@ -294,10 +294,15 @@ def rotate_secret(
 
 
 def audit_trail(
-    uow: UnitOfWork, *, target_id: str | None = None, limit: int = 100
+    uow: UnitOfWork,
+    *,
+    target_id: str | None = None,
+    after_seq: int | None = None,
+    limit: int = 100,
 ) -> list[AuditEntry]:
+    """Entries in the order the actions happened: the last ``limit``, or those after a seq."""
     with uow:
-        return uow.audit.recent(target_id=target_id, limit=limit)
+        return uow.audit.read(target_id=target_id, after_seq=after_seq, limit=limit)
 
 
 def audit_view(client: Client) -> dict[str, Any]:

@@ -7,6 +7,12 @@ listings show each row's status and last error, a redrive sets the row back
 to ``queued`` before it re-enqueues the message, and a purge marks any row
 still ``queued`` as failed, so no message is ever left claiming to be queued
 with nothing on the queue.
+
+Redrives and purges are audited. The queue is SQS, not PostgreSQL, so no
+transaction spans both: the audit row is written once the SQS work is done
+and says what was done (ids redriven, records purged, rows failed). A call
+that fails part way still writes the row for the part that was done, with
+the error's code; a call that changed nothing before failing writes none.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.dead_letter_queue import DeadLetter, DeadLetterQueue
 from mailroom.adapters.queue import MessageQueue
-from mailroom.domain.errors import ConfirmationRequired, DeadLetterNotFound
+from mailroom.domain.errors import ConfirmationRequired, DeadLetterNotFound, MailroomError
 from mailroom.domain.model import EventType, Message, MessageStatus
+from mailroom.domain.tenancy import SYSTEM_ACTOR, Actor, AuditEntry
 
 # How long a reader hides the records it holds: long enough to finish the
 # call (API Gateway gives up after 29 s), short enough that a crashed reader
@@ -64,7 +72,7 @@ class RedriveReport:
     remaining: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PurgeReport:
     purged: int
     marked_failed: int
@@ -97,9 +105,28 @@ def redrive(
     queue: MessageQueue,
     *,
     message_id: uuid.UUID | None = None,
+    actor: Actor = SYSTEM_ACTOR,
 ) -> RedriveReport:
     """Send one message (``message_id``) or every message in the DLQ back to the send queue."""
     report = RedriveReport()
+    target = ("message", str(message_id)) if message_id else ("dead_letter_queue", dlq.name)
+    try:
+        _redrive(uow, dlq, queue, message_id, report)
+    except Exception as error:
+        if report.redriven or report.already_sent:
+            _audit(uow, actor, "dlq.redrive", target, _redrive_outcome(report), error)
+        raise
+    _audit(uow, actor, "dlq.redrive", target, _redrive_outcome(report))
+    return report
+
+
+def _redrive(
+    uow: UnitOfWork,
+    dlq: DeadLetterQueue,
+    queue: MessageQueue,
+    message_id: uuid.UUID | None,
+    report: RedriveReport,
+) -> None:
     kept: list[DeadLetter] = []
     found = False
     handled = scanned = 0
@@ -130,10 +157,11 @@ def redrive(
             details=[{"message_id": str(message_id)}],
         )
     report.remaining = dlq.approximate_count()
-    return report
 
 
-def purge(uow: UnitOfWork, dlq: DeadLetterQueue, *, confirm: str | None) -> PurgeReport:
+def purge(
+    uow: UnitOfWork, dlq: DeadLetterQueue, *, confirm: str | None, actor: Actor = SYSTEM_ACTOR
+) -> PurgeReport:
     """Delete what the DLQ holds; ``confirm`` must be the queue's name."""
     if confirm != dlq.name:
         raise ConfirmationRequired(
@@ -141,6 +169,20 @@ def purge(uow: UnitOfWork, dlq: DeadLetterQueue, *, confirm: str | None) -> Purg
             f"confirm with the queue's name, '{dlq.name}'",
             details=[{"field": "confirm", "expected": dlq.name}],
         )
+    done = PurgeReport(purged=0, marked_failed=0, remaining=0)
+    target = ("dead_letter_queue", dlq.name)
+    try:
+        done = _purge(uow, dlq, done)
+    except Exception as error:
+        if done.purged or done.marked_failed:
+            _audit(uow, actor, "dlq.purge", target, _purge_outcome(done), error)
+        raise
+    _audit(uow, actor, "dlq.purge", target, _purge_outcome(done))
+    return done
+
+
+def _purge(uow: UnitOfWork, dlq: DeadLetterQueue, done: PurgeReport) -> PurgeReport:
+    """``done`` is updated in place as batches finish, so a failure knows what was done."""
     purged = marked = 0
     while purged < MAX_RECORDS_PER_CALL:
         letters = dlq.receive(min(10, MAX_RECORDS_PER_CALL - purged), hide_seconds=HIDE_SECONDS)
@@ -156,9 +198,61 @@ def purge(uow: UnitOfWork, dlq: DeadLetterQueue, *, confirm: str | None) -> Purg
                     _fail_purged(uow, message)
                     marked += 1
             uow.commit()
+        done.marked_failed = marked
         dlq.delete(letters)
         purged += len(letters)
-    return PurgeReport(purged=purged, marked_failed=marked, remaining=dlq.approximate_count())
+        done.purged = purged
+    done.remaining = dlq.approximate_count()
+    return done
+
+
+def _redrive_outcome(report: RedriveReport) -> dict[str, Any]:
+    return {
+        "redriven": [str(message_id) for message_id in report.redriven],
+        "already_sent": [str(message_id) for message_id in report.already_sent],
+        "skipped": report.skipped,
+        "remaining": report.remaining,
+    }
+
+
+def _purge_outcome(report: PurgeReport) -> dict[str, Any]:
+    return {
+        "purged": report.purged,
+        "marked_failed": report.marked_failed,
+        "remaining": report.remaining,
+    }
+
+
+def _audit(
+    uow: UnitOfWork,
+    actor: Actor,
+    action: str,
+    target: tuple[str, str],
+    outcome: dict[str, Any],
+    error: Exception | None = None,
+) -> None:
+    """The row for SQS work already done (see the module's docstring)."""
+    if error is not None:
+        code = error.code if isinstance(error, MailroomError) else type(error).__name__
+        outcome = {**outcome, "error": code, "completed": False}
+    entry = AuditEntry(
+        actor=actor.name,
+        action=action,
+        target_type=target[0],
+        target_id=target[1],
+        before=None,
+        after=outcome,
+        source_ip=actor.source_ip,
+    )
+    try:
+        with uow:
+            uow.audit.append(entry)
+            uow.commit()
+    except Exception as audit_error:
+        if error is None:
+            raise
+        # The caller's error is the one to report; the note says the row is lost.
+        error.add_note(f"its audit row could not be written either: {audit_error!r}")
 
 
 def _redrive_one(

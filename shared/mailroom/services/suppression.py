@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from mailroom.adapters.db.feedback_repositories import SuppressionFilter
 from mailroom.adapters.db.unit_of_work import UnitOfWork
@@ -29,6 +29,7 @@ from mailroom.domain.feedback import (
     bare_address,
 )
 from mailroom.domain.model import EventType, Message, MessageStatus
+from mailroom.domain.tenancy import SYSTEM_ACTOR, Actor, AuditEntry
 
 SUPPRESSED_ERROR = "suppressed: every recipient is on the suppression list"
 MAX_PAGE = 1000
@@ -269,8 +270,10 @@ def add_suppression(
     expires_at: datetime | None = None,
     note: str | None = None,
     source: str = "admin",
+    actor: Actor = SYSTEM_ACTOR,
     now: datetime | None = None,
 ) -> Suppression:
+    """Add or replace an entry; audited in the same transaction."""
     checked = bare_address(Mailbox.parse("address", address).address)
     if expires_at is not None and expires_at <= (now or datetime.now(UTC)):
         raise InvalidRequest(
@@ -293,18 +296,63 @@ def add_suppression(
                 note=note,
             )
         )
+        uow.audit.append(_audit(actor, "suppression.add", entry.address, None, _audit_view(entry)))
         uow.commit()
     return entry
 
 
-def remove_suppression(uow: UnitOfWork, *, address: str, client_id: uuid.UUID | None) -> int:
+def remove_suppression(
+    uow: UnitOfWork,
+    *,
+    address: str,
+    client_id: uuid.UUID | None,
+    actor: Actor = SYSTEM_ACTOR,
+) -> int:
+    """Remove the global entry, or one client's; audited in the same transaction."""
+    bare = bare_address(address)
     with uow:
-        removed = uow.suppressions.remove(bare_address(address), client_id)
+        removed = uow.suppressions.remove(bare, client_id)
         if not removed:
             scope = f"client {client_id}" if client_id else "global"
             raise SuppressionNotFound(f"no {scope} suppression for '{address[:320]}'")
+        scope_view = {
+            "address": bare,
+            "client_id": str(client_id) if client_id else None,
+            "removed": removed,
+        }
+        uow.audit.append(_audit(actor, "suppression.remove", bare, scope_view, None))
         uow.commit()
     return removed
+
+
+def _audit_view(entry: Suppression) -> dict[str, str | None]:
+    return {
+        "address": entry.address,
+        "client_id": str(entry.client_id) if entry.client_id else None,
+        "reason": entry.reason.value,
+        "source": entry.source,
+        "note": entry.note,
+        "expires_at": entry.expires_at.isoformat() if entry.expires_at else None,
+    }
+
+
+def _audit(
+    actor: Actor,
+    action: str,
+    address: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> AuditEntry:
+    # The target is the address: `GET /admin/audit?target=<address>` is its history.
+    return AuditEntry(
+        actor=actor.name,
+        action=action,
+        target_type="suppression",
+        target_id=address,
+        before=before,
+        after=after,
+        source_ip=actor.source_ip,
+    )
 
 
 def list_suppressions(

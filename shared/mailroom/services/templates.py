@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from mailroom.domain.templates import (
     lint,
     validate_props,
 )
+from mailroom.domain.tenancy import SYSTEM_ACTOR, Actor, AuditEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,7 @@ def upload_template(
     text: str | None = None,
     schema: dict[str, Any] | None = None,
     sample: dict[str, Any] | None = None,
+    actor: Actor = SYSTEM_ACTOR,
 ) -> UploadedTemplate:
     """Compile, check and store a new version; nothing is stored if any check fails.
 
@@ -77,7 +81,7 @@ def upload_template(
     if sample is not None:
         validate_props(name, schema, sample)
         rendered = renderer.render(source, sample)
-    version = templates.add_version(source)
+    version = templates.add_version(source, audit=lambda number: _audit(actor, source, number))
     return UploadedTemplate(name=name, version=version, warnings=lint(source, rendered))
 
 
@@ -99,3 +103,20 @@ def preview_template(
     validate_props(name, source.schema, chosen)
     rendered = renderer.render(source, chosen)
     return Preview(source=source, rendered=rendered, warnings=lint(source, rendered))
+
+
+def _audit(actor: Actor, source: TemplateSource, version: int) -> AuditEntry:
+    """An upload's audit row: the version and a hash of what was stored, not the content."""
+    content = json.dumps(
+        [source.subject, source.html, source.text, source.schema, source.sample_props],
+        sort_keys=True,
+    ).encode()
+    return AuditEntry(
+        actor=actor.name,
+        action="template.upload",
+        target_type="template",
+        target_id=source.name,
+        before=None,
+        after={"version": version, "content_sha256": hashlib.sha256(content).hexdigest()},
+        source_ip=actor.source_ip,
+    )

@@ -16,8 +16,11 @@ class AuditLog(abc.ABC):
     def append(self, entry: AuditEntry) -> None: ...
 
     @abc.abstractmethod
-    def recent(self, *, target_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        """The newest entries first, optionally about one target."""
+    def read(
+        self, *, target_id: str | None = None, after_seq: int | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """Entries in the order they were recorded (ascending ``seq``), optionally about one
+        target: the first ``limit`` after ``after_seq``, or without it the last ``limit``."""
 
 
 class SqlAuditLog(AuditLog):
@@ -37,11 +40,24 @@ class SqlAuditLog(AuditLog):
             )
         )
 
-    def recent(self, *, target_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        query = select(AdminAuditRow).order_by(AdminAuditRow.id.desc()).limit(limit)
+    def read(
+        self, *, target_id: str | None = None, after_seq: int | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        # The id is a sequence: one transaction's rows are consecutive and in
+        # the order they were appended. Rows of concurrent transactions are
+        # ordered by when each took its id, which is when its action was made.
+        if after_seq is None:
+            query = select(AdminAuditRow).order_by(AdminAuditRow.id.desc()).limit(limit)
+        else:
+            query = (
+                select(AdminAuditRow)
+                .where(AdminAuditRow.id > after_seq)
+                .order_by(AdminAuditRow.id)
+                .limit(limit)
+            )
         if target_id is not None:
             query = query.where(AdminAuditRow.target_id == target_id)
-        return [
+        entries = [
             AuditEntry(
                 actor=row.actor,
                 action=row.action,
@@ -51,6 +67,8 @@ class SqlAuditLog(AuditLog):
                 after=row.after,
                 source_ip=row.source_ip,
                 at=row.at,
+                seq=row.id,
             )
             for row in self._session.execute(query).scalars()
         ]
+        return entries if after_seq is not None else entries[::-1]

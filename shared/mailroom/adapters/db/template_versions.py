@@ -5,9 +5,10 @@ from __future__ import annotations
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from mailroom.adapters.db.audit import SqlAuditLog
 from mailroom.adapters.db.tables import TemplateVersionRow
 from mailroom.adapters.db.unit_of_work import Database
-from mailroom.adapters.templates import TemplateStore, unknown_template
+from mailroom.adapters.templates import AuditFor, TemplateStore, unknown_template
 from mailroom.domain.templates import TemplateSource, TemplateVersion
 
 # Two uploads of one name at once compute the same next number; the loser of
@@ -39,7 +40,7 @@ class SqlTemplateStore(TemplateStore):
             version=row.version,
         )
 
-    def add_version(self, source: TemplateSource) -> int:
+    def add_version(self, source: TemplateSource, *, audit: AuditFor | None = None) -> int:
         following = (
             select(func.coalesce(func.max(TemplateVersionRow.version), 0) + 1)
             .where(TemplateVersionRow.name == source.name)
@@ -61,7 +62,10 @@ class SqlTemplateStore(TemplateStore):
         for attempt in range(_INSERT_TRIES):
             try:
                 with self._database.session() as session, session.begin():
-                    return int(session.execute(statement).scalar_one())
+                    version = int(session.execute(statement).scalar_one())
+                    if audit is not None:
+                        SqlAuditLog(session).append(audit(version))
+                    return version
             except IntegrityError:
                 if attempt == _INSERT_TRIES - 1:
                     raise
