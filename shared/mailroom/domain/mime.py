@@ -4,9 +4,17 @@
 about 3.5 ms per message (header objects, policy lookups, a generator walk),
 which capped the worker near 280 emails/s on its own. The fast builder covers
 what Mailroom sends — a multipart/alternative of text and HTML, ASCII
-addresses with any display name, any subject — and hands anything else
-(an internationalised address, which needs SMTPUTF8) to the stdlib builder.
+addresses with any short display name, any subject — and hands anything else
+(an internationalised address, a long display name) to the stdlib builder.
 Its output is checked against the stdlib parser in tests/unit/test_mime.py.
+
+International mail (issue 14) takes the stdlib builder only, so ASCII mail
+pays nothing for it. Domains go out as IDNA A-labels (punycode); display
+names are stored unencoded and encoded here, once. A message with a
+non-ASCII address gets two forms: RFC 5322 with encoded words and A-labels
+(``mime``), for carriers without SMTPUTF8, and RFC 6532 with UTF-8 headers
+as written (``mime_utf8``), for those with it. A non-ASCII local part has no
+ASCII form at all: ``requires_smtputf8`` says so and ``mime`` is the UTF-8 form.
 """
 
 from __future__ import annotations
@@ -28,20 +36,55 @@ _WORD_BYTES = 45
 _SPECIALS = frozenset('()<>[]:;@\\,."')
 
 
+# A subject is one header field: RFC 5322's line limit bounds it once encoded.
+MAX_SUBJECT_OCTETS = 998
+# An ASCII subject this short is under the bound however it is encoded (45
+# bytes become a 72-octet encoded word plus a space): no need to measure it.
+_SUBJECT_SURELY_FITS = 600
+# A plain display name longer than this may need folding inside itself: the
+# stdlib builder does that (rare: names are a few words).
+_FAST_NAME_CHARS = 60
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingEmail:
-    """What a provider needs: the envelope and the finished MIME bytes."""
+    """What a provider needs: the envelope and the finished MIME bytes.
+
+    Envelope addresses carry IDNA A-label domains. ``mime`` is RFC 5322 in
+    ASCII, except when ``requires_smtputf8`` (a non-ASCII local part), where
+    it is the RFC 6532 form. ``mime_utf8`` is the RFC 6532 form of a message
+    with any non-ASCII address, for a carrier that offers SMTPUTF8.
+    """
 
     message_id: str
     envelope_from: str
     envelope_recipients: list[str]
     mime: bytes
+    mime_utf8: bytes | None = None
+    requires_smtputf8: bool = False
 
 
 def message_id_header(message: Message) -> str:
     """Our own Message-ID: unique per message, so a retry carries the same one."""
     domain = _address_of(message.from_address).rpartition("@")[2] or "mailroom.local"
-    return f"<{message.id}@{domain}>"
+    return f"<{message.id}@{a_label_domain(domain)}>"
+
+
+def subject_octets(subject: str) -> int:
+    """The subject's size once encoded for the header, as the builders write it."""
+    if not _needs_encoding(subject):
+        return len(subject)
+    return len(" ".join(_encoded_words(subject)))
+
+
+def subject_fits(subject: str) -> bool:
+    """Whether the subject is within ``MAX_SUBJECT_OCTETS`` once encoded.
+
+    Cheap for the common case (a short ASCII subject): two checks, no encoding.
+    """
+    if len(subject) <= _SUBJECT_SURELY_FITS and subject.isascii():
+        return True
+    return subject_octets(subject) <= MAX_SUBJECT_OCTETS
 
 
 def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
@@ -51,7 +94,9 @@ def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
     cc_pairs = [_parse_one(value) for value in message.cc]
     reply_pairs = [_parse_one(value) for value in message.reply_to]
     everyone = (from_pair, *to_pairs, *cc_pairs, *reply_pairs)
-    if not all(_fast_path_fits(name, address) for name, address in everyone):
+    if not all(_fast_path_fits(name, address) for name, address in everyone) or not all(
+        map(str.isascii, message.bcc)
+    ):
         return build_mime_stdlib(message, rendered)
     domain = from_pair[1].rpartition("@")[2] or "mailroom.local"
     message_id = f"<{message.id}@{domain}>"
@@ -96,18 +141,67 @@ def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
 
 
 def build_mime_stdlib(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
-    """The same message through the stdlib ``EmailMessage`` (slow, always right)."""
-    # Imported here: only the rare fallback and the naive benchmark need them.
-    from email.message import EmailMessage
-    from email.policy import SMTP
+    """The same message through the stdlib ``EmailMessage`` (slow, always right).
 
-    email = EmailMessage(policy=SMTP)
-    email["From"] = message.from_address
-    email["To"] = ", ".join(message.to)
-    if message.cc:
-        email["Cc"] = ", ".join(message.cc)
-    if message.reply_to:
-        email["Reply-To"] = ", ".join(message.reply_to)
+    Also the international path: see the module's docstring for the forms.
+    """
+    from_pair = _parse_one(message.from_address)
+    groups = [
+        ("From", [from_pair]),
+        ("To", [_parse_one(value) for value in message.to]),
+        ("Cc", [_parse_one(value) for value in message.cc]),
+        ("Reply-To", [_parse_one(value) for value in message.reply_to]),
+    ]
+    envelope_from = a_label_address(from_pair[1])
+    recipients = [a_label_address(_address_of(raw)) for raw in message.envelope_recipients]
+    in_headers = [a_label_address(address) for _, pairs in groups for _, address in pairs]
+    requires_smtputf8 = not all(map(str.isascii, [envelope_from, *recipients, *in_headers]))
+    international = requires_smtputf8 or not all(
+        address.isascii() for _, pairs in groups for _, address in pairs
+    )
+    utf8 = _stdlib_bytes(message, rendered, groups, utf8=True) if international else None
+    mime = utf8 if requires_smtputf8 and utf8 is not None else None
+    if mime is None:
+        mime = _stdlib_bytes(message, rendered, groups, utf8=False)
+    return OutgoingEmail(
+        message_id=message_id_header(message),
+        envelope_from=envelope_from,
+        envelope_recipients=recipients,
+        mime=mime,
+        mime_utf8=utf8,
+        requires_smtputf8=requires_smtputf8,
+    )
+
+
+def _stdlib_bytes(
+    message: Message,
+    rendered: RenderedEmail,
+    groups: list[tuple[str, list[tuple[str, str]]]],
+    *,
+    utf8: bool,
+) -> bytes:
+    # Imported here: only the rare fallback and the naive benchmark need them.
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+    from email.policy import SMTP, SMTPUTF8
+
+    email = EmailMessage(policy=SMTPUTF8 if utf8 else SMTP)
+    for header, pairs in groups:
+        if not pairs:
+            continue
+        addresses = []
+        for name, address in pairs:
+            local, _, domain = address.rpartition("@")
+            addresses.append(
+                Address(
+                    display_name=_legacy_decoded(name),
+                    username=local,
+                    # RFC 6532 headers keep the domain as written; RFC 5322
+                    # ones need it in ASCII.
+                    domain=domain if utf8 else a_label_domain(domain),
+                )
+            )
+        email[header] = addresses
     email["Subject"] = rendered.subject
     email["Date"] = (
         format_datetime(message.created_at) if message.created_at else formatdate(localtime=False)
@@ -115,12 +209,44 @@ def build_mime_stdlib(message: Message, rendered: RenderedEmail) -> OutgoingEmai
     email["Message-ID"] = message_id_header(message)
     email.set_content(rendered.text)
     email.add_alternative(rendered.html, subtype="html")
-    return OutgoingEmail(
-        message_id=email["Message-ID"],
-        envelope_from=_address_of(message.from_address),
-        envelope_recipients=[_address_of(raw) for raw in message.envelope_recipients],
-        mime=email.as_bytes(),
-    )
+    return email.as_bytes()
+
+
+def a_label_domain(domain: str) -> str:
+    """An IDN domain as IDNA A-labels (``bücher.example`` → ``xn--bcher-kva.example``).
+
+    One that IDNA cannot encode stays as written: only an SMTPUTF8 carrier
+    can then take it, and the others refuse the message as permanent.
+    """
+    if domain.isascii():
+        return domain
+    import idna  # email-validator's own dependency: the same IDNA 2008 rules
+
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return domain
+
+
+def a_label_address(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    return f"{local}{at}{a_label_domain(domain)}" if at else address
+
+
+def _legacy_decoded(name: str) -> str:
+    """A display name stored encoded by an earlier version (``=?utf-8?b?...?=``), decoded.
+
+    Until issue 14 the send API stored names RFC 2047-encoded, and the
+    builder encoded them again; a message queued then is still sent right.
+    """
+    if not (name.startswith("=?") and name.endswith("?=")):
+        return name
+    from email.header import decode_header, make_header
+
+    try:
+        return str(make_header(decode_header(name)))
+    except (ValueError, LookupError):
+        return name
 
 
 def _address_of(header_value: str) -> str:
@@ -148,6 +274,8 @@ def _fast_path_fits(name: str, address: str) -> bool:
     # the words by the stdlib parser (RFC 2047 says none): both are rare, so
     # the stdlib builder, whose output its parser reads back exactly, does them.
     if not address or not address.isascii():
+        return False
+    if len(name) > _FAST_NAME_CHARS:
         return False
     return not _needs_encoding(name) or len(name.encode("utf-8")) <= _WORD_BYTES
 
@@ -205,8 +333,12 @@ def _needs_encoding(value: str) -> bool:
 
 
 def _unstructured_header(name: str, value: str) -> str:
-    if not _needs_encoding(value) and len(name) + 2 + len(value) <= FOLD_AT:
-        return f"{name}: {value}"
+    if not _needs_encoding(value):
+        if len(name) + 2 + len(value) <= FOLD_AT:
+            return f"{name}: {value}"
+        folded = _folded_at_spaces(f"{name}: {value}")
+        if folded is not None:
+            return folded
     if not value:
         return f"{name}: "
     # Folded between encoded words: the parser joins adjacent words without
@@ -214,9 +346,30 @@ def _unstructured_header(name: str, value: str) -> str:
     return f"{name}: " + "\r\n ".join(_encoded_words(value))
 
 
+def _folded_at_spaces(line: str) -> str | None:
+    """A long plain header line folded before spaces (RFC 5322 2.2.3), or None.
+
+    Unfolding removes only the CRLFs, so the value reads back as it was.
+    None if some word alone would still break the 78-character line (a long
+    URL in a subject): encoded words can split it instead.
+    """
+    words = line.split(" ")
+    lines: list[str] = []
+    current = words[0]
+    for word in words[1:]:
+        if len(current) + 1 + len(word) > FOLD_AT:
+            lines.append(current)
+            current = ""
+        current += " " + word
+    lines.append(current)
+    if any(len(part) > FOLD_AT for part in lines):
+        return None
+    return "\r\n".join(lines)
+
+
 def _display_name(name: str) -> list[str]:
     if _needs_encoding(name):
-        return _encoded_words(name)
+        return _encoded_words(_legacy_decoded(name))
     if any(char in _SPECIALS for char in name):
         escaped = name.replace("\\", "\\\\").replace('"', '\\"')
         return [f'"{escaped}"']

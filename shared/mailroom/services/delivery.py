@@ -393,8 +393,9 @@ def _attempt(
             events=tries,
             retries_exhausted=True,
         )
-    # Transient and configuration failures are retried: a provider outage or
-    # a credential being rotated should not fail the customer's mail.
+    # Transient, deferred and configuration failures are retried: a provider
+    # outage, a greylisting relay or a credential being rotated should not
+    # fail the customer's mail.
     delay = backoff.delay_seconds(message.attempts, random.random())  # noqa: S311 - jitter
     message.status = MessageStatus.QUEUED
     message.last_error = reason
