@@ -185,7 +185,9 @@ def _stdlib_bytes(
     from email.message import EmailMessage
     from email.policy import SMTP, SMTPUTF8
 
-    email = EmailMessage(policy=SMTPUTF8 if utf8 else SMTP)
+    # The ASCII form is 7-bit throughout, bodies too (quoted-printable or
+    # base64): a relay that offers no SMTPUTF8 may offer no 8BITMIME either.
+    email = EmailMessage(policy=SMTPUTF8 if utf8 else SMTP.clone(cte_type="7bit"))
     for header, pairs in groups:
         if not pairs:
             continue
@@ -194,7 +196,7 @@ def _stdlib_bytes(
             local, _, domain = address.rpartition("@")
             addresses.append(
                 Address(
-                    display_name=_legacy_decoded(name),
+                    display_name=name,
                     username=local,
                     # RFC 6532 headers keep the domain as written; RFC 5322
                     # ones need it in ASCII.
@@ -290,6 +292,10 @@ def _parse_one(header_value: str) -> tuple[str, str]:
             return "", stripped
     plain = _NAME_ADDR.fullmatch(header_value)
     if plain is not None:
+        if "=?" in plain[1]:
+            # Unquoted: only a row stored before issue 14 holds one (names
+            # with a literal "=?" are stored quoted now).
+            return _legacy_decoded(plain[1]), plain[2]
         return plain[1], plain[2]
     name, address = getaddresses([header_value])[0]
     return name.strip(), address
@@ -369,7 +375,7 @@ def _folded_at_spaces(line: str) -> str | None:
 
 def _display_name(name: str) -> list[str]:
     if _needs_encoding(name):
-        return _encoded_words(_legacy_decoded(name))
+        return _encoded_words(name)
     if any(char in _SPECIALS for char in name):
         escaped = name.replace("\\", "\\\\").replace('"', '\\"')
         return [f'"{escaped}"']

@@ -15,10 +15,15 @@ from sqlalchemy.exc import DBAPIError
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.operator_signals import SignalKey
 from mailroom.adapters.providers.base import FailureKind
-from mailroom.adapters.templates import TemplateRenderer, TemplateSource, TemplateStore
+from mailroom.adapters.templates import (
+    TemplateRenderer,
+    TemplateSource,
+    TemplateStore,
+    subject_too_long,
+)
 from mailroom.domain.errors import InvalidTemplate, RenderError, UnknownTemplate
 from mailroom.domain.feedback import Suppression
-from mailroom.domain.mime import build_mime
+from mailroom.domain.mime import build_mime, subject_fits
 from mailroom.domain.model import EventType, Message, MessageStatus
 from mailroom.domain.retry import Backoff
 from mailroom.services import suppression
@@ -354,6 +359,10 @@ def _attempt(
         # render_timeout fails this message only; the batch goes on.
         return _failed(message, f"{error.code}: {error.message}", attempted=False)
     if message.subject:
+        if not subject_fits(message.subject):
+            # The send API refuses these; a row written before it did fails here.
+            error = subject_too_long(message.subject)
+            return _failed(message, f"{error.code}: {error.message}", attempted=False)
         rendered = type(rendered)(subject=message.subject, html=rendered.html, text=rendered.text)
     email = build_mime(message, rendered)
     message.subject = rendered.subject
