@@ -118,7 +118,9 @@ def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
         f"Date: {date}",
         f"Message-ID: {message_id}",
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        # Folded before the parameter: on one line it passes 78 characters.
+        "Content-Type: multipart/alternative;",
+        f' boundary="{boundary}"',
         "",
         f"--{boundary}",
         'Content-Type: text/plain; charset="utf-8"',
@@ -187,7 +189,14 @@ def _stdlib_bytes(
 
     # The ASCII form is 7-bit throughout, bodies too (quoted-printable or
     # base64): a relay that offers no SMTPUTF8 may offer no 8BITMIME either.
-    email = EmailMessage(policy=SMTPUTF8 if utf8 else SMTP.clone(cte_type="7bit"))
+    # One under 78: the stdlib's folder lets the comma after an address in
+    # a list run one character past its limit.
+    fold = FOLD_AT - 1
+    email = EmailMessage(
+        policy=SMTPUTF8.clone(max_line_length=fold)
+        if utf8
+        else SMTP.clone(cte_type="7bit", max_line_length=fold)
+    )
     for header, pairs in groups:
         if not pairs:
             continue
@@ -204,14 +213,33 @@ def _stdlib_bytes(
                 )
             )
         email[header] = addresses
-    email["Subject"] = rendered.subject
     email["Date"] = (
         format_datetime(message.created_at) if message.created_at else formatdate(localtime=False)
     )
     email["Message-ID"] = message_id_header(message)
     email.set_content(rendered.text)
     email.add_alternative(rendered.html, subtype="html")
-    return email.as_bytes()
+    # The subject is written as the fast builder writes it: the stdlib folds
+    # a long first word onto a line of its own, and its parser then reads
+    # the subject back with a leading space.
+    return _subject_line(rendered.subject, utf8=utf8) + b"\r\n" + email.as_bytes()
+
+
+def _subject_line(subject: str, *, utf8: bool) -> bytes:
+    plain_utf8 = (
+        subject.isprintable()
+        and "=?" not in subject
+        and subject == subject.strip()
+        and "  " not in subject
+    )
+    if utf8 and plain_utf8 and not subject.isascii():
+        # RFC 6532: UTF-8 as is, folded at spaces where it is long.
+        if len(subject.encode("utf-8")) + 9 <= FOLD_AT:
+            return f"Subject: {subject}".encode()
+        folded = _folded_at_spaces("Subject", subject)
+        if folded is not None:
+            return folded.encode()
+    return _unstructured_header("Subject", subject).encode("ascii")
 
 
 def a_label_domain(domain: str) -> str:
@@ -342,7 +370,7 @@ def _unstructured_header(name: str, value: str) -> str:
     if not _needs_encoding(value):
         if len(name) + 2 + len(value) <= FOLD_AT:
             return f"{name}: {value}"
-        folded = _folded_at_spaces(f"{name}: {value}")
+        folded = _folded_at_spaces(name, value)
         if folded is not None:
             return folded
     if not value:
@@ -352,16 +380,17 @@ def _unstructured_header(name: str, value: str) -> str:
     return f"{name}: " + "\r\n ".join(_encoded_words(value))
 
 
-def _folded_at_spaces(line: str) -> str | None:
-    """A long plain header line folded before spaces (RFC 5322 2.2.3), or None.
+def _folded_at_spaces(name: str, value: str) -> str | None:
+    """A long plain header folded before spaces (RFC 5322 2.2.3), or None.
 
     Unfolding removes only the CRLFs, so the value reads back as it was.
-    None if some word alone would still break the 78-character line (a long
-    URL in a subject): encoded words can split it instead.
+    The first word stays beside the name (a fold right after the colon reads
+    back as a leading space). None if some line would still pass 78
+    characters (a long URL in a subject): encoded words can split it instead.
     """
-    words = line.split(" ")
+    words = value.split(" ")
     lines: list[str] = []
-    current = words[0]
+    current = f"{name}: {words[0]}"
     for word in words[1:]:
         if len(current) + 1 + len(word) > FOLD_AT:
             lines.append(current)

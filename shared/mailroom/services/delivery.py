@@ -361,8 +361,8 @@ def _attempt(
     if message.subject:
         if not subject_fits(message.subject):
             # The send API refuses these; a row written before it did fails here.
-            error = subject_too_long(message.subject)
-            return _failed(message, f"{error.code}: {error.message}", attempted=False)
+            refusal = subject_too_long(message.subject)
+            return _failed(message, f"{refusal.code}: {refusal.message}", attempted=False)
         rendered = type(rendered)(subject=message.subject, html=rendered.html, text=rendered.text)
     email = build_mime(message, rendered)
     message.subject = rendered.subject
