@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any
 from mailroom.adapters.render_deadline import DeadlineExceeded, DeadlineWatchdog
 from mailroom.domain import errors
 from mailroom.domain.errors import InvalidTemplate, RenderError, TemplateReadOnly, UnknownTemplate
-from mailroom.domain.mime import MAX_SUBJECT_OCTETS, subject_fits, subject_octets
+from mailroom.domain.mime import (
+    MAX_SUBJECT_OCTETS,
+    SUBJECT_SURELY_FITS,
+    subject_fits,
+    subject_octets,
+)
 from mailroom.domain.model import RenderedEmail
 from mailroom.domain.plaintext import html_to_text
 from mailroom.domain.templates import TemplateSource as TemplateSource
@@ -339,7 +344,10 @@ class TemplateRenderer:
         with self.compiler.budget.limit(budget):
             # A subject is one header line, whatever the template's props held.
             subject = " ".join(_run(compiled.subject, props, budget).split())
-            if not subject_fits(subject):
+            # Measured only when it could be over (rare): the render is hot.
+            if (len(subject) > SUBJECT_SURELY_FITS or not subject.isascii()) and not subject_fits(
+                subject
+            ):
                 raise subject_too_long(subject)
             html = _run(compiled.html, props, budget)
             text = _run(compiled.text, props, budget) if compiled.text is not None else None

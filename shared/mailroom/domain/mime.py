@@ -40,7 +40,7 @@ _SPECIALS = frozenset('()<>[]:;@\\,."')
 MAX_SUBJECT_OCTETS = 998
 # An ASCII subject this short is under the bound however it is encoded (45
 # bytes become a 72-octet encoded word plus a space): no need to measure it.
-_SUBJECT_SURELY_FITS = 600
+SUBJECT_SURELY_FITS = 600
 # A plain display name longer than this may need folding inside itself: the
 # stdlib builder does that (rare: names are a few words).
 _FAST_NAME_CHARS = 60
@@ -82,7 +82,7 @@ def subject_fits(subject: str) -> bool:
 
     Cheap for the common case (a short ASCII subject): two checks, no encoding.
     """
-    if len(subject) <= _SUBJECT_SURELY_FITS and subject.isascii():
+    if len(subject) <= SUBJECT_SURELY_FITS and subject.isascii():
         return True
     return subject_octets(subject) <= MAX_SUBJECT_OCTETS
 
