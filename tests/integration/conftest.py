@@ -120,6 +120,7 @@ class ReceivedMail:
     recipients: list[str]
     data: bytes
     session_id: int
+    mail_options: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -160,6 +161,7 @@ class SinkHandler:
                 recipients=list(envelope.rcpt_tos),
                 data=bytes(envelope.original_content or b""),
                 session_id=id(session),
+                mail_options=list(envelope.mail_options),
             )
         )
         return "250 Message accepted"
@@ -177,10 +179,10 @@ class SmtpSink:
 
 
 @contextlib.contextmanager
-def running_sink(*, pipelining: bool = True) -> Iterator[SmtpSink]:
+def running_sink(*, pipelining: bool = True, smtputf8: bool = False) -> Iterator[SmtpSink]:
     handler = SinkHandler(pipelining=pipelining)
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
     controller.start()
     try:
         yield SmtpSink("127.0.0.1", port, handler)

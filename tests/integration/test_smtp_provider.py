@@ -131,7 +131,9 @@ def test_a_connection_the_relay_closed_while_idle_is_replaced(smtp_sink: SmtpSin
     ("recipient", "kind"),
     [
         ("reject-me@example.com", FailureKind.PERMANENT),
-        ("defer-me@example.com", FailureKind.TRANSIENT),
+        # 4xx at RCPT (greylisting, a full mailbox) is about this message:
+        # retried later, never counted against the relay's breaker (issue 14).
+        ("defer-me@example.com", FailureKind.DEFERRED),
     ],
 )
 def test_refused_recipients_are_classified(
@@ -193,6 +195,42 @@ def test_a_refused_sender_is_classified_by_its_code() -> None:
     assert "sender refused: 451" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("verb", "reply", "kind"),
+    [
+        # MAIL: the relay's own trouble, our sender, or the SIZE we declared.
+        (b"MAIL", b"452 4.3.1 insufficient system storage\r\n", FailureKind.TRANSIENT),
+        (b"MAIL", b"550 5.7.1 sender not allowed\r\n", FailureKind.CONFIG),
+        (b"MAIL", b"552 5.3.4 message size exceeds fixed limit\r\n", FailureKind.PERMANENT),
+        # RCPT: the message's recipients, except a relay closing the channel.
+        (b"RCPT", b"550 5.1.1 no such user\r\n", FailureKind.PERMANENT),
+        (b"RCPT", b"450 4.2.0 greylisted, come back later\r\n", FailureKind.DEFERRED),
+        (b"RCPT", b"452 4.2.2 mailbox full\r\n", FailureKind.DEFERRED),
+        (b"RCPT", b"421 4.3.2 shutting down\r\n", FailureKind.TRANSIENT),
+        # After the body: this message's content, except 421.
+        (b".", b"552 5.3.4 message too large\r\n", FailureKind.PERMANENT),
+        (b".", b"554 5.7.1 rejected as spam\r\n", FailureKind.PERMANENT),
+        (b".", b"451 4.7.1 content filter says later\r\n", FailureKind.DEFERRED),
+        (b".", b"421 4.3.2 shutting down\r\n", FailureKind.TRANSIENT),
+    ],
+)
+def test_each_refusal_is_classified_by_whose_problem_it_is(
+    verb: bytes, reply: bytes, kind: FailureKind
+) -> None:
+    # GIVEN a relay that answers one step of the transaction with ``reply``
+    with (
+        _scripted_relay({verb: reply}) as port,
+        SmtpProvider("127.0.0.1", port, timeout_seconds=2) as provider,
+        pytest.raises(ProviderError) as caught,
+    ):
+        # WHEN a message is sent
+        provider.send(_email("a@example.com"))
+    # THEN the failure's kind says whose problem it is: only TRANSIENT counts
+    # against the breaker that every client shares
+    assert caught.value.kind is kind
+    assert reply[:3].decode() in caught.value.message
+
+
 def test_commands_are_pipelined_when_the_relay_offers_it() -> None:
     # This relay answers nothing until it holds MAIL, RCPT and DATA: a client
     # waiting for each reply in turn would time out here.
@@ -228,7 +266,7 @@ def _scripted_relay(replies: dict[bytes, bytes], *, hold_until_data: bool = Fals
                         if end < 0:
                             break
                         buffer, in_body = buffer[end + 5 :], False
-                        connection.sendall(b"250 queued\r\n")
+                        connection.sendall(replies.get(b".", b"250 queued\r\n"))
                         continue
                     line, found, rest = buffer.partition(b"\r\n")
                     if not found:

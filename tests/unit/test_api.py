@@ -147,6 +147,8 @@ def test_bad_credentials_are_refused_and_nothing_is_written(
         (_welcome(reply_to="r@example.com\n"), 422, "header_injection", "reply_to.0"),
         (_welcome(cc=[f"c{i}@example.com" for i in range(5)]), 422, "validation_error", "to"),
         ({"to": "a@example.com"}, 422, "validation_error", "template"),
+        # under the field's 998 characters, over 998 octets once encoded
+        (_welcome(subject="ü" * 400), 422, "subject_too_long", "subject"),
         (_welcome(props={"blob": "x" * LIMIT}), 413, "payload_too_large", None),
         # the size is checked before parsing: an oversized broken body is 413, not 400
         ("{" + "x" * LIMIT, 413, "payload_too_large", None),

@@ -28,6 +28,24 @@ class TestMailbox:
         assert mailbox.header_value() == "Ada Lovelace <ada@example.com>"
 
     @pytest.mark.parametrize(
+        ("raw", "stored"),
+        [
+            # Stored unencoded (issue 14): the MIME builder encodes, once.
+            ("Zoë <zoe@bücher.example>", "Zoë <zoe@bücher.example>"),
+            ("Zoë <zoe@xn--bcher-kva.example>", "Zoë <zoe@bücher.example>"),
+            ('"Doe, Jane" <jane@example.com>', '"Doe, Jane" <jane@example.com>'),
+            # A literal "=?" is quoted, so it is never taken for an encoded word
+            ('"=?utf-8?q?x?=" <a@example.com>', '"=?utf-8?q?x?=" <a@example.com>'),
+        ],
+    )
+    def test_the_stored_form_is_unencoded_and_parses_back_to_itself(
+        self, raw: str, stored: str
+    ) -> None:
+        mailbox = Mailbox.parse("to", raw)
+        assert mailbox.header_value() == stored
+        assert Mailbox.parse("to", stored) == mailbox
+
+    @pytest.mark.parametrize(
         "raw", ["not-an-address", "a@b", "two@example.com, three@example.com", "", "a b@c.com"]
     )
     def test_invalid_addresses_are_refused(self, raw: str) -> None:

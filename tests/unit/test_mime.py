@@ -260,3 +260,117 @@ def test_a_plain_address_is_one_dot_atom_at_another() -> None:
     assert is_plain_address("ada.l+x@mail.example.com")
     for value in ("Ada <ada@example.com>", "a..b@example.com", "ada@", "a b@example.com", ""):
         assert not is_plain_address(value), value
+
+
+# --- folding and international addresses (issue 14) ------------------------------------------
+
+
+def _header_lines(raw: bytes) -> list[bytes]:
+    return raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+
+
+def _assert_folded(raw: bytes) -> None:
+    """Every header line is at most 998 octets, and at most 78 unless it cannot be folded.
+
+    A line cannot be folded when it holds one token: nothing but a header's
+    name, or a continuation, before a single unbreakable word (a long
+    address, a Message-ID). The 998 limit is in octets (RFC 6532 3.4); the
+    78 one in characters, as RFC 5322 words it (UTF-8 headers have more
+    octets than characters).
+    """
+    for raw_line in _header_lines(raw):
+        assert len(raw_line) <= 998, raw_line
+        line = raw_line.decode("utf-8")
+        if len(line) <= 78:
+            continue
+        body = line.strip() if line[:1] in (" ", "\t") else line.partition(":")[2].strip()
+        assert " " not in body, f"a foldable header line of {len(line)} characters: {line!r}"
+
+
+_words = st.lists(
+    st.one_of(
+        st.text(alphabet="abcdefghij", min_size=1, max_size=12),
+        st.text(alphabet="äöüßé漢字", min_size=1, max_size=6),
+        st.text(alphabet="abc", min_size=70, max_size=90),  # a word too long for one line
+    ),
+    max_size=40,
+).map(" ".join)
+_display = st.lists(
+    st.one_of(st.text(alphabet="abcdefgh", min_size=1, max_size=10), st.just("Zoë")),
+    max_size=12,
+).map(" ".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    subject=_words,
+    names=st.lists(_display, min_size=1, max_size=12),
+    idn=st.booleans(),
+)
+def test_every_header_line_is_folded_at_78_where_it_can_be_and_never_passes_998(
+    subject: str, names: list[str], idn: bool
+) -> None:
+    # GIVEN any subject (short and long words, ASCII or not) and up to 12
+    # recipients with display names, at ASCII or IDN domains
+    domain = "bücher.example" if idn else "example.com"
+    to = [
+        f"{name} <user{n}@{domain}>" if name else f"user{n}@{domain}"
+        for n, name in enumerate(names)
+    ]
+    message = _message(to=to, cc=to[:2])
+    rendered = RenderedEmail(subject, "<p>x</p>", "x\n")
+    # WHEN either builder writes it (and, for IDN mail, both of its forms)
+    for outgoing in (build_mime(message, rendered), build_mime_stdlib(message, rendered)):
+        forms = [outgoing.mime] + ([outgoing.mime_utf8] if outgoing.mime_utf8 else [])
+        for raw in forms:
+            # THEN no header line is longer than it must be
+            _assert_folded(raw)
+            # AND the subject reads back whole
+            parsed = email.message_from_bytes(raw, policy=policy.default)
+            assert parsed["Subject"] == subject
+
+
+def test_a_long_plain_subject_is_folded_at_spaces_and_stays_readable() -> None:
+    subject = "Your order of the blue teapot and four matching cups has been shipped today"
+    outgoing = build_mime(_message(), RenderedEmail(subject + " by courier", "<p>x</p>", "x\n"))
+    lines = _header_lines(outgoing.mime)
+    start = next(i for i, line in enumerate(lines) if line.startswith(b"Subject:"))
+    # Folded before a space, not turned into encoded words
+    assert lines[start + 1].startswith(b" ")
+    assert b"=?" not in lines[start] + lines[start + 1]
+    assert _parse(outgoing)["Subject"] == subject + " by courier"
+
+
+def test_an_idn_address_has_an_ascii_form_and_a_utf8_form() -> None:
+    # GIVEN a recipient at an IDN domain, with a non-ASCII display name
+    message = _message(to=["Zoë <zoe@bücher.example>"], bcc=["ben@bücher.example"])
+    outgoing = build_mime(message, RenderedEmail("Hi", "<p>x</p>", "x\n"))
+    # THEN the envelope carries A-labels, Bcc included
+    assert outgoing.envelope_recipients == [
+        "zoe@xn--bcher-kva.example",
+        "ben@xn--bcher-kva.example",
+    ]
+    assert not outgoing.requires_smtputf8
+    # AND the ASCII form reads back with the A-label domain and the name decoded once
+    (address,) = _parse(outgoing)["To"].addresses
+    assert (address.display_name, address.addr_spec) == ("Zoë", "zoe@xn--bcher-kva.example")
+    assert outgoing.mime.isascii()
+    # AND the UTF-8 form has the header as written
+    assert outgoing.mime_utf8 is not None
+    assert b"To: Zo\xc3\xab <zoe@b\xc3\xbccher.example>\r\n" in outgoing.mime_utf8
+
+
+def test_a_utf8_local_part_has_no_ascii_form() -> None:
+    outgoing = build_mime(_message(to=["zoë@example.com"]), RenderedEmail("Hi", "<p>x</p>", "x\n"))
+    assert outgoing.requires_smtputf8
+    assert outgoing.mime == outgoing.mime_utf8
+    assert outgoing.envelope_recipients == ["zoë@example.com"]
+
+
+def test_a_display_name_stored_encoded_by_an_earlier_version_is_encoded_once() -> None:
+    # GIVEN a row from before issue 14, whose name formataddr had encoded
+    message = _message(to=[formataddr(("Zoë Ångström", "zoe@example.com"))])
+    # WHEN it is built
+    parsed = _parse(build_mime(message, RenderedEmail("Hi", "<p>x</p>", "x\n")))
+    # THEN the recipient reads the name, not its encoding
+    assert parsed["To"].addresses[0].display_name == "Zoë Ångström"

@@ -169,14 +169,46 @@ def test_every_breaker_open_sends_nothing_and_says_so() -> None:
     assert result.summary.startswith("transient:")
 
 
-def test_an_adapter_bug_counts_as_that_provider_failing() -> None:
+def test_an_adapter_bug_fails_over_but_never_counts_against_the_breaker() -> None:
+    # GIVEN a primary whose adapter raises something it did not classify
     primary, secondary = Switchable("smtp"), Switchable("ses")
     primary.raise_bug = True
     rig = Rig(primary, secondary)
+    # WHEN ten messages are sent (twice the breaker's threshold)
     result = rig.chain.send(EMAIL)
+    for _ in range(9):
+        rig.send()
+    # THEN each failed over to the secondary
     assert result.receipt is not None
     assert result.receipt.provider == "ses"
     assert "unexpected error" in result.failures[0].message
+    assert result.failures[0].kind is FailureKind.DEFERRED
+    # AND the breaker shared by every client never moved: what escapes an
+    # adapter may be one message's content, not the provider's health
+    assert rig.breakers.state("smtp") == "closed"
+    assert primary.calls == 10
+    # AND with nowhere to fail over to, the message is tried again later
+    alone = Rig(primary)
+    result = alone.chain.send(EMAIL)
+    assert result.receipt is None
+    assert result.permanent_failure is None
+    assert result.summary.startswith("deferred: smtp: unexpected error")
+
+
+def test_a_deferred_refusal_ends_the_pass_without_touching_the_breaker() -> None:
+    # GIVEN a primary that defers every message (greylisting at RCPT)
+    primary, secondary = Switchable("smtp", FailureKind.DEFERRED), Switchable("ses")
+    rig = Rig(primary, secondary)
+    # WHEN ten messages are sent
+    results = [rig.chain.send(EMAIL) for _ in range(10)]
+    # THEN none went elsewhere (the same relay is asked again later) and none
+    # failed for good
+    assert secondary.calls == 0
+    assert all(r.receipt is None and r.permanent_failure is None for r in results)
+    assert results[0].summary.startswith("deferred:")
+    # AND the breaker stayed closed
+    assert rig.breakers.state("smtp") == "closed"
+    assert rig.signals.breaker_states("smtp") == []
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from mailroom.domain.errors import (
     EnqueueFailed,
     InvalidRequest,
     MessageNotFound,
+    SubjectTooLong,
     Unauthenticated,
     UnknownTemplate,
 )
@@ -113,6 +114,36 @@ class TestAcceptMessage:
             )
         assert uow.messages.rows == {}
 
+    def test_a_recipient_named_twice_is_stored_and_queued_once(self, uow: FakeUnitOfWork) -> None:
+        # GIVEN one address in to, again in cc with another case, and in bcc
+        message_id = _accept(
+            uow,
+            RecordingQueue(),
+            to=["Ada <ada@example.com>", "ADA@Example.com"],
+            cc=["ada@EXAMPLE.com", "grace@example.com"],
+            bcc=["Grace@example.com"],
+        )
+        # THEN the first occurrence keeps it (to before cc before bcc)
+        stored = uow.messages.rows[message_id]
+        assert (stored.to, stored.cc, stored.bcc) == (
+            ["Ada <ada@example.com>"],
+            ["grace@example.com"],
+            [],
+        )
+        assert stored.envelope_recipients == ["Ada <ada@example.com>", "grace@example.com"]
+
+    def test_a_subject_over_998_octets_encoded_writes_nothing(self, uow: FakeUnitOfWork) -> None:
+        # GIVEN a subject of 400 characters (under the field's 998) that
+        # takes over 998 octets once encoded
+        queue = RecordingQueue()
+        with pytest.raises(SubjectTooLong) as caught:
+            _accept(uow, queue, subject="ü" * 400)
+        # THEN it is a render error with its stable code, and nothing is written
+        assert caught.value.code == "subject_too_long"
+        assert caught.value.details[0]["field"] == "subject"
+        assert uow.messages.rows == {}
+        assert queue.sent == []
+
     def test_queue_refusal_marks_the_row_failed(self, uow: FakeUnitOfWork) -> None:
         # GIVEN a queue that refuses every message
         # WHEN a message is accepted
@@ -211,6 +242,29 @@ class TestDeliverMessage:
         assert stored.last_error is not None
         assert stored.last_error.startswith("missing_prop")
         assert provider.sent == []
+
+    def test_a_stored_subject_over_the_limit_fails_without_trying_the_provider(
+        self, uow: FakeUnitOfWork
+    ) -> None:
+        message_id = _accept(uow, RecordingQueue())
+        # A row written before the send API refused these
+        uow.messages.rows[message_id].subject = "x" * 999
+        provider = ScriptedProvider()
+        assert self._deliver(uow, provider, message_id) is DeliveryResult.FAILED
+        stored = uow.messages.rows[message_id]
+        assert stored.last_error is not None
+        assert stored.last_error.startswith("subject_too_long")
+        assert provider.sent == []
+
+    def test_a_deferred_refusal_is_retried_later(self, uow: FakeUnitOfWork) -> None:
+        message_id = _accept(uow, RecordingQueue())
+        provider = ScriptedProvider(FailureKind.DEFERRED)
+        assert self._deliver(uow, provider, message_id) is DeliveryResult.RETRY
+        stored = uow.messages.rows[message_id]
+        assert stored.status is MessageStatus.QUEUED
+        assert stored.last_error is not None
+        assert stored.last_error.startswith("deferred:")
+        assert self._deliver(uow, provider, message_id) is DeliveryResult.SENT
 
     def test_missing_row_is_reported(self, uow: FakeUnitOfWork) -> None:
         assert self._deliver(uow, ScriptedProvider(), uuid.uuid4()) is DeliveryResult.MISSING

@@ -21,6 +21,7 @@ from mailroom.domain.errors import (
     RenderError,
     RenderTimeout,
     RenderTooLarge,
+    SubjectTooLong,
     TemplateSecurityError,
 )
 from mailroom.domain.model import EventType, Message, MessageStatus
@@ -244,6 +245,28 @@ class TestTrialRender:
             rendered.value.code,
             rendered.value.details,
         )
+
+    @pytest.mark.parametrize(
+        "subject",
+        ["x" * 999, "ü" * 400, "w " * 600],
+        ids=["999-ascii", "400-non-ascii", "long-with-spaces"],
+    )
+    def test_a_subject_over_998_octets_encoded_is_refused_by_both(self, subject: str) -> None:
+        # GIVEN a template whose subject renders past one header line's limit
+        source = TemplateSource(name="t", subject="{{ s }}", html="<p>x</p>")
+        renderer = TemplateRenderer()
+        # WHEN it is rendered and trial-rendered
+        with pytest.raises(SubjectTooLong) as rendered:
+            renderer.render(source, {"s": subject})
+        with pytest.raises(SubjectTooLong) as tried:
+            renderer.try_render(source, {"s": subject})
+        # THEN both refuse it the same way, with the stable code
+        assert rendered.value.code == tried.value.code == "subject_too_long"
+        assert rendered.value.details == tried.value.details
+
+    def test_a_subject_of_998_octets_is_accepted(self) -> None:
+        source = TemplateSource(name="t", subject="{{ s }}", html="<p>x</p>")
+        assert TemplateRenderer().render(source, {"s": "x" * 998}).subject == "x" * 998
 
     def test_props_that_render_pass_without_inlining_or_a_text_part(
         self, monkeypatch: pytest.MonkeyPatch

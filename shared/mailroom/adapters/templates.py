@@ -22,6 +22,12 @@ from typing import TYPE_CHECKING, Any
 from mailroom.adapters.render_deadline import DeadlineExceeded, DeadlineWatchdog
 from mailroom.domain import errors
 from mailroom.domain.errors import InvalidTemplate, RenderError, TemplateReadOnly, UnknownTemplate
+from mailroom.domain.mime import (
+    MAX_SUBJECT_OCTETS,
+    SUBJECT_SURELY_FITS,
+    subject_fits,
+    subject_octets,
+)
 from mailroom.domain.model import RenderedEmail
 from mailroom.domain.plaintext import html_to_text
 from mailroom.domain.templates import TemplateSource as TemplateSource
@@ -45,6 +51,15 @@ _CHECK_EVERY = 64
 # The audit entry of an upload, made once its version number is known.
 AuditFor = Callable[[int], AuditEntry]
 _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
+
+
+def subject_too_long(subject: str, field: str = "subject") -> errors.SubjectTooLong:
+    """The error for a subject over the header line's limit once encoded (issue 14)."""
+    size = subject_octets(subject)
+    return errors.SubjectTooLong(
+        f"the subject is {size} octets once encoded; at most {MAX_SUBJECT_OCTETS} fit a header",
+        details=[{"field": field, "message": f"{size} octets encoded, limit {MAX_SUBJECT_OCTETS}"}],
+    )
 
 
 def unknown_template(name: str, version: int | None = None) -> UnknownTemplate:
@@ -340,6 +355,11 @@ class TemplateRenderer:
         with self.compiler.budget.limit(budget):
             # A subject is one header line, whatever the template's props held.
             subject = " ".join(_run(compiled.subject, props, budget).split())
+            # Measured only when it could be over (rare): the render is hot.
+            if (len(subject) > SUBJECT_SURELY_FITS or not subject.isascii()) and not subject_fits(
+                subject
+            ):
+                raise subject_too_long(subject)
             html = _run(compiled.html, props, budget)
             text = _run(compiled.text, props, budget) if compiled.text is not None else None
         # css-inline copies matching rules onto every element, in one

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from email.headerregistry import Address
-from email.utils import formataddr, getaddresses
+from email.utils import getaddresses
 
 from mailroom.domain.errors import HeaderInjection, InvalidRequest
 
 _LINE_BREAKS = frozenset("\r\n\x00\u2028\u2029\x85\x0b\x0c")
+# A display name of RFC 5322 atoms (RFC 6532 adds non-ASCII characters to
+# them) one space apart needs no quotes. "=?" is left out of it so that a
+# literal one is quoted, never mistaken for an encoded word.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+_PLAIN_PHRASE = re.compile(rf"{_ATOM}(?: {_ATOM})*")
 
 
 def reject_line_breaks(field: str, value: str) -> str:
@@ -53,7 +59,19 @@ class Mailbox:
         return cls(address=checked.normalized, display_name=display_name.strip())
 
     def header_value(self) -> str:
-        return formataddr((self.display_name, self.address)) if self.display_name else self.address
+        """``Name <address>`` as written, unencoded: the MIME builder encodes it, once.
+
+        Stored this way (issue 14): ``formataddr`` RFC 2047-encoded the name
+        here and the builder encoded that again, so recipients read
+        ``=?utf-8?b?PT91dGYt...``; it also raised on an IDN domain.
+        """
+        if not self.display_name:
+            return self.address
+        name = self.display_name
+        if _PLAIN_PHRASE.fullmatch(name) is None or "=?" in name or not name.isprintable():
+            escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+            name = f'"{escaped}"'
+        return f"{name} <{self.address}>"
 
     def as_header_address(self) -> Address:
         local, _, domain = self.address.rpartition("@")

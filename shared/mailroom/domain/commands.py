@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -98,6 +99,33 @@ class SendRequest(BaseModel):
                 )
         return value
 
+    @model_validator(mode="after")
+    def _each_recipient_once(self) -> Self:
+        # Issue 14: an address named twice (in one list, or across to, cc and
+        # bcc) is sent once, so the envelope and the recipient rows hold it
+        # once. The first occurrence keeps it, in the order to, cc, bcc: a
+        # visible header beats a hidden copy. Addresses compare as the
+        # suppression list keys them (recipient rows too): whole address,
+        # case-insensitively; the domain is already normalised (IDN to
+        # Unicode, lowercase) by the address validator.
+        if len(self.to) + len(self.cc) + len(self.bcc) > 1:
+            seen: set[str] = set()
+            self.to = _first_occurrences(self.to, seen)
+            self.cc = _first_occurrences(self.cc, seen)
+            self.bcc = _first_occurrences(self.bcc, seen)
+        return self
+
     @property
     def recipient_count(self) -> int:
         return len(self.to) + len(self.cc) + len(self.bcc)
+
+
+def _first_occurrences(values: list[str], seen: set[str]) -> list[str]:
+    kept = []
+    for value in values:
+        # ``value`` is Mailbox.header_value(): the address alone, or last in <>.
+        key = (value[value.rindex("<") + 1 : -1] if value.endswith(">") else value).lower()
+        if key not in seen:
+            seen.add(key)
+            kept.append(value)
+    return kept

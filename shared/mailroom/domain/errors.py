@@ -166,6 +166,12 @@ class RenderTooLarge(RenderError):
     code = "render_too_large"
 
 
+class SubjectTooLong(RenderError):
+    """The rendered subject is over 998 octets once encoded: one header line's limit."""
+
+    code = "subject_too_long"
+
+
 class TemplateSecurityError(RenderError):
     """Template code reached for Python internals; refused at upload or at render."""
 

@@ -4,9 +4,17 @@
 about 3.5 ms per message (header objects, policy lookups, a generator walk),
 which capped the worker near 280 emails/s on its own. The fast builder covers
 what Mailroom sends — a multipart/alternative of text and HTML, ASCII
-addresses with any display name, any subject — and hands anything else
-(an internationalised address, which needs SMTPUTF8) to the stdlib builder.
+addresses with any short display name, any subject — and hands anything else
+(an internationalised address, a long display name) to the stdlib builder.
 Its output is checked against the stdlib parser in tests/unit/test_mime.py.
+
+International mail (issue 14) takes the stdlib builder only, so ASCII mail
+pays nothing for it. Domains go out as IDNA A-labels (punycode); display
+names are stored unencoded and encoded here, once. A message with a
+non-ASCII address gets two forms: RFC 5322 with encoded words and A-labels
+(``mime``), for carriers without SMTPUTF8, and RFC 6532 with UTF-8 headers
+as written (``mime_utf8``), for those with it. A non-ASCII local part has no
+ASCII form at all: ``requires_smtputf8`` says so and ``mime`` is the UTF-8 form.
 """
 
 from __future__ import annotations
@@ -28,20 +36,55 @@ _WORD_BYTES = 45
 _SPECIALS = frozenset('()<>[]:;@\\,."')
 
 
+# A subject is one header field: RFC 5322's line limit bounds it once encoded.
+MAX_SUBJECT_OCTETS = 998
+# An ASCII subject this short is under the bound however it is encoded (45
+# bytes become a 72-octet encoded word plus a space): no need to measure it.
+SUBJECT_SURELY_FITS = 600
+# A plain display name longer than this may need folding inside itself: the
+# stdlib builder does that (rare: names are a few words).
+_FAST_NAME_CHARS = 60
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingEmail:
-    """What a provider needs: the envelope and the finished MIME bytes."""
+    """What a provider needs: the envelope and the finished MIME bytes.
+
+    Envelope addresses carry IDNA A-label domains. ``mime`` is RFC 5322 in
+    ASCII, except when ``requires_smtputf8`` (a non-ASCII local part), where
+    it is the RFC 6532 form. ``mime_utf8`` is the RFC 6532 form of a message
+    with any non-ASCII address, for a carrier that offers SMTPUTF8.
+    """
 
     message_id: str
     envelope_from: str
     envelope_recipients: list[str]
     mime: bytes
+    mime_utf8: bytes | None = None
+    requires_smtputf8: bool = False
 
 
 def message_id_header(message: Message) -> str:
     """Our own Message-ID: unique per message, so a retry carries the same one."""
     domain = _address_of(message.from_address).rpartition("@")[2] or "mailroom.local"
-    return f"<{message.id}@{domain}>"
+    return f"<{message.id}@{a_label_domain(domain)}>"
+
+
+def subject_octets(subject: str) -> int:
+    """The subject's size once encoded for the header, as the builders write it."""
+    if not _needs_encoding(subject):
+        return len(subject)
+    return len(" ".join(_encoded_words(subject)))
+
+
+def subject_fits(subject: str) -> bool:
+    """Whether the subject is within ``MAX_SUBJECT_OCTETS`` once encoded.
+
+    Cheap for the common case (a short ASCII subject): two checks, no encoding.
+    """
+    if len(subject) <= SUBJECT_SURELY_FITS and subject.isascii():
+        return True
+    return subject_octets(subject) <= MAX_SUBJECT_OCTETS
 
 
 def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
@@ -51,7 +94,9 @@ def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
     cc_pairs = [_parse_one(value) for value in message.cc]
     reply_pairs = [_parse_one(value) for value in message.reply_to]
     everyone = (from_pair, *to_pairs, *cc_pairs, *reply_pairs)
-    if not all(_fast_path_fits(name, address) for name, address in everyone):
+    if not all(_fast_path_fits(name, address) for name, address in everyone) or not all(
+        map(str.isascii, message.bcc)
+    ):
         return build_mime_stdlib(message, rendered)
     domain = from_pair[1].rpartition("@")[2] or "mailroom.local"
     message_id = f"<{message.id}@{domain}>"
@@ -73,7 +118,9 @@ def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
         f"Date: {date}",
         f"Message-ID: {message_id}",
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        # Folded before the parameter: on one line it passes 78 characters.
+        "Content-Type: multipart/alternative;",
+        f' boundary="{boundary}"',
         "",
         f"--{boundary}",
         'Content-Type: text/plain; charset="utf-8"',
@@ -96,31 +143,140 @@ def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
 
 
 def build_mime_stdlib(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
-    """The same message through the stdlib ``EmailMessage`` (slow, always right)."""
-    # Imported here: only the rare fallback and the naive benchmark need them.
-    from email.message import EmailMessage
-    from email.policy import SMTP
+    """The same message through the stdlib ``EmailMessage`` (slow, always right).
 
-    email = EmailMessage(policy=SMTP)
-    email["From"] = message.from_address
-    email["To"] = ", ".join(message.to)
-    if message.cc:
-        email["Cc"] = ", ".join(message.cc)
-    if message.reply_to:
-        email["Reply-To"] = ", ".join(message.reply_to)
-    email["Subject"] = rendered.subject
+    Also the international path: see the module's docstring for the forms.
+    """
+    from_pair = _parse_one(message.from_address)
+    groups = [
+        ("From", [from_pair]),
+        ("To", [_parse_one(value) for value in message.to]),
+        ("Cc", [_parse_one(value) for value in message.cc]),
+        ("Reply-To", [_parse_one(value) for value in message.reply_to]),
+    ]
+    envelope_from = a_label_address(from_pair[1])
+    recipients = [a_label_address(_address_of(raw)) for raw in message.envelope_recipients]
+    in_headers = [a_label_address(address) for _, pairs in groups for _, address in pairs]
+    requires_smtputf8 = not all(map(str.isascii, [envelope_from, *recipients, *in_headers]))
+    international = requires_smtputf8 or not all(
+        address.isascii() for _, pairs in groups for _, address in pairs
+    )
+    utf8 = _stdlib_bytes(message, rendered, groups, utf8=True) if international else None
+    mime = utf8 if requires_smtputf8 and utf8 is not None else None
+    if mime is None:
+        mime = _stdlib_bytes(message, rendered, groups, utf8=False)
+    return OutgoingEmail(
+        message_id=message_id_header(message),
+        envelope_from=envelope_from,
+        envelope_recipients=recipients,
+        mime=mime,
+        mime_utf8=utf8,
+        requires_smtputf8=requires_smtputf8,
+    )
+
+
+def _stdlib_bytes(
+    message: Message,
+    rendered: RenderedEmail,
+    groups: list[tuple[str, list[tuple[str, str]]]],
+    *,
+    utf8: bool,
+) -> bytes:
+    # Imported here: only the rare fallback and the naive benchmark need them.
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+    from email.policy import SMTP, SMTPUTF8
+
+    # The ASCII form is 7-bit throughout, bodies too (quoted-printable or
+    # base64): a relay that offers no SMTPUTF8 may offer no 8BITMIME either.
+    # One under 78: the stdlib's folder lets the comma after an address in
+    # a list run one character past its limit.
+    fold = FOLD_AT - 1
+    email = EmailMessage(
+        policy=SMTPUTF8.clone(max_line_length=fold)
+        if utf8
+        else SMTP.clone(cte_type="7bit", max_line_length=fold)
+    )
+    for header, pairs in groups:
+        if not pairs:
+            continue
+        addresses = []
+        for name, address in pairs:
+            local, _, domain = address.rpartition("@")
+            addresses.append(
+                Address(
+                    display_name=name,
+                    username=local,
+                    # RFC 6532 headers keep the domain as written; RFC 5322
+                    # ones need it in ASCII.
+                    domain=domain if utf8 else a_label_domain(domain),
+                )
+            )
+        email[header] = addresses
     email["Date"] = (
         format_datetime(message.created_at) if message.created_at else formatdate(localtime=False)
     )
     email["Message-ID"] = message_id_header(message)
     email.set_content(rendered.text)
     email.add_alternative(rendered.html, subtype="html")
-    return OutgoingEmail(
-        message_id=email["Message-ID"],
-        envelope_from=_address_of(message.from_address),
-        envelope_recipients=[_address_of(raw) for raw in message.envelope_recipients],
-        mime=email.as_bytes(),
+    # The subject is written as the fast builder writes it: the stdlib folds
+    # a long first word onto a line of its own, and its parser then reads
+    # the subject back with a leading space.
+    return _subject_line(rendered.subject, utf8=utf8) + b"\r\n" + email.as_bytes()
+
+
+def _subject_line(subject: str, *, utf8: bool) -> bytes:
+    plain_utf8 = (
+        subject.isprintable()
+        and "=?" not in subject
+        and subject == subject.strip()
+        and "  " not in subject
     )
+    if utf8 and plain_utf8 and not subject.isascii():
+        # RFC 6532: UTF-8 as is, folded at spaces where it is long.
+        if len(subject.encode("utf-8")) + 9 <= FOLD_AT:
+            return f"Subject: {subject}".encode()
+        folded = _folded_at_spaces("Subject", subject)
+        if folded is not None:
+            return folded.encode()
+    return _unstructured_header("Subject", subject).encode("ascii")
+
+
+def a_label_domain(domain: str) -> str:
+    """An IDN domain as IDNA A-labels (``bücher.example`` → ``xn--bcher-kva.example``).
+
+    One that IDNA cannot encode stays as written: only an SMTPUTF8 carrier
+    can then take it, and the others refuse the message as permanent.
+    """
+    if domain.isascii():
+        return domain
+    import idna  # email-validator's own dependency: the same IDNA 2008 rules
+
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return domain
+
+
+def a_label_address(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    return f"{local}{at}{a_label_domain(domain)}" if at else address
+
+
+def _legacy_decoded(name: str) -> str:
+    """A display name stored encoded by an earlier version (``=?utf-8?b?...?=``), decoded.
+
+    Until issue 14 the send API stored names RFC 2047-encoded, and the
+    builder encoded them again; a message queued then is still sent right.
+    """
+    if not (name.startswith("=?") and name.endswith("?=")):
+        return name
+    from email.header import decode_header, make_header
+
+    try:
+        return str(make_header(decode_header(name)))
+    except (ValueError, LookupError):
+        return name
 
 
 def _address_of(header_value: str) -> str:
@@ -149,6 +305,8 @@ def _fast_path_fits(name: str, address: str) -> bool:
     # the stdlib builder, whose output its parser reads back exactly, does them.
     if not address or not address.isascii():
         return False
+    if len(name) > _FAST_NAME_CHARS:
+        return False
     return not _needs_encoding(name) or len(name.encode("utf-8")) <= _WORD_BYTES
 
 
@@ -162,6 +320,10 @@ def _parse_one(header_value: str) -> tuple[str, str]:
             return "", stripped
     plain = _NAME_ADDR.fullmatch(header_value)
     if plain is not None:
+        if "=?" in plain[1]:
+            # Unquoted: only a row stored before issue 14 holds one (names
+            # with a literal "=?" are stored quoted now).
+            return _legacy_decoded(plain[1]), plain[2]
         return plain[1], plain[2]
     name, address = getaddresses([header_value])[0]
     return name.strip(), address
@@ -205,13 +367,39 @@ def _needs_encoding(value: str) -> bool:
 
 
 def _unstructured_header(name: str, value: str) -> str:
-    if not _needs_encoding(value) and len(name) + 2 + len(value) <= FOLD_AT:
-        return f"{name}: {value}"
+    if not _needs_encoding(value):
+        if len(name) + 2 + len(value) <= FOLD_AT:
+            return f"{name}: {value}"
+        folded = _folded_at_spaces(name, value)
+        if folded is not None:
+            return folded
     if not value:
         return f"{name}: "
     # Folded between encoded words: the parser joins adjacent words without
     # the whitespace between them, so the value comes back exactly.
     return f"{name}: " + "\r\n ".join(_encoded_words(value))
+
+
+def _folded_at_spaces(name: str, value: str) -> str | None:
+    """A long plain header folded before spaces (RFC 5322 2.2.3), or None.
+
+    Unfolding removes only the CRLFs, so the value reads back as it was.
+    The first word stays beside the name (a fold right after the colon reads
+    back as a leading space). None if some line would still pass 78
+    characters (a long URL in a subject): encoded words can split it instead.
+    """
+    words = value.split(" ")
+    lines: list[str] = []
+    current = f"{name}: {words[0]}"
+    for word in words[1:]:
+        if len(current) + 1 + len(word) > FOLD_AT:
+            lines.append(current)
+            current = ""
+        current += " " + word
+    lines.append(current)
+    if any(len(part) > FOLD_AT for part in lines):
+        return None
+    return "\r\n".join(lines)
 
 
 def _display_name(name: str) -> list[str]:

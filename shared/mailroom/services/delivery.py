@@ -15,10 +15,15 @@ from sqlalchemy.exc import DBAPIError
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.operator_signals import SignalKey
 from mailroom.adapters.providers.base import FailureKind
-from mailroom.adapters.templates import TemplateRenderer, TemplateSource, TemplateStore
+from mailroom.adapters.templates import (
+    TemplateRenderer,
+    TemplateSource,
+    TemplateStore,
+    subject_too_long,
+)
 from mailroom.domain.errors import InvalidTemplate, RenderError, UnknownTemplate
 from mailroom.domain.feedback import Suppression
-from mailroom.domain.mime import build_mime
+from mailroom.domain.mime import build_mime, subject_fits
 from mailroom.domain.model import EventType, Message, MessageStatus
 from mailroom.domain.retry import Backoff
 from mailroom.services import suppression
@@ -354,6 +359,10 @@ def _attempt(
         # render_timeout fails this message only; the batch goes on.
         return _failed(message, f"{error.code}: {error.message}", attempted=False)
     if message.subject:
+        if not subject_fits(message.subject):
+            # The send API refuses these; a row written before it did fails here.
+            refusal = subject_too_long(message.subject)
+            return _failed(message, f"{refusal.code}: {refusal.message}", attempted=False)
         rendered = type(rendered)(subject=message.subject, html=rendered.html, text=rendered.text)
     email = build_mime(message, rendered)
     message.subject = rendered.subject
@@ -393,8 +402,9 @@ def _attempt(
             events=tries,
             retries_exhausted=True,
         )
-    # Transient and configuration failures are retried: a provider outage or
-    # a credential being rotated should not fail the customer's mail.
+    # Transient, deferred and configuration failures are retried: a provider
+    # outage, a greylisting relay or a credential being rotated should not
+    # fail the customer's mail.
     delay = backoff.delay_seconds(message.attempts, random.random())  # noqa: S311 - jitter
     message.status = MessageStatus.QUEUED
     message.last_error = reason

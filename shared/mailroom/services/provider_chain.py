@@ -6,7 +6,18 @@ message goes on to the next provider at once. A configuration failure
 raises an alarm and fails over too, without touching the breaker (an
 unverified sender is one client's problem, not the provider's). A permanent
 failure ends the send: the message itself is refused, and another provider
-would refuse it as well.
+would refuse it as well. A deferred one (greylisting, a full mailbox) ends
+this pass too, without touching the breaker: the message is tried again
+later, on the queue's backoff.
+
+Only what speaks of the provider's health counts against its breaker, which
+every client shares (issue 14): one client's bad recipients must never stop
+another client's mail. For the same reason an exception that an adapter did
+not classify (a bug, or input it could not handle) is not counted either:
+the adapters classify every network and protocol error they can meet, so
+what escapes them is evidence about the message or our code, not about the
+provider. It is logged with its traceback, fails over like a transient
+failure, and the message is retried later (as DEFERRED) if no one sends it.
 """
 
 from __future__ import annotations
@@ -131,16 +142,17 @@ class ProviderChain:
                         context={"message_id": message_id, "error": error.message},
                     )
                 else:
-                    break  # permanent: the message, not the provider
+                    break  # permanent or deferred: the message, not the provider
                 continue
             except Exception as error:
-                # A bug in an adapter (an answer it cannot parse...) must not
-                # strand the message: treat it as that provider failing.
+                # A bug in an adapter, or input it could not handle, must not
+                # strand the message (it fails over), nor count against a
+                # breaker all clients share (see the module's docstring).
                 log.exception("provider %s raised unexpectedly", name)
-                failure = ProviderError(name, FailureKind.TRANSIENT, f"unexpected error: {error!r}")
-                failures.append(failure)
+                failures.append(
+                    ProviderError(name, FailureKind.DEFERRED, f"unexpected error: {error!r}")
+                )
                 self._healthy_since.pop(name, None)
-                self._breakers.record_failure(name, failure)
                 continue
             if not healthy:
                 self._breakers.record_success(name)

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.queue import MessageQueue
-from mailroom.adapters.templates import TemplateRenderer, TemplateStore
+from mailroom.adapters.templates import TemplateRenderer, TemplateStore, subject_too_long
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import DependencyUnavailable, EnqueueFailed, InvalidRequest
+from mailroom.domain.mime import subject_fits
 from mailroom.domain.model import Client, EventType, Message, MessageStatus
 from mailroom.services import suppression
 from mailroom.services.templates import check_props
@@ -53,6 +54,8 @@ def accept_message(
             f"at most {limits.max_recipients} recipients (to, cc and bcc together)",
             details=[{"field": "to", "message": "too many recipients"}],
         )
+    if request.subject and not subject_fits(request.subject):
+        raise subject_too_long(request.subject)
     # Before anything is written: UnknownTemplate, then InvalidProps (schema.json)
     # and MissingProp or another RenderError from a trial render, all 422.
     source = templates.get(request.template, request.template_version)

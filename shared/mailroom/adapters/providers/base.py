@@ -12,9 +12,19 @@ from mailroom.domain.mime import OutgoingEmail
 
 
 class FailureKind(StrEnum):
-    TRANSIENT = "transient"  # try again later, or on another provider
+    """Why a send failed, which decides who pays for it.
+
+    Only TRANSIENT is the provider's fault and counts against its circuit
+    breaker, which every client shares: a refusal caused by one message (its
+    address, its size, its content) must never stop other clients' mail.
+    """
+
+    TRANSIENT = "transient"  # the provider is unwell: try another, count it against the breaker
     PERMANENT = "permanent"  # this message will never go through as it is
     CONFIG = "config"  # our side is misconfigured (credentials, sender)
+    # This message, for now (greylisting, a full mailbox: 4xx at RCPT): try
+    # it again later, through the same chain; the provider is healthy.
+    DEFERRED = "deferred"
 
 
 class ProviderError(Exception):
@@ -23,6 +33,17 @@ class ProviderError(Exception):
         self.provider = provider
         self.kind = kind
         self.message = message
+
+
+def refuse_smtputf8(provider: str, email: OutgoingEmail) -> None:
+    """For a carrier without SMTPUTF8: a UTF-8 local part is the message's permanent problem."""
+    if email.requires_smtputf8:
+        raise ProviderError(
+            provider,
+            FailureKind.PERMANENT,
+            "an address has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531) "
+            f"and {provider} does not offer it",
+        )
 
 
 @dataclass(frozen=True, slots=True)

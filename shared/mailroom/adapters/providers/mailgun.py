@@ -6,6 +6,12 @@ every other provider sends. Basic auth, user ``api``, password the API key.
 References: https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/messages/post-v3--domain-name--messages-mime
 (request) and https://documentation.mailgun.com/docs/mailgun/quickstart-guide/responses
 (status codes); a success answers ``{"id": "<...>", "message": "Queued. Thank you."}``.
+
+International addresses: Mailgun's HTTP API supports SMTPUTF8 (its
+"Internationalization" guide: non-ASCII local parts for outgoing messages,
+delivered where the receiving side supports SMTPUTF8). A message with a
+non-ASCII address goes in its RFC 6532 form (UTF-8 headers as written);
+envelope domains go as punycode A-labels, which every receiver accepts.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ class MailgunProvider(HttpsProvider):
             # these, whatever the headers say.
             fields=[
                 *(("to", recipient) for recipient in email.envelope_recipients),
-                ("message", ("message.mime", email.mime, "message/rfc822")),
+                ("message", ("message.mime", email.mime_utf8 or email.mime, "message/rfc822")),
             ],
         )
         try:

@@ -7,6 +7,12 @@ same message. Bcc recipients are the envelope recipients not named in To or
 Cc. References: https://www.twilio.com/docs/sendgrid/api-reference/mail-send/mail-send
 (request), .../how-to-use-the-sendgrid-v3-api/responses (status codes),
 https://www.twilio.com/docs/sendgrid/glossary/x-message-id (the id).
+
+International addresses: SendGrid documents no SMTPUTF8 support, and its
+relay is reported to refuse a non-ASCII local part (501 "Recipient syntax
+error"), so such a message is refused here as permanent; IDN domains go as
+punycode and display names decoded (JSON carries them as text), read from
+the ASCII form of the MIME.
 """
 
 from __future__ import annotations
@@ -20,7 +26,12 @@ from typing import Any
 
 import urllib3
 
-from mailroom.adapters.providers.base import FailureKind, ProviderError, ProviderReceipt
+from mailroom.adapters.providers.base import (
+    FailureKind,
+    ProviderError,
+    ProviderReceipt,
+    refuse_smtputf8,
+)
 from mailroom.adapters.providers.https import HttpsProvider
 from mailroom.domain.mime import OutgoingEmail
 
@@ -44,6 +55,7 @@ class SendGridProvider(HttpsProvider):
     def send(self, email: OutgoingEmail) -> ProviderReceipt:
         if not self._api_key:
             raise ProviderError(self.name, FailureKind.CONFIG, "SENDGRID_API_KEY is not set")
+        refuse_smtputf8(self.name, email)
         response = self._post(
             SEND_PATH,
             headers={

@@ -3,6 +3,11 @@
 boto3 honours AWS_ENDPOINT_URL by itself, so this reaches AWS, LocalStack or
 moto unchanged. Error codes after the SESv2 API reference (SendEmail errors,
 plus AWS's common errors); anything unlisted is classified by HTTP status.
+
+SES does not support SMTPUTF8: addresses must be 7-bit ASCII, IDN domains
+as punycode, display names as encoded words (the SESv2 ``Destination``
+reference). The ASCII form of the MIME is exactly that; a non-ASCII local
+part is refused here as permanent, before a request is made.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from mailroom.adapters.providers.base import (
     FailureKind,
     ProviderError,
     ProviderReceipt,
+    refuse_smtputf8,
 )
 from mailroom.domain.mime import OutgoingEmail
 
@@ -95,6 +101,7 @@ class SesProvider(EmailProvider):
         return self._client
 
     def send(self, email: OutgoingEmail) -> ProviderReceipt:
+        refuse_smtputf8(self.name, email)
         request: dict[str, Any] = {
             "FromEmailAddress": email.envelope_from,
             # With raw content these are the envelope: Bcc recipients are here

@@ -56,15 +56,25 @@ class SmtpProvider(EmailProvider):
         self._last_used = 0.0
 
     def send(self, email: OutgoingEmail) -> ProviderReceipt:
+        # Each refusal is classified by whose problem it is (issue 14): only
+        # the relay's own trouble (no connection, a timeout, 421, 4xx before
+        # any recipient) is TRANSIENT and counts against the breaker every
+        # client shares. What the relay says about this message (its
+        # recipients, its size, its content) never does.
         try:
             connection = self._connect()
             # Recipients refused while others were accepted come back as
             # bounces through the feedback path: the message went out.
             connection.ehlo_or_helo_if_needed()
+            mime, options = self._form_for(connection, email)
             if connection.has_extn("pipelining"):
-                _send_pipelined(connection, email)
+                _send_pipelined(connection, email, mime, options)
             else:
-                connection.sendmail(email.envelope_from, email.envelope_recipients, email.mime)
+                connection.sendmail(
+                    email.envelope_from, email.envelope_recipients, mime, mail_options=options
+                )
+        except ProviderError:
+            raise
         except smtplib.SMTPRecipientsRefused as error:
             self._drop_connection()
             raise _classified(error.recipients) from error
@@ -95,15 +105,22 @@ class SmtpProvider(EmailProvider):
             ) from error
         except smtplib.SMTPSenderRefused as error:
             self._drop_connection()
-            kind = FailureKind.TRANSIENT if 400 <= error.smtp_code < 500 else FailureKind.CONFIG
             raise ProviderError(
                 self.name,
-                kind,
+                _sender_refusal_kind(error.smtp_code),
                 f"sender refused: {error.smtp_code} {error.smtp_error!r}",
             ) from error
-        except smtplib.SMTPResponseException as error:
+        except smtplib.SMTPDataError as error:
             self._drop_connection()
-            kind = FailureKind.TRANSIENT if 400 <= error.smtp_code < 500 else FailureKind.PERMANENT
+            raise ProviderError(
+                self.name,
+                _data_refusal_kind(error.smtp_code),
+                f"message refused: {error.smtp_code} {error.smtp_error!r}",
+            ) from error
+        except smtplib.SMTPResponseException as error:
+            # EHLO, STARTTLS, NOOP: the session itself, before any message.
+            self._drop_connection()
+            kind = FailureKind.TRANSIENT if 400 <= error.smtp_code < 500 else FailureKind.CONFIG
             raise ProviderError(
                 self.name, kind, f"{error.smtp_code} {error.smtp_error!r}"
             ) from error
@@ -113,6 +130,14 @@ class SmtpProvider(EmailProvider):
             raise ProviderError(
                 self.name, FailureKind.TRANSIENT, f"connection failed: {error}"
             ) from error
+        except (UnicodeError, ValueError) as error:
+            # The message cannot be put on the wire as it is (an address that
+            # will not encode, a line break in the envelope); raised before a
+            # byte was written, but the session is dropped to be sure.
+            self._drop_connection()
+            raise ProviderError(
+                self.name, FailureKind.PERMANENT, f"the message cannot be sent: {error}"
+            ) from error
         if not self._reuse:
             self.close()
         else:
@@ -120,6 +145,27 @@ class SmtpProvider(EmailProvider):
         # SMTP hands back no id of its own that later events could be matched
         # by, so the Message-ID we wrote is the provider message id.
         return ProviderReceipt(provider=self.name, provider_msg_id=email.message_id.strip("<>"))
+
+    def _form_for(self, connection: smtplib.SMTP, email: OutgoingEmail) -> tuple[bytes, list[str]]:
+        """The MIME and MAIL options for this relay: SMTPUTF8 where offered and useful."""
+        if email.mime_utf8 is None and not email.requires_smtputf8:
+            return email.mime, []  # ASCII mail: the common case
+        if connection.has_extn("smtputf8"):
+            # RFC 6531: the parameter announces UTF-8 in the envelope and the
+            # headers (RFC 6532); 8BITMIME, which it implies, is named where
+            # offered, for relays that look for it.
+            options = ["SMTPUTF8"]
+            if connection.has_extn("8bitmime"):
+                options.append("BODY=8BITMIME")
+            return email.mime_utf8 or email.mime, options
+        if email.requires_smtputf8:
+            raise ProviderError(
+                self.name,
+                FailureKind.PERMANENT,
+                "an address has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531), "
+                "and the relay does not offer it",
+            )
+        return email.mime, []
 
     def close(self) -> None:
         if self._connection is not None:
@@ -180,10 +226,19 @@ class SmtpProvider(EmailProvider):
 
 
 def _classified(recipients: dict[str, tuple[int, bytes]]) -> ProviderError:
+    """Every recipient refused: the message's problem, never the relay's health.
+
+    A 5xx for any of them is final; 4xx for all (greylisting, a full mailbox)
+    is DEFERRED: the same message later, through the same relay. Only 421
+    ("closing the channel") speaks of the relay itself.
+    """
     codes = [code for code, _ in recipients.values()]
-    kind = (
-        FailureKind.TRANSIENT if all(400 <= code < 500 for code in codes) else FailureKind.PERMANENT
-    )
+    if 421 in codes:
+        kind = FailureKind.TRANSIENT
+    elif all(400 <= code < 500 for code in codes):
+        kind = FailureKind.DEFERRED
+    else:
+        kind = FailureKind.PERMANENT
     detail = "; ".join(
         f"{address}: {code} {text.decode(errors='replace')}"
         for address, (code, text) in recipients.items()
@@ -191,7 +246,31 @@ def _classified(recipients: dict[str, tuple[int, bytes]]) -> ProviderError:
     return ProviderError(SmtpProvider.name, kind, f"recipients refused: {detail}")
 
 
-def _send_pipelined(connection: smtplib.SMTP, email: OutgoingEmail) -> dict[str, tuple[int, bytes]]:
+def _sender_refusal_kind(code: int) -> FailureKind:
+    # MAIL FROM: 4xx is the relay's trouble (452 out of storage, 451 local
+    # error); 552 answers the SIZE we declared (the message is too large); any
+    # other 5xx refuses our sender, which is configuration.
+    if 400 <= code < 500:
+        return FailureKind.TRANSIENT
+    if code == 552:
+        return FailureKind.PERMANENT
+    return FailureKind.CONFIG
+
+
+def _data_refusal_kind(code: int) -> FailureKind:
+    # After DATA the relay has accepted the session, the sender and the
+    # recipients: a refusal now is about this message's content (552 too
+    # large, 554 rejected, 451 a content filter's tempfail), except 421.
+    if code == 421:
+        return FailureKind.TRANSIENT
+    if 400 <= code < 500:
+        return FailureKind.DEFERRED
+    return FailureKind.PERMANENT
+
+
+def _send_pipelined(
+    connection: smtplib.SMTP, email: OutgoingEmail, mime: bytes, mail_options: list[str]
+) -> dict[str, tuple[int, bytes]]:
     """``sendmail`` with MAIL, RCPT and DATA in one write (RFC 2920 PIPELINING).
 
     smtplib waits for each command's reply: four round trips per message
@@ -199,13 +278,17 @@ def _send_pipelined(connection: smtplib.SMTP, email: OutgoingEmail) -> dict[str,
     Raises what ``sendmail`` raises, for the same replies, and returns the
     recipients refused while others were accepted.
     """
-    options = f" SIZE={len(email.mime)}" if connection.has_extn("size") else ""
+    options = f" SIZE={len(mime)}" if connection.has_extn("size") else ""
+    options += "".join(f" {option}" for option in mail_options)
     commands = [f"MAIL FROM:{_envelope(email.envelope_from)}{options}"]
     commands += [f"RCPT TO:{_envelope(rcpt)}" for rcpt in email.envelope_recipients]
     commands.append("DATA")
     if any("\r" in command or "\n" in command for command in commands):
         raise ValueError("an envelope address holds a line break")
-    connection.send("".join(f"{command}\r\n" for command in commands))
+    # UTF-8 only under SMTPUTF8; otherwise ASCII, and a non-ASCII address
+    # raises UnicodeEncodeError here, before a byte is written.
+    encoding = "utf-8" if "SMTPUTF8" in mail_options else "ascii"
+    connection.send("".join(f"{command}\r\n" for command in commands).encode(encoding))
     # Every reply is read, whatever came before, so that the next command
     # on this connection is not answered by a stale one.
     mail_code, mail_reply = connection.getreply()
@@ -229,7 +312,7 @@ def _send_pipelined(connection: smtplib.SMTP, email: OutgoingEmail) -> dict[str,
             connection.send(b".\r\n")
             connection.getreply()
         raise failure
-    body = dot_stuffed(email.mime)
+    body = dot_stuffed(mime)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     connection.send(body + b".\r\n")
