@@ -91,15 +91,17 @@ def status_for(error: errors.MailroomError) -> int:
     return 500
 
 
+def mailroom_error_response(error: errors.MailroomError) -> Response[str]:
+    status = status_for(error)
+    log = logger.warning if status < 500 else logger.error
+    log("request refused", extra={"code": error.code, "status": status})
+    response = error_response(status, error.code, error.message, error.details)
+    response.headers.update(error_headers(error))
+    return response
+
+
 def install_error_handlers(app: APIGatewayRestResolver) -> None:
-    @app.exception_handler(errors.MailroomError)
-    def _mailroom_error(error: errors.MailroomError) -> Response[str]:
-        status = status_for(error)
-        log = logger.warning if status < 500 else logger.error
-        log("request refused", extra={"code": error.code, "status": status})
-        response = error_response(status, error.code, error.message, error.details)
-        response.headers.update(error_headers(error))
-        return response
+    app.exception_handler(errors.MailroomError)(mailroom_error_response)
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(error: RequestValidationError) -> Response[str]:
@@ -134,7 +136,9 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
         event = app.current_event
         allowed = allowed_methods(app, event.path)
         if allowed:
-            return _mailroom_error(method_not_allowed(event.http_method, event.path, allowed))
+            return mailroom_error_response(
+                method_not_allowed(event.http_method, event.path, allowed)
+            )
         return error_response(
             404, "route_not_found", f"no route for {event.http_method} {event.path}"
         )

@@ -206,9 +206,7 @@ def _out_of_range(field: str) -> UnsupportedValue:
     return UnsupportedValue(
         f"{field}: the number is out of range (a float up to about 1.8e308, "
         f"an integer up to {MAX_INT_DIGITS} digits)",
-        details=[
-            {"field": field, "type": "number_out_of_range", "message": "number out of range"}
-        ],
+        details=[{"field": field, "type": "number_out_of_range", "message": "number out of range"}],
     )
 
 
