@@ -45,7 +45,6 @@ from mailroom.entrypoints.http_errors import (
     install_error_handlers,
     method_not_allowed,
     proxy_error_response,
-    routes_of,
 )
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.request_body import parse_json, prepare_event
@@ -371,16 +370,15 @@ class MailroomApi(APIGatewayRestResolver):
         super().__init__(enable_validation=True, json_body_deserializer=parse_json)
         self._max_request_bytes = max_request_bytes
         self._client_gate = client_gate
-        self._methods: frozenset[str] | None = None
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         with client_gate.invocation() as state:
             try:
-                # A method no route takes is refused before the gate: what a
-                # path allows is no secret, and nothing is read or counted.
-                self._refuse_undeclared_method(event)
-                # Who is calling comes before anything about what they sent.
+                # Who is calling comes before anything about what they sent,
+                # but after routing: a method the path does not take is 405
+                # for anyone (what a path allows is no secret).
                 if self._client_gate is not None and self._client_gate.applies_to(event):
+                    self._refuse_undeclared_method(event)
                     self._client_gate.check(event)
                 event = prepare_event(event, self._max_request_bytes())
             except MailroomError as error:
@@ -389,16 +387,13 @@ class MailroomApi(APIGatewayRestResolver):
             return state.decorate(super().resolve(dict(event), context))
 
     def _refuse_undeclared_method(self, event: Mapping[str, Any]) -> None:
-        if self._methods is None:
-            self._methods = frozenset(route.method for route in routes_of(self))
+        # Other requests are routed by Powertools first, and its not-found
+        # handler answers 405 (install_error_handlers).
+        path = str(event.get("path") or "")
         method = str(event.get("httpMethod") or "").upper()
-        if method in self._methods:
-            # A path that takes other methods only is refused after routing
-            # (install_error_handlers' not-found handler).
-            return
-        allowed = allowed_methods(self, str(event.get("path") or ""))
-        if allowed:
-            raise method_not_allowed(method, str(event.get("path") or ""), allowed)
+        allowed = allowed_methods(self, path)
+        if allowed and method not in allowed:
+            raise method_not_allowed(method, path, allowed)
 
 
 def create_api(
