@@ -30,7 +30,7 @@ MAX_JSON_DEPTH = 64
 # Python refuses to convert longer decimal strings to int (CVE-2020-10735).
 MAX_INT_DIGITS = 4300
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _NotJson(ValueError):
@@ -158,7 +158,7 @@ def check_text(field: str, text: str, *, what: str = "the value") -> None:
                 }
             ],
         )
-    if not text.isascii() and _SURROGATE.search(text):
+    if not text.isascii() and SURROGATE.search(text):
         raise UnsupportedValue(
             f"{field}: {what} holds a lone surrogate (\\ud800-\\udfff), which is not text",
             details=[
