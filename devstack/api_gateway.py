@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 from werkzeug.datastructures import Headers
@@ -31,6 +32,11 @@ from devstack.template import LOCAL_ACCOUNT_ID, ApiRoute
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+# API Gateway's quota "Total combined size of request line and header values":
+# 10240 bytes, not adjustable. Past it the gateway answers with its
+# REQUEST_TOO_LARGE response (413 by default; template.yaml gives it
+# Mailroom's error shape) and the function never runs.
+MAX_REQUEST_LINE_AND_HEADERS_BYTES = 10240
 LOCAL_API_ID = "devstack"
 _GREEDY = re.compile(r"^\{([A-Za-z0-9_.-]+)\+\}$")
 _PARAMETER = re.compile(r"^\{([A-Za-z0-9_.-]+)\}$")
@@ -79,6 +85,15 @@ class _Resource:
         return parameters if len(segments) == len(self.segments) else None
 
 
+def request_line_and_headers_size(request: Request) -> int:
+    """Bytes of the request line plus every header's name and value, as sent."""
+    uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.full_path
+    protocol = request.environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+    line = f"{request.method} {uri} {protocol}"
+    headers = sum(len(name) + len(value) for name, value in request.headers.items())
+    return len(line.encode("latin-1", "replace")) + headers
+
+
 def _segments(path: str) -> tuple[str, ...]:
     return tuple(segment for segment in path.strip("/").split("/") if segment)
 
@@ -115,6 +130,14 @@ class RestApiGateway:
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> tuple[Response, str | None]:
+        size = request_line_and_headers_size(request)
+        if size > MAX_REQUEST_LINE_AND_HEADERS_BYTES:
+            return gateway_error(
+                413,
+                "request_too_large",
+                f"the request line and headers are {size} bytes, over "
+                f"{MAX_REQUEST_LINE_AND_HEADERS_BYTES}",
+            ), None
         found = self._find(request.method, request.path)
         if found is None:
             return gateway_error(
@@ -125,7 +148,7 @@ class RestApiGateway:
             event = self.proxy_event(request, resource.path, parameters)
         except RequestEntityTooLarge:
             return gateway_error(
-                413, "payload_too_large", f"the request body is over {MAX_PAYLOAD_BYTES} bytes"
+                413, "request_too_large", f"the request body is over {MAX_PAYLOAD_BYTES} bytes"
             ), None
         try:
             invocation = target.function.invoke(event)
@@ -288,7 +311,39 @@ def gateway_error(status: int, code: str, message: str) -> Response:
 
 
 class QuietRequestHandler(WSGIRequestHandler):
-    """Werkzeug's handler without its access log: the gateway logs each request itself."""
+    """Werkzeug's handler without its access log: the gateway logs each request itself.
+
+    Requests the HTTP parser itself refuses (a header line over 64 KiB, more
+    than 100 headers, a malformed request line) are answered in the API's
+    error shape too, not with http.server's HTML page; an oversized header
+    is API Gateway's REQUEST_TOO_LARGE (413).
+    """
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if code == HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
+            status, error_code = 413, "request_too_large"
+        elif code == HTTPStatus.REQUEST_URI_TOO_LONG:
+            status, error_code = 414, "uri_too_long"
+        else:
+            status, error_code = code, "bad_request" if code == 400 else "gateway_refused"
+        body = json.dumps(
+            {
+                "error": {
+                    "code": error_code,
+                    "message": message or HTTPStatus(status).phrase,
+                    "details": [],
+                }
+            }
+        ).encode()
+        self.log_error("refused: %d %s", code, message)
+        self.send_response(status, HTTPStatus(status).phrase)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.close_connection = True
+        if self.command != "HEAD" and status >= 200 and status not in (204, 304):
+            self.wfile.write(body)

@@ -221,7 +221,17 @@ class TemplateCompiler:
                 unsupported = unsupported_tags(ast, below)
                 _refuse(source.name, part, unsupported, InvalidTemplate, "unsupported")
                 with finds_answered_from(ast, below):
-                    codes.append(env.compile(ast, name=part, filename=f"<{part}>"))
+                    try:
+                        codes.append(env.compile(ast, name=part, filename=f"<{part}>"))
+                    except SyntaxError as error:
+                        # Jinja's generated Python hit a limit of Python's
+                        # compiler (100 nested {% if %}: "too many levels of
+                        # indentation"; 20 nested {% for %}: "too many
+                        # statically nested blocks"): the template's doing.
+                        raise InvalidTemplate(
+                            f"template '{source.name}', {part}: nested too deeply ({error.msg})",
+                            details=[{"field": part, "message": f"nested too deeply: {error.msg}"}],
+                        ) from error
         return tuple(codes)
 
     def load(self, code: bytes) -> CompiledTemplate:

@@ -9,6 +9,7 @@ templates live in PostgreSQL with versions (``adapters/db/template_versions.py``
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import os
 import re
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 _CHECK_EVERY = 64
 # The audit entry of an upload, made once its version number is known.
 AuditFor = Callable[[int], AuditEntry]
+# A missing_prop answer names at most this many props.
+_MAX_MISSING_REPORTED = 50
 _STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.IGNORECASE | re.DOTALL)
 
 
@@ -330,11 +333,12 @@ class TemplateRenderer:
                 f"template '{source.name}'{_where(compiled, error)}: {error}"
             ) from error
         except UndefinedProp as error:
-            field = f"props.{error.name}" if error.top_level and error.name else "props"
+            details = self._missing_props(compiled, props, error)
+            missing = ", ".join(detail["field"] for detail in details)
             raise errors.MissingProp(
-                f"template '{source.name}'{_where(compiled, error)} needs a prop that was "
-                f"not given: {error.message}",
-                details=[{"field": field, "type": "missing", "message": error.message}],
+                f"template '{source.name}'{_where(compiled, error)} needs props that were "
+                f"not given: {missing} ({error.message})",
+                details=details,
             ) from error
         except RenderError:
             raise
@@ -348,6 +352,55 @@ class TemplateRenderer:
                 f"template '{source.name}'{_where(compiled, error)} failed to render: "
                 f"{type(error).__name__}: {error}"
             ) from error
+
+    def _missing_props(
+        self, compiled: CompiledTemplate, props: dict[str, Any], first: Exception
+    ) -> list[dict[str, Any]]:
+        """Every missing prop a trial render can find, not only the first one.
+
+        StrictUndefined stops at the first missing name. On this error path
+        only, the render is run again with each name found so far standing
+        in as a lenient undefined (``is defined`` still says no, so guarded
+        uses take the same branch), until it passes, stops at something else,
+        or runs out of time or tries.
+        """
+        from jinja2 import ChainableUndefined
+
+        from mailroom.adapters.template_sandbox import UndefinedProp
+
+        details: list[dict[str, Any]] = []
+
+        def note(error: UndefinedProp) -> bool:
+            """Record ``error``; True if the next run can stand in for it."""
+            top_level = bool(error.top_level and error.name)
+            field = f"props.{error.name}" if top_level else "props"
+            if any(detail["field"] == field for detail in details):
+                return False
+            details.append({"field": field, "type": "missing", "message": error.message})
+            return top_level and len(details) < _MAX_MISSING_REPORTED
+
+        assert isinstance(first, UndefinedProp)
+        if not note(first):
+            return details
+        trial = dict(props)
+
+        def discover() -> None:
+            while True:
+                for detail in details:
+                    name = detail["field"].removeprefix("props.")
+                    trial.setdefault(name, ChainableUndefined(name=name))
+                try:
+                    self._render(compiled, trial, self.compiler.budget.default, finish=False)
+                    return
+                except UndefinedProp as error:
+                    if not note(error):
+                        return
+
+        # Anything else (the deadline, another template error) ends the
+        # search: what was found so far is reported.
+        with contextlib.suppress(Exception):
+            self.watchdog.run(self.timeout_seconds, discover)
+        return details
 
     def _render(
         self, compiled: CompiledTemplate, props: dict[str, Any], budget: int, *, finish: bool

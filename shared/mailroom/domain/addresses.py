@@ -9,7 +9,8 @@ from email.utils import getaddresses
 
 from mailroom.domain.errors import HeaderInjection, InvalidRequest
 
-_LINE_BREAKS = frozenset("\r\n\x00\u2028\u2029\x85\x0b\x0c")
+_LINE_BREAKS = frozenset("\r\n\u2028\u2029\x85\x0b\x0c")
+_REFUSED_IN_HEADERS = _LINE_BREAKS | {"\x00"}
 # A display name of RFC 5322 atoms (RFC 6532 adds non-ASCII characters to
 # them) one space apart needs no quotes. "=?" is left out of it so that a
 # literal one is quoted, never mistaken for an encoded word.
@@ -18,18 +19,28 @@ _PLAIN_PHRASE = re.compile(rf"{_ATOM}(?: {_ATOM})*")
 
 
 def reject_line_breaks(field: str, value: str) -> str:
-    """Refuse a header value that could start a new header (CRLF injection)."""
-    if any(char in _LINE_BREAKS for char in value):
+    """Refuse a header value that could start a new header (CRLF injection).
+
+    A NUL is refused too and named as what it is: it ends a C string, so a
+    relay may cut the header there, but it is not a line break.
+    """
+    if not any(char in _REFUSED_IN_HEADERS for char in value):
+        return value
+    if not any(char in _LINE_BREAKS for char in value):
+        message = "NUL characters (\\u0000) are not allowed in header fields"
         raise HeaderInjection(
-            f"{field} must not contain line breaks",
-            details=[
-                {
-                    "field": field,
-                    "message": "line breaks are not allowed in header fields",
-                }
-            ],
+            f"{field} must not contain NUL characters",
+            details=[{"field": field, "type": "nul_character", "message": message}],
         )
-    return value
+    raise HeaderInjection(
+        f"{field} must not contain line breaks",
+        details=[
+            {
+                "field": field,
+                "message": "line breaks are not allowed in header fields",
+            }
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,10 @@ def _mailbox(raw: str) -> str:
         raise PydanticCustomError(error.code, error.message) from error
 
 
+# Versions are PostgreSQL integers: a larger number could never name one, and
+# PostgreSQL would refuse it with an error rather than find nothing.
+MAX_VERSION = 2**31 - 1
+
 # Validated item by item, so an error names its place: ``to.1``.
 Address = Annotated[str, AfterValidator(_mailbox)]
 AddressList = Annotated[list[Address], BeforeValidator(_as_list)]
@@ -50,6 +54,7 @@ class SendRequest(BaseModel):
     template_version: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_VERSION,
         description="Pin an uploaded template's version; by default the newest renders.",
     )
     to: AddressList = Field(

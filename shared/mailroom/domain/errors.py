@@ -262,3 +262,25 @@ class WebhookNotConfigured(MailroomError):
     """Our side lacks the key or allowlist to verify this provider: 5xx, so it retries."""
 
     code = "webhook_not_configured"
+
+
+class UnsupportedValue(InvalidRequest):
+    """Well-formed JSON holding a value Mailroom cannot store or use faithfully.
+
+    A NUL character or a lone surrogate in a string (PostgreSQL text and
+    UTF-8 hold neither), a number outside what a float or an int can carry
+    (``1e400``, more than 4,300 digits), nesting deeper than the documented
+    limit. The details name the field and say which.
+    """
+
+    code = "unsupported_value"
+
+
+class MethodNotAllowed(MailroomError):
+    """The path exists but not with this method; ``allowed`` goes in the Allow header."""
+
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allowed: list[str]) -> None:
+        super().__init__(message, details=[{"allowed": allowed}])
+        self.allowed = allowed

@@ -83,17 +83,66 @@ def _validator(schema_json: str) -> Validator:
     # templates with a schema need it.
     from jsonschema import SchemaError
     from jsonschema.validators import validator_for
+    from referencing.exceptions import Unresolvable
 
     schema = json.loads(schema_json)
+    dialect = schema.get("$schema")
+    if dialect is not None and not isinstance(dialect, str):
+        raise _not_a_schema("$schema must be a string (a dialect's URI)")
     kind = validator_for(schema)
     try:
         kind.check_schema(schema)
     except SchemaError as error:
-        raise InvalidTemplate(
-            f"schema is not a valid JSON Schema: {error.message}",
-            details=[{"field": "schema", "message": error.message}],
-        ) from error
-    return kind(schema)
+        raise _not_a_schema(error.message) from error
+    validator = kind(schema)
+    try:
+        _resolve_references(schema)
+        # A schema that refers to itself without end ({"$ref": "#"}) recurses
+        # on any instance: found now, not at the first send.
+        validator.is_valid({})
+    except Unresolvable as error:
+        raise _not_a_schema(f"a $ref does not resolve within the schema: {error}") from error
+    except RecursionError as error:
+        raise _not_a_schema("a $ref refers back to itself without end") from error
+    return validator
+
+
+def _not_a_schema(reason: str) -> InvalidTemplate:
+    return InvalidTemplate(
+        f"schema is not a valid JSON Schema: {reason}",
+        details=[{"field": "schema", "message": reason}],
+    )
+
+
+# Keywords whose values are instances (data), not subschemas: a "$ref" key
+# inside them is not a reference.
+_DATA_KEYWORDS = frozenset({"enum", "const", "examples", "default"})
+
+
+def _resolve_references(schema: dict[str, Any]) -> None:
+    """Unresolvable unless every $ref resolves within the schema itself.
+
+    Schemas are self-contained (nothing is fetched over the network), so a
+    reference to anything else could never validate a send.
+    """
+    import referencing
+    import referencing.jsonschema
+
+    resource = referencing.Resource.from_contents(
+        schema, default_specification=referencing.jsonschema.DRAFT202012
+    )
+    resolver = referencing.Registry().with_resource("", resource).crawl().resolver(base_uri="")
+    stack: list[Any] = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                    resolver.lookup(value)
+                elif key not in _DATA_KEYWORDS:
+                    stack.append(value)
 
 
 def validate_props(template: str, schema: dict[str, Any] | None, props: dict[str, Any]) -> None:
@@ -108,11 +157,21 @@ def validate_props(template: str, schema: dict[str, Any] | None, props: dict[str
     except Unresolvable as error:
         # Schemas are self-contained: a $ref is never fetched over the network.
         raise InvalidTemplate(f"template '{template}' has a schema with a $ref: {error}") from error
+    except RecursionError as error:
+        # A $ref cycle reached only through these props' fields.
+        raise InvalidTemplate(
+            f"template '{template}' has a schema whose $ref refers back to itself without end"
+        ) from error
     if not problems:
         return
-    details: list[dict[str, Any]] = []
+    # One entry per field: a value can fail several keywords (type and
+    # minLength, or an allOf naming the same required prop twice); the first
+    # in the schema's order is the one to fix first.
+    by_field: dict[str, dict[str, Any]] = {}
     for problem in sorted(problems, key=lambda p: [str(part) for part in p.absolute_path]):
-        details.extend(_details(problem))
+        for detail in _details(problem):
+            by_field.setdefault(detail["field"], detail)
+    details = list(by_field.values())
     first = details[0]
     raise InvalidProps(
         f"props do not match the schema of template '{template}': "

@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailroom.bootstrap import Services
-from mailroom.domain.commands import TEMPLATE_NAME_PATTERN
+from mailroom.domain.commands import MAX_VERSION, TEMPLATE_NAME_PATTERN
 from mailroom.domain.templates import LintWarning
 from mailroom.entrypoints.observability import logger
 from mailroom.services import templates as template_service
@@ -45,7 +45,9 @@ class PreviewRequest(BaseModel):
     props: dict[str, Any] | None = Field(
         default=None, description="Props to render with; the template's sample when omitted."
     )
-    version: int | None = Field(default=None, ge=1, description="An uploaded version; newest.")
+    version: int | None = Field(
+        default=None, ge=1, le=MAX_VERSION, description="An uploaded version; newest."
+    )
 
 
 class WarningView(BaseModel):

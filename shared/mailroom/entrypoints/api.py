@@ -7,7 +7,6 @@ groups it serves; the OpenAPI document is built from all groups at once.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import uuid
@@ -36,13 +35,19 @@ from mailroom.adapters.db.feedback_repositories import MessageFilter
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.bootstrap import Services
 from mailroom.domain.commands import SendRequest
-from mailroom.domain.errors import MailroomError, PayloadTooLarge, UnsupportedMediaType
+from mailroom.domain.errors import MailroomError
 from mailroom.domain.model import Client, Message, MessageStatus
 from mailroom.entrypoints import client_gate
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.health import HealthView, health_response
-from mailroom.entrypoints.http_errors import install_error_handlers, proxy_error_response
+from mailroom.entrypoints.http_errors import (
+    allowed_methods,
+    install_error_handlers,
+    method_not_allowed,
+    proxy_error_response,
+)
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.request_body import parse_json, prepare_event
 from mailroom.entrypoints.status_views import (
     MessageEventsView,
     MessagePageView,
@@ -352,51 +357,43 @@ def status_routes(services: ServicesProvider) -> Router:
 
 
 class MailroomApi(APIGatewayRestResolver):
-    """Powertools' REST resolver, refusing unreadable bodies before anything parses them.
+    """Powertools' REST resolver, refusing unreadable requests before anything parses them.
 
     Powertools runs request validation ahead of every user middleware, so the
-    size and media-type checks sit in front of ``resolve`` instead.
+    method, size, media-type and encoding checks sit in front of ``resolve``
+    instead; the body is parsed by ``request_body.parse_json`` (strict JSON).
     """
 
     def __init__(
         self, max_request_bytes: Callable[[], int], client_gate: ClientGate | None = None
     ) -> None:
-        super().__init__(enable_validation=True)
+        super().__init__(enable_validation=True, json_body_deserializer=parse_json)
         self._max_request_bytes = max_request_bytes
         self._client_gate = client_gate
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         with client_gate.invocation() as state:
             try:
-                # Who is calling comes before anything about what they sent.
+                # Who is calling comes before anything about what they sent,
+                # but after routing: a method the path does not take is 405
+                # for anyone (what a path allows is no secret).
                 if self._client_gate is not None and self._client_gate.applies_to(event):
+                    self._refuse_undeclared_method(event)
                     self._client_gate.check(event)
-                check_body(event, self._max_request_bytes())
+                event = prepare_event(event, self._max_request_bytes())
             except MailroomError as error:
                 logger.warning("request refused", extra={"code": error.code})
                 return state.decorate(proxy_error_response(error))
-            return state.decorate(super().resolve(event, context))
+            return state.decorate(super().resolve(dict(event), context))
 
-
-def check_body(event: Mapping[str, Any], limit: int) -> None:
-    """Raise if the body is larger than ``limit`` bytes or declared as not JSON."""
-    body = event.get("body")
-    if not body:
-        return
-    # Counted in bytes, not characters, and after base64 decoding.
-    size = len(base64.b64decode(body)) if event.get("isBase64Encoded") else len(body.encode())
-    if size > limit:
-        raise PayloadTooLarge(
-            f"the request body is larger than {limit} bytes", details=[{"limit_bytes": limit}]
-        )
-    # Without this, a form-encoded body (curl -d without a Content-Type) would
-    # be parsed as a form and answered with baffling field errors.
-    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type and not _is_json(content_type):
-        raise UnsupportedMediaType(
-            f"send the body as JSON with 'Content-Type: application/json', not '{content_type}'"
-        )
+    def _refuse_undeclared_method(self, event: Mapping[str, Any]) -> None:
+        # Other requests are routed by Powertools first, and its not-found
+        # handler answers 405 (install_error_handlers).
+        path = str(event.get("path") or "")
+        method = str(event.get("httpMethod") or "").upper()
+        allowed = allowed_methods(self, path)
+        if allowed and method not in allowed:
+            raise method_not_allowed(method, path, allowed)
 
 
 def create_api(
@@ -411,10 +408,6 @@ def create_api(
     for router in routers:
         app.include_router(router)
     return app
-
-
-def _is_json(content_type: str) -> bool:
-    return content_type == "application/json" or content_type.endswith("+json")
 
 
 def all_routes(services: ServicesProvider) -> list[Router]:

@@ -45,6 +45,8 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.ClientNotFound: 404,
     # rate_limited and quota_exceeded; both carry Retry-After.
     errors.TooManyRequests: 429,
+    # The path exists, the method does not; the answer carries Allow.
+    errors.MethodNotAllowed: 405,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.
@@ -77,6 +79,8 @@ def error_headers(error: errors.MailroomError) -> dict[str, str]:
     """Headers an error's answer carries besides the body."""
     if isinstance(error, errors.TooManyRequests):
         return {"Retry-After": str(error.retry_after_seconds)}
+    if isinstance(error, errors.MethodNotAllowed):
+        return {"Allow": ", ".join(error.allowed)}
     return {}
 
 
@@ -87,15 +91,17 @@ def status_for(error: errors.MailroomError) -> int:
     return 500
 
 
+def mailroom_error_response(error: errors.MailroomError) -> Response[str]:
+    status = status_for(error)
+    log = logger.warning if status < 500 else logger.error
+    log("request refused", extra={"code": error.code, "status": status})
+    response = error_response(status, error.code, error.message, error.details)
+    response.headers.update(error_headers(error))
+    return response
+
+
 def install_error_handlers(app: APIGatewayRestResolver) -> None:
-    @app.exception_handler(errors.MailroomError)
-    def _mailroom_error(error: errors.MailroomError) -> Response[str]:
-        status = status_for(error)
-        log = logger.warning if status < 500 else logger.error
-        log("request refused", extra={"code": error.code, "status": status})
-        response = error_response(status, error.code, error.message, error.details)
-        response.headers.update(error_headers(error))
-        return response
+    app.exception_handler(errors.MailroomError)(mailroom_error_response)
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(error: RequestValidationError) -> Response[str]:
@@ -128,9 +134,31 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
     @app.not_found
     def _no_route(error: Exception) -> Response[str]:
         event = app.current_event
+        allowed = allowed_methods(app, event.path)
+        if allowed:
+            return mailroom_error_response(
+                method_not_allowed(event.http_method, event.path, allowed)
+            )
         return error_response(
             404, "route_not_found", f"no route for {event.http_method} {event.path}"
         )
+
+
+def routes_of(app: APIGatewayRestResolver) -> list[Any]:
+    """The resolver's routes. Powertools keeps them private and offers no public list;
+    tests/unit/test_input_battery.py fails if these attributes go away."""
+    return [*app._static_routes, *app._dynamic_routes]
+
+
+def allowed_methods(app: APIGatewayRestResolver, path: str) -> list[str]:
+    """The methods some route takes on ``path``, sorted; empty if no route has the path."""
+    return sorted({route.method for route in routes_of(app) if route.rule.match(path)})
+
+
+def method_not_allowed(method: str, path: str, allowed: list[str]) -> errors.MethodNotAllowed:
+    return errors.MethodNotAllowed(
+        f"{path} does not take {method}; it takes {', '.join(allowed)}", allowed=allowed
+    )
 
 
 def _outage_response() -> Response[str]:

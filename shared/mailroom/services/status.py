@@ -6,7 +6,7 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from mailroom.adapters.db.feedback_repositories import MessageFilter
 from mailroom.adapters.db.unit_of_work import UnitOfWork
@@ -107,13 +107,12 @@ def list_messages(
     page: stable while new messages arrive, unlike an offset.
     """
     limit = max(1, min(limit, MAX_PAGE))
-    if where.recipient:
-        where = MessageFilter(
-            status=where.status,
-            recipient=bare_address(where.recipient),
-            since=where.since,
-            until=where.until,
-        )
+    where = MessageFilter(
+        status=where.status,
+        recipient=bare_address(where.recipient) if where.recipient else where.recipient,
+        since=_in_utc("since", where.since),
+        until=_in_utc("until", where.until),
+    )
     with uow:
         found = uow.message_queries.list_for_client(
             client_id, where, before=decode_cursor(cursor), limit=limit + 1
@@ -123,6 +122,23 @@ def list_messages(
     if len(found) > limit and page[-1].created_at is not None:
         next_cursor = encode_cursor(page[-1].created_at, page[-1].id)
     return MessagePage(messages=page, next_cursor=next_cursor)
+
+
+def _in_utc(field: str, moment: datetime | None) -> datetime | None:
+    """``moment`` in UTC; InvalidRequest if it has no UTC equivalent.
+
+    0001-01-01T00:00:00+14:00 is a valid datetime whose UTC instant is
+    before year 1: converting it (as the database driver does) overflows.
+    """
+    if moment is None or moment.tzinfo is None:
+        return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest(
+            f"{field} is outside the years 1 to 9999 in UTC",
+            details=[{"field": field, "message": "out of range"}],
+        ) from None
 
 
 def encode_cursor(created_at: datetime, message_id: uuid.UUID) -> str:
@@ -139,8 +155,8 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         parsed = datetime.fromisoformat(created_at)
         if parsed.tzinfo is None:
             raise ValueError("naive cursor time")
-        return parsed, uuid.UUID(message_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return parsed.astimezone(UTC), uuid.UUID(message_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise InvalidRequest(
             "cursor is not one this API returned",
             details=[{"field": "cursor", "message": "invalid cursor"}],

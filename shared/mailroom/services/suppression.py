@@ -387,7 +387,9 @@ def list_suppressions(
 def _suppression_cursor(cursor: str | None) -> int | None:
     if not cursor:
         return None
-    if not cursor.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit) and within the id
+    # column's bigint: anything else PostgreSQL would answer with an error.
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19 and int(cursor) < 2**63):
         raise InvalidRequest(
             "cursor is not one this API returned",
             details=[{"field": "cursor", "message": "invalid cursor"}],

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from mailroom.domain.errors import MalformedWebhook
+from mailroom.domain.errors import MalformedRequest, MalformedWebhook, UnsupportedValue
 from mailroom.domain.feedback import DeliveryEvent, FeedbackEventType, RejectReason
+from mailroom.domain.strict_json import parse_json
 
 # Every verification reads time through one of these, so tests pass a fixed one.
 Clock = Callable[[], datetime]
@@ -50,10 +51,22 @@ class WebhookRequest:
         return self.headers.get(name.lower())
 
     def json(self) -> Any:
-        try:
-            return json.loads(self.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise MalformedWebhook("the body is not UTF-8 JSON") from error
+        return provider_json(self.body)
+
+
+def provider_json(text: str | bytes) -> Any:
+    """Strict JSON from a provider: MalformedWebhook (400, no retry) for what cannot be kept.
+
+    A NUL or a lone surrogate in a field, a number out of range or absurd
+    nesting would otherwise reach PostgreSQL and fail there as our error
+    (a 5xx the provider retries for days).
+    """
+    try:
+        return parse_json(text)
+    except (MalformedRequest, UnsupportedValue) as error:
+        raise MalformedWebhook(
+            f"the body is not JSON Mailroom can accept: {error.message}", details=error.details
+        ) from error
 
 
 class ProviderWebhook(abc.ABC, Generic[Verified]):

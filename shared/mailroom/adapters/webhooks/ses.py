@@ -13,7 +13,6 @@ https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-conten
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ from mailroom.adapters.webhooks.base import (
     iso_datetime,
     make_event,
     mapping,
+    provider_json,
 )
 from mailroom.adapters.webhooks.fetch import AwsHttpsFetcher
 from mailroom.adapters.webhooks.verify_sns import (
@@ -164,9 +164,11 @@ def parse_ses_message(message: str, *, event_id: str) -> list[DeliveryEvent]:
     if message == TOPIC_VALIDATION_MESSAGE:
         return []
     try:
-        payload = json.loads(message)
-    except ValueError as error:
-        raise MalformedWebhook("the SNS Message is not an SES notification") from error
+        payload = provider_json(message)
+    except MalformedWebhook as error:
+        raise MalformedWebhook(
+            f"the SNS Message is not an SES notification: {error.message}", details=error.details
+        ) from error
     payload = dict(mapping(payload, "the SES notification"))
     kind = payload.get("eventType") or payload.get("notificationType")
     if not isinstance(kind, str):

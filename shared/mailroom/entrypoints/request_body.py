@@ -1,0 +1,168 @@
+"""Reading a request, strictly, in one place: bytes to text, text to JSON, parameters.
+
+Every route of the client API and the admin API is read through here:
+``MailroomApi`` passes ``parse_json`` (domain/strict_json.py) to Powertools
+as its body deserializer and runs ``prepare_event`` before routing. So no
+route has its own checks, and no odd input reaches PostgreSQL, Redis or a
+template as something they would choke on (a 500):
+
+- the body must be UTF-8, or the charset its Content-Type declares (400
+  ``malformed_json`` if it does not decode); its media type JSON in any
+  spelling (``Application/JSON; charset=utf-8``), or 415;
+- the body must be strict JSON (see domain/strict_json.py): 400
+  ``malformed_json``, or 422 ``unsupported_value`` naming the field;
+- query strings, path parameters and header values may not hold a NUL or a
+  lone surrogate either (422 ``unsupported_value``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+from collections.abc import Mapping
+from typing import Any
+
+from mailroom.domain.errors import MalformedRequest, PayloadTooLarge, UnsupportedMediaType
+from mailroom.domain.strict_json import MAX_INT_DIGITS as MAX_INT_DIGITS
+from mailroom.domain.strict_json import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from mailroom.domain.strict_json import SURROGATE, check_text, decode_text
+from mailroom.domain.strict_json import parse_json as parse_json
+
+
+def prepare_event(event: Mapping[str, Any], max_body_bytes: int) -> Mapping[str, Any]:
+    """The event as the routes may read it: parameters checked, the body JSON text.
+
+    Raises PayloadTooLarge, UnsupportedMediaType, MalformedRequest or
+    UnsupportedValue. The event is returned as it came unless its body had to
+    be decoded (base64, a declared charset) or its Content-Type spelled
+    differently (``Application/JSON; charset=utf-8``): Powertools compares the
+    header case-sensitively, so it gets the plain ``application/json``.
+    """
+    _check_parameters(event)
+    body = event.get("body")
+    if not body:
+        return event
+    content_type = ""
+    for name, value in (event.get("headers") or {}).items():
+        if str(name).lower() == "content-type":
+            content_type = str(value)
+    media_type, _, parameters = content_type.partition(";")
+    media_type = media_type.strip().lower()
+    # Without this, a form-encoded body (curl -d without a Content-Type) would
+    # be parsed as a form and answered with baffling field errors.
+    if media_type and not _is_json(media_type):
+        raise UnsupportedMediaType(
+            f"send the body as JSON with 'Content-Type: application/json', not '{media_type}'"
+        )
+    charset = _charset(parameters)
+    if event.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(str(body), validate=True)
+        except (binascii.Error, ValueError):
+            raise MalformedRequest("the request body is not valid base64") from None
+        _check_size(len(raw), max_body_bytes)
+        text = decode_text(raw, charset or "utf-8")
+    else:
+        # API Gateway hands text bodies over as UTF-8 already decoded; a
+        # declared charset cannot be applied again.
+        try:
+            size = len(str(body).encode())
+        except UnicodeEncodeError:
+            raise MalformedRequest(
+                "the request body is not valid UTF-8",
+                details=[{"field": "body", "type": "encoding", "message": "not valid UTF-8"}],
+            ) from None
+        _check_size(size, max_body_bytes)
+        text = str(body)
+        if content_type in ("", "application/json"):
+            return event
+    return _with_json_body(event, text)
+
+
+def _charset(parameters: str) -> str | None:
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+            try:
+                codecs.lookup(charset)
+            except LookupError:
+                raise UnsupportedMediaType(
+                    f"charset '{charset[:40]}' is not one Mailroom can decode; send UTF-8"
+                ) from None
+            return charset
+    return None
+
+
+def _check_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise PayloadTooLarge(
+            f"the request body is larger than {limit} bytes", details=[{"limit_bytes": limit}]
+        )
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _with_json_body(event: Mapping[str, Any], text: str) -> dict[str, Any]:
+    headers = {
+        name: value
+        for name, value in (event.get("headers") or {}).items()
+        if str(name).lower() != "content-type"
+    }
+    multi = {
+        name: value
+        for name, value in (event.get("multiValueHeaders") or {}).items()
+        if str(name).lower() != "content-type"
+    }
+    headers["Content-Type"] = "application/json"
+    multi["Content-Type"] = ["application/json"]
+    return {
+        **event,
+        "body": text,
+        "isBase64Encoded": False,
+        "headers": headers,
+        "multiValueHeaders": multi,
+    }
+
+
+def _check_parameters(event: Mapping[str, Any]) -> None:
+    """NUL and lone surrogates in the path, query string or headers: 422, named."""
+    checks: list[tuple[str, Any]] = [
+        ("query", event.get("multiValueQueryStringParameters")),
+        ("query", event.get("queryStringParameters")),
+        ("path", event.get("pathParameters")),
+        ("header", event.get("headers")),
+    ]
+    for where, values in checks:
+        if values and not _clean(values):
+            _name_the_parameter(where, values)
+    path = event.get("path")
+    if isinstance(path, str):
+        check_text("path", path)
+
+
+def _clean(values: Mapping[str, Any]) -> bool:
+    """True if no name or value holds a NUL or a surrogate: one C-speed scan per map.
+
+    Every request pays this, so it joins the strings instead of checking them
+    one by one (a Python call per header costs more than the scan).
+    """
+    try:
+        joined = "".join(values) + "".join(
+            value if isinstance(value, str) else "".join(value) for value in values.values()
+        )
+    except TypeError:  # not all strings: let the slow path look
+        return False
+    return "\x00" not in joined and (joined.isascii() or not SURROGATE.search(joined))
+
+
+def _name_the_parameter(where: str, values: Mapping[str, Any]) -> None:
+    for name, value in values.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                check_text(f"{where}.{name}", item)
+        if isinstance(name, str):
+            check_text(where, name, what="a name")
