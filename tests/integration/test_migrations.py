@@ -10,7 +10,8 @@ from sqlalchemy import create_engine, inspect
 
 from mailroom.adapters.db.migrate import alembic_config, upgrade_to_head
 from mailroom.adapters.db.tables import Base
-from tests.integration.conftest import TEST_DATABASE_URL, empty_database
+from tests.integration.conftest import TEST_DATABASE_URL, TOLD_DATABASE_URL, empty_database
+from tests.run_services import drop_database_at_exit
 
 pytestmark = pytest.mark.integration
 
@@ -19,6 +20,8 @@ SCRATCH_URL = TEST_DATABASE_URL + "_migrations"
 
 def test_migrations_match_the_declared_schema_and_downgrade_cleanly() -> None:
     # GIVEN an empty scratch database
+    if TOLD_DATABASE_URL is None:
+        drop_database_at_exit(SCRATCH_URL)
     empty_database(SCRATCH_URL)
     engine = create_engine(SCRATCH_URL)
     try:
