@@ -256,3 +256,9 @@ class WebhookNotConfigured(MailroomError):
     """Our side lacks the key or allowlist to verify this provider: 5xx, so it retries."""
 
     code = "webhook_not_configured"
+
+
+class ClientNameTaken(MailroomError):
+    """Another client already has this name (compared case-insensitively)."""
+
+    code = "client_name_taken"

@@ -45,6 +45,7 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.ClientNotFound: 404,
     # rate_limited and quota_exceeded; both carry Retry-After.
     errors.TooManyRequests: 429,
+    errors.ClientNameTaken: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.
