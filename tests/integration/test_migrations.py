@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from mailroom.adapters.db.migrate import alembic_config, upgrade_to_head
 from mailroom.adapters.db.tables import Base
+from mailroom.domain.feedback import bare_address
 from tests.integration.conftest import TEST_DATABASE_URL, TOLD_DATABASE_URL, empty_database
 from tests.run_services import drop_database_at_exit
 
@@ -72,5 +73,40 @@ def test_clients_sharing_a_name_before_the_unique_index_keep_their_rows() -> Non
             f"{original} ({client_id[:8]})"
             for original, (_, client_id) in zip(["Acme", "acme"], rows[1:3], strict=True)
         ]
+    finally:
+        engine.dispose()
+
+
+def test_punycode_suppressions_from_before_are_rewritten_to_the_unicode_key() -> None:
+    # GIVEN global entries written with a punycode domain, one with a Unicode twin
+    if TOLD_DATABASE_URL is None:
+        drop_database_at_exit(SCRATCH_URL)
+    empty_database(SCRATCH_URL)
+    command.upgrade(alembic_config(SCRATCH_URL), "g8clientnames01")
+    engine = create_engine(SCRATCH_URL)
+    try:
+        with engine.begin() as connection:
+            for address in (
+                "ada@xn--bcher-kva.example",
+                "bob@xn--bcher-kva.example",
+                "bob@bücher.example",
+                "cy@example.com",
+            ):
+                connection.execute(
+                    text("INSERT INTO suppressions (address, reason) VALUES (:a, 'manual')"),
+                    {"a": address},
+                )
+        # WHEN the migrations are brought to head
+        upgrade_to_head(SCRATCH_URL)
+        # THEN each address is there once, under the key bare_address gives it now
+        with engine.connect() as connection:
+            addresses = connection.execute(
+                text("SELECT address FROM suppressions ORDER BY address")
+            ).scalars()
+            assert list(addresses) == [
+                bare_address("ada@xn--bcher-kva.example"),
+                bare_address("bob@xn--bcher-kva.example"),
+                "cy@example.com",
+            ]
     finally:
         engine.dispose()
