@@ -240,7 +240,7 @@ def stored_client(database: Database) -> Client:
     """A client row, committed, for tests that need messages to belong to someone."""
     client = Client(
         id=uuid.uuid4(),
-        name="c",
+        name=f"c-{uuid.uuid4().hex[:8]}",  # names are unique; tests store several
         api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
         api_secret_hash="x",
         rate_limit=60,
