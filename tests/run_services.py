@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import redis
@@ -54,7 +55,18 @@ def run_database_name(role: str) -> str:
 
 def drop_database_at_exit(url: str) -> None:
     """Drop the database ``url`` names when the run ends, whatever still holds connections."""
+    _clean_up_on_sigterm()
     atexit.register(drop_database, url)
+
+
+@functools.cache
+def _clean_up_on_sigterm() -> None:
+    # Python's default SIGTERM ends the process without running atexit; as
+    # Ctrl-C does, it now unwinds, so a run stopped by `kill` or a CI timeout
+    # still drops its databases and stops its Redis server.
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def drop_database(url: str) -> None:
@@ -97,6 +109,7 @@ def own_redis_server() -> str:
         stderr=subprocess.DEVNULL,
         preexec_fn=_die_with_parent,
     )
+    _clean_up_on_sigterm()
     atexit.register(_stop_redis, process, directory)
     url = f"redis://127.0.0.1:{port}"
     client = redis.Redis.from_url(url, socket_connect_timeout=1)
