@@ -11,10 +11,12 @@ SAM_VERSION := 1.170.0
 
 .PHONY: dev test lint unit integration e2e openapi bench clean sam-validate sam-build chaos chaos-ci
 
-$(STAMP): requirements-dev.txt layers/dependencies/requirements.txt
+# pyproject.toml too: it declares the mailroomctl command that `pip install -e .` puts in the venv.
+$(STAMP): requirements-dev.txt layers/dependencies/requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e .
 	touch $@
 
 # SAM CLI pins its own boto3, so it lives in a venv of its own (STACK-NOTES).

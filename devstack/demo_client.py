@@ -11,7 +11,7 @@ from typing import Any
 
 from devstack.atomic_file import write_atomically
 from mailroom.bootstrap import Services
-from mailroom.domain.errors import MailroomError
+from mailroom.domain.errors import ClientNameTaken, MailroomError
 from mailroom.services.clients import authenticate, register_client
 
 DEMO_CLIENT_NAME = "demo"
@@ -74,7 +74,14 @@ def demo_credentials(
     """Credentials that work against this database, and whether a client was created for them."""
     if saved is not None and _still_valid(services, saved):
         return replace(saved, api_url=api_url, admin_token=token), False
-    registered = register_client(services.uow(), services.hasher, name=DEMO_CLIENT_NAME)
+    try:
+        registered = register_client(services.uow(), services.hasher, name=DEMO_CLIENT_NAME)
+    except ClientNameTaken:
+        # An earlier demo client whose credentials are lost or no longer work:
+        # names are unique, so this one gets a suffix.
+        registered = register_client(
+            services.uow(), services.hasher, name=f"{DEMO_CLIENT_NAME}-{secrets.token_hex(4)}"
+        )
     credentials = DevCredentials(
         api_url=api_url,
         api_key=registered.api_key,

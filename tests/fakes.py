@@ -28,7 +28,7 @@ from mailroom.adapters.tenancy import (
     QuotaTake,
     RateLimiter,
 )
-from mailroom.domain.errors import DependencyUnavailable, UnknownTemplate
+from mailroom.domain.errors import ClientNameTaken, DependencyUnavailable, UnknownTemplate
 from mailroom.domain.mime import OutgoingEmail
 from mailroom.domain.model import (
     Client,
@@ -57,8 +57,19 @@ class FakeClientRepository(ClientRepository):
         self.rows: dict[uuid.UUID, Client] = {}
 
     def add(self, client: Client) -> None:
+        self._refuse_a_taken_name(client)
         now = datetime.now(UTC)
         self.rows[client.id] = dataclasses.replace(client, created_at=now, updated_at=now)
+
+    def _refuse_a_taken_name(self, client: Client) -> None:
+        # The unique index on lower(name) that the real table has.
+        if any(
+            c.name.lower() == client.name.lower() and c.id != client.id for c in self.rows.values()
+        ):
+            raise ClientNameTaken(
+                f"a client named {client.name!r} exists already",
+                details=[{"field": "name", "message": "taken by another client"}],
+            )
 
     def get(self, client_id: uuid.UUID) -> Client | None:
         row = self.rows.get(client_id)
@@ -74,6 +85,7 @@ class FakeClientRepository(ClientRepository):
         ]
 
     def save(self, client: Client) -> None:
+        self._refuse_a_taken_name(client)
         self.rows[client.id] = dataclasses.replace(client, updated_at=datetime.now(UTC))
 
     def touch_last_used(self, client_id: uuid.UUID, at: datetime) -> None:

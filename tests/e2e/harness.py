@@ -1,9 +1,10 @@
 """The local runner as a test harness: one ``python -m devstack`` subprocess per run.
 
 Needs PostgreSQL and Redis on 127.0.0.1 (see SERVICES.md); everything else (moto,
-the SMTP sink) the runner starts itself. The harness owns the database
-``mailroom_e2e`` (or ``MAILROOM_E2E_DATABASE``) and drops it first, so every run
-starts from nothing.
+the SMTP sink) the runner starts itself. The harness owns a database named
+after the run and a Redis server of the run's own (tests/run_services.py), or,
+when told, the database ``MAILROOM_E2E_DATABASE`` (dropped first, so every run
+starts from nothing) and the Redis database ``MAILROOM_E2E_REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +23,30 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import create_engine, text
+
+from tests.run_services import (
+    POSTGRES_SERVER,
+    drop_database,
+    drop_database_at_exit,
+    free_port,
+    own_redis_server,
+    run_database_name,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_PROPS: dict[str, Any] = json.loads(
     (REPO_ROOT / "templates" / "welcome" / "sample.json").read_text(encoding="utf-8")
 )
-E2E_DATABASE = os.environ.get("MAILROOM_E2E_DATABASE", "mailroom_e2e")
-POSTGRES_SERVER = "postgresql+pg8000://postgres@127.0.0.1:5432"
-REDIS_URL = os.environ.get("MAILROOM_E2E_REDIS_URL", "redis://127.0.0.1:6379/0")
+TOLD_DATABASE = os.environ.get("MAILROOM_E2E_DATABASE")
+E2E_DATABASE = TOLD_DATABASE or run_database_name("e2e")
+
+
+def e2e_redis_url() -> str:
+    # Read when a runner starts, not at import: bench/http_runner.py sets it after importing.
+    told = os.environ.get("MAILROOM_E2E_REDIS_URL")
+    # Database 1 of the run's own server: the integration tests flush database 0.
+    return told or f"{own_redis_server()}/1"
+
 
 STARTUP_TIMEOUT_SECONDS = 60
 DELIVERY_TIMEOUT_SECONDS = 30
@@ -39,12 +54,6 @@ SHUTDOWN_TIMEOUT_SECONDS = 30
 HTTP_TIMEOUT_SECONDS = 10
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -138,7 +147,7 @@ def start_runner(local_dir: Path, database_url: str, log_path: Path) -> Runner:
         "MAILROOM_SMTP_PORT": str(free_port()),
         "MAILROOM_LOCAL_DIR": str(local_dir),
         "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": e2e_redis_url(),
         "PYTHONUNBUFFERED": "1",
     }
     # The runner must start its own moto, never reach a configured endpoint.
@@ -179,14 +188,12 @@ def kill(runner: Runner) -> None:
 @pytest.fixture(scope="session")
 def database_url() -> str:
     """A database of its own, dropped first so no earlier run leaves anything behind."""
-    server = create_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with server.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{E2E_DATABASE}" WITH (FORCE)'))
-    finally:
-        server.dispose()
+    url = f"{POSTGRES_SERVER}/{E2E_DATABASE}"
+    drop_database(url)
+    if TOLD_DATABASE is None:
+        drop_database_at_exit(url)
     # The runner creates and migrates it, as it does on a developer's first start.
-    return f"{POSTGRES_SERVER}/{E2E_DATABASE}"
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,4 +33,29 @@ def test_a_wrong_admin_token_is_refused_with_the_error_code(runner: Runner) -> N
 def test_health_goes_through_the_admin_function(runner: Runner) -> None:
     result = mailroomctl(runner, "health")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["checks"] == {"postgres": "ok", "redis": "ok"}
+    answer = json.loads(result.stdout)
+    assert answer["checks"] == {"postgres": "ok", "redis": "ok"}
+    # the backlog, as GET /health reports it
+    assert set(answer["backlog"]) == {"dead_letter_depth", "oldest_queued_age_seconds"}
+
+
+def test_the_venvs_mailroomctl_command_runs_from_any_folder(runner: Runner, tmp_path: Path) -> None:
+    # GIVEN the command `make` installs beside the venv's python (pyproject's console script)
+    command = Path(sys.executable).parent / "mailroomctl"
+    assert command.is_file(), "run `make` (pip install -e .) to install the mailroomctl command"
+    # WHEN an operator runs it from a folder outside the checkout, with no PYTHONPATH
+    unset = {"PYTHONPATH", "MAILROOM_API_URL", "MAILROOM_ADMIN_TOKEN", "MAILROOM_CREDENTIALS"}
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
+    result = subprocess.run(
+        [str(command), "--credentials", str(runner.local_dir / "dev-credentials.json"), "whoami"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    # THEN it reaches the runner's admin API with the runner's credentials
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"role": "admin"}

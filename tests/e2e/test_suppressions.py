@@ -51,6 +51,25 @@ def test_an_address_added_with_mailroomctl_is_refused_until_removed(runner: Runn
     assert _send(runner, address)[0] == 202
 
 
+def test_a_punycode_address_is_removed_with_the_string_it_was_added_with(
+    runner: Runner,
+) -> None:
+    local = f"idn-{uuid.uuid4().hex[:8]}"
+    punycode, unicode = f"{local}@xn--bcher-kva.example", f"{local}@bücher.example"
+    # GIVEN an operator suppresses an address written with a punycode domain
+    added = mailroomctl(runner, "suppressions", "add", punycode)
+    assert added.returncode == 0, added.stderr
+    # WHEN a client sends to the same mailbox written in Unicode
+    # THEN it is refused: one entry, whichever way the domain is written
+    status, body = _send(runner, unicode)
+    assert (status, body["error"]["code"]) == (422, "suppressed")  # type: ignore[index]
+    listed = mailroomctl(runner, "suppressions", "list", "--address", punycode)
+    assert [e["address"] for e in json.loads(listed.stdout)["suppressions"]] == [unicode]
+    # AND the operator removes it with the very string they added
+    removed = mailroomctl(runner, "suppressions", "remove", punycode)
+    assert (removed.returncode, json.loads(removed.stdout)) == (0, {"removed": 1}), removed.stderr
+
+
 def test_removing_an_absent_entry_says_so(runner: Runner) -> None:
     result = mailroomctl(runner, "suppressions", "remove", "nobody-here@example.com")
     assert result.returncode == 1

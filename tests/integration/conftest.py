@@ -26,17 +26,28 @@ from devstack.smtp_sink import ehlo_answer
 from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
 from mailroom.domain.model import Client
-
-TEST_DATABASE_URL = os.environ.get(
-    "MAILROOM_TEST_DATABASE_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/mailroom_test"
+from tests.run_services import (
+    POSTGRES_SERVER,
+    drop_database_at_exit,
+    own_redis_server,
+    run_database_name,
 )
-TEST_REDIS_URL = os.environ.get("MAILROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# Told: use (and empty) these. Not told: this run's own (tests/run_services.py).
+TOLD_DATABASE_URL = os.environ.get("MAILROOM_TEST_DATABASE_URL")
+TOLD_REDIS_URL = os.environ.get("MAILROOM_TEST_REDIS_URL")
+TEST_DATABASE_URL = TOLD_DATABASE_URL or f"{POSTGRES_SERVER}/{run_database_name('test')}"
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def integration_redis_url() -> str:
+    """The Redis database integration tests use; this run's own server unless told."""
+    return TOLD_REDIS_URL or f"{own_redis_server()}/0"
 
 
 def empty_database(url: str) -> None:
@@ -52,6 +63,8 @@ def empty_database(url: str) -> None:
 @pytest.fixture(scope="session")
 def database_url() -> str:
     """A database migrated from nothing, once per run: the migrations are under test too."""
+    if TOLD_DATABASE_URL is None:
+        drop_database_at_exit(TEST_DATABASE_URL)
     empty_database(TEST_DATABASE_URL)
     upgrade_to_head(TEST_DATABASE_URL)
     return TEST_DATABASE_URL
@@ -72,8 +85,9 @@ def database(database_url: str) -> Iterator[Database]:
 
 @pytest.fixture
 def redis_url() -> str:
-    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
-    return TEST_REDIS_URL
+    url = integration_redis_url()
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -228,7 +242,7 @@ def stored_client(database: Database) -> Client:
     """A client row, committed, for tests that need messages to belong to someone."""
     client = Client(
         id=uuid.uuid4(),
-        name="c",
+        name=f"c-{uuid.uuid4().hex[:8]}",  # names are unique; tests store several
         api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
         api_secret_hash="x",
         rate_limit=60,

@@ -23,6 +23,7 @@ from mailroom.adapters.redis_tenancy import RedisQuotaCounter, RedisRateLimiter
 from mailroom.adapters.tenancy import Bucket
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
+from mailroom.domain.errors import ClientNameTaken
 from mailroom.domain.tenancy import Actor, QuotaPeriod
 from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
@@ -82,7 +83,9 @@ class Instance:
         return response["statusCode"], json.loads(response["body"])
 
     def create_client(self, **fields: Any) -> dict[str, Any]:
-        status, body = self.admin("POST", "/admin/clients", {"name": "acme", **fields})
+        # Names are unique: a test may create several clients.
+        name = f"acme-{uuid.uuid4().hex[:8]}"
+        status, body = self.admin("POST", "/admin/clients", {"name": name, **fields})
         assert status == 201, body
         return body
 
@@ -336,3 +339,40 @@ def test_concurrent_admin_changes_do_not_lose_each_other(
     # THEN both changes are kept (the row is locked while each is applied)
     shown = clients.find_client(services.uow(), client["id"])
     assert (shown.rate_limit, shown.quota_limit) == (7, 9)
+
+
+def test_a_name_is_taken_once_however_many_admins_race_for_it(
+    instance: Instance, database: Database
+) -> None:
+    # GIVEN eight admins creating "Acme" in different cases at the same moment
+    start = threading.Barrier(8)
+
+    def create(index: int) -> str:
+        start.wait()
+        name = ["Acme", "ACME", "acme", "aCME"][index % 4]
+        try:
+            clients.register_client(
+                instance.services.uow(), instance.services.hasher, name=name, actor=ADMIN
+            )
+        except ClientNameTaken as refused:
+            return refused.code
+        return "created"
+
+    # WHEN they all insert
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = Counter(pool.map(create, range(8)))
+    # THEN the unique index let exactly one through
+    assert outcomes == {"created": 1, "client_name_taken": 7}
+    with database.engine.connect() as connection:
+        names = connection.execute(text("SELECT name, lower(name) FROM clients")).all()
+        audited = connection.execute(
+            text("SELECT count(*) FROM admin_audit_log WHERE action = 'client.create'")
+        ).scalar_one()
+    assert [lowered for _, lowered in names] == ["acme"]
+    assert audited == 1
+    # AND renaming another client to that name over the admin API is 409 too
+    other = instance.create_client()
+    status, body = instance.admin("PATCH", f"/admin/clients/{other['id']}", {"name": "ACME "})
+    assert (status, body["error"]["code"]) == (409, "client_name_taken")
+    status, body = instance.admin("POST", "/admin/clients", {"name": "acme"})
+    assert (status, body["error"]["code"]) == (409, "client_name_taken")

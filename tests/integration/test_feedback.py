@@ -479,3 +479,47 @@ def test_a_recipient_suppressed_after_acceptance_never_reaches_the_smtp_server(
         "ada@example.com": "sent",
         "bob@example.com": "suppressed",
     }
+
+
+def _when(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def test_each_recipient_says_when_its_own_outcome_last_changed(stack: Stack) -> None:
+    # GIVEN a message to ada and bob, accepted and then sent by the worker
+    status, accepted = stack.send(["ada@example.com", "bob@example.com"])
+    assert status == 202
+    _, queued = stack.get(f"/v1/messages/{accepted['id']}")
+    assert {r["updated_at"] for r in queued["recipients"]} == {queued["created_at"]}
+    assert stack.run_worker_once() == {"batchItemFailures": []}
+    _, sent = stack.get(f"/v1/messages/{accepted['id']}")
+    sent_at = {r["address"]: r["updated_at"] for r in sent["recipients"]}
+    # THEN both recipients changed outcome (queued → sent) when the message was sent
+    assert sent_at["ada@example.com"] == sent_at["bob@example.com"]
+    assert _when(sent_at["ada@example.com"]) > _when(queued["created_at"])
+    # WHEN a provider reports a hard bounce for bob alone
+    with stack.database.engine.connect() as connection:
+        provider_msg_id = connection.execute(
+            select(MessageRow.provider_msg_id).where(MessageRow.id == uuid.UUID(accepted["id"]))
+        ).scalar_one()
+    record_delivery_events(
+        stack.services.uow(),
+        [
+            DeliveryEvent(
+                provider="smtp",
+                event_type=FeedbackEventType.BOUNCED,
+                timestamp=datetime.now(UTC),
+                event_id="bounce-bob",
+                message_id=provider_msg_id,
+                recipient="bob@example.com",
+                reject_reason=RejectReason.BOUNCED,
+            )
+        ],
+    )
+    # THEN bob's row moved on and ada's did not, though the message now reads bounced
+    _, bounced = stack.get(f"/v1/messages/{accepted['id']}")
+    after = {r["address"]: (r["status"], r["updated_at"]) for r in bounced["recipients"]}
+    assert bounced["status"] == "bounced"
+    assert after["ada@example.com"] == ("sent", sent_at["ada@example.com"])
+    assert after["bob@example.com"][0] == "bounced"
+    assert _when(after["bob@example.com"][1]) > _when(sent_at["bob@example.com"])

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from mailroom.adapters.db.migrate import alembic_config, upgrade_to_head
 from mailroom.adapters.db.tables import Base
-from tests.integration.conftest import TEST_DATABASE_URL, empty_database
+from mailroom.domain.feedback import bare_address
+from tests.integration.conftest import TEST_DATABASE_URL, TOLD_DATABASE_URL, empty_database
+from tests.run_services import drop_database_at_exit
 
 pytestmark = pytest.mark.integration
 
@@ -19,6 +23,8 @@ SCRATCH_URL = TEST_DATABASE_URL + "_migrations"
 
 def test_migrations_match_the_declared_schema_and_downgrade_cleanly() -> None:
     # GIVEN an empty scratch database
+    if TOLD_DATABASE_URL is None:
+        drop_database_at_exit(SCRATCH_URL)
     empty_database(SCRATCH_URL)
     engine = create_engine(SCRATCH_URL)
     try:
@@ -33,5 +39,74 @@ def test_migrations_match_the_declared_schema_and_downgrade_cleanly() -> None:
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         # AND upgrading again works (no leftover types or functions)
         upgrade_to_head(SCRATCH_URL)
+    finally:
+        engine.dispose()
+
+
+def test_clients_sharing_a_name_before_the_unique_index_keep_their_rows() -> None:
+    # GIVEN a database from before names were unique, with "acme" twice and "Acme" once
+    if TOLD_DATABASE_URL is None:
+        drop_database_at_exit(SCRATCH_URL)
+    empty_database(SCRATCH_URL)
+    command.upgrade(alembic_config(SCRATCH_URL), "f7reliability01")
+    engine = create_engine(SCRATCH_URL)
+    try:
+        with engine.begin() as connection:
+            for index, name in enumerate(["acme", "Acme", "acme", "globex"]):
+                connection.execute(
+                    text(
+                        "INSERT INTO clients (id, name, api_key_prefix, api_secret_hash,"
+                        " quota_limit, rate_limit, created_at)"
+                        " VALUES (:id, :name, :key, 'x', 1, 1, now() + make_interval(secs => :n))"
+                    ),
+                    {"id": str(uuid.uuid4()), "name": name, "key": f"k{index}", "n": index},
+                )
+        # WHEN the migrations are brought to head
+        upgrade_to_head(SCRATCH_URL)
+        # THEN the oldest keeps the name, the others carry their id, and none is lost
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT name, id::text FROM clients ORDER BY created_at")
+            ).all()
+        assert [name for name, _ in rows][0::3] == ["acme", "globex"]
+        assert [name for name, _ in rows[1:3]] == [
+            f"{original} ({client_id[:8]})"
+            for original, (_, client_id) in zip(["Acme", "acme"], rows[1:3], strict=True)
+        ]
+    finally:
+        engine.dispose()
+
+
+def test_punycode_suppressions_from_before_are_rewritten_to_the_unicode_key() -> None:
+    # GIVEN global entries written with a punycode domain, one with a Unicode twin
+    if TOLD_DATABASE_URL is None:
+        drop_database_at_exit(SCRATCH_URL)
+    empty_database(SCRATCH_URL)
+    command.upgrade(alembic_config(SCRATCH_URL), "g8clientnames01")
+    engine = create_engine(SCRATCH_URL)
+    try:
+        with engine.begin() as connection:
+            for address in (
+                "ada@xn--bcher-kva.example",
+                "bob@xn--bcher-kva.example",
+                "bob@bücher.example",
+                "cy@example.com",
+            ):
+                connection.execute(
+                    text("INSERT INTO suppressions (address, reason) VALUES (:a, 'manual')"),
+                    {"a": address},
+                )
+        # WHEN the migrations are brought to head
+        upgrade_to_head(SCRATCH_URL)
+        # THEN each address is there once, under the key bare_address gives it now
+        with engine.connect() as connection:
+            addresses = connection.execute(
+                text("SELECT address FROM suppressions ORDER BY address")
+            ).scalars()
+            assert list(addresses) == [
+                bare_address("ada@xn--bcher-kva.example"),
+                bare_address("bob@xn--bcher-kva.example"),
+                "cy@example.com",
+            ]
     finally:
         engine.dispose()

@@ -317,6 +317,26 @@ class TestAdminApi:
         assert (status, updated["rate_limit"], updated["name"]) == (200, 5, "Acme")
         assert stack.send(*_credentials(client))[2]["x-ratelimit-limit"] == "5"
 
+    def test_a_taken_name_is_409_on_create_and_rename_whatever_its_case(self, stack: Stack) -> None:
+        # GIVEN a client named Acme and another named Globex
+        acme = stack.create_client(name="Acme")
+        globex = stack.create_client(name="Globex")
+        audited = len(stack.uow.audit.entries)
+        # WHEN a second "ACME" is created, or Globex is renamed to " acme "
+        created = stack.admin("POST", "/admin/clients", {"name": "ACME"})
+        renamed = stack.admin("PATCH", f"/admin/clients/{globex['id']}", {"name": " acme "})
+        # THEN both are refused as a conflict, and nothing changed or was audited
+        for status, body, _ in (created, renamed):
+            assert (status, body["error"]["code"]) == (409, "client_name_taken")
+            assert body["error"]["details"] == [
+                {"field": "name", "message": "taken by another client"}
+            ]
+        assert sorted(c.name for c in stack.uow.clients.rows.values()) == ["Acme", "Globex"]
+        assert len(stack.uow.audit.entries) == audited
+        # AND a client may change the case of its own name
+        status, view, _ = stack.admin("PATCH", f"/admin/clients/{acme['id']}", {"name": "ACME"})
+        assert (status, view["name"]) == (200, "ACME")
+
     def test_reactivate_lets_the_client_in_again(self, stack: Stack) -> None:
         client = stack.create_client()
         stack.admin("POST", f"/admin/clients/{client['id']}/suspend")

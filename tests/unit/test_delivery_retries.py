@@ -53,8 +53,9 @@ class Named(ScriptedProvider):
 
 
 def _accept(uow: FakeUnitOfWork, provider_order: list[str] | None = None) -> uuid.UUID:
+    # A client per message: names are unique, and a test may accept several.
     client = clients.register_client(
-        uow, PlainHasher(), name="acme", provider_order=provider_order
+        uow, PlainHasher(), name=f"acme-{uuid.uuid4().hex[:8]}", provider_order=provider_order
     ).client
     request = SendRequest.model_validate(
         {"template": "hello", "to": "ada@example.com", "props": {"name": "Ada"}}

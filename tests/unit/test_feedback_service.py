@@ -294,6 +294,12 @@ def test_a_failure_midway_applies_nothing_of_the_batch() -> None:
         ("Ada <Ada@Example.COM>", "ada@example.com"),
         ("ada@example.com", "ada@example.com"),
         (" Bob@Example.com ", "bob@example.com"),
+        # One form for an internationalised domain, the one email-validator stores
+        ("ada@xn--bcher-kva.example", "ada@bücher.example"),
+        ("Ada <ADA@BÜCHER.Example>", "ada@bücher.example"),
+        ("zoë@XN--BCHER-KVA.example", "zoë@bücher.example"),
+        # Not a valid IDN (providers report anything): kept as written
+        ("ada@xn--.example", "ada@xn--.example"),
     ],
 )
 def test_addresses_are_compared_bare_and_lowercased(raw: str, bare: str) -> None:

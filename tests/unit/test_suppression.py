@@ -258,6 +258,42 @@ class TestAdminApi:
         )
         assert status == 200
 
+    @pytest.mark.parametrize(
+        ("added", "other"),
+        [
+            ("ada@xn--bcher-kva.example", "ada@bücher.example"),
+            ("ada@bücher.example", "ada@xn--bcher-kva.example"),
+            ("ADA@BÜCHER.example", "ada@XN--BCHER-KVA.example"),
+        ],
+    )
+    def test_an_idn_domain_is_one_entry_in_punycode_and_in_unicode(
+        self, added: str, other: str
+    ) -> None:
+        # GIVEN an address suppressed with its domain written one way
+        admin = Admin()
+        status, created = admin.call("POST", "/admin/suppressions", {"address": added})
+        assert (status, created["address"]) == (201, "ada@bücher.example")
+        # WHEN it is added again written the other way
+        status, again = admin.call("POST", "/admin/suppressions", {"address": other})
+        # THEN it is the same entry
+        assert (status, again["id"]) == (201, created["id"])
+        _, everything = admin.call("GET", "/admin/suppressions")
+        assert len(everything["suppressions"]) == 1
+        # AND the list filter finds it by either spelling
+        for spelling in (added, other):
+            _, listed = admin.call("GET", "/admin/suppressions", address=spelling)
+            assert [e["id"] for e in listed["suppressions"]] == [created["id"]]
+        # AND a send to either spelling is screened out
+        for spelling in (added, other):
+            status, body, _ = admin.api.call(admin.api.send_event(_welcome(to=spelling)))
+            assert (status, body["error"]["code"]) == (422, "suppressed")
+        assert admin.api.queue.sent == []
+        # AND it can be removed with the string it was added with, once
+        status, removed = admin.call("DELETE", "/admin/suppressions", address=added)
+        assert (status, removed) == (200, {"removed": 1})
+        status, missing = admin.call("DELETE", "/admin/suppressions", address=other)
+        assert (status, missing["error"]["code"]) == (404, "suppression_not_found")
+
     def test_pages_walk_every_entry_once(self) -> None:
         admin = Admin()
         for n in range(5):

@@ -284,3 +284,9 @@ class MethodNotAllowed(MailroomError):
     def __init__(self, message: str, *, allowed: list[str]) -> None:
         super().__init__(message, details=[{"allowed": allowed}])
         self.allowed = allowed
+
+
+class ClientNameTaken(MailroomError):
+    """Another client already has this name (compared case-insensitively)."""
+
+    code = "client_name_taken"

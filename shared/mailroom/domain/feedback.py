@@ -8,6 +8,7 @@ live here as tables, so they are the same whichever provider reported.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -138,10 +139,31 @@ def bare_address(value: str) -> str:
     The local part is lowercased too: every major mailbox provider treats it
     case-insensitively, and a suppression that a case change could dodge
     would protect nothing.
+
+    An internationalised domain has one form whichever way it is written:
+    ``ada@xn--bcher-kva.example`` and ``ada@BÜCHER.example`` are both
+    ``ada@bücher.example``, the form email-validator's ``normalized`` gives
+    (what an accepted send and an added suppression store), so an entry
+    added one way is found, screened and removed the other way.
     """
     parsed = getaddresses([value])
     address = parsed[0][1] if parsed and parsed[0][1] else value
-    return address.strip().lower()
+    bare = address.strip().lower()
+    if bare.isascii() and "xn--" not in bare:
+        return bare  # the common case: nothing to decode
+    local, at, domain = bare.rpartition("@")
+    return f"{unicodedata.normalize('NFC', local)}{at}{_unicode_domain(domain)}"
+
+
+def _unicode_domain(domain: str) -> str:
+    """The domain's U-labels (UTS 46 mapping, as email-validator applies); as given if invalid."""
+    import idna  # a dependency of email-validator; only IDN addresses need it
+
+    try:
+        return str(idna.decode(idna.encode(domain, uts46=True)))
+    except (idna.IDNAError, UnicodeError):
+        # Not a valid IDN (a provider may report anything): keyed as written.
+        return domain
 
 
 # --- message status --------------------------------------------------------

@@ -55,7 +55,8 @@ def admin_actor(router: Router | APIGatewayRestResolver, services: Services) -> 
 def admin_routes(services: ServicesProvider) -> list[Router]:
     """Every router the admin function serves."""
     return [
-        component_health_routes("/admin/health", services),
+        # Operators look here first, so it reports the backlog as /health does.
+        component_health_routes("/admin/health", services, with_backlog=True),
         _whoami_routes(services),
         suppression_routes(services),
         dead_letter_routes(services),

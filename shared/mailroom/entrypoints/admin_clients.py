@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailroom.bootstrap import Services
@@ -151,11 +152,23 @@ class AuditList(BaseModel):
     entries: list[AuditEntryView]
 
 
+def _name_taken_response() -> dict[int, OpenAPIResponse]:
+    from mailroom.entrypoints.api import ErrorBody
+
+    return {
+        409: {
+            "description": "client_name_taken: another client has this name",
+            "content": {"application/json": {"model": ErrorBody}},
+        }
+    }
+
+
 def client_routes(services: ServicesProvider) -> Router:
     # admin.py lists this router among its own, so its helpers come in here.
     from mailroom.entrypoints.admin import ADMIN_SECURITY, require_admin
 
     router = Router()
+    _NAME_TAKEN = _name_taken_response()  # noqa: N806 - a constant of this function
 
     def admin() -> tuple[Services, Actor]:
         active = services()
@@ -165,8 +178,14 @@ def client_routes(services: ServicesProvider) -> Router:
         "/admin/clients",
         status_code=201,
         summary="Create a client and its key pair",
-        description="The answer holds the secret; it is never shown again.",
-        responses={201: {"content": {"application/json": {"model": CreatedClient}}}},
+        description=(
+            "The answer holds the secret; it is never shown again. Names are unique, "
+            "compared case-insensitively: a taken one is 409 `client_name_taken`."
+        ),
+        responses={
+            201: {"content": {"application/json": {"model": CreatedClient}}},
+            **_NAME_TAKEN,
+        },
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -220,7 +239,17 @@ def client_routes(services: ServicesProvider) -> Router:
     @router.patch(
         "/admin/clients/<client_ref>",
         summary="Change a client's name, limits or provider order",
-        description="Applies to the client's next request on every instance.",
+        description=(
+            "Applies to the client's next request on every instance. A name another "
+            "client has (in any case) is 409 `client_name_taken`."
+        ),
+        responses={
+            200: {
+                "description": "Successful Response",
+                "content": {"application/json": {"model": ClientView}},
+            },
+            **_NAME_TAKEN,
+        },
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel
 
 from mailroom.bootstrap import Services
@@ -27,13 +28,27 @@ class HealthView(BaseModel):
     backlog: BacklogView | None = None
 
 
-def component_health_routes(path: str, services: Callable[[], Services]) -> Router:
-    """A health route for the functions whose real routes later issues add."""
-    router = Router()
+HEALTH_RESPONSES: dict[int, OpenAPIResponse] = {
+    200: {"description": "Healthy", "content": {"application/json": {"model": HealthView}}},
+    503: {
+        "description": "A dependency is down",
+        "content": {"application/json": {"model": HealthView}},
+    },
+}
 
-    @router.get(path, summary="Whether this function's dependencies answer", tags=["operations"])
+
+def component_health_routes(
+    path: str, services: Callable[[], Services], *, with_backlog: bool = False
+) -> Router:
+    """A health route for a function other than the send API's (which has /health)."""
+    router = Router()
+    summary = "Whether this function's dependencies answer"
+    if with_backlog:
+        summary += "; DLQ depth and oldest queued message age"
+
+    @router.get(path, summary=summary, responses=HEALTH_RESPONSES, tags=["operations"])
     def health() -> Response[str]:
-        return health_response(services())
+        return health_response(services(), with_backlog=with_backlog)
 
     return router
 

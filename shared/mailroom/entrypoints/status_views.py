@@ -24,7 +24,9 @@ class RecipientView(BaseModel):
     )
     reject_reason: RejectReason | None = None
     response: str | None = Field(default=None, description="The receiving server's answer")
-    updated_at: datetime | None = None
+    updated_at: datetime | None = Field(
+        default=None, description="When this recipient's status last changed"
+    )
 
 
 class MessageEventView(BaseModel):

@@ -55,23 +55,43 @@ def recipient_outcomes(uow: UnitOfWork, message: Message) -> list[RecipientOutco
     """
     stored = {outcome.address: outcome for outcome in uow.recipients.for_message(message.id)}
     fallback = RECIPIENT_STATUS_FOR_MESSAGE[message.status]
+    since = _fallback_since(message, fallback)
     outcomes: list[RecipientOutcome] = []
     for kind, values in (("to", message.to), ("cc", message.cc), ("bcc", message.bcc)):
         for value in values:
             address = bare_address(value)
             known = stored.pop(address, None)
-            outcomes.append(_resolved(known, address, kind, fallback))
+            outcomes.append(_resolved(known, address, kind, fallback, since))
     outcomes.extend(
-        _resolved(known, known.address, known.kind, fallback) for known in stored.values()
+        _resolved(known, known.address, known.kind, fallback, since) for known in stored.values()
     )
     return outcomes
 
 
+def _fallback_since(message: Message, fallback: RecipientStatus) -> datetime | None:
+    """When a recipient that reads as its message does last changed outcome.
+
+    Taken from the message's own times rather than written to every recipient
+    row by the worker: the worker's batch write stays one UPDATE of messages,
+    and a later change of the message alone (a bounce of another recipient
+    moves it to ``bounced``) does not move this recipient's time.
+    """
+    if fallback is RecipientStatus.QUEUED:
+        return message.created_at
+    if fallback is RecipientStatus.SENT and message.sent_at is not None:
+        return message.sent_at
+    return message.updated_at
+
+
 def _resolved(
-    known: RecipientOutcome | None, address: str, kind: str, fallback: RecipientStatus
+    known: RecipientOutcome | None,
+    address: str,
+    kind: str,
+    fallback: RecipientStatus,
+    since: datetime | None,
 ) -> RecipientOutcome:
     if known is None or known.status is None:
-        return RecipientOutcome(address=address, status=fallback, kind=kind)
+        return RecipientOutcome(address=address, status=fallback, kind=kind, updated_at=since)
     return RecipientOutcome(
         address=address,
         status=known.status,

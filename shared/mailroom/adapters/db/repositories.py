@@ -8,8 +8,9 @@ which map straight onto the domain dataclasses without ORM identity tracking.
 from __future__ import annotations
 
 import abc
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,12 +20,14 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import Exists
 
 from mailroom.adapters.db import batch_statements
 from mailroom.adapters.db.batch_statements import ClaimedBatch
-from mailroom.adapters.db.tables import ClientRow, MessageEventRow, MessageRow
+from mailroom.adapters.db.tables import CLIENT_NAME_INDEX, ClientRow, MessageEventRow, MessageRow
+from mailroom.domain.errors import ClientNameTaken
 from mailroom.domain.model import (
     Client,
     ClientStatus,
@@ -170,23 +173,48 @@ class MessageRepository(abc.ABC):
         return {key: message for key, message in found.items() if message is not None}
 
 
+@contextlib.contextmanager
+def _name_taken_as_error(name: str) -> Iterator[None]:
+    """The unique index on lower(name) as ClientNameTaken.
+
+    The index decides, not a lookup first: two admins creating "acme" at the
+    same moment both pass any check, and only one insert can win.
+    """
+    try:
+        yield
+    except IntegrityError as error:
+        if _violated_constraint(error) != CLIENT_NAME_INDEX:
+            raise
+        raise ClientNameTaken(
+            f"a client named {name!r} exists already (names are compared case-insensitively)",
+            details=[{"field": "name", "message": "taken by another client"}],
+        ) from None
+
+
+def _violated_constraint(error: IntegrityError) -> str | None:
+    # pg8000 carries PostgreSQL's error fields as a dict; "n" is the constraint.
+    fields = error.orig.args[0] if error.orig is not None and error.orig.args else None
+    return str(fields.get("n")) if isinstance(fields, dict) else None
+
+
 class SqlClientRepository(ClientRepository):
     def __init__(self, session: Session) -> None:
         self._session = session
 
     def add(self, client: Client) -> None:
-        self._session.execute(
-            insert(ClientRow).values(
-                id=client.id,
-                name=client.name,
-                api_key_prefix=client.api_key_prefix,
-                api_secret_hash=client.api_secret_hash,
-                quota_limit=client.quota_limit,
-                rate_limit=client.rate_limit,
-                status=client.status.value,
-                provider_order=client.provider_order,
+        with _name_taken_as_error(client.name):
+            self._session.execute(
+                insert(ClientRow).values(
+                    id=client.id,
+                    name=client.name,
+                    api_key_prefix=client.api_key_prefix,
+                    api_secret_hash=client.api_secret_hash,
+                    quota_limit=client.quota_limit,
+                    rate_limit=client.rate_limit,
+                    status=client.status.value,
+                    provider_order=client.provider_order,
+                )
             )
-        )
 
     def get(self, client_id: uuid.UUID) -> Client | None:
         row = self._session.execute(select(ClientRow).where(ClientRow.id == client_id)).scalar()
@@ -211,21 +239,22 @@ class SqlClientRepository(ClientRepository):
         return [_client(row) for row in self._session.execute(query).scalars()]
 
     def save(self, client: Client) -> None:
-        self._session.execute(
-            update(ClientRow)
-            .where(ClientRow.id == client.id)
-            .values(
-                name=client.name,
-                rate_limit=client.rate_limit,
-                quota_limit=client.quota_limit,
-                provider_order=client.provider_order,
-                status=client.status.value,
-                api_secret_hash=client.api_secret_hash,
-                previous_secret_hash=client.previous_secret_hash,
-                previous_secret_expires_at=client.previous_secret_expires_at,
-                updated_at=func.now(),
+        with _name_taken_as_error(client.name):
+            self._session.execute(
+                update(ClientRow)
+                .where(ClientRow.id == client.id)
+                .values(
+                    name=client.name,
+                    rate_limit=client.rate_limit,
+                    quota_limit=client.quota_limit,
+                    provider_order=client.provider_order,
+                    status=client.status.value,
+                    api_secret_hash=client.api_secret_hash,
+                    previous_secret_hash=client.previous_secret_hash,
+                    previous_secret_expires_at=client.previous_secret_expires_at,
+                    updated_at=func.now(),
+                )
             )
-        )
 
     def touch_last_used(self, client_id: uuid.UUID, at: datetime) -> None:
         # Core UPDATE, not the ORM: a write several instances race on should

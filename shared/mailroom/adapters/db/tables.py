@@ -39,6 +39,10 @@ NAMING_CONVENTION = {
 }
 
 
+# The repository tells a taken name from other integrity errors by this name.
+CLIENT_NAME_INDEX = "uq_clients_lower_name"
+
+
 def _one_of(column: str, values: list[str]) -> str:
     quoted = ", ".join(f"'{value}'" for value in values)
     return f"{column} IN ({quoted})"
@@ -54,6 +58,8 @@ class ClientRow(Base):
     # is one constraint swap, and downgrades leave no orphaned types behind.
     __table_args__ = (
         CheckConstraint(_one_of("status", [s.value for s in ClientStatus]), name="status"),
+        # Names are how operators tell clients apart: "Acme" and "acme" would not be.
+        Index(CLIENT_NAME_INDEX, func.lower(text("name")), unique=True),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
