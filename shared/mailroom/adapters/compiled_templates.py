@@ -59,8 +59,13 @@ from mailroom.domain.templates import TemplateSource
 from mailroom.entrypoints.observability import logger
 
 # Marshalled code is only valid for the Python and Jinja that made it, and for
-# our code generator: all three are part of every shared key.
-ENGINE_TAG = f"{sys.implementation.cache_tag}-jinja{jinja2.__version__}-sandbox{SANDBOX_VERSION}"
+# our code generator: all three are part of every shared key. "sealed" keeps
+# signed blobs apart from the unsigned ones of releases before issue 14, so
+# that during a rolling deploy neither release reads the other's entries
+# (the old one would hand a sealed blob to marshal as it is).
+ENGINE_TAG = (
+    f"{sys.implementation.cache_tag}-jinja{jinja2.__version__}-sandbox{SANDBOX_VERSION}-sealed"
+)
 PARTS = ("subject", "html", "text")
 
 
