@@ -290,3 +290,13 @@ class ClientNameTaken(MailroomError):
     """Another client already has this name (compared case-insensitively)."""
 
     code = "client_name_taken"
+
+
+class InsufficientScope(MailroomError):
+    """The key is valid but may not do this; the details name the scope it lacks."""
+
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this key lacks the scope {scope!r}", details=[{"required_scope": scope}])
+        self.scope = scope

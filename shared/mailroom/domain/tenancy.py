@@ -6,7 +6,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailroom.domain.model import Client
 
 
 class KeyKind(StrEnum):
@@ -19,6 +22,41 @@ class KeyKind(StrEnum):
     @property
     def prefix(self) -> str:
         return f"mr_{self.value}_"
+
+
+class Scope(StrEnum):
+    """What a key may do (issue 15, seed C's scopes); every /v1 route declares one."""
+
+    EMAIL_SEND = "email:send"
+    EMAIL_READ = "email:read"
+    QUEUE_MANAGE = "queue:manage"
+    SMTP_MANAGE = "smtp:manage"
+    ANALYTICS_READ = "analytics:read"
+    SUPPRESSION_MANAGE = "suppression:manage"
+    WEBHOOK_MANAGE = "webhook:manage"
+    TEMPLATE_MANAGE = "template:manage"
+    # Every scope, and the key self-management routes.
+    ADMIN = "admin"
+
+
+ALL_SCOPES = frozenset(Scope)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling a /v1 route: the client (the tenant), through which key, allowed what.
+
+    ``mode`` is the key's: a TEST caller's mail goes through everything a live
+    one does but is never handed to a real provider (issue 15, item 2).
+    """
+
+    client: Client
+    key_id: str
+    scopes: frozenset[Scope]
+    mode: KeyKind = KeyKind.LIVE
+
+    def allows(self, scope: Scope) -> bool:
+        return Scope.ADMIN in self.scopes or scope in self.scopes
 
 
 # A key id is the prefix and 12 random bytes in hex; a secret is 32 random

@@ -37,6 +37,7 @@ from mailroom.bootstrap import Services
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import MailroomError
 from mailroom.domain.model import Client, Message, MessageStatus
+from mailroom.domain.tenancy import Caller, Scope
 from mailroom.entrypoints import client_gate
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.health import HealthView, health_response
@@ -138,12 +139,17 @@ def trace_id_of(headers: Mapping[str, str]) -> str:
     return uuid.uuid4().hex
 
 
-def _authenticated(router: Router, services: Services) -> Client:
-    # Admitted once per invocation: by the gate ahead of routing, or here.
+def _authenticated(router: Router, services: Services, scope: Scope) -> Client:
+    """The calling client, if its key holds ``scope`` (403 insufficient_scope otherwise)."""
+    return caller_of(router, services, scope).client
+
+
+def caller_of(router: Router, services: Services, scope: Scope) -> Caller:
+    """The caller of a /v1 route: admitted once per invocation, by the gate or here."""
     # Powertools builds a new case-insensitive map on every ``.headers``.
     headers = router.current_event.headers
-    return client_gate.admitted_client(
-        services, headers.get("x-api-key"), headers.get("x-api-secret")
+    return client_gate.admitted_caller(
+        services, headers.get("x-api-key"), headers.get("x-api-secret"), scope
     )
 
 
@@ -182,7 +188,7 @@ def send_routes(services: ServicesProvider) -> Router:
     )
     def send(request: Annotated[SendRequest, Body()]) -> Response[str]:
         active = services()
-        client = _authenticated(router, active)
+        client = _authenticated(router, active, Scope.EMAIL_SEND)
         # Powertools' header map is case-insensitive.
         headers = router.current_event.headers
         trace_id = trace_id_of(headers)
@@ -263,7 +269,7 @@ def status_routes(services: ServicesProvider) -> Router:
     )
     def get_message(message_id: Annotated[str, Path()]) -> MessageView:
         active = services()
-        client = _authenticated(router, active)
+        client = _authenticated(router, active, Scope.EMAIL_READ)
         history = status.message_history(active.uow(), client_id=client.id, message_id=message_id)
         message = history.message
         logger.append_keys(message_id=str(message.id), trace_id=message.trace_id)
@@ -303,7 +309,7 @@ def status_routes(services: ServicesProvider) -> Router:
     )
     def get_message_events(message_id: Annotated[str, Path()]) -> MessageEventsView:
         active = services()
-        client = _authenticated(router, active)
+        client = _authenticated(router, active, Scope.EMAIL_READ)
         history = status.message_history(active.uow(), client_id=client.id, message_id=message_id)
         return events_view(history.message.id, history.events)
 
@@ -328,7 +334,7 @@ def status_routes(services: ServicesProvider) -> Router:
         limit: Annotated[int, Query(ge=1, le=status.MAX_PAGE)] = 50,
     ) -> MessagePageView:
         active = services()
-        client = _authenticated(router, active)
+        client = _authenticated(router, active, Scope.EMAIL_READ)
         page = status.list_messages(
             active.uow(),
             client_id=client.id,

@@ -3,10 +3,11 @@
 ``MailroomApi.resolve`` runs the gate before the body is even parsed, so an
 unauthenticated caller learns nothing about its body and every request a
 client makes counts against its bucket. Route handlers then ask
-``admitted_client`` for the caller; if no gate ran (an app built without
-one), the same checks run there instead, so a client route can never be
-reached unauthenticated or unlimited. Whatever the outcome, the response
-carries the client's X-RateLimit headers once its bucket has been consulted.
+``admitted_caller`` for the caller, naming the scope the route needs; if no
+gate ran (an app built without one), the same checks run there instead, so a
+client route can never be reached unauthenticated, unlimited or out of
+scope. Whatever the outcome, the response carries the client's X-RateLimit
+headers once its bucket has been consulted.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mailroom.bootstrap import Services
-from mailroom.domain.errors import DependencyUnavailable, MailroomError
-from mailroom.domain.model import Client
+from mailroom.domain.errors import DependencyUnavailable, InsufficientScope, MailroomError
+from mailroom.domain.tenancy import Caller, Scope
 from mailroom.entrypoints.observability import logger
 from mailroom.services.admission import Admission, admit
 
@@ -70,7 +71,7 @@ class ClientGate:
         """Raise the MailroomError the request must be answered with, if any."""
         headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
         try:
-            admitted_client(self._services(), headers.get("x-api-key"), headers.get("x-api-secret"))
+            admitted(self._services(), headers.get("x-api-key"), headers.get("x-api-secret"))
         except MailroomError:
             raise
         # Outside the resolver, Powertools' exception handlers do not apply:
@@ -83,8 +84,18 @@ class ClientGate:
             raise MailroomError("an unexpected error occurred") from error
 
 
-def admitted_client(services: Services, api_key: str | None, api_secret: str | None) -> Client:
-    """The client this invocation is for, admitted once: authenticated and within its rate."""
+def admitted_caller(
+    services: Services, api_key: str | None, api_secret: str | None, scope: Scope
+) -> Caller:
+    """Who this invocation is for: admitted once (authenticated, rate-limited), with ``scope``."""
+    caller = admitted(services, api_key, api_secret).caller
+    if not caller.allows(scope):
+        raise InsufficientScope(scope.value)
+    return caller
+
+
+def admitted(services: Services, api_key: str | None, api_secret: str | None) -> Admission:
+    """Authenticate and rate-limit once per invocation; the gate and the routes share the result."""
     state = _current.get()
     admission = state.admission if state is not None else None
     if admission is None:
@@ -99,7 +110,7 @@ def admitted_client(services: Services, api_key: str | None, api_secret: str | N
             state.admission = admission
         logger.append_keys(client_id=str(admission.client.id))
     admission.refuse_if_limited()
-    return admission.client
+    return admission
 
 
 def add_headers(response: dict[str, Any], headers: Mapping[str, str]) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from mailroom.adapters.tenancy import Bucket, RateLimiter
 from mailroom.domain.errors import RateLimited
 from mailroom.domain.model import Client
-from mailroom.domain.tenancy import RateDecision
+from mailroom.domain.tenancy import Caller, RateDecision, Scope
 from mailroom.services.authentication import Authenticator
 
 GLOBAL_BUCKET = "global"
@@ -15,8 +15,12 @@ GLOBAL_BUCKET = "global"
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    client: Client
+    caller: Caller
     rate: RateDecision
+
+    @property
+    def client(self) -> Client:
+        return self.caller.client
 
     def refuse_if_limited(self) -> None:
         if not self.rate.allowed:
@@ -52,4 +56,6 @@ def admit(
         Bucket(f"client:{client.id}", client.rate_limit),
         shared=Bucket(GLOBAL_BUCKET, global_per_minute) if global_per_minute else None,
     )
-    return Admission(client, rate)
+    # Every key pair of today acts for its whole client (issue 15 adds scoped keys).
+    caller = Caller(client, key_id=client.api_key_prefix, scopes=frozenset({Scope.ADMIN}))
+    return Admission(caller, rate)
