@@ -21,10 +21,12 @@ from mailroom.domain.errors import DependencyUnavailable, InvalidRequest
 from mailroom.domain.model import Client, ClientStatus
 from mailroom.domain.tenancy import Actor, KeyKind, QuotaPeriod
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import clients, quotas
 
 ServicesProvider = Callable[[], Services]
 PERIOD_PATTERN = r"^\d{4}-\d{2}$"
+_CLIENT_NOT_FOUND = {404: "client_not_found: no client with that id or API key"}
 
 
 class UsageView(BaseModel):
@@ -166,7 +168,12 @@ def client_routes(services: ServicesProvider) -> Router:
         status_code=201,
         summary="Create a client and its key pair",
         description="The answer holds the secret; it is never shown again.",
-        responses={201: {"content": {"application/json": {"model": CreatedClient}}}},
+        responses=answers(
+            201,
+            "Created; the answer holds the secret",
+            CreatedClient,
+            errors={422: "validation_error (an unknown provider, say), sandbox_keys_unavailable"},
+        ),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -199,6 +206,7 @@ def client_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/admin/clients",
         summary="List clients",
+        responses=answers(200, "The clients"),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -209,6 +217,7 @@ def client_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/admin/clients/<client_ref>",
         summary="Show a client and this month's quota usage",
+        responses=answers(200, "The client", errors=_CLIENT_NOT_FOUND),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -221,6 +230,14 @@ def client_routes(services: ServicesProvider) -> Router:
         "/admin/clients/<client_ref>",
         summary="Change a client's name, limits or provider order",
         description="Applies to the client's next request on every instance.",
+        responses=answers(
+            200,
+            "The client as changed",
+            errors={
+                **_CLIENT_NOT_FOUND,
+                503: "change_not_propagated: saved, but Redis was not told; retry",
+            },
+        ),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -251,6 +268,7 @@ def client_routes(services: ServicesProvider) -> Router:
         "/admin/clients/<client_ref>/suspend",
         summary="Suspend a client",
         description="Its next request on any instance gets 403 client_suspended.",
+        responses=answers(200, "The client, suspended", errors=_CLIENT_NOT_FOUND),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -265,6 +283,7 @@ def client_routes(services: ServicesProvider) -> Router:
     @router.post(
         "/admin/clients/<client_ref>/reactivate",
         summary="Reactivate a suspended client",
+        responses=answers(200, "The client, active", errors=_CLIENT_NOT_FOUND),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -282,6 +301,7 @@ def client_routes(services: ServicesProvider) -> Router:
         description=(
             "The old secret keeps working for the grace period; the new one is shown only here."
         ),
+        responses=answers(200, "The new secret", errors=_CLIENT_NOT_FOUND),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -315,6 +335,14 @@ def client_routes(services: ServicesProvider) -> Router:
     @router.post(
         "/admin/quota/reconcile",
         summary="Set quota counters to what the messages table says",
+        responses=answers(
+            200,
+            "Each client's counter before and after",
+            errors={
+                **_CLIENT_NOT_FOUND,
+                422: "validation_error: period is not a YYYY-MM month",
+            },
+        ),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -357,6 +385,7 @@ def client_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/admin/audit",
         summary="The admin audit log, newest first",
+        responses=answers(200, "The entries"),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )

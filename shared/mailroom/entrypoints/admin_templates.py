@@ -15,6 +15,7 @@ from mailroom.bootstrap import Services
 from mailroom.domain.commands import TEMPLATE_NAME_PATTERN
 from mailroom.domain.templates import LintWarning
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import templates as template_service
 
 ServicesProvider = Callable[[], Services]
@@ -102,6 +103,18 @@ def template_routes(services: ServicesProvider) -> Router:
             "With `sample`, the template is also rendered once. File templates are "
             "read-only (409). The answer carries lint warnings."
         ),
+        responses=answers(
+            201,
+            "Stored as the next version, with lint warnings",
+            UploadedView,
+            errors={
+                409: "template_read_only: a file template of that name exists",
+                422: (
+                    "validation_error, invalid_template (syntax error, sandbox escape, bad "
+                    "schema), render_error, missing_prop, invalid_props (the sample fails)"
+                ),
+            },
+        ),
         tags=["templates"],
         security=ADMIN_SECURITY,
     )
@@ -133,6 +146,7 @@ def template_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/admin/templates",
         summary="Every template and its versions",
+        responses=answers(200, "The templates"),
         tags=["templates"],
         security=ADMIN_SECURITY,
     )
@@ -153,6 +167,16 @@ def template_routes(services: ServicesProvider) -> Router:
     @router.post(
         "/admin/templates/<name>/preview",
         summary="Render a template with sample props, with lint warnings",
+        responses=answers(
+            200,
+            "The rendered subject, HTML and text",
+            errors={
+                422: (
+                    "validation_error, unknown_template (or version), render_error, "
+                    "render_timeout, missing_prop, invalid_props"
+                )
+            },
+        ),
         tags=["templates"],
         security=ADMIN_SECURITY,
     )

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel
 
 from mailroom.bootstrap import Services
+from mailroom.entrypoints.openapi_contract import JSON, answers
 from mailroom.services import backlog
 from mailroom.services.health import check_health
 
@@ -27,11 +29,24 @@ class HealthView(BaseModel):
     backlog: BacklogView | None = None
 
 
+def health_answers() -> dict[int, OpenAPIResponse]:
+    """Health answers 503 with its own report, not the error body: a probe reads the checks."""
+    return {
+        **answers(200, "Healthy", HealthView),
+        503: {"description": "A dependency is down", "content": {JSON: {"model": HealthView}}},
+    }
+
+
 def component_health_routes(path: str, services: Callable[[], Services]) -> Router:
     """A health route for the functions whose real routes later issues add."""
     router = Router()
 
-    @router.get(path, summary="Whether this function's dependencies answer", tags=["operations"])
+    @router.get(
+        path,
+        summary="Whether this function's dependencies answer",
+        responses=health_answers(),
+        tags=["operations"],
+    )
     def health() -> Response[str]:
         return health_response(services())
 
