@@ -33,7 +33,7 @@ COMMITTED_DOCUMENT = REPO_ROOT / "docs" / "openapi.json"
 SEED = 14
 # Random examples per operation in the fuzzing phase; the examples and
 # coverage phases add their own, derived from the document.
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 40
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
@@ -71,45 +71,52 @@ def _message_of(runner: Runner, client: dict[str, str]) -> str:
     return message_id
 
 
+def _toml_value(value: str | list[str]) -> str:
+    return json.dumps(value)  # JSON strings and arrays of them are TOML's too
+
+
 def _config(runner: Runner, folder: Path) -> Path:
     """A schemathesis.toml: the run's bounds, a credential per security scheme, real ids.
 
     Path parameters take a real value (a message, a client, a template, a
-    provider) half of the time, so those routes are exercised beyond 404.
+    provider) half of the time, and so do a send's template and recipient, so
+    those routes are exercised beyond 404 and unknown_template.
     """
     admin_token = runner.credentials["admin_token"]
     client = _fuzz_client(runner, admin_token)
     known = {
-        "message_id": [_message_of(runner, client)],
+        "path.message_id": [_message_of(runner, client)],
         # The demo client, not the fuzz client: the run may suspend it.
-        "client_ref": [runner.credentials["api_key"]],
-        "name": ["welcome", "receipt"],
-        "provider": ["ses", "sendgrid", "mailgun"],
+        "path.client_ref": [runner.credentials["api_key"]],
+        "path.name": ["welcome", "receipt"],
+        "path.provider": ["ses", "sendgrid", "mailgun"],
+        # So /v1/send gets past unknown_template and into rendering and sending.
+        "body.template": ["welcome", "receipt"],
+        "body.to": ["ada@example.com", "Ada Lovelace <ada@example.com>"],
     }
-
-    def quoted(value: object) -> str:
-        return json.dumps(value)  # a TOML string, integer or array of strings
 
     lines = [
         f"seed = {SEED}",
-        f"base-url = {quoted(runner.api_url)}",
-        f"hooks = {quoted(HOOKS)}",
+        f"base-url = {_toml_value(runner.api_url)}",
+        f"hooks = {_toml_value(HOOKS)}",
         "[generation]",
         f"max-examples = {MAX_EXAMPLES}",
         "deterministic = true",
         # Auth goes by the security requirement each operation declares.
         "[auth.openapi.apiKey]",
-        f"api_key = {quoted(client['api_key'])}",
+        f"api_key = {_toml_value(client['api_key'])}",
         "[auth.openapi.apiSecret]",
-        f"api_key = {quoted(client['api_secret'])}",
+        f"api_key = {_toml_value(client['api_secret'])}",
         "[auth.openapi.adminToken]",
-        f"bearer = {quoted(admin_token)}",
+        f"bearer = {_toml_value(admin_token)}",
     ]
-    for name, values in known.items():
-        lines += [f"[dictionaries.{name}]", f"values = {quoted(values)}"]
+    dictionaries = {binding: binding.replace(".", "_") for binding in known}
+    for binding, values in known.items():
+        lines += [f"[dictionaries.{dictionaries[binding]}]", f"values = {_toml_value(values)}"]
     lines.append("[parameters]")
     lines += [
-        f'"path.{name}" = {{ dictionary = {quoted(name)}, probability = 0.5 }}' for name in known
+        f"{_toml_value(binding)} = {{ dictionary = {_toml_value(name)}, probability = 0.5 }}"
+        for binding, name in dictionaries.items()
     ]
     path = folder / "schemathesis.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

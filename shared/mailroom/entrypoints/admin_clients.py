@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from mailroom.bootstrap import Services
 from mailroom.domain.errors import DependencyUnavailable, InvalidRequest
@@ -80,8 +80,11 @@ class CreateClientRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    rate_limit: int = Field(default=600, ge=1, le=1_000_000, description="Requests per minute.")
-    quota_limit: int = Field(
+    # Strict, as the document says: JSON true is not the integer 1.
+    rate_limit: StrictInt = Field(
+        default=600, ge=1, le=1_000_000, description="Requests per minute."
+    )
+    quota_limit: StrictInt = Field(
         default=100_000, ge=0, le=1_000_000_000, description="Messages per calendar month."
     )
     provider_order: list[str] | None = Field(
@@ -98,15 +101,15 @@ class UpdateClientRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    rate_limit: int | None = Field(default=None, ge=1, le=1_000_000)
-    quota_limit: int | None = Field(default=None, ge=0, le=1_000_000_000)
+    rate_limit: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
+    quota_limit: StrictInt | None = Field(default=None, ge=0, le=1_000_000_000)
     provider_order: list[str] | None = None
 
 
 class RotateSecretRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    grace_seconds: int | None = Field(
+    grace_seconds: StrictInt | None = Field(
         default=None,
         ge=0,
         le=30 * 86_400,

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from mailroom.bootstrap import Services
 from mailroom.domain.commands import TEMPLATE_NAME_PATTERN
@@ -46,7 +46,9 @@ class PreviewRequest(BaseModel):
     props: dict[str, Any] | None = Field(
         default=None, description="Props to render with; the template's sample when omitted."
     )
-    version: int | None = Field(default=None, ge=1, description="An uploaded version; newest.")
+    version: StrictInt | None = Field(
+        default=None, ge=1, description="An uploaded version; newest."
+    )
 
 
 class WarningView(BaseModel):
