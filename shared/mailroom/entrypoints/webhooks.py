@@ -47,6 +47,20 @@ class WebhookReceipt(BaseModel):
     adopted: int
 
 
+# What POST /webhooks/{provider} reads, for the OpenAPI document.
+PROVIDER_PAYLOAD: dict[str, Any] = {
+    "required": True,
+    "description": (
+        "The provider's payload exactly as signed: an SNS message (JSON, which SNS sends "
+        "as text/plain), a SendGrid event array, a Mailgun event object. Any media type."
+    ),
+    "content": {
+        "application/json": {"schema": {}},
+        "text/plain": {"schema": {"type": "string"}},
+    },
+}
+
+
 def registry_of(services: Services) -> WebhookRegistry:
     if services.webhooks is None:
         raise WebhookNotConfigured("no webhook registry is wired")
@@ -79,6 +93,8 @@ def webhook_routes(services: ServicesProvider) -> Router:
         ),
         tags=["webhooks"],
         # No security requirement: no API key, the provider's signature authenticates.
+        # The body is read raw (it is what was signed), so no model declares it.
+        openapi_extensions={"requestBody": PROVIDER_PAYLOAD},
     )
     def receive(provider: Annotated[str, Path()]) -> Response[str]:
         active = services()
