@@ -157,3 +157,18 @@ def test_every_answer_is_what_the_document_says(runner: Runner, tmp_path: Path) 
         f"schemathesis found failures (exit {done.returncode}):\n{done.stdout[-30000:]}"
         f"\n{done.stderr[-5000:]}\n--- runner output ---\n{runner.output()[-5000:]}"
     )
+
+
+def test_the_runner_serves_the_committed_document_naming_its_own_address(runner: Runner) -> None:
+    # GIVEN the local runner on its own port
+    # WHEN /openapi.json is fetched from it
+    answer = http("GET", f"{runner.api_url}/openapi.json")
+    # THEN its server is the runner's real address, and otherwise it is the committed document
+    assert answer.status == 200
+    served = answer.json()
+    assert served.pop("servers") == [
+        {"url": runner.api_url, "description": "where this document was served from"}
+    ]
+    committed = json.loads(COMMITTED_DOCUMENT.read_text(encoding="utf-8"))
+    committed.pop("servers")
+    assert served == committed
