@@ -198,3 +198,17 @@ def test_served_from_the_local_runner_names_its_host_and_port() -> None:
 
 def test_committed_document_keeps_the_local_runner_default_as_its_server() -> None:
     assert _document()["servers"][0]["url"] == "http://127.0.0.1:3000"
+
+
+def test_client_answers_document_the_rate_limit_headers_and_429_its_retry_after() -> None:
+    paths = _document()["paths"]
+    for path in ("/v1/send", "/v1/messages", "/v1/messages/{message_id}"):
+        operation = next(iter(paths[path].values()))
+        responses = operation["responses"]
+        ok = next(r for s, r in responses.items() if s.startswith("2"))
+        assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(
+            ok["headers"]
+        ), path
+        assert responses["429"]["headers"]["Retry-After"]["required"] is True, path
+        # A 401 comes before any bucket is consulted
+        assert "headers" not in responses["401"], path

@@ -86,6 +86,20 @@ _BODY_ERRORS = {
     413: "payload_too_large: the body is larger than MAX_REQUEST_BYTES",
     415: "unsupported_media_type: the body is declared as something other than JSON",
 }
+_INTEGER = {"type": "integer", "minimum": 0}
+# On every answer to a client whose rate-limit bucket was consulted.
+_RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": {"description": "Requests per minute", "schema": _INTEGER},
+    "X-RateLimit-Remaining": {"description": "Requests left in the bucket", "schema": _INTEGER},
+    "X-RateLimit-Reset": {"description": "Seconds until the bucket is full", "schema": _INTEGER},
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds until a retry can succeed",
+        "required": True,
+        "schema": _INTEGER,
+    }
+}
 _INVALID = "validation_error: a parameter or body field is invalid; `details` names each"
 _NO_ROUTE = "route_not_found: no route matches (a path parameter holding '/' changes the path)"
 # Powertools adds these for FastAPI-style validation answers Mailroom never gives.
@@ -111,6 +125,15 @@ def _finish_operation(operation: dict[str, Any]) -> None:
         del responses["422"]
     for status, description in sorted(_implied_errors(operation).items()):
         responses.setdefault(str(status), _error_response(description))
+    client_key = any("apiKey" in requirement for requirement in operation.get("security") or [])
+    for status, response in responses.items():
+        headers = response.setdefault("headers", {})
+        if client_key and status != "401":
+            headers.update(_RATE_LIMIT_HEADERS)
+        if status == "429":
+            headers.update(_RETRY_AFTER)
+        if not headers:
+            del response["headers"]
 
 
 def _implied_errors(operation: dict[str, Any]) -> dict[int, str]:
