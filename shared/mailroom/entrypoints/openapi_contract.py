@@ -123,11 +123,12 @@ def _finish_operation(operation: dict[str, Any]) -> None:
     declared_invalid = responses.get("422")
     if declared_invalid is not None and _is_powertools_default(declared_invalid):
         del responses["422"]
-    for status, description in sorted(_implied_errors(operation).items()):
-        responses.setdefault(str(status), _error_response(description))
+    for implied, description in sorted(_implied_errors(operation).items()):
+        responses.setdefault(str(implied), _error_response(description))
     client_key = any("apiKey" in requirement for requirement in operation.get("security") or [])
     for status, response in responses.items():
         headers = response.setdefault("headers", {})
+        # A 401 is answered before any rate-limit bucket is consulted.
         if client_key and status != "401":
             headers.update(_RATE_LIMIT_HEADERS)
         if status == "429":
