@@ -6,7 +6,8 @@ A route declares two things in its decorator: who may call it (``security``:
 missing message, 409 for a read-only template...). ``finish_document`` then
 adds what every route of the same kind can answer, from facts the document
 already holds: the security requirement (401, 403, 429, 503), a request body
-(400, 413, 415, 422), parameters (422) and path parameters (404). It also
+(400, 413, 415, 422), parameters (422) and path parameters (404), plus the
+rate-limit headers of client answers and ``Retry-After`` on 429. It also
 replaces Powertools' FastAPI-style ``HTTPValidationError`` with the error body
 Mailroom really sends. So a new route cannot forget the statuses the
 machinery in front of it produces, and the document is never edited by hand.
