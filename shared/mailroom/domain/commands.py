@@ -10,6 +10,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -38,7 +39,16 @@ MAX_VERSION = 2**31 - 1
 
 # Validated item by item, so an error names its place: ``to.1``.
 Address = Annotated[str, AfterValidator(_mailbox)]
-AddressList = Annotated[list[Address], BeforeValidator(_as_list)]
+# One address or a list of them; the JSON Schema says both, as accepted.
+AddressList = Annotated[
+    list[Address], BeforeValidator(_as_list, json_schema_input_type=str | list[str])
+]
+RecipientList = Annotated[
+    list[Address],
+    BeforeValidator(
+        _as_list, json_schema_input_type=str | Annotated[list[str], Field(min_length=1)]
+    ),
+]
 
 
 class SendRequest(BaseModel):
@@ -51,13 +61,14 @@ class SendRequest(BaseModel):
         pattern=TEMPLATE_NAME_PATTERN,
         examples=["welcome"],
     )
-    template_version: int | None = Field(
+    # Strict: JSON true is not version 1, nor "2" version 2.
+    template_version: StrictInt | None = Field(
         default=None,
         ge=1,
         le=MAX_VERSION,
         description="Pin an uploaded template's version; by default the newest renders.",
     )
-    to: AddressList = Field(
+    to: RecipientList = Field(
         min_length=1,
         description="One address, or a list of them.",
         examples=["ada@example.com"],

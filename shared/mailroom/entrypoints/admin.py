@@ -21,10 +21,11 @@ from mailroom.entrypoints.admin_suppressions import suppression_routes
 from mailroom.entrypoints.admin_templates import template_routes
 from mailroom.entrypoints.dead_letters import dead_letter_routes
 from mailroom.entrypoints.health import component_health_routes
+from mailroom.entrypoints.openapi_contract import ADMIN_TOKEN, answers
 
 ServicesProvider = Callable[[], Services]
 # For OpenAPI: admin routes use the bearer token, not the client key pair.
-ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminToken": []}]
+ADMIN_SECURITY = ADMIN_TOKEN
 
 
 def require_admin(router: Router | APIGatewayRestResolver, services: Services) -> Actor:
@@ -72,6 +73,7 @@ def _whoami_routes(services: ServicesProvider) -> Router:
         "/admin/whoami",
         summary="Check an admin token",
         description="200 when the bearer token is the configured admin token.",
+        responses=answers(200, "The token is the admin token"),
         tags=["admin"],
         security=ADMIN_SECURITY,
     )

@@ -14,18 +14,19 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from mailroom.bootstrap import Services
 from mailroom.domain.errors import DependencyUnavailable, InvalidRequest
 from mailroom.domain.model import Client, ClientStatus
 from mailroom.domain.tenancy import Actor, KeyKind, QuotaPeriod
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import clients, quotas
 
 ServicesProvider = Callable[[], Services]
 PERIOD_PATTERN = r"^\d{4}-\d{2}$"
+_CLIENT_NOT_FOUND = {404: "client_not_found: no client with that id or API key"}
 
 
 class UsageView(BaseModel):
@@ -79,8 +80,11 @@ class CreateClientRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    rate_limit: int = Field(default=600, ge=1, le=1_000_000, description="Requests per minute.")
-    quota_limit: int = Field(
+    # Strict, as the document says: JSON true is not the integer 1.
+    rate_limit: StrictInt = Field(
+        default=600, ge=1, le=1_000_000, description="Requests per minute."
+    )
+    quota_limit: StrictInt = Field(
         default=100_000, ge=0, le=1_000_000_000, description="Messages per calendar month."
     )
     provider_order: list[str] | None = Field(
@@ -97,15 +101,15 @@ class UpdateClientRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    rate_limit: int | None = Field(default=None, ge=1, le=1_000_000)
-    quota_limit: int | None = Field(default=None, ge=0, le=1_000_000_000)
+    rate_limit: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
+    quota_limit: StrictInt | None = Field(default=None, ge=0, le=1_000_000_000)
     provider_order: list[str] | None = None
 
 
 class RotateSecretRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    grace_seconds: int | None = Field(
+    grace_seconds: StrictInt | None = Field(
         default=None,
         ge=0,
         le=30 * 86_400,
@@ -152,15 +156,7 @@ class AuditList(BaseModel):
     entries: list[AuditEntryView]
 
 
-def _name_taken_response() -> dict[int, OpenAPIResponse]:
-    from mailroom.entrypoints.api import ErrorBody
-
-    return {
-        409: {
-            "description": "client_name_taken: another client has this name",
-            "content": {"application/json": {"model": ErrorBody}},
-        }
-    }
+_NAME_TAKEN = "client_name_taken: another client has this name (compared case-insensitively)"
 
 
 def client_routes(services: ServicesProvider) -> Router:
@@ -168,7 +164,6 @@ def client_routes(services: ServicesProvider) -> Router:
     from mailroom.entrypoints.admin import ADMIN_SECURITY, require_admin
 
     router = Router()
-    _NAME_TAKEN = _name_taken_response()  # noqa: N806 - a constant of this function
 
     def admin() -> tuple[Services, Actor]:
         active = services()
@@ -182,10 +177,15 @@ def client_routes(services: ServicesProvider) -> Router:
             "The answer holds the secret; it is never shown again. Names are unique, "
             "compared case-insensitively: a taken one is 409 `client_name_taken`."
         ),
-        responses={
-            201: {"content": {"application/json": {"model": CreatedClient}}},
-            **_NAME_TAKEN,
-        },
+        responses=answers(
+            201,
+            "Created; the answer holds the secret",
+            CreatedClient,
+            errors={
+                409: _NAME_TAKEN,
+                422: "validation_error (an unknown provider, say), sandbox_keys_unavailable",
+            },
+        ),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -218,6 +218,7 @@ def client_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/admin/clients",
         summary="List clients",
+        responses=answers(200, "The clients"),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -228,6 +229,7 @@ def client_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/admin/clients/<client_ref>",
         summary="Show a client and this month's quota usage",
+        responses=answers(200, "The client", errors=_CLIENT_NOT_FOUND),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -243,13 +245,15 @@ def client_routes(services: ServicesProvider) -> Router:
             "Applies to the client's next request on every instance. A name another "
             "client has (in any case) is 409 `client_name_taken`."
         ),
-        responses={
-            200: {
-                "description": "Successful Response",
-                "content": {"application/json": {"model": ClientView}},
+        responses=answers(
+            200,
+            "The client as changed",
+            errors={
+                **_CLIENT_NOT_FOUND,
+                409: _NAME_TAKEN,
+                503: "change_not_propagated: saved, but Redis was not told; retry",
             },
-            **_NAME_TAKEN,
-        },
+        ),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -280,6 +284,7 @@ def client_routes(services: ServicesProvider) -> Router:
         "/admin/clients/<client_ref>/suspend",
         summary="Suspend a client",
         description="Its next request on any instance gets 403 client_suspended.",
+        responses=answers(200, "The client, suspended", errors=_CLIENT_NOT_FOUND),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -294,6 +299,7 @@ def client_routes(services: ServicesProvider) -> Router:
     @router.post(
         "/admin/clients/<client_ref>/reactivate",
         summary="Reactivate a suspended client",
+        responses=answers(200, "The client, active", errors=_CLIENT_NOT_FOUND),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -311,6 +317,7 @@ def client_routes(services: ServicesProvider) -> Router:
         description=(
             "The old secret keeps working for the grace period; the new one is shown only here."
         ),
+        responses=answers(200, "The new secret", errors=_CLIENT_NOT_FOUND),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -344,6 +351,14 @@ def client_routes(services: ServicesProvider) -> Router:
     @router.post(
         "/admin/quota/reconcile",
         summary="Set quota counters to what the messages table says",
+        responses=answers(
+            200,
+            "Each client's counter before and after",
+            errors={
+                **_CLIENT_NOT_FOUND,
+                422: "validation_error: period is not a YYYY-MM month",
+            },
+        ),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )
@@ -390,6 +405,7 @@ def client_routes(services: ServicesProvider) -> Router:
             "Without `after`: the last `limit` entries. With `after`: the first `limit` "
             "entries whose `seq` is greater, to read on from the last one seen."
         ),
+        responses=answers(200, "The entries"),
         tags=["admin: clients"],
         security=ADMIN_SECURITY,
     )

@@ -16,6 +16,7 @@ from mailroom.adapters.db.feedback_repositories import SuppressionFilter
 from mailroom.bootstrap import Services
 from mailroom.domain.feedback import Suppression, SuppressionReason, SuppressionScope
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import suppression as suppressions
 
 ServicesProvider = Callable[[], Services]
@@ -64,6 +65,9 @@ def suppression_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/admin/suppressions",
         summary="Suppression entries, oldest first; page through all of them to export",
+        responses=answers(
+            200, "One page", errors={422: "validation_error: a bad filter or cursor"}
+        ),
         tags=["suppressions"],
         security=ADMIN_SECURITY,
     )
@@ -95,6 +99,12 @@ def suppression_routes(services: ServicesProvider) -> Router:
         "/admin/suppressions",
         status_code=201,
         summary="Add (or replace) a suppression entry",
+        responses=answers(
+            201,
+            "Stored",
+            SuppressionView,
+            errors={422: "validation_error: not an address, or an unknown client_id"},
+        ),
         tags=["suppressions"],
         security=ADMIN_SECURITY,
     )
@@ -123,6 +133,9 @@ def suppression_routes(services: ServicesProvider) -> Router:
     @router.delete(
         "/admin/suppressions",
         summary="Remove an address's entry: the global one, or one client's",
+        responses=answers(
+            200, "Removed", errors={404: "suppression_not_found: no such entry to remove"}
+        ),
         tags=["suppressions"],
         security=ADMIN_SECURITY,
     )

@@ -9,12 +9,13 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from mailroom.bootstrap import Services
 from mailroom.domain.commands import MAX_VERSION, TEMPLATE_NAME_PATTERN
 from mailroom.domain.templates import LintWarning
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import templates as template_service
 
 ServicesProvider = Callable[[], Services]
@@ -45,7 +46,7 @@ class PreviewRequest(BaseModel):
     props: dict[str, Any] | None = Field(
         default=None, description="Props to render with; the template's sample when omitted."
     )
-    version: int | None = Field(
+    version: StrictInt | None = Field(
         default=None, ge=1, le=MAX_VERSION, description="An uploaded version; newest."
     )
 
@@ -104,6 +105,18 @@ def template_routes(services: ServicesProvider) -> Router:
             "With `sample`, the template is also rendered once. File templates are "
             "read-only (409). The answer carries lint warnings."
         ),
+        responses=answers(
+            201,
+            "Stored as the next version, with lint warnings",
+            UploadedView,
+            errors={
+                409: "template_read_only: a file template of that name exists",
+                422: (
+                    "validation_error, invalid_template (syntax error, sandbox escape, bad "
+                    "schema), render_error, missing_prop, invalid_props (the sample fails)"
+                ),
+            },
+        ),
         tags=["templates"],
         security=ADMIN_SECURITY,
     )
@@ -136,6 +149,7 @@ def template_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/admin/templates",
         summary="Every template and its versions",
+        responses=answers(200, "The templates"),
         tags=["templates"],
         security=ADMIN_SECURITY,
     )
@@ -156,6 +170,16 @@ def template_routes(services: ServicesProvider) -> Router:
     @router.post(
         "/admin/templates/<name>/preview",
         summary="Render a template with sample props, with lint warnings",
+        responses=answers(
+            200,
+            "The rendered subject, HTML and text",
+            errors={
+                422: (
+                    "validation_error, unknown_template (or version), render_error, "
+                    "render_timeout, missing_prop, invalid_props"
+                )
+            },
+        ),
         tags=["templates"],
         security=ADMIN_SECURITY,
     )

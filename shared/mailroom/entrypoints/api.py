@@ -24,10 +24,10 @@ from aws_lambda_powertools.event_handler.openapi.models import (
     APIKey,
     APIKeyIn,
     HTTPBearer,
+    OpenAPI,
     Server,
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
@@ -40,7 +40,7 @@ from mailroom.domain.model import Client, Message, MessageStatus
 from mailroom.domain.tenancy import Caller, Scope
 from mailroom.entrypoints import client_gate
 from mailroom.entrypoints.client_gate import ClientGate
-from mailroom.entrypoints.health import HealthView, health_response
+from mailroom.entrypoints.health import health_answers, health_response
 from mailroom.entrypoints.http_errors import (
     allowed_methods,
     install_error_handlers,
@@ -48,6 +48,7 @@ from mailroom.entrypoints.http_errors import (
     proxy_error_response,
 )
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.openapi_contract import answers, client_key, finish_document
 from mailroom.entrypoints.request_body import parse_json, prepare_event
 from mailroom.entrypoints.status_views import (
     MessageEventsView,
@@ -110,23 +111,6 @@ class MessageView(BaseModel):
     )
 
 
-class ErrorDetail(BaseModel):
-    code: str = Field(description="Stable, machine-readable; branch on this.")
-    message: str = Field(description="For humans; may change.")
-    details: list[dict[str, Any]]
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
-def _errors(*statuses: tuple[int, str]) -> dict[int, OpenAPIResponse]:
-    return {
-        status: {"description": description, "content": {"application/json": {"model": ErrorBody}}}
-        for status, description in statuses
-    }
-
-
 def trace_id_of(headers: Mapping[str, str]) -> str:
     """Continue the caller's trace (W3C traceparent or X-Ray header), or start one."""
     lowered = {key.lower(): value for key, value in headers.items()}
@@ -165,26 +149,27 @@ def send_routes(services: ServicesProvider) -> Router:
             "`Idempotency-Key` header (kept 24 h per client) makes retries safe: the "
             "same key and body answer as the first request did."
         ),
-        responses={
-            202: {"description": "Queued", "content": {"application/json": {"model": Accepted}}},
-            **_errors(
-                (400, "Malformed JSON"),
-                (401, "Missing or wrong credentials"),
-                (403, "Client suspended"),
-                (413, "Body too large"),
-                (
-                    422,
+        responses=answers(
+            202,
+            "Queued",
+            Accepted,
+            errors={
+                422: (
                     "Invalid request: validation_error, header_injection, unknown_template, "
                     "invalid_props, missing_prop, render_error, render_timeout; suppressed (every "
                     "addressee is on the suppression list; the row reads failed); "
-                    "idempotency_key_reused (the key came with another body)",
+                    "idempotency_key_reused (the key came with another body)"
                 ),
-                (409, "idempotency_in_progress: the key's first request is still in flight"),
-                (429, "rate_limited or quota_exceeded; Retry-After says when to try again"),
-                (503, "A backing service is unavailable; enqueue_failed marks the row failed"),
-            ),
-        },
+                409: "idempotency_in_progress: the key's first request is still in flight",
+                429: "rate_limited or quota_exceeded; Retry-After says when to try again",
+                503: (
+                    "service_unavailable: a backing service did not answer; enqueue_failed: "
+                    "the queue refused the message and its row reads failed"
+                ),
+            },
+        ),
         tags=["messages"],
+        security=client_key(Scope.EMAIL_SEND),
     )
     def send(request: Annotated[SendRequest, Body()]) -> Response[str]:
         active = services()
@@ -256,16 +241,13 @@ def status_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/v1/messages/<message_id>",
         summary="What became of a message",
-        responses={
-            200: {"description": "The message and its event history"},
-            **_errors(
-                (401, "Missing or wrong credentials"),
-                (403, "Client suspended"),
-                (404, "No such message for this client"),
-                (429, "rate_limited; Retry-After says when to try again"),
-            ),
-        },
+        responses=answers(
+            200,
+            "The message and its event history",
+            errors={404: "message_not_found: no such message for this client"},
+        ),
         tags=["messages"],
+        security=client_key(Scope.EMAIL_READ),
     )
     def get_message(message_id: Annotated[str, Path()]) -> MessageView:
         active = services()
@@ -298,14 +280,14 @@ def status_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/v1/messages/<message_id>/events",
         summary="A message's event history, oldest first",
-        responses={
-            200: {
-                "description": "The events",
-                "content": {"application/json": {"model": MessageEventsView}},
-            },
-            **_errors((401, "Missing or wrong credentials"), (404, "No such message")),
-        },
+        responses=answers(
+            200,
+            "The events",
+            MessageEventsView,
+            errors={404: "message_not_found: no such message for this client"},
+        ),
         tags=["messages"],
+        security=client_key(Scope.EMAIL_READ),
     )
     def get_message_events(message_id: Annotated[str, Path()]) -> MessageEventsView:
         active = services()
@@ -316,14 +298,14 @@ def status_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/v1/messages",
         summary="The client's messages, newest first, with cursor pagination",
-        responses={
-            200: {
-                "description": "One page",
-                "content": {"application/json": {"model": MessagePageView}},
-            },
-            **_errors((401, "Missing or wrong credentials"), (422, "Bad filter or cursor")),
-        },
+        responses=answers(
+            200,
+            "One page",
+            MessagePageView,
+            errors={422: "validation_error: a bad filter, or a cursor this API did not return"},
+        ),
         tags=["messages"],
+        security=client_key(Scope.EMAIL_READ),
     )
     def list_messages(
         status_: Annotated[MessageStatus | None, Query(alias="status")] = None,
@@ -347,13 +329,7 @@ def status_routes(services: ServicesProvider) -> Router:
     @router.get(
         "/health",
         summary="Whether PostgreSQL and Redis answer; DLQ depth and oldest queued message age",
-        responses={
-            200: {"description": "Healthy", "content": {"application/json": {"model": HealthView}}},
-            503: {
-                "description": "A dependency is down",
-                "content": {"application/json": {"model": HealthView}},
-            },
-        },
+        responses=health_answers(),
         tags=["operations"],
     )
     def health() -> Response[str]:
@@ -426,46 +402,109 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     return [
         send_routes(services),
         status_routes(services),
+        document_routes(services),
         *webhooks_function_routes(services),
         *admin_routes(services),
     ]
 
 
-def _document_options() -> dict[str, Any]:
-    """What the OpenAPI document says besides the routes; /openapi.json and /docs share it."""
+# What the committed document names as its server; served, it names its own URL.
+LOCAL_RUNNER_URL = "http://127.0.0.1:3000"
+
+
+def document_options(server_url: str | None = LOCAL_RUNNER_URL) -> dict[str, Any]:
+    """What the OpenAPI document says besides the routes; /openapi.json and /docs share it.
+
+    No API-wide security requirement: each route declares its own (the client
+    key pair, the admin token, or none), so public routes need no credentials.
+    """
+    description = (
+        "the local runner (`make dev`) at its default port"
+        if server_url == LOCAL_RUNNER_URL
+        else "where this document was served from"
+    )
     return {
         "title": API_TITLE,
         "version": API_VERSION,
         "description": API_DESCRIPTION,
-        "servers": [Server(url="http://127.0.0.1:3000", description="local runner")],
+        # None: Powertools names the base path of the request (Swagger UI).
+        "servers": [Server(url=server_url, description=description)] if server_url else None,
         "security_schemes": {
             "apiKey": APIKey.model_validate({"name": "X-Api-Key", "in": APIKeyIn.header}),
             "apiSecret": APIKey.model_validate({"name": "X-Api-Secret", "in": APIKeyIn.header}),
             "adminToken": HTTPBearer(description="the admin token (admin routes only)"),
         },
-        "security": [{"apiKey": [], "apiSecret": []}],
     }
 
 
-def openapi_json(services: ServicesProvider) -> str:
+class DocumentedApi(MailroomApi):
+    """The resolver the document is generated from: Powertools' document, finished.
+
+    ``finish_document`` adds the statuses every route of a kind can answer and
+    Mailroom's error shape; both /openapi.json and /docs go through here.
+    """
+
+    def get_openapi_schema(self, **options: Any) -> OpenAPI:
+        generated = super().get_openapi_schema(**options)
+        document = generated.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return OpenAPI.model_validate(finish_document(document))
+
+
+def _documented_api(services: ServicesProvider) -> DocumentedApi:
+    app = DocumentedApi(max_request_bytes=lambda: 0)
+    install_error_handlers(app)
+    for router in all_routes(services):
+        app.include_router(router)
+    return app
+
+
+def openapi_json(services: ServicesProvider, server_url: str | None = LOCAL_RUNNER_URL) -> str:
     """The OpenAPI 3.1 document for every route of every function."""
-    app = create_api(all_routes(services), max_request_bytes=lambda: 0)
-    return app.get_openapi_json_schema(**_document_options())
+    return _documented_api(services).get_openapi_json_schema(**document_options(server_url))
 
 
-def docs_api(services: ServicesProvider) -> APIGatewayRestResolver:
-    """Serves ``/openapi.json`` and Swagger UI at ``/docs`` for the whole API."""
-    app = create_api(all_routes(services), max_request_bytes=lambda: 0)
-    # The routes name security schemes: without them Powertools refuses to
-    # build the document and /docs answered 500.
-    app.enable_swagger(path="/docs", **_document_options())
+def served_from(event: Mapping[str, Any]) -> str | None:
+    """The base URL a request came in on: scheme, host and port, and the stage if in the path.
 
-    @app.get("/openapi.json", include_in_schema=False)
+    API Gateway's ``requestContext.path`` keeps the stage (``/Prod/openapi.json``)
+    unless a custom domain maps it away; the local runner serves at the root.
+    """
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    context = event.get("requestContext") or {}
+    host = headers.get("host") or context.get("domainName")
+    if not host:
+        return None
+    scheme = headers.get("x-forwarded-proto", "https").split(",")[0].strip() or "https"
+    full_path = str(context.get("path") or "")
+    path = str(event.get("path") or "")
+    stage_prefix = full_path[: -len(path)] if path and full_path.endswith(path) else ""
+    return f"{scheme}://{host}{stage_prefix}"
+
+
+def document_routes(services: ServicesProvider) -> Router:
+    router = Router()
+
+    @router.get(
+        "/openapi.json",
+        summary="This document, naming the URL it was served from as its server",
+        responses=answers(200, "The OpenAPI 3.1 document", {"type": "object"}),
+        tags=["operations"],
+    )
     def openapi_document() -> Response[str]:
         return Response(
             status_code=200,
             content_type=content_types.APPLICATION_JSON,
-            body=openapi_json(services),
+            body=openapi_json(services, served_from(router.current_event.raw_event)),
         )
 
+    return router
+
+
+def docs_api(services: ServicesProvider) -> APIGatewayRestResolver:
+    """Serves ``/openapi.json`` and Swagger UI at ``/docs`` for the whole API."""
+    app = _documented_api(services)
+    # The routes name security schemes: without them Powertools refuses to
+    # build the document and /docs answered 500. Without servers, Swagger UI
+    # calls the host and stage it was loaded from.
+    app.enable_swagger(path="/docs", **document_options(server_url=None))
     return app

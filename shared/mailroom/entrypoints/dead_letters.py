@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from mailroom.bootstrap import Services
 from mailroom.domain.errors import DeadLetterNotFound
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import dead_letters
 
 ServicesProvider = Callable[[], Services]
@@ -52,6 +53,11 @@ class PurgeResult(BaseModel):
     remaining: int
 
 
+_DLQ_DOWN = {
+    503: "dead_letter_queue_unavailable, service_unavailable: not configured or not answering"
+}
+
+
 def dead_letter_routes(services: ServicesProvider) -> Router:
     # admin.py lists this router among its own, so its helpers come in here.
     from mailroom.entrypoints.admin import ADMIN_SECURITY, require_admin
@@ -65,6 +71,7 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
             "Each record with the message's id, status and last error. Reading makes the "
             "records invisible for a moment, then visible again."
         ),
+        responses=answers(200, "The records", errors=_DLQ_DOWN),
         tags=["dead-letter queue"],
         security=ADMIN_SECURITY,
     )
@@ -84,6 +91,7 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
         "/admin/dlq/redrive",
         summary="Send every message in the dead-letter queue back to the send queue",
         description="Each row is set back to queued with a fresh attempt budget, then enqueued.",
+        responses=answers(200, "What was redriven, and what was not", errors=_DLQ_DOWN),
         tags=["dead-letter queue"],
         security=ADMIN_SECURITY,
     )
@@ -97,6 +105,14 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
     @router.post(
         "/admin/dlq/<message_id>/redrive",
         summary="Send one message back from the dead-letter queue",
+        responses=answers(
+            200,
+            "What was redriven",
+            errors={
+                **_DLQ_DOWN,
+                404: "dead_letter_not_found: no record of that message in the dead-letter queue",
+            },
+        ),
         tags=["dead-letter queue"],
         security=ADMIN_SECURITY,
     )
@@ -119,6 +135,14 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
         description=(
             "Asks for the queue's name as confirmation (422 confirmation_required otherwise). "
             "Rows still queued are marked failed."
+        ),
+        responses=answers(
+            200,
+            "What was purged",
+            errors={
+                **_DLQ_DOWN,
+                422: "confirmation_required: `confirm` is not the dead-letter queue's name",
+            },
         ),
         tags=["dead-letter queue"],
         security=ADMIN_SECURITY,

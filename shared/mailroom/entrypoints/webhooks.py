@@ -33,6 +33,7 @@ from mailroom.domain.errors import (
 from mailroom.entrypoints.health import component_health_routes
 from mailroom.entrypoints.http_errors import install_error_handlers, proxy_error_response
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import feedback
 
 ServicesProvider = Callable[[], Services]
@@ -44,6 +45,20 @@ class WebhookReceipt(BaseModel):
     duplicates: int
     orphans: int
     adopted: int
+
+
+# What POST /webhooks/{provider} reads, for the OpenAPI document.
+PROVIDER_PAYLOAD: dict[str, Any] = {
+    "required": True,
+    "description": (
+        "The provider's payload exactly as signed: an SNS message (JSON, which SNS sends "
+        "as text/plain), a SendGrid event array, a Mailgun event object. Any media type."
+    ),
+    "content": {
+        "application/json": {"schema": {}},
+        "text/plain": {"schema": {"type": "string"}},
+    },
+}
 
 
 def registry_of(services: Services) -> WebhookRegistry:
@@ -63,20 +78,23 @@ def webhook_routes(services: ServicesProvider) -> Router:
             "(Event Webhook batches, signed) or `mailgun` (webhooks, signed). The provider "
             "authenticates with its signature; no API key."
         ),
-        responses={
-            200: {
-                "description": "Stored (duplicates and unknown messages included)",
-                "content": {"application/json": {"model": WebhookReceipt}},
+        responses=answers(
+            200,
+            "Stored (duplicates and unknown messages included)",
+            WebhookReceipt,
+            errors={
+                400: "malformed_payload",
+                401: "invalid_signature, stale_timestamp, replayed_token",
+                403: "topic_not_allowed, untrusted_certificate_url",
+                404: "unknown_provider",
+                413: "payload_too_large: larger than WEBHOOK_MAX_REQUEST_BYTES",
+                503: "webhook_not_configured, service_unavailable: retry",
             },
-            400: {"description": "malformed_payload"},
-            401: {"description": "invalid_signature, stale_timestamp, replayed_token"},
-            403: {"description": "topic_not_allowed, untrusted_certificate_url"},
-            404: {"description": "unknown_provider"},
-            503: {"description": "webhook_not_configured, service_unavailable: retry"},
-        },
+        ),
         tags=["webhooks"],
-        # An empty requirement: no API key (the signature authenticates).
-        security=[{}],
+        # No security requirement: no API key, the provider's signature authenticates.
+        # The body is read raw (it is what was signed), so no model declares it.
+        openapi_extensions={"requestBody": PROVIDER_PAYLOAD},
     )
     def receive(provider: Annotated[str, Path()]) -> Response[str]:
         active = services()
