@@ -77,10 +77,15 @@ class Stack:
         )
         self.sqs = boto3.client("sqs", region_name="us-east-1")
 
-    def admin(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    def admin(
+        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
         event = load_event("status/health")
         event["httpMethod"] = method
         event["path"] = event["resource"] = path
+        if query is not None:
+            event["queryStringParameters"] = query
+            event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
         with_headers(event, Authorization=f"Bearer {ADMIN_TOKEN}")
         if body is not None:
             with_body(event, body)
@@ -329,6 +334,9 @@ def test_test_suppressions_never_block_live_mail(stack: Stack, smtp_sink: SmtpSi
             uuid.UUID(client["id"]), ["ada@example.com"], datetime.now(UTC), include_test=True
         )
     assert (entry.is_test, str(entry.client_id)) == (True, client["id"])
+    status, listed = stack.admin("GET", "/admin/suppressions", query={"address": "ada@example.com"})
+    assert status == 200, listed
+    assert [(e["mode"], e["scope"]) for e in listed["suppressions"]] == [("test", "client")]
     # AND live mail is not blocked: neither the message queued before (the
     # worker's screening) nor a new one (the API's), nor another client's
     status, live_new = stack.send(client, to="ada@example.com")
