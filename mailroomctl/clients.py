@@ -30,7 +30,9 @@ def register_clients(commands: argparse._SubParsersAction[argparse.ArgumentParse
     show.add_argument("client", help="id or API key")
     show.set_defaults(handler=_show)
 
-    update = actions.add_parser("update", help="change the name, limits or provider order")
+    update = actions.add_parser(
+        "update", help="change the name, limits, provider order or sandbox mode"
+    )
     update.add_argument("client", help="id or API key")
     update.add_argument("--name")
     _limits(update)
@@ -84,6 +86,11 @@ def _limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--provider-order", help="comma-separated provider names, e.g. ses,smtp", default=None
     )
+    parser.add_argument(
+        "--sandbox-mode",
+        choices=["on", "off"],
+        help="on: every key of the client acts in test mode (nothing reaches a provider)",
+    )
 
 
 def _path(client: str, action: str = "") -> str:
@@ -102,6 +109,8 @@ def _create(client: AdminClient, args: argparse.Namespace) -> Any:
         body["quota_limit"] = args.quota_limit
     if args.provider_order is not None:
         body["provider_order"] = _order(args.provider_order)
+    if args.sandbox_mode is not None:
+        body["sandbox_mode"] = args.sandbox_mode == "on"
     created = client.request("POST", "/admin/clients", body)
     print("the secret is shown only this once: store it now", file=sys.stderr)
     return created
@@ -130,6 +139,8 @@ def _update(client: AdminClient, args: argparse.Namespace) -> Any:
         body["provider_order"] = _order(args.provider_order)
     if args.default_provider_order:
         body["provider_order"] = None
+    if args.sandbox_mode is not None:
+        body["sandbox_mode"] = args.sandbox_mode == "on"
     if not body:
         raise SystemExit("mailroomctl: nothing to change; see `mailroomctl clients update -h`")
     return client.request("PATCH", _path(args.client), body)

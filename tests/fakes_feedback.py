@@ -180,12 +180,20 @@ class FakeSuppressionRepository(SuppressionRepository):
         return dataclasses.replace(stored)
 
     def active_for(
-        self, client_id: uuid.UUID, addresses: list[str], now: datetime
+        self,
+        client_id: uuid.UUID,
+        addresses: list[str],
+        now: datetime,
+        *,
+        include_test: bool = False,
     ) -> list[Suppression]:
         return [
             dataclasses.replace(s)
             for s in self._state.suppressions.values()
-            if s.address in addresses and s.client_id in (None, client_id) and s.is_active(now)
+            if s.address in addresses
+            and s.client_id in (None, client_id)
+            and s.is_active(now)
+            and (include_test or not s.is_test)
         ]
 
     def remove(self, address: str, client_id: uuid.UUID | None) -> int:

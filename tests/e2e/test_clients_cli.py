@@ -88,3 +88,45 @@ def test_a_client_key_pair_does_not_open_admin_routes(runner: Runner) -> None:
         },
     )
     assert (answer.status, answer.json()["error"]["code"]) == (401, "unauthorized")
+
+
+def test_sandbox_mode_through_mailroomctl_reaches_no_smtp_sink(runner: Runner) -> None:
+    # GIVEN a client put in sandbox mode with mailroomctl
+    created = mailroomctl_json(runner, "clients", "create", "e2e-sandbox")
+    key, secret = created["api_key"], created["api_secret"]
+    updated = mailroomctl_json(runner, "clients", "update", key, "--sandbox-mode", "on")
+    assert updated["sandbox_mode"] is True
+    # WHEN its live key sends to a simulated bouncing address
+    accepted = http(
+        "POST",
+        f"{runner.api_url}/v1/send",
+        headers={"X-Api-Key": key, "X-Api-Secret": secret},
+        body={
+            "template": "welcome",
+            "to": "bounced+e2e@sim.mailroom.invalid",
+            "props": SAMPLE_PROPS,
+        },
+    )
+    assert accepted.status == 202, accepted.body
+    assert accepted.json()["mode"] == "test"
+    message_id = accepted.json()["id"]
+
+    # THEN the local runner's worker and feedback path make it read bounced
+    def bounced() -> dict[str, object] | None:
+        answer = http(
+            "GET",
+            f"{runner.api_url}/v1/messages/{message_id}",
+            headers={"X-Api-Key": key, "X-Api-Secret": secret},
+        )
+        view = answer.json()
+        return view if view["status"] == "bounced" else None
+
+    view = runner.wait_for("the simulated bounce", bounced, 30)
+    assert (view["mode"], view["provider"]) == ("test", "sandbox")
+    # AND the SMTP sink never saw it
+    assert not [p for p in runner.outbox.glob("*.eml") if message_id in p.read_text()]
+    # AND turned off, the same key is live again
+    updated = mailroomctl_json(runner, "clients", "update", key, "--sandbox-mode", "off")
+    assert updated["sandbox_mode"] is False
+    live = send(runner, key, secret)
+    assert (live.status, live.json()["mode"]) == (202, "live")

@@ -16,7 +16,7 @@ from email.utils import getaddresses
 from enum import StrEnum
 from typing import Any
 
-from mailroom.domain.model import EventType, MessageStatus
+from mailroom.domain.model import EventType, Message, MessageStatus
 
 
 class FeedbackEventType(StrEnum):
@@ -112,6 +112,15 @@ class Suppression:
     id: int | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # Created by test traffic (issue 15): always one client's, and screens
+    # that client's test messages only; live mail never sees it.
+    is_test: bool = False
+
+    def applies_to(self, message: Message) -> bool:
+        """Whether this entry screens ``message``: global or its client's, and of its mode."""
+        if self.client_id is not None and self.client_id != message.client_id:
+            return False
+        return message.is_test or not self.is_test
 
     @property
     def scope(self) -> SuppressionScope:

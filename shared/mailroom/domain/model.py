@@ -82,6 +82,8 @@ class Client:
     # After a rotation the replaced secret still verifies until this moment.
     previous_secret_hash: str | None = field(default=None, repr=False)
     previous_secret_expires_at: datetime | None = None
+    # Issue 15: every key of the client acts in test mode.
+    sandbox_mode: bool = False
 
 
 @dataclass(slots=True)
@@ -122,6 +124,8 @@ class Message:
     next_attempt_at: datetime | None = None
     lease_expires_at: datetime | None = None
     claims: int = 0
+    # Sent in test mode (issue 15): the sandbox provider records it, no real one sees it.
+    is_test: bool = False
 
     @property
     def recipient(self) -> str:

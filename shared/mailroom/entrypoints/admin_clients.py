@@ -45,6 +45,10 @@ class ClientView(BaseModel):
     rate_limit: int = Field(description="Requests per minute.")
     quota_limit: int = Field(description="Messages per calendar month (UTC).")
     provider_order: list[str] | None = Field(description="None: the service-wide order.")
+    sandbox_mode: bool = Field(
+        default=False,
+        description="Every key of the client acts in test mode: nothing reaches a provider.",
+    )
     created_at: datetime | None
     updated_at: datetime | None
     last_used_at: datetime | None = Field(
@@ -93,6 +97,10 @@ class CreateClientRequest(BaseModel):
     key_type: KeyKind = Field(
         default=KeyKind.LIVE, description="'test' (mr_test_) is reserved for sandbox clients."
     )
+    sandbox_mode: bool = Field(
+        default=False,
+        description="Every key of the client acts in test mode: nothing reaches a provider.",
+    )
 
 
 class UpdateClientRequest(BaseModel):
@@ -104,6 +112,9 @@ class UpdateClientRequest(BaseModel):
     rate_limit: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
     quota_limit: StrictInt | None = Field(default=None, ge=0, le=1_000_000_000)
     provider_order: list[str] | None = None
+    sandbox_mode: bool | None = Field(
+        default=None, description="true: every key of the client acts in test mode."
+    )
 
 
 class RotateSecretRequest(BaseModel):
@@ -201,6 +212,7 @@ def client_routes(services: ServicesProvider) -> Router:
             known_providers=_known_providers(active),
             kind=request.key_type,
             actor=actor,
+            sandbox_mode=request.sandbox_mode,
         )
         logger.info(
             "client created",
@@ -240,7 +252,7 @@ def client_routes(services: ServicesProvider) -> Router:
 
     @router.patch(
         "/admin/clients/<client_ref>",
-        summary="Change a client's name, limits or provider order",
+        summary="Change a client's name, limits, provider order or sandbox mode",
         description=(
             "Applies to the client's next request on every instance. A name another "
             "client has (in any case) is 409 `client_name_taken`."
@@ -268,6 +280,7 @@ def client_routes(services: ServicesProvider) -> Router:
             provider_order=request.provider_order
             if "provider_order" in request.model_fields_set
             else clients.KEEP,
+            sandbox_mode=request.sandbox_mode,
         )
         client = clients.update_client(
             active.uow(),
@@ -468,6 +481,7 @@ def _view(client: Client) -> ClientView:
         rate_limit=client.rate_limit,
         quota_limit=client.quota_limit,
         provider_order=client.provider_order,
+        sandbox_mode=client.sandbox_mode,
         created_at=client.created_at,
         updated_at=client.updated_at,
         last_used_at=client.last_used_at,

@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from mailroom.adapters.db.feedback_repositories import SuppressionFilter
 from mailroom.bootstrap import Services
 from mailroom.domain.feedback import Suppression, SuppressionReason, SuppressionScope
+from mailroom.domain.tenancy import KeyKind
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import suppression as suppressions
@@ -33,6 +34,10 @@ class SuppressionView(BaseModel):
     created_at: datetime | None
     updated_at: datetime | None
     expires_at: datetime | None
+    mode: KeyKind = Field(
+        default=KeyKind.LIVE,
+        description="test: created by test traffic; screens that client's test mail only.",
+    )
 
 
 class SuppressionPageView(BaseModel):
@@ -166,4 +171,5 @@ def _view(entry: Suppression) -> SuppressionView:
         created_at=entry.created_at,
         updated_at=entry.updated_at,
         expires_at=entry.expires_at,
+        mode=KeyKind.TEST if entry.is_test else KeyKind.LIVE,
     )

@@ -37,7 +37,7 @@ from mailroom.bootstrap import Services
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import MailroomError
 from mailroom.domain.model import Client, Message, MessageStatus
-from mailroom.domain.tenancy import Caller, Scope
+from mailroom.domain.tenancy import Caller, KeyKind, Scope
 from mailroom.entrypoints import client_gate
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.health import health_answers, health_response
@@ -51,10 +51,12 @@ from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key, finish_document
 from mailroom.entrypoints.request_body import parse_json, prepare_event
 from mailroom.entrypoints.status_views import (
+    MODE_DESCRIPTION,
     MessageEventsView,
     MessagePageView,
     RecipientView,
     events_view,
+    mode_of,
     page_view,
     recipient_views,
 )
@@ -79,6 +81,10 @@ _AMZN_ROOT = re.compile(r"Root=([0-9A-Za-z-]{1,64})")
 class Accepted(BaseModel):
     id: uuid.UUID
     status: MessageStatus
+    mode: KeyKind = Field(
+        default=KeyKind.LIVE,
+        description="test: the message goes through everything but reaches no provider.",
+    )
 
 
 class EventView(BaseModel):
@@ -90,6 +96,7 @@ class EventView(BaseModel):
 class MessageView(BaseModel):
     id: uuid.UUID
     status: MessageStatus
+    mode: KeyKind = Field(description=MODE_DESCRIPTION)
     template: str
     from_: str = Field(serialization_alias="from")
     to: list[str]
@@ -173,7 +180,8 @@ def send_routes(services: ServicesProvider) -> Router:
     )
     def send(request: Annotated[SendRequest, Body()]) -> Response[str]:
         active = services()
-        client = _authenticated(router, active, Scope.EMAIL_SEND)
+        caller = caller_of(router, active, Scope.EMAIL_SEND)
+        client, mode = caller.client, caller.mode
         # Powertools' header map is case-insensitive.
         headers = router.current_event.headers
         trace_id = trace_id_of(headers)
@@ -194,7 +202,7 @@ def send_routes(services: ServicesProvider) -> Router:
 
         def complete_key(uow: UnitOfWork, message: Message) -> None:
             if hold is not None:
-                answer = Accepted(id=message.id, status=message.status)
+                answer = Accepted(id=message.id, status=message.status, mode=mode)
                 idempotency.complete(uow, hold, message.id, answer.model_dump(mode="json"))
 
         try:
@@ -209,8 +217,10 @@ def send_routes(services: ServicesProvider) -> Router:
                     request=request,
                     trace_id=trace_id,
                     renderer=active.renderer,
-                    reserve_quota=quota.take,
+                    # Test mode is never charged (issue 15).
+                    reserve_quota=quota.take if mode is KeyKind.LIVE else None,
                     on_accepted=complete_key,
+                    mode=mode,
                 )
         except Exception:
             # Nothing was accepted (enqueue_failed rows read failed): the key
@@ -220,7 +230,7 @@ def send_routes(services: ServicesProvider) -> Router:
             raise
         logger.append_keys(message_id=str(message.id))
         logger.info("message queued", extra={"template": message.template_name})
-        body = Accepted(id=message.id, status=message.status)
+        body = Accepted(id=message.id, status=message.status, mode=mode)
         return _accepted(body.model_dump_json(), trace_id)
 
     return router
@@ -258,6 +268,7 @@ def status_routes(services: ServicesProvider) -> Router:
         return MessageView(
             id=message.id,
             status=message.status,
+            mode=mode_of(message),
             template=message.template_name,
             from_=message.from_address,
             to=message.to,
@@ -293,7 +304,7 @@ def status_routes(services: ServicesProvider) -> Router:
         active = services()
         client = _authenticated(router, active, Scope.EMAIL_READ)
         history = status.message_history(active.uow(), client_id=client.id, message_id=message_id)
-        return events_view(history.message.id, history.events)
+        return events_view(history.message, history.events)
 
     @router.get(
         "/v1/messages",

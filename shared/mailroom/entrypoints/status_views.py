@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from mailroom.domain.feedback import RecipientOutcome, RecipientStatus, RejectReason
 from mailroom.domain.model import Message, MessageEvent, MessageStatus
+from mailroom.domain.tenancy import KeyKind
 from mailroom.services.status import MessagePage
 
 
@@ -35,14 +36,19 @@ class MessageEventView(BaseModel):
     detail: dict[str, Any]
 
 
+MODE_DESCRIPTION = "test: sent in test mode, recorded by the sandbox; no provider saw it."
+
+
 class MessageEventsView(BaseModel):
     message_id: uuid.UUID
+    mode: KeyKind = Field(description=MODE_DESCRIPTION)
     events: list[MessageEventView]
 
 
 class MessageSummaryView(BaseModel):
     id: uuid.UUID
     status: MessageStatus
+    mode: KeyKind = Field(description=MODE_DESCRIPTION)
     template: str
     to: list[str]
     subject: str | None
@@ -72,9 +78,15 @@ def recipient_views(outcomes: list[RecipientOutcome]) -> list[RecipientView]:
     ]
 
 
-def events_view(message_id: uuid.UUID, events: list[MessageEvent]) -> MessageEventsView:
+def mode_of(message: Message) -> KeyKind:
+    """``test`` for a message sent in test mode (issue 15), else ``live``."""
+    return KeyKind.TEST if message.is_test else KeyKind.LIVE
+
+
+def events_view(message: Message, events: list[MessageEvent]) -> MessageEventsView:
     return MessageEventsView(
-        message_id=message_id,
+        message_id=message.id,
+        mode=mode_of(message),
         events=[MessageEventView(type=e.type.value, at=e.at, detail=e.detail) for e in events],
     )
 
@@ -89,6 +101,7 @@ def _summary(message: Message) -> MessageSummaryView:
     return MessageSummaryView(
         id=message.id,
         status=message.status,
+        mode=mode_of(message),
         template=message.template_name,
         to=message.to,
         subject=message.subject,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from mailroom.adapters.tenancy import Bucket, RateLimiter
 from mailroom.domain.errors import RateLimited
 from mailroom.domain.model import Client
-from mailroom.domain.tenancy import Caller, RateDecision, Scope
+from mailroom.domain.tenancy import Caller, KeyKind, RateDecision, Scope
 from mailroom.services.authentication import Authenticator
 
 GLOBAL_BUCKET = "global"
@@ -57,5 +57,15 @@ def admit(
         shared=Bucket(GLOBAL_BUCKET, global_per_minute) if global_per_minute else None,
     )
     # Every key pair of today acts for its whole client (issue 15 adds scoped keys).
-    caller = Caller(client, key_id=client.api_key_prefix, scopes=frozenset({Scope.ADMIN}))
+    caller = Caller(
+        client,
+        key_id=client.api_key_prefix,
+        scopes=frozenset({Scope.ADMIN}),
+        mode=caller_mode(client, KeyKind.LIVE),
+    )
     return Admission(caller, rate)
+
+
+def caller_mode(client: Client, key_mode: KeyKind) -> KeyKind:
+    """The mode a request acts in: the key's, or TEST for every key of a sandbox-mode client."""
+    return KeyKind.TEST if client.sandbox_mode else key_mode

@@ -77,6 +77,7 @@ def register_client(
     known_providers: Collection[str] | None = None,
     kind: KeyKind = KeyKind.LIVE,
     actor: Actor = SYSTEM_ACTOR,
+    sandbox_mode: bool = False,
 ) -> RegisteredClient:
     """A new client and its key pair.
 
@@ -101,6 +102,7 @@ def register_client(
         rate_limit=rate_limit,
         quota_limit=quota_limit,
         provider_order=provider_order,
+        sandbox_mode=sandbox_mode,
     )
     with uow:
         uow.clients.add(client)
@@ -181,6 +183,8 @@ class ClientChanges:
     rate_limit: int | None = None
     quota_limit: int | None = None
     provider_order: list[str] | Keep | None = KEEP
+    # Issue 15: every key of the client acts in test mode.
+    sandbox_mode: bool | None = None
 
 
 def list_clients(uow: UnitOfWork, status: ClientStatus | None = None) -> list[Client]:
@@ -236,6 +240,8 @@ def update_client(
             client.quota_limit = changes.quota_limit
         if not isinstance(changes.provider_order, Keep):
             client.provider_order = changes.provider_order
+        if changes.sandbox_mode is not None:
+            client.sandbox_mode = changes.sandbox_mode
 
     return _change(uow, versions, ref, "client.update", actor, apply)
 
@@ -315,6 +321,7 @@ def audit_view(client: Client) -> dict[str, Any]:
         "rate_limit": client.rate_limit,
         "quota_limit": client.quota_limit,
         "provider_order": client.provider_order,
+        "sandbox_mode": client.sandbox_mode,
         "previous_secret_expires_at": expires.isoformat() if expires else None,
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
@@ -22,13 +23,14 @@ from mailroom.adapters.templates import (
     subject_too_long,
 )
 from mailroom.domain.errors import InvalidTemplate, RenderError, UnknownTemplate
-from mailroom.domain.feedback import Suppression
+from mailroom.domain.feedback import DeliveryEvent, Suppression
 from mailroom.domain.mime import build_mime, subject_fits
 from mailroom.domain.model import EventType, Message, MessageStatus
 from mailroom.domain.retry import Backoff
-from mailroom.services import suppression
+from mailroom.services import feedback, suppression
 from mailroom.services.provider_chain import ChainResult, ProviderChain
 
+log = logging.getLogger(__name__)
 DEFAULT_BACKOFF = Backoff()
 # Above the worker's Lambda timeout (120 s in template.yaml): a live worker
 # never outlives its own claim, so a takeover only ever follows a dead one.
@@ -81,6 +83,8 @@ class _Pending:
     message: Message
     outcome: DeliveryOutcome
     events: list[EventRecord] = field(default_factory=list)
+    # Test mode: the sandbox's simulated feedback, applied once the send is recorded.
+    feedback: tuple[DeliveryEvent, ...] = ()
 
 
 def deliver_message(
@@ -183,6 +187,9 @@ def deliver_batch(
         results[message_id] = attempt.outcome
 
     written = _record(uow, token, pending)
+    simulated = [e for p in pending if p.feedback and p.message.id in written for e in p.feedback]
+    if simulated:
+        _apply_simulated_feedback(uow, simulated)
     for attempt in pending:
         if attempt.message.id not in written:
             # Another worker took the claim over: only possible if this one
@@ -269,6 +276,19 @@ def _record(uow: UnitOfWork, token: uuid.UUID, pending: Sequence[_Pending]) -> s
                 raise
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def _apply_simulated_feedback(uow: UnitOfWork, events: Sequence[DeliveryEvent]) -> None:
+    """Test mode: the sandbox's feedback, through the path every provider webhook takes.
+
+    After the outcomes are written, so each message is settled (``sent``) and
+    the events apply at once rather than wait as orphans. A failure here
+    costs the simulated feedback only: the sends are recorded already.
+    """
+    try:
+        feedback.record_delivery_events(uow, events)
+    except Exception:  # the batch's outcomes stand
+        log.exception("applying the sandbox's simulated feedback failed")
 
 
 # No batch lookup answered for this client: _attempt reads the client itself.
@@ -367,15 +387,19 @@ def _attempt(
     email = build_mime(message, rendered)
     message.subject = rendered.subject
 
-    if client_order is _UNKNOWN_ORDER:
-        with uow:
-            client = uow.clients.get(message.client_id)
-        client_order = client.provider_order if client else None
-    result = providers.send(
-        email,
-        client_order=client_order if isinstance(client_order, list) else None,
-        message_id=str(message.id),
-    )
+    if message.is_test:
+        # Test mode (issue 15): the sandbox, whatever the chain and its breakers say.
+        result = providers.send_sandboxed(email)
+    else:
+        if client_order is _UNKNOWN_ORDER:
+            with uow:
+                client = uow.clients.get(message.client_id)
+            client_order = client.provider_order if client else None
+        result = providers.send(
+            email,
+            client_order=client_order if isinstance(client_order, list) else None,
+            message_id=str(message.id),
+        )
     # One attempt is one pass through the chain, however many providers it
     # tried (each failed try is its own event below).
     message.attempts += 1
@@ -473,6 +497,7 @@ def _sent(message: Message, result: ChainResult, tries: Sequence[EventRecord]) -
         message,
         DeliveryOutcome(message.id, DeliveryResult.SENT, trace_id=message.trace_id),
         [*tries, (EventType.SENT, detail)],
+        receipt.feedback,
     )
 
 

@@ -143,8 +143,12 @@ def _apply(uow: UnitOfWork, message: Message, event: DeliveryEvent) -> None:
             Suppression(
                 address=address,
                 reason=reason,
-                client_id=client_id,
+                # Test traffic's entries (issue 15) bind only the client whose
+                # test caused them, and only its test mail: never live mail,
+                # never another client's tests.
+                client_id=message.client_id if message.is_test else client_id,
                 source=f"{event.provider}:{event.event_id}"[:255],
+                is_test=message.is_test,
             )
         )
 

@@ -66,10 +66,13 @@ def screen(
     cc: list[str],
     bcc: list[str],
     now: datetime | None = None,
+    is_test: bool = False,
 ) -> Screening:
     with uow:
         addresses = sorted({bare_address(value) for value in (*to, *cc, *bcc)})
-        active = uow.suppressions.active_for(client_id, addresses, now or datetime.now(UTC))
+        active = uow.suppressions.active_for(
+            client_id, addresses, now or datetime.now(UTC), include_test=is_test
+        )
         return screening_of(active, to, cc, bcc)
 
 
@@ -143,7 +146,13 @@ def screen_before_send(uow: UnitOfWork, message: Message, *, now: datetime | Non
     retry: an outcome already recorded is not recorded, or announced, again.
     """
     screening = screen(
-        uow, client_id=message.client_id, to=message.to, cc=message.cc, bcc=message.bcc, now=now
+        uow,
+        client_id=message.client_id,
+        to=message.to,
+        cc=message.cc,
+        bcc=message.bcc,
+        now=now,
+        is_test=message.is_test,
     )
     if not screening.dropped:
         return True
@@ -201,7 +210,7 @@ def screen_batch_before_send(
     refused: set[uuid.UUID] = set()
     screened: list[tuple[Message, Screening]] = []
     for message in messages:
-        mine = [entry for entry in active if entry.client_id in (None, message.client_id)]
+        mine = [entry for entry in active if entry.applies_to(message)]
         screening = screening_of(mine, message.to, message.cc, message.bcc)
         if not screening.dropped:
             continue

@@ -32,21 +32,22 @@ _ACCEPT = text(
     """
     WITH blocked AS (
         SELECT id, address, reason, client_id, expires_at, source, note,
-               created_at, updated_at
+               created_at, updated_at, is_test
         FROM suppressions
         WHERE address = ANY(CAST(:screened AS text[]))
           AND (client_id IS NULL OR client_id = :client_id)
           AND (expires_at IS NULL OR expires_at > now())
+          AND (NOT is_test OR :is_test)
     ), accepted AS (
         INSERT INTO messages (
             id, client_id, trace_id, template_name, template_version, from_address,
             recipient, to_addresses, cc_addresses, bcc_addresses, reply_to, subject,
-            props, metadata, status, attempts, last_error
+            props, metadata, status, attempts, last_error, is_test
         )
         SELECT
             :id, :client_id, :trace_id, :template_name, :template_version, :from_address,
             :recipient, :to_addresses, :cc_addresses, :bcc_addresses, :reply_to, :subject,
-            :props, :metadata, :status, :attempts, :last_error
+            :props, :metadata, :status, :attempts, :last_error, :is_test
         WHERE NOT EXISTS (SELECT 1 FROM blocked)
         RETURNING id
     ), event AS (
@@ -59,7 +60,8 @@ _ACCEPT = text(
              unnest(CAST(:addresses AS text[]), CAST(:kinds AS text[])) AS r(address, kind)
         ON CONFLICT (message_id, address) DO NOTHING
     )
-    SELECT id, address, reason, client_id, expires_at, source, note, created_at, updated_at
+    SELECT id, address, reason, client_id, expires_at, source, note, created_at, updated_at,
+           is_test
     FROM blocked
     """
 ).bindparams(
@@ -86,7 +88,8 @@ def insert_accepted(
     """Inside the caller's transaction; ``recipients`` are (bare address, kind) pairs.
 
     Nothing is written if any of the ``screened`` bare addresses has an
-    active suppression (global or the message's client's): those come back.
+    active suppression (global or the message's client's; test traffic's
+    entries for test messages only): those come back.
     """
     rows = session.execute(
         _ACCEPT,
@@ -108,6 +111,7 @@ def insert_accepted(
             "status": message.status.value,
             "attempts": message.attempts,
             "last_error": message.last_error,
+            "is_test": message.is_test,
             "event_type": EventType.ACCEPTED.value,
             "detail": detail,
             "addresses": text_array([address for address, _ in recipients]),

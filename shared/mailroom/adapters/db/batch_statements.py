@@ -34,6 +34,7 @@ class ClaimedBatch:
     orders: dict[uuid.UUID, list[str] | None]
     # The active suppressions matching any claimed message's recipients, or
     # None when they are not known for every message (the caller reads them).
+    # Test traffic's entries only for test messages (issue 15).
     suppressions: list[Suppression] | None
 
 
@@ -72,7 +73,7 @@ _CLAIM = text(
           END
     RETURNING m.id, m.client_id, m.trace_id, m.template_name, m.template_version,
               m.from_address, m.subject, m.provider, m.provider_msg_id, m.attempts,
-              m.last_error, m.created_at, m.sent_at, m.next_attempt_at, m.claims,
+              m.last_error, m.created_at, m.sent_at, m.next_attempt_at, m.claims, m.is_test,
               jsonb_build_array(
                   m.to_addresses, m.cc_addresses, m.bcc_addresses, m.reply_to, m.props,
                   m.metadata, c.provider_order,
@@ -81,12 +82,14 @@ _CLAIM = text(
                               'suppressions', jsonb_agg(jsonb_build_object(
                                   'id', s.id, 'address', s.address, 'reason', s.reason,
                                   'client_id', s.client_id, 'expires_at', s.expires_at,
-                                  'source', s.source)) FILTER (WHERE s.id IS NOT NULL))
+                                  'source', s.source, 'is_test', s.is_test))
+                                  FILTER (WHERE s.id IS NOT NULL))
                    FROM message_recipients AS r
                    LEFT JOIN suppressions AS s
                      ON s.address = r.address
                     AND (s.client_id IS NULL OR s.client_id = m.client_id)
                     AND (s.expires_at IS NULL OR s.expires_at > now())
+                    AND (NOT s.is_test OR m.is_test)
                    WHERE r.message_id = m.id))
     """
 )
@@ -171,6 +174,7 @@ def claim_for_send(
             sent_at,
             next_attempt_at,
             claims,
+            is_test,
             documents,
         ) = row
         to, cc, bcc, reply_to, props, metadata, provider_order, screening = documents
@@ -200,6 +204,7 @@ def claim_for_send(
                 sent_at=sent_at,
                 next_attempt_at=next_attempt_at,
                 claims=claims,
+                is_test=bool(is_test),
             )
         )
         orders[client_uuid] = list(provider_order) if provider_order is not None else None
@@ -222,6 +227,7 @@ def _suppression(entry: dict[str, Any]) -> Suppression:
         client_id=_uuid(client_id) if client_id is not None else None,
         expires_at=datetime.fromisoformat(expires_at) if expires_at is not None else None,
         source=entry["source"],
+        is_test=bool(entry.get("is_test", False)),
     )
 
 

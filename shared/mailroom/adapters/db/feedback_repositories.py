@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     DateTime,
     Row,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     delete,
+    false,
     func,
     or_,
     select,
@@ -123,22 +125,32 @@ class SuppressionRepository(abc.ABC):
 
     @abc.abstractmethod
     def active_for(
-        self, client_id: uuid.UUID, addresses: list[str], now: datetime
+        self,
+        client_id: uuid.UUID,
+        addresses: list[str],
+        now: datetime,
+        *,
+        include_test: bool = False,
     ) -> list[Suppression]:
-        """Unexpired entries, global or this client's, for any of these bare addresses."""
+        """Unexpired entries, global or this client's, for any of these bare addresses.
+
+        Entries test traffic created only with ``include_test`` (a test message's screening).
+        """
 
     def active_for_clients(
         self, client_ids: Sequence[uuid.UUID], addresses: list[str], now: datetime
     ) -> list[Suppression]:
         """``active_for`` for several clients at once: global entries and any of theirs.
 
-        The worker screens a whole batch with it; the PostgreSQL repository
-        answers in one statement, this default with one call per client.
+        Test traffic's entries included: the caller keeps those that apply to
+        each message (``Suppression.applies_to``). The worker screens a whole
+        batch with it; the PostgreSQL repository answers in one statement,
+        this default with one call per client.
         """
         found: dict[int | None, Suppression] = {}
         extra: list[Suppression] = []
         for client_id in dict.fromkeys(client_ids):
-            for entry in self.active_for(client_id, addresses, now):
+            for entry in self.active_for(client_id, addresses, now, include_test=True):
                 if entry.id is None:
                     extra.append(entry)
                 else:
@@ -333,6 +345,8 @@ _ACTIVE_FOR = select(_SUPPRESSIONS).where(
         SuppressionRow.expires_at.is_(None),
         SuppressionRow.expires_at > bindparam("now", type_=DateTime(timezone=True)),
     ),
+    # Test traffic's entries screen test messages only (issue 15).
+    or_(SuppressionRow.is_test.is_(false()), bindparam("include_test", type_=Boolean)),
 )
 
 
@@ -348,9 +362,10 @@ class SqlSuppressionRepository(SuppressionRepository):
             source=suppression.source,
             note=suppression.note,
             expires_at=suppression.expires_at,
+            is_test=suppression.is_test,
         )
         statement = insert.on_conflict_do_update(
-            index_elements=["client_id", "address"],
+            index_elements=["client_id", "address", "is_test"],
             set_={
                 "reason": insert.excluded.reason,
                 "source": insert.excluded.source,
@@ -362,12 +377,23 @@ class SqlSuppressionRepository(SuppressionRepository):
         return suppression_of(self._session.execute(statement).scalar_one())
 
     def active_for(
-        self, client_id: uuid.UUID, addresses: list[str], now: datetime
+        self,
+        client_id: uuid.UUID,
+        addresses: list[str],
+        now: datetime,
+        *,
+        include_test: bool = False,
     ) -> list[Suppression]:
         if not addresses:
             return []
         rows = self._session.execute(
-            _ACTIVE_FOR, {"addresses": addresses, "client_id": client_id, "now": now}
+            _ACTIVE_FOR,
+            {
+                "addresses": addresses,
+                "client_id": client_id,
+                "now": now,
+                "include_test": include_test,
+            },
         ).all()
         return [suppression_of(row) for row in rows]
 
@@ -493,4 +519,5 @@ def suppression_of(row: SuppressionRow | Row[Any]) -> Suppression:
         note=row.note,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        is_test=row.is_test,
     )

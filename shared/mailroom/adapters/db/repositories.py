@@ -213,6 +213,7 @@ class SqlClientRepository(ClientRepository):
                     rate_limit=client.rate_limit,
                     status=client.status.value,
                     provider_order=client.provider_order,
+                    sandbox_mode=client.sandbox_mode,
                 )
             )
 
@@ -248,6 +249,7 @@ class SqlClientRepository(ClientRepository):
                     rate_limit=client.rate_limit,
                     quota_limit=client.quota_limit,
                     provider_order=client.provider_order,
+                    sandbox_mode=client.sandbox_mode,
                     status=client.status.value,
                     api_secret_hash=client.api_secret_hash,
                     previous_secret_hash=client.previous_secret_hash,
@@ -291,6 +293,7 @@ class SqlMessageRepository(MessageRepository):
                 status=message.status.value,
                 attempts=message.attempts,
                 last_error=message.last_error,
+                is_test=message.is_test,
             )
         )
 
@@ -464,6 +467,8 @@ class SqlMessageRepository(MessageRepository):
             .where(MessageRow.client_id == client_id)
             .where(MessageRow.created_at >= start)
             .where(MessageRow.created_at < end)
+            # Test traffic is never charged (issue 15).
+            .where(MessageRow.is_test.is_(False))
             .where(has_event(EventType.ACCEPTED))
             .where(~has_event(EventType.ENQUEUE_FAILED))
         ).scalar_one()
@@ -485,6 +490,7 @@ def _client(row: ClientRow) -> Client:
         last_used_at=row.last_used_at,
         previous_secret_hash=row.previous_secret_hash,
         previous_secret_expires_at=row.previous_secret_expires_at,
+        sandbox_mode=row.sandbox_mode,
     )
 
 
@@ -514,4 +520,5 @@ def _message(row: MessageRow) -> Message:
         next_attempt_at=row.next_attempt_at,
         lease_expires_at=row.lease_expires_at,
         claims=row.claims,
+        is_test=row.is_test,
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -78,6 +79,8 @@ class ClientRow(Base):
     # The secret replaced by the last rotation, valid until the grace period ends.
     previous_secret_hash: Mapped[str | None] = mapped_column(Text)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Issue 15: every key of the client acts in test mode (nothing reaches a provider).
+    sandbox_mode: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
 class AdminAuditRow(Base):
@@ -149,6 +152,8 @@ class MessageRow(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     claims: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Test mode (issue 15): handed to the sandbox provider, never to a real one.
+    is_test: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
 class IdempotencyKeyRow(Base):
@@ -268,10 +273,12 @@ class SuppressionRow(Base):
     __tablename__ = "suppressions"
     __table_args__ = (
         # NULLS NOT DISTINCT (PostgreSQL 15+): one global entry per address too.
+        # Test traffic's entries are a scope of their own (issue 15).
         Index(
             "uq_suppressions_client_address",
             "client_id",
             "address",
+            "is_test",
             unique=True,
             postgresql_nulls_not_distinct=True,
         ),
@@ -288,6 +295,8 @@ class SuppressionRow(Base):
     # What created it: "ses:<event id>", "admin", ...
     source: Mapped[str | None] = mapped_column(String(255))
     note: Mapped[str | None] = mapped_column(Text)
+    # Created by test traffic: screens test messages only, never live ones.
+    is_test: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

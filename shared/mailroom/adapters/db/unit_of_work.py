@@ -84,7 +84,10 @@ class UnitOfWork(abc.ABC):
         checks and writes in one statement; this default does it in two.
         """
         active = self.suppressions.active_for(
-            message.client_id, _addresses(recipients), datetime.now(UTC)
+            message.client_id,
+            _addresses(recipients),
+            datetime.now(UTC),
+            include_test=message.is_test,
         )
         if active:
             return active

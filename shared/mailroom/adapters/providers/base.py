@@ -8,6 +8,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Self
 
+from mailroom.domain.feedback import DeliveryEvent
 from mailroom.domain.mime import OutgoingEmail
 
 
@@ -50,6 +51,9 @@ def refuse_smtputf8(provider: str, email: OutgoingEmail) -> None:
 class ProviderReceipt:
     provider: str
     provider_msg_id: str
+    # Delivery feedback known at once, to apply as a webhook's would be once
+    # the send is recorded: only the sandbox provider reports any (issue 15).
+    feedback: tuple[DeliveryEvent, ...] = ()
 
 
 class EmailProvider(abc.ABC):
