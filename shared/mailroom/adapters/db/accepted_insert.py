@@ -39,12 +39,14 @@ _ACCEPT = text(
           AND (expires_at IS NULL OR expires_at > now())
     ), accepted AS (
         INSERT INTO messages (
-            id, client_id, trace_id, template_name, template_version, from_address,
+            id, client_id, trace_id, template_name, template_version, template_shared,
+            from_address,
             recipient, to_addresses, cc_addresses, bcc_addresses, reply_to, subject,
             props, metadata, status, attempts, last_error
         )
         SELECT
-            :id, :client_id, :trace_id, :template_name, :template_version, :from_address,
+            :id, :client_id, :trace_id, :template_name, :template_version, :template_shared,
+            :from_address,
             :recipient, :to_addresses, :cc_addresses, :bcc_addresses, :reply_to, :subject,
             :props, :metadata, :status, :attempts, :last_error
         WHERE NOT EXISTS (SELECT 1 FROM blocked)
@@ -96,6 +98,7 @@ def insert_accepted(
             "trace_id": message.trace_id,
             "template_name": message.template_name,
             "template_version": message.template_version,
+            "template_shared": message.template_shared,
             "from_address": message.from_address,
             "recipient": message.recipient,
             "to_addresses": message.to,
