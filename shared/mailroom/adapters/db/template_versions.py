@@ -152,7 +152,8 @@ class SqlTemplateStore(TemplateStore):
                 func.bool_or(and_(_T.client_id.is_(None), shadowed)),
             )
             .where(or_(_T.client_id == client_id, _T.client_id.is_(None)))
-            .group_by(_T.name, rank)
+            # One group per (name, owner): the client's own, or the shared one.
+            .group_by(_T.name, _T.client_id)
             .order_by(_T.name, rank)
             .limit(limit)
         )
