@@ -108,7 +108,7 @@ def _ctl_upload(runner: Runner, name: str, html: str) -> Any:
     return mailroomctl_json(runner, "templates", "upload", str(folder))
 
 
-def _new_client(runner: Runner) -> dict[str, str]:
+def _new_client(runner: Runner) -> tuple[str, dict[str, str]]:
     answer = http(
         "POST",
         f"{runner.api_url}/admin/clients",
@@ -117,14 +117,14 @@ def _new_client(runner: Runner) -> dict[str, str]:
     )
     assert answer.status == 201, answer.body
     created = answer.json()
-    return {"X-Api-Key": created["api_key"], "X-Api-Secret": created["api_secret"]}
+    return created["id"], {"X-Api-Key": created["api_key"], "X-Api-Secret": created["api_secret"]}
 
 
 def test_a_clients_own_template_through_the_runner_is_invisible_to_another(
     runner: Runner,
 ) -> None:
     # GIVEN two clients; the first uploads a template of its own through /v1/templates
-    owner, stranger = _new_client(runner), _new_client(runner)
+    (_, owner), (stranger_id, stranger) = _new_client(runner), _new_client(runner)
     name = f"mine-{uuid.uuid4().hex[:8]}"
     upload = http(
         "POST",
@@ -175,3 +175,14 @@ def test_a_clients_own_template_through_the_runner_is_invisible_to_another(
         assert previewed.json()["error"]["message"] == f"there is no template named '{probe}'"
     theirs = http("GET", f"{runner.api_url}/v1/templates?limit=100", headers=stranger).json()
     assert name not in {entry["name"] for entry in theirs["templates"]}
+
+    # AND an operator can give the other client a template of that name for it alone
+    given = mailroomctl_json(
+        runner, "templates", "upload", str(RECEIPT), "--name", name, "--client-id", stranger_id
+    )
+    assert given["version"] == 1
+    owned = mailroomctl_json(runner, "templates", "list", "--client-id", stranger_id)
+    assert [(t["name"], t["client_id"]) for t in owned["templates"]] == [(name, stranger_id)]
+    again = http("POST", f"{runner.api_url}/v1/templates/{name}/preview", headers=stranger, body={})
+    assert again.status == 200, again.body
+    assert again.json()["subject"].startswith("Your Northwind Outfitters receipt")
