@@ -16,6 +16,7 @@ def register_templates(commands: argparse._SubParsersAction[argparse.ArgumentPar
     actions = templates.add_subparsers(dest="templates_command", required=True)
 
     listing = actions.add_parser("list", help="every template and its versions")
+    listing.add_argument("--client-id", help="only the templates this client owns")
     listing.set_defaults(handler=_list)
 
     upload = actions.add_parser(
@@ -28,6 +29,9 @@ def register_templates(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     upload.add_argument("folder", type=Path)
     upload.add_argument("--name", help="the template's name (default: the folder's name)")
+    upload.add_argument(
+        "--client-id", help="upload as this client's own template (default: shared, every client's)"
+    )
     upload.set_defaults(handler=_upload)
 
     preview = actions.add_parser("preview", help="render with sample (or given) props, with lint")
@@ -35,11 +39,12 @@ def register_templates(commands: argparse._SubParsersAction[argparse.ArgumentPar
     preview.add_argument("--version", type=int, help="an uploaded version (default: newest)")
     preview.add_argument("--props", type=Path, help="a JSON file of props (default: the sample)")
     preview.add_argument("--html-out", type=Path, help="write the HTML here instead of printing it")
+    preview.add_argument("--client-id", help="render what this client's sends would")
     preview.set_defaults(handler=_preview)
 
 
 def _list(client: AdminClient, args: argparse.Namespace) -> Any:
-    return client.request("GET", "/admin/templates")
+    return client.request("GET", "/admin/templates" + _for_client(args))
 
 
 def _upload(client: AdminClient, args: argparse.Namespace) -> Any:
@@ -55,7 +60,7 @@ def _upload(client: AdminClient, args: argparse.Namespace) -> Any:
         raw = _read(folder / part, required=False)
         if raw is not None:
             body[field] = json.loads(raw) if part.endswith(".json") else raw
-    return client.request("POST", "/admin/templates", body)
+    return client.request("POST", "/admin/templates" + _for_client(args), body)
 
 
 def _preview(client: AdminClient, args: argparse.Namespace) -> Any:
@@ -64,11 +69,17 @@ def _preview(client: AdminClient, args: argparse.Namespace) -> Any:
         body["version"] = args.version
     if args.props is not None:
         body["props"] = json.loads(args.props.read_text(encoding="utf-8"))
-    result = client.request("POST", f"/admin/templates/{quote(args.name, safe='')}/preview", body)
+    path = f"/admin/templates/{quote(args.name, safe='')}/preview" + _for_client(args)
+    result = client.request("POST", path, body)
     if args.html_out is not None:
         args.html_out.write_text(result.pop("html"), encoding="utf-8")
         result["html_written_to"] = str(args.html_out)
     return result
+
+
+def _for_client(args: argparse.Namespace) -> str:
+    """The ``client_id`` query of a client's templates (issue 15); none for shared ones."""
+    return f"?client_id={quote(args.client_id, safe='')}" if args.client_id else ""
 
 
 def _read(path: Path, *, required: bool) -> str | None:

@@ -318,32 +318,53 @@ class RecordingQueue(MessageQueue):
 
 
 class DictTemplateStore(TemplateStore):
-    """Templates in memory; uploads keep every version, as the PostgreSQL store does."""
+    """Templates in memory; uploads keep every version per (name, owner), as PostgreSQL does.
+
+    ``sources`` stand for file templates: every client's, found first.
+    """
 
     def __init__(self, *sources: TemplateSource) -> None:
         self.sources = {source.name: source for source in sources}
-        self.uploads: dict[str, list[TemplateSource]] = {}
+        self.uploads: dict[tuple[str, uuid.UUID | None], list[TemplateSource]] = {}
         # What a store with an audit log would have appended with each upload.
         self.audited: list[AuditEntry] = []
 
-    def get(self, name: str, version: int | None = None) -> TemplateSource:
-        versions = self.uploads.get(name)
+    def get(
+        self, name: str, version: int | None = None, *, client_id: uuid.UUID | None = None
+    ) -> TemplateSource:
+        if name in self.sources:
+            if version is not None:
+                raise UnknownTemplate(f"'{name}' is a file template: it has no versions to pin")
+            return self.sources[name]
+        owner = client_id if client_id is not None and (name, client_id) in self.uploads else None
+        return self._version(name, version, owner)
+
+    def get_exact(self, name: str, version: int, *, owner: uuid.UUID | None) -> TemplateSource:
+        return self._version(name, version, owner)
+
+    def _version(self, name: str, version: int | None, owner: uuid.UUID | None) -> TemplateSource:
+        versions = self.uploads.get((name, owner))
         if versions and (version is None or 1 <= version <= len(versions)):
             return versions[(version or len(versions)) - 1]
-        if name not in self.sources or version is not None:
-            raise UnknownTemplate(f"there is no template named '{name}'")
-        return self.sources[name]
+        raise UnknownTemplate(f"there is no template named '{name}'")
 
-    def versions(self) -> list[TemplateVersion]:
+    def versions(self, *, client_id: uuid.UUID | None = None) -> list[TemplateVersion]:
         return [
-            TemplateVersion(name, "uploaded", n + 1)
-            for name, versions in sorted(self.uploads.items())
+            TemplateVersion(name, "uploaded", n + 1, owner=owner)
+            for (name, owner), versions in sorted(self.uploads.items(), key=lambda i: i[0][0])
             for n in range(len(versions))
+            if client_id is None or owner == client_id
         ]
 
-    def add_version(self, source: TemplateSource, *, audit: AuditFor | None = None) -> int:
-        versions = self.uploads.setdefault(source.name, [])
-        versions.append(dataclasses.replace(source, version=len(versions) + 1))
+    def add_version(
+        self,
+        source: TemplateSource,
+        *,
+        owner: uuid.UUID | None = None,
+        audit: AuditFor | None = None,
+    ) -> int:
+        versions = self.uploads.setdefault((source.name, owner), [])
+        versions.append(dataclasses.replace(source, version=len(versions) + 1, owner=owner))
         if audit is not None:
             self.audited.append(audit(len(versions)))
         return len(versions)

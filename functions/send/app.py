@@ -1,4 +1,4 @@
-"""POST /v1/send: validate, store and queue a message."""
+"""POST /v1/send: validate, store and queue a message; a client's templates (/v1/templates)."""
 
 from typing import Any
 
@@ -7,10 +7,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailroom.bootstrap import default_services
 from mailroom.entrypoints.api import create_api, send_routes
 from mailroom.entrypoints.client_gate import ClientGate
+from mailroom.entrypoints.client_templates import client_template_routes
 from mailroom.entrypoints.observability import logger
 
 app = create_api(
-    [send_routes(default_services)],
+    [send_routes(default_services), client_template_routes(default_services)],
     max_request_bytes=lambda: default_services().settings.max_request_bytes,
     client_gate=ClientGate(default_services),
 )

@@ -106,3 +106,83 @@ def _ctl_upload(runner: Runner, name: str, html: str) -> Any:
     (folder / "html").write_text(html)
     (folder / "text").write_text("text")
     return mailroomctl_json(runner, "templates", "upload", str(folder))
+
+
+def _new_client(runner: Runner) -> tuple[str, dict[str, str]]:
+    answer = http(
+        "POST",
+        f"{runner.api_url}/admin/clients",
+        headers={"Authorization": f"Bearer {runner.credentials['admin_token']}"},
+        body={"name": f"tenant-{uuid.uuid4().hex[:8]}"},
+    )
+    assert answer.status == 201, answer.body
+    created = answer.json()
+    return created["id"], {"X-Api-Key": created["api_key"], "X-Api-Secret": created["api_secret"]}
+
+
+def test_a_clients_own_template_through_the_runner_is_invisible_to_another(
+    runner: Runner,
+) -> None:
+    # GIVEN two clients; the first uploads a template of its own through /v1/templates
+    (_, owner), (stranger_id, stranger) = _new_client(runner), _new_client(runner)
+    name = f"mine-{uuid.uuid4().hex[:8]}"
+    upload = http(
+        "POST",
+        f"{runner.api_url}/v1/templates",
+        headers=owner,
+        body={
+            "name": name,
+            "subject": "Hello {{ who }}",
+            "html": "<p>only mine</p>",
+            "text": "only mine",
+            "sample": {"who": "Ada"},
+        },
+    )
+    assert upload.status == 201, upload.body
+    assert upload.json()["version"] == 1
+
+    # WHEN the owner lists, previews and sends with it
+    listed = http("GET", f"{runner.api_url}/v1/templates?limit=100", headers=owner).json()
+    preview = http("POST", f"{runner.api_url}/v1/templates/{name}/preview", headers=owner, body={})
+    sent = http(
+        "POST",
+        f"{runner.api_url}/v1/send",
+        headers=owner,
+        body={"template": name, "to": "ada@example.com", "props": {"who": "Ada"}},
+    )
+    # THEN it is there, marked as its own, renders, and goes out
+    assert {"name": name, "kind": "client", "active": True}.items() <= next(
+        entry for entry in listed["templates"] if entry["name"] == name
+    ).items()
+    assert (preview.status, preview.json()["subject"]) == (200, "Hello Ada")
+    assert sent.status == 202, sent.body
+    assert "only mine" in str(_delivered(runner, sent.json()["id"]).get_body(("html",)))
+
+    # AND for the other client it does not exist: the answers of a name nobody has
+    nowhere = f"none-{uuid.uuid4().hex[:8]}"
+    for probe in (name, nowhere):
+        previewed = http(
+            "POST", f"{runner.api_url}/v1/templates/{probe}/preview", headers=stranger, body={}
+        )
+        refused = http(
+            "POST",
+            f"{runner.api_url}/v1/send",
+            headers=stranger,
+            body={"template": probe, "to": "ada@example.com", "props": {"who": "Ada"}},
+        )
+        assert (previewed.status, previewed.json()["error"]["code"]) == (404, "template_not_found")
+        assert (refused.status, refused.json()["error"]["code"]) == (422, "unknown_template")
+        assert previewed.json()["error"]["message"] == f"there is no template named '{probe}'"
+    theirs = http("GET", f"{runner.api_url}/v1/templates?limit=100", headers=stranger).json()
+    assert name not in {entry["name"] for entry in theirs["templates"]}
+
+    # AND an operator can give the other client a template of that name for it alone
+    given = mailroomctl_json(
+        runner, "templates", "upload", str(RECEIPT), "--name", name, "--client-id", stranger_id
+    )
+    assert given["version"] == 1
+    owned = mailroomctl_json(runner, "templates", "list", "--client-id", stranger_id)
+    assert [(t["name"], t["client_id"]) for t in owned["templates"]] == [(name, stranger_id)]
+    again = http("POST", f"{runner.api_url}/v1/templates/{name}/preview", headers=stranger, body={})
+    assert again.status == 200, again.body
+    assert again.json()["subject"].startswith("Your Northwind Outfitters receipt")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,7 +34,9 @@ class GatedTemplates(TemplateStore):
         self.gate = threading.Event()
         self.gate.set()
 
-    def get(self, name: str, version: int | None = None) -> TemplateSource:
+    def get(
+        self, name: str, version: int | None = None, *, client_id: uuid.UUID | None = None
+    ) -> TemplateSource:
         self.entered.set()
         assert self.gate.wait(timeout=30)
         return self.files.get(name, version)

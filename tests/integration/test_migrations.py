@@ -12,7 +12,10 @@ from sqlalchemy import create_engine, inspect, text
 
 from mailroom.adapters.db.migrate import alembic_config, upgrade_to_head
 from mailroom.adapters.db.tables import Base
+from mailroom.adapters.db.template_versions import SqlTemplateStore
+from mailroom.adapters.db.unit_of_work import Database
 from mailroom.domain.feedback import bare_address
+from mailroom.domain.templates import TemplateSource
 from tests.integration.conftest import TEST_DATABASE_URL, TOLD_DATABASE_URL, empty_database
 from tests.run_services import drop_database_at_exit
 
@@ -108,5 +111,43 @@ def test_punycode_suppressions_from_before_are_rewritten_to_the_unicode_key() ->
                 bare_address("bob@xn--bcher-kva.example"),
                 "cy@example.com",
             ]
+    finally:
+        engine.dispose()
+
+
+def test_templates_uploaded_before_owners_become_shared_and_keep_rendering() -> None:
+    # GIVEN a database from before templates had owners, with "promo" uploaded twice
+    if TOLD_DATABASE_URL is None:
+        drop_database_at_exit(SCRATCH_URL)
+    empty_database(SCRATCH_URL)
+    command.upgrade(alembic_config(SCRATCH_URL), "h15sandbox01")
+    engine = create_engine(SCRATCH_URL)
+    try:
+        with engine.begin() as connection:
+            for version in (1, 2):
+                connection.execute(
+                    text(
+                        "INSERT INTO template_versions (name, version, subject, html)"
+                        " VALUES ('promo', :v, 's', :html)"
+                    ),
+                    {"v": version, "html": f"<p>v{version}</p>"},
+                )
+        # WHEN the migrations are brought to head
+        upgrade_to_head(SCRATCH_URL)
+        # THEN both versions are shared, and any client's lookup finds the newest
+        with engine.connect() as connection:
+            owners = connection.execute(
+                text("SELECT version, client_id FROM template_versions ORDER BY version")
+            ).all()
+        assert [tuple(row) for row in owners] == [(1, None), (2, None)]
+        database = Database(SCRATCH_URL)
+        try:
+            store = SqlTemplateStore(database)
+            assert store.get("promo", client_id=uuid.uuid4()).html == "<p>v2</p>"
+            assert store.get_exact("promo", 1, owner=None).html == "<p>v1</p>"
+            # AND the next shared upload is version 3, not a second version 1
+            assert store.add_version(TemplateSource(name="promo", subject="s", html="v3")) == 3
+        finally:
+            database.engine.dispose()
     finally:
         engine.dispose()

@@ -82,9 +82,11 @@ def test_a_batch_reads_each_template_once_and_the_next_batch_sees_an_edit() -> N
     class CountingStore(DictTemplateStore):
         reads = 0
 
-        def get(self, name: str, version: int | None = None) -> TemplateSource:
+        def get(
+            self, name: str, version: int | None = None, *, client_id: uuid.UUID | None = None
+        ) -> TemplateSource:
             CountingStore.reads += 1
-            return super().get(name, version)
+            return super().get(name, version, client_id=client_id)
 
     uow = FakeUnitOfWork()
     store = CountingStore(HELLO)

@@ -184,7 +184,12 @@ class TestAdminRoutes:
         status, body = api.admin("GET", "/admin/templates")
         assert status == 200
         listed = {t["name"]: t for t in body["templates"]}
-        assert listed["welcome"] == {"name": "welcome", "kind": "file", "versions": []}
+        assert listed["welcome"] == {
+            "name": "welcome",
+            "kind": "file",
+            "client_id": None,
+            "versions": [],
+        }
         assert listed["receipt"]["kind"] == "file"
         assert [v["version"] for v in listed["promo"]["versions"]] == [1, 2]
 

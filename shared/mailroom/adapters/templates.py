@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import stat
+import uuid
 from collections.abc import Callable
 from functools import cache
 from itertools import islice
@@ -31,8 +33,13 @@ from mailroom.domain.mime import (
 )
 from mailroom.domain.model import RenderedEmail
 from mailroom.domain.plaintext import html_to_text
+from mailroom.domain.templates import (
+    TemplateKind,
+    TemplateSummary,
+    TemplateVersion,
+    is_valid_template_name,
+)
 from mailroom.domain.templates import TemplateSource as TemplateSource
-from mailroom.domain.templates import TemplateVersion, is_valid_template_name
 from mailroom.domain.tenancy import AuditEntry
 
 if TYPE_CHECKING:
@@ -73,9 +80,24 @@ def unknown_template(name: str, version: int | None = None) -> UnknownTemplate:
 
 
 class TemplateStore(abc.ABC):
+    """Where template sources come from.
+
+    Uploaded templates have an owner (issue 15): the client that uploaded
+    one, or nobody for a shared one. ``client_id`` is who asks: a name then
+    resolves to that client's own template, else the shared one; another
+    client's is never found, so it answers exactly as a name that exists
+    nowhere. Without ``client_id`` only shared templates are found.
+    """
+
     @abc.abstractmethod
-    def get(self, name: str, version: int | None = None) -> TemplateSource:
+    def get(
+        self, name: str, version: int | None = None, *, client_id: uuid.UUID | None = None
+    ) -> TemplateSource:
         """The newest (or the pinned) version's source; UnknownTemplate if none."""
+
+    def get_exact(self, name: str, version: int, *, owner: uuid.UUID | None) -> TemplateSource:
+        """That version of ``owner``'s upload (None: the shared one), as a message pins it."""
+        raise unknown_template(name, version)
 
     def exists(self, name: str) -> bool:
         try:
@@ -84,12 +106,24 @@ class TemplateStore(abc.ABC):
             return False
         return True
 
-    def versions(self) -> list[TemplateVersion]:
-        """Every template and version this store holds."""
+    def versions(self, *, client_id: uuid.UUID | None = None) -> list[TemplateVersion]:
+        """Every template and version this store holds; with ``client_id``, that client's own."""
         return []
 
-    def add_version(self, source: TemplateSource, *, audit: AuditFor | None = None) -> int:
-        """Store ``source`` as the next version of its name; that version's number.
+    def summaries(
+        self, *, client_id: uuid.UUID, after: tuple[str, int] | None, limit: int
+    ) -> list[TemplateSummary]:
+        """The templates ``client_id`` may use, by ``TemplateSummary.position``, after ``after``."""
+        return []
+
+    def add_version(
+        self,
+        source: TemplateSource,
+        *,
+        owner: uuid.UUID | None = None,
+        audit: AuditFor | None = None,
+    ) -> int:
+        """Store ``source`` as the next version of its name for ``owner``; that version's number.
 
         ``audit`` makes the audit entry for the version number; a store that
         has an audit log appends it in the transaction that stores the version.
@@ -112,7 +146,10 @@ class FileTemplateStore(TemplateStore):
         # message cost more than the stat calls themselves (issue 8).
         self._paths: dict[str, tuple[str, ...]] = {}
 
-    def get(self, name: str, version: int | None = None) -> TemplateSource:
+    def get(
+        self, name: str, version: int | None = None, *, client_id: uuid.UUID | None = None
+    ) -> TemplateSource:
+        # File templates are every client's: who asks makes no difference.
         source = self.find(name, version)
         if source is None:
             raise unknown_template(name, version)
@@ -158,8 +195,16 @@ class FileTemplateStore(TemplateStore):
             schema=_read_json(name, folder / "schema.json"),
         )
 
-    def versions(self) -> list[TemplateVersion]:
+    def versions(self, *, client_id: uuid.UUID | None = None) -> list[TemplateVersion]:
+        if client_id is not None:
+            return []  # no client owns a file template
         return [TemplateVersion(name, "file", None) for name in self.names()]
+
+    def summaries(
+        self, *, client_id: uuid.UUID, after: tuple[str, int] | None, limit: int
+    ) -> list[TemplateSummary]:
+        entries = (TemplateSummary(name, TemplateKind.FILE, None, 0, None) for name in self.names())
+        return [entry for entry in entries if after is None or entry.position > after][:limit]
 
     def has(self, name: str) -> bool:
         return self._stamp(name) is not None
@@ -176,26 +221,61 @@ class FileTemplateStore(TemplateStore):
 
 class LayeredTemplateStore(TemplateStore):
     """One lookup over both sources. File templates are read-only, so a file
-    template's name cannot be uploaded: a name belongs to one source only."""
+    template's name cannot be uploaded, by an operator or a client.
+
+    A name resolves to the file template first, then the asking client's own
+    upload, then the shared upload. Files come first so that a send naming a
+    file template never costs a query (the hot path, issue 8); since their
+    names cannot be uploaded, the order only matters if a file template is
+    deployed under a name already uploaded, and then the deployed one wins
+    for new sends (a message already accepted keeps the version it pinned).
+    """
 
     def __init__(self, files: FileTemplateStore, uploaded: TemplateStore) -> None:
         self.files = files
         self.uploaded = uploaded
 
-    def get(self, name: str, version: int | None = None) -> TemplateSource:
+    def get(
+        self, name: str, version: int | None = None, *, client_id: uuid.UUID | None = None
+    ) -> TemplateSource:
         source = self.files.find(name, version)
-        return source if source is not None else self.uploaded.get(name, version)
+        if source is not None:
+            return source
+        return self.uploaded.get(name, version, client_id=client_id)
 
-    def versions(self) -> list[TemplateVersion]:
-        return self.files.versions() + self.uploaded.versions()
+    def get_exact(self, name: str, version: int, *, owner: uuid.UUID | None) -> TemplateSource:
+        return self.uploaded.get_exact(name, version, owner=owner)
 
-    def add_version(self, source: TemplateSource, *, audit: AuditFor | None = None) -> int:
+    def versions(self, *, client_id: uuid.UUID | None = None) -> list[TemplateVersion]:
+        return self.files.versions(client_id=client_id) + self.uploaded.versions(
+            client_id=client_id
+        )
+
+    def summaries(
+        self, *, client_id: uuid.UUID, after: tuple[str, int] | None, limit: int
+    ) -> list[TemplateSummary]:
+        files = self.files.summaries(client_id=client_id, after=after, limit=limit)
+        uploaded = self.uploaded.summaries(client_id=client_id, after=after, limit=limit)
+        file_names = set(self.files.names())
+        merged = files + [
+            dataclasses.replace(entry, active=False) if entry.name in file_names else entry
+            for entry in uploaded
+        ]
+        return sorted(merged, key=lambda entry: entry.position)[:limit]
+
+    def add_version(
+        self,
+        source: TemplateSource,
+        *,
+        owner: uuid.UUID | None = None,
+        audit: AuditFor | None = None,
+    ) -> int:
         if self.files.has(source.name):
             raise TemplateReadOnly(
                 f"'{source.name}' is a file template, which is read-only: "
                 "change its folder and deploy, or upload under another name"
             )
-        return self.uploaded.add_version(source, audit=audit)
+        return self.uploaded.add_version(source, owner=owner, audit=audit)
 
 
 _TEMPLATE_FILES = ("subject", "html", "text", "sample.json", "schema.json")

@@ -52,6 +52,15 @@ class UnknownTemplate(InvalidRequest):
     code = "unknown_template"
 
 
+class TemplateNotFound(MailroomError):
+    """A template route's path names no template this client may use (issue 15).
+
+    Another client's template answers exactly like a name that exists nowhere.
+    """
+
+    code = "template_not_found"
+
+
 class Unauthenticated(MailroomError):
     """Missing or wrong credentials. One error for both, so keys cannot be probed."""
 

@@ -109,8 +109,13 @@ class Message:
     subject: str | None = None
     props: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-    # An uploaded template's version pinned by the send; None renders the newest.
+    # An uploaded template's version: pinned by the send, or the newest when
+    # it was accepted; None for a file template (the deployed files render).
     template_version: int | None = None
+    # Whose uploaded template that version is (issue 15): True the shared one,
+    # False the message's client's own; None: resolved by name at render time
+    # (file templates, and rows accepted before owners existed).
+    template_shared: bool | None = None
     status: MessageStatus = MessageStatus.QUEUED
     provider: str | None = None
     provider_msg_id: str | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -47,6 +48,14 @@ class TemplateSource:
     schema: dict[str, Any] | None = None
     # Uploaded templates are numbered from 1; file templates have no versions.
     version: int | None = None
+    # The client an uploaded template belongs to; None for a shared one (and
+    # for file templates, which are always shared).
+    owner: uuid.UUID | None = None
+
+    @property
+    def shared(self) -> bool | None:
+        """Whose uploaded template this is, as a message pins it; None for a file template."""
+        return None if self.version is None else self.owner is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,38 @@ class TemplateVersion:
     kind: str  # "file" or "uploaded"
     version: int | None
     created_at: datetime | None = None
+    # The client an uploaded version belongs to; None: shared (or a file).
+    owner: uuid.UUID | None = None
+
+
+class TemplateKind:
+    """How a client sees a template in its list (issue 15): where it comes from."""
+
+    FILE = "file"  # deployed with Mailroom, read-only, every client's
+    CLIENT = "client"  # uploaded by this client, for it alone
+    SHARED = "shared"  # uploaded by an operator for every client
+
+    # A name resolves to the first of these that has it (see TemplateStore.get).
+    PRECEDENCE = (FILE, CLIENT, SHARED)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSummary:
+    """One template in a client's list: one (name, kind), its newest version."""
+
+    name: str
+    kind: str  # TemplateKind
+    latest_version: int | None
+    version_count: int
+    updated_at: datetime | None
+    # Whether a send naming it renders this one: false when one earlier in
+    # TemplateKind.PRECEDENCE has the same name.
+    active: bool = True
+
+    @property
+    def position(self) -> tuple[str, int]:
+        """Where it sorts: by name, then by precedence."""
+        return (self.name, TemplateKind.PRECEDENCE.index(self.kind))
 
 
 @dataclass(frozen=True, slots=True)

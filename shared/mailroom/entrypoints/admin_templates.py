@@ -1,14 +1,20 @@
-"""Admin routes for templates: upload a version, list, preview with lint warnings."""
+"""Admin routes for templates: upload a version, list, preview with lint warnings.
+
+Operators upload shared templates (no ``client_id``), which every client may
+use, or a template for one client (``?client_id=``), as that client would
+with ``POST /v1/templates`` (issue 15).
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from mailroom.bootstrap import Services
@@ -17,6 +23,7 @@ from mailroom.domain.templates import LintWarning
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import templates as template_service
+from mailroom.services.templates import Preview
 
 ServicesProvider = Callable[[], Services]
 
@@ -70,6 +77,10 @@ class VersionView(BaseModel):
 class TemplateView(BaseModel):
     name: str
     kind: str = Field(description="`file` (read-only, deployed) or `uploaded`.")
+    client_id: uuid.UUID | None = Field(
+        default=None,
+        description="The client an uploaded template belongs to; null: shared (or a file).",
+    )
     versions: list[VersionView]
 
 
@@ -86,8 +97,22 @@ class PreviewView(BaseModel):
     warnings: list[WarningView]
 
 
-def _warnings(warnings: list[LintWarning]) -> list[WarningView]:
+def warning_views(warnings: list[LintWarning]) -> list[WarningView]:
     return [WarningView(code=w.code, message=w.message) for w in warnings]
+
+
+def preview_view(name: str, result: Preview) -> PreviewView:
+    return PreviewView(
+        name=name,
+        version=result.source.version,
+        subject=result.rendered.subject,
+        html=result.rendered.html,
+        text=result.rendered.text,
+        warnings=warning_views(result.warnings),
+    )
+
+
+_FOR_CLIENT = "The client to upload for (its own template); without it, a shared template."
 
 
 def template_routes(services: ServicesProvider) -> Router:
@@ -103,7 +128,8 @@ def template_routes(services: ServicesProvider) -> Router:
         description=(
             "Compiles first: syntax errors (with their line) and sandbox escapes answer 422. "
             "With `sample`, the template is also rendered once. File templates are "
-            "read-only (409). The answer carries lint warnings."
+            "read-only (409). The answer carries lint warnings. With `client_id`, the "
+            "template is that client's own; without it, it is shared with every client."
         ),
         responses=answers(
             201,
@@ -112,17 +138,22 @@ def template_routes(services: ServicesProvider) -> Router:
             errors={
                 409: "template_read_only: a file template of that name exists",
                 422: (
-                    "validation_error, invalid_template (syntax error, sandbox escape, bad "
-                    "schema), render_error, missing_prop, invalid_props (the sample fails)"
+                    "validation_error (also: an unknown client_id), invalid_template (syntax "
+                    "error, sandbox escape, bad schema), render_error, missing_prop, "
+                    "invalid_props (the sample fails)"
                 ),
             },
         ),
         tags=["templates"],
         security=ADMIN_SECURITY,
     )
-    def upload(template: Annotated[TemplateUpload, Body()]) -> Response[str]:
+    def upload(
+        template: Annotated[TemplateUpload, Body()],
+        client_id: Annotated[uuid.UUID | None, Query(description=_FOR_CLIENT)] = None,
+    ) -> Response[str]:
         active = services()
         actor = require_admin(router, active)
+        template_service.check_owner(active.uow(), client_id)
         uploaded = template_service.upload_template(
             active.templates,
             active.renderer,
@@ -132,13 +163,14 @@ def template_routes(services: ServicesProvider) -> Router:
             text=template.text,
             schema=template.props_schema,
             sample=template.sample,
+            owner=client_id,
             actor=actor,
         )
         logger.info(
             "template uploaded", extra={"template": uploaded.name, "version": uploaded.version}
         )
         view = UploadedView(
-            name=uploaded.name, version=uploaded.version, warnings=_warnings(uploaded.warnings)
+            name=uploaded.name, version=uploaded.version, warnings=warning_views(uploaded.warnings)
         )
         return Response(
             status_code=201,
@@ -148,18 +180,23 @@ def template_routes(services: ServicesProvider) -> Router:
 
     @router.get(
         "/admin/templates",
-        summary="Every template and its versions",
+        summary="Every template and its versions: files, shared uploads and every client's",
         responses=answers(200, "The templates"),
         tags=["templates"],
         security=ADMIN_SECURITY,
     )
-    def list_templates() -> TemplateListView:
+    def list_templates(
+        client_id: Annotated[
+            uuid.UUID | None, Query(description="Only the templates this client owns.")
+        ] = None,
+    ) -> TemplateListView:
         active = services()
         require_admin(router, active)
-        views: dict[str, TemplateView] = {}
-        for entry in template_service.list_templates(active.templates):
+        views: dict[tuple[str, str, uuid.UUID | None], TemplateView] = {}
+        for entry in template_service.list_templates(active.templates, client_id=client_id):
             view = views.setdefault(
-                entry.name, TemplateView(name=entry.name, kind=entry.kind, versions=[])
+                (entry.name, entry.kind, entry.owner),
+                TemplateView(name=entry.name, kind=entry.kind, client_id=entry.owner, versions=[]),
             )
             if entry.version is not None:
                 view.versions.append(
@@ -186,20 +223,22 @@ def template_routes(services: ServicesProvider) -> Router:
     def preview(
         name: Annotated[str, Path(pattern=TEMPLATE_NAME_PATTERN)],
         request: Annotated[PreviewRequest | None, Body()] = None,
+        client_id: Annotated[
+            uuid.UUID | None,
+            Query(description="Render what this client's sends would; without it, shared only."),
+        ] = None,
     ) -> PreviewView:
         active = services()
         require_admin(router, active)
         asked = request or PreviewRequest()
         result = template_service.preview_template(
-            active.templates, active.renderer, name=name, version=asked.version, props=asked.props
-        )
-        return PreviewView(
+            active.templates,
+            active.renderer,
             name=name,
-            version=result.source.version,
-            subject=result.rendered.subject,
-            html=result.rendered.html,
-            text=result.rendered.text,
-            warnings=_warnings(result.warnings),
+            version=asked.version,
+            props=asked.props,
+            client_id=client_id,
         )
+        return preview_view(name, result)
 
     return router

@@ -214,22 +214,46 @@ def deliver_batch(
     return outcomes
 
 
-class BatchTemplates(TemplateStore):
-    """One batch's view of a template store: each name and version read once.
+class BatchTemplates:
+    """One batch's view of a template store: each template read once per batch.
 
     A file template's get is five stat calls, an uploaded one's a query, and
     the messages of a batch mostly share a template (issue 8). An edit or a
-    new upload is what the next batch uses.
+    new upload is what the next batch uses; a message pinned at acceptance
+    (issue 15: the version and whose it is) renders exactly that.
     """
 
     def __init__(self, store: TemplateStore) -> None:
         self._store = store
-        self._sources: dict[tuple[str, int | None], TemplateSource] = {}
+        # A pinned upload by (name, version, owner); a name resolved for a
+        # client by (name, version, client); file templates by name alone,
+        # as they are every client's.
+        self._pinned: dict[tuple[str, int, uuid.UUID | None], TemplateSource] = {}
+        self._resolved: dict[tuple[str, int | None, uuid.UUID], TemplateSource] = {}
+        self._files: dict[str, TemplateSource] = {}
 
-    def get(self, name: str, version: int | None = None) -> TemplateSource:
-        source = self._sources.get((name, version))
+    def for_message(self, message: Message) -> TemplateSource:
+        """What ``message`` renders: the upload pinned at acceptance, else its name resolved."""
+        name, version = message.template_name, message.template_version
+        if version is not None and message.template_shared is not None:
+            owner = None if message.template_shared else message.client_id
+            source = self._pinned.get((name, version, owner))
+            if source is None:
+                source = self._store.get_exact(name, version, owner=owner)
+                self._pinned[(name, version, owner)] = source
+            return source
+        # A file template, or a row accepted before owners were pinned.
+        if version is None:
+            source = self._files.get(name)
+            if source is not None:
+                return source
+        key = (name, version, message.client_id)
+        source = self._resolved.get(key)
         if source is None:
-            source = self._sources[(name, version)] = self._store.get(name, version)
+            source = self._store.get(name, version, client_id=message.client_id)
+            self._resolved[key] = source
+            if source.version is None:
+                self._files[name] = source
         return source
 
 
@@ -348,7 +372,7 @@ def _batch_lookups(
 
 def _attempt(
     uow: UnitOfWork,
-    templates: TemplateStore,
+    templates: BatchTemplates,
     renderer: TemplateRenderer,
     providers: ProviderChain,
     message: Message,
@@ -372,7 +396,7 @@ def _attempt(
         return _failed(message, suppression.SUPPRESSED_ERROR, attempted=False)
 
     try:
-        source = templates.get(message.template_name, message.template_version)
+        source = templates.for_message(message)
         rendered = renderer.render(source, message.props)
     except (RenderError, UnknownTemplate, InvalidTemplate) as error:
         # Rendering is deterministic: another try would fail the same way. A

@@ -72,14 +72,19 @@ def accept_message(
         raise subject_too_long(request.subject)
     # Before anything is written: UnknownTemplate, then InvalidProps (schema.json)
     # and MissingProp or another RenderError from a trial render, all 422.
-    source = templates.get(request.template, request.template_version)
+    # The template is the one this client may use: another client's of that
+    # name is not found (issue 15).
+    source = templates.get(request.template, request.template_version, client_id=client.id)
     check_props(renderer, source, request.props)
     message = Message(
         id=uuid.uuid4(),
         client_id=client.id,
         trace_id=trace_id,
         template_name=request.template,
-        template_version=request.template_version,
+        # The uploaded version the trial render checked, and whose it is: the
+        # worker renders exactly that, whatever is uploaded in between.
+        template_version=source.version,
+        template_shared=source.shared,
         from_address=request.from_ or limits.default_from,
         to=list(request.to),
         cc=list(request.cc),

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.templates import TemplateRenderer, TemplateStore
 from mailroom.domain.commands import is_valid_template_name
-from mailroom.domain.errors import InvalidRequest
+from mailroom.domain.errors import InvalidRequest, TemplateNotFound, UnknownTemplate
 from mailroom.domain.model import RenderedEmail
 from mailroom.domain.templates import (
     LintWarning,
+    TemplateKind,
     TemplateSource,
+    TemplateSummary,
     TemplateVersion,
     check_schema,
     lint,
     validate_props,
 )
-from mailroom.domain.tenancy import SYSTEM_ACTOR, Actor, AuditEntry
+from mailroom.domain.tenancy import SYSTEM_ACTOR, Actor, AuditEntry, Caller
+
+# A client's template list is paged (GET /v1/templates).
+MAX_PAGE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +36,12 @@ class UploadedTemplate:
     name: str
     version: int
     warnings: list[LintWarning]
+
+
+@dataclass(frozen=True, slots=True)
+class TemplatePage:
+    templates: list[TemplateSummary]
+    next_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +72,7 @@ def upload_template(
     text: str | None = None,
     schema: dict[str, Any] | None = None,
     sample: dict[str, Any] | None = None,
+    owner: uuid.UUID | None = None,
     actor: Actor = SYSTEM_ACTOR,
 ) -> UploadedTemplate:
     """Compile, check and store a new version; nothing is stored if any check fails.
@@ -65,6 +81,9 @@ def upload_template(
     sandbox escapes, and publishes the compiled code so the first send is warm.
     With sample props, the template is also rendered once: runtime escapes,
     missing props and timeouts are refused now rather than at send time.
+
+    ``owner`` is the client the template is for (only it can use it); None
+    stores a shared template, which every client may use.
     """
     if not is_valid_template_name(name):
         raise InvalidRequest(
@@ -74,19 +93,82 @@ def upload_template(
     if schema is not None:
         check_schema(schema)
     source = TemplateSource(
-        name=name, subject=subject, html=html, text=text, sample_props=sample, schema=schema
+        name=name,
+        subject=subject,
+        html=html,
+        text=text,
+        sample_props=sample,
+        schema=schema,
+        owner=owner,
     )
     renderer.prepare(source)
     rendered = None
     if sample is not None:
         validate_props(name, schema, sample)
         rendered = renderer.render(source, sample)
-    version = templates.add_version(source, audit=lambda number: _audit(actor, source, number))
+    version = templates.add_version(
+        source, owner=owner, audit=lambda number: _audit(actor, source, number)
+    )
     return UploadedTemplate(name=name, version=version, warnings=lint(source, rendered))
 
 
-def list_templates(templates: TemplateStore) -> list[TemplateVersion]:
-    return templates.versions()
+def client_actor(caller: Caller, source_ip: str | None) -> Actor:
+    """A client's change in the audit log: the key that made it, never its secret."""
+    return Actor(name=f"key:{caller.key_id}", source_ip=source_ip)
+
+
+def check_owner(uow: UnitOfWork, client_id: uuid.UUID | None) -> None:
+    """An operator names an existing client to upload for (422 otherwise)."""
+    if client_id is None:
+        return
+    with uow:
+        found = uow.clients.get(client_id)
+    if found is None:
+        raise InvalidRequest(
+            f"no client with id '{client_id}'",
+            details=[{"field": "client_id", "message": "unknown client"}],
+        )
+
+
+def list_templates(
+    templates: TemplateStore, *, client_id: uuid.UUID | None = None
+) -> list[TemplateVersion]:
+    """Every template and version (operators); with ``client_id``, what that client owns."""
+    return templates.versions(client_id=client_id)
+
+
+def client_templates(
+    templates: TemplateStore, *, client_id: uuid.UUID, cursor: str | None, limit: int
+) -> TemplatePage:
+    """The templates a client may use: file, its own and shared uploads, by name, one page."""
+    limit = max(1, min(limit, MAX_PAGE))
+    entries = templates.summaries(
+        client_id=client_id, after=_decode_cursor(cursor), limit=limit + 1
+    )
+    page = entries[:limit]
+    more = len(entries) > limit
+    return TemplatePage(page, _encode_cursor(page[-1].position) if more and page else None)
+
+
+def _encode_cursor(position: tuple[str, int]) -> str:
+    raw = json.dumps(list(position), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> tuple[str, int] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        name, rank = json.loads(raw)
+        if isinstance(name, str) and type(rank) is int and 0 <= rank < len(TemplateKind.PRECEDENCE):
+            return (name, rank)
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    raise InvalidRequest(
+        "cursor is not one this API returned",
+        details=[{"field": "cursor", "message": "invalid cursor"}],
+    )
 
 
 def preview_template(
@@ -96,11 +178,42 @@ def preview_template(
     name: str,
     version: int | None = None,
     props: dict[str, Any] | None = None,
+    client_id: uuid.UUID | None = None,
 ) -> Preview:
-    """Render with ``props``, else the template's sample props; lint the result."""
-    source = templates.get(name, version)
+    """Render with ``props``, else the template's sample props; lint the result.
+
+    With ``client_id``, the template that client's sends would render.
+    """
+    return _preview(renderer, templates.get(name, version, client_id=client_id), props)
+
+
+def client_preview(
+    templates: TemplateStore,
+    renderer: TemplateRenderer,
+    *,
+    client_id: uuid.UUID,
+    name: str,
+    version: int | None = None,
+    props: dict[str, Any] | None = None,
+) -> Preview:
+    """A client's preview: a template it cannot use is 404, whoever else owns it."""
+    try:
+        source = templates.get(name, version, client_id=client_id)
+    except UnknownTemplate as error:
+        # The store's message ("there is no template named 'x'") is built
+        # from the name and version asked for alone: it says nothing about
+        # another client's template of that name.
+        raise TemplateNotFound(
+            error.message, details=[{"field": "name", "message": "unknown template"}]
+        ) from error
+    return _preview(renderer, source, props)
+
+
+def _preview(
+    renderer: TemplateRenderer, source: TemplateSource, props: dict[str, Any] | None
+) -> Preview:
     chosen = props if props is not None else (source.sample_props or {})
-    validate_props(name, source.schema, chosen)
+    validate_props(source.name, source.schema, chosen)
     rendered = renderer.render(source, chosen)
     return Preview(source=source, rendered=rendered, warnings=lint(source, rendered))
 
@@ -117,6 +230,11 @@ def _audit(actor: Actor, source: TemplateSource, version: int) -> AuditEntry:
         target_type="template",
         target_id=source.name,
         before=None,
-        after={"version": version, "content_sha256": hashlib.sha256(content).hexdigest()},
+        after={
+            "version": version,
+            # Whose template it is: a client's id, or None for a shared one.
+            "client_id": str(source.owner) if source.owner else None,
+            "content_sha256": hashlib.sha256(content).hexdigest(),
+        },
         source_ip=actor.source_ip,
     )

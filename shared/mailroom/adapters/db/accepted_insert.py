@@ -40,12 +40,14 @@ _ACCEPT = text(
           AND (NOT is_test OR :is_test)
     ), accepted AS (
         INSERT INTO messages (
-            id, client_id, trace_id, template_name, template_version, from_address,
+            id, client_id, trace_id, template_name, template_version, template_shared,
+            from_address,
             recipient, to_addresses, cc_addresses, bcc_addresses, reply_to, subject,
             props, metadata, status, attempts, last_error, is_test
         )
         SELECT
-            :id, :client_id, :trace_id, :template_name, :template_version, :from_address,
+            :id, :client_id, :trace_id, :template_name, :template_version, :template_shared,
+            :from_address,
             :recipient, :to_addresses, :cc_addresses, :bcc_addresses, :reply_to, :subject,
             :props, :metadata, :status, :attempts, :last_error, :is_test
         WHERE NOT EXISTS (SELECT 1 FROM blocked)
@@ -99,6 +101,7 @@ def insert_accepted(
             "trace_id": message.trace_id,
             "template_name": message.template_name,
             "template_version": message.template_version,
+            "template_shared": message.template_shared,
             "from_address": message.from_address,
             "recipient": message.recipient,
             "to_addresses": message.to,

@@ -72,8 +72,9 @@ _CLAIM = text(
               ELSE false
           END
     RETURNING m.id, m.client_id, m.trace_id, m.template_name, m.template_version,
-              m.from_address, m.subject, m.provider, m.provider_msg_id, m.attempts,
-              m.last_error, m.created_at, m.sent_at, m.next_attempt_at, m.claims, m.is_test,
+              m.template_shared, m.from_address, m.subject, m.provider, m.provider_msg_id,
+              m.attempts, m.last_error, m.created_at, m.sent_at, m.next_attempt_at, m.claims,
+              m.is_test,
               jsonb_build_array(
                   m.to_addresses, m.cc_addresses, m.bcc_addresses, m.reply_to, m.props,
                   m.metadata, c.provider_order,
@@ -164,6 +165,7 @@ def claim_for_send(
             trace_id,
             template_name,
             template_version,
+            template_shared,
             from_address,
             subject,
             provider,
@@ -187,6 +189,7 @@ def claim_for_send(
                 trace_id=trace_id,
                 template_name=template_name,
                 template_version=template_version,
+                template_shared=template_shared,
                 from_address=from_address,
                 to=list(to),
                 cc=list(cc),

@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -125,8 +126,12 @@ class MessageRow(Base):
     client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id"))
     trace_id: Mapped[str] = mapped_column(String(64))
     template_name: Mapped[str] = mapped_column(String(128))
-    # Set when the send pinned an uploaded template's version; else the newest renders.
+    # An uploaded template's version: the one the send pinned or, since issue 15,
+    # the newest when it was accepted (what its trial render checked).
     template_version: Mapped[int | None] = mapped_column(Integer)
+    # Whose uploaded template that version is: true the shared one, false the
+    # message's client's own; NULL for file templates (and rows from before).
+    template_shared: Mapped[bool | None] = mapped_column(Boolean)
     from_address: Mapped[str] = mapped_column(Text)
     recipient: Mapped[str] = mapped_column(Text)
     to_addresses: Mapped[list[str]] = mapped_column(JSONB)
@@ -303,12 +308,30 @@ class SuppressionRow(Base):
 
 
 class TemplateVersionRow(Base):
-    """Templates uploaded through the admin API; a new upload is a new version."""
+    """Uploaded templates; a new upload is a new version of its (name, owner).
+
+    ``client_id`` owns it; NULL is a shared template every client may use.
+    """
 
     __tablename__ = "template_versions"
+    __table_args__ = (
+        # NULLS NOT DISTINCT (PostgreSQL 15+): shared versions are unique too.
+        Index(
+            "uq_template_versions_name_owner_version",
+            "name",
+            "client_id",
+            "version",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+    )
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE")
+    )
+    version: Mapped[int] = mapped_column(Integer)
     subject: Mapped[str] = mapped_column(Text)
     html: Mapped[str] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
