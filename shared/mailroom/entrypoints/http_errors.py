@@ -49,6 +49,7 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     # The path exists, the method does not; the answer carries Allow.
     errors.MethodNotAllowed: 405,
     errors.ClientNameTaken: 409,
+    errors.SuppressionIsGlobal: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.
