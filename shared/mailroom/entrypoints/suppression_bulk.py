@@ -111,9 +111,10 @@ def import_file(
         "suppressions imported",
         extra={
             "format": form.value,
-            "created": report.created,
-            "updated": report.updated,
-            "failed": report.failed,
+            # Not "created": LogRecord has an attribute of that name.
+            "entries_created": report.created,
+            "entries_updated": report.updated,
+            "lines_failed": report.failed,
         },
     )
     return ImportReportView(

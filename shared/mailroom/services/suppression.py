@@ -11,6 +11,7 @@ go out to copies of a mail whose addressees were all removed.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -380,13 +381,8 @@ def list_suppressions(
     after_id = _suppression_cursor(cursor)
     limit = max(1, min(limit, MAX_PAGE))
     if where.address:
-        where = SuppressionFilter(
-            scope=where.scope,
-            client_id=where.client_id,
-            address=bare_address(where.address),
-            reason=where.reason,
-            include_expired=where.include_expired,
-        )
+        # replace(), not a new filter: every other field (visible_to!) must carry over.
+        where = dataclasses.replace(where, address=bare_address(where.address))
     with uow:
         entries = uow.suppressions.list(
             where, now=now or datetime.now(UTC), after_id=after_id, limit=limit + 1
