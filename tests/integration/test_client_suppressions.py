@@ -77,7 +77,8 @@ class Api:
             client_gate=ClientGate(lambda: self.services),
         )
         self.admin_api = create_api(
-            admin_routes(lambda: self.services), max_request_bytes=lambda: settings.max_request_bytes
+            admin_routes(lambda: self.services),
+            max_request_bytes=lambda: settings.max_request_bytes,
         )
 
     @staticmethod
@@ -442,16 +443,7 @@ class TestImport:
             ).json()
             assert report["failed"] == 0, report
             # THEN the two lists hold the same entries (the global one was never exported)
-            keep = ("address", "reason", "note", "expires_at")
-
-            def entries(who: dict[str, Any]) -> list[tuple[Any, ...]]:
-                return sorted(
-                    tuple(e[k] for k in keep)
-                    for e in api.listed(who)
-                    if e["scope"] == "client"
-                )
-
-            assert entries(c) == entries(a)
+            assert _entries(api, c) == _entries(api, a)
             assert "g@example.com" not in exported.text
 
     def test_a_long_export_pages_with_a_cursor(self, api: Api) -> None:
@@ -476,6 +468,11 @@ class TestImport:
         finally:
             suppressions.MAX_EXPORT_ROWS = limit
         assert seen == [f"p{i}@example.com" for i in range(25)]
+
+
+def _entries(api: Api, who: dict[str, Any]) -> list[tuple[Any, ...]]:
+    keep = ("address", "reason", "note", "expires_at")
+    return sorted(tuple(e[k] for k in keep) for e in api.listed(who) if e["scope"] == "client")
 
 
 class TestImportBody:

@@ -54,15 +54,19 @@ class TextBody:
     media_types: tuple[str, ...]
     max_bytes: int
     description: str
+    # (media type, example body): shown in the document, and sent by the fuzz run.
+    examples: tuple[tuple[str, str], ...] = ()
 
     def openapi_extensions(self) -> dict[str, Any]:
         """For the route decorator's ``openapi_extensions``: the request body, documented."""
+        examples = dict(self.examples)
+        content: dict[str, Any] = {}
+        for media in self.media_types:
+            content[media] = {"schema": {"type": "string"}}
+            if media in examples:
+                content[media]["example"] = examples[media]
         return {
-            "requestBody": {
-                "required": True,
-                "description": self.description,
-                "content": {media: {"schema": {"type": "string"}} for media in self.media_types},
-            },
+            "requestBody": {"required": True, "description": self.description, "content": content},
             TEXT_BODY_EXTENSION: {
                 "media_types": list(self.media_types),
                 "max_bytes": self.max_bytes,
@@ -74,10 +78,16 @@ class TextBody:
         declared = (extensions or {}).get(TEXT_BODY_EXTENSION)
         if not declared:
             return None
+        body = (extensions or {}).get("requestBody") or {}
         return cls(
             media_types=tuple(declared["media_types"]),
             max_bytes=int(declared["max_bytes"]),
-            description=str((extensions or {}).get("requestBody", {}).get("description", "")),
+            description=str(body.get("description", "")),
+            examples=tuple(
+                (media, str(spec["example"]))
+                for media, spec in (body.get("content") or {}).items()
+                if "example" in spec
+            ),
         )
 
 

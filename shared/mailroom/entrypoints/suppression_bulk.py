@@ -19,7 +19,9 @@ from mailroom.adapters.db.feedback_repositories import SuppressionFilter
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.domain.errors import UnsupportedMediaType
 from mailroom.domain.suppression_files import (
+    CSV_MEDIA_TYPE,
     IMPORT_MEDIA_TYPES,
+    JSONL_MEDIA_TYPE,
     MAX_IMPORT_BYTES,
     MAX_IMPORT_ROWS,
     MAX_REPORTED_ERRORS,
@@ -39,6 +41,18 @@ IMPORT_BODY = TextBody(
         "header row naming an `address` (or `email`) column and optionally `reason`, "
         "`expires_at`, `note`; `application/x-ndjson`: one JSON object per line with the "
         "same keys. Other columns and keys are ignored, so an export imports as it is."
+    ),
+    examples=(
+        (
+            CSV_MEDIA_TYPE,
+            "address,reason,expires_at,note\r\nada@example.com,unsubscribe,,asked by phone\r\n"
+            "grace@example.com,manual,2030-01-01T00:00:00Z,\r\n",
+        ),
+        (
+            JSONL_MEDIA_TYPE,
+            '{"address": "ada@example.com", "reason": "unsubscribe"}\n'
+            '{"email": "grace@example.com", "expires_at": "2030-01-01T00:00:00Z"}\n',
+        ),
     ),
 )
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
