@@ -8,6 +8,7 @@ declares the body as a string, so the generated value is the file's text.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import schemathesis
@@ -15,6 +16,10 @@ import schemathesis
 
 @schemathesis.serializer("application/x-ndjson")
 def ndjson(context: Any, value: Any) -> bytes | None:
-    if value is None:
-        return None
-    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
+    # Negative cases generate other types too (null, numbers, objects): each
+    # goes as its JSON text, one line, as a careless client would send it.
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return json.dumps(value).encode()
