@@ -326,6 +326,21 @@ class TestOwnership:
             )
             assert a["api_secret"] not in json.dumps(row, default=str)
 
+    def test_an_address_longer_than_128_characters_is_added_removed_and_audited(
+        self, api: Api, database: Database
+    ) -> None:
+        a = api.new_client()
+        # GIVEN a valid address of 200 characters (a 64-character local part, long labels)
+        domain = ".".join(["d" * 60, "e" * 60, "f" * 10, "example"])
+        address = f"{'l' * 64}@{domain}"
+        assert len(address) > 128
+        # WHEN A adds and removes it THEN both succeed and both are in the audit log
+        assert api.client(a, "POST", "/v1/suppressions", body={"address": address}).status == 201
+        removed = api.client(a, "DELETE", "/v1/suppressions", query={"address": address})
+        assert removed.status == 200, removed.text
+        for action in ("suppression.add", "suppression.remove"):
+            assert [row["target_id"] for row in _audit(database, action)] == [address]
+
 
 class TestImport:
     CSV_FILE = (
