@@ -168,16 +168,18 @@ def _with_text_body(
             raw = base64.b64decode(str(body), validate=True)
         except (binascii.Error, ValueError):
             raise MalformedRequest("the request body is not valid base64") from None
-    else:
+        _check_size(len(raw), declared.max_bytes)
         try:
-            raw = str(body).encode()
+            text = raw.decode(charset)
+        except UnicodeDecodeError:
+            raise _unreadable(charset) from None
+    else:
+        # Already decoded by API Gateway (as for JSON): the charset was applied.
+        text = str(body)
+        try:
+            _check_size(len(text.encode()), declared.max_bytes)
         except UnicodeEncodeError:
             raise _unreadable("utf-8") from None
-    _check_size(len(raw), declared.max_bytes)
-    try:
-        text = raw.decode(charset)
-    except UnicodeDecodeError:
-        raise _unreadable(charset) from None
     # A NUL (or a surrogate a charset decoded to) could not be stored anyway.
     check_text("body", text)
     headers = {
