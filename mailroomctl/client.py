@@ -24,9 +24,21 @@ class AdminClient:
     admin_token: str
     timeout_seconds: float = 30.0
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        """The decoded JSON answer of a 2xx; AdminApiError for anything else."""
-        data = None if body is None else json.dumps(body).encode()
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """The decoded JSON answer of a 2xx; AdminApiError for anything else.
+
+        ``body`` goes as JSON; ``raw`` as it is, declared as ``content_type``
+        (a file to import).
+        """
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own API
             self.api_url.rstrip("/") + path,
             data=data,
@@ -34,7 +46,7 @@ class AdminClient:
             headers={
                 "Authorization": f"Bearer {self.admin_token}",
                 "Accept": "application/json",
-                **({"Content-Type": "application/json"} if data is not None else {}),
+                **({"Content-Type": content_type} if data is not None else {}),
             },
         )
         try:

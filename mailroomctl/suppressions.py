@@ -1,4 +1,4 @@
-"""``mailroomctl suppressions``: list, add, remove and export the suppression list."""
+"""``mailroomctl suppressions``: list, add, remove, import and export the suppression list."""
 
 from __future__ import annotations
 
@@ -54,6 +54,20 @@ def register_suppressions(commands: argparse._SubParsersAction[argparse.Argument
     remove.add_argument("--client-id", help="the client whose entry to remove")
     remove.set_defaults(handler=_remove)
 
+    importing = actions.add_parser(
+        "import",
+        help="add or replace entries from a CSV or JSON-lines file (an export imports as is)",
+    )
+    importing.add_argument("file", type=Path)
+    importing.add_argument("--client-id", help="into this client's list (default: the global one)")
+    importing.add_argument(
+        "--format", choices=("csv", "jsonl"), help="default: from the file name (.jsonl, .ndjson)"
+    )
+    importing.add_argument(
+        "--atomic", action="store_true", help="import nothing if any line is bad"
+    )
+    importing.set_defaults(handler=_import)
+
     export = actions.add_parser("export", help="every entry, as CSV or JSON lines")
     _filters(export)
     export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
@@ -105,6 +119,21 @@ def _remove(client: AdminClient, args: argparse.Namespace) -> Any:
         {k: v for k, v in {"address": args.address, "client_id": args.client_id}.items() if v}
     )
     return client.request("DELETE", f"/admin/suppressions?{query}")
+
+
+MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
+
+
+def _import(client: AdminClient, args: argparse.Namespace) -> Any:
+    form = args.format or ("jsonl" if args.file.suffix in (".jsonl", ".ndjson") else "csv")
+    params = {"client_id": args.client_id, "atomic": "true" if args.atomic else None}
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    return client.request(
+        "POST",
+        f"/admin/suppressions/import{'?' + query if query else ''}",
+        raw=args.file.read_bytes(),
+        content_type=MEDIA_TYPES[form],
+    )
 
 
 def _export(client: AdminClient, args: argparse.Namespace) -> None:

@@ -203,6 +203,19 @@ class FakeSuppressionRepository(SuppressionRepository):
         self, where: SuppressionFilter, *, now: datetime, after_id: int | None, limit: int
     ) -> list[Suppression]:
         def wanted(s: Suppression) -> bool:
+            if where.visible_to is not None:
+                if s.client_id is None:
+                    visible = where.reason is None and s.is_active(now)
+                else:
+                    visible = s.client_id == where.visible_to and (
+                        where.include_expired or s.is_active(now)
+                    )
+                return (
+                    visible
+                    and (not where.address or s.address == where.address)
+                    and (where.reason is None or s.reason is where.reason)
+                    and (after_id is None or (s.id or 0) > after_id)
+                )
             if where.scope is SuppressionScope.GLOBAL and s.client_id is not None:
                 return False
             if where.scope is SuppressionScope.CLIENT and (

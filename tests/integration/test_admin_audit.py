@@ -46,6 +46,7 @@ class Call:
     path: str
     body: Any = None
     query: dict[str, str] | None = None
+    content_type: str = "application/json"
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class AdminStack:
         )
         with_headers(event, Authorization=f"Bearer {ADMIN_TOKEN}")
         if call.body is not None:
-            with_headers(event, Content_Type="application/json")
+            with_headers(event, Content_Type=call.content_type)
             with_body(event, call.body)
         response = self.app.resolve(event, FakeLambdaContext())
         return response["statusCode"], json.loads(response["body"] or "{}")
@@ -179,6 +180,15 @@ def _remove_suppression(stack: AdminStack) -> tuple[Call, Expected]:
     )
 
 
+def _import_suppressions(stack: AdminStack) -> tuple[Call, Expected]:
+    client = stack.client()
+    body = f"address\n{uuid.uuid4().hex[:8]}@example.com\n{uuid.uuid4().hex[:8]}@example.com\n"
+    # One row for the whole file, not one per line.
+    return Call(
+        "/admin/suppressions/import", body, query={"client_id": client}, content_type="text/csv"
+    ), Expected("suppression.import", "suppression_list", client)
+
+
 def _redrive_all(stack: AdminStack) -> tuple[Call, Expected]:
     stack.dead_letter(stack.client())
     return Call("/admin/dlq/redrive"), Expected("dlq.redrive", "dead_letter_queue", stack.dlq.name)
@@ -206,6 +216,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("POST", "/admin/templates"): _upload,
     ("POST", "/admin/suppressions"): _add_suppression,
     ("DELETE", "/admin/suppressions"): _remove_suppression,
+    ("POST", "/admin/suppressions/import"): _import_suppressions,
     ("POST", "/admin/dlq/redrive"): _redrive_all,
     ("POST", "/admin/dlq/{message_id}/redrive"): _redrive_one,
     ("POST", "/admin/dlq/purge"): _purge,

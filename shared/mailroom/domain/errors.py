@@ -309,3 +309,15 @@ class InsufficientScope(MailroomError):
     def __init__(self, scope: str) -> None:
         super().__init__(f"this key lacks the scope {scope!r}", details=[{"required_scope": scope}])
         self.scope = scope
+
+
+class SuppressionIsGlobal(MailroomError):
+    """A client asked to lift an entry that only the global list holds: an operator's to lift."""
+
+    code = "suppression_global"
+
+
+class UnreadableBody(MalformedRequest):
+    """A text body (CSV, JSON lines) that does not decode in its charset."""
+
+    code = "malformed_body"

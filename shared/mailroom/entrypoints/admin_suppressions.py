@@ -1,4 +1,4 @@
-"""Admin routes for the suppression list: list (and export), add, remove."""
+"""Admin routes for the suppression list: list, add, remove, import and export."""
 
 from __future__ import annotations
 
@@ -15,9 +15,18 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from mailroom.adapters.db.feedback_repositories import SuppressionFilter
 from mailroom.bootstrap import Services
 from mailroom.domain.feedback import Suppression, SuppressionReason, SuppressionScope
+from mailroom.domain.suppression_files import ADMIN_EXPORT_FIELDS, FileFormat
 from mailroom.domain.tenancy import KeyKind
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers
+from mailroom.entrypoints.suppression_bulk import (
+    IMPORT_BODY,
+    ImportReportView,
+    export_answers,
+    export_file,
+    import_answers,
+    import_file,
+)
 from mailroom.services import suppression as suppressions
 
 ServicesProvider = Callable[[], Services]
@@ -155,6 +164,59 @@ def suppression_routes(services: ServicesProvider) -> Router:
         )
         logger.info("suppression removed", extra={"global": client_id is None})
         return SuppressionRemoved(removed=removed)
+
+    @router.post(
+        "/admin/suppressions/import",
+        summary="Add or replace many entries of one client's list, or the global list, from a file",
+        description=(
+            "`client_id` names the client whose list the file goes into; omit it for the "
+            "global list. Each good line is upserted, each bad line reported with its line "
+            "number; with `atomic=true` a single bad line refuses the file. One audit row "
+            "per import, with the counts."
+        ),
+        responses=import_answers("are on the list"),
+        openapi_extensions=IMPORT_BODY.openapi_extensions(),
+        tags=["suppressions"],
+        security=ADMIN_SECURITY,
+    )
+    def import_suppressions(
+        client_id: Annotated[uuid.UUID | None, Query()] = None,
+        atomic: Annotated[bool, Query()] = False,
+    ) -> ImportReportView:
+        active = services()
+        actor = require_admin(router, active)
+        return import_file(
+            router,
+            active.uow(),
+            client_id=client_id,
+            actor=actor,
+            atomic=atomic,
+            source="admin-import",
+        )
+
+    @router.get(
+        "/admin/suppressions/export",
+        summary="Entries as a file (CSV or JSON lines) that imports back as it is",
+        responses=export_answers("The entries the filters select"),
+        tags=["suppressions"],
+        security=ADMIN_SECURITY,
+    )
+    def export_suppressions(
+        scope: Annotated[Literal["global", "client"] | None, Query()] = None,
+        client_id: Annotated[uuid.UUID | None, Query()] = None,
+        format_: Annotated[Literal["csv", "jsonl"], Query(alias="format")] = "csv",
+        include_expired: Annotated[bool, Query()] = False,
+        cursor: Annotated[str | None, Query(max_length=40)] = None,
+    ) -> Response[str]:
+        active = services()
+        require_admin(router, active)
+        chosen = SuppressionScope(scope) if scope else None
+        where = SuppressionFilter(
+            scope=SuppressionScope.CLIENT if client_id else chosen,
+            client_id=client_id,
+            include_expired=include_expired,
+        )
+        return export_file(active.uow(), where, FileFormat(format_), ADMIN_EXPORT_FIELDS, cursor)
 
     return router
 

@@ -46,10 +46,11 @@ from mailroom.entrypoints.http_errors import (
     install_error_handlers,
     method_not_allowed,
     proxy_error_response,
+    routes_of,
 )
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key, finish_document
-from mailroom.entrypoints.request_body import parse_json, prepare_event
+from mailroom.entrypoints.request_body import TextBody, parse_json, prepare_event
 from mailroom.entrypoints.status_views import (
     MODE_DESCRIPTION,
     MessageEventsView,
@@ -373,11 +374,22 @@ class MailroomApi(APIGatewayRestResolver):
                 if self._client_gate is not None and self._client_gate.applies_to(event):
                     self._refuse_undeclared_method(event)
                     self._client_gate.check(event)
-                event = prepare_event(event, self._max_request_bytes())
+                event = prepare_event(
+                    event, self._max_request_bytes(), lambda: self._text_body_of(event)
+                )
             except MailroomError as error:
                 logger.warning("request refused", extra={"code": error.code})
                 return state.decorate(proxy_error_response(error))
             return state.decorate(super().resolve(dict(event), context))
+
+    def _text_body_of(self, event: Mapping[str, Any]) -> TextBody | None:
+        """The TextBody the route this request goes to declares, if any."""
+        path = str(event.get("path") or "")
+        method = str(event.get("httpMethod") or "").upper()
+        for route in routes_of(self):
+            if route.method == method and route.rule.match(path):
+                return TextBody.of_route(route.openapi_extensions)
+        return None
 
     def _refuse_undeclared_method(self, event: Mapping[str, Any]) -> None:
         # Other requests are routed by Powertools first, and its not-found
@@ -408,6 +420,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     # here, send and status do not load the admin and webhook modules at
     # cold start (issue 8).
     from mailroom.entrypoints.admin import admin_routes
+    from mailroom.entrypoints.client_suppressions import client_suppression_routes
     from mailroom.entrypoints.client_templates import client_template_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
@@ -415,6 +428,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         send_routes(services),
         client_template_routes(services),
         status_routes(services),
+        client_suppression_routes(services),
         document_routes(services),
         *webhooks_function_routes(services),
         *admin_routes(services),

@@ -50,6 +50,7 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.MethodNotAllowed: 405,
     errors.ClientNameTaken: 409,
     errors.TemplateNotFound: 404,
+    errors.SuppressionIsGlobal: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

@@ -81,6 +81,37 @@ def answers(
     return responses
 
 
+def text_answers(
+    status: int,
+    description: str,
+    media_types: tuple[str, ...],
+    *,
+    headers: Mapping[str, str] | None = None,
+    errors: Mapping[int, str] | None = None,
+) -> dict[int, OpenAPIResponse]:
+    """``answers`` for a success whose body is text in one of ``media_types`` (a file).
+
+    ``headers`` maps each header the success may carry to its description.
+    """
+    responses = answers(status, description, errors=errors)
+    success = responses[status]
+    success["content"] = {media: {"schema": {"type": "string"}} for media in media_types}
+    if headers:
+        success["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in headers.items()
+        }
+    return responses
+
+
+# The statuses a route reading a TextBody (request_body.py) answers for its body.
+TEXT_BODY_ERRORS = {
+    400: "malformed_body: the body does not decode in its charset (UTF-8 unless declared)",
+    413: "payload_too_large: the body is larger than the route's limit",
+    415: "unsupported_media_type: the body is declared as none of the accepted media types",
+}
+
+
 # What the machinery in front of a handler can answer, by what the operation has.
 _CLIENT_KEY_ERRORS = {
     401: "unauthorized: X-Api-Key or X-Api-Secret missing or wrong",

@@ -11,6 +11,7 @@ go out to copies of a mail whose addressees were all removed.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,15 +21,29 @@ from typing import Any, NoReturn
 from mailroom.adapters.db.feedback_repositories import SuppressionFilter
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.domain.addresses import Mailbox
-from mailroom.domain.errors import InvalidRequest, RecipientsSuppressed, SuppressionNotFound
+from mailroom.domain.errors import (
+    InvalidRequest,
+    RecipientsSuppressed,
+    SuppressionIsGlobal,
+    SuppressionNotFound,
+)
 from mailroom.domain.feedback import (
     RecipientOutcome,
     RecipientStatus,
     Suppression,
     SuppressionReason,
+    SuppressionScope,
     bare_address,
 )
 from mailroom.domain.model import EventType, Message, MessageStatus
+from mailroom.domain.suppression_files import (
+    MAX_REPORTED_ERRORS,
+    FileFormat,
+    LineError,
+    export_header,
+    export_line,
+    parse_import,
+)
 from mailroom.domain.tenancy import SYSTEM_ACTOR, Actor, AuditEntry
 
 SUPPRESSED_ERROR = "suppressed: every recipient is on the suppression list"
@@ -375,13 +390,8 @@ def list_suppressions(
     after_id = _suppression_cursor(cursor)
     limit = max(1, min(limit, MAX_PAGE))
     if where.address:
-        where = SuppressionFilter(
-            scope=where.scope,
-            client_id=where.client_id,
-            address=bare_address(where.address),
-            reason=where.reason,
-            include_expired=where.include_expired,
-        )
+        # replace(), not a new filter: every other field (visible_to!) must carry over.
+        where = dataclasses.replace(where, address=bare_address(where.address))
     with uow:
         entries = uow.suppressions.list(
             where, now=now or datetime.now(UTC), after_id=after_id, limit=limit + 1
@@ -404,3 +414,207 @@ def _suppression_cursor(cursor: str | None) -> int | None:
             details=[{"field": "cursor", "message": "invalid cursor"}],
         )
     return int(cursor)
+
+
+# --- a client's own list (/v1/suppressions) -----------------------------------
+
+
+def client_suppressions(
+    uow: UnitOfWork,
+    *,
+    client_id: uuid.UUID,
+    address: str | None,
+    reason: SuppressionReason | None,
+    include_expired: bool,
+    cursor: str | None,
+    limit: int,
+    now: datetime | None = None,
+) -> SuppressionPage:
+    """The client's own entries and the active global ones, by id; never another client's."""
+    where = SuppressionFilter(
+        address=address, reason=reason, include_expired=include_expired, visible_to=client_id
+    )
+    return list_suppressions(uow, where, cursor=cursor, limit=limit, now=now)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRemoval:
+    removed: int
+    # The address stays suppressed for this client: the global list holds it too.
+    globally_suppressed: bool
+
+
+def remove_client_suppression(
+    uow: UnitOfWork,
+    *,
+    address: str,
+    client_id: uuid.UUID,
+    actor: Actor,
+    now: datetime | None = None,
+) -> ClientRemoval:
+    """Remove the client's own entry; a global one is an operator's (SuppressionIsGlobal)."""
+    bare = bare_address(address)
+    moment = now or datetime.now(UTC)
+    global_only = SuppressionFilter(scope=SuppressionScope.GLOBAL, address=bare)
+    with uow:
+        removed = uow.suppressions.remove(bare, client_id)
+        globally = bool(uow.suppressions.list(global_only, now=moment, after_id=None, limit=1))
+        if not removed:
+            if globally:
+                raise SuppressionIsGlobal(
+                    f"'{bare[:320]}' is on the global suppression list, which only an "
+                    "operator can change; this client has no entry of its own for it",
+                    details=[{"address": bare[:320], "scope": "global"}],
+                )
+            raise SuppressionNotFound(f"no suppression for '{bare[:320]}'")
+        view = {"address": bare, "client_id": str(client_id), "removed": removed}
+        uow.audit.append(_audit(actor, "suppression.remove", bare, view, None))
+        uow.commit()
+    return ClientRemoval(removed=removed, globally_suppressed=globally)
+
+
+# --- bulk import and export ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    received: int  # data lines read
+    created: int
+    updated: int
+    duplicates: int  # lines naming an address a later line named again
+    errors: list[LineError]  # every bad line, in file order
+    written: bool  # False when atomic and some line was bad
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
+
+
+def import_suppressions(
+    uow: UnitOfWork,
+    text: str,
+    form: FileFormat,
+    *,
+    client_id: uuid.UUID | None,
+    actor: Actor,
+    atomic: bool = False,
+    source: str = "import",
+    now: datetime | None = None,
+) -> ImportReport:
+    """Upsert every good line of a file into one list (a client's, or the global one).
+
+    Every line is one entry, written whole or not at all; the good lines go in
+    one transaction with one audit row holding the counts. With ``atomic``, a
+    single bad line refuses the file (422, every bad line listed) and nothing
+    is written. Importing the same file again changes nothing but
+    ``updated_at`` (and answers ``updated`` instead of ``created``).
+    """
+    moment = now or datetime.now(UTC)
+    parsed = parse_import(text, form, now=moment)
+    if atomic and parsed.errors:
+        raise InvalidRequest(
+            f"{len(parsed.errors)} of {parsed.received} lines are not valid entries; "
+            "with atomic=true nothing was imported",
+            details=[error.detail() for error in parsed.errors[:MAX_REPORTED_ERRORS]],
+        )
+    entries = [
+        Suppression(
+            address=row.address,
+            reason=row.reason,
+            client_id=client_id,
+            expires_at=row.expires_at,
+            source=source,
+            note=row.note,
+        )
+        for row in parsed.rows
+    ]
+    with uow:
+        if client_id is not None and uow.clients.get(client_id) is None:
+            raise InvalidRequest(
+                f"no client with id '{client_id}'",
+                details=[{"field": "client_id", "message": "unknown client"}],
+            )
+        created, updated = uow.suppressions.upsert_many(entries) if entries else (0, 0)
+        report = ImportReport(
+            received=parsed.received,
+            created=created,
+            updated=updated,
+            duplicates=parsed.duplicates,
+            errors=parsed.errors,
+            written=True,
+        )
+        uow.audit.append(
+            AuditEntry(
+                actor=actor.name,
+                action="suppression.import",
+                target_type="suppression_list",
+                target_id=str(client_id) if client_id else "global",
+                before=None,
+                after={
+                    "client_id": str(client_id) if client_id else None,
+                    "format": form.value,
+                    "received": report.received,
+                    "created": created,
+                    "updated": updated,
+                    "duplicates": report.duplicates,
+                    "failed": report.failed,
+                    "atomic": atomic,
+                },
+                source_ip=actor.source_ip,
+            )
+        )
+        uow.commit()
+    return report
+
+
+# An export answer is one Lambda response (6 MB at most): bounded in rows and
+# bytes, with a cursor to the rest.
+MAX_EXPORT_ROWS = 10_000
+MAX_EXPORT_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPage:
+    text: str
+    rows: int
+    next_cursor: str | None
+
+
+def export_suppressions(
+    uow: UnitOfWork,
+    where: SuppressionFilter,
+    form: FileFormat,
+    fields: Sequence[str],
+    *,
+    cursor: str | None,
+    max_rows: int = MAX_EXPORT_ROWS,
+    max_bytes: int = MAX_EXPORT_BYTES,
+    now: datetime | None = None,
+) -> ExportPage:
+    """One page of a list as a whole file (a CSV page has its header): oldest entry first."""
+    after_id = _suppression_cursor(cursor)
+    moment = now or datetime.now(UTC)
+    header = export_header(form, fields)
+    parts = [header]
+    size = len(header.encode())
+    rows = 0
+    next_cursor: str | None = None
+    with uow:
+        while next_cursor is None:
+            want = min(MAX_PAGE, max_rows - rows)
+            batch = uow.suppressions.list(where, now=moment, after_id=after_id, limit=want + 1)
+            for entry in batch[:want]:
+                line = export_line(entry, form, fields)
+                if rows and size + len(line.encode()) > max_bytes:
+                    next_cursor = str(after_id)
+                    break
+                parts.append(line)
+                size += len(line.encode())
+                rows += 1
+                after_id = entry.id
+            else:
+                if len(batch) <= want:
+                    break  # the end of the list
+                if rows >= max_rows:
+                    next_cursor = str(after_id)
+    return ExportPage(text="".join(parts), rows=rows, next_cursor=next_cursor)

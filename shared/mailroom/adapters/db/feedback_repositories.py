@@ -12,7 +12,7 @@ import abc
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +27,7 @@ from sqlalchemy import (
     delete,
     false,
     func,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -65,6 +66,10 @@ class SuppressionFilter:
     address: str | None = None
     reason: SuppressionReason | None = None
     include_expired: bool = False
+    # What one client may see (``scope`` then unused): its own entries and the
+    # active global ones. A reason filter leaves the global ones out: the
+    # client is not told why an address is suppressed for everyone.
+    visible_to: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +161,25 @@ class SuppressionRepository(abc.ABC):
                 else:
                     found[entry.id] = entry
         return [*found.values(), *extra]
+
+    def upsert_many(self, entries: Sequence[Suppression]) -> tuple[int, int]:
+        """``upsert`` each (one address at most once); (created, updated).
+
+        The PostgreSQL repository writes them in a few statements; this
+        default, for in-memory fakes, one at a time.
+        """
+        created = 0
+        for entry in entries:
+            where = SuppressionFilter(
+                scope=entry.scope,
+                client_id=entry.client_id,
+                address=entry.address,
+                include_expired=True,
+            )
+            existed = bool(self.list(where, now=datetime.now(UTC), after_id=None, limit=1))
+            self.upsert(entry)
+            created += not existed
+        return created, len(entries) - created
 
     @abc.abstractmethod
     def remove(self, address: str, client_id: uuid.UUID | None) -> int: ...
@@ -355,26 +379,19 @@ class SqlSuppressionRepository(SuppressionRepository):
         self._session = session
 
     def upsert(self, suppression: Suppression) -> Suppression:
-        insert = pg_insert(SuppressionRow).values(
-            client_id=suppression.client_id,
-            address=suppression.address,
-            reason=suppression.reason.value,
-            source=suppression.source,
-            note=suppression.note,
-            expires_at=suppression.expires_at,
-            is_test=suppression.is_test,
-        )
-        statement = insert.on_conflict_do_update(
-            index_elements=["client_id", "address", "is_test"],
-            set_={
-                "reason": insert.excluded.reason,
-                "source": insert.excluded.source,
-                "note": func.coalesce(insert.excluded.note, SuppressionRow.note),
-                "expires_at": insert.excluded.expires_at,
-                "updated_at": func.now(),
-            },
-        ).returning(SuppressionRow)
+        statement = _upsert([suppression]).returning(SuppressionRow)
         return suppression_of(self._session.execute(statement).scalar_one())
+
+    def upsert_many(self, entries: Sequence[Suppression]) -> tuple[int, int]:
+        created = 0
+        # Well under PostgreSQL's 65,535 bind parameters per statement.
+        for start in range(0, len(entries), _UPSERT_CHUNK):
+            statement = _upsert(entries[start : start + _UPSERT_CHUNK]).returning(
+                # xmax is 0 on a row this statement inserted, set on one it updated.
+                literal_column("(xmax = 0)", Boolean)
+            )
+            created += sum(1 for (inserted,) in self._session.execute(statement) if inserted)
+        return created, len(entries) - created
 
     def active_for(
         self,
@@ -431,7 +448,9 @@ class SqlSuppressionRepository(SuppressionRepository):
         self, where: SuppressionFilter, *, now: datetime, after_id: int | None, limit: int
     ) -> list[Suppression]:
         conditions: list[ColumnElement[bool]] = []
-        if where.scope is SuppressionScope.GLOBAL:
+        if where.visible_to is not None:
+            conditions.append(_visible_to(where, now))
+        elif where.scope is SuppressionScope.GLOBAL:
             conditions.append(SuppressionRow.client_id.is_(None))
         elif where.scope is SuppressionScope.CLIENT:
             conditions.append(
@@ -443,7 +462,7 @@ class SqlSuppressionRepository(SuppressionRepository):
             conditions.append(SuppressionRow.address == where.address)
         if where.reason:
             conditions.append(SuppressionRow.reason == where.reason.value)
-        if not where.include_expired:
+        if not where.include_expired and where.visible_to is None:
             conditions.append(
                 or_(SuppressionRow.expires_at.is_(None), SuppressionRow.expires_at > now)
             )
@@ -453,6 +472,48 @@ class SqlSuppressionRepository(SuppressionRepository):
             select(SuppressionRow).where(and_(*conditions)).order_by(SuppressionRow.id).limit(limit)
         ).scalars()
         return [suppression_of(row) for row in rows]
+
+
+_UPSERT_CHUNK = 1000
+
+
+def _upsert(entries: Sequence[Suppression]) -> Any:
+    """Add each entry, or replace reason, expiry and source (and a given note) of its twin."""
+    insert = pg_insert(SuppressionRow).values(
+        [
+            {
+                "client_id": entry.client_id,
+                "address": entry.address,
+                "reason": entry.reason.value,
+                "source": entry.source,
+                "note": entry.note,
+                "expires_at": entry.expires_at,
+                "is_test": entry.is_test,
+            }
+            for entry in entries
+        ]
+    )
+    return insert.on_conflict_do_update(
+        # A test entry and a live one for the same address are two rows (test mode).
+        index_elements=["client_id", "address", "is_test"],
+        set_={
+            "reason": insert.excluded.reason,
+            "source": insert.excluded.source,
+            "note": func.coalesce(insert.excluded.note, SuppressionRow.note),
+            "expires_at": insert.excluded.expires_at,
+            "updated_at": func.now(),
+        },
+    )
+
+
+def _visible_to(where: SuppressionFilter, now: datetime) -> ColumnElement[bool]:
+    active = or_(SuppressionRow.expires_at.is_(None), SuppressionRow.expires_at > now)
+    own = SuppressionRow.client_id == where.visible_to
+    if not where.include_expired:
+        own = and_(own, active)
+    if where.reason is not None:
+        return own
+    return or_(own, and_(SuppressionRow.client_id.is_(None), active))
 
 
 class SqlMessageQueryRepository(MessageQueryRepository):

@@ -96,7 +96,7 @@ class AdminAuditRow(Base):
     action: Mapped[str] = mapped_column(String(64))
     target_type: Mapped[str] = mapped_column(String(32))
     # Text, not a foreign key: the trail outlives whatever it is about.
-    target_id: Mapped[str] = mapped_column(String(128))
+    target_id: Mapped[str] = mapped_column(String(320))  # an address, for a suppression
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     source_ip: Mapped[str | None] = mapped_column(String(64))
