@@ -49,6 +49,9 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     # The path exists, the method does not; the answer carries Allow.
     errors.MethodNotAllowed: 405,
     errors.ClientNameTaken: 409,
+    errors.IpNotAllowed: 403,
+    errors.ApiKeyNotFound: 404,
+    errors.KeyLimitReached: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.
