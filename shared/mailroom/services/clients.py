@@ -37,9 +37,11 @@ from mailroom.domain.tenancy import (
     Scope,
 )
 from mailroom.services import api_keys
-from mailroom.services.api_keys import MISSING_CREDENTIALS
 
 LIVE_KEY_PREFIX = KeyKind.LIVE.prefix
+# Where callers found them before keys had a module of their own.
+MISSING_CREDENTIALS = api_keys.MISSING_CREDENTIALS
+WRONG_CREDENTIALS = api_keys.WRONG_CREDENTIALS
 
 
 @dataclass(frozen=True, slots=True)

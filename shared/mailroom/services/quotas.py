@@ -1,4 +1,4 @@
-"""Monthly quotas and daily limits: counted when a message is accepted, reconcilable with the messages table.
+"""Monthly quotas and daily limits: counted when a message is accepted, reconcilable.
 
 The counter lives in Redis so that every instance checks and counts in one
 atomic step. The messages table is the truth it is reconciled against: a
