@@ -109,10 +109,10 @@ def register_client(
     with uow:
         uow.clients.add(client)
         uow.api_keys.add(issued.key)
-        uow.audit.append(_audit(actor, "client.create", client, None, audit_view(client)))
-        uow.audit.append(
-            api_keys.key_audit(actor, "api_key.create", issued.key, None, issued.key.audit_view())
-        )
+        # One row: the key made with the client is in it (after.api_key, with
+        # its scopes), so every key's creation is in the log with its id.
+        after = {**audit_view(client), "key": issued.key.audit_view()}
+        uow.audit.append(_audit(actor, "client.create", client, None, after))
         uow.commit()
         client = uow.clients.get(client.id) or client
     return RegisteredClient(client=client, api_key=issued.key.id, api_secret=issued.secret)
