@@ -160,7 +160,12 @@ class TestChanges:
         assert stored.previous_secret_expires_at == NOW + timedelta(hours=2)
         assert rotated.api_key == registered.api_key
         entry = uow.audit.entries[-1]
-        assert (entry.action, entry.target_id) == ("api_key.rotate", registered.api_key)
+        assert (entry.action, entry.target_id) == (
+            "client.rotate_secret",
+            str(registered.client.id),
+        )
+        assert entry.after is not None
+        assert entry.after["key_id"] == registered.api_key
         assert rotated.api_secret not in repr(entry)
         assert registered.api_secret not in repr(entry)
 

@@ -159,11 +159,13 @@ def _key_responses(*extra: tuple[int, str]) -> dict[int, OpenAPIResponse]:
         (401, "Missing or wrong credentials; invalid_token, api_key_expired, api_key_revoked"),
         (403, "client_suspended, insufficient_scope (needs admin), ip_not_allowed"),
         (429, "rate_limited; Retry-After says when to try again"),
+        (503, "A backing service is unavailable; change_not_propagated: saved, not yet announced"),
         *extra,
     )
 
 
 _CREATE_ERRORS = (
+    (400, "Malformed JSON"),
     (
         422,
         "validation_error, unknown_scope (a scope name we do not know), invalid_cidr "
@@ -245,7 +247,9 @@ def api_key_routes(services: ServicesProvider) -> Router:
         description="The old secret keeps working for the grace period.",
         responses={
             200: {"content": {"application/json": {"model": IssuedKeyView}}},
-            **_key_responses((404, "api_key_not_found"), (422, "validation_error")),
+            **_key_responses(
+                (400, "Malformed JSON"), (404, "api_key_not_found"), (422, "validation_error")
+            ),
         },
         tags=TAGS,
     )

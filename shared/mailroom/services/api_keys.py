@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -200,8 +200,13 @@ def rotate_key(
     grace: timedelta,
     actor: Actor,
     now: datetime | None = None,
+    as_client_rotation: bool = False,
 ) -> IssuedKey:
     """A new secret; the current one keeps working for ``grace`` (none when zero).
+
+    ``as_client_rotation``: audited as ``client.rotate_secret`` on the client
+    (the key's id in before/after), as the client route always was, so an
+    operator reading the client's trail still finds it.
 
     Only one old secret is kept: rotating again inside a grace period ends
     the older secret's grace at once.
@@ -227,7 +232,15 @@ def rotate_key(
             key.previous_secret_expires_at = None
         key.secret_hash = new_hash
         uow.api_keys.save(key)
-        uow.audit.append(key_audit(actor, "api_key.rotate", key, before, key.audit_view()))
+        entry = key_audit(actor, "api_key.rotate", key, before, key.audit_view())
+        if as_client_rotation:
+            entry = replace(
+                entry,
+                action="client.rotate_secret",
+                target_type="client",
+                target_id=str(client_id),
+            )
+        uow.audit.append(entry)
         uow.commit()
     announce_key_change(versions, [key.id], client_id)
     return IssuedKey(key, secret)

@@ -253,7 +253,15 @@ def rotate_secret(
     """A new secret for the key the client was created with (``api_keys.rotate_key``)."""
     client = find_client(uow, ref)
     issued = api_keys.rotate_key(
-        uow, hasher, versions, client.id, client.api_key_prefix, grace=grace, actor=actor, now=now
+        uow,
+        hasher,
+        versions,
+        client.id,
+        client.api_key_prefix,
+        grace=grace,
+        actor=actor,
+        now=now,
+        as_client_rotation=True,
     )
     return RotatedKey(client=client, key=issued.key, api_secret=issued.secret)
 
