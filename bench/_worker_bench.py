@@ -87,7 +87,6 @@ def new_client(services: Services) -> uuid.UUID:
         id=uuid.uuid4(),
         name=f"bench-{uuid.uuid4().hex[:8]}",  # client names are unique (issue 14)
         api_key_prefix=f"mr_live_{uuid.uuid4().hex[:16]}",
-        api_secret_hash="unused",
         rate_limit=10**6,
         quota_limit=10**9,
     )

@@ -197,7 +197,7 @@ def main() -> None:
 def _parts(
     services: Services, key: str, secret: str, event: dict[str, Any]
 ) -> list[tuple[str, list[float], str]]:
-    client = services.authenticator.authenticate(key, secret)
+    client = services.authenticator.authenticate(key, secret).caller.client
     body = str(event["body"])
     request = SendRequest.model_validate_json(body)
     bucket = Bucket(f"client:{client.id}", client.rate_limit)
@@ -315,7 +315,7 @@ def _sqs_times() -> list[float]:
 
 
 def _cold(services: Services, key: str, secret: str) -> list[tuple[str, list[float], str]]:
-    client = services.authenticator.authenticate(key, secret)
+    services.authenticator.authenticate(key, secret)
 
     def cold_authenticate() -> None:
         # A new instance: empty cache, so Redis + database + argon2.
@@ -327,6 +327,7 @@ def _cold(services: Services, key: str, secret: str) -> list[tuple[str, list[flo
             last_used_interval_seconds=3600,
         ).authenticate(key, secret)
 
+    secret_hash = _secret_hash(services, key)
     return [
         (
             "auth, cold (empty cache: Redis + DB + argon2)",
@@ -335,10 +336,17 @@ def _cold(services: Services, key: str, secret: str) -> list[tuple[str, list[flo
         ),
         (
             "argon2id verify alone",
-            timed(lambda: services.hasher.verify(client.api_secret_hash, secret), COLD_SAMPLES),
+            timed(lambda: services.hasher.verify(secret_hash, secret), COLD_SAMPLES),
             "",
         ),
     ]
+
+
+def _secret_hash(services: Services, key: str) -> str:
+    with services.uow() as uow:
+        stored = uow.api_keys.get(key)
+    assert stored is not None
+    return stored.secret_hash
 
 
 if __name__ == "__main__":

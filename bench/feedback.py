@@ -195,7 +195,7 @@ def database_rows(seconds: float) -> list[tuple[str, int, float, float]]:
     database = Database(DATABASE_URL, pool_size=2)
     client_id = uuid.uuid4()
     with SqlUnitOfWork(database) as uow:
-        uow.clients.add(Client(client_id, "bench", "mr_live_bench", "x", 600, 100_000))
+        uow.clients.add(Client(client_id, "bench", "mr_live_bench", 600, 100_000))
         uow.commit()
     provider_ids: list[str] = []
     with SqlUnitOfWork(database) as uow:

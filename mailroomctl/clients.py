@@ -36,6 +36,7 @@ def register_clients(commands: argparse._SubParsersAction[argparse.ArgumentParse
     update.add_argument("client", help="id or API key")
     update.add_argument("--name")
     _limits(update)
+    update.add_argument("--no-daily-limit", action="store_true", help="remove the daily limit")
     update.add_argument(
         "--default-provider-order",
         action="store_true",
@@ -83,6 +84,7 @@ def register_clients(commands: argparse._SubParsersAction[argparse.ArgumentParse
 def _limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit", type=int, help="requests per minute")
     parser.add_argument("--quota-limit", type=int, help="messages per calendar month (UTC)")
+    parser.add_argument("--daily-limit", type=int, help="messages per UTC day")
     parser.add_argument(
         "--provider-order", help="comma-separated provider names, e.g. ses,smtp", default=None
     )
@@ -107,6 +109,8 @@ def _create(client: AdminClient, args: argparse.Namespace) -> Any:
         body["rate_limit"] = args.rate_limit
     if args.quota_limit is not None:
         body["quota_limit"] = args.quota_limit
+    if args.daily_limit is not None:
+        body["daily_limit"] = args.daily_limit
     if args.provider_order is not None:
         body["provider_order"] = _order(args.provider_order)
     if args.sandbox_mode is not None:
@@ -133,6 +137,10 @@ def _update(client: AdminClient, args: argparse.Namespace) -> Any:
         body["rate_limit"] = args.rate_limit
     if args.quota_limit is not None:
         body["quota_limit"] = args.quota_limit
+    if args.daily_limit is not None:
+        body["daily_limit"] = args.daily_limit
+    if args.no_daily_limit:
+        body["daily_limit"] = None
     if args.provider_order is not None and args.default_provider_order:
         raise SystemExit("mailroomctl: --provider-order or --default-provider-order, not both")
     if args.provider_order is not None:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mailroom.adapters.db.api_keys import ApiKeyRepository
 from mailroom.adapters.db.audit import AuditLog
 from mailroom.adapters.db.repositories import ClientRepository, MessageRepository
 from mailroom.adapters.db.unit_of_work import UnitOfWork
@@ -28,6 +29,7 @@ from mailroom.adapters.tenancy import (
     QuotaTake,
     RateLimiter,
 )
+from mailroom.domain.api_keys import ApiKey
 from mailroom.domain.errors import ClientNameTaken, DependencyUnavailable, UnknownTemplate
 from mailroom.domain.mime import OutgoingEmail
 from mailroom.domain.model import (
@@ -55,6 +57,7 @@ class FakeClientRepository(ClientRepository):
 
     def __init__(self) -> None:
         self.rows: dict[uuid.UUID, Client] = {}
+        self.key_owners: dict[str, uuid.UUID] = {}
 
     def add(self, client: Client) -> None:
         self._refuse_a_taken_name(client)
@@ -76,7 +79,10 @@ class FakeClientRepository(ClientRepository):
         return copy.deepcopy(row) if row else None
 
     def get_by_api_key(self, api_key: str) -> Client | None:
-        row = next((c for c in self.rows.values() if c.api_key_prefix == api_key), None)
+        # Any of the client's keys names it (FakeApiKeyRepository registers them here).
+        client_id = self.key_owners.get(api_key)
+        row = self.rows.get(client_id) if client_id else None
+        row = row or next((c for c in self.rows.values() if c.api_key_prefix == api_key), None)
         return copy.deepcopy(row) if row else None
 
     def list(self, status: ClientStatus | None = None) -> list[Client]:
@@ -243,10 +249,56 @@ class FakeAuditLog(AuditLog):
         return [e for e in matching if (e.seq or 0) > after_seq][:limit]
 
 
+class FakeApiKeyRepository(ApiKeyRepository):
+    """Keys by id, handed out as copies; knows the clients for ``get_with_client``."""
+
+    def __init__(self, clients: FakeClientRepository) -> None:
+        self.rows: dict[str, ApiKey] = {}
+        self._clients = clients
+        self.touched: list[tuple[str, datetime]] = []
+
+    def add(self, key: ApiKey) -> None:
+        now = datetime.now(UTC)
+        self.rows[key.id] = dataclasses.replace(key, created_at=now, updated_at=now)
+        self._clients.key_owners[key.id] = key.client_id
+
+    def get(self, key_id: str, *, for_update: bool = False) -> ApiKey | None:
+        row = self.rows.get(key_id)
+        return copy.deepcopy(row) if row else None
+
+    def get_with_client(self, key_id: str) -> tuple[ApiKey, Client] | None:
+        key = self.get(key_id)
+        client = self._clients.get(key.client_id) if key else None
+        return (key, client) if key and client else None
+
+    def list_for_client(self, client_id: uuid.UUID, *, limit: int) -> list[ApiKey]:
+        keys = [copy.deepcopy(k) for k in self.rows.values() if k.client_id == client_id]
+        return list(reversed(keys))[:limit]
+
+    def count_active(self, client_id: uuid.UUID, now: datetime) -> int:
+        return sum(1 for k in self.rows.values() if k.client_id == client_id and k.active_at(now))
+
+    def active_ids(self, client_id: uuid.UUID) -> list[str]:
+        return [
+            k.id for k in self.rows.values() if k.client_id == client_id and k.revoked_at is None
+        ]
+
+    def save(self, key: ApiKey) -> None:
+        self.rows[key.id] = dataclasses.replace(key, updated_at=datetime.now(UTC))
+
+    def touch_last_used(self, key_id: str, client_id: uuid.UUID, at: datetime) -> None:
+        self.touched.append((key_id, at))
+        row = self.rows[key_id]
+        if row.last_used_at is None or row.last_used_at < at:
+            self.rows[key_id] = dataclasses.replace(row, last_used_at=at)
+        self._clients.touch_last_used(client_id, at)
+
+
 class FakeUnitOfWork(UnitOfWork):
     """Keeps committed state only: what was not committed is rolled back."""
 
     clients: FakeClientRepository
+    api_keys: FakeApiKeyRepository
     messages: FakeMessageRepository
     feedback: FakeFeedbackRepository
     recipients: FakeRecipientRepository
@@ -257,6 +309,7 @@ class FakeUnitOfWork(UnitOfWork):
 
     def __init__(self) -> None:
         self.clients = FakeClientRepository()
+        self.api_keys = FakeApiKeyRepository(self.clients)
         self.messages = FakeMessageRepository()
         self.audit = FakeAuditLog()
         # Delivery feedback: four repositories over one state, saved and
@@ -278,6 +331,7 @@ class FakeUnitOfWork(UnitOfWork):
             {k: _copy(v) for k, v in self.messages.rows.items()},
             list(self.messages.event_rows),
             list(self.audit.entries),
+            dict(self.api_keys.rows),
         )
 
     def commit(self) -> None:
@@ -289,8 +343,9 @@ class FakeUnitOfWork(UnitOfWork):
     def rollback(self) -> None:
         self.feedback_state.restore(self._feedback_saved)
         self.idempotency.keys = dict(self._keys_saved)
-        clients, messages, events, audit = self._snapshot
+        clients, messages, events, audit, keys = self._snapshot
         self.clients.rows = dict(clients)
+        self.api_keys.rows = dict(keys)
         self.messages.rows = {k: _copy(v) for k, v in messages.items()}
         self.messages.event_rows = list(events)
         self.audit.entries = list(audit)
@@ -397,23 +452,30 @@ class FakeRateLimiter(RateLimiter):
     def __init__(self, *, down: bool = False) -> None:
         self.down = down
         self.taken: dict[str, int] = {}
+        self.calls: list[list[Bucket]] = []
 
-    def take(self, bucket: Bucket, *, shared: Bucket | None = None) -> RateDecision:
+    def take_all(self, buckets: Sequence[Bucket]) -> RateDecision:
         if self.down:
             raise DependencyUnavailable("Redis is unavailable: rate limits cannot be checked")
-        buckets = [bucket] if shared is None else [bucket, shared]
+        self.calls.append(list(buckets))
         allowed = all(self.taken.get(b.name, 0) < b.per_minute for b in buckets)
         if allowed:
             for b in buckets:
                 self.taken[b.name] = self.taken.get(b.name, 0) + 1
-        used = self.taken.get(bucket.name, 0)
-        return RateDecision(
-            allowed=allowed,
-            limit=bucket.per_minute,
-            remaining=bucket.per_minute - used,
-            reset_seconds=60 * used // bucket.per_minute,
-            retry_after_seconds=0 if allowed else 60 // bucket.per_minute or 1,
-        )
+        decisions = []
+        for bucket in buckets:
+            used = self.taken.get(bucket.name, 0)
+            decisions.append(
+                RateDecision(
+                    allowed=allowed,
+                    limit=bucket.per_minute,
+                    remaining=max(0, bucket.per_minute - used),
+                    reset_seconds=60 * used // bucket.per_minute,
+                    retry_after_seconds=0 if allowed else 60 // bucket.per_minute or 1,
+                    level=bucket.level,
+                )
+            )
+        return min(decisions, key=lambda d: (d.remaining, d.limit))
 
 
 class FakeQuotaCounter(QuotaCounter):

@@ -41,6 +41,7 @@ from mailroom.adapters.webhooks.registry import WebhookRegistry
 from mailroom.adapters.webhooks.replay import RedisReplayGuard
 from mailroom.config import Settings, get_settings
 from mailroom.entrypoints.observability import logger
+from mailroom.services.api_keys import RefusalAudit
 from mailroom.services.authentication import Authenticator, VerifiedCredentialCache
 
 if TYPE_CHECKING:
@@ -97,6 +98,11 @@ class Services:
             ),
             last_used_interval_seconds=self.settings.last_used_write_interval_seconds,
         )
+
+    @cached_property
+    def refusal_audit(self) -> RefusalAudit:
+        """Scope and IP refusals, audited at most once per key and reason per minute here."""
+        return RefusalAudit(self.uow)
 
     @property
     def send_limits(self) -> SendLimits:

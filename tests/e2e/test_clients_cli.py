@@ -130,3 +130,44 @@ def test_sandbox_mode_through_mailroomctl_reaches_no_smtp_sink(runner: Runner) -
     assert updated["sandbox_mode"] is False
     live = send(runner, key, secret)
     assert (live.status, live.json()["mode"]) == (202, "live")
+
+
+def test_scoped_keys_through_mailroomctl_and_the_local_runner(runner: Runner) -> None:
+    # GIVEN a client and a sending-only key made for it with mailroomctl
+    client = mailroomctl_json(runner, "clients", "create", "e2e-keys")
+    made = mailroomctl_json(
+        runner, "keys", "create", client["id"], "--name", "ci", "--scope", "email:send"
+    )
+    assert made["scopes"] == ["email:send"]
+    # WHEN it sends with its Bearer token THEN the message is accepted
+    by_token = http(
+        "POST",
+        f"{runner.api_url}/v1/send",
+        headers={"Authorization": f"Bearer {made['token']}"},
+        body={"template": "welcome", "to": "ada@example.com", "props": SAMPLE_PROPS},
+    )
+    assert by_token.status == 202, by_token.body
+    # AND it may not manage keys: 403 naming the scope
+    listing = http(
+        "GET",
+        f"{runner.api_url}/v1/api-keys",
+        headers={"Authorization": f"Bearer {made['token']}"},
+    )
+    assert (listing.status, listing.json()["error"]["code"]) == (403, "insufficient_scope")
+    # WHEN mailroomctl lists, rotates and revokes it
+    listed = mailroomctl_json(runner, "keys", "list", client["api_key"])
+    assert {k["id"] for k in listed["keys"]} == {client["api_key"], made["id"]}
+    rotated = mailroomctl_json(
+        runner, "keys", "rotate", client["id"], made["id"], "--grace-seconds", "0"
+    )
+    assert send(runner, made["id"], made["secret"]).status == 401
+    assert send(runner, made["id"], rotated["secret"]).status == 202
+    revoked = mailroomctl_json(runner, "keys", "revoke", client["id"], made["id"])
+    assert revoked["status"] == "revoked"
+    # THEN the revoked key is refused with its own code
+    refused = send(runner, made["id"], rotated["secret"])
+    assert (refused.status, refused.json()["error"]["code"]) == (401, "api_key_revoked")
+    # AND no secret or token was logged by any function
+    output = runner.output()
+    for shown in (made["secret"], made["token"], rotated["secret"], rotated["token"]):
+        assert shown not in output

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from mailroom.domain.api_keys import encode_token
 from tests.e2e.harness import REPO_ROOT, SAMPLE_PROPS, Runner, http
 
 pytestmark = pytest.mark.e2e
@@ -107,6 +108,9 @@ def _config(runner: Runner, folder: Path) -> Path:
         f"api_key = {_toml_value(client['api_key'])}",
         "[auth.openapi.apiSecret]",
         f"api_key = {_toml_value(client['api_secret'])}",
+        # The same key as a Bearer token, for operations schemathesis sends that way.
+        "[auth.openapi.clientToken]",
+        f"bearer = {_toml_value(encode_token(client['api_key'], client['api_secret']))}",
         "[auth.openapi.adminToken]",
         f"bearer = {_toml_value(admin_token)}",
     ]

@@ -244,7 +244,6 @@ def stored_client(database: Database) -> Client:
         id=uuid.uuid4(),
         name=f"c-{uuid.uuid4().hex[:8]}",  # names are unique; tests store several
         api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
-        api_secret_hash="x",
         rate_limit=60,
         quota_limit=100,
     )

@@ -151,6 +151,35 @@ def _rotate(stack: AdminStack) -> tuple[Call, Expected]:
     )
 
 
+def _create_key(stack: AdminStack) -> tuple[Call, Expected]:
+    body = {"name": "ci", "scopes": ["email:send"]}
+    return Call(f"/admin/clients/{stack.client()}/api-keys", body), Expected(
+        "api_key.create", "api_key", "*"
+    )
+
+
+def _key(stack: AdminStack) -> tuple[str, str]:
+    ref = stack.client()
+    body = {"name": "ci", "scopes": ["email:send"]}
+    status, created = stack.call("POST", Call(f"/admin/clients/{ref}/api-keys", body))
+    assert status == 201, created
+    return ref, str(created["id"])
+
+
+def _revoke_key(stack: AdminStack) -> tuple[Call, Expected]:
+    ref, key_id = _key(stack)
+    return Call(f"/admin/clients/{ref}/api-keys/{key_id}"), Expected(
+        "api_key.revoke", "api_key", key_id
+    )
+
+
+def _rotate_key(stack: AdminStack) -> tuple[Call, Expected]:
+    ref, key_id = _key(stack)
+    return Call(f"/admin/clients/{ref}/api-keys/{key_id}/rotate"), Expected(
+        "api_key.rotate", "api_key", key_id
+    )
+
+
 def _reconcile(stack: AdminStack) -> tuple[Call, Expected]:
     ref = stack.client()
     return Call("/admin/quota/reconcile", {"client": ref}), Expected(
@@ -220,6 +249,9 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("POST", "/admin/dlq/redrive"): _redrive_all,
     ("POST", "/admin/dlq/{message_id}/redrive"): _redrive_one,
     ("POST", "/admin/dlq/purge"): _purge,
+    ("POST", "/admin/clients/{client_ref}/api-keys"): _create_key,
+    ("DELETE", "/admin/clients/{client_ref}/api-keys/{key_id}"): _revoke_key,
+    ("POST", "/admin/clients/{client_ref}/api-keys/{key_id}/rotate"): _rotate_key,
 }
 
 

@@ -120,13 +120,16 @@ class TestRedisScripts:
         self, redis_url: str
     ) -> None:
         limiter = RedisRateLimiter(RedisStore(redis_url))
-        shared = Bucket("global", 2)
+        shared = Bucket("global", 2, "global")
         first, second = Bucket("client:a", 10), Bucket("client:b", 10)
         assert limiter.take(first, shared=shared).allowed
         assert limiter.take(second, shared=shared).allowed
         refused = limiter.take(first, shared=shared)
         assert not refused.allowed
-        assert refused.remaining == 9  # the refusal cost the client nothing
+        # the answer is the tightest bucket's: the global one that refused
+        assert (refused.level, refused.limit, refused.remaining) == ("global", 2, 0)
+        # and the refusal cost the client nothing: 10 - 1 earlier - 1 now
+        assert limiter.take(first).remaining == 8
 
     def test_the_quota_counter_accepts_exactly_the_limit_under_concurrency(
         self, redis_url: str

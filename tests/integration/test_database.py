@@ -21,7 +21,6 @@ def _client() -> Client:
         id=uuid.uuid4(),
         name=f"acme-{uuid.uuid4().hex[:8]}",  # names are unique; tests add several
         api_key_prefix=f"mr_live_{uuid.uuid4().hex[:24]}",
-        api_secret_hash="$argon2id$placeholder",
         rate_limit=600,
         quota_limit=1000,
     )

@@ -151,3 +151,50 @@ def test_templates_uploaded_before_owners_become_shared_and_keep_rendering() -> 
             database.engine.dispose()
     finally:
         engine.dispose()
+
+
+def test_each_key_pair_becomes_an_admin_key_with_the_same_hash_and_comes_back() -> None:
+    # GIVEN a database from before api_keys, with a client mid-rotation and a plain one
+    if TOLD_DATABASE_URL is None:
+        drop_database_at_exit(SCRATCH_URL)
+    empty_database(SCRATCH_URL)
+    command.upgrade(alembic_config(SCRATCH_URL), "g9idnaddresses01")
+    engine = create_engine(SCRATCH_URL)
+    rotating, plain = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO clients (id, name, api_key_prefix, api_secret_hash, quota_limit,"
+                    " rate_limit, previous_secret_hash, previous_secret_expires_at) VALUES"
+                    " (:a, 'rotating', 'mr_live_aaa', 'hash-a', 1, 1, 'old-a', now() + interval"
+                    " '1 hour'), (:b, 'plain', 'mr_live_bbb', 'hash-b', 1, 1, NULL, NULL)"
+                ),
+                {"a": rotating, "b": plain},
+            )
+        # WHEN the migrations are brought to head
+        upgrade_to_head(SCRATCH_URL)
+        # THEN each pair is one key: same id, same hashes, scope admin, mode live
+        with engine.connect() as connection:
+            keys = connection.execute(
+                text(
+                    "SELECT id, client_id::text, secret_hash, previous_secret_hash,"
+                    " scopes, mode, revoked_at FROM api_keys ORDER BY id"
+                )
+            ).all()
+        assert [tuple(k) for k in keys] == [
+            ("mr_live_aaa", rotating, "hash-a", "old-a", ["admin"], "live", None),
+            ("mr_live_bbb", plain, "hash-b", None, ["admin"], "live", None),
+        ]
+        # AND downgrading puts the hashes back on the clients
+        command.downgrade(alembic_config(SCRATCH_URL), "g9idnaddresses01")
+        with engine.connect() as connection:
+            restored = connection.execute(
+                text("SELECT api_key_prefix, api_secret_hash FROM clients ORDER BY api_key_prefix")
+            ).all()
+        assert [tuple(r) for r in restored] == [
+            ("mr_live_aaa", "hash-a"),
+            ("mr_live_bbb", "hash-b"),
+        ]
+    finally:
+        engine.dispose()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mailroom.domain.errors import ClientSuspended, Unauthenticated
-from mailroom.domain.tenancy import Actor
+from mailroom.domain.tenancy import Actor, Caller
 from mailroom.services import clients
 from mailroom.services.authentication import Authenticator, VerifiedCredentialCache
 from mailroom.services.clients import RegisteredClient
@@ -122,8 +122,8 @@ def test_a_limit_change_reaches_warm_instances_at_once() -> None:
         known_providers=("smtp",),
         actor=ADMIN,
     )
-    client = world.authenticator.authenticate(world.client.api_key, world.client.api_secret)
-    assert client.rate_limit == 7
+    found = world.authenticator.authenticate(world.client.api_key, world.client.api_secret)
+    assert found.caller.client.rate_limit == 7
 
 
 def test_rotation_keeps_the_old_secret_for_the_grace_period_only() -> None:
@@ -261,9 +261,11 @@ def test_the_cache_holds_only_keyed_digests() -> None:
 
 def test_the_cache_is_bounded() -> None:
     cache = VerifiedCredentialCache(ttl_seconds=TTL, max_entries=3, clock=lambda: 0.0)
-    client = World().client.client
+    world = World()
+    key = world.uow.api_keys.rows[world.client.api_key]
+    caller = Caller(world.client.client, key.id, key.scopes)
     for n in range(10):
-        cache.put(cache.fingerprint(f"k{n}", "s"), client, "v1")
+        cache.put(cache.fingerprint(f"k{n}", "s"), caller, key, "v1")
     assert len(cache) == 3
     assert cache.get(cache.fingerprint("k9", "s")) is not None
     assert cache.get(cache.fingerprint("k0", "s")) is None

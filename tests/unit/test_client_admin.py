@@ -14,10 +14,9 @@ from mailroom.domain.errors import (
     DependencyUnavailable,
     InvalidRequest,
     QuotaExceeded,
-    SandboxKeysUnavailable,
 )
 from mailroom.domain.model import ClientStatus, EventType, Message, MessageStatus
-from mailroom.domain.tenancy import Actor, KeyKind, QuotaPeriod
+from mailroom.domain.tenancy import Actor, KeyKind, QuotaPeriod, Scope
 from mailroom.services import clients, quotas
 from tests.fakes import FakeCredentialVersions, FakeQuotaCounter, FakeUnitOfWork, PlainHasher
 
@@ -43,19 +42,24 @@ class TestRegister:
         assert registered.api_key.startswith("mr_live_")
         assert len(registered.api_key) == len("mr_live_") + 24
         assert len(registered.api_secret) == 43
-        stored = uow.clients.rows[registered.client.id]
-        assert stored.api_secret_hash == "plain$" + registered.api_secret
+        stored = uow.api_keys.rows[registered.api_key]
+        assert stored.secret_hash == "plain$" + registered.api_secret
+        assert stored.scopes == {Scope.ADMIN}
+        assert stored.client_id == registered.client.id
         assert registered.api_secret not in repr(registered)  # neither secret nor hash
 
-    def test_sandbox_keys_are_reserved(self, uow: FakeUnitOfWork) -> None:
-        with pytest.raises(SandboxKeysUnavailable) as refused:
-            _register(uow, kind=KeyKind.TEST)
-        assert refused.value.code == "sandbox_keys_unavailable"
-        assert uow.clients.rows == {}
+    def test_a_test_client_gets_a_test_key(self, uow: FakeUnitOfWork) -> None:
+        # issue 15: mr_test_ keys exist now (what test mode does is item 2's)
+        registered = _register(uow, kind=KeyKind.TEST)
+        assert registered.api_key.startswith("mr_test_")
+        assert uow.api_keys.rows[registered.api_key].mode is KeyKind.TEST
 
     def test_creation_is_audited_without_secret_or_hash(self, uow: FakeUnitOfWork) -> None:
         registered = _register(uow)
         [entry] = uow.audit.entries
+        assert entry.after is not None
+        assert entry.after["key"]["key_id"] == registered.api_key
+        assert entry.after["key"]["scopes"] == ["admin"]
         assert (entry.actor, entry.action, entry.target_id, entry.source_ip) == (
             ADMIN.name,
             "client.create",
@@ -150,13 +154,18 @@ class TestChanges:
             actor=ADMIN,
             now=NOW,
         )
-        stored = uow.clients.rows[registered.client.id]
-        assert stored.api_secret_hash == "plain$" + rotated.api_secret
+        stored = uow.api_keys.rows[registered.api_key]
+        assert stored.secret_hash == "plain$" + rotated.api_secret
         assert stored.previous_secret_hash == "plain$" + registered.api_secret
         assert stored.previous_secret_expires_at == NOW + timedelta(hours=2)
         assert rotated.api_key == registered.api_key
         entry = uow.audit.entries[-1]
-        assert entry.action == "client.rotate_secret"
+        assert (entry.action, entry.target_id) == (
+            "client.rotate_secret",
+            str(registered.client.id),
+        )
+        assert entry.after is not None
+        assert entry.after["key_id"] == registered.api_key
         assert rotated.api_secret not in repr(entry)
         assert registered.api_secret not in repr(entry)
 

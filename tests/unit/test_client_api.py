@@ -296,7 +296,8 @@ class TestAdminApi:
     @pytest.mark.parametrize(
         ("body", "code"),
         [
-            ({"name": "x", "key_type": "test"}, "sandbox_keys_unavailable"),
+            ({"name": "x", "key_type": "staging"}, "validation_error"),
+            ({"name": "x", "daily_limit": -1}, "validation_error"),
             ({"name": "x", "rate_limit": 0}, "validation_error"),
             ({"name": "x", "provider_order": ["nope"]}, "validation_error"),
             ({"name": ""}, "validation_error"),

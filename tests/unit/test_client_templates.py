@@ -49,7 +49,6 @@ def _client() -> Client:
         id=uuid.uuid4(),
         name="acme",
         api_key_prefix="mr_live_" + "1" * 24,
-        api_secret_hash="x",
         rate_limit=60,
         quota_limit=100,
     )
@@ -132,7 +131,8 @@ def test_the_document_declares_template_manage_on_every_template_route() -> None
     }
     for _, _, operation in operations:
         assert operation["security"] == [
-            {"apiKey": ["template:manage"], "apiSecret": ["template:manage"]}
+            {"apiKey": ["template:manage"], "apiSecret": ["template:manage"]},
+            {"clientToken": ["template:manage"]},
         ]
         assert "403" in operation["responses"]
     assert "404" in paths["/v1/templates/{name}/preview"]["post"]["responses"]

@@ -93,9 +93,10 @@ def test_each_route_declares_the_auth_it_needs_and_public_routes_none() -> None:
         elif path.startswith("/v1/"):
             # ... and a /v1 route names the one scope a key needs for it
             assert security is not None, f"{method} {path}"
-            assert len(security) == 1, f"{method} {path}"
+            assert len(security) == 2, f"{method} {path}"
             scopes = security[0]["apiKey"]
-            assert security == [{"apiKey": scopes, "apiSecret": scopes}], f"{method} {path}"
+            expected = [{"apiKey": scopes, "apiSecret": scopes}, {"clientToken": scopes}]
+            assert security == expected, f"{method} {path}"
             assert len(scopes) == 1, f"{method} {path}"
             assert scopes[0] in {scope.value for scope in Scope}, f"{method} {path}"
         else:

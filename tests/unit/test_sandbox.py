@@ -132,7 +132,7 @@ def test_a_test_entry_screens_its_clients_test_mail_only() -> None:
 
 
 def test_a_sandbox_client_makes_every_key_a_test_key() -> None:
-    client = Client(uuid.uuid4(), "c", "mr_live_x", "h", rate_limit=1, quota_limit=1)
+    client = Client(uuid.uuid4(), "c", "mr_live_x", rate_limit=1, quota_limit=1)
     assert caller_mode(client, KeyKind.LIVE) is KeyKind.LIVE
     assert caller_mode(client, KeyKind.TEST) is KeyKind.TEST
     client.sandbox_mode = True

@@ -15,7 +15,6 @@ def _client() -> Client:
         id=uuid.uuid4(),
         name="acme",
         api_key_prefix="mr_live_" + "0" * 24,
-        api_secret_hash="x",
         rate_limit=60,
         quota_limit=100,
     )

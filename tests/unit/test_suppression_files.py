@@ -180,7 +180,6 @@ def _client() -> Client:
         id=uuid.uuid4(),
         name="acme",
         api_key_prefix="mr_live_" + "0" * 24,
-        api_secret_hash="x",
         rate_limit=60,
         quota_limit=100,
     )
@@ -213,7 +212,8 @@ class TestScope:
         }
         for operation in operations.values():
             assert operation["security"] == [
-                {"apiKey": ["suppression:manage"], "apiSecret": ["suppression:manage"]}
+                {"apiKey": ["suppression:manage"], "apiSecret": ["suppression:manage"]},
+                {"clientToken": ["suppression:manage"]},
             ]
             assert "insufficient_scope" in operation["responses"]["403"]["description"]
         imported = operations[("/v1/suppressions/import", "post")]["requestBody"]["content"]

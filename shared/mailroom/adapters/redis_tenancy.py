@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -32,16 +32,17 @@ from mailroom.domain.tenancy import QuotaPeriod, RateDecision
 
 KEY_PREFIX = "mailroom:"
 
-# KEYS: the client's bucket, then optionally the shared one.
+# KEYS: every bucket of the request (global, client, key: any number).
 # ARGV: capacity and refill per millisecond of each bucket, in KEYS order.
-# Returns {allowed, whole tokens left in KEYS[1], ms until KEYS[1] is full,
-# ms until every refusing bucket has a token again}.
+# All or nothing: a token is taken from every bucket or from none.
+# Returns {allowed, then per bucket: whole tokens left, ms until full, ms
+# until it has a token again (0 when it has one)}.
 BUCKET_SCRIPT = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local levels = {}
+local waits = {}
 local allowed = 1
-local retry_after = 0
 for i, key in ipairs(KEYS) do
   local capacity = tonumber(ARGV[2 * i - 1])
   local rate = tonumber(ARGV[2 * i])
@@ -54,21 +55,26 @@ for i, key in ipairs(KEYS) do
     level = math.min(capacity, level + math.max(0, now - stamp) * rate)
   end
   levels[i] = level
+  waits[i] = 0
   if level < 1 then
     allowed = 0
-    retry_after = math.max(retry_after, math.ceil((1 - level) / rate))
+    waits[i] = math.ceil((1 - level) / rate)
   end
 end
+local answer = {allowed}
 for i, key in ipairs(KEYS) do
   local capacity = tonumber(ARGV[2 * i - 1])
   local rate = tonumber(ARGV[2 * i])
   if allowed == 1 then levels[i] = levels[i] - 1 end
   redis.call('HSET', key, 'tokens', tostring(levels[i]), 'ts', now)
   -- Once it would be full again the key may go: a missing bucket is a full one.
-  redis.call('PEXPIRE', key, math.ceil((capacity - levels[i]) / rate) + 1000)
+  local reset = math.ceil((capacity - levels[i]) / rate)
+  redis.call('PEXPIRE', key, reset + 1000)
+  answer[#answer + 1] = math.floor(levels[i])
+  answer[#answer + 1] = reset
+  answer[#answer + 1] = waits[i]
 end
-local reset = math.ceil((tonumber(ARGV[1]) - levels[1]) / tonumber(ARGV[2]))
-return {allowed, math.floor(levels[1]), reset, retry_after}
+return answer
 """
 
 # KEYS[1] the counter; ARGV[1] the limit. {-1, 0} when unset, {0, used} when
@@ -128,21 +134,33 @@ class RedisRateLimiter(RateLimiter):
     def __init__(self, store: RedisStore) -> None:
         self._bucket = _Scripts(store, BUCKET_SCRIPT)
 
-    def take(self, bucket: Bucket, *, shared: Bucket | None = None) -> RateDecision:
-        buckets = [bucket] if shared is None else [bucket, shared]
+    def take_all(self, buckets: Sequence[Bucket]) -> RateDecision:
         keys = [f"{KEY_PREFIX}rate:{b.name}" for b in buckets]
         args: list[Any] = []
         for b in buckets:
             args += [b.per_minute, repr(b.per_minute / 60_000)]
         with _fail_closed("rate limits cannot be checked"):
-            allowed, remaining, reset_ms, retry_ms = self._bucket(keys, args)
-        return RateDecision(
-            allowed=bool(allowed),
+            answer = [int(value) for value in self._bucket(keys, args)]
+        return tightest(buckets, bool(answer[0]), answer[1:])
+
+
+def tightest(buckets: Sequence[Bucket], allowed: bool, numbers: Sequence[int]) -> RateDecision:
+    """The decision of the bucket that binds: the slowest refusing one, or the emptiest."""
+    decisions = [
+        RateDecision(
+            allowed=allowed,
             limit=bucket.per_minute,
-            remaining=max(0, int(remaining)),
-            reset_seconds=math.ceil(int(reset_ms) / 1000),
-            retry_after_seconds=0 if allowed else max(1, math.ceil(int(retry_ms) / 1000)),
+            remaining=max(0, numbers[3 * index]),
+            reset_seconds=math.ceil(numbers[3 * index + 1] / 1000),
+            retry_after_seconds=0 if allowed else max(1, math.ceil(numbers[3 * index + 2] / 1000)),
+            level=bucket.level,
         )
+        for index, bucket in enumerate(buckets)
+    ]
+    if not allowed:
+        refusing = [d for i, d in enumerate(decisions) if numbers[3 * i + 2] > 0] or decisions
+        return max(refusing, key=lambda d: d.retry_after_seconds)
+    return min(decisions, key=lambda d: (d.remaining, d.limit))
 
 
 class RedisQuotaCounter(QuotaCounter):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailroom.domain.tenancy import QuotaPeriod, RateDecision
@@ -17,20 +18,28 @@ from mailroom.domain.tenancy import QuotaPeriod, RateDecision
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
-    """A token bucket: ``per_minute`` tokens of capacity, refilled evenly over a minute."""
+    """A token bucket: ``per_minute`` tokens of capacity, refilled evenly over a minute.
+
+    ``level`` says which tier it is (global, client, key): a refusal names it.
+    """
 
     name: str
     per_minute: int
+    level: str = "client"
 
 
 class RateLimiter(abc.ABC):
     @abc.abstractmethod
-    def take(self, bucket: Bucket, *, shared: Bucket | None = None) -> RateDecision:
-        """Take one token from ``bucket`` (and ``shared``, if given) atomically.
+    def take_all(self, buckets: Sequence[Bucket]) -> RateDecision:
+        """Take one token from every bucket atomically, in one round trip.
 
-        Either both buckets give a token or neither does. The decision's
-        numbers describe ``bucket``; its retry time covers both.
+        Either every bucket gives a token or none does. The decision
+        describes the tightest bucket: the refusing one that takes longest
+        to refill, or, when allowed, the one with the fewest tokens left.
         """
+
+    def take(self, bucket: Bucket, *, shared: Bucket | None = None) -> RateDecision:
+        return self.take_all([bucket] if shared is None else [bucket, shared])
 
 
 @dataclass(frozen=True, slots=True)

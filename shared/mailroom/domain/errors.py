@@ -321,3 +321,56 @@ class UnreadableBody(MalformedRequest):
     """A text body (CSV, JSON lines) that does not decode in its charset."""
 
     code = "malformed_body"
+
+
+# -- API keys (issue 15) ----------------------------------------------------------
+
+
+class InvalidToken(Unauthenticated):
+    """A Bearer token that is not one of ours or fails its checksum: refused before any lookup."""
+
+    code = "invalid_token"
+
+
+class ApiKeyExpired(Unauthenticated):
+    """The key and secret match, but the key's expires_at has passed."""
+
+    code = "api_key_expired"
+
+
+class ApiKeyRevoked(Unauthenticated):
+    """The key and secret match, but the key was revoked."""
+
+    code = "api_key_revoked"
+
+
+class IpNotAllowed(MailroomError):
+    """The caller's address (API Gateway's sourceIp) is outside the key's allowlist."""
+
+    code = "ip_not_allowed"
+
+
+class UnknownScope(InvalidRequest):
+    code = "unknown_scope"
+
+
+class InvalidCidr(InvalidRequest):
+    code = "invalid_cidr"
+
+
+class ApiKeyNotFound(MailroomError):
+    """No such key for this client (another client's key reads the same)."""
+
+    code = "api_key_not_found"
+
+
+class KeyLimitReached(MailroomError):
+    """The client already has the documented maximum of active keys."""
+
+    code = "key_limit_reached"
+
+
+class DailyLimitExceeded(QuotaExceeded):
+    """The client's daily limit (UTC day) is used up."""
+
+    code = "daily_limit_exceeded"

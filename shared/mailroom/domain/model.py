@@ -66,9 +66,9 @@ class EventType(StrEnum):
 class Client:
     id: UUID
     name: str
+    # The key the client was created with; its secret and every other key
+    # are in api_keys (domain/api_keys.py).
     api_key_prefix: str
-    # Kept out of repr so that logging a client never logs a hash.
-    api_secret_hash: str = field(repr=False)
     rate_limit: int
     quota_limit: int
     status: ClientStatus = ClientStatus.ACTIVE
@@ -79,11 +79,10 @@ class Client:
     updated_at: datetime | None = None
     # Written at most every LAST_USED_WRITE_INTERVAL_SECONDS per instance.
     last_used_at: datetime | None = None
-    # After a rotation the replaced secret still verifies until this moment.
-    previous_secret_hash: str | None = field(default=None, repr=False)
-    previous_secret_expires_at: datetime | None = None
     # Issue 15: every key of the client acts in test mode.
     sandbox_mode: bool = False
+    # Messages per UTC day; None: no daily limit (the monthly quota applies).
+    daily_limit: int | None = None
 
 
 @dataclass(slots=True)

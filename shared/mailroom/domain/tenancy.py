@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +79,8 @@ class RateDecision:
     remaining: int  # whole tokens left after this request
     reset_seconds: int  # until the bucket is full again
     retry_after_seconds: int  # until one token is back (0 when allowed)
+    # Which tier these numbers are of: global, client or key (the tightest one).
+    level: str = "client"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -117,8 +119,22 @@ class QuotaPeriod:
             raise ValueError(f"a quota period is written YYYY-MM, not {label!r}")
         return cls.containing(datetime(int(match.group(1)), int(match.group(2)), 1, tzinfo=UTC))
 
+    @classmethod
+    def day_containing(cls, moment: datetime) -> QuotaPeriod:
+        """The UTC day: what a client's daily limit counts in."""
+        moment = moment.astimezone(UTC)
+        start = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+        return cls(start, start + timedelta(days=1))
+
+    @property
+    def is_day(self) -> bool:
+        return self.end - self.start == timedelta(days=1)
+
     @property
     def label(self) -> str:
+        """``2026-11`` for a month, ``2026-11-05`` for a day: also the counter's Redis key."""
+        if self.is_day:
+            return f"{self.start.year:04d}-{self.start.month:02d}-{self.start.day:02d}"
         return f"{self.start.year:04d}-{self.start.month:02d}"
 
     def seconds_until_end(self, now: datetime) -> int:

@@ -19,6 +19,7 @@ from mailroom.domain.tenancy import Actor
 from mailroom.entrypoints.admin_clients import client_routes
 from mailroom.entrypoints.admin_suppressions import suppression_routes
 from mailroom.entrypoints.admin_templates import template_routes
+from mailroom.entrypoints.api_keys import admin_key_routes
 from mailroom.entrypoints.dead_letters import dead_letter_routes
 from mailroom.entrypoints.health import component_health_routes
 from mailroom.entrypoints.openapi_contract import ADMIN_TOKEN, answers
@@ -63,6 +64,7 @@ def admin_routes(services: ServicesProvider) -> list[Router]:
         dead_letter_routes(services),
         client_routes(services),
         template_routes(services),
+        admin_key_routes(services),
     ]
 
 

@@ -40,10 +40,14 @@ class UsageView(BaseModel):
 class ClientView(BaseModel):
     id: uuid.UUID
     name: str
-    api_key: str = Field(description="The public key id, sent as X-Api-Key.")
+    api_key: str = Field(
+        description="The key the client was created with (scope admin); "
+        "GET /admin/clients/{id}/api-keys lists all of them."
+    )
     status: ClientStatus
     rate_limit: int = Field(description="Requests per minute.")
     quota_limit: int = Field(description="Messages per calendar month (UTC).")
+    daily_limit: int | None = Field(description="Messages per UTC day; None: no daily limit.")
     provider_order: list[str] | None = Field(description="None: the service-wide order.")
     sandbox_mode: bool = Field(
         default=False,
@@ -52,10 +56,8 @@ class ClientView(BaseModel):
     created_at: datetime | None
     updated_at: datetime | None
     last_used_at: datetime | None = Field(
-        description="Approximate: written at most every few minutes per instance."
-    )
-    previous_secret_expires_at: datetime | None = Field(
-        description="Until then the secret replaced by the last rotation still works."
+        description="When any of its keys was last used. Approximate: written at most "
+        "every few minutes per instance."
     )
 
 
@@ -94,8 +96,11 @@ class CreateClientRequest(BaseModel):
     provider_order: list[str] | None = Field(
         default=None, description="Configured providers in the order to try; null: the default."
     )
+    daily_limit: StrictInt | None = Field(
+        default=None, ge=0, le=1_000_000_000, description="Messages per UTC day; null: none."
+    )
     key_type: KeyKind = Field(
-        default=KeyKind.LIVE, description="'test' (mr_test_) is reserved for sandbox clients."
+        default=KeyKind.LIVE, description="The mode of the client's first key: live or test."
     )
     sandbox_mode: bool = Field(
         default=False,
@@ -111,6 +116,9 @@ class UpdateClientRequest(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     rate_limit: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
     quota_limit: StrictInt | None = Field(default=None, ge=0, le=1_000_000_000)
+    daily_limit: StrictInt | None = Field(
+        default=None, ge=0, le=1_000_000_000, description="null: no daily limit."
+    )
     provider_order: list[str] | None = None
     sandbox_mode: bool | None = Field(
         default=None, description="true: every key of the client acts in test mode."
@@ -211,6 +219,7 @@ def client_routes(services: ServicesProvider) -> Router:
             provider_order=request.provider_order,
             known_providers=_known_providers(active),
             kind=request.key_type,
+            daily_limit=request.daily_limit,
             actor=actor,
             sandbox_mode=request.sandbox_mode,
         )
@@ -281,6 +290,9 @@ def client_routes(services: ServicesProvider) -> Router:
             if "provider_order" in request.model_fields_set
             else clients.KEEP,
             sandbox_mode=request.sandbox_mode,
+            daily_limit=request.daily_limit
+            if "daily_limit" in request.model_fields_set
+            else clients.KEEP,
         )
         client = clients.update_client(
             active.uow(),
@@ -326,9 +338,11 @@ def client_routes(services: ServicesProvider) -> Router:
 
     @router.post(
         "/admin/clients/<client_ref>/rotate-secret",
-        summary="Give a client a new secret",
+        summary="Give a client's first key a new secret",
         description=(
-            "The old secret keeps working for the grace period; the new one is shown only here."
+            "Rotates the key the client was created with (its other keys: "
+            "POST /admin/clients/{client_ref}/api-keys/{key_id}/rotate). The old secret "
+            "keeps working for the grace period; the new one is shown only here."
         ),
         responses=answers(200, "The new secret", errors=_CLIENT_NOT_FOUND),
         tags=["admin: clients"],
@@ -358,7 +372,7 @@ def client_routes(services: ServicesProvider) -> Router:
             id=rotated.client.id,
             api_key=rotated.api_key,
             api_secret=rotated.api_secret,
-            previous_secret_expires_at=rotated.client.previous_secret_expires_at,
+            previous_secret_expires_at=rotated.key.previous_secret_expires_at,
         )
 
     @router.post(
@@ -485,5 +499,5 @@ def _view(client: Client) -> ClientView:
         created_at=client.created_at,
         updated_at=client.updated_at,
         last_used_at=client.last_used_at,
-        previous_secret_expires_at=client.previous_secret_expires_at,
+        daily_limit=client.daily_limit,
     )

@@ -39,6 +39,7 @@ from mailroom.domain.errors import MailroomError
 from mailroom.domain.model import Client, Message, MessageStatus
 from mailroom.domain.tenancy import Caller, KeyKind, Scope
 from mailroom.entrypoints import client_gate
+from mailroom.entrypoints.api_keys import api_key_routes
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.health import health_answers, health_response
 from mailroom.entrypoints.http_errors import (
@@ -70,9 +71,13 @@ API_TITLE = "Mailroom"
 API_VERSION = "0.1.0"
 API_DESCRIPTION = (
     "Send transactional and bulk email from templates and see what became of every message. "
-    "Authenticate with the X-Api-Key and X-Api-Secret headers. Every answer to an "
+    "Authenticate with the X-Api-Key and X-Api-Secret headers, or with "
+    "`Authorization: Bearer <token>` (the key id and secret in one string with a "
+    "checksum). Each key holds scopes; a route needing one the key lacks answers 403 "
+    "insufficient_scope. Every answer to an "
     "authenticated /v1/ request carries X-RateLimit-Limit (requests per minute), "
-    "X-RateLimit-Remaining and X-RateLimit-Reset (seconds until the bucket is full). "
+    "X-RateLimit-Remaining and X-RateLimit-Reset (seconds until the bucket is full) of "
+    "the tightest of the global, client and key buckets. "
     'Every error answers `{"error": {"code", "message", "details"}}`.'
 )
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -139,9 +144,11 @@ def _authenticated(router: Router, services: Services, scope: Scope) -> Client:
 def caller_of(router: Router, services: Services, scope: Scope) -> Caller:
     """The caller of a /v1 route: admitted once per invocation, by the gate or here."""
     # Powertools builds a new case-insensitive map on every ``.headers``.
-    headers = router.current_event.headers
+    event = router.current_event
     return client_gate.admitted_caller(
-        services, headers.get("x-api-key"), headers.get("x-api-secret"), scope
+        services,
+        lambda: client_gate.presented(event.headers, client_gate.source_ip_of(event.raw_event)),
+        scope,
     )
 
 
@@ -430,6 +437,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         status_routes(services),
         client_suppression_routes(services),
         document_routes(services),
+        api_key_routes(services),
         *webhooks_function_routes(services),
         *admin_routes(services),
     ]
@@ -460,6 +468,10 @@ def document_options(server_url: str | None = LOCAL_RUNNER_URL) -> dict[str, Any
             "apiKey": APIKey.model_validate({"name": "X-Api-Key", "in": APIKeyIn.header}),
             "apiSecret": APIKey.model_validate({"name": "X-Api-Secret", "in": APIKeyIn.header}),
             "adminToken": HTTPBearer(description="the admin token (admin routes only)"),
+            "clientToken": HTTPBearer(
+                description="an API key's token, mr_live_<key id>_<secret><checksum> "
+                "(the answer to POST /v1/api-keys gives it)"
+            ),
         },
     }
 

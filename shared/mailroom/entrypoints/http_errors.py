@@ -51,6 +51,9 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.ClientNameTaken: 409,
     errors.TemplateNotFound: 404,
     errors.SuppressionIsGlobal: 409,
+    errors.IpNotAllowed: 403,
+    errors.ApiKeyNotFound: 404,
+    errors.KeyLimitReached: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

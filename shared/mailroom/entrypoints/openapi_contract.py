@@ -30,11 +30,14 @@ SCHEMA_PREFIX = "#/components/schemas/"
 
 # Security requirements, by the schemes ``api.document_options`` declares.
 def client_key(scope: Scope) -> list[dict[str, list[str]]]:
-    """A /v1 route's requirement: a client key holding ``scope``.
+    """A /v1 route's requirement: a client key holding ``scope``, as a header pair or a token.
 
     OpenAPI 3.1 lets any security scheme list the scopes (roles) it needs.
     """
-    return [{"apiKey": [scope.value], "apiSecret": [scope.value]}]
+    return [
+        {"apiKey": [scope.value], "apiSecret": [scope.value]},
+        {"clientToken": [scope.value]},
+    ]
 
 
 ADMIN_TOKEN: list[dict[str, list[str]]] = [{"adminToken": []}]
@@ -114,8 +117,14 @@ TEXT_BODY_ERRORS = {
 
 # What the machinery in front of a handler can answer, by what the operation has.
 _CLIENT_KEY_ERRORS = {
-    401: "unauthorized: X-Api-Key or X-Api-Secret missing or wrong",
-    403: "client_suspended; insufficient_scope: the key lacks the scope this route names",
+    401: (
+        "unauthorized: no credentials, or a wrong key or secret; invalid_token: a Bearer "
+        "token that is not ours or fails its checksum; api_key_expired; api_key_revoked"
+    ),
+    403: (
+        "client_suspended; insufficient_scope: the key lacks the scope this route names; "
+        "ip_not_allowed: the caller's address is outside the key's allowlist"
+    ),
     429: "rate_limited (or quota_exceeded on /v1/send); Retry-After says when to try again",
     503: "service_unavailable: PostgreSQL or Redis did not answer; try again",
 }

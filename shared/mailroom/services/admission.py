@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailroom.adapters.tenancy import Bucket, RateLimiter
 from mailroom.domain.errors import RateLimited
 from mailroom.domain.model import Client
-from mailroom.domain.tenancy import Caller, KeyKind, RateDecision, Scope
+from mailroom.domain.tenancy import Caller, KeyKind, RateDecision
 from mailroom.services.authentication import Authenticator
 
 GLOBAL_BUCKET = "global"
@@ -17,6 +17,8 @@ GLOBAL_BUCKET = "global"
 class Admission:
     caller: Caller
     rate: RateDecision
+    # Where the request came from (API Gateway's sourceIp), for refusal audits.
+    source_ip: str | None = None
 
     @property
     def client(self) -> Client:
@@ -25,13 +27,14 @@ class Admission:
     def refuse_if_limited(self) -> None:
         if not self.rate.allowed:
             raise RateLimited(
-                f"more than {self.rate.limit} requests per minute; "
+                f"more than {self.rate.limit} requests per minute ({self.rate.level} limit); "
                 f"try again in {self.rate.retry_after_seconds} s",
                 retry_after_seconds=self.rate.retry_after_seconds,
                 details=[
                     {
                         "limit_per_minute": self.rate.limit,
                         "retry_after_seconds": self.rate.retry_after_seconds,
+                        "level": self.rate.level,
                     }
                 ],
             )
@@ -43,27 +46,29 @@ def admit(
     *,
     api_key: str | None,
     api_secret: str | None,
+    source_ip: str | None = None,
     global_per_minute: int | None = None,
 ) -> Admission:
-    """Authenticate, then take a token from the client's bucket (and the global one).
+    """Authenticate, then take a token from each tier: global, client, key.
 
     Authentication comes first so an unauthenticated caller cannot drain a
-    client's bucket. The caller decides what a refusal looks like: the
-    decision is returned, not raised, because a 429 carries its numbers too.
+    client's bucket. Every tier is one token bucket in Redis, all taken in one
+    script call (all or nothing); the decision is the tightest tier's. The
+    caller decides what a refusal looks like: the decision is returned, not
+    raised, because a 429 carries its numbers too.
     """
-    client = authenticator.authenticate(api_key, api_secret)
-    rate = limiter.take(
-        Bucket(f"client:{client.id}", client.rate_limit),
-        shared=Bucket(GLOBAL_BUCKET, global_per_minute) if global_per_minute else None,
-    )
-    # Every key pair of today acts for its whole client (issue 15 adds scoped keys).
-    caller = Caller(
-        client,
-        key_id=client.api_key_prefix,
-        scopes=frozenset({Scope.ADMIN}),
-        mode=caller_mode(client, KeyKind.LIVE),
-    )
-    return Admission(caller, rate)
+    authenticated = authenticator.authenticate(api_key, api_secret, source_ip=source_ip)
+    key = authenticated.key
+    caller = authenticated.caller
+    client = caller.client
+    if client.sandbox_mode:
+        caller = replace(caller, mode=caller_mode(client, caller.mode))
+    buckets = [Bucket(f"client:{client.id}", client.rate_limit, "client")]
+    if key.rate_limit is not None:
+        buckets.append(Bucket(f"key:{key.id}", key.rate_limit, "key"))
+    if global_per_minute:
+        buckets.append(Bucket(GLOBAL_BUCKET, global_per_minute, "global"))
+    return Admission(caller, limiter.take_all(buckets), source_ip)
 
 
 def caller_mode(client: Client, key_mode: KeyKind) -> KeyKind:

@@ -1,12 +1,13 @@
 """Authenticating API requests without paying argon2 on every one.
 
 A successful verification is remembered in process for a short TTL, keyed by
-an HMAC of the presented key pair under a per-process random key, together
+an HMAC of the presented key id and secret under a per-process random key, together
 with the key's credential version read from Redis *before* the database. Each
 request reads that version again (one Redis GET) and uses the cached result
 only if it is unchanged. Admin changes commit first and bump the version
-second, so a cached result can never outlive a suspension, a rotation or a
-limit change by more than the time between that commit and that bump.
+second, so a cached result can never outlive a suspension, a revocation, a
+rotation or a limit change by more than the time between that commit and
+that bump. Client changes bump every one of the client's keys.
 docs/architecture.md ("Clients and keys") has the full argument.
 """
 
@@ -17,7 +18,6 @@ import hmac
 import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,15 +25,22 @@ from datetime import UTC, datetime
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.secrets import SecretHasher
 from mailroom.adapters.tenancy import CredentialVersions
-from mailroom.domain.errors import ClientSuspended, Unauthenticated
-from mailroom.domain.model import Client, ClientStatus
-from mailroom.domain.tenancy import well_formed
-from mailroom.services.clients import MISSING_CREDENTIALS, WRONG_CREDENTIALS, verify_credentials
+from mailroom.domain.api_keys import ApiKey, ip_allowed
+from mailroom.domain.errors import ClientSuspended, IpNotAllowed, Unauthenticated
+from mailroom.domain.model import ClientStatus
+from mailroom.domain.tenancy import Caller, well_formed
+from mailroom.services.api_keys import (
+    MISSING_CREDENTIALS,
+    WRONG_CREDENTIALS,
+    VerifiedKey,
+    verify_key,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class CachedVerification:
-    client: Client
+    caller: Caller
+    key: ApiKey
     version: str
     expires_at: float  # on the cache's monotonic clock
 
@@ -80,7 +87,13 @@ class VerifiedCredentialCache:
             return entry
 
     def put(
-        self, fingerprint: bytes, client: Client, version: str, *, lifetime: float | None = None
+        self,
+        fingerprint: bytes,
+        caller: Caller,
+        key: ApiKey,
+        version: str,
+        *,
+        lifetime: float | None = None,
     ) -> None:
         """Remember a verification for the TTL, or for ``lifetime`` seconds if shorter."""
         seconds = self._ttl if lifetime is None else min(self._ttl, lifetime)
@@ -90,7 +103,7 @@ class VerifiedCredentialCache:
         with self._lock:
             if fingerprint not in self._entries and len(self._entries) >= self._max_entries:
                 self._evict(now)
-            self._entries[fingerprint] = CachedVerification(client, version, now + seconds)
+            self._entries[fingerprint] = CachedVerification(caller, key, version, now + seconds)
 
     def discard(self, fingerprint: bytes) -> None:
         with self._lock:
@@ -107,8 +120,16 @@ class VerifiedCredentialCache:
             del self._entries[next(iter(self._entries))]
 
 
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """Who is calling, and the key they called with (its allowlist and own rate limit)."""
+
+    caller: Caller
+    key: ApiKey
+
+
 class Authenticator:
-    """Who is calling: the API's one way to check a key pair."""
+    """Who is calling: the API's one way to check a key and its secret."""
 
     def __init__(
         self,
@@ -128,44 +149,55 @@ class Authenticator:
         self._last_used_interval = last_used_interval_seconds
         self._monotonic = monotonic
         self._now = now
-        self._last_used_written: dict[uuid.UUID, float] = {}
+        self._last_used_written: dict[str, float] = {}
 
-    def authenticate(self, api_key: str | None, api_secret: str | None) -> Client:
-        """The client, if the key pair is right and the client active; else the one error."""
+    def authenticate(
+        self, api_key: str | None, api_secret: str | None, *, source_ip: str | None = None
+    ) -> Authenticated:
+        """The caller, if the key and secret are right, the key usable from
+        ``source_ip`` and the client active; else the one error for it."""
         if not api_key or not api_secret:
             raise Unauthenticated(MISSING_CREDENTIALS)
         if not well_formed(api_key, api_secret):
             raise Unauthenticated(WRONG_CREDENTIALS)
-        client = self._cached(api_key, api_secret) if self.cache.enabled else None
-        if client is None:
-            client = self._verify(api_key, api_secret)
-        if client.status is ClientStatus.SUSPENDED:
+        found = self._cached(api_key, api_secret) if self.cache.enabled else None
+        if found is None:
+            found = self._verify(api_key, api_secret)
+        caller, key = found
+        if caller.client.status is ClientStatus.SUSPENDED:
             raise ClientSuspended("this client is suspended")
-        self._note_use(client)
-        return client
+        if key.ip_allowlist and not ip_allowed(key.ip_allowlist, source_ip):
+            raise IpNotAllowed(
+                "this key may not be used from this address",
+                details=[{"key_id": key.id, "source_ip": source_ip}],
+            )
+        self._note_use(key)
+        return Authenticated(caller, key)
 
-    def _cached(self, api_key: str, api_secret: str) -> Client | None:
+    def _cached(self, api_key: str, api_secret: str) -> tuple[Caller, ApiKey] | None:
         fingerprint = self.cache.fingerprint(api_key, api_secret)
         entry = self.cache.get(fingerprint)
         if entry is None:
             return None
         if self._versions.read(api_key) == entry.version:
-            return entry.client
+            return entry.caller, entry.key
         self.cache.discard(fingerprint)
         return None
 
-    def _verify(self, api_key: str, api_secret: str) -> Client:
+    def _verify(self, api_key: str, api_secret: str) -> tuple[Caller, ApiKey]:
         if not self.cache.enabled:
-            return verify_credentials(
-                self._uow(), self._hasher, api_key, api_secret, now=self._now()
-            ).client
+            verified = verify_key(self._uow(), self._hasher, api_key, api_secret, now=self._now())
+            return _caller(verified), verified.key
         # The version is read before the row: see the module docstring.
         version = self._versions.read(api_key)
         now = self._now()
-        verified = verify_credentials(self._uow(), self._hasher, api_key, api_secret, now=now)
+        verified = verify_key(self._uow(), self._hasher, api_key, api_secret, now=now)
+        caller = _caller(verified)
         if version is None:
             version = self._versions.claim(api_key)
         if version is not None:
+            # Bounded by the key's expiry and a rotated-out secret's grace, so
+            # neither outlives its moment in the cache.
             lifetime = (
                 None
                 if verified.valid_until is None
@@ -173,19 +205,30 @@ class Authenticator:
             )
             self.cache.put(
                 self.cache.fingerprint(api_key, api_secret),
-                verified.client,
+                caller,
+                verified.key,
                 version,
                 lifetime=lifetime,
             )
-        return verified.client
+        return caller, verified.key
 
-    def _note_use(self, client: Client) -> None:
-        """Record last_used_at at most once per interval per client in this instance."""
+    def _note_use(self, key: ApiKey) -> None:
+        """Record last_used_at at most once per interval per key in this instance."""
         now = self._monotonic()
-        last = self._last_used_written.get(client.id)
+        last = self._last_used_written.get(key.id)
         if last is not None and now - last < self._last_used_interval:
             return
+        # Marked first: a failing write is not retried on every request.
+        self._last_used_written[key.id] = now
         with self._uow() as uow:
-            uow.clients.touch_last_used(client.id, self._now())
+            uow.api_keys.touch_last_used(key.id, key.client_id, self._now())
             uow.commit()
-        self._last_used_written[client.id] = now
+
+
+def _caller(verified: VerifiedKey) -> Caller:
+    return Caller(
+        verified.client,
+        key_id=verified.key.id,
+        scopes=verified.key.scopes,
+        mode=verified.key.mode,
+    )

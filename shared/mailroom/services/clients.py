@@ -8,7 +8,6 @@ suspension or rotation applies to the next request everywhere.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -19,13 +18,13 @@ from typing import Any
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.secrets import SecretHasher
 from mailroom.adapters.tenancy import CredentialVersions
+from mailroom.domain.api_keys import ApiKey
 from mailroom.domain.errors import (
     ChangeNotPropagated,
     ClientNotFound,
     ClientSuspended,
     DependencyUnavailable,
     InvalidRequest,
-    SandboxKeysUnavailable,
     Unauthenticated,
 )
 from mailroom.domain.model import Client, ClientStatus
@@ -35,14 +34,27 @@ from mailroom.domain.tenancy import (
     Actor,
     AuditEntry,
     KeyKind,
-    well_formed,
+    Scope,
 )
+from mailroom.services import api_keys
 
 LIVE_KEY_PREFIX = KeyKind.LIVE.prefix
-MISSING_CREDENTIALS = "send X-Api-Key and X-Api-Secret headers"
-# One message for an unknown key, a wrong secret and a malformed either: the
-# answer must not tell which keys exist.
-WRONG_CREDENTIALS = "the API key or secret is wrong"
+# Where callers found them before keys had a module of their own.
+MISSING_CREDENTIALS = api_keys.MISSING_CREDENTIALS
+WRONG_CREDENTIALS = api_keys.WRONG_CREDENTIALS
+
+
+@dataclass(frozen=True, slots=True)
+class RotatedKey:
+    """The client's own key with its new secret: the only time the secret is in clear."""
+
+    client: Client
+    key: ApiKey
+    api_secret: str = field(repr=False)
+
+    @property
+    def api_key(self) -> str:
+        return self.key.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +64,6 @@ class RegisteredClient:
     client: Client
     api_key: str
     api_secret: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class VerifiedClient:
-    """Credentials that matched, and until when (set when a rotated-out secret matched)."""
-
-    client: Client
-    valid_until: datetime | None = None
-
-
-def new_api_secret() -> str:
-    return secrets.token_urlsafe(32)  # 32 random bytes, 43 characters
 
 
 def register_client(
@@ -76,6 +76,7 @@ def register_client(
     provider_order: list[str] | None = None,
     known_providers: Collection[str] | None = None,
     kind: KeyKind = KeyKind.LIVE,
+    daily_limit: int | None = None,
     actor: Actor = SYSTEM_ACTOR,
     sandbox_mode: bool = False,
 ) -> RegisteredClient:
@@ -84,66 +85,39 @@ def register_client(
     ``known_providers`` are the providers a client's own order may name;
     without it the order is not checked (the runner's demo client has none).
     """
-    if kind is not KeyKind.LIVE:
-        raise SandboxKeysUnavailable(
-            f"{kind.prefix} keys are reserved for sandbox clients, which are not available yet",
-            details=[{"field": "key_type", "message": "only 'live' keys can be created"}],
-        )
     _check_limits(rate_limit=rate_limit, quota_limit=quota_limit)
     if known_providers is not None:
         check_provider_order(provider_order, known_providers)
-    api_key = kind.prefix + secrets.token_hex(12)
-    api_secret = new_api_secret()
+    _check_daily_limit(daily_limit)
+    client_id = uuid.uuid4()
+    # The client's first key may do everything, as every key pair did before
+    # scoped keys; the client makes narrower ones itself.
+    issued = api_keys.build_key(
+        hasher,
+        client_id,
+        api_keys.KeySpec(name="default", scopes=[Scope.ADMIN.value], mode=kind),
+        now=datetime.now(UTC),
+    )
     client = Client(
-        id=uuid.uuid4(),
+        id=client_id,
         name=_clean_name(name),
-        api_key_prefix=api_key,
-        api_secret_hash=hasher.hash(api_secret),
+        api_key_prefix=issued.key.id,
         rate_limit=rate_limit,
         quota_limit=quota_limit,
         provider_order=provider_order,
         sandbox_mode=sandbox_mode,
+        daily_limit=daily_limit,
     )
     with uow:
         uow.clients.add(client)
-        uow.audit.append(_audit(actor, "client.create", client, None, audit_view(client)))
+        uow.api_keys.add(issued.key)
+        # One row: the key made with the client is in it (after.api_key, with
+        # its scopes), so every key's creation is in the log with its id.
+        after = {**audit_view(client), "key": issued.key.audit_view()}
+        uow.audit.append(_audit(actor, "client.create", client, None, after))
         uow.commit()
         client = uow.clients.get(client.id) or client
-    return RegisteredClient(client=client, api_key=api_key, api_secret=api_secret)
-
-
-def verify_credentials(
-    uow: UnitOfWork,
-    hasher: SecretHasher,
-    api_key: str | None,
-    api_secret: str | None,
-    *,
-    now: datetime,
-) -> VerifiedClient:
-    """The client these credentials belong to, whatever its status; one error otherwise."""
-    if not api_key or not api_secret:
-        raise Unauthenticated(MISSING_CREDENTIALS)
-    if not well_formed(api_key, api_secret):
-        # Nothing we issued looks like this; the format is public, so refusing
-        # early tells nobody anything and spares argon2.
-        raise Unauthenticated(WRONG_CREDENTIALS)
-    with uow:
-        client = uow.clients.get_by_api_key(api_key)
-    if client is None:
-        # An unknown key costs one verification too, so keys cannot be found by timing.
-        hasher.burn_time(api_secret)
-        raise Unauthenticated(WRONG_CREDENTIALS)
-    if hasher.verify(client.api_secret_hash, api_secret):
-        return VerifiedClient(client)
-    grace_ends = client.previous_secret_expires_at
-    if (
-        client.previous_secret_hash is not None
-        and grace_ends is not None
-        and now < grace_ends
-        and hasher.verify(client.previous_secret_hash, api_secret)
-    ):
-        return VerifiedClient(client, valid_until=grace_ends)
-    raise Unauthenticated(WRONG_CREDENTIALS)
+    return RegisteredClient(client=client, api_key=issued.key.id, api_secret=issued.secret)
 
 
 def authenticate(
@@ -157,9 +131,11 @@ def authenticate(
     """The active client these credentials belong to, verified against the database.
 
     The API goes through ``Authenticator`` (services/authentication.py), which
-    caches this per instance.
+    caches this per instance and checks scopes, IP allowlists and limits too.
     """
-    verified = verify_credentials(uow, hasher, api_key, api_secret, now=now or datetime.now(UTC))
+    if not api_key or not api_secret:
+        raise Unauthenticated(MISSING_CREDENTIALS)
+    verified = api_keys.verify_key(uow, hasher, api_key, api_secret, now=now or datetime.now(UTC))
     if verified.client.status is ClientStatus.SUSPENDED:
         raise ClientSuspended("this client is suspended")
     return verified.client
@@ -185,6 +161,8 @@ class ClientChanges:
     provider_order: list[str] | Keep | None = KEEP
     # Issue 15: every key of the client acts in test mode.
     sandbox_mode: bool | None = None
+    # None in a change means "unlimited", so leaving it alone is KEEP.
+    daily_limit: int | Keep | None = KEEP
 
 
 def list_clients(uow: UnitOfWork, status: ClientStatus | None = None) -> list[Client]:
@@ -227,6 +205,8 @@ def update_client(
     actor: Actor,
 ) -> Client:
     _check_limits(rate_limit=changes.rate_limit, quota_limit=changes.quota_limit)
+    if not isinstance(changes.daily_limit, Keep):
+        _check_daily_limit(changes.daily_limit)
     if not isinstance(changes.provider_order, Keep):
         check_provider_order(changes.provider_order, known_providers)
     name = None if changes.name is None else _clean_name(changes.name)
@@ -242,6 +222,8 @@ def update_client(
             client.provider_order = changes.provider_order
         if changes.sandbox_mode is not None:
             client.sandbox_mode = changes.sandbox_mode
+        if not isinstance(changes.daily_limit, Keep):
+            client.daily_limit = changes.daily_limit
 
     return _change(uow, versions, ref, "client.update", actor, apply)
 
@@ -273,30 +255,21 @@ def rotate_secret(
     grace: timedelta,
     actor: Actor,
     now: datetime | None = None,
-) -> RegisteredClient:
-    """A new secret; the current one keeps working for ``grace`` (none when zero).
-
-    Only one old secret is kept: rotating again inside a grace period ends
-    the older secret's grace at once.
-    """
-    if grace < timedelta(0):
-        raise InvalidRequest("the grace period cannot be negative")
-    api_secret = new_api_secret()
-    # Hashed before the transaction: argon2 should not run while the row is locked.
-    new_hash = hasher.hash(api_secret)
-    moment = now or datetime.now(UTC)
-
-    def apply(client: Client) -> None:
-        if grace > timedelta(0):
-            client.previous_secret_hash = client.api_secret_hash
-            client.previous_secret_expires_at = moment + grace
-        else:
-            client.previous_secret_hash = None
-            client.previous_secret_expires_at = None
-        client.api_secret_hash = new_hash
-
-    client = _change(uow, versions, ref, "client.rotate_secret", actor, apply)
-    return RegisteredClient(client=client, api_key=client.api_key_prefix, api_secret=api_secret)
+) -> RotatedKey:
+    """A new secret for the key the client was created with (``api_keys.rotate_key``)."""
+    client = find_client(uow, ref)
+    issued = api_keys.rotate_key(
+        uow,
+        hasher,
+        versions,
+        client.id,
+        client.api_key_prefix,
+        grace=grace,
+        actor=actor,
+        now=now,
+        as_client_rotation=True,
+    )
+    return RotatedKey(client=client, key=issued.key, api_secret=issued.secret)
 
 
 def audit_trail(
@@ -313,7 +286,6 @@ def audit_trail(
 
 def audit_view(client: Client) -> dict[str, Any]:
     """What the audit log keeps of a client: never a secret, never a hash."""
-    expires = client.previous_secret_expires_at
     return {
         "name": client.name,
         "api_key": client.api_key_prefix,
@@ -322,14 +294,17 @@ def audit_view(client: Client) -> dict[str, Any]:
         "quota_limit": client.quota_limit,
         "provider_order": client.provider_order,
         "sandbox_mode": client.sandbox_mode,
-        "previous_secret_expires_at": expires.isoformat() if expires else None,
+        "daily_limit": client.daily_limit,
     }
 
 
-def announce_change(versions: CredentialVersions, client: Client) -> None:
-    """Tell every instance that cached verifications of this client are stale."""
+def announce_change(
+    versions: CredentialVersions, client: Client, key_ids: Collection[str] = ()
+) -> None:
+    """Tell every instance that cached verifications of this client's keys are stale."""
     try:
-        versions.bump(client.api_key_prefix)
+        for key_id in key_ids or [client.api_key_prefix]:
+            versions.bump(key_id)
     except DependencyUnavailable as error:
         raise ChangeNotPropagated(
             "the change is saved, but API instances could not be told: they may keep "
@@ -353,11 +328,13 @@ def _change(
         apply(client)
         uow.clients.save(client)
         uow.audit.append(_audit(actor, action, client, before, audit_view(client)))
+        key_ids = uow.api_keys.active_ids(client.id)
         uow.commit()
         client = uow.clients.get(client.id) or client
     # After the commit, never before: an instance that reads the version and
     # then the row either sees the new row or sees the version change later.
-    announce_change(versions, client)
+    # Every key carries the client (its status, its limits) in its cache entry.
+    announce_change(versions, client, key_ids)
     return client
 
 
@@ -403,6 +380,14 @@ def _clean_name(name: str) -> str:
             details=[{"field": "name", "message": "1 to 200 printable characters"}],
         )
     return cleaned
+
+
+def _check_daily_limit(daily_limit: int | None) -> None:
+    if daily_limit is not None and daily_limit < 0:
+        raise InvalidRequest(
+            "0 or more messages per day",
+            details=[{"field": "daily_limit", "message": "0 or more messages per day"}],
+        )
 
 
 def _check_limits(*, rate_limit: int | None, quota_limit: int | None) -> None:

@@ -1,4 +1,4 @@
-"""Monthly quotas: counted when a message is accepted, reconcilable with the messages table.
+"""Monthly quotas and daily limits: counted when a message is accepted, reconcilable.
 
 The counter lives in Redis so that every instance checks and counts in one
 atomic step. The messages table is the truth it is reconciled against: a
@@ -18,7 +18,7 @@ from typing import Self
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.tenancy import QuotaCounter
-from mailroom.domain.errors import DependencyUnavailable, QuotaExceeded
+from mailroom.domain.errors import DailyLimitExceeded, DependencyUnavailable, QuotaExceeded
 from mailroom.domain.model import Client
 from mailroom.domain.tenancy import Actor, AuditEntry, QuotaPeriod, QuotaUsage
 from mailroom.services.clients import find_client, list_clients
@@ -55,35 +55,78 @@ class QuotaCharge:
         self._client = client
         self._now = now or datetime.now(UTC)
         self.period = QuotaPeriod.containing(self._now)
+        self.day = QuotaPeriod.day_containing(self._now)
         self.taken = False
+        self._taken: list[QuotaPeriod] = []
 
     def take(self) -> None:
-        """Count this message, or raise QuotaExceeded if the month's quota is used up."""
-        client, period = self._client, self.period
-        answer = self._counter.take(client.id, period, client.quota_limit)
+        """Count this message, or raise QuotaExceeded / DailyLimitExceeded if a limit is used up.
+
+        The daily limit (when the client has one) is taken first and given
+        back if the monthly quota then refuses, so a refusal counts nowhere.
+        """
+        client = self._client
+        if client.daily_limit is not None:
+            self._take(self.day, client.daily_limit)
+        try:
+            self._take(self.period, client.quota_limit)
+        except BaseException:
+            self._give_back_all()
+            raise
+        self.taken = True
+
+    def _take(self, period: QuotaPeriod, limit: int) -> None:
+        client = self._client
+        answer = self._counter.take(client.id, period, limit)
         if answer is None:
-            # First send of the month, or Redis lost the counter: start it from
+            # First send of the period, or Redis lost the counter: start it from
             # the messages table rather than from zero.
             self._counter.seed(client.id, period, count_accepted(self._uow(), client.id, period))
-            answer = self._counter.take(client.id, period, client.quota_limit)
+            answer = self._counter.take(client.id, period, limit)
             if answer is None:
                 raise DependencyUnavailable("the quota counter could not be started")
         if not answer.accepted:
             resets_at = period.end.isoformat().replace("+00:00", "Z")
+            retry = period.seconds_until_end(self._now)
+            if period.is_day:
+                raise DailyLimitExceeded(
+                    f"the daily limit of {limit} messages is used up; it resets at {resets_at}",
+                    retry_after_seconds=retry,
+                    details=[
+                        {
+                            "daily_limit": limit,
+                            "used": answer.used,
+                            "period": period.label,
+                            "resets_at": resets_at,
+                        }
+                    ],
+                )
             raise QuotaExceeded(
-                f"the monthly quota of {client.quota_limit} messages is used up; "
-                f"it resets at {resets_at}",
-                retry_after_seconds=period.seconds_until_end(self._now),
+                f"the monthly quota of {limit} messages is used up; it resets at {resets_at}",
+                retry_after_seconds=retry,
                 details=[
                     {
-                        "quota_limit": client.quota_limit,
+                        "quota_limit": limit,
                         "used": answer.used,
                         "period": period.label,
                         "resets_at": resets_at,
                     }
                 ],
             )
-        self.taken = True
+        self._taken.append(period)
+
+    def _give_back_all(self) -> None:
+        while self._taken:
+            period = self._taken.pop()
+            try:
+                self._counter.give_back(self._client.id, period)
+            except DependencyUnavailable:
+                # The counter now reads one too many until the next reconciliation;
+                # the original error is what the caller must see.
+                log.warning(
+                    "quota charge not given back; reconcile the counter",
+                    extra={"client_id": str(self._client.id), "period": period.label},
+                )
 
     def __enter__(self) -> Self:
         return self
@@ -97,15 +140,7 @@ class QuotaCharge:
         if exc is None or not self.taken:
             return
         self.taken = False
-        try:
-            self._counter.give_back(self._client.id, self.period)
-        except DependencyUnavailable:
-            # The counter now reads one too many until the next reconciliation;
-            # the original error is what the caller must see.
-            log.warning(
-                "quota charge not given back; reconcile the counter",
-                extra={"client_id": str(self._client.id), "period": self.period.label},
-            )
+        self._give_back_all()
 
 
 def quota_usage(

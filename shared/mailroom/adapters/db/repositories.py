@@ -26,7 +26,13 @@ from sqlalchemy.sql.selectable import Exists
 
 from mailroom.adapters.db import batch_statements
 from mailroom.adapters.db.batch_statements import ClaimedBatch
-from mailroom.adapters.db.tables import CLIENT_NAME_INDEX, ClientRow, MessageEventRow, MessageRow
+from mailroom.adapters.db.tables import (
+    CLIENT_NAME_INDEX,
+    ApiKeyRow,
+    ClientRow,
+    MessageEventRow,
+    MessageRow,
+)
 from mailroom.domain.errors import ClientNameTaken
 from mailroom.domain.model import (
     Client,
@@ -208,8 +214,8 @@ class SqlClientRepository(ClientRepository):
                     id=client.id,
                     name=client.name,
                     api_key_prefix=client.api_key_prefix,
-                    api_secret_hash=client.api_secret_hash,
                     quota_limit=client.quota_limit,
+                    daily_limit=client.daily_limit,
                     rate_limit=client.rate_limit,
                     status=client.status.value,
                     provider_order=client.provider_order,
@@ -222,8 +228,12 @@ class SqlClientRepository(ClientRepository):
         return _client(row) if row else None
 
     def get_by_api_key(self, api_key: str) -> Client | None:
+        # Any of the client's keys names it, revoked ones included: operators
+        # look a client up by whichever key id they were shown.
         row = self._session.execute(
-            select(ClientRow).where(ClientRow.api_key_prefix == api_key)
+            select(ClientRow)
+            .join(ApiKeyRow, ApiKeyRow.client_id == ClientRow.id)
+            .where(ApiKeyRow.id == api_key)
         ).scalar()
         return _client(row) if row else None
 
@@ -251,9 +261,7 @@ class SqlClientRepository(ClientRepository):
                     provider_order=client.provider_order,
                     sandbox_mode=client.sandbox_mode,
                     status=client.status.value,
-                    api_secret_hash=client.api_secret_hash,
-                    previous_secret_hash=client.previous_secret_hash,
-                    previous_secret_expires_at=client.previous_secret_expires_at,
+                    daily_limit=client.daily_limit,
                     updated_at=func.now(),
                 )
             )
@@ -481,7 +489,6 @@ def _client(row: ClientRow) -> Client:
         id=row.id,
         name=row.name,
         api_key_prefix=row.api_key_prefix,
-        api_secret_hash=row.api_secret_hash,
         rate_limit=row.rate_limit,
         quota_limit=row.quota_limit,
         status=ClientStatus(row.status),
@@ -489,9 +496,8 @@ def _client(row: ClientRow) -> Client:
         created_at=row.created_at,
         updated_at=row.updated_at,
         last_used_at=row.last_used_at,
-        previous_secret_hash=row.previous_secret_hash,
-        previous_secret_expires_at=row.previous_secret_expires_at,
         sandbox_mode=row.sandbox_mode,
+        daily_limit=row.daily_limit,
     )
 
 

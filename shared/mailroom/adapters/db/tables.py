@@ -67,9 +67,12 @@ class ClientRow(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     # The public key id the caller sends as X-Api-Key (e.g. mr_live_...).
+    # The key the client was created with (its secret lives in api_keys);
+    # operators may name the client by it.
     api_key_prefix: Mapped[str] = mapped_column(String(64), unique=True)
-    api_secret_hash: Mapped[str] = mapped_column(Text)
     quota_limit: Mapped[int] = mapped_column(Integer)
+    # Messages per UTC day; NULL: no daily limit (the monthly quota still applies).
+    daily_limit: Mapped[int | None] = mapped_column(Integer)
     rate_limit: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), server_default=ClientStatus.ACTIVE.value)
     provider_order: Mapped[list[str] | None] = mapped_column(JSONB)
@@ -77,11 +80,39 @@ class ClientRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # Approximate by design: written at most every few minutes per instance.
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Issue 15: every key of the client acts in test mode (nothing reaches a provider).
+    sandbox_mode: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+
+class ApiKeyRow(Base):
+    """A client's API keys (issue 15): many per client, each with its scopes and limits."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint(_one_of("mode", ["live", "test"]), name="mode"),
+        CheckConstraint("rate_limit IS NULL OR rate_limit >= 1", name="rate_limit"),
+        Index("ix_api_keys_client_id", "client_id", "created_at"),
+    )
+
+    # The public key id (mr_live_<24 hex>): sent as X-Api-Key, inside a Bearer token.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    secret_hash: Mapped[str] = mapped_column(Text)
     # The secret replaced by the last rotation, valid until the grace period ends.
     previous_secret_hash: Mapped[str | None] = mapped_column(Text)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Issue 15: every key of the client acts in test mode (nothing reaches a provider).
-    sandbox_mode: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # Scope names (domain.tenancy.Scope values), checked before they are written.
+    scopes: Mapped[list[str]] = mapped_column(JSONB)
+    mode: Mapped[str] = mapped_column(String(8))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # CIDR strings; empty: any address.
+    ip_allowlist: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    rate_limit: Mapped[int | None] = mapped_column(Integer)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class AdminAuditRow(Base):

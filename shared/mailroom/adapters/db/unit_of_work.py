@@ -12,6 +12,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailroom.adapters.db.accepted_insert import insert_accepted
+from mailroom.adapters.db.api_keys import ApiKeyRepository, SqlApiKeyRepository
 from mailroom.adapters.db.audit import AuditLog, SqlAuditLog
 from mailroom.adapters.db.feedback_repositories import (
     FeedbackRepository,
@@ -36,6 +37,7 @@ from mailroom.domain.model import EventType, Message
 
 class UnitOfWork(abc.ABC):
     clients: ClientRepository
+    api_keys: ApiKeyRepository
     messages: MessageRepository
     feedback: FeedbackRepository
     recipients: RecipientRepository
@@ -177,6 +179,7 @@ class SqlUnitOfWork(UnitOfWork):
     def __enter__(self) -> Self:
         self._session = self._database.session()
         self.clients = SqlClientRepository(self._session)
+        self.api_keys = SqlApiKeyRepository(self._session)
         self.messages = SqlMessageRepository(self._session)
         self.feedback = SqlFeedbackRepository(self._session)
         self.recipients = SqlRecipientRepository(self._session)
