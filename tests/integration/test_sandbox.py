@@ -407,3 +407,31 @@ def test_sandbox_mode_is_set_by_the_admin_api_and_audited(stack: Stack) -> None:
     assert update.after is not None
     assert (update.before["sandbox_mode"], update.after["sandbox_mode"]) == (False, True)
     assert update.actor.startswith("admin")
+
+
+def test_a_test_key_sends_in_test_mode_beside_the_clients_live_key(
+    stack: Stack, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN a live client and a test key (mr_test_) made for it by an operator
+    client = stack.create_client()
+    status, made = stack.admin(
+        "POST",
+        f"/admin/clients/{client['id']}/api-keys",
+        {"name": "ci", "scopes": ["email:send", "email:read"], "mode": "test"},
+    )
+    assert status == 201, made
+    assert made["key"].startswith("mr_test_")
+    test_key = {"api_key": made["key"], "api_secret": made["secret"]}
+    # WHEN the test key sends to a simulated bounce and the live key to a real address
+    status, bounced = stack.send(test_key, to=f"bounced@{SIM}")
+    assert (status, bounced["mode"]) == (202, "test")
+    status, live = stack.send(client, to="ada@example.com")
+    assert (status, live["mode"]) == (202, "live")
+    assert stack.run_worker() == [{"batchItemFailures": []}]
+    # THEN the test message bounced through the sandbox and only the live one reached SMTP
+    view = stack.status(test_key, bounced["id"])
+    assert (view["mode"], view["provider"], view["status"]) == ("test", "sandbox", "bounced")
+    assert stack.status(client, live["id"])["status"] == "sent"
+    assert len(smtp_sink.received) == 1
+    # AND the live key may not use the sandbox domain
+    assert stack.send(client, to=f"bounced@{SIM}")[0] == 422
