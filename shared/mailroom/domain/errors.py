@@ -75,12 +75,6 @@ class ClientNotFound(MailroomError):
     code = "client_not_found"
 
 
-class SandboxKeysUnavailable(InvalidRequest):
-    """``mr_test_`` keys are reserved for sandbox clients, which do not exist yet."""
-
-    code = "sandbox_keys_unavailable"
-
-
 class TooManyRequests(MailroomError):
     """Refused for now; the caller may try again after ``retry_after_seconds``."""
 

@@ -202,7 +202,7 @@ def client_routes(services: ServicesProvider) -> Router:
             CreatedClient,
             errors={
                 409: _NAME_TAKEN,
-                422: "validation_error (an unknown provider, say), sandbox_keys_unavailable",
+                422: "validation_error (an unknown provider, say)",
             },
         ),
         tags=["admin: clients"],
