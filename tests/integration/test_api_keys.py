@@ -23,6 +23,8 @@ from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.api_keys import api_key_routes
 from mailroom.entrypoints.client_gate import ClientGate
+from mailroom.entrypoints.client_suppressions import client_suppression_routes
+from mailroom.entrypoints.client_templates import client_template_routes
 from tests.events import FakeLambdaContext, load_event, with_body, with_headers
 from tests.fakes import RecordingQueue, ScriptedProvider
 from tests.integration.api_processes import Caller, WarmProcess
@@ -55,6 +57,8 @@ class Stack:
                 send_routes(lambda: self.services),
                 status_routes(lambda: self.services),
                 api_key_routes(lambda: self.services),
+                client_template_routes(lambda: self.services),
+                client_suppression_routes(lambda: self.services),
             ],
             max_request_bytes=lambda: self.settings.max_request_bytes,
             client_gate=ClientGate(lambda: self.services),
@@ -132,6 +136,8 @@ ROUTE_CLASSES = [
     ("POST", "/v1/send", SEND_BODY, Scope.EMAIL_SEND, 202),
     ("GET", "/v1/messages", None, Scope.EMAIL_READ, 200),
     ("GET", "/v1/api-keys", None, Scope.ADMIN, 200),
+    ("GET", "/v1/templates", None, Scope.TEMPLATE_MANAGE, 200),
+    ("GET", "/v1/suppressions", None, Scope.SUPPRESSION_MANAGE, 200),
 ]
 
 
