@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from aws_lambda_powertools.event_handler import (
     APIGatewayRestResolver,
@@ -357,6 +357,14 @@ def status_routes(services: ServicesProvider) -> Router:
     return router
 
 
+class Gate(Protocol):
+    """A check that runs before routing and validation, for the requests it applies to."""
+
+    def applies_to(self, event: Mapping[str, Any]) -> bool: ...
+
+    def check(self, event: Mapping[str, Any]) -> None: ...
+
+
 class MailroomApi(APIGatewayRestResolver):
     """Powertools' REST resolver, refusing unreadable requests before anything parses them.
 
@@ -366,11 +374,14 @@ class MailroomApi(APIGatewayRestResolver):
     """
 
     def __init__(
-        self, max_request_bytes: Callable[[], int], client_gate: ClientGate | None = None
+        self,
+        max_request_bytes: Callable[[], int],
+        client_gate: ClientGate | None = None,
+        admin_gate: Gate | None = None,
     ) -> None:
         super().__init__(enable_validation=True, json_body_deserializer=parse_json)
         self._max_request_bytes = max_request_bytes
-        self._client_gate = client_gate
+        self._gates = [gate for gate in (client_gate, admin_gate) if gate is not None]
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         with client_gate.invocation() as state:
@@ -378,9 +389,10 @@ class MailroomApi(APIGatewayRestResolver):
                 # Who is calling comes before anything about what they sent,
                 # but after routing: a method the path does not take is 405
                 # for anyone (what a path allows is no secret).
-                if self._client_gate is not None and self._client_gate.applies_to(event):
-                    self._refuse_undeclared_method(event)
-                    self._client_gate.check(event)
+                for gate in self._gates:
+                    if gate.applies_to(event):
+                        self._refuse_undeclared_method(event)
+                        gate.check(event)
                 event = prepare_event(
                     event, self._max_request_bytes(), lambda: self._text_body_of(event)
                 )
@@ -413,9 +425,10 @@ def create_api(
     *,
     max_request_bytes: Callable[[], int],
     client_gate: ClientGate | None = None,
+    admin_gate: Gate | None = None,
 ) -> APIGatewayRestResolver:
-    """A resolver for these routes; with ``client_gate``, /v1/ requests pass it before routing."""
-    app = MailroomApi(max_request_bytes, client_gate)
+    """A resolver for these routes; /v1/ (/admin/) requests pass the client (admin) gate first."""
+    app = MailroomApi(max_request_bytes, client_gate, admin_gate)
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
