@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from mailroom.bootstrap import Services
 from mailroom.domain.commands import MAX_VERSION, TEMPLATE_NAME_PATTERN
 from mailroom.domain.templates import LintWarning
+from mailroom.domain.tenancy import Actor
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import templates as template_service
@@ -115,6 +116,31 @@ def preview_view(name: str, result: Preview) -> PreviewView:
 _FOR_CLIENT = "The client to upload for (its own template); without it, a shared template."
 
 
+def upload_answer(
+    services: Services, template: TemplateUpload, *, owner: uuid.UUID | None, actor: Actor
+) -> Response[str]:
+    """Store an upload as ``owner``'s (None: shared) and answer 201 (client and admin routes)."""
+    uploaded = template_service.upload_template(
+        services.templates,
+        services.renderer,
+        name=template.name,
+        subject=template.subject,
+        html=template.html,
+        text=template.text,
+        schema=template.props_schema,
+        sample=template.sample,
+        owner=owner,
+        actor=actor,
+    )
+    logger.info("template uploaded", extra={"template": uploaded.name, "version": uploaded.version})
+    view = UploadedView(
+        name=uploaded.name, version=uploaded.version, warnings=warning_views(uploaded.warnings)
+    )
+    return Response(
+        status_code=201, content_type=content_types.APPLICATION_JSON, body=view.model_dump_json()
+    )
+
+
 def template_routes(services: ServicesProvider) -> Router:
     # admin.py lists this router among its own, so its helpers come in here.
     from mailroom.entrypoints.admin import ADMIN_SECURITY, require_admin
@@ -154,29 +180,7 @@ def template_routes(services: ServicesProvider) -> Router:
         active = services()
         actor = require_admin(router, active)
         template_service.check_owner(active.uow(), client_id)
-        uploaded = template_service.upload_template(
-            active.templates,
-            active.renderer,
-            name=template.name,
-            subject=template.subject,
-            html=template.html,
-            text=template.text,
-            schema=template.props_schema,
-            sample=template.sample,
-            owner=client_id,
-            actor=actor,
-        )
-        logger.info(
-            "template uploaded", extra={"template": uploaded.name, "version": uploaded.version}
-        )
-        view = UploadedView(
-            name=uploaded.name, version=uploaded.version, warnings=warning_views(uploaded.warnings)
-        )
-        return Response(
-            status_code=201,
-            content_type=content_types.APPLICATION_JSON,
-            body=view.model_dump_json(),
-        )
+        return upload_answer(active, template, owner=client_id, actor=actor)
 
     @router.get(
         "/admin/templates",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, Field
@@ -25,10 +25,9 @@ from mailroom.entrypoints.admin_templates import (
     TemplateUpload,
     UploadedView,
     preview_view,
-    warning_views,
+    upload_answer,
 )
 from mailroom.entrypoints.api import caller_of
-from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key
 from mailroom.services import templates as template_service
 
@@ -98,29 +97,8 @@ def client_template_routes(services: ServicesProvider) -> Router:
     def upload(template: Annotated[TemplateUpload, Body()]) -> Response[str]:
         active = services()
         caller = caller_of(router, active, Scope.TEMPLATE_MANAGE)
-        uploaded = template_service.upload_template(
-            active.templates,
-            active.renderer,
-            name=template.name,
-            subject=template.subject,
-            html=template.html,
-            text=template.text,
-            schema=template.props_schema,
-            sample=template.sample,
-            owner=caller.client.id,
-            actor=template_service.client_actor(caller, source_ip()),
-        )
-        logger.info(
-            "template uploaded", extra={"template": uploaded.name, "version": uploaded.version}
-        )
-        view = UploadedView(
-            name=uploaded.name, version=uploaded.version, warnings=warning_views(uploaded.warnings)
-        )
-        return Response(
-            status_code=201,
-            content_type=content_types.APPLICATION_JSON,
-            body=view.model_dump_json(),
-        )
+        actor = template_service.client_actor(caller, source_ip())
+        return upload_answer(active, template, owner=caller.client.id, actor=actor)
 
     @router.get(
         "/v1/templates",
