@@ -145,6 +145,44 @@ def _spec(request: CreateKeyRequest) -> api_keys.KeySpec:
     )
 
 
+def _create(
+    services: Services, client_id: uuid.UUID, request: CreateKeyRequest, actor: Actor
+) -> Response[str]:
+    issued = api_keys.issue_key(
+        services.uow(), services.hasher, client_id, _spec(request), actor=actor
+    )
+    logger.info("api key created", extra={"key_id": issued.key.id})
+    return _issued(issued, 201)
+
+
+def _revoke(services: Services, client_id: uuid.UUID, key_id: str, actor: Actor) -> KeyView:
+    key = api_keys.revoke_key(
+        services.uow(), services.credential_versions, client_id, key_id, actor=actor
+    )
+    logger.info("api key revoked", extra={"key_id": key.id})
+    return key_view(key)
+
+
+def _rotate(
+    services: Services,
+    client_id: uuid.UUID,
+    key_id: str,
+    request: RotateKeyRequest | None,
+    actor: Actor,
+) -> Response[str]:
+    issued = api_keys.rotate_key(
+        services.uow(),
+        services.hasher,
+        services.credential_versions,
+        client_id,
+        key_id,
+        grace=_grace(services, request),
+        actor=actor,
+    )
+    logger.info("api key rotated", extra={"key_id": issued.key.id})
+    return _issued(issued, 200)
+
+
 def _grace(services: Services, request: RotateKeyRequest | None) -> timedelta:
     seconds = request.grace_seconds if request else None
     if seconds is None:
@@ -191,11 +229,7 @@ def api_key_routes(services: ServicesProvider) -> Router:
     )
     def create(request: Annotated[CreateKeyRequest, Body()]) -> Response[str]:
         active, client_id, actor = me()
-        issued = api_keys.issue_key(
-            active.uow(), active.hasher, client_id, _spec(request), actor=actor
-        )
-        logger.info("api key created", extra={"key_id": issued.key.id})
-        return _issued(issued, 201)
+        return _create(active, client_id, request, actor)
 
     @router.get(
         "/v1/api-keys",
@@ -218,11 +252,7 @@ def api_key_routes(services: ServicesProvider) -> Router:
     )
     def revoke(key_id: Annotated[str, KEY_ID]) -> KeyView:
         active, client_id, actor = me()
-        key = api_keys.revoke_key(
-            active.uow(), active.credential_versions, client_id, key_id, actor=actor
-        )
-        logger.info("api key revoked", extra={"key_id": key.id})
-        return key_view(key)
+        return _revoke(active, client_id, key_id, actor)
 
     @router.post(
         "/v1/api-keys/<key_id>/rotate",
@@ -237,17 +267,7 @@ def api_key_routes(services: ServicesProvider) -> Router:
         request: Annotated[RotateKeyRequest | None, Body()] = None,
     ) -> Response[str]:
         active, client_id, actor = me()
-        issued = api_keys.rotate_key(
-            active.uow(),
-            active.hasher,
-            active.credential_versions,
-            client_id,
-            key_id,
-            grace=_grace(active, request),
-            actor=actor,
-        )
-        logger.info("api key rotated", extra={"key_id": issued.key.id})
-        return _issued(issued, 200)
+        return _rotate(active, client_id, key_id, request, actor)
 
     return router
 
@@ -280,11 +300,7 @@ def admin_key_routes(services: ServicesProvider) -> Router:
         client_ref: Annotated[str, Path()], request: Annotated[CreateKeyRequest, Body()]
     ) -> Response[str]:
         active, client_id, actor = admin(client_ref)
-        issued = api_keys.issue_key(
-            active.uow(), active.hasher, client_id, _spec(request), actor=actor
-        )
-        logger.info("api key created", extra={"key_id": issued.key.id})
-        return _issued(issued, 201)
+        return _create(active, client_id, request, actor)
 
     @router.get(
         "/admin/clients/<client_ref>/api-keys",
@@ -308,11 +324,7 @@ def admin_key_routes(services: ServicesProvider) -> Router:
     )
     def revoke(client_ref: Annotated[str, Path()], key_id: Annotated[str, KEY_ID]) -> KeyView:
         active, client_id, actor = admin(client_ref)
-        key = api_keys.revoke_key(
-            active.uow(), active.credential_versions, client_id, key_id, actor=actor
-        )
-        logger.info("api key revoked", extra={"key_id": key.id})
-        return key_view(key)
+        return _revoke(active, client_id, key_id, actor)
 
     @router.post(
         "/admin/clients/<client_ref>/api-keys/<key_id>/rotate",
@@ -332,16 +344,6 @@ def admin_key_routes(services: ServicesProvider) -> Router:
         request: Annotated[RotateKeyRequest | None, Body()] = None,
     ) -> Response[str]:
         active, client_id, actor = admin(client_ref)
-        issued = api_keys.rotate_key(
-            active.uow(),
-            active.hasher,
-            active.credential_versions,
-            client_id,
-            key_id,
-            grace=_grace(active, request),
-            actor=actor,
-        )
-        logger.info("api key rotated", extra={"key_id": issued.key.id})
-        return _issued(issued, 200)
+        return _rotate(active, client_id, key_id, request, actor)
 
     return router
