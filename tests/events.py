@@ -37,6 +37,26 @@ def with_body(event: dict[str, Any], body: Any) -> dict[str, Any]:
     return event
 
 
+def request_event(
+    method: str,
+    path: str,
+    *,
+    query: dict[str, str] | None = None,
+    body: Any = None,
+    **headers: str | None,
+) -> dict[str, Any]:
+    """An API Gateway proxy event for ``method path`` (the health event reshaped)."""
+    event = load_event("status/health")
+    event["httpMethod"] = method
+    event["path"] = event["resource"] = path
+    event["queryStringParameters"] = query
+    event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()} if query else None
+    with_headers(event, **headers)
+    if body is not None:
+        with_body(event, body)
+    return event
+
+
 class FakeLambdaContext(LambdaContext):
     """What Lambda passes as ``context``, with fixed values."""
 

@@ -25,7 +25,7 @@ from mailroom.entrypoints.api_keys import api_key_routes
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.client_suppressions import client_suppression_routes
 from mailroom.entrypoints.client_templates import client_template_routes
-from tests.events import FakeLambdaContext, load_event, with_body, with_headers
+from tests.events import FakeLambdaContext, load_event, request_event, with_body, with_headers
 from tests.fakes import RecordingQueue, ScriptedProvider
 from tests.integration.api_processes import Caller, WarmProcess
 
@@ -97,12 +97,7 @@ class Stack:
         return response["statusCode"], json.loads(response["body"]), response["multiValueHeaders"]
 
     def admin(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-        event = load_event("status/health")
-        event["httpMethod"] = method
-        event["path"] = event["resource"] = path
-        with_headers(event, Authorization=f"Bearer {ADMIN_TOKEN}")
-        if body is not None:
-            with_body(event, body)
+        event = request_event(method, path, body=body, Authorization=f"Bearer {ADMIN_TOKEN}")
         response = self.admin_api.resolve(event, FakeLambdaContext())
         return response["statusCode"], json.loads(response["body"])
 

@@ -29,7 +29,7 @@ from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.services import clients, quotas
-from tests.events import FakeLambdaContext, load_event, with_body, with_headers
+from tests.events import FakeLambdaContext, load_event, request_event, with_headers
 from tests.fakes import RecordingQueue, ScriptedProvider
 from tests.integration.api_processes import Burst, send_in_processes
 from tests.integration.conftest import free_port
@@ -73,12 +73,7 @@ class Instance:
         return response["statusCode"], json.loads(response["body"]), response["multiValueHeaders"]
 
     def admin(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-        event = load_event("status/health")
-        event["httpMethod"] = method
-        event["path"] = event["resource"] = path
-        with_headers(event, Authorization=f"Bearer {ADMIN_TOKEN}")
-        if body is not None:
-            with_body(event, body)
+        event = request_event(method, path, body=body, Authorization=f"Bearer {ADMIN_TOKEN}")
         response = self.admin_api.resolve(event, FakeLambdaContext())
         return response["statusCode"], json.loads(response["body"])
 

@@ -39,7 +39,7 @@ from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import create_api
 from mailroom.entrypoints.worker import process_send_batch
 from mailroom.services.clients import register_client
-from tests.events import FakeLambdaContext, load_event, with_body, with_headers
+from tests.events import FakeLambdaContext, request_event
 from tests.fakes import PlainHasher
 from tests.integration.conftest import sqs_event
 from tests.integration.provider_doubles import SendGridDouble, SwitchableSmtp, running
@@ -175,12 +175,7 @@ class Stack:
 
     def admin(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         api = create_api(admin_routes(lambda: self.services), max_request_bytes=lambda: 65536)
-        event = load_event("status/health")
-        event["path"] = event["resource"] = path
-        event["httpMethod"] = method
-        with_headers(event, Authorization=f"Bearer {ADMIN_TOKEN}")
-        if body is not None:
-            with_body(event, body)
+        event = request_event(method, path, body=body, Authorization=f"Bearer {ADMIN_TOKEN}")
         response = api.resolve(event, FakeLambdaContext())
         return response["statusCode"], json.loads(response["body"])
 

@@ -34,7 +34,7 @@ from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.worker import process_send_batch
 from mailroom.services import clients, feedback
-from tests.events import FakeLambdaContext, load_event, with_body, with_headers
+from tests.events import FakeLambdaContext, load_event, request_event, with_body, with_headers
 from tests.integration.conftest import SmtpSink, free_port, sqs_event
 from tests.provider_fakes import RecordingSignals
 
@@ -80,15 +80,9 @@ class Stack:
     def admin(
         self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
     ) -> tuple[int, dict[str, Any]]:
-        event = load_event("status/health")
-        event["httpMethod"] = method
-        event["path"] = event["resource"] = path
-        if query is not None:
-            event["queryStringParameters"] = query
-            event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
-        with_headers(event, Authorization=f"Bearer {ADMIN_TOKEN}")
-        if body is not None:
-            with_body(event, body)
+        event = request_event(
+            method, path, query=query, body=body, Authorization=f"Bearer {ADMIN_TOKEN}"
+        )
         response = self.admin_api.resolve(event, FakeLambdaContext())
         return response["statusCode"], json.loads(response["body"])
 

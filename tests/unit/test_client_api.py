@@ -15,7 +15,7 @@ from mailroom.config import Settings
 from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.client_gate import ClientGate
-from tests.events import FakeLambdaContext, load_event, with_body, with_headers
+from tests.events import FakeLambdaContext, load_event, request_event, with_body, with_headers
 from tests.fakes import (
     FakeCredentialVersions,
     FakeQuotaCounter,
@@ -82,17 +82,10 @@ class Stack:
         query: dict[str, str] | None = None,
         **headers: str | None,
     ) -> Answer:
-        event = load_event("status/health")
-        event["httpMethod"] = method
-        event["path"] = event["resource"] = path
-        event["queryStringParameters"] = query
-        event["multiValueQueryStringParameters"] = (
-            {k: [v] for k, v in query.items()} if query else None
+        event = request_event(
+            method, path, query=query, body=body, Authorization=f"Bearer {ADMIN_TOKEN}"
         )
-        with_headers(event, Authorization=f"Bearer {ADMIN_TOKEN}")
         with_headers(event, **headers)
-        if body is not None:
-            with_body(event, body)
         return self._call(self.admin_api, event)
 
     def create_client(self, **fields: Any) -> dict[str, Any]:
