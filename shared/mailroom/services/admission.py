@@ -61,8 +61,9 @@ def admit(
     key = authenticated.key
     caller = authenticated.caller
     client = caller.client
-    if client.sandbox_mode:
-        caller = replace(caller, mode=caller_mode(client, caller.mode))
+    mode = caller_mode(client, caller.mode)
+    if mode is not caller.mode:
+        caller = replace(caller, mode=mode)
     buckets = [Bucket(f"client:{client.id}", client.rate_limit, "client")]
     if key.rate_limit is not None:
         buckets.append(Bucket(f"key:{key.id}", key.rate_limit, "key"))
