@@ -12,6 +12,7 @@ from typing import Any
 from devstack.atomic_file import write_atomically
 from mailroom.bootstrap import Services
 from mailroom.domain.errors import ClientNameTaken, MailroomError
+from mailroom.domain.sealed_secrets import SecretKeyring
 from mailroom.services.clients import authenticate, register_client
 
 DEMO_CLIENT_NAME = "demo"
@@ -66,6 +67,20 @@ def template_code_signing_key(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, (key + "\n").encode("utf-8"), mode=0o600)
     return key
+
+
+def secrets_encryption_keys(path: Path) -> str:
+    """The keyring in ``path``, so sealed secrets stay readable across restarts; else a new one."""
+    try:
+        saved = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        saved = ""
+    if saved:
+        return saved
+    setting = SecretKeyring.generate_setting()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, (setting + "\n").encode("utf-8"), mode=0o600)
+    return setting
 
 
 def demo_credentials(

@@ -118,7 +118,8 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
     saved = demo_client.DevCredentials.read(settings.credentials_path)
     token = demo_client.admin_token(saved)
     signing_key = demo_client.template_code_signing_key(settings.signing_key_path)
-    _export_function_environment(settings, stack, queues, sink, token, signing_key)
+    keyring = demo_client.secrets_encryption_keys(settings.secrets_keyring_path)
+    _export_function_environment(settings, stack, queues, sink, token, signing_key, keyring)
 
     invocation_lock = threading.Lock()
     functions = _load_functions(stack, settings.aws_region, invocation_lock)
@@ -216,6 +217,7 @@ def _export_function_environment(
     sink: SmtpSink,
     token: str,
     signing_key: str,
+    keyring: str,
 ) -> None:
     """Write the functions' environment; they read it once, on first use."""
     intrinsics = stack.intrinsics
@@ -280,6 +282,7 @@ def _export_function_environment(
             "SMTP_PASSWORD": "",
             "ADMIN_TOKEN_SHA256": hashlib.sha256(token.encode()).hexdigest(),
             "TEMPLATE_CODE_SIGNING_KEY": signing_key,
+            "SECRETS_ENCRYPTION_KEYS": keyring,
         }
     )
 

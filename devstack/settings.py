@@ -67,5 +67,9 @@ class DevstackSettings(BaseSettings):
         return self.local_path / "template-code-signing-key"
 
     @property
+    def secrets_keyring_path(self) -> Path:
+        return self.local_path / "secrets-encryption-keys"
+
+    @property
     def template_path(self) -> Path:
         return self.in_repo(self.template_file)

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mailroom.domain.sealed_secrets import SecretKeyring
+
 # The email providers Mailroom has an adapter for (adapters/providers/).
 PROVIDER_NAMES = ("smtp", "ses", "sendgrid", "mailgun")
 _PROVIDER = "(?:" + "|".join(PROVIDER_NAMES) + ")"
@@ -51,6 +53,21 @@ class Settings(BaseSettings):
     # characters, the same for every function). Unset: nothing is shared,
     # each process compiles for itself; the SAM template requires it.
     template_code_signing_key: SecretStr | None = Field(default=None, min_length=32)
+
+    # AES-256-GCM keys sealing the secrets Mailroom must read back (DKIM
+    # private keys, webhook signing secrets, client SMTP passwords):
+    # "<key id>:<base64 of 32 bytes>", comma-separated; the first seals, all
+    # open, so a key is rotated by listing a new one first
+    # (domain/sealed_secrets.py). Unset: features that store such secrets
+    # answer 503 until it is configured.
+    secrets_encryption_keys: SecretStr | None = None
+
+    @property
+    def secret_keyring(self) -> SecretKeyring | None:
+        if self.secrets_encryption_keys is None:
+            return None
+        value = self.secrets_encryption_keys.get_secret_value()
+        return SecretKeyring.from_setting(value) if value.strip() else None
 
     default_from: str = "Mailroom <noreply@example.com>"
     # Bodies beyond this are refused with 413 before they are parsed.
