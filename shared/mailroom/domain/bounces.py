@@ -86,6 +86,9 @@ class BounceReport:
     original_message_id: str | None = None
     subject: str | None = None
     sender: str | None = None
+    # The addresses the mail's own headers say it was for (To, Delivered-To,
+    # X-Original-To): where a VERP address is looked for beside the envelope.
+    addressed_to: tuple[str, ...] = ()
 
     @property
     def kind(self) -> BounceKind:
@@ -143,13 +146,23 @@ def parse_bounce(raw: bytes) -> BounceReport:
     message = message_from_bytes(raw[:MAX_PARSED_BYTES], policy=compat32)
     subject = _header_text(message, "subject")
     sender = _header_text(message, "from")
+    addressed_to = tuple(
+        address
+        for name in ("to", "delivered-to", "x-original-to")
+        for _, address in getaddresses([str(v) for v in message.get_all(name, [])])
+        if "@" in address
+    )
     found = _read_dsn(message) or _read_arf(message)
     if found is None and _is_auto_reply(message, sender, subject):
-        return BounceReport(ReportFormat.AUTO_REPLY, subject=subject, sender=sender)
+        return BounceReport(
+            ReportFormat.AUTO_REPLY, subject=subject, sender=sender, addressed_to=addressed_to
+        )
     if found is None:
         found = _read_x_failed_recipients(message) or _read_with_flufl(message)
     if found is None:
-        return BounceReport(ReportFormat.NONE, subject=subject, sender=sender)
+        return BounceReport(
+            ReportFormat.NONE, subject=subject, sender=sender, addressed_to=addressed_to
+        )
     report_format, recipients, feedback_type = found
     return BounceReport(
         report_format,
@@ -158,6 +171,7 @@ def parse_bounce(raw: bytes) -> BounceReport:
         original_message_id=_quoted_message_id(message),
         subject=subject,
         sender=sender,
+        addressed_to=addressed_to,
     )
 
 
