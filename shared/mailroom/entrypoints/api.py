@@ -114,6 +114,8 @@ class MessageView(BaseModel):
     attempts: int
     last_error: str | None
     metadata: dict[str, Any]
+    tags: list[str] = Field(default_factory=list)
+    bulk: bool = False
     trace_id: str
     created_at: datetime | None
     updated_at: datetime | None
@@ -288,6 +290,8 @@ def status_routes(services: ServicesProvider) -> Router:
             attempts=message.attempts,
             last_error=message.last_error,
             metadata=message.metadata,
+            tags=list(message.options.tags),
+            bulk=message.options.bulk,
             trace_id=message.trace_id,
             created_at=message.created_at,
             updated_at=message.updated_at,

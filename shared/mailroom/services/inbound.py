@@ -63,7 +63,10 @@ def receive_inbound_mail(
 ) -> InboundResult:
     report = parse_bounce(raw)
     addresses = [*envelope_recipients, *report.addressed_to]
-    digest = hashlib.sha256(raw).hexdigest()
+    # The same bytes to the same addresses are one delivery, however often
+    # they arrive; the same bounce text about another message is not.
+    envelope = "\n".join(sorted(envelope_recipients)).encode("utf-8", "replace")
+    digest = hashlib.sha256(envelope + b"\0" + raw).hexdigest()
 
     token = next((t for a in envelope_recipients if (t := token_in_mailbox(a))), None)
     if token is not None:

@@ -413,6 +413,7 @@ class InboundMailRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     # The recipient reports as parsed (address, kind, status, diagnostic).
     reports: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    # SHA-256 of the envelope recipients and the raw bytes: the redelivery key.
     raw_sha256: Mapped[str] = mapped_column(String(64))
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     raw_truncated: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
