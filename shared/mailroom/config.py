@@ -84,11 +84,16 @@ class Settings(BaseSettings):
     bounce_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
     # Where the one-click unsubscribe URL points: the API's public base URL
     # (https://mail.example.com, or the API Gateway stage URL).
-    public_base_url: str = Field(default="http://127.0.0.1:3000", pattern=r"^https?://\S+$")
+    # Empty: bulk mail carries only the mailto: unsubscribe address.
+    public_base_url: str = Field(default="", pattern=r"^$|^https?://\S+$")
     # Soft bounces (a full mailbox, 4.4.7) in a row before the address is
     # suppressed, and for how long; a delivery resets the count.
     soft_bounce_limit: int = Field(default=3, ge=1)
     soft_bounce_suppression_days: int = Field(default=7, ge=1, le=365)
+    # Where the SES receipt rule's S3 action stores inbound mail (the inbound
+    # function reads it back): bucket, and the key prefix before SES's id.
+    inbound_bucket: str = ""
+    inbound_prefix: str = "inbound/"
     # Raw inbound mail beyond this is cut before it is stored for review.
     inbound_max_stored_bytes: int = Field(default=256 * 1024, ge=1024)
 

@@ -47,7 +47,12 @@ KEYS = "k1:" + "S" * 43
 
 class Stack:
     def __init__(
-        self, database: Database, redis_url: str, queue_url: str, sink: SmtpSink, keys: str = KEYS
+        self,
+        database: Database,
+        redis_url: str,
+        queue_url: str,
+        sink: SmtpSink,
+        **overrides: Any,
     ) -> None:
         self.database = database
         self.queue_url = queue_url
@@ -60,9 +65,10 @@ class Stack:
             smtp_host=sink.host,
             smtp_port=sink.port,
             max_send_attempts=2,
-            bounce_signing_keys=SecretStr(keys),
+            bounce_signing_keys=SecretStr(KEYS),
             public_base_url="https://mail.example.com",
             soft_bounce_limit=2,
+            **overrides,
         )
         self.services: Services = bootstrap(self.settings)
         self.client: RegisteredClient = register_client(
@@ -279,3 +285,102 @@ def test_mail_to_the_list_unsubscribe_mailto_unsubscribes(stack: Stack) -> None:
     assert result.outcome == "unsubscribed"
     assert stack.suppressions() == [("ada@example.com", "unsubscribe", False, False)]
     assert stack.status_of(message_id) == "sent"
+
+
+def _unsubscribe_request(token: str, method: str, body: str | None = None) -> dict[str, Any]:
+    event = load_event("status/get-message")
+    event["httpMethod"] = method
+    event["path"] = event["resource"] = f"/u/{token}"
+    event["pathParameters"] = {"token": token}
+    event["resource"] = "/u/{token}"
+    event["headers"] = {"Content-Type": "application/x-www-form-urlencoded"}
+    event["multiValueHeaders"] = {"Content-Type": ["application/x-www-form-urlencoded"]}
+    event["body"] = body
+    return event
+
+
+def _inbound_app(stack: Stack) -> Any:
+    from mailroom.entrypoints.inbound import inbound_function_routes
+    from mailroom.entrypoints.webhooks import create_webhooks_api
+
+    return create_webhooks_api(
+        inbound_function_routes(lambda: stack.services), max_request_bytes=lambda: 4096
+    )
+
+
+def test_one_click_unsubscribe_post_suppresses_once_and_a_get_changes_nothing(
+    stack: Stack,
+) -> None:
+    # GIVEN a bulk message and the link in its List-Unsubscribe
+    message_id = stack.send("ada@example.com", bulk=True)
+    header = message_from_bytes(stack.sink.received[0].data)["List-Unsubscribe"]
+    token = header.split("/u/")[1].split(">")[0]
+    app = _inbound_app(stack)
+    # WHEN a scanner GETs it
+    page = app.resolve(_unsubscribe_request(token, "GET"), FakeLambdaContext())
+    # THEN a page with a button, and nothing written
+    assert page["statusCode"] == 200
+    assert f'action="/u/{token}"' in page["body"]
+    assert stack.suppressions() == []
+    # WHEN the mail client posts (twice)
+    for _ in range(2):
+        answer = app.resolve(
+            _unsubscribe_request(token, "POST", "List-Unsubscribe=One-Click"), FakeLambdaContext()
+        )
+        # THEN 200, empty, no redirect, no cookie
+        assert answer["statusCode"] == 200
+        assert answer["body"] == ""
+        headers = {k.lower() for k in (answer.get("headers") or {})}
+        headers |= {k.lower() for k in (answer.get("multiValueHeaders") or {})}
+        assert not headers & {"location", "set-cookie"}
+    assert stack.suppressions() == [("ada@example.com", "unsubscribe", False, False)]
+    with stack.database.engine.connect() as connection:
+        types = connection.execute(
+            select(MessageEventRow.type).where(MessageEventRow.message_id == message_id)
+        ).scalars()
+        assert list(types).count("unsubscribed") == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_forged_unsubscribe_token_is_404_and_writes_nothing(stack: Stack, method: str) -> None:
+    stack.send("ada@example.com", bulk=True)
+    header = message_from_bytes(stack.sink.received[0].data)["List-Unsubscribe"]
+    token = header.split("/u/")[1].split(">")[0]
+    forged = token[:-1] + ("a" if token[-1] != "a" else "b")
+    app = _inbound_app(stack)
+    events = stack.count(MessageEventRow)
+    for bad in (forged, "k1.notatoken", "x" * 80):
+        answer = app.resolve(_unsubscribe_request(bad, method, "x"), FakeLambdaContext())
+        assert answer["statusCode"] == 404, answer
+        assert json.loads(answer["body"])["error"]["code"] == "unsubscribe_link_not_found"
+    assert stack.suppressions() == []
+    assert stack.count(MessageEventRow) == events
+
+
+def test_an_ses_receipt_event_reads_the_mail_from_s3(
+    database: Database, redis_url: str, queue_url: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN SES stored a real bounce for a message in S3 and invoked the function
+    from mailroom.adapters.inbound_mail import read_s3_object
+    from mailroom.entrypoints.inbound import is_ses_receipt_event, process_ses_event
+
+    bucket = f"inbound-{uuid.uuid4().hex[:8]}"
+    stack = Stack(database, redis_url, queue_url, smtp_sink, inbound_bucket=bucket)
+    message_id = stack.send("ada@example.com")
+    return_path = stack.sink.received[0].envelope_from
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    event = load_event("inbound/ses-email-receiving")
+    record = event["Records"][0]["ses"]
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"inbound/{record['mail']['messageId']}",
+        Body=(FIXTURES / "flufl-dsn_11.eml").read_bytes(),
+    )
+    record["receipt"]["recipients"] = [return_path]
+    # WHEN the function handles it
+    assert is_ses_receipt_event(event)
+    outcomes = process_ses_event(event, stack.services, read_s3_object)
+    # THEN the bounce is applied to its message
+    assert outcomes == {"applied": 1}
+    assert stack.status_of(message_id) == "bounced"

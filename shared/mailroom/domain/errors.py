@@ -109,6 +109,10 @@ class UnsubscribeLinkNotFound(MailroomError):
     code = "unsubscribe_link_not_found"
 
 
+class InboundMailNotFound(MailroomError):
+    code = "inbound_mail_not_found"
+
+
 class HeaderNotAllowed(InvalidRequest):
     """A caller header Mailroom writes itself (From, DKIM-Signature...) or one not allowlisted."""
 

@@ -122,7 +122,9 @@ class SenderPolicy:
             unsubscribe = self._list_unsubscribe(message, from_domain)
             if unsubscribe is not None:
                 added.append(("List-Unsubscribe", unsubscribe))
-                added.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+                if "<http" in unsubscribe:
+                    # RFC 8058: one-click needs an HTTPS URI to post to.
+                    added.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         added.append(("Feedback-ID", feedback_id(message)))
         return added
 
@@ -132,11 +134,13 @@ class SenderPolicy:
         if self.keyring is None:
             return None
         token = unsubscribe_token(self.keyring, message.id)
-        url = f"{self.public_base_url.rstrip('/')}/u/{token}"
-        if not from_domain.isascii():
-            return f"<{url}>"
-        mailbox = unsubscribe_mailbox(token, self.bounce_domain_of(message, from_domain))
-        return f"<{url}>, <mailto:{mailbox}?subject=unsubscribe>"
+        links = []
+        if self.public_base_url:
+            links.append(f"<{self.public_base_url.rstrip('/')}/u/{token}>")
+        if from_domain.isascii():
+            mailbox = unsubscribe_mailbox(token, self.bounce_domain_of(message, from_domain))
+            links.append(f"<mailto:{mailbox}?subject=unsubscribe>")
+        return ", ".join(links) or None
 
 
 def feedback_id(message: Message) -> str:
