@@ -114,7 +114,7 @@ class Services:
         return SenderPolicy(
             keyring=self.settings.bounce_keyring,
             public_base_url=self.settings.public_base_url,
-            bounce_domain=self.settings.bounce_domain,
+            bounce_domain=self.settings.bounce_domain or None,
         )
 
     @cached_property

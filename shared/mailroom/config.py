@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     bounce_signing_keys: SecretStr | None = None
     # The domain of the VERP return path; unset: "bounces.<From domain>".
     # The local runner points it at its own inbound listener's name.
-    bounce_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    bounce_domain: str | None = Field(default=None, pattern=r"^$|^[A-Za-z0-9.-]{1,253}$")
     # Where the one-click unsubscribe URL points: the API's public base URL
     # (https://mail.example.com, or the API Gateway stage URL).
     # Empty: bulk mail carries only the mailto: unsubscribe address.
