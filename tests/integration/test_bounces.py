@@ -384,3 +384,52 @@ def test_an_ses_receipt_event_reads_the_mail_from_s3(
     # THEN the bounce is applied to its message
     assert outcomes == {"applied": 1}
     assert stack.status_of(message_id) == "bounced"
+
+
+def test_admin_lists_unmatched_mail_for_review(
+    database: Database, redis_url: str, queue_url: str, smtp_sink: SmtpSink
+) -> None:
+    import base64
+    import hashlib
+
+    from mailroom.entrypoints.admin import admin_routes
+
+    token = "an-admin-token-of-at-least-thirty-two-characters"
+    stack = Stack(
+        database,
+        redis_url,
+        queue_url,
+        smtp_sink,
+        admin_token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+    )
+    with database.engine.begin() as connection:
+        connection.execute(text("TRUNCATE inbound_mail, soft_bounces"))
+    # GIVEN one applied bounce and one that names no message
+    stack.send("ada@example.com")
+    stack.bounce("flufl-dsn_10.eml", stack.sink.received[0].envelope_from)
+    stack.bounce("flufl-postfix_01.eml", "someone@bounces.example.com")
+    admin = create_api(admin_routes(lambda: stack.services), max_request_bytes=lambda: 262144)
+
+    def get(path: str, query: dict[str, str] | None = None, auth: bool = True) -> Any:
+        event = load_event("status/health")
+        event["path"] = event["resource"] = path
+        event["queryStringParameters"] = query
+        event["multiValueQueryStringParameters"] = {k: [v] for k, v in (query or {}).items()}
+        if auth:
+            with_headers(event, Authorization=f"Bearer {token}")
+        return admin.resolve(event, FakeLambdaContext())
+
+    # WHEN an operator lists the unmatched ones
+    answer = get("/admin/inbound", {"outcome": "unmatched"})
+    # THEN exactly that one, with what the parser read
+    assert answer["statusCode"] == 200, answer["body"]
+    (record,) = json.loads(answer["body"])["inbound"]
+    assert record["outcome"] == "unmatched"
+    assert record["envelope_recipients"] == ["someone@bounces.example.com"]
+    assert record["reports"][0]["address"] == "xxxxx@local.ie"
+    one = get(f"/admin/inbound/{record['id']}")
+    raw = base64.b64decode(json.loads(one["body"])["raw_base64"])
+    assert raw == (FIXTURES / "flufl-postfix_01.eml").read_bytes()
+    assert len(json.loads(get("/admin/inbound")["body"])["inbound"]) == 2
+    assert get("/admin/inbound", auth=False)["statusCode"] == 401
+    assert get("/admin/inbound/999999")["statusCode"] == 404
