@@ -236,8 +236,9 @@ def mailroomctl(
             "mailroomctl",
             "--api-url",
             runner.api_url,
-            "--admin-token",
-            token if token is not None else runner.credentials["admin_token"],
+            # One argument: a token_urlsafe token starting with "-" (1 in 64)
+            # would otherwise be read by argparse as an option.
+            "--admin-token=" + (token if token is not None else runner.credentials["admin_token"]),
             *args,
         ],
         cwd=REPO_ROOT,
