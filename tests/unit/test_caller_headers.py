@@ -152,3 +152,12 @@ def test_the_bounce_domain_can_be_overridden() -> None:
     policy = SenderPolicy(KEYS, "https://m.example.com", bounce_domain="inbound.localhost")
     message = _message()
     assert str(policy.return_path(message, "acme.example.com")).endswith("@inbound.localhost")
+
+
+def test_an_internationalised_from_domain_gets_an_a_label_return_path() -> None:
+    message = _message()
+    message.from_address = "Bücher <news@bücher.example>"
+    address = POLICY.return_path(message, from_domain(message))
+    assert address is not None
+    assert address.endswith("@bounces.xn--bcher-kva.example")
+    assert match_return_path(KEYS, [address]).message_id == message.id

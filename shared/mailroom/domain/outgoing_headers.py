@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mailroom.domain.errors import HeaderInjection, HeaderNotAllowed
+from mailroom.domain.mime import a_label_domain
 from mailroom.domain.model import Message
 from mailroom.domain.return_path import (
     SigningKeyring,
@@ -105,11 +106,13 @@ class SenderPolicy:
     bounce_domain: str | None = None  # an override of bounces.<From domain>
 
     def bounce_domain_of(self, message: Message, from_domain: str) -> str:
-        return bounce_domain_for(from_domain, self.bounce_domain)
+        # An internationalised From domain as A-labels: the return path must
+        # be ASCII for relays without SMTPUTF8.
+        return bounce_domain_for(a_label_domain(from_domain), self.bounce_domain)
 
     def return_path(self, message: Message, from_domain: str) -> str | None:
         """The VERP envelope sender; None (the From address stays) without keys."""
-        if self.keyring is None or not from_domain.isascii():
+        if self.keyring is None or not self.bounce_domain_of(message, from_domain).isascii():
             return None
         return verp_return_path(
             self.keyring, message.id, self.bounce_domain_of(message, from_domain)
@@ -137,8 +140,9 @@ class SenderPolicy:
         links = []
         if self.public_base_url:
             links.append(f"<{self.public_base_url.rstrip('/')}/u/{token}>")
-        if from_domain.isascii():
-            mailbox = unsubscribe_mailbox(token, self.bounce_domain_of(message, from_domain))
+        domain = self.bounce_domain_of(message, from_domain)
+        if domain.isascii():
+            mailbox = unsubscribe_mailbox(token, domain)
             links.append(f"<mailto:{mailbox}?subject=unsubscribe>")
         return ", ".join(links) or None
 
