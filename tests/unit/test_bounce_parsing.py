@@ -47,6 +47,12 @@ SAMPLES = [
         "this-local-part-does-not-exist-on-yahoo@yahoo.com",
         BounceKind.COMPLAINT,
     ),
+    (  # Microsoft JMRP (Outlook.com/Hotmail) complaint
+        "sisimai-set-of-emails-arf-22.eml",
+        ReportFormat.JMRP,
+        "kijitora@example.com",
+        BounceKind.COMPLAINT,
+    ),
 ]
 
 

@@ -11,7 +11,8 @@ The order of the readers matters:
 1. An RFC 3464 ``message/delivery-status`` part: Final-Recipient (or
    Original-Recipient), Action, Status, Diagnostic-Code, per recipient.
 2. An RFC 5965 ``message/feedback-report`` part: Feedback-Type and
-   Original-Rcpt-To.
+   Original-Rcpt-To; or Microsoft's JMRP form of a complaint (the reported
+   message attached with its recipient in ``X-HmXmrOriginalRecipient``).
 3. An auto-reply (RFC 3834 headers, a vacation subject) that is not from a
    mail system: nothing, whatever addresses it quotes.
 4. ``X-Failed-Recipients`` (Exim, Gmail): the addresses, with the first
@@ -55,6 +56,9 @@ class BounceKind(StrEnum):
 class ReportFormat(StrEnum):
     DSN = "dsn"  # RFC 3464
     ARF = "arf"  # RFC 5965
+    # Microsoft's junk mail reporting program (Outlook.com, Hotmail): the
+    # reported message attached, its recipient in X-HmXmrOriginalRecipient.
+    JMRP = "jmrp"
     X_FAILED_RECIPIENTS = "x_failed_recipients"
     FLUFL = "flufl"  # one of flufl.bounce's detectors
     AUTO_REPLY = "auto_reply"
@@ -152,7 +156,7 @@ def parse_bounce(raw: bytes) -> BounceReport:
         for _, address in getaddresses([str(v) for v in message.get_all(name, [])])
         if "@" in address
     )
-    found = _read_dsn(message) or _read_arf(message)
+    found = _read_dsn(message) or _read_arf(message) or _read_microsoft_jmrp(message)
     if found is None and _is_auto_reply(message, sender, subject):
         return BounceReport(
             ReportFormat.AUTO_REPLY, subject=subject, sender=sender, addressed_to=addressed_to
@@ -320,6 +324,18 @@ def _feedback_fields(part: Message) -> Message | None:
         from email.parser import HeaderParser
 
         return HeaderParser().parsestr(payload.lstrip("\r\n"))
+    return None
+
+
+def _read_microsoft_jmrp(message: Message) -> _Found | None:
+    """Outlook.com's complaint: no feedback-report part, the recipient in the quoted headers."""
+    for quoted in _quoted_parts(message):
+        recipient = _clean(quoted.get("x-hmxmroriginalrecipient"))
+        if recipient and "@" in recipient:
+            report = RecipientReport(
+                address=bare_address(recipient), kind=BounceKind.COMPLAINT, action="abuse"
+            )
+            return ReportFormat.JMRP, [report], "abuse"
     return None
 
 
