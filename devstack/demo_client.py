@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import shlex
-from dataclasses import asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,22 @@ class DevCredentials:
     api_key: str
     api_secret: str
     admin_token: str
+    # host:port of the SMTP listener that plays SES receiving (issue 16).
+    inbound_smtp: str = ""
 
     @classmethod
     def read(cls, path: Path) -> DevCredentials | None:
         """The saved credentials, or None when the file is missing or unreadable."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(**{name: str(data[name]) for name in cls.__dataclass_fields__})
+            # A file written before a field existed still names the same client.
+            return cls(
+                **{
+                    name: str(data[name]) if name in data else str(field.default)
+                    for name, field in cls.__dataclass_fields__.items()
+                    if name in data or field.default is not MISSING
+                }
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -83,12 +93,31 @@ def secrets_encryption_keys(path: Path) -> str:
     return setting
 
 
+def bounce_signing_keys(path: Path) -> str:
+    """The VERP/unsubscribe HMAC keys in ``path``, so old links keep verifying; else new ones."""
+    try:
+        saved = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        saved = ""
+    if saved:
+        return saved
+    setting = "k1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, (setting + "\n").encode("utf-8"), mode=0o600)
+    return setting
+
+
 def demo_credentials(
-    services: Services, saved: DevCredentials | None, *, api_url: str, token: str
+    services: Services,
+    saved: DevCredentials | None,
+    *,
+    api_url: str,
+    token: str,
+    inbound_smtp: str = "",
 ) -> tuple[DevCredentials, bool]:
     """Credentials that work against this database, and whether a client was created for them."""
     if saved is not None and _still_valid(services, saved):
-        return replace(saved, api_url=api_url, admin_token=token), False
+        return replace(saved, api_url=api_url, admin_token=token, inbound_smtp=inbound_smtp), False
     try:
         registered = register_client(services.uow(), services.hasher, name=DEMO_CLIENT_NAME)
     except ClientNameTaken:
@@ -102,6 +131,7 @@ def demo_credentials(
         api_key=registered.api_key,
         api_secret=registered.api_secret,
         admin_token=token,
+        inbound_smtp=inbound_smtp,
     )
     return credentials, True
 

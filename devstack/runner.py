@@ -24,6 +24,7 @@ from werkzeug.serving import make_server
 from devstack import backing_services, demo_client
 from devstack.api_gateway import QuietRequestHandler, RestApiGateway, RouteTarget
 from devstack.aws import DUMMY_CREDENTIALS, EmbeddedAws, ProvisionedQueue, provision_queues
+from devstack.inbound_smtp import INBOUND_PREFIX, InboundSmtpListener
 from devstack.lambda_runtime import FunctionLoadError, LocalFunction, load_function
 from devstack.scheduler import Scheduler
 from devstack.settings import REPO_ROOT, DevstackSettings
@@ -39,6 +40,8 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 # Waiting longer than this for an in-flight HTTP invocation to end is pointless:
 # API Gateway would have given up on it after 29 s.
+# The function the inbound SMTP listener invokes, as SES receiving would (issue 16).
+INBOUND_FUNCTION = "InboundFunction"
 HTTP_DRAIN_SECONDS = 30.0
 
 
@@ -120,6 +123,9 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
     signing_key = demo_client.template_code_signing_key(settings.signing_key_path)
     keyring = demo_client.secrets_encryption_keys(settings.secrets_keyring_path)
     _export_function_environment(settings, stack, queues, sink, token, signing_key, keyring)
+    os.environ["BOUNCE_SIGNING_KEYS"] = demo_client.bounce_signing_keys(settings.bounce_keys_path)
+    os.environ["INBOUND_BUCKET"] = f"{settings.stack_name}-inbound"
+    os.environ["INBOUND_PREFIX"] = INBOUND_PREFIX
 
     invocation_lock = threading.Lock()
     functions = _load_functions(stack, settings.aws_region, invocation_lock)
@@ -147,8 +153,15 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
         ) from error
     cleanup.callback(server.server_close)
     api_url = f"http://{_display_host(settings.api_host)}:{server.server_port}"
+    # One-click unsubscribe links point at this API (functions read it on first use).
+    # The template's default is empty (no https link): the developer's own value wins.
+    if not os.environ.get("PUBLIC_BASE_URL"):
+        os.environ["PUBLIC_BASE_URL"] = api_url
 
-    credentials = _demo_credentials(settings, saved, api_url=api_url, token=token)
+    inbound = _start_inbound_listener(settings, functions, cleanup)
+    credentials = _demo_credentials(
+        settings, saved, api_url=api_url, token=token, inbound_smtp=inbound
+    )
 
     # Undone in reverse: stop taking requests, let the pollers finish the
     # batch in hand, wait for any invocation still running, and only then
@@ -299,19 +312,65 @@ def _load_functions(
     return functions
 
 
+def _start_inbound_listener(
+    settings: DevstackSettings,
+    functions: dict[str, LocalFunction],
+    cleanup: contextlib.ExitStack,
+) -> str:
+    """The SMTP listener playing SES receiving for the inbound function; its host:port."""
+    function = functions.get(INBOUND_FUNCTION)
+    if function is None:
+        log.info("note: no %s in the template: no inbound SMTP listener", INBOUND_FUNCTION)
+        return ""
+    s3 = boto3.client(
+        "s3", region_name=settings.aws_region, endpoint_url=os.environ["AWS_ENDPOINT_URL"]
+    )
+    bucket = os.environ["INBOUND_BUCKET"]
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in (
+            "BucketAlreadyOwnedByYou",
+            "BucketAlreadyExists",
+        ):
+            raise StartupError(f"creating the inbound bucket {bucket} failed: {error}") from error
+    except BotoCoreError as error:
+        raise StartupError(f"creating the inbound bucket {bucket} failed: {error}") from error
+    listener = InboundSmtpListener(
+        function,
+        s3,
+        bucket=bucket,
+        region=settings.aws_region,
+        host=settings.inbound_smtp_host,
+        port=settings.inbound_smtp_port,
+    )
+    try:
+        listener.start()
+    except (OSError, RuntimeError) as error:
+        raise StartupError(
+            f"the inbound SMTP listener cannot listen on "
+            f"{settings.inbound_smtp_host}:{settings.inbound_smtp_port}: {error}",
+            ["set MAILROOM_INBOUND_SMTP_PORT to a free port"],
+        ) from error
+    cleanup.callback(listener.stop)
+    log.info("inbound SMTP (bounces, as SES receiving) on %s", listener.address)
+    return listener.address
+
+
 def _demo_credentials(
     settings: DevstackSettings,
     saved: demo_client.DevCredentials | None,
     *,
     api_url: str,
     token: str,
+    inbound_smtp: str = "",
 ) -> demo_client.DevCredentials:
     path = settings.credentials_path
     try:
         # The same services the handlers use, built now from the environment
         # _export_function_environment wrote: they are read once per process.
         credentials, created = demo_client.demo_credentials(
-            default_services(), saved, api_url=api_url, token=token
+            default_services(), saved, api_url=api_url, token=token, inbound_smtp=inbound_smtp
         )
     except SQLAlchemyError as error:
         raise StartupError(f"creating the demo client failed: {error}") from error

@@ -26,6 +26,9 @@ class DevstackSettings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     # aiosmtpd checks its listener by connecting to the port asked for: no 0.
     smtp_port: int = Field(default=2525, ge=1, le=65535)
+    # The inbound SMTP listener standing in for SES receiving (issue 16).
+    inbound_smtp_host: str = "127.0.0.1"
+    inbound_smtp_port: int = Field(default=2526, ge=1, le=65535)
     # Relative paths are taken from the repo root, not the current directory,
     # so the runner finds the same files wherever it is started from.
     local_dir: Path = Path(".local")
@@ -69,6 +72,10 @@ class DevstackSettings(BaseSettings):
     @property
     def secrets_keyring_path(self) -> Path:
         return self.local_path / "secrets-encryption-keys"
+
+    @property
+    def bounce_keys_path(self) -> Path:
+        return self.local_path / "bounce-signing-keys"
 
     @property
     def template_path(self) -> Path:

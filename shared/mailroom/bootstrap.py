@@ -47,6 +47,8 @@ from mailroom.services.authentication import Authenticator, VerifiedCredentialCa
 if TYPE_CHECKING:
     from mailroom.adapters.breakers import ProviderBreakers
     from mailroom.adapters.providers.base import EmailProvider
+    from mailroom.domain.outgoing_headers import SenderPolicy
+    from mailroom.services.inbound import InboundPolicy
     from mailroom.services.provider_chain import ProviderChain
     from mailroom.services.sending import SendLimits
 
@@ -103,6 +105,29 @@ class Services:
     def refusal_audit(self) -> RefusalAudit:
         """Scope and IP refusals, audited at most once per key and reason per minute here."""
         return RefusalAudit(self.uow)
+
+    @cached_property
+    def sender_policy(self) -> SenderPolicy:
+        """What the worker adds to outgoing mail: VERP, list headers, Feedback-ID (issue 16)."""
+        from mailroom.domain.outgoing_headers import SenderPolicy
+
+        return SenderPolicy(
+            keyring=self.settings.bounce_keyring,
+            public_base_url=self.settings.public_base_url,
+            bounce_domain=self.settings.bounce_domain or None,
+        )
+
+    @cached_property
+    def inbound_policy(self) -> InboundPolicy:
+        """How the inbound function treats bounce mail (issue 16)."""
+        from mailroom.services.inbound import InboundPolicy
+
+        return InboundPolicy(
+            keyring=self.settings.bounce_keyring,
+            soft_bounce_limit=self.settings.soft_bounce_limit,
+            soft_bounce_suppression_days=self.settings.soft_bounce_suppression_days,
+            max_stored_bytes=self.settings.inbound_max_stored_bytes,
+        )
 
     @property
     def send_limits(self) -> SendLimits:

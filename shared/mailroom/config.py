@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mailroom.domain.return_path import SigningKeyring
 from mailroom.domain.sealed_secrets import SecretKeyring
 
 # The email providers Mailroom has an adapter for (adapters/providers/).
@@ -68,6 +69,40 @@ class Settings(BaseSettings):
             return None
         value = self.secrets_encryption_keys.get_secret_value()
         return SecretKeyring.from_setting(value) if value.strip() else None
+
+    # Bounces and unsubscribes (issue 16, docs/architecture.md "Bounces and
+    # unsubscribe"). HMAC keys signing the VERP return path and the one-click
+    # unsubscribe token: "<key id>:<base64 of 16+ bytes>", comma-separated,
+    # key ids of 1-8 a-z0-9; the first signs, all verify, so a key rotates by
+    # listing a new one first and keeping the old one while its mail may
+    # still bounce (and its unsubscribe links be clicked: keep it for good).
+    # Unset: SMTP mail goes out with the From address as envelope sender and
+    # bulk mail without List-Unsubscribe.
+    bounce_signing_keys: SecretStr | None = None
+    # The domain of the VERP return path; unset: "bounces.<From domain>".
+    # The local runner points it at its own inbound listener's name.
+    bounce_domain: str | None = Field(default=None, pattern=r"^$|^[A-Za-z0-9.-]{1,253}$")
+    # Where the one-click unsubscribe URL points: the API's public base URL
+    # (https://mail.example.com, or the API Gateway stage URL).
+    # Empty: bulk mail carries only the mailto: unsubscribe address.
+    public_base_url: str = Field(default="", pattern=r"^$|^https?://\S+$")
+    # Soft bounces (a full mailbox, 4.4.7) in a row before the address is
+    # suppressed, and for how long; a delivery resets the count.
+    soft_bounce_limit: int = Field(default=3, ge=1)
+    soft_bounce_suppression_days: int = Field(default=7, ge=1, le=365)
+    # Where the SES receipt rule's S3 action stores inbound mail (the inbound
+    # function reads it back): bucket, and the key prefix before SES's id.
+    inbound_bucket: str = ""
+    inbound_prefix: str = "inbound/"
+    # Raw inbound mail beyond this is cut before it is stored for review.
+    inbound_max_stored_bytes: int = Field(default=256 * 1024, ge=1024)
+
+    @property
+    def bounce_keyring(self) -> SigningKeyring | None:
+        if self.bounce_signing_keys is None:
+            return None
+        value = self.bounce_signing_keys.get_secret_value()
+        return SigningKeyring.from_setting(value) if value.strip() else None
 
     default_from: str = "Mailroom <noreply@example.com>"
     # Bodies beyond this are refused with 413 before they are parsed.

@@ -160,6 +160,7 @@ def start_runner(local_dir: Path, database_url: str, log_path: Path) -> Runner:
         **_webhook_settings(),
         "MAILROOM_API_PORT": str(api_port),
         "MAILROOM_SMTP_PORT": str(free_port()),
+        "MAILROOM_INBOUND_SMTP_PORT": str(free_port()),
         "MAILROOM_LOCAL_DIR": str(local_dir),
         "DATABASE_URL": database_url,
         "REDIS_URL": e2e_redis_url(),
@@ -235,8 +236,9 @@ def mailroomctl(
             "mailroomctl",
             "--api-url",
             runner.api_url,
-            "--admin-token",
-            token if token is not None else runner.credentials["admin_token"],
+            # One argument: a token_urlsafe token starting with "-" (1 in 64)
+            # would otherwise be read by argparse as an option.
+            "--admin-token=" + (token if token is not None else runner.credentials["admin_token"]),
             *args,
         ],
         cwd=REPO_ROOT,

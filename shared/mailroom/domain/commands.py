@@ -18,6 +18,12 @@ from pydantic_core import PydanticCustomError
 
 from mailroom.domain.addresses import Mailbox, reject_line_breaks
 from mailroom.domain.errors import MailroomError
+from mailroom.domain.outgoing_headers import (
+    CALLER_HEADER_ALLOWLIST,
+    CAMPAIGN_PATTERN,
+    TAG_PATTERN,
+    validate_caller_headers,
+)
 from mailroom.domain.templates import TEMPLATE_NAME_PATTERN as TEMPLATE_NAME_PATTERN
 from mailroom.domain.templates import is_valid_template_name as is_valid_template_name
 
@@ -92,6 +98,50 @@ class SendRequest(BaseModel):
         max_length=50,
         description="Opaque values stored with the message and returned by the status API.",
     )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Extra message headers: any `X-` header (but `X-Mailroom-*`) and "
+            + ", ".join(f"`{name}`" for name in sorted(CALLER_HEADER_ALLOWLIST))
+            + ". Headers Mailroom writes (From, To, Subject, Date, Message-ID, "
+            "Return-Path, DKIM-Signature, List-Unsubscribe, Feedback-ID, Content-*...) "
+            "are refused with 422 `header_not_allowed`; CR or LF with `header_injection`."
+        ),
+        examples=[{"X-Campaign-Week": "49"}],
+    )
+    tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Labels stored with the message and returned by the status API.",
+    )
+    bulk: bool = Field(
+        default=False,
+        description=(
+            "Bulk or marketing mail: it carries RFC 8058 one-click unsubscribe "
+            "(`List-Unsubscribe` and `List-Unsubscribe-Post`). Needs exactly one "
+            "recipient (the link names who unsubscribes)."
+        ),
+    )
+    campaign: str | None = Field(
+        default=None,
+        pattern=CAMPAIGN_PATTERN,
+        description="The campaign part of the Feedback-ID header; the template name by default.",
+    )
+    unsubscribe_url: str | None = Field(
+        default=None,
+        max_length=500,
+        pattern=r"^https://[!-~]+$",
+        description="A bulk message's List-Unsubscribe points here instead of Mailroom's link.",
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _validate_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        try:
+            validate_caller_headers(value)
+        except MailroomError as error:
+            raise PydanticCustomError(error.code, error.message) from error
+        return value
 
     @field_validator("subject")
     @classmethod

@@ -103,6 +103,28 @@ class MessageNotFound(MailroomError):
     code = "message_not_found"
 
 
+class UnsubscribeLinkNotFound(MailroomError):
+    """A /u/{token} whose HMAC does not verify, or whose message is gone: nothing is written."""
+
+    code = "unsubscribe_link_not_found"
+
+
+class InboundMailNotFound(MailroomError):
+    code = "inbound_mail_not_found"
+
+
+class HeaderNotAllowed(InvalidRequest):
+    """A caller header Mailroom writes itself (From, DKIM-Signature...) or one not allowlisted."""
+
+    code = "header_not_allowed"
+
+
+class BulkNeedsOneRecipient(InvalidRequest):
+    """A bulk send's unsubscribe link must name one person: one recipient, no cc/bcc."""
+
+    code = "bulk_single_recipient"
+
+
 class DependencyUnavailable(MailroomError):
     """A system we depend on (database, Redis, queue) did not answer."""
 

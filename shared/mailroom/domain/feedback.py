@@ -63,6 +63,8 @@ class RecipientStatus(StrEnum):
 
 class SuppressionReason(StrEnum):
     HARD_BOUNCE = "hard_bounce"
+    # Issue 16: soft bounces in a row (a full mailbox); such entries expire.
+    SOFT_BOUNCE = "soft_bounce"
     COMPLAINT = "complaint"
     UNSUBSCRIBE = "unsubscribe"
     MANUAL = "manual"

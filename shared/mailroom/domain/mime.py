@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import format_datetime, formatdate, getaddresses
 
@@ -62,6 +63,14 @@ class OutgoingEmail:
     mime: bytes
     mime_utf8: bytes | None = None
     requires_smtputf8: bool = False
+    # The VERP return path (issue 16): the SMTP provider's MAIL FROM when
+    # set; ``envelope_from`` (the From address) otherwise and for the HTTP
+    # providers, which run their own bounce handling.
+    return_path: str | None = None
+
+    @property
+    def mail_from(self) -> str:
+        return self.return_path or self.envelope_from
 
 
 def message_id_header(message: Message) -> str:
@@ -87,8 +96,22 @@ def subject_fits(subject: str) -> bool:
     return subject_octets(subject) <= MAX_SUBJECT_OCTETS
 
 
-def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
-    """The message's MIME bytes (CRLF line ends), built without the email package."""
+def from_domain(message: Message) -> str:
+    """The From address's domain, as written (Unicode for an IDN)."""
+    return _address_of(message.from_address).rpartition("@")[2].lower()
+
+
+def build_mime(
+    message: Message,
+    rendered: RenderedEmail,
+    extra_headers: Sequence[tuple[str, str]] = (),
+    return_path: str | None = None,
+) -> OutgoingEmail:
+    """The message's MIME bytes (CRLF line ends), built without the email package.
+
+    ``extra_headers`` (validated caller headers, list headers, Feedback-ID)
+    follow Message-ID; ``return_path`` becomes the SMTP envelope sender.
+    """
     from_pair = _parse_one(message.from_address)
     to_pairs = [_parse_one(value) for value in message.to]
     cc_pairs = [_parse_one(value) for value in message.cc]
@@ -97,7 +120,7 @@ def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
     if not all(_fast_path_fits(name, address) for name, address in everyone) or not all(
         map(str.isascii, message.bcc)
     ):
-        return build_mime_stdlib(message, rendered)
+        return build_mime_stdlib(message, rendered, extra_headers, return_path)
     domain = from_pair[1].rpartition("@")[2] or "mailroom.local"
     message_id = f"<{message.id}@{domain}>"
     date = format_datetime(message.created_at) if message.created_at else formatdate()
@@ -117,6 +140,7 @@ def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
         _unstructured_header("Subject", rendered.subject),
         f"Date: {date}",
         f"Message-ID: {message_id}",
+        *(_extra_header(name, value) for name, value in extra_headers),
         "MIME-Version: 1.0",
         # Folded before the parameter: on one line it passes 78 characters.
         "Content-Type: multipart/alternative;",
@@ -139,10 +163,16 @@ def build_mime(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
         envelope_from=from_pair[1],
         envelope_recipients=[_address_of(raw) for raw in message.envelope_recipients],
         mime=b"".join((head, b"\r\n", text_body, middle, html_body, tail)),
+        return_path=return_path,
     )
 
 
-def build_mime_stdlib(message: Message, rendered: RenderedEmail) -> OutgoingEmail:
+def build_mime_stdlib(
+    message: Message,
+    rendered: RenderedEmail,
+    extra_headers: Sequence[tuple[str, str]] = (),
+    return_path: str | None = None,
+) -> OutgoingEmail:
     """The same message through the stdlib ``EmailMessage`` (slow, always right).
 
     Also the international path: see the module's docstring for the forms.
@@ -161,10 +191,14 @@ def build_mime_stdlib(message: Message, rendered: RenderedEmail) -> OutgoingEmai
     international = requires_smtputf8 or not all(
         address.isascii() for _, pairs in groups for _, address in pairs
     )
-    utf8 = _stdlib_bytes(message, rendered, groups, utf8=True) if international else None
+    utf8 = (
+        _stdlib_bytes(message, rendered, groups, extra_headers, utf8=True)
+        if international
+        else None
+    )
     mime = utf8 if requires_smtputf8 and utf8 is not None else None
     if mime is None:
-        mime = _stdlib_bytes(message, rendered, groups, utf8=False)
+        mime = _stdlib_bytes(message, rendered, groups, extra_headers, utf8=False)
     return OutgoingEmail(
         message_id=message_id_header(message),
         envelope_from=envelope_from,
@@ -172,6 +206,7 @@ def build_mime_stdlib(message: Message, rendered: RenderedEmail) -> OutgoingEmai
         mime=mime,
         mime_utf8=utf8,
         requires_smtputf8=requires_smtputf8,
+        return_path=a_label_address(return_path) if return_path else None,
     )
 
 
@@ -179,6 +214,7 @@ def _stdlib_bytes(
     message: Message,
     rendered: RenderedEmail,
     groups: list[tuple[str, list[tuple[str, str]]]],
+    extra_headers: Sequence[tuple[str, str]] = (),
     *,
     utf8: bool,
 ) -> bytes:
@@ -222,7 +258,13 @@ def _stdlib_bytes(
     # The subject is written as the fast builder writes it: the stdlib folds
     # a long first word onto a line of its own, and its parser then reads
     # the subject back with a leading space.
-    return _subject_line(rendered.subject, utf8=utf8) + b"\r\n" + email.as_bytes()
+    # Extra headers are written as the fast builder writes them too: the
+    # stdlib folder would turn a long List-Unsubscribe URL into encoded
+    # words, which a structured header may not hold.
+    extra = b"".join(
+        _extra_header(name, value).encode("ascii") + b"\r\n" for name, value in extra_headers
+    )
+    return _subject_line(rendered.subject, utf8=utf8) + b"\r\n" + extra + email.as_bytes()
 
 
 def _subject_line(subject: str, *, utf8: bool) -> bytes:
@@ -380,7 +422,22 @@ def _unstructured_header(name: str, value: str) -> str:
     return f"{name}: " + "\r\n ".join(_encoded_words(value))
 
 
-def _folded_at_spaces(name: str, value: str) -> str | None:
+def _extra_header(name: str, value: str) -> str:
+    """A header added beside the content: plain ASCII as written, folded at spaces.
+
+    A value with a word longer than a folded line (a List-Unsubscribe URL)
+    stays on one line: RFC 5322 allows 998 octets, and encoded words, which
+    ``_unstructured_header`` would use, are not allowed in structured headers.
+    """
+    if _needs_encoding(value) or len(name) + 2 + len(value) > MAX_LINE:
+        return _unstructured_header(name, value)
+    if len(name) + 2 + len(value) <= FOLD_AT:
+        return f"{name}: {value}"
+    folded = _folded_at_spaces(name, value, limit=MAX_LINE)
+    return folded if folded is not None else f"{name}: {value}"
+
+
+def _folded_at_spaces(name: str, value: str, limit: int = FOLD_AT) -> str | None:
     """A long plain header folded before spaces (RFC 5322 2.2.3), or None.
 
     Unfolding removes only the CRLFs, so the value reads back as it was.
@@ -397,7 +454,7 @@ def _folded_at_spaces(name: str, value: str) -> str | None:
             current = ""
         current += " " + word
     lines.append(current)
-    if any(len(part) > FOLD_AT for part in lines):
+    if any(len(part) > limit for part in lines):
         return None
     return "\r\n".join(lines)
 

@@ -85,6 +85,53 @@ class Client:
     daily_limit: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """What the caller asked of the message beyond its content (issue 16).
+
+    Stored as one JSON document (``messages.options``); empty for most mail.
+    """
+
+    # Validated caller headers (domain/outgoing_headers.py), written as given.
+    headers: tuple[tuple[str, str], ...] = ()
+    tags: tuple[str, ...] = ()
+    # Bulk/marketing mail: carries List-Unsubscribe and List-Unsubscribe-Post.
+    bulk: bool = False
+    # Feedback-ID's campaign part; the template name when not given.
+    campaign: str | None = None
+    # The client's own List-Unsubscribe URL instead of Mailroom's /u/{token}.
+    unsubscribe_url: str | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        document: dict[str, Any] = {}
+        if self.headers:
+            document["headers"] = [list(pair) for pair in self.headers]
+        if self.tags:
+            document["tags"] = list(self.tags)
+        if self.bulk:
+            document["bulk"] = True
+        if self.campaign:
+            document["campaign"] = self.campaign
+        if self.unsubscribe_url:
+            document["unsubscribe_url"] = self.unsubscribe_url
+        return document
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any] | None) -> SendOptions:
+        if not document:
+            return _NO_OPTIONS
+        return cls(
+            headers=tuple((str(name), str(value)) for name, value in document.get("headers", ())),
+            tags=tuple(str(tag) for tag in document.get("tags", ())),
+            bulk=bool(document.get("bulk", False)),
+            campaign=document.get("campaign"),
+            unsubscribe_url=document.get("unsubscribe_url"),
+        )
+
+
+_NO_OPTIONS = SendOptions()
+
+
 @dataclass(slots=True)
 class MessageEvent:
     type: EventType
@@ -130,6 +177,7 @@ class Message:
     claims: int = 0
     # Sent in test mode (issue 15): the sandbox provider records it, no real one sees it.
     is_test: bool = False
+    options: SendOptions = field(default_factory=SendOptions)
 
     @property
     def recipient(self) -> str:

@@ -18,6 +18,7 @@ from mailroom.bootstrap import Services
 from mailroom.domain.errors import Unauthenticated
 from mailroom.domain.tenancy import Actor
 from mailroom.entrypoints.admin_clients import client_routes
+from mailroom.entrypoints.admin_inbound import inbound_routes
 from mailroom.entrypoints.admin_suppressions import suppression_routes
 from mailroom.entrypoints.admin_templates import template_routes
 from mailroom.entrypoints.api_keys import admin_key_routes
@@ -92,6 +93,7 @@ def admin_routes(services: ServicesProvider) -> list[Router]:
         client_routes(services),
         template_routes(services),
         admin_key_routes(services),
+        inbound_routes(services),
     ]
 
 

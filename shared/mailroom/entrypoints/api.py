@@ -114,6 +114,8 @@ class MessageView(BaseModel):
     attempts: int
     last_error: str | None
     metadata: dict[str, Any]
+    tags: list[str] = Field(default_factory=list)
+    bulk: bool = False
     trace_id: str
     created_at: datetime | None
     updated_at: datetime | None
@@ -288,6 +290,8 @@ def status_routes(services: ServicesProvider) -> Router:
             attempts=message.attempts,
             last_error=message.last_error,
             metadata=message.metadata,
+            tags=list(message.options.tags),
+            bulk=message.options.bulk,
             trace_id=message.trace_id,
             created_at=message.created_at,
             updated_at=message.updated_at,
@@ -442,6 +446,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.admin import admin_routes
     from mailroom.entrypoints.client_suppressions import client_suppression_routes
     from mailroom.entrypoints.client_templates import client_template_routes
+    from mailroom.entrypoints.inbound import inbound_function_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
     return [
@@ -452,6 +457,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         document_routes(services),
         api_key_routes(services),
         *webhooks_function_routes(services),
+        *inbound_function_routes(services),
         *admin_routes(services),
     ]
 

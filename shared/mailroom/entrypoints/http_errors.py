@@ -23,6 +23,8 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.ClientSuspended: 403,
     errors.InsufficientScope: 403,
     errors.MessageNotFound: 404,
+    errors.UnsubscribeLinkNotFound: 404,
+    errors.InboundMailNotFound: 404,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.InvalidRequest: 422,
@@ -57,7 +59,7 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.
-_OWN_VALIDATION_CODES = {errors.HeaderInjection.code}
+_OWN_VALIDATION_CODES = {errors.HeaderInjection.code, errors.HeaderNotAllowed.code}
 
 
 def error_response(

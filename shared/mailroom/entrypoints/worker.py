@@ -152,6 +152,7 @@ def _deliver_batch(
             max_attempts=services.settings.max_send_attempts,
             backoff=backoff,
             lease_seconds=services.settings.claim_lease_seconds,
+            sender_policy=services.sender_policy,
         )
     except Exception as error:  # noqa: BLE001 - reported per record by the batch processor
         logger.exception("delivery batch failed before its outcomes were recorded")

@@ -24,8 +24,9 @@ from mailroom.adapters.templates import (
 )
 from mailroom.domain.errors import InvalidTemplate, RenderError, UnknownTemplate
 from mailroom.domain.feedback import DeliveryEvent, Suppression
-from mailroom.domain.mime import build_mime, subject_fits
+from mailroom.domain.mime import build_mime, from_domain, subject_fits
 from mailroom.domain.model import EventType, Message, MessageStatus
+from mailroom.domain.outgoing_headers import SenderPolicy
 from mailroom.domain.retry import Backoff
 from mailroom.services import feedback, suppression
 from mailroom.services.provider_chain import ChainResult, ProviderChain
@@ -83,7 +84,8 @@ class _Pending:
     message: Message
     outcome: DeliveryOutcome
     events: list[EventRecord] = field(default_factory=list)
-    # Test mode: the sandbox's simulated feedback, applied once the send is recorded.
+    # Feedback known at send time, applied once the send is recorded: the
+    # sandbox's simulated events, and bounces at SMTP RCPT time (issue 16).
     feedback: tuple[DeliveryEvent, ...] = ()
 
 
@@ -98,6 +100,7 @@ def deliver_message(
     backoff: Backoff = DEFAULT_BACKOFF,
     last_receive: bool = False,
     lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    sender_policy: SenderPolicy | None = None,
 ) -> DeliveryOutcome:
     """``deliver_batch`` for one message."""
     (outcome,) = deliver_batch(
@@ -109,6 +112,7 @@ def deliver_message(
         max_attempts=max_attempts,
         backoff=backoff,
         lease_seconds=lease_seconds,
+        sender_policy=sender_policy,
     )
     return outcome
 
@@ -123,6 +127,7 @@ def deliver_batch(
     max_attempts: int,
     backoff: Backoff = DEFAULT_BACKOFF,
     lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    sender_policy: SenderPolicy | None = None,
 ) -> list[DeliveryOutcome]:
     """Claim the batch's messages, send those claimed, record every outcome.
 
@@ -178,6 +183,7 @@ def deliver_batch(
                 last_receive=message_id in last_receive,
                 suppressed=None if suppressed is None else message_id in suppressed,
                 client_order=orders.get(message.client_id, _UNKNOWN_ORDER),
+                sender_policy=sender_policy,
             )
         except Exception as error:  # noqa: BLE001 - one message's bug must not cost the batch
             # Raising here would leave the batch's messages already sent
@@ -382,6 +388,7 @@ def _attempt(
     last_receive: bool,
     suppressed: bool | None = None,
     client_order: object = _UNKNOWN_ORDER,
+    sender_policy: SenderPolicy | None = None,
 ) -> _Pending:
     """Render and send one claimed message; its outcome is written with the batch's.
 
@@ -408,7 +415,17 @@ def _attempt(
             refusal = subject_too_long(message.subject)
             return _failed(message, f"{refusal.code}: {refusal.message}", attempted=False)
         rendered = type(rendered)(subject=message.subject, html=rendered.html, text=rendered.text)
-    email = build_mime(message, rendered)
+    if sender_policy is None:
+        email = build_mime(message, rendered)
+    else:
+        # Issue 16: the VERP return path, caller and list headers, Feedback-ID.
+        domain = from_domain(message)
+        email = build_mime(
+            message,
+            rendered,
+            sender_policy.headers(message, domain),
+            sender_policy.return_path(message, domain),
+        )
     message.subject = rendered.subject
 
     if message.is_test:
@@ -434,13 +451,16 @@ def _attempt(
     reason = result.summary
     last = result.failures[-1] if result.failures else None
     if result.permanent_failure is not None:
-        return _failed(
+        failed = _failed(
             message,
             reason,
             attempted=True,
             provider=result.permanent_failure.provider,
             events=tries,
         )
+        # A 5xx at RCPT for every recipient: each is a bounce (issue 16).
+        failed.feedback = result.permanent_failure.feedback
+        return failed
     if message.attempts >= max_attempts or last_receive:
         return _failed(
             message,

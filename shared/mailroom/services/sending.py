@@ -12,9 +12,15 @@ from mailroom.adapters.queue import MessageQueue
 from mailroom.adapters.templates import TemplateRenderer, TemplateStore, subject_too_long
 from mailroom.domain.addresses import SANDBOX_DOMAIN, SPECIAL_USE_REFUSAL
 from mailroom.domain.commands import SendRequest
-from mailroom.domain.errors import DependencyUnavailable, EnqueueFailed, InvalidRequest
+from mailroom.domain.errors import (
+    BulkNeedsOneRecipient,
+    DependencyUnavailable,
+    EnqueueFailed,
+    InvalidRequest,
+)
 from mailroom.domain.mime import subject_fits
-from mailroom.domain.model import Client, EventType, Message, MessageStatus
+from mailroom.domain.model import Client, EventType, Message, MessageStatus, SendOptions
+from mailroom.domain.outgoing_headers import validate_caller_headers
 from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
 from mailroom.domain.tenancy import KeyKind
 from mailroom.services import suppression
@@ -68,6 +74,12 @@ def accept_message(
             f"at most {limits.max_recipients} recipients (to, cc and bcc together)",
             details=[{"field": "to", "message": "too many recipients"}],
         )
+    if request.bulk and (len(request.to) != 1 or request.cc or request.bcc):
+        # The one-click link unsubscribes whoever the message was for: one person.
+        raise BulkNeedsOneRecipient(
+            "a bulk message has exactly one recipient (to), and no cc or bcc",
+            details=[{"field": "bulk", "message": "one recipient only"}],
+        )
     if request.subject and not subject_fits(request.subject):
         raise subject_too_long(request.subject)
     # Before anything is written: UnknownTemplate, then InvalidProps (schema.json)
@@ -94,6 +106,13 @@ def accept_message(
         props=request.props,
         metadata=dict(request.metadata),
         is_test=test,
+        options=SendOptions(
+            headers=validate_caller_headers(request.headers),
+            tags=tuple(request.tags),
+            bulk=request.bulk,
+            campaign=request.campaign,
+            unsubscribe_url=request.unsubscribe_url,
+        ),
     )
     detail: dict[str, object] = {"trace_id": trace_id}
     with uow:

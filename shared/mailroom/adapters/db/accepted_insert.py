@@ -43,13 +43,13 @@ _ACCEPT = text(
             id, client_id, trace_id, template_name, template_version, template_shared,
             from_address,
             recipient, to_addresses, cc_addresses, bcc_addresses, reply_to, subject,
-            props, metadata, status, attempts, last_error, is_test
+            props, metadata, status, attempts, last_error, is_test, options
         )
         SELECT
             :id, :client_id, :trace_id, :template_name, :template_version, :template_shared,
             :from_address,
             :recipient, :to_addresses, :cc_addresses, :bcc_addresses, :reply_to, :subject,
-            :props, :metadata, :status, :attempts, :last_error, :is_test
+            :props, :metadata, :status, :attempts, :last_error, :is_test, :options
         WHERE NOT EXISTS (SELECT 1 FROM blocked)
         RETURNING id
     ), event AS (
@@ -75,6 +75,7 @@ _ACCEPT = text(
     bindparam("reply_to", type_=JSONB),
     bindparam("props", type_=JSONB),
     bindparam("metadata", type_=JSONB),
+    bindparam("options", type_=JSONB),
     bindparam("detail", type_=JSONB),
 )
 
@@ -111,6 +112,7 @@ def insert_accepted(
             "subject": message.subject,
             "props": message.props,
             "metadata": message.metadata,
+            "options": message.options.to_document(),
             "status": message.status.value,
             "attempts": message.attempts,
             "last_error": message.last_error,

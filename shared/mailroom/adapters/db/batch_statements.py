@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from mailroom.adapters.db.array_literals import uuid_array
 from mailroom.domain.feedback import Suppression, SuppressionReason
-from mailroom.domain.model import EventType, Message, MessageStatus
+from mailroom.domain.model import EventType, Message, MessageStatus, SendOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,8 @@ _CLAIM = text(
                     AND (s.client_id IS NULL OR s.client_id = m.client_id)
                     AND (s.expires_at IS NULL OR s.expires_at > now())
                     AND (NOT s.is_test OR m.is_test)
-                   WHERE r.message_id = m.id))
+                   WHERE r.message_id = m.id),
+                  m.options)
     """
 )
 
@@ -179,7 +180,7 @@ def claim_for_send(
             is_test,
             documents,
         ) = row
-        to, cc, bcc, reply_to, props, metadata, provider_order, screening = documents
+        to, cc, bcc, reply_to, props, metadata, provider_order, screening, options = documents
         message_uuid = _uuid(message_id)
         client_uuid = _uuid(client_id)
         messages.append(
@@ -208,6 +209,7 @@ def claim_for_send(
                 next_attempt_at=next_attempt_at,
                 claims=claims,
                 is_test=bool(is_test),
+                options=SendOptions.from_document(options),
             )
         )
         orders[client_uuid] = list(provider_order) if provider_order is not None else None

@@ -41,6 +41,7 @@ from mailroom.domain.model import (
     Message,
     MessageEvent,
     MessageStatus,
+    SendOptions,
 )
 
 UNFINISHED = (MessageStatus.QUEUED.value, MessageStatus.SENDING.value)
@@ -299,6 +300,7 @@ class SqlMessageRepository(MessageRepository):
                 subject=message.subject,
                 props=message.props,
                 metadata_=message.metadata,
+                options=message.options.to_document(),
                 status=message.status.value,
                 attempts=message.attempts,
                 last_error=message.last_error,
@@ -529,4 +531,5 @@ def _message(row: MessageRow) -> Message:
         lease_expires_at=row.lease_expires_at,
         claims=row.claims,
         is_test=row.is_test,
+        options=SendOptions.from_document(row.options),
     )

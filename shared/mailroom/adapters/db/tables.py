@@ -15,6 +15,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -190,6 +191,9 @@ class MessageRow(Base):
     claims: Mapped[int] = mapped_column(Integer, server_default="0")
     # Test mode (issue 15): handed to the sandbox provider, never to a real one.
     is_test: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # Issue 16: the caller's headers, tags, bulk flag, campaign and own
+    # List-Unsubscribe URL (domain.model.SendOptions); '{}' for none.
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
 
 
 class IdempotencyKeyRow(Base):
@@ -369,3 +373,58 @@ class TemplateVersionRow(Base):
     props_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     sample_props: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- inbound mail (issue 16) ------------------------------------------------------------
+
+INBOUND_OUTCOMES = [
+    "applied",  # a bounce or complaint tied to its message by a valid VERP signature
+    "unmatched",  # no VERP address: kept for review, nothing changed
+    "bad_signature",  # a VERP address whose HMAC did not verify: kept, nothing changed
+    "auto_reply",  # an out-of-office answer: never a bounce
+    "unrecognised",  # signed, but no report found in it
+    "unsubscribed",  # mail to the List-Unsubscribe mailto: address
+]
+
+
+class InboundMailRow(Base):
+    """Every piece of mail the bounce domain received, and what became of it."""
+
+    __tablename__ = "inbound_mail"
+    __table_args__ = (
+        CheckConstraint(_one_of("outcome", INBOUND_OUTCOMES), name="outcome"),
+        # A redelivery of the same bytes (an SES retry, an SMTP resend) is
+        # recorded and applied once.
+        Index("uq_inbound_mail_raw_sha256", "raw_sha256", unique=True),
+        Index("ix_inbound_mail_outcome_received", "outcome", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    outcome: Mapped[str] = mapped_column(String(16))
+    # No foreign key: a review record outlives the message it names.
+    message_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    envelope_recipients: Mapped[list[str]] = mapped_column(JSONB)
+    sender: Mapped[str | None] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    report_format: Mapped[str] = mapped_column(String(24))
+    kind: Mapped[str] = mapped_column(String(16))
+    # The recipient reports as parsed (address, kind, status, diagnostic).
+    reports: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    # SHA-256 of the envelope recipients and the raw bytes: the redelivery key.
+    raw_sha256: Mapped[str] = mapped_column(String(64))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    raw_truncated: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+
+class SoftBounceRow(Base):
+    """Soft bounces in a row per address; reset by suppression or after a quiet spell."""
+
+    __tablename__ = "soft_bounces"
+
+    address: Mapped[str] = mapped_column(Text, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

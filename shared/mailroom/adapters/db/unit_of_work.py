@@ -25,6 +25,10 @@ from mailroom.adapters.db.feedback_repositories import (
     SuppressionRepository,
 )
 from mailroom.adapters.db.idempotency import IdempotencyRepository, SqlIdempotencyRepository
+from mailroom.adapters.db.inbound_repositories import (
+    InboundMailRepository,
+    SqlInboundMailRepository,
+)
 from mailroom.adapters.db.repositories import (
     ClientRepository,
     MessageRepository,
@@ -45,6 +49,8 @@ class UnitOfWork(abc.ABC):
     message_queries: MessageQueryRepository
     audit: AuditLog
     idempotency: IdempotencyRepository
+    # Issue 16; only the inbound function and the unsubscribe routes use it.
+    inbound: InboundMailRepository
 
     def __enter__(self) -> Self:
         return self
@@ -187,6 +193,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.message_queries = SqlMessageQueryRepository(self._session)
         self.audit = SqlAuditLog(self._session)
         self.idempotency = SqlIdempotencyRepository(self._session)
+        self.inbound = SqlInboundMailRepository(self._session)
         return self
 
     def __exit__(

@@ -34,6 +34,9 @@ class ProviderError(Exception):
         self.provider = provider
         self.kind = kind
         self.message = message
+        # Feedback the refusal itself is (issue 16: every recipient refused
+        # with a 5xx at RCPT is a bounce of each), applied once it is recorded.
+        self.feedback: tuple[DeliveryEvent, ...] = ()
 
 
 def refuse_smtputf8(provider: str, email: OutgoingEmail) -> None:

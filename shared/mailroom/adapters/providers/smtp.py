@@ -7,6 +7,7 @@ import smtplib
 import socket
 import ssl
 import time
+from datetime import UTC, datetime
 from typing import Literal
 
 from mailroom.adapters.providers.base import (
@@ -15,6 +16,7 @@ from mailroom.adapters.providers.base import (
     ProviderError,
     ProviderReceipt,
 )
+from mailroom.domain.feedback import DeliveryEvent, FeedbackEventType, RejectReason
 from mailroom.domain.mime import OutgoingEmail, is_plain_address
 
 Security = Literal["none", "starttls", "tls"]
@@ -68,16 +70,19 @@ class SmtpProvider(EmailProvider):
             connection.ehlo_or_helo_if_needed()
             mime, options = self._form_for(connection, email)
             if connection.has_extn("pipelining"):
-                _send_pipelined(connection, email, mime, options)
+                refused = _send_pipelined(connection, email, mime, options)
             else:
-                connection.sendmail(
-                    email.envelope_from, email.envelope_recipients, mime, mail_options=options
+                refused = connection.sendmail(
+                    email.mail_from, email.envelope_recipients, mime, mail_options=options
                 )
         except ProviderError:
             raise
         except smtplib.SMTPRecipientsRefused as error:
             self._drop_connection()
-            raise _classified(error.recipients) from error
+            failure = _classified(error.recipients)
+            # Issue 16: a 5xx at RCPT is a bounce, the same as one mailed back.
+            failure.feedback = rcpt_bounces(email, error.recipients)
+            raise failure from error
         except smtplib.SMTPAuthenticationError as error:
             self._drop_connection()
             raise ProviderError(
@@ -144,7 +149,12 @@ class SmtpProvider(EmailProvider):
             self._last_used = time.monotonic()
         # SMTP hands back no id of its own that later events could be matched
         # by, so the Message-ID we wrote is the provider message id.
-        return ProviderReceipt(provider=self.name, provider_msg_id=email.message_id.strip("<>"))
+        return ProviderReceipt(
+            provider=self.name,
+            provider_msg_id=email.message_id.strip("<>"),
+            # Recipients refused while others were accepted: bounces at once.
+            feedback=rcpt_bounces(email, refused),
+        )
 
     def _form_for(self, connection: smtplib.SMTP, email: OutgoingEmail) -> tuple[bytes, list[str]]:
         """The MIME and MAIL options for this relay: SMTPUTF8 where offered and useful."""
@@ -246,6 +256,37 @@ def _classified(recipients: dict[str, tuple[int, bytes]]) -> ProviderError:
     return ProviderError(SmtpProvider.name, kind, f"recipients refused: {detail}")
 
 
+def rcpt_bounces(
+    email: OutgoingEmail, refused: dict[str, tuple[int, bytes]]
+) -> tuple[DeliveryEvent, ...]:
+    """A 5xx at RCPT as the bounce events the feedback path applies (issue 16).
+
+    A 4xx is not one: the relay keeps no copy, and the message is retried
+    (every recipient deferred) or the recipient is simply not reached (some).
+    """
+    events = []
+    for address, (code, text) in refused.items():
+        if not 500 <= code < 600:
+            continue
+        reply = f"{code} {text.decode('utf-8', 'replace')}"
+        policy = " 5.7." in f" {reply}"
+        events.append(
+            DeliveryEvent(
+                provider="smtp",
+                event_type=FeedbackEventType.BOUNCED,
+                event_id=f"rcpt:{email.message_id.strip('<>')}",
+                timestamp=datetime.now(UTC),
+                message_id=email.message_id.strip("<>"),
+                recipient=address,
+                reject_reason=RejectReason.BLOCKED if policy else RejectReason.BOUNCED,
+                mta_response=reply[:1000],
+                description="refused at RCPT",
+                message_id_header=email.message_id,
+            )
+        )
+    return tuple(events)
+
+
 def _sender_refusal_kind(code: int) -> FailureKind:
     # MAIL FROM: 4xx is the relay's trouble (452 out of storage, 451 local
     # error); 552 answers the SIZE we declared (the message is too large); any
@@ -280,7 +321,7 @@ def _send_pipelined(
     """
     options = f" SIZE={len(mime)}" if connection.has_extn("size") else ""
     options += "".join(f" {option}" for option in mail_options)
-    commands = [f"MAIL FROM:{_envelope(email.envelope_from)}{options}"]
+    commands = [f"MAIL FROM:{_envelope(email.mail_from)}{options}"]
     commands += [f"RCPT TO:{_envelope(rcpt)}" for rcpt in email.envelope_recipients]
     commands.append("DATA")
     if any("\r" in command or "\n" in command for command in commands):
@@ -300,7 +341,7 @@ def _send_pipelined(
     data_code, data_reply = connection.getreply()
     failure: smtplib.SMTPException | None = None
     if mail_code != 250:
-        failure = smtplib.SMTPSenderRefused(mail_code, mail_reply, email.envelope_from)
+        failure = smtplib.SMTPSenderRefused(mail_code, mail_reply, email.mail_from)
     elif len(refused) == len(email.envelope_recipients):
         failure = smtplib.SMTPRecipientsRefused(refused)
     elif data_code != 354:
