@@ -33,8 +33,9 @@ from mailroom.domain.tenancy import QuotaPeriod, RateDecision
 KEY_PREFIX = "mailroom:"
 
 # KEYS: every bucket of the request (global, client, key: any number).
-# ARGV: capacity and refill per millisecond of each bucket, in KEYS order.
-# All or nothing: a token is taken from every bucket or from none.
+# ARGV: capacity and refill per millisecond of each bucket, in KEYS order,
+# then the tokens to take from each (1 a request; issue 17's batches take one
+# per item). All or nothing: they are taken from every bucket or from none.
 # Returns {allowed, then per bucket: whole tokens left, ms until full, ms
 # until it has a token again (0 when it has one)}.
 BUCKET_SCRIPT = """
@@ -43,6 +44,7 @@ local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 
 local levels = {}
 local waits = {}
 local allowed = 1
+local cost = tonumber(ARGV[2 * #KEYS + 1] or '1')
 for i, key in ipairs(KEYS) do
   local capacity = tonumber(ARGV[2 * i - 1])
   local rate = tonumber(ARGV[2 * i])
@@ -56,16 +58,16 @@ for i, key in ipairs(KEYS) do
   end
   levels[i] = level
   waits[i] = 0
-  if level < 1 then
+  if level < cost then
     allowed = 0
-    waits[i] = math.ceil((1 - level) / rate)
+    waits[i] = math.ceil((cost - level) / rate)
   end
 end
 local answer = {allowed}
 for i, key in ipairs(KEYS) do
   local capacity = tonumber(ARGV[2 * i - 1])
   local rate = tonumber(ARGV[2 * i])
-  if allowed == 1 then levels[i] = levels[i] - 1 end
+  if allowed == 1 then levels[i] = levels[i] - cost end
   redis.call('HSET', key, 'tokens', tostring(levels[i]), 'ts', now)
   -- Once it would be full again the key may go: a missing bucket is a full one.
   local reset = math.ceil((capacity - levels[i]) / rate)
@@ -134,11 +136,12 @@ class RedisRateLimiter(RateLimiter):
     def __init__(self, store: RedisStore) -> None:
         self._bucket = _Scripts(store, BUCKET_SCRIPT)
 
-    def take_all(self, buckets: Sequence[Bucket]) -> RateDecision:
+    def take_all(self, buckets: Sequence[Bucket], *, cost: int = 1) -> RateDecision:
         keys = [f"{KEY_PREFIX}rate:{b.name}" for b in buckets]
         args: list[Any] = []
         for b in buckets:
             args += [b.per_minute, repr(b.per_minute / 60_000)]
+        args.append(cost)
         with _fail_closed("rate limits cannot be checked"):
             answer = [int(value) for value in self._bucket(keys, args)]
         return tightest(buckets, bool(answer[0]), answer[1:])

@@ -30,10 +30,11 @@ class Bucket:
 
 class RateLimiter(abc.ABC):
     @abc.abstractmethod
-    def take_all(self, buckets: Sequence[Bucket]) -> RateDecision:
-        """Take one token from every bucket atomically, in one round trip.
+    def take_all(self, buckets: Sequence[Bucket], *, cost: int = 1) -> RateDecision:
+        """Take ``cost`` tokens (one a request; a batch's further items, issue 17)
+        from every bucket atomically, in one round trip.
 
-        Either every bucket gives a token or none does. The decision
+        Either every bucket gives them or none does. The decision
         describes the tightest bucket: the refusing one that takes longest
         to refill, or, when allowed, the one with the fewest tokens left.
         """

@@ -103,6 +103,12 @@ class MessageNotFound(MailroomError):
     code = "message_not_found"
 
 
+class MessageNotRetryable(MailroomError):
+    """Only a failed message can be sent again (issue 17)."""
+
+    code = "message_not_retryable"
+
+
 class DependencyUnavailable(MailroomError):
     """A system we depend on (database, Redis, queue) did not answer."""
 

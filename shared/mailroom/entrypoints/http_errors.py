@@ -23,6 +23,7 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.ClientSuspended: 403,
     errors.InsufficientScope: 403,
     errors.MessageNotFound: 404,
+    errors.MessageNotRetryable: 409,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.InvalidRequest: 422,

@@ -115,6 +115,12 @@ class QuotaCharge:
             )
         self._taken.append(period)
 
+    def give_back(self) -> None:
+        """Undo ``take``: the message it counted was not accepted after all (a batch item)."""
+        if self.taken:
+            self.taken = False
+            self._give_back_all()
+
     def _give_back_all(self) -> None:
         while self._taken:
             period = self._taken.pop()

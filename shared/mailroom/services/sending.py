@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
+from mailroom.adapters.inline_content import InlineContentStore
 from mailroom.adapters.queue import MessageQueue
-from mailroom.adapters.templates import TemplateRenderer, TemplateStore, subject_too_long
+from mailroom.adapters.templates import (
+    TemplateRenderer,
+    TemplateStore,
+    missing_props,
+    subject_too_long,
+)
 from mailroom.domain.addresses import SANDBOX_DOMAIN, SPECIAL_USE_REFUSAL
 from mailroom.domain.commands import SendRequest
-from mailroom.domain.errors import DependencyUnavailable, EnqueueFailed, InvalidRequest
+from mailroom.domain.errors import (
+    DependencyUnavailable,
+    EnqueueFailed,
+    InvalidRequest,
+    MailroomError,
+    MessageNotFound,
+    MessageNotRetryable,
+    QuotaExceeded,
+    RecipientsSuppressed,
+)
 from mailroom.domain.mime import subject_fits
 from mailroom.domain.model import Client, EventType, Message, MessageStatus
+from mailroom.domain.personalization import InlineContent
 from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
 from mailroom.domain.tenancy import KeyKind
 from mailroom.services import suppression
+from mailroom.services.quotas import QuotaCharge
 from mailroom.services.templates import check_props
 
 
@@ -25,6 +43,88 @@ from mailroom.services.templates import check_props
 class SendLimits:
     max_recipients: int
     default_from: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSend:
+    """One valid send request, as it will be written: what ``prepare_send`` makes of it."""
+
+    message: Message
+    # The inline content the message names (issue 17), to be kept before the row.
+    content: InlineContent | None = None
+    # Inline content with ``"strict": false``: the props it renders empty.
+    render_warnings: tuple[str, ...] = ()
+
+
+def prepare_send(
+    templates: TemplateStore,
+    renderer: TemplateRenderer,
+    limits: SendLimits,
+    *,
+    client: Client,
+    request: SendRequest,
+    trace_id: str,
+    mode: KeyKind = KeyKind.LIVE,
+) -> PreparedSend:
+    """Validate one send request and build its message; nothing is written.
+
+    Every refusal of one request is raised here, before anything is stored:
+    the single send, each item of a batch and (issue 17's bulk batches) each
+    recipient go through this one function.
+
+    A template is trial-rendered (UnknownTemplate, InvalidProps, MissingProp
+    or another RenderError, all 422). Inline content is trial-rendered too:
+    one render lists every prop it prints without a value or default; with
+    ``strict`` (the default) that is 422 missing_prop naming them all, else
+    they render empty and come back as ``render_warnings``. The worker
+    renders the email itself, from the stored content: see docs/architecture.md.
+    """
+    test = mode is KeyKind.TEST
+    if not test:
+        _refuse_sandbox_addresses(request)
+    if request.recipient_count > limits.max_recipients:
+        raise InvalidRequest(
+            f"at most {limits.max_recipients} recipients (to, cc and bcc together)",
+            details=[{"field": "to", "message": "too many recipients"}],
+        )
+    content = request.inline_content
+    warnings: list[str] = []
+    if content is None:
+        assert request.template is not None  # SendRequest: a template or inline content
+        if request.subject and not subject_fits(request.subject):
+            raise subject_too_long(request.subject)
+        # The template is the one this client may use: another client's of
+        # that name is not found (issue 15).
+        source = templates.get(request.template, request.template_version, client_id=client.id)
+        check_props(renderer, source, request.props)
+        template_name, subject = request.template, request.subject
+        # The uploaded version the trial render checked, and whose it is: the
+        # worker renders exactly that, whatever is uploaded in between.
+        version, shared = source.version, source.shared
+    else:
+        warnings = renderer.check_inline(content.source, request.props)
+        if warnings and request.strict:
+            raise missing_props(content.template_name, warnings)
+        # The subject is part of the content, rendered by the worker.
+        template_name, subject, version, shared = content.template_name, None, None, None
+    message = Message(
+        id=uuid.uuid4(),
+        client_id=client.id,
+        trace_id=trace_id,
+        template_name=template_name,
+        template_version=version,
+        template_shared=shared,
+        from_address=request.from_ or limits.default_from,
+        to=list(request.to),
+        cc=list(request.cc),
+        bcc=list(request.bcc),
+        reply_to=list(request.reply_to),
+        subject=subject,
+        props=request.props,
+        metadata=dict(request.metadata),
+        is_test=test,
+    )
+    return PreparedSend(message, content, tuple(warnings))
 
 
 def accept_message(
@@ -40,6 +140,32 @@ def accept_message(
     reserve_quota: Callable[[], None] | None = None,
     on_accepted: Callable[[UnitOfWork, Message], None] | None = None,
     mode: KeyKind = KeyKind.LIVE,
+    contents: InlineContentStore | None = None,
+) -> Message:
+    """``accept_prepared`` of ``prepare_send``: validate, store as ``queued``, enqueue."""
+    prepared = prepare_send(
+        templates, renderer, limits, client=client, request=request, trace_id=trace_id, mode=mode
+    )
+    return accept_prepared(
+        uow,
+        queue,
+        prepared,
+        client=client,
+        reserve_quota=reserve_quota,
+        on_accepted=on_accepted,
+        contents=contents,
+    )
+
+
+def accept_prepared(
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    prepared: PreparedSend,
+    *,
+    client: Client,
+    reserve_quota: Callable[[], None] | None = None,
+    on_accepted: Callable[[UnitOfWork, Message], None] | None = None,
+    contents: InlineContentStore | None = None,
 ) -> Message:
     """Store the message as ``queued`` and put it on the send queue.
 
@@ -54,47 +180,16 @@ def accept_message(
     A crash between the two leaves a ``queued`` row with no queue message; the
     reconciler of the reliability issue re-enqueues those.
 
-    In test ``mode`` (issue 15) the row is flagged and the worker hands it to
+    In test mode (issue 15) the row is flagged and the worker hands it to
     the sandbox provider; addresses at sim.mailroom.invalid are accepted
     (a live caller gets the 422 any special-use domain gets), and
     ``suppressed@`` ones are screened as if on the suppression list. The
     caller passes no ``reserve_quota`` for test sends: they are not charged.
     """
-    test = mode is KeyKind.TEST
-    if not test:
-        _refuse_sandbox_addresses(request)
-    if request.recipient_count > limits.max_recipients:
-        raise InvalidRequest(
-            f"at most {limits.max_recipients} recipients (to, cc and bcc together)",
-            details=[{"field": "to", "message": "too many recipients"}],
-        )
-    if request.subject and not subject_fits(request.subject):
-        raise subject_too_long(request.subject)
-    # Before anything is written: UnknownTemplate, then InvalidProps (schema.json)
-    # and MissingProp or another RenderError from a trial render, all 422.
-    # The template is the one this client may use: another client's of that
-    # name is not found (issue 15).
-    source = templates.get(request.template, request.template_version, client_id=client.id)
-    check_props(renderer, source, request.props)
-    message = Message(
-        id=uuid.uuid4(),
-        client_id=client.id,
-        trace_id=trace_id,
-        template_name=request.template,
-        # The uploaded version the trial render checked, and whose it is: the
-        # worker renders exactly that, whatever is uploaded in between.
-        template_version=source.version,
-        template_shared=source.shared,
-        from_address=request.from_ or limits.default_from,
-        to=list(request.to),
-        cc=list(request.cc),
-        bcc=list(request.bcc),
-        reply_to=request.reply_to,
-        subject=request.subject,
-        props=request.props,
-        metadata=dict(request.metadata),
-        is_test=test,
-    )
+    message = prepared.message
+    test = message.is_test
+    _keep_contents(contents, [prepared])
+    trace_id = message.trace_id
     detail: dict[str, object] = {"trace_id": trace_id}
     with uow:
         # QuotaExceeded here leaves nothing written. Should every recipient
@@ -139,16 +234,235 @@ def accept_message(
     try:
         queue.enqueue(message.id, trace_id)
     except DependencyUnavailable as error:
-        message.status = MessageStatus.FAILED
-        message.last_error = f"enqueue_failed: {error.message}"
-        with uow:
-            uow.messages.save_outcome(message)
-            uow.messages.append_event(
-                message.id, EventType.ENQUEUE_FAILED, {"error": error.message}
-            )
-            uow.commit()
+        _mark_enqueue_failed(uow, [message], error.message)
         raise EnqueueFailed(
             "the message could not be queued and was not sent; it is marked failed, try again",
+            details=[{"message_id": str(message.id)}],
+        ) from error
+    return message
+
+
+def _keep_contents(contents: InlineContentStore | None, prepared: Sequence[PreparedSend]) -> None:
+    """Inline contents are written before the rows naming them: the worker always finds them.
+
+    Content-addressed and never changed, so one written for a send that is
+    then refused is harmless (the next send of it finds it there).
+    """
+    distinct = {p.content.content_hash: p.content for p in prepared if p.content is not None}
+    if not distinct:
+        return
+    if contents is None:
+        raise InvalidRequest("inline content is not available here: name a template")
+    for content in distinct.values():
+        contents.save(content)
+
+
+def _mark_enqueue_failed(uow: UnitOfWork, messages: Sequence[Message], reason: str) -> None:
+    with uow:
+        for message in messages:
+            message.status = MessageStatus.FAILED
+            message.last_error = f"enqueue_failed: {reason}"
+            uow.messages.save_outcome(message)
+            uow.messages.append_event(message.id, EventType.ENQUEUE_FAILED, {"error": reason})
+        uow.commit()
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRefusal:
+    """One batch item that was not accepted, and why."""
+
+    index: int
+    error: MailroomError
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAcceptance:
+    """What became of a batch's valid items: accepted (and queued), or refused."""
+
+    accepted: list[tuple[int, Message]]
+    refused: list[ItemRefusal]
+
+
+def accept_batch(
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    items: Sequence[tuple[int, PreparedSend]],
+    *,
+    client: Client,
+    new_charge: Callable[[], QuotaCharge] | None,
+    all_or_nothing: bool,
+    on_accepted: Callable[[UnitOfWork, list[tuple[int, Message]], list[ItemRefusal]], None]
+    | None = None,
+    contents: InlineContentStore | None = None,
+) -> BatchAcceptance:
+    """Write the batch's prepared items in one transaction, then enqueue them in tens.
+
+    Quota and suppression apply per item. With ``all_or_nothing`` (strict
+    validation) an item refused by either refuses the whole batch (its error
+    names every such index) and nothing is written; otherwise the item is
+    refused alone: a quota refusal writes nothing for it, a suppressed one is
+    written ``failed`` as a single send's is. ``new_charge`` makes one item's
+    quota charge (None: test mode, not charged); charges of items not
+    written are given back.
+
+    One query screens every recipient of the batch and one statement writes
+    the accepted rows with their events and recipients. The queue is told
+    after the commit (SendMessageBatch, ten a call); a message it refuses is
+    marked failed and reported as refused with enqueue_failed.
+    """
+    _keep_contents(contents, [prepared for _, prepared in items])
+    refused: list[ItemRefusal] = []
+    accepted: list[tuple[int, Message]] = []
+    with ExitStack() as charges, uow:
+        taken: list[tuple[int, PreparedSend, QuotaCharge | None]] = []
+        for index, prepared in items:
+            charge = charges.enter_context(new_charge()) if new_charge is not None else None
+            try:
+                if charge is not None:
+                    charge.take()
+            except QuotaExceeded as error:
+                if all_or_nothing:
+                    raise _batch_refusal(error, index) from error
+                refused.append(ItemRefusal(index, error))
+                continue
+            taken.append((index, prepared, charge))
+        screened = _screen_batch(uow, client, [prepared.message for _, prepared, _ in taken])
+        to_write: list[tuple[int, Message, suppression.Screening]] = []
+        for (index, prepared, charge), screening in zip(taken, screened, strict=True):
+            message = prepared.message
+            if screening.refused:
+                if all_or_nothing:
+                    indexes = [i for (i, _, _), s in zip(taken, screened, strict=True) if s.refused]
+                    raise RecipientsSuppressed(
+                        "every recipient of these items is on the suppression list; "
+                        "nothing was written",
+                        details=[{"index": i, "code": "suppressed"} for i in indexes],
+                    )
+                if charge is not None:
+                    charge.give_back()
+                message.to, message.cc, message.bcc = (list(p) for p in screening.requested)
+                message.status = MessageStatus.FAILED
+                message.last_error = suppression.SUPPRESSED_ERROR
+                uow.messages.add(message)
+                suppression.record_recipients(uow, message, screening)
+                refused.append(
+                    ItemRefusal(
+                        index,
+                        RecipientsSuppressed(
+                            "every recipient of this message is on the suppression list",
+                            details=[{"message_id": str(message.id)}],
+                        ),
+                    )
+                )
+                continue
+            message.to, message.cc, message.bcc = screening.to, screening.cc, screening.bcc
+            to_write.append((index, message, screening))
+        uow.add_accepted_many(
+            [
+                (message, {"trace_id": message.trace_id}, suppression.recipient_rows(message))
+                for _, message, _ in to_write
+            ]
+        )
+        for _, message, screening in to_write:
+            if screening.dropped:
+                suppression.record_dropped(uow, message, screening)
+        accepted = [(index, message) for index, message, _ in to_write]
+        if on_accepted is not None:
+            on_accepted(uow, accepted, refused)
+        uow.commit()
+        # Written: the charges stand.
+        charges.pop_all()
+
+    refused_ids = set(queue.enqueue_many([(m.id, m.trace_id) for _, m in accepted]))
+    if refused_ids:
+        failed = [(index, m) for index, m in accepted if m.id in refused_ids]
+        _mark_enqueue_failed(uow, [m for _, m in failed], "the send queue refused the message")
+        refused.extend(
+            ItemRefusal(
+                index,
+                EnqueueFailed(
+                    "the message could not be queued and was not sent; it is marked failed",
+                    details=[{"message_id": str(m.id)}],
+                ),
+            )
+            for index, m in failed
+        )
+        accepted = [(index, m) for index, m in accepted if m.id not in refused_ids]
+    return BatchAcceptance(accepted, sorted(refused, key=lambda r: r.index))
+
+
+def _batch_refusal(error: QuotaExceeded, index: int) -> QuotaExceeded:
+    """A strict batch's quota refusal, saying at which item the quota ran out."""
+    return type(error)(
+        f"item {index}: {error.message}; nothing was written",
+        retry_after_seconds=error.retry_after_seconds,
+        details=[{"index": index, **detail} for detail in error.details],
+    )
+
+
+def _screen_batch(
+    uow: UnitOfWork, client: Client, messages: Sequence[Message]
+) -> list[suppression.Screening]:
+    """Every message's screening, from one query over all the batch's recipients."""
+    addresses = sorted(
+        {address for message in messages for address, _ in suppression.recipient_rows(message)}
+    )
+    if not addresses:
+        return []
+    test = any(message.is_test for message in messages)
+    active = uow.suppressions.active_for(client.id, addresses, datetime.now(UTC), include_test=test)
+    screenings = []
+    for message in messages:
+        simulated = (
+            simulated_suppressions(message.envelope_recipients, client.id)
+            if message.is_test
+            else []
+        )
+        screenings.append(
+            suppression.screening_of([*active, *simulated], message.to, message.cc, message.bcc)
+        )
+    return screenings
+
+
+def retry_message(
+    uow: UnitOfWork, queue: MessageQueue, *, client_id: uuid.UUID, message_id: str
+) -> Message:
+    """Send a ``failed`` message again: a new attempt on the same message (issue 17).
+
+    The row goes back to ``queued`` with a ``retried`` event saying what it
+    failed with, then onto the queue; the worker renders and screens it as
+    any queued message. 404 for an id that is not the client's (another
+    client's message is not found), 409 message_not_retryable in any other
+    state. If the queue refuses, the row reads failed again and the caller
+    gets 503. Not charged to the quota: the message was counted when accepted.
+    """
+    try:
+        wanted = uuid.UUID(message_id)
+    except ValueError:
+        raise MessageNotFound(f"no message {message_id!r}") from None
+    with uow:
+        before = uow.messages.get_for_client(client_id, wanted)
+        if before is None:
+            raise MessageNotFound(f"no message {message_id!r}")
+        message = uow.messages.requeue_failed(client_id, wanted)
+        if message is None:
+            raise MessageNotRetryable(
+                f"message {message_id} is {before.status.value}: only a failed message "
+                "can be retried",
+                details=[{"status": before.status.value}],
+            )
+        uow.messages.append_event(
+            message.id,
+            EventType.RETRIED,
+            {"previous_error": before.last_error, "attempts": before.attempts},
+        )
+        uow.commit()
+    try:
+        queue.enqueue(message.id, message.trace_id)
+    except DependencyUnavailable as error:
+        _mark_enqueue_failed(uow, [message], error.message)
+        raise EnqueueFailed(
+            "the message could not be queued again; it still reads failed, try again",
             details=[{"message_id": str(message.id)}],
         ) from error
     return message
