@@ -16,7 +16,7 @@ from mailroom.adapters.db.tables import InlineContentRow, MessageEventRow, Messa
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
 from mailroom.domain.model import MessageStatus
 from mailroom.domain.personalization import InlineContent
-from tests.events import FakeLambdaContext, request_event
+from tests.events import FakeLambdaContext, request_event, with_headers
 from tests.integration.conftest import SmtpSink
 from tests.integration.test_pipeline import TEMPLATES, Stack, database_url_of
 
@@ -36,8 +36,8 @@ def _call(stack: Stack, method: str, path: str, body: Any = None, **headers: str
         X_Api_Key=stack.client.api_key,
         X_Api_Secret=stack.client.api_secret,
         Content_Type="application/json",
-        **headers,
     )
+    with_headers(event, **headers)
     response = stack.api.resolve(event, FakeLambdaContext())
     return response["statusCode"], json.loads(response["body"])
 
@@ -82,7 +82,8 @@ def test_inline_content_is_personalised_by_the_worker(stack: Stack, smtp_sink: S
     assert parsed["Subject"] == "Order for Customer"
     html = parsed.get_body(preferencelist=("html",))
     text = parsed.get_body(preferencelist=("plain",))
-    assert html is not None and text is not None
+    assert html is not None
+    assert text is not None
     assert "Customer in &lt;Oslo &amp; Bergen&gt;: A-1" in html.get_content()
     assert "Customer in <Oslo & Bergen>: A-1" in text.get_content()
     view = stack.status(accepted["id"])

@@ -1,4 +1,4 @@
-"""Inline content's personalization (issue 17): paths, indexes, defaults, escaping, missing props."""
+"""Inline content's personalization (issue 17): paths, indexes, defaults, escaping, gaps."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ def renderer() -> TemplateRenderer:
     return TemplateRenderer()
 
 
-def _content(html: str | None = None, text: str | None = None, subject: str = "Hi") -> InlineContent:
+def _content(
+    html: str | None = None, text: str | None = None, subject: str = "Hi"
+) -> InlineContent:
     return InlineContent(subject=subject, html=html, text=text)
 
 
@@ -60,9 +62,7 @@ def test_values_are_escaped_in_html_raw_in_text_and_one_line_in_the_subject(
     renderer: TemplateRenderer,
 ) -> None:
     # GIVEN the same value in subject, html and text
-    content = _content(
-        subject="For {{ markup }}", html="<p>{{ markup }}</p>", text="{{ markup }}"
-    )
+    content = _content(subject="For {{ markup }}", html="<p>{{ markup }}</p>", text="{{ markup }}")
     props = {"markup": "<b>Tom & Jerry</b>\r\nBcc: x@example.com"}
     # WHEN it renders
     rendered, _ = renderer.render_inline(content.source, props)
@@ -71,7 +71,8 @@ def test_values_are_escaped_in_html_raw_in_text_and_one_line_in_the_subject(
     assert "<b>Tom" not in rendered.html
     assert rendered.text.startswith("<b>Tom & Jerry</b>")
     assert rendered.subject == "For <b>Tom & Jerry</b> Bcc: x@example.com"
-    assert "\r" not in rendered.subject and "\n" not in rendered.subject
+    assert "\r" not in rendered.subject
+    assert "\n" not in rendered.subject
 
 
 def test_every_missing_prop_is_found_in_one_render_with_its_full_path(
@@ -115,7 +116,8 @@ def test_loops_and_conditions_see_missing_props_as_undefined(renderer: TemplateR
     rendered, missing = renderer.render_inline(
         content.source, {"items": [{"sku": "A"}, {"name": "no sku"}]}
     )
-    assert "A," in rendered.html and "VIP" not in rendered.html
+    assert "A," in rendered.html
+    assert "VIP" not in rendered.html
     # The second item's sku is named by its place in props.
     assert missing == ["items.1.sku"]
 

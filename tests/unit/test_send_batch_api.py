@@ -17,7 +17,7 @@ from mailroom.domain.model import EventType, MessageStatus
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.services.clients import RegisteredClient, register_client
-from tests.events import FakeLambdaContext, request_event
+from tests.events import FakeLambdaContext, request_event, with_headers
 from tests.fakes import (
     FakeCredentialVersions,
     FakeQuotaCounter,
@@ -60,8 +60,12 @@ class Api:
             client_gate=ClientGate(lambda: self.services),
         )
 
-    def register(self, name: str, **limits: int) -> RegisteredClient:
-        return register_client(self.uow, PlainHasher(), name=name, **limits)
+    def register(
+        self, name: str, *, rate_limit: int = 600, quota_limit: int = 100_000
+    ) -> RegisteredClient:
+        return register_client(
+            self.uow, PlainHasher(), name=name, rate_limit=rate_limit, quota_limit=quota_limit
+        )
 
     def call(
         self,
@@ -70,7 +74,7 @@ class Api:
         body: Any = None,
         *,
         client: RegisteredClient | None = None,
-        **headers: str,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         who = client or self.client
         event = request_event(
@@ -80,16 +84,16 @@ class Api:
             X_Api_Key=who.api_key,
             X_Api_Secret=who.api_secret,
             Content_Type="application/json",
-            **headers,
         )
+        with_headers(event, **(headers or {}))
         response = self.app.resolve(event, FakeLambdaContext())
         return response["statusCode"], json.loads(response["body"] or "null")
 
     def send(self, body: Any, **headers: str) -> tuple[int, Any]:
-        return self.call("POST", "/v1/send", body, **headers)
+        return self.call("POST", "/v1/send", body, headers=headers)
 
     def batch(self, items: Any, **headers: str) -> tuple[int, Any]:
-        return self.call("POST", "/v1/send/batch", items, **headers)
+        return self.call("POST", "/v1/send/batch", items, headers=headers)
 
 
 def _inline(to: str = "ada@example.com", **overrides: Any) -> dict[str, Any]:
@@ -251,7 +255,7 @@ def test_a_batch_that_is_not_1_to_100_items_is_refused(body: Any) -> None:
 
 def test_an_unknown_validation_mode_is_refused() -> None:
     api = Api()
-    status, answer = api.batch([_welcome()], X_Batch_Validation="lenient")
+    status, _ = api.batch([_welcome()], X_Batch_Validation="lenient")
     assert status == 422
     assert api.uow.messages.rows == {}
 
@@ -289,9 +293,7 @@ def test_an_items_own_key_accepts_it_once_across_batches() -> None:
         [_welcome(to="dee@example.com", idempotency_key="order-42")],
         X_Batch_Validation="permissive",
     )
-    assert [(e["index"], e["code"]) for e in third[1]["errors"]] == [
-        (0, "idempotency_key_reused")
-    ]
+    assert [(e["index"], e["code"]) for e in third[1]["errors"]] == [(0, "idempotency_key_reused")]
 
 
 def test_quota_applies_per_item() -> None:
