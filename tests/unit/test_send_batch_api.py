@@ -136,6 +136,20 @@ def test_inline_content_is_accepted_and_stored_once_by_hash() -> None:
     assert all(row.subject is None for row in rows)
 
 
+def test_inline_content_gets_the_template_lint() -> None:
+    # GIVEN inline HTML with an image without alt and no text part
+    api = Api()
+    body = _inline(html='<p>{{ first_name }}</p><img src="https://x.example/a.png">')
+    del body["text"]
+    # WHEN it is sent THEN the answer carries the template lint's warnings
+    status, answer = api.send(body)
+    assert status == 202
+    codes = [warning.split(":")[0] for warning in answer["lint_warnings"]]
+    assert codes == ["no_text_part", "image_without_alt"]
+    # A template send carries none.
+    assert api.send(_welcome())[1]["lint_warnings"] == []
+
+
 def test_personalizations_is_another_name_for_props() -> None:
     api = Api()
     body = _inline()

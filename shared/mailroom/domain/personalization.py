@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
-from mailroom.domain.templates import TemplateSource
+from mailroom.domain.templates import TemplateSource, lint
 
 INLINE_PREFIX = "inline:"
 
@@ -53,6 +53,16 @@ class InlineContent:
     def source(self) -> TemplateSource:
         """The content as the renderer takes it (one object per content: its key is kept)."""
         return source_of(self.template_name, self.subject, self.html, self.text)
+
+
+@lru_cache(maxsize=256)
+def lint_content(content: InlineContent) -> tuple[str, ...]:
+    """The template lint (domain/templates.py) of inline content, as ``code: message``.
+
+    Judged on the source, once per content (the cache is keyed by the
+    content's value): a thousand sends of it parse its HTML once.
+    """
+    return tuple(f"{w.code}: {w.message}" for w in lint(content.source, None))
 
 
 def source_of(name: str, subject: str, html: str | None, text: str | None) -> TemplateSource:

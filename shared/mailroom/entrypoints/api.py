@@ -99,6 +99,13 @@ class Accepted(BaseModel):
             "or default, which render empty."
         ),
     )
+    lint_warnings: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Inline content: what would make it worse in inboxes, as `code: message` "
+            "(the template lint: no_text_part, image_without_alt, remote_stylesheet, script)."
+        ),
+    )
 
 
 # Each item is read as JSON here and validated by the batch service, item by
@@ -112,6 +119,7 @@ class BatchItemAccepted(BaseModel):
     id: uuid.UUID
     status: MessageStatus | None = None
     render_warnings: list[str] = Field(default_factory=list)
+    lint_warnings: list[str] = Field(default_factory=list)
     replayed: bool = Field(
         default=False,
         description="true: the item's idempotency_key named a message accepted before.",
@@ -254,11 +262,16 @@ def send_routes(services: ServicesProvider) -> Router:
                 return _accepted(json.dumps(begun.response), trace_id)
             hold = begun
         warnings: list[str] = []
+        lint: list[str] = []
 
         def complete_key(uow: UnitOfWork, message: Message) -> None:
             if hold is not None:
                 answer = Accepted(
-                    id=message.id, status=message.status, mode=mode, render_warnings=warnings
+                    id=message.id,
+                    status=message.status,
+                    mode=mode,
+                    render_warnings=warnings,
+                    lint_warnings=lint,
                 )
                 idempotency.complete(uow, hold, message.id, answer.model_dump(mode="json"))
 
@@ -273,6 +286,7 @@ def send_routes(services: ServicesProvider) -> Router:
                 mode=mode,
             )
             warnings.extend(prepared.render_warnings)
+            lint.extend(prepared.lint_warnings)
             # Counted once the request is valid, given back if it is not accepted.
             with QuotaCharge(active.quota, active.uow, client) as quota:
                 message = sending.accept_prepared(
@@ -293,7 +307,13 @@ def send_routes(services: ServicesProvider) -> Router:
             raise
         logger.append_keys(message_id=str(message.id))
         logger.info("message queued", extra={"template": message.template_name})
-        body = Accepted(id=message.id, status=message.status, mode=mode, render_warnings=warnings)
+        body = Accepted(
+            id=message.id,
+            status=message.status,
+            mode=mode,
+            render_warnings=warnings,
+            lint_warnings=lint,
+        )
         return _accepted(body.model_dump_json(), trace_id)
 
     @router.post(

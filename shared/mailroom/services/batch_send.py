@@ -169,7 +169,7 @@ def send_batch(
 
     holds: dict[int, idempotency.Hold] = {}
     to_accept: list[tuple[int, PreparedSend]] = []
-    warnings: dict[int, tuple[str, ...]] = {}
+    warnings: dict[int, PreparedSend] = {}
     try:
         for index, request, prepared in valid:
             if request.idempotency_key is not None:
@@ -190,7 +190,7 @@ def send_batch(
                     continue
                 holds[index] = begun
             to_accept.append((index, prepared))
-            warnings[index] = prepared.render_warnings
+            warnings[index] = prepared
         if strict:
             refuse_invalid([e for e in answer.errors if e not in problems], len(items))
 
@@ -238,7 +238,7 @@ def _answer_with(
     answer: BatchAnswer,
     accepted: list[tuple[int, Message]],
     refused: list[ItemRefusal],
-    warnings: dict[int, tuple[str, ...]],
+    prepared: dict[int, PreparedSend],
 ) -> BatchAnswer:
     data = [
         *answer.data,
@@ -247,7 +247,8 @@ def _answer_with(
                 "index": index,
                 "id": str(message.id),
                 "status": message.status.value,
-                "render_warnings": list(warnings.get(index, ())),
+                "render_warnings": list(prepared[index].render_warnings),
+                "lint_warnings": list(prepared[index].lint_warnings),
             }
             for index, message in accepted
         ),

@@ -31,7 +31,7 @@ from mailroom.domain.errors import (
 )
 from mailroom.domain.mime import subject_fits
 from mailroom.domain.model import Client, EventType, Message, MessageStatus
-from mailroom.domain.personalization import InlineContent
+from mailroom.domain.personalization import InlineContent, lint_content
 from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
 from mailroom.domain.tenancy import KeyKind
 from mailroom.services import suppression
@@ -54,6 +54,8 @@ class PreparedSend:
     content: InlineContent | None = None
     # Inline content with ``"strict": false``: the props it renders empty.
     render_warnings: tuple[str, ...] = ()
+    # Inline content: the template lint's warnings (``code: message``).
+    lint_warnings: tuple[str, ...] = ()
 
 
 def prepare_send(
@@ -124,7 +126,8 @@ def prepare_send(
         metadata=dict(request.metadata),
         is_test=test,
     )
-    return PreparedSend(message, content, tuple(warnings))
+    lint = lint_content(content) if content is not None else ()
+    return PreparedSend(message, content, tuple(warnings), lint)
 
 
 def accept_message(
