@@ -401,3 +401,28 @@ def test_retry_is_refused_for_other_states_and_other_clients() -> None:
     assert api.call("POST", f"/v1/messages/{uuid.uuid4()}/retry")[0] == 404
     assert api.call("POST", "/v1/messages/not-an-id/retry")[0] == 404
     assert len(api.queue.sent) == 1
+
+
+def test_a_template_requests_fingerprint_is_what_it_was_before_inline_content() -> None:
+    # GIVEN a template send as the request model dumped it before issue 17
+    from mailroom.domain.commands import SendRequest
+    from mailroom.services import idempotency
+    from mailroom.services.sending import request_fingerprint
+
+    before = {
+        "template": "welcome",
+        "template_version": None,
+        "to": ["ada@example.com"],
+        "props": {"first_name": "Ada"},
+        "from": None,
+        "subject": None,
+        "cc": [],
+        "bcc": [],
+        "reply_to": [],
+        "metadata": {},
+    }
+    request = SendRequest.model_validate(
+        {"template": "welcome", "to": "ada@example.com", "props": {"first_name": "Ada"}}
+    )
+    # THEN its fingerprint is unchanged: keys held across the upgrade still match
+    assert request_fingerprint(request) == idempotency.fingerprint(before)

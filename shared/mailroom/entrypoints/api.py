@@ -255,7 +255,7 @@ def send_routes(services: ServicesProvider) -> Router:
                 active.uow(),
                 client.id,
                 idempotency.validate_key(key),
-                idempotency.fingerprint(request.model_dump(mode="json", by_alias=True)),
+                sending.request_fingerprint(request),
             )
             if isinstance(begun, idempotency.Replay):
                 logger.info("idempotent replay", extra={"message_id": str(begun.message_id)})

@@ -43,6 +43,7 @@ from mailroom.services.sending import (
     SendLimits,
     accept_batch,
     prepare_send,
+    request_fingerprint,
 )
 
 MAX_BATCH_ITEMS = 100
@@ -178,7 +179,7 @@ def send_batch(
                         uow(),
                         context.client.id,
                         idempotency.validate_key(request.idempotency_key),
-                        _item_fingerprint(request),
+                        request_fingerprint(request),
                     )
                 except (InvalidRequest, IdempotencyInProgress) as error:
                     answer.errors.append(ItemError(index, error.code, error.message))
@@ -263,10 +264,6 @@ def _answer_with(
 def _refusal_error(refusal: ItemRefusal) -> ItemError:
     error: MailroomError = refusal.error
     return ItemError(refusal.index, error.code, error.message, error.details)
-
-
-def _item_fingerprint(request: SendRequest) -> str:
-    return idempotency.fingerprint(request.model_dump(mode="json", by_alias=True))
 
 
 def _validation_error(index: int, error: ValidationError) -> ItemError:

@@ -34,7 +34,7 @@ from mailroom.domain.model import Client, EventType, Message, MessageStatus
 from mailroom.domain.personalization import InlineContent, lint_content
 from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
 from mailroom.domain.tenancy import KeyKind
-from mailroom.services import suppression
+from mailroom.services import idempotency, suppression
 from mailroom.services.quotas import QuotaCharge
 from mailroom.services.templates import check_props
 
@@ -56,6 +56,21 @@ class PreparedSend:
     render_warnings: tuple[str, ...] = ()
     # Inline content: the template lint's warnings (``code: message``).
     lint_warnings: tuple[str, ...] = ()
+
+
+# Fields issue 17 added, with the values that mean "not used": left out of a
+# request's fingerprint, so an Idempotency-Key held before the upgrade still
+# matches its retry after it.
+_NEW_FIELD_DEFAULTS = {"html": None, "text": None, "strict": True, "idempotency_key": None}
+
+
+def request_fingerprint(request: SendRequest) -> str:
+    """The Idempotency-Key fingerprint of one send request (canonical JSON, SHA-256)."""
+    dump = request.model_dump(mode="json", by_alias=True)
+    for name, unused in _NEW_FIELD_DEFAULTS.items():
+        if name in dump and dump[name] == unused:
+            del dump[name]
+    return idempotency.fingerprint(dump)
 
 
 def prepare_send(
