@@ -5,6 +5,8 @@ from __future__ import annotations
 import email
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from email import policy
 from typing import Any
 
@@ -14,8 +16,12 @@ from sqlalchemy import func, select
 from mailroom.adapters.db.inline_contents import SqlInlineContentStore
 from mailroom.adapters.db.tables import InlineContentRow, MessageEventRow, MessageRecipientRow
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
+from mailroom.adapters.redis_store import RedisStore
+from mailroom.adapters.redis_tenancy import RedisQuotaCounter, RedisRateLimiter
+from mailroom.adapters.tenancy import Bucket
 from mailroom.domain.model import MessageStatus
 from mailroom.domain.personalization import InlineContent
+from mailroom.domain.tenancy import QuotaPeriod
 from tests.events import FakeLambdaContext, request_event, with_headers
 from tests.integration.conftest import SmtpSink
 from tests.integration.test_pipeline import TEMPLATES, Stack, database_url_of
@@ -221,3 +227,27 @@ def test_inline_content_is_kept_once_per_hash(database: Database) -> None:
             .where(InlineContentRow.content_hash == content.content_hash)
         ).scalar_one()
     assert kept == 1
+
+
+def test_a_batch_takes_its_quota_and_rate_tokens_in_one_step_each(redis_url: str) -> None:
+    # GIVEN a quota counter with 7 of 10 used, and a bucket of 5 tokens
+    store = RedisStore(redis_url)
+    counter = RedisQuotaCounter(store)
+    client_id, period = uuid.uuid4(), QuotaPeriod.containing(datetime.now(UTC))
+    assert counter.take_up_to(client_id, period, 10, 5) is None  # unset: seeded by the caller
+    counter.seed(client_id, period, 7)
+    # WHEN batches of 5 are taken, in parallel
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        takes = list(pool.map(lambda _: counter.take_up_to(client_id, period, 10, 5), range(4)))
+    # THEN exactly the 3 that fit were counted, by whichever came first
+    assert sorted(t[0] for t in takes if t is not None) == [0, 0, 0, 3]
+    assert counter.read(client_id, period) == 10
+    counter.give_back_many(client_id, period, 2)
+    counter.give_back_many(client_id, period, 50)  # never below zero
+    assert counter.read(client_id, period) == 0
+    # AND a bucket gives n tokens at once or none
+    limiter = RedisRateLimiter(store)
+    bucket = Bucket(f"client:{client_id}", 5)
+    assert limiter.take_all([bucket], cost=4).allowed
+    assert not limiter.take_all([bucket], cost=2).allowed
+    assert limiter.take_all([bucket], cost=1).allowed

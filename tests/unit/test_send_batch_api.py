@@ -426,3 +426,27 @@ def test_a_template_requests_fingerprint_is_what_it_was_before_inline_content() 
     )
     # THEN its fingerprint is unchanged: keys held across the upgrade still match
     assert request_fingerprint(request) == idempotency.fingerprint(before)
+
+
+def test_a_batch_charge_counts_within_the_daily_limit_and_gives_back_in_part() -> None:
+    # GIVEN a client with a daily limit of 3 and a monthly quota of 5, none used
+    from mailroom.domain.errors import DailyLimitExceeded
+    from mailroom.domain.tenancy import QuotaPeriod
+    from mailroom.services.quotas import BatchQuotaCharge
+
+    api = Api()
+    client = api.client.client
+    client.daily_limit, client.quota_limit = 3, 5
+    charge = BatchQuotaCharge(api.quota, lambda: api.uow, client)
+    day = QuotaPeriod.day_containing(charge._now)
+    # WHEN 5 items are charged
+    counted, refusal = charge.take_up_to(5)
+    # THEN the first 3 count, in the day and the month; the rest is the daily refusal
+    assert counted == 3
+    assert isinstance(refusal, DailyLimitExceeded)
+    assert api.quota.read(client.id, day) == 3
+    assert api.quota.read(client.id, charge.period) == 3
+    # AND one item not written gives back one in both
+    charge.give_back(1)
+    assert api.quota.read(client.id, day) == 2
+    assert api.quota.read(client.id, charge.period) == 2

@@ -95,6 +95,24 @@ if used > 0 then return redis.call('DECR', KEYS[1]) end
 return 0
 """
 
+# A batch's take (issue 17): ARGV[1] the limit, ARGV[2] how many. {-1, 0}
+# when unset, else {how many were counted (as many as fit), used after}.
+QUOTA_TAKE_UP_TO = """
+local used = redis.call('GET', KEYS[1])
+if not used then return {-1, 0} end
+used = tonumber(used)
+local take = math.min(math.max(tonumber(ARGV[1]) - used, 0), tonumber(ARGV[2]))
+if take > 0 then used = redis.call('INCRBY', KEYS[1], take) end
+return {take, used}
+"""
+
+QUOTA_GIVE_BACK_MANY = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local back = math.min(used, tonumber(ARGV[1]))
+if back > 0 then return redis.call('DECRBY', KEYS[1], back) end
+return used
+"""
+
 # ARGV: expected value ('' for unset), new value, expiry (unix seconds).
 QUOTA_REPLACE = """
 local current = redis.call('GET', KEYS[1])
@@ -171,6 +189,8 @@ class RedisQuotaCounter(QuotaCounter):
         self._store = store
         self._take = _Scripts(store, QUOTA_TAKE)
         self._give_back = _Scripts(store, QUOTA_GIVE_BACK)
+        self._take_up_to = _Scripts(store, QUOTA_TAKE_UP_TO)
+        self._give_back_many = _Scripts(store, QUOTA_GIVE_BACK_MANY)
         self._replace = _Scripts(store, QUOTA_REPLACE)
 
     @staticmethod
@@ -191,6 +211,21 @@ class RedisQuotaCounter(QuotaCounter):
     def give_back(self, client_id: uuid.UUID, period: QuotaPeriod) -> None:
         with _fail_closed("a quota charge cannot be given back"):
             self._give_back([self._key(client_id, period)], [])
+
+    def take_up_to(
+        self, client_id: uuid.UUID, period: QuotaPeriod, limit: int, count: int
+    ) -> tuple[int, int] | None:
+        with _fail_closed("quotas cannot be checked"):
+            taken, used = self._take_up_to([self._key(client_id, period)], [limit, count])
+        if int(taken) < 0:
+            return None
+        return int(taken), int(used)
+
+    def give_back_many(self, client_id: uuid.UUID, period: QuotaPeriod, count: int) -> None:
+        if count <= 0:
+            return
+        with _fail_closed("a quota charge cannot be given back"):
+            self._give_back_many([self._key(client_id, period)], [count])
 
     def seed(self, client_id: uuid.UUID, period: QuotaPeriod, used: int) -> None:
         with _fail_closed("quotas cannot be checked"):

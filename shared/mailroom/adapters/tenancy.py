@@ -62,6 +62,32 @@ class QuotaCounter(abc.ABC):
     def give_back(self, client_id: uuid.UUID, period: QuotaPeriod) -> None:
         """Undo one take whose message was not accepted after all (never below 0)."""
 
+    def take_up_to(
+        self, client_id: uuid.UUID, period: QuotaPeriod, limit: int, count: int
+    ) -> tuple[int, int] | None:
+        """Count up to ``count`` messages while under ``limit`` (a batch, issue 17).
+
+        (how many were counted, the count after); None if the counter is
+        unset. One atomic step in Redis; this default takes one at a time.
+        """
+        taken, used = 0, 0
+        for _ in range(count):
+            answer = self.take(client_id, period, limit)
+            if answer is None:
+                if taken:
+                    break
+                return None
+            used = answer.used
+            if not answer.accepted:
+                break
+            taken += 1
+        return taken, used
+
+    def give_back_many(self, client_id: uuid.UUID, period: QuotaPeriod, count: int) -> None:
+        """Undo ``count`` takes (never below 0)."""
+        for _ in range(count):
+            self.give_back(client_id, period)
+
     @abc.abstractmethod
     def seed(self, client_id: uuid.UUID, period: QuotaPeriod, used: int) -> None:
         """Start an unset counter at ``used``; a counter that exists is left alone."""

@@ -64,7 +64,7 @@ from mailroom.entrypoints.status_views import (
 )
 from mailroom.services import batch_send, idempotency, sending, status
 from mailroom.services.admission import take_more
-from mailroom.services.quotas import QuotaCharge
+from mailroom.services.quotas import BatchQuotaCharge, QuotaCharge
 
 ServicesProvider = Callable[[], Services]
 
@@ -401,7 +401,7 @@ def send_routes(services: ServicesProvider) -> Router:
                 items=items,
                 context=batch_send.BatchContext(client, mode, trace_id, validation),
                 # Test mode is never charged (issue 15).
-                new_charge=(lambda: QuotaCharge(active.quota, active.uow, client))
+                charge=BatchQuotaCharge(active.quota, active.uow, client)
                 if mode is KeyKind.LIVE
                 else None,
                 contents=active.inline_contents,

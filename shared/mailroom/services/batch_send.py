@@ -36,7 +36,7 @@ from mailroom.domain.errors import (
 from mailroom.domain.model import Client, Message
 from mailroom.domain.tenancy import KeyKind
 from mailroom.services import idempotency
-from mailroom.services.quotas import QuotaCharge
+from mailroom.services.quotas import BatchQuotaCharge
 from mailroom.services.sending import (
     ItemRefusal,
     PreparedSend,
@@ -152,7 +152,7 @@ def send_batch(
     *,
     items: Sequence[Any],
     context: BatchContext,
-    new_charge: Callable[[], QuotaCharge] | None,
+    charge: BatchQuotaCharge | None,
     contents: InlineContentStore | None,
     call_key: idempotency.Hold | None = None,
 ) -> BatchAnswer:
@@ -216,7 +216,7 @@ def send_batch(
             queue,
             to_accept,
             client=context.client,
-            new_charge=new_charge,
+            charge=charge,
             all_or_nothing=strict,
             on_accepted=on_accepted,
             contents=contents,

@@ -35,7 +35,7 @@ from mailroom.domain.personalization import InlineContent, lint_content
 from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
 from mailroom.domain.tenancy import KeyKind
 from mailroom.services import idempotency, suppression
-from mailroom.services.quotas import QuotaCharge
+from mailroom.services.quotas import BatchQuotaCharge
 from mailroom.services.templates import check_props
 
 
@@ -307,7 +307,7 @@ def accept_batch(
     items: Sequence[tuple[int, PreparedSend]],
     *,
     client: Client,
-    new_charge: Callable[[], QuotaCharge] | None,
+    charge: BatchQuotaCharge | None,
     all_or_nothing: bool,
     on_accepted: Callable[[UnitOfWork, list[tuple[int, Message]], list[ItemRefusal]], None]
     | None = None,
@@ -319,9 +319,9 @@ def accept_batch(
     validation) an item refused by either refuses the whole batch (its error
     names every such index) and nothing is written; otherwise the item is
     refused alone: a quota refusal writes nothing for it, a suppressed one is
-    written ``failed`` as a single send's is. ``new_charge`` makes one item's
-    quota charge (None: test mode, not charged); charges of items not
-    written are given back.
+    written ``failed`` as a single send's is. ``charge`` counts the items
+    against the quota in one step (None: test mode, not charged); what is not
+    written is given back.
 
     One query screens every recipient of the batch and one statement writes
     the accepted rows with their events and recipients. The queue is told
@@ -332,32 +332,30 @@ def accept_batch(
     refused: list[ItemRefusal] = []
     accepted: list[tuple[int, Message]] = []
     with ExitStack() as charges, uow:
-        taken: list[tuple[int, PreparedSend, QuotaCharge | None]] = []
-        for index, prepared in items:
-            charge = charges.enter_context(new_charge()) if new_charge is not None else None
-            try:
-                if charge is not None:
-                    charge.take()
-            except QuotaExceeded as error:
+        taken = list(items)
+        if charge is not None:
+            # One step per period for the whole batch: the quota runs out at an index.
+            charges.enter_context(charge)
+            counted, refusal = charge.take_up_to(len(items))
+            if refusal is not None:
                 if all_or_nothing:
-                    raise _batch_refusal(error, index) from error
-                refused.append(ItemRefusal(index, error))
-                continue
-            taken.append((index, prepared, charge))
-        screened = _screen_batch(uow, client, [prepared.message for _, prepared, _ in taken])
+                    raise _batch_refusal(refusal, items[counted][0])
+                refused.extend(ItemRefusal(index, refusal) for index, _ in items[counted:])
+                taken = taken[:counted]
+        screened = _screen_batch(uow, client, [prepared.message for _, prepared in taken])
         to_write: list[tuple[int, Message, suppression.Screening]] = []
-        for (index, prepared, charge), screening in zip(taken, screened, strict=True):
+        for (index, prepared), screening in zip(taken, screened, strict=True):
             message = prepared.message
             if screening.refused:
                 if all_or_nothing:
-                    indexes = [i for (i, _, _), s in zip(taken, screened, strict=True) if s.refused]
+                    indexes = [i for (i, _), s in zip(taken, screened, strict=True) if s.refused]
                     raise RecipientsSuppressed(
                         "every recipient of these items is on the suppression list; "
                         "nothing was written",
                         details=[{"index": i, "code": "suppressed"} for i in indexes],
                     )
                 if charge is not None:
-                    charge.give_back()
+                    charge.give_back(1)
                 message.to, message.cc, message.bcc = (list(p) for p in screening.requested)
                 message.status = MessageStatus.FAILED
                 message.last_error = suppression.SUPPRESSED_ERROR
