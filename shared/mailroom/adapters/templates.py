@@ -32,6 +32,7 @@ from mailroom.domain.mime import (
     subject_octets,
 )
 from mailroom.domain.model import RenderedEmail
+from mailroom.domain.personalization import is_inline as source_is_inline
 from mailroom.domain.plaintext import html_to_text
 from mailroom.domain.templates import (
     TemplateKind,
@@ -75,8 +76,9 @@ def subject_too_long(subject: str, field: str = "subject") -> errors.SubjectTooL
 def missing_props(name: str, paths: list[str]) -> errors.MissingProp:
     """422 missing_prop naming every missing prop of inline content (issue 17)."""
     shown = paths[:_MAX_MISSING_REPORTED]
+    what = "the inline content" if source_is_inline(name) else f"template '{name}'"
     return errors.MissingProp(
-        f"'{name}' needs props that were not given and have no default: {', '.join(shown)}",
+        f"{what} needs props that were not given and have no default: {', '.join(shown)}",
         details=[
             {"field": f"props.{path}", "type": "missing", "message": "no value and no default"}
             for path in shown
