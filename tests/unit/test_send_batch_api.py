@@ -450,3 +450,19 @@ def test_a_batch_charge_counts_within_the_daily_limit_and_gives_back_in_part() -
     charge.give_back(1)
     assert api.quota.read(client.id, day) == 2
     assert api.quota.read(client.id, charge.period) == 2
+
+
+def test_a_single_send_may_carry_its_key_in_the_body() -> None:
+    # GIVEN a send whose body carries idempotency_key, as a batch item does
+    api = Api()
+    body = _inline(idempotency_key="signup-7")
+    # WHEN it is sent twice, then with a header naming another key
+    first = api.send(body)
+    again = api.send(body)
+    clash = api.send(body, Idempotency_Key="other")
+    # THEN the second answers as the first, one row; the clash is refused
+    assert first == again
+    assert first[0] == 202
+    assert len(api.uow.messages.rows) == 1
+    assert clash[0] == 422
+    assert clash[1]["error"]["details"][0]["field"] == "idempotency_key"
