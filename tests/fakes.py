@@ -13,6 +13,7 @@ from mailroom.adapters.db.api_keys import ApiKeyRepository
 from mailroom.adapters.db.audit import AuditLog
 from mailroom.adapters.db.repositories import ClientRepository, MessageRepository
 from mailroom.adapters.db.unit_of_work import UnitOfWork
+from mailroom.adapters.inline_content import InlineContentStore
 from mailroom.adapters.providers.base import (
     EmailProvider,
     FailureKind,
@@ -40,6 +41,7 @@ from mailroom.domain.model import (
     MessageEvent,
     MessageStatus,
 )
+from mailroom.domain.personalization import InlineContent
 from mailroom.domain.templates import TemplateVersion
 from mailroom.domain.tenancy import AuditEntry, QuotaPeriod, RateDecision
 from tests.fakes_feedback import (
@@ -454,14 +456,14 @@ class FakeRateLimiter(RateLimiter):
         self.taken: dict[str, int] = {}
         self.calls: list[list[Bucket]] = []
 
-    def take_all(self, buckets: Sequence[Bucket]) -> RateDecision:
+    def take_all(self, buckets: Sequence[Bucket], *, cost: int = 1) -> RateDecision:
         if self.down:
             raise DependencyUnavailable("Redis is unavailable: rate limits cannot be checked")
         self.calls.append(list(buckets))
-        allowed = all(self.taken.get(b.name, 0) < b.per_minute for b in buckets)
+        allowed = all(self.taken.get(b.name, 0) + cost <= b.per_minute for b in buckets)
         if allowed:
             for b in buckets:
-                self.taken[b.name] = self.taken.get(b.name, 0) + 1
+                self.taken[b.name] = self.taken.get(b.name, 0) + cost
         decisions = []
         for bucket in buckets:
             used = self.taken.get(bucket.name, 0)
@@ -546,3 +548,19 @@ class CountingHasher(PlainHasher):
 
 def _copy(message: Message) -> Message:
     return copy.deepcopy(message)
+
+
+class InMemoryInlineContentStore(InlineContentStore):
+    """Inline contents in a dict, as PostgreSQL keeps them by hash."""
+
+    def __init__(self) -> None:
+        self.contents: dict[str, InlineContent] = {}
+        self.saves = 0
+
+    def save(self, content: InlineContent) -> None:
+        self.saves += 1
+        self.contents.setdefault(content.template_name, content)
+
+    def get(self, name: str) -> TemplateSource | None:
+        content = self.contents.get(name)
+        return content.source if content is not None else None

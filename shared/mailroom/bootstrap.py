@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from mailroom.adapters.db.inline_contents import SqlInlineContentStore
 from mailroom.adapters.db.template_versions import SqlTemplateStore
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork, UnitOfWork
 from mailroom.adapters.dead_letter_queue import DeadLetterQueue, SqsDeadLetterQueue
+from mailroom.adapters.inline_content import InlineContentStore, WithInlineContent
 from mailroom.adapters.operator_signals import OperatorSignals, PowertoolsSignals
 from mailroom.adapters.queue import MessageQueue, SqsMessageQueue
 from mailroom.adapters.queue_records import QueueRecords, SqsQueueRecords
@@ -77,6 +79,9 @@ class Services:
     # Provider delivery webhooks (verifiers, SNS certificate cache); always
     # set by bootstrap().
     webhooks: WebhookRegistry | None = None
+    # Sends' inline content (issue 17); ``templates`` resolves its names too.
+    # Always set by bootstrap().
+    inline_contents: InlineContentStore | None = None
 
     @cached_property
     def renderer(self) -> TemplateRenderer:
@@ -158,6 +163,7 @@ def bootstrap(
     credential_versions: CredentialVersions | None = None,
     health_probes: dict[str, Callable[[], None]] | None = None,
     webhooks: WebhookRegistry | None = None,
+    inline_contents: InlineContentStore | None = None,
 ) -> Services:
     settings = settings or get_settings()
     database = Database(
@@ -167,6 +173,7 @@ def bootstrap(
     )
     redis_store = RedisStore(settings.redis_url)
     operator_signals = signals or PowertoolsSignals(logger, namespace=settings.metrics_namespace)
+    contents = inline_contents or SqlInlineContentStore(database)
 
     def build_providers() -> ProviderChain:
         from mailroom.adapters.breakers import ProviderBreakers
@@ -196,10 +203,14 @@ def bootstrap(
             parallelism=settings.argon2_parallelism,
         ),
         queue=queue or SqsMessageQueue(settings.queue_url, settings.aws_region),
-        templates=templates
-        or LayeredTemplateStore(
-            FileTemplateStore(settings.templates_dir), SqlTemplateStore(database)
+        templates=WithInlineContent(
+            templates
+            or LayeredTemplateStore(
+                FileTemplateStore(settings.templates_dir), SqlTemplateStore(database)
+            ),
+            contents,
         ),
+        inline_contents=contents,
         build_renderer=lambda: renderer or _template_renderer(settings, redis_store),
         build_providers=build_providers,
         signals=operator_signals,

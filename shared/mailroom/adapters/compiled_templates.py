@@ -35,13 +35,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
 )
-from jinja2 import Template, TemplateSyntaxError
+from jinja2 import ChainableUndefined, StrictUndefined, Template, TemplateSyntaxError
 
 from mailroom.adapters.render_deadline import DeadlineExceeded, DeadlineWatchdog
 from mailroom.adapters.template_sandbox import (
     SANDBOX_VERSION,
     BudgetedSandbox,
     ByteBudget,
+    PropUndefined,
     TemplateTooLarge,
     descendants,
     finds_answered_from,
@@ -55,6 +56,7 @@ from mailroom.domain.errors import (
     RenderTooLarge,
     TemplateSecurityError,
 )
+from mailroom.domain.personalization import translate_defaults
 from mailroom.domain.templates import TemplateSource
 from mailroom.entrypoints.observability import logger
 
@@ -79,7 +81,10 @@ class CompiledTemplate:
 def template_key(source: TemplateSource) -> str:
     """The content hash compiled code is keyed by: an edit is a new key."""
     parts = json.dumps([source.subject, source.html, source.text]).encode()
-    return f"{ENGINE_TAG}:{hashlib.sha256(parts).hexdigest()}"
+    # Inline content compiles its ``|'default'`` shorthand: its code is not a
+    # template's of the same text (issue 17).
+    kind = "inline:" if source.inline else ""
+    return f"{ENGINE_TAG}:{kind}{hashlib.sha256(parts).hexdigest()}"
 
 
 MIN_SIGNING_KEY_BYTES = 32
@@ -177,13 +182,21 @@ class TemplateCompiler:
     """
 
     def __init__(
-        self, watchdog: DeadlineWatchdog, *, timeout_seconds: float, budget_bytes: int
+        self,
+        watchdog: DeadlineWatchdog,
+        *,
+        timeout_seconds: float,
+        budget_bytes: int,
+        budget: ByteBudget | None = None,
+        undefined: type[StrictUndefined] | type[ChainableUndefined] = PropUndefined,
     ) -> None:
         self.watchdog = watchdog
         self.timeout_seconds = timeout_seconds
-        self.budget = ByteBudget(budget_bytes)
-        self.html_env = BudgetedSandbox(autoescape=True, budget=self.budget)
-        self.text_env = BudgetedSandbox(autoescape=False, budget=self.budget)
+        # Inline content's compiler shares the templates' budget (one render
+        # per thread either way) and differs only by what is undefined.
+        self.budget = budget or ByteBudget(budget_bytes)
+        self.html_env = BudgetedSandbox(autoescape=True, budget=self.budget, undefined=undefined)
+        self.text_env = BudgetedSandbox(autoescape=False, budget=self.budget, undefined=undefined)
 
     def environment(self, part: str) -> BudgetedSandbox:
         return self.html_env if part == "html" else self.text_env
@@ -212,6 +225,8 @@ class TemplateCompiler:
                     continue
                 env = self.environment(part)
                 try:
+                    if source.inline:
+                        text = translate_defaults(text, list(env.lex(text, name=part)))
                     ast = env.parse(text, name=part)
                 except TemplateSyntaxError as error:
                     raise InvalidTemplate(

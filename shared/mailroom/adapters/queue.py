@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -12,6 +13,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mailroom.domain.errors import DependencyUnavailable
 
 TRACE_ID_ATTRIBUTE = "trace_id"
+# Messages per SendMessageBatch call.
+SQS_BATCH_LIMIT = 10
 
 
 def sqs_client(region: str) -> Any:
@@ -39,6 +42,16 @@ class MessageQueue(abc.ABC):
     @abc.abstractmethod
     def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
         """Put one message on the queue; raise DependencyUnavailable if it is refused."""
+
+    def enqueue_many(self, messages: Sequence[tuple[uuid.UUID, str]]) -> list[uuid.UUID]:
+        """Put (message id, trace id) pairs on the queue; the ids it refused."""
+        refused = []
+        for message_id, trace_id in messages:
+            try:
+                self.enqueue(message_id, trace_id)
+            except DependencyUnavailable:
+                refused.append(message_id)
+        return refused
 
 
 class SqsMessageQueue(MessageQueue):
@@ -68,3 +81,30 @@ class SqsMessageQueue(MessageQueue):
             )
         except (BotoCoreError, ClientError) as error:
             raise DependencyUnavailable(f"the send queue refused the message: {error}") from error
+
+    def enqueue_many(self, messages: Sequence[tuple[uuid.UUID, str]]) -> list[uuid.UUID]:
+        """SendMessageBatch, ten messages a call (SQS's limit); the ids refused."""
+        if not messages:
+            return []
+        if not self._queue_url:
+            return [message_id for message_id, _ in messages]
+        refused: list[uuid.UUID] = []
+        for start in range(0, len(messages), SQS_BATCH_LIMIT):
+            chunk = messages[start : start + SQS_BATCH_LIMIT]
+            entries = [
+                {
+                    "Id": str(position),
+                    "MessageBody": json.dumps({"message_id": str(message_id)}),
+                    "MessageAttributes": {
+                        TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": trace_id}
+                    },
+                }
+                for position, (message_id, trace_id) in enumerate(chunk)
+            ]
+            try:
+                answer = self.client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+            except (BotoCoreError, ClientError):
+                refused.extend(message_id for message_id, _ in chunk)
+                continue
+            refused.extend(chunk[int(failure["Id"])][0] for failure in answer.get("Failed", []))
+        return refused

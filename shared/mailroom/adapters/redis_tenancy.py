@@ -33,8 +33,9 @@ from mailroom.domain.tenancy import QuotaPeriod, RateDecision
 KEY_PREFIX = "mailroom:"
 
 # KEYS: every bucket of the request (global, client, key: any number).
-# ARGV: capacity and refill per millisecond of each bucket, in KEYS order.
-# All or nothing: a token is taken from every bucket or from none.
+# ARGV: capacity and refill per millisecond of each bucket, in KEYS order,
+# then the tokens to take from each (1 a request; issue 17's batches take one
+# per item). All or nothing: they are taken from every bucket or from none.
 # Returns {allowed, then per bucket: whole tokens left, ms until full, ms
 # until it has a token again (0 when it has one)}.
 BUCKET_SCRIPT = """
@@ -43,6 +44,7 @@ local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 
 local levels = {}
 local waits = {}
 local allowed = 1
+local cost = tonumber(ARGV[2 * #KEYS + 1] or '1')
 for i, key in ipairs(KEYS) do
   local capacity = tonumber(ARGV[2 * i - 1])
   local rate = tonumber(ARGV[2 * i])
@@ -56,16 +58,16 @@ for i, key in ipairs(KEYS) do
   end
   levels[i] = level
   waits[i] = 0
-  if level < 1 then
+  if level < cost then
     allowed = 0
-    waits[i] = math.ceil((1 - level) / rate)
+    waits[i] = math.ceil((cost - level) / rate)
   end
 end
 local answer = {allowed}
 for i, key in ipairs(KEYS) do
   local capacity = tonumber(ARGV[2 * i - 1])
   local rate = tonumber(ARGV[2 * i])
-  if allowed == 1 then levels[i] = levels[i] - 1 end
+  if allowed == 1 then levels[i] = levels[i] - cost end
   redis.call('HSET', key, 'tokens', tostring(levels[i]), 'ts', now)
   -- Once it would be full again the key may go: a missing bucket is a full one.
   local reset = math.ceil((capacity - levels[i]) / rate)
@@ -91,6 +93,24 @@ QUOTA_GIVE_BACK = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 if used > 0 then return redis.call('DECR', KEYS[1]) end
 return 0
+"""
+
+# A batch's take (issue 17): ARGV[1] the limit, ARGV[2] how many. {-1, 0}
+# when unset, else {how many were counted (as many as fit), used after}.
+QUOTA_TAKE_UP_TO = """
+local used = redis.call('GET', KEYS[1])
+if not used then return {-1, 0} end
+used = tonumber(used)
+local take = math.min(math.max(tonumber(ARGV[1]) - used, 0), tonumber(ARGV[2]))
+if take > 0 then used = redis.call('INCRBY', KEYS[1], take) end
+return {take, used}
+"""
+
+QUOTA_GIVE_BACK_MANY = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local back = math.min(used, tonumber(ARGV[1]))
+if back > 0 then return redis.call('DECRBY', KEYS[1], back) end
+return used
 """
 
 # ARGV: expected value ('' for unset), new value, expiry (unix seconds).
@@ -134,11 +154,12 @@ class RedisRateLimiter(RateLimiter):
     def __init__(self, store: RedisStore) -> None:
         self._bucket = _Scripts(store, BUCKET_SCRIPT)
 
-    def take_all(self, buckets: Sequence[Bucket]) -> RateDecision:
+    def take_all(self, buckets: Sequence[Bucket], *, cost: int = 1) -> RateDecision:
         keys = [f"{KEY_PREFIX}rate:{b.name}" for b in buckets]
         args: list[Any] = []
         for b in buckets:
             args += [b.per_minute, repr(b.per_minute / 60_000)]
+        args.append(cost)
         with _fail_closed("rate limits cannot be checked"):
             answer = [int(value) for value in self._bucket(keys, args)]
         return tightest(buckets, bool(answer[0]), answer[1:])
@@ -168,6 +189,8 @@ class RedisQuotaCounter(QuotaCounter):
         self._store = store
         self._take = _Scripts(store, QUOTA_TAKE)
         self._give_back = _Scripts(store, QUOTA_GIVE_BACK)
+        self._take_up_to = _Scripts(store, QUOTA_TAKE_UP_TO)
+        self._give_back_many = _Scripts(store, QUOTA_GIVE_BACK_MANY)
         self._replace = _Scripts(store, QUOTA_REPLACE)
 
     @staticmethod
@@ -188,6 +211,21 @@ class RedisQuotaCounter(QuotaCounter):
     def give_back(self, client_id: uuid.UUID, period: QuotaPeriod) -> None:
         with _fail_closed("a quota charge cannot be given back"):
             self._give_back([self._key(client_id, period)], [])
+
+    def take_up_to(
+        self, client_id: uuid.UUID, period: QuotaPeriod, limit: int, count: int
+    ) -> tuple[int, int] | None:
+        with _fail_closed("quotas cannot be checked"):
+            taken, used = self._take_up_to([self._key(client_id, period)], [limit, count])
+        if int(taken) < 0:
+            return None
+        return int(taken), int(used)
+
+    def give_back_many(self, client_id: uuid.UUID, period: QuotaPeriod, count: int) -> None:
+        if count <= 0:
+            return
+        with _fail_closed("a quota charge cannot be given back"):
+            self._give_back_many([self._key(client_id, period)], [count])
 
     def seed(self, client_id: uuid.UUID, period: QuotaPeriod, used: int) -> None:
         with _fail_closed("quotas cannot be checked"):

@@ -27,13 +27,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from jinja2 import StrictUndefined, nodes
+from jinja2 import ChainableUndefined, StrictUndefined, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedError
 from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 from markupsafe import Markup
+
+from mailroom.domain.personalization import prop_paths
 
 # Bump when anything here changes the code a template compiles to: compiled
 # templates shared through Redis are keyed by it.
@@ -92,6 +94,88 @@ class PropUndefined(StrictUndefined):
         if exc is UndefinedError:  # not the sandbox's SecurityError
             exc = functools.partial(UndefinedProp, name=name, top_level=obj is missing)  # type: ignore[assignment]
         super().__init__(hint, obj, name, exc)
+
+
+class _Recording(threading.local):
+    """What the current thread's inline render found missing (issue 17)."""
+
+    missing: list[str] | None = None
+    props: dict[str, Any] | None = None
+    paths: dict[int, str] | None = None
+
+
+_recording = _Recording()
+
+
+@contextmanager
+def recording_missing(props: dict[str, Any], missing: list[str]) -> Iterator[None]:
+    """Within: every missing prop an inline render prints is appended to ``missing``."""
+    _recording.missing, _recording.props, _recording.paths = missing, props, None
+    try:
+        yield
+    finally:
+        _recording.missing = _recording.props = _recording.paths = None
+
+
+def _path_of_missing(obj: Any, name: Any) -> str:
+    """``user.address.city``: the path of the container the render reached, and the name."""
+    if obj is missing:
+        return str(name)
+    if isinstance(obj, RecordingUndefined):
+        return f"{obj._missing_path}.{name}"
+    paths = _recording.paths
+    if paths is None and _recording.props is not None:
+        paths = _recording.paths = prop_paths(_recording.props)
+    prefix = (paths or {}).get(id(obj))
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+class RecordingUndefined(ChainableUndefined):
+    """Inline content's undefined: printed, it is empty and its path is recorded.
+
+    Attribute and index access chain (``user.address.city`` when ``user`` is
+    missing is one missing path, not an error), the ``default`` filter and
+    ``is defined`` see an undefined as usual, and anything that cannot be
+    empty (arithmetic, comparisons) stops the render naming the path.
+    """
+
+    __slots__ = ("_missing_path",)
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: str | None = None,
+        exc: type[TemplateRuntimeError] = UndefinedError,
+    ) -> None:
+        self._missing_path = _path_of_missing(obj, name) if name is not None else "(value)"
+        if exc is UndefinedError:  # not the sandbox's SecurityError
+            exc = functools.partial(UndefinedProp, name=self._missing_path, top_level=True)  # type: ignore[assignment]
+        super().__init__(hint, obj, name, exc)
+
+    def __getattr__(self, name: str) -> Any:
+        if name[:2] == "__":
+            raise AttributeError(name)
+        return RecordingUndefined(obj=self, name=name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return RecordingUndefined(obj=self, name=key)
+
+    def _record(self) -> None:
+        found = _recording.missing
+        if found is not None and self._missing_path not in found:
+            found.append(self._missing_path)
+
+    def __str__(self) -> str:
+        self._record()
+        return ""
+
+    def __html__(self) -> str:
+        return self.__str__()
+
+    def __iter__(self) -> Iterator[Any]:
+        self._record()
+        return iter(())
 
 
 class _BudgetedCodeGenerator(CodeGenerator):
@@ -169,14 +253,20 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
     code_generator_class = _BudgetedCodeGenerator
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
-    def __init__(self, *, autoescape: bool, budget: ByteBudget) -> None:
+    def __init__(
+        self,
+        *,
+        autoescape: bool,
+        budget: ByteBudget,
+        undefined: type[StrictUndefined] | type[ChainableUndefined] = PropUndefined,
+    ) -> None:
         # No constant folding: it ran template expressions (filters, calls) at
         # compile time, cost ~10% of a compile (issue 8), and email templates
         # have next to nothing constant to fold; what it would fold runs at
         # render time instead, under the same sandbox, budget and deadline.
         super().__init__(
             autoescape=autoescape,
-            undefined=PropUndefined,
+            undefined=undefined,
             finalize=self._finalize,
             optimized=False,
         )

@@ -32,6 +32,7 @@ from mailroom.domain.mime import (
     subject_octets,
 )
 from mailroom.domain.model import RenderedEmail
+from mailroom.domain.personalization import is_inline as source_is_inline
 from mailroom.domain.plaintext import html_to_text
 from mailroom.domain.templates import (
     TemplateKind,
@@ -69,6 +70,19 @@ def subject_too_long(subject: str, field: str = "subject") -> errors.SubjectTooL
     return errors.SubjectTooLong(
         f"the subject is {size} octets once encoded; at most {MAX_SUBJECT_OCTETS} fit a header",
         details=[{"field": field, "message": f"{size} octets encoded, limit {MAX_SUBJECT_OCTETS}"}],
+    )
+
+
+def missing_props(name: str, paths: list[str]) -> errors.MissingProp:
+    """422 missing_prop naming every missing prop of inline content (issue 17)."""
+    shown = paths[:_MAX_MISSING_REPORTED]
+    what = "the inline content" if source_is_inline(name) else f"template '{name}'"
+    return errors.MissingProp(
+        f"{what} needs props that were not given and have no default: {', '.join(shown)}",
+        details=[
+            {"field": f"props.{path}", "type": "missing", "message": "no value and no default"}
+            for path in shown
+        ],
     )
 
 
@@ -345,17 +359,38 @@ class TemplateRenderer:
             TemplateCompiler,
             TemplateMetrics,
         )
+        from mailroom.adapters.template_sandbox import RecordingUndefined
 
         self.watchdog = compiler.watchdog if compiler else process_watchdog()
         self.timeout_seconds = timeout_seconds
         self.compiler = compiler or TemplateCompiler(
             self.watchdog, timeout_seconds=compile_timeout_seconds, budget_bytes=budget_bytes
         )
+        metrics = metrics or TemplateMetrics()
+        signer = CodeSigner(signing_key) if signing_key is not None else None
         self.store = CompiledTemplateStore(
             self.compiler,
             shared,
-            metrics or TemplateMetrics(),
-            signer=CodeSigner(signing_key) if signing_key is not None else None,
+            metrics,
+            signer=signer,
+            size=cache_size,
+            ttl_seconds=cache_ttl_seconds,
+        )
+        # Inline content (issue 17): the same sandbox, budget, deadline and
+        # shared code store, keyed by content hash; only what a missing prop
+        # does differs (it renders empty and is recorded).
+        self.inline_compiler = TemplateCompiler(
+            self.watchdog,
+            timeout_seconds=self.compiler.timeout_seconds,
+            budget_bytes=self.compiler.budget.default,
+            budget=self.compiler.budget,
+            undefined=RecordingUndefined,
+        )
+        self.inline_store = CompiledTemplateStore(
+            self.inline_compiler,
+            shared,
+            metrics,
+            signer=signer,
             size=cache_size,
             ttl_seconds=cache_ttl_seconds,
         )
@@ -369,9 +404,31 @@ class TemplateRenderer:
         return self.store.get(source)
 
     def render(self, source: TemplateSource, props: dict[str, Any]) -> RenderedEmail:
+        """The email; inline content renders a missing prop empty (``render_inline``)."""
+        if source.inline:
+            return self.render_inline(source, props)[0]
         rendered = self._guarded(source, props, finish=True)
         assert rendered is not None
         return rendered
+
+    def render_inline(
+        self, source: TemplateSource, props: dict[str, Any]
+    ) -> tuple[RenderedEmail, list[str]]:
+        """Inline content rendered, and the paths of the props it printed empty."""
+        missing: list[str] = []
+        rendered = self._guarded(source, props, finish=True, missing=missing)
+        assert rendered is not None
+        return rendered, missing
+
+    def check_inline(self, source: TemplateSource, props: dict[str, Any]) -> list[str]:
+        """``try_render`` for inline content: every missing prop's path, in order of use.
+
+        One render finds them all (a missing prop prints empty and is noted),
+        nested ones by their path (``user.address.city``, ``items.0.sku``).
+        """
+        missing: list[str] = []
+        self._guarded(source, props, finish=False, missing=missing)
+        return missing
 
     def try_render(self, source: TemplateSource, props: dict[str, Any]) -> None:
         """Raise what ``render`` would raise for these props, without finishing the email.
@@ -386,21 +443,35 @@ class TemplateRenderer:
         self._guarded(source, props, finish=False)
 
     def _guarded(
-        self, source: TemplateSource, props: dict[str, Any], *, finish: bool
+        self,
+        source: TemplateSource,
+        props: dict[str, Any],
+        *,
+        finish: bool,
+        missing: list[str] | None = None,
     ) -> RenderedEmail | None:
         # Loaded by __init__ already: these only bind the names.
         from jinja2 import TemplateError, UndefinedError
         from jinja2.exceptions import SecurityError
 
-        from mailroom.adapters.template_sandbox import TemplateTooLarge, UndefinedProp
+        from mailroom.adapters.template_sandbox import (
+            TemplateTooLarge,
+            UndefinedProp,
+            recording_missing,
+        )
 
-        compiled = self.store.get(source)  # may talk to Redis: outside the deadline
+        store = self.inline_store if source.inline else self.store
+        compiled = store.get(source)  # may talk to Redis: outside the deadline
         budget = self.compiler.budget
+
+        def run() -> RenderedEmail | None:
+            if missing is None:
+                return self._render(compiled, props, budget.default, finish=finish)
+            with recording_missing(props, missing):
+                return self._render(compiled, props, budget.default, finish=finish)
+
         try:
-            return self.watchdog.run(
-                self.timeout_seconds,
-                lambda: self._render(compiled, props, budget.default, finish=finish),
-            )
+            return self.watchdog.run(self.timeout_seconds, run)
         except DeadlineExceeded as error:
             raise errors.RenderTimeout(
                 f"template '{source.name}' took longer than "
@@ -413,11 +484,16 @@ class TemplateRenderer:
                 f"template '{source.name}'{_where(compiled, error)}: {error}"
             ) from error
         except UndefinedProp as error:
+            if missing is not None:
+                # Inline content: a missing prop used where empty cannot stand
+                # in (arithmetic, a comparison), with those printed before it.
+                names = [*missing, *([error.name] if error.name not in missing else [])]
+                raise missing_props(source.name, [str(name) for name in names]) from error
             details = self._missing_props(compiled, props, error)
-            missing = ", ".join(detail["field"] for detail in details)
+            named = ", ".join(detail["field"] for detail in details)
             raise errors.MissingProp(
                 f"template '{source.name}'{_where(compiled, error)} needs props that were "
-                f"not given: {missing} ({error.message})",
+                f"not given: {named} ({error.message})",
                 details=details,
             ) from error
         except RenderError:

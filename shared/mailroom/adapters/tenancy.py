@@ -30,10 +30,11 @@ class Bucket:
 
 class RateLimiter(abc.ABC):
     @abc.abstractmethod
-    def take_all(self, buckets: Sequence[Bucket]) -> RateDecision:
-        """Take one token from every bucket atomically, in one round trip.
+    def take_all(self, buckets: Sequence[Bucket], *, cost: int = 1) -> RateDecision:
+        """Take ``cost`` tokens (one a request; a batch's further items, issue 17)
+        from every bucket atomically, in one round trip.
 
-        Either every bucket gives a token or none does. The decision
+        Either every bucket gives them or none does. The decision
         describes the tightest bucket: the refusing one that takes longest
         to refill, or, when allowed, the one with the fewest tokens left.
         """
@@ -60,6 +61,32 @@ class QuotaCounter(abc.ABC):
     @abc.abstractmethod
     def give_back(self, client_id: uuid.UUID, period: QuotaPeriod) -> None:
         """Undo one take whose message was not accepted after all (never below 0)."""
+
+    def take_up_to(
+        self, client_id: uuid.UUID, period: QuotaPeriod, limit: int, count: int
+    ) -> tuple[int, int] | None:
+        """Count up to ``count`` messages while under ``limit`` (a batch, issue 17).
+
+        (how many were counted, the count after); None if the counter is
+        unset. One atomic step in Redis; this default takes one at a time.
+        """
+        taken, used = 0, 0
+        for _ in range(count):
+            answer = self.take(client_id, period, limit)
+            if answer is None:
+                if taken:
+                    break
+                return None
+            used = answer.used
+            if not answer.accepted:
+                break
+            taken += 1
+        return taken, used
+
+    def give_back_many(self, client_id: uuid.UUID, period: QuotaPeriod, count: int) -> None:
+        """Undo ``count`` takes (never below 0)."""
+        for _ in range(count):
+            self.give_back(client_id, period)
 
     @abc.abstractmethod
     def seed(self, client_id: uuid.UUID, period: QuotaPeriod, used: int) -> None:

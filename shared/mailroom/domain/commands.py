@@ -6,11 +6,14 @@ from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -24,6 +27,7 @@ from mailroom.domain.outgoing_headers import (
     TAG_PATTERN,
     validate_caller_headers,
 )
+from mailroom.domain.personalization import InlineContent
 from mailroom.domain.templates import TEMPLATE_NAME_PATTERN as TEMPLATE_NAME_PATTERN
 from mailroom.domain.templates import is_valid_template_name as is_valid_template_name
 
@@ -57,15 +61,62 @@ RecipientList = Annotated[
 ]
 
 
+# Inline bodies: the API's request size limit bounds them first; this keeps
+# one part of a batch item from taking all of it.
+MAX_INLINE_BODY_CHARS = 512 * 1024
+MAX_ITEM_KEY_LENGTH = 255
+
+
 class SendRequest(BaseModel):
-    """Body of ``POST /v1/send``."""
+    """Body of ``POST /v1/send``, and each item of ``POST /v1/send/batch``.
+
+    Either ``template`` or inline content (``subject`` with ``html`` and/or
+    ``text``, issue 17), never both.
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    template: str = Field(
-        description="Name of the template to render: a file template or an uploaded one.",
+    html: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_INLINE_BODY_CHARS,
+        description=(
+            "Inline HTML body, personalised from props: `{{ user.address.city }}`, "
+            "`{{ items.0.sku }}`, `{{ name|'Customer' }}` (a default). Values are HTML-escaped."
+        ),
+    )
+    text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_INLINE_BODY_CHARS,
+        description="Inline plain-text body, personalised like html; values are not escaped.",
+    )
+    template: str | None = Field(
+        default=None,
+        validate_default=True,
+        description=(
+            "Name of the template to render: a file template or an uploaded one. "
+            "Leave it out to send inline content (subject with html and/or text)."
+        ),
         pattern=TEMPLATE_NAME_PATTERN,
         examples=["welcome"],
+    )
+    strict: StrictBool = Field(
+        default=True,
+        description=(
+            "Inline content only. true: a prop the content prints without a value or "
+            "default is 422 missing_prop. false: it renders empty and the answer lists it "
+            "in render_warnings."
+        ),
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ITEM_KEY_LENGTH,
+        description=(
+            "This message's own idempotency key (as the Idempotency-Key header of "
+            "/v1/send): a batch resent after a partial failure accepts each item once."
+        ),
     )
     # Strict: JSON true is not version 1, nor "2" version 2.
     template_version: StrictInt | None = Field(
@@ -80,7 +131,9 @@ class SendRequest(BaseModel):
         examples=["ada@example.com"],
     )
     props: dict[str, Any] = Field(
-        default_factory=dict, description="Values the template is rendered with."
+        default_factory=dict,
+        validation_alias=AliasChoices("props", "personalizations"),
+        description="Values the template is rendered with; `personalizations` is another name.",
     )
     from_: Address | None = Field(
         default=None,
@@ -88,7 +141,13 @@ class SendRequest(BaseModel):
         description="Sender, e.g. `Acme <noreply@acme.example.com>`; else the default.",
     )
     subject: str | None = Field(
-        default=None, max_length=998, description="Overrides the template's subject."
+        default=None,
+        validate_default=True,
+        max_length=998,
+        description=(
+            "Overrides the template's subject; with inline content, the subject, "
+            "personalised like html (line breaks in values become spaces)."
+        ),
     )
     cc: AddressList = Field(default_factory=list)
     bcc: AddressList = Field(default_factory=list)
@@ -143,10 +202,65 @@ class SendRequest(BaseModel):
             raise PydanticCustomError(error.code, error.message) from error
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_for_props(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "props" in value and "personalizations" in value:
+            raise PydanticCustomError(
+                "validation_error", "give props or personalizations, not both"
+            )
+        return value
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _validate_item_key(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isprintable() and value.isascii()):
+            raise PydanticCustomError(
+                "value_error", "idempotency_key is printable ASCII characters"
+            )
+        return value
+
+    # Field validators rather than one check of the whole model, so that each
+    # refusal names its field (``template``, ``subject``): html and text are
+    # declared before template, template before subject, so each sees those.
+    @field_validator("template")
+    @classmethod
+    def _template_or_inline(cls, value: str | None, info: ValidationInfo) -> str | None:
+        inline = info.data.get("html") is not None or info.data.get("text") is not None
+        if value is not None and inline:
+            raise PydanticCustomError(
+                "validation_error", "give a template or inline content (html, text), not both"
+            )
+        if value is None and not inline and not ({"html", "text"} - info.data.keys()):
+            raise PydanticCustomError(
+                "missing", "give a template, or inline content: subject with html and/or text"
+            )
+        return value
+
+    @field_validator("template_version", "strict")
+    @classmethod
+    def _for_its_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        template = info.data.get("template")
+        if info.field_name == "template_version" and value is not None and template is None:
+            raise PydanticCustomError("validation_error", "template_version needs a template")
+        if info.field_name == "strict" and value is False and template is not None:
+            raise PydanticCustomError("validation_error", "strict applies to inline content only")
+        return value
+
+    @property
+    def inline_content(self) -> InlineContent | None:
+        """The inline content, if the request carries it instead of a template."""
+        if self.template is not None:
+            return None
+        return InlineContent(subject=self.subject or "", html=self.html, text=self.text)
+
     @field_validator("subject")
     @classmethod
-    def _validate_subject(cls, value: str | None) -> str | None:
+    def _validate_subject(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
+            inline = info.data.get("html") is not None or info.data.get("text") is not None
+            if inline and info.data.get("template") is None:
+                raise PydanticCustomError("missing", "inline content needs a subject")
             return None
         try:
             return reject_line_breaks("subject", value)

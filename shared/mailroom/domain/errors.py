@@ -125,6 +125,12 @@ class BulkNeedsOneRecipient(InvalidRequest):
     code = "bulk_single_recipient"
 
 
+class MessageNotRetryable(MailroomError):
+    """Only a failed message can be sent again (issue 17)."""
+
+    code = "message_not_retryable"
+
+
 class DependencyUnavailable(MailroomError):
     """A system we depend on (database, Redis, queue) did not answer."""
 

@@ -46,6 +46,8 @@ class EventType(StrEnum):
     REDRIVEN = "redriven"
     # The reconciler put a stuck message back on the queue (issue 7).
     REQUEUED = "requeued"
+    # The client asked for a failed message to be sent again (issue 17).
+    RETRIED = "retried"
     # Delivery feedback from the provider (domain/feedback.py maps them).
     PROVIDER_ACCEPTED = "provider_accepted"
     DELIVERED = "delivered"

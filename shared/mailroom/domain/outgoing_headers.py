@@ -149,6 +149,7 @@ class SenderPolicy:
 
 def feedback_id(message: Message) -> str:
     """Gmail's Feedback-ID: campaign, customer, mail type, then the sender (us)."""
-    campaign = message.options.campaign or message.template_name
+    # Inline content is named ``inline:<hash>``; a colon would split the field.
+    campaign = message.options.campaign or message.template_name.replace(":", "-")
     kind = "bulk" if message.options.bulk else "transactional"
     return f"{campaign}:{message.client_id.hex[:16]}:{kind}:mailroom"

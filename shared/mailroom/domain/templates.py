@@ -51,6 +51,10 @@ class TemplateSource:
     # The client an uploaded template belongs to; None for a shared one (and
     # for file templates, which are always shared).
     owner: uuid.UUID | None = None
+    # A send's inline content (issue 17, domain/personalization.py): its
+    # ``|'default'`` shorthand is translated at compile time, and a missing
+    # prop renders empty and is reported instead of stopping the render.
+    inline: bool = False
 
     @property
     def shared(self) -> bool | None:

@@ -27,15 +27,15 @@ from aws_lambda_powertools.event_handler.openapi.models import (
     OpenAPI,
     Server,
 )
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from mailroom.adapters.db.feedback_repositories import MessageFilter
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.bootstrap import Services
 from mailroom.domain.commands import SendRequest
-from mailroom.domain.errors import MailroomError
+from mailroom.domain.errors import InvalidRequest, MailroomError
 from mailroom.domain.model import Client, Message, MessageStatus
 from mailroom.domain.tenancy import Caller, KeyKind, Scope
 from mailroom.entrypoints import client_gate
@@ -62,8 +62,9 @@ from mailroom.entrypoints.status_views import (
     page_view,
     recipient_views,
 )
-from mailroom.services import idempotency, sending, status
-from mailroom.services.quotas import QuotaCharge
+from mailroom.services import batch_send, idempotency, sending, status
+from mailroom.services.admission import take_more
+from mailroom.services.quotas import BatchQuotaCharge, QuotaCharge
 
 ServicesProvider = Callable[[], Services]
 
@@ -91,6 +92,51 @@ class Accepted(BaseModel):
         default=KeyKind.LIVE,
         description="test: the message goes through everything but reaches no provider.",
     )
+    render_warnings: list[str] = Field(
+        default_factory=list,
+        description=(
+            'Inline content with "strict": false: the props it prints without a value '
+            "or default, which render empty."
+        ),
+    )
+    lint_warnings: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Inline content: what would make it worse in inboxes, as `code: message` "
+            "(the template lint: no_text_part, image_without_alt, remote_stylesheet, script)."
+        ),
+    )
+
+
+# Each item is read as JSON here and validated by the batch service, item by
+# item, so that one bad item is reported by its index (permissive mode
+# accepts the others); the document says what an item should be.
+BatchItem = Annotated[dict[str, Any], WithJsonSchema({"$ref": "#/components/schemas/SendRequest"})]
+
+
+class BatchItemAccepted(BaseModel):
+    index: int = Field(description="The item's position in the request array, from 0.")
+    id: uuid.UUID
+    status: MessageStatus | None = None
+    render_warnings: list[str] = Field(default_factory=list)
+    lint_warnings: list[str] = Field(default_factory=list)
+    replayed: bool = Field(
+        default=False,
+        description="true: the item's idempotency_key named a message accepted before.",
+    )
+
+
+class BatchItemError(BaseModel):
+    index: int
+    code: str
+    message: str
+    details: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class BatchAccepted(BaseModel):
+    data: list[BatchItemAccepted]
+    errors: list[BatchItemError]
+    mode: KeyKind = KeyKind.LIVE
 
 
 class EventView(BaseModel):
@@ -198,39 +244,62 @@ def send_routes(services: ServicesProvider) -> Router:
         logger.append_keys(trace_id=trace_id)
         hold: idempotency.Hold | None = None
         key = headers.get("Idempotency-Key")
+        if request.idempotency_key is not None:
+            # The body may carry the key too (a batch item's shape); one key a send.
+            if key is not None and key != request.idempotency_key:
+                raise InvalidRequest(
+                    "the Idempotency-Key header and the body's idempotency_key differ",
+                    details=[{"field": "idempotency_key", "message": "differs from the header"}],
+                )
+            key = request.idempotency_key
         if key is not None:
             begun = idempotency.begin(
                 active.uow(),
                 client.id,
                 idempotency.validate_key(key),
-                idempotency.fingerprint(request.model_dump(mode="json", by_alias=True)),
+                sending.request_fingerprint(request),
             )
             if isinstance(begun, idempotency.Replay):
                 logger.info("idempotent replay", extra={"message_id": str(begun.message_id)})
                 return _accepted(json.dumps(begun.response), trace_id)
             hold = begun
+        warnings: list[str] = []
+        lint: list[str] = []
 
         def complete_key(uow: UnitOfWork, message: Message) -> None:
             if hold is not None:
-                answer = Accepted(id=message.id, status=message.status, mode=mode)
+                answer = Accepted(
+                    id=message.id,
+                    status=message.status,
+                    mode=mode,
+                    render_warnings=warnings,
+                    lint_warnings=lint,
+                )
                 idempotency.complete(uow, hold, message.id, answer.model_dump(mode="json"))
 
         try:
+            prepared = sending.prepare_send(
+                active.templates,
+                active.renderer,
+                active.send_limits,
+                client=client,
+                request=request,
+                trace_id=trace_id,
+                mode=mode,
+            )
+            warnings.extend(prepared.render_warnings)
+            lint.extend(prepared.lint_warnings)
             # Counted once the request is valid, given back if it is not accepted.
             with QuotaCharge(active.quota, active.uow, client) as quota:
-                message = sending.accept_message(
+                message = sending.accept_prepared(
                     active.uow(),
                     active.queue,
-                    active.templates,
-                    active.send_limits,
+                    prepared,
                     client=client,
-                    request=request,
-                    trace_id=trace_id,
-                    renderer=active.renderer,
                     # Test mode is never charged (issue 15).
                     reserve_quota=quota.take if mode is KeyKind.LIVE else None,
                     on_accepted=complete_key,
-                    mode=mode,
+                    contents=active.inline_contents,
                 )
         except Exception:
             # Nothing was accepted (enqueue_failed rows read failed): the key
@@ -240,10 +309,165 @@ def send_routes(services: ServicesProvider) -> Router:
             raise
         logger.append_keys(message_id=str(message.id))
         logger.info("message queued", extra={"template": message.template_name})
-        body = Accepted(id=message.id, status=message.status, mode=mode)
+        body = Accepted(
+            id=message.id,
+            status=message.status,
+            mode=mode,
+            render_warnings=warnings,
+            lint_warnings=lint,
+        )
         return _accepted(body.model_dump_json(), trace_id)
 
+    @router.post(
+        "/v1/send/batch",
+        status_code=200,
+        summary="Send up to 100 emails in one call, each answered by its index",
+        description=(
+            "The body is a JSON array of 1 to 100 items, each exactly the body of "
+            "`POST /v1/send` (a template or inline content, with its own optional "
+            "`idempotency_key`). `X-Batch-Validation: strict` (the default): one invalid "
+            "item refuses the batch with 422 naming every bad item by index in "
+            "`error.details`, and nothing is written. `permissive`: the valid items are "
+            "accepted and the others listed in `errors` by index. Quota, rate limit (one "
+            "token per item) and the suppression list apply per item. The accepted items "
+            "are written in one transaction and queued. An `Idempotency-Key` header makes "
+            "the whole call safe to repeat; an item's `idempotency_key` makes that item safe "
+            "to resend in another batch."
+        ),
+        responses=answers(
+            200,
+            "What became of each item: data (accepted, by index) and errors (by index)",
+            BatchAccepted,
+            errors={
+                422: (
+                    "validation_error: not an array of 1 to 100 items, a bad "
+                    "X-Batch-Validation, or (strict) invalid items, each named in details "
+                    "by index; suppressed (strict): every recipient of some item is "
+                    "suppressed; idempotency_key_reused"
+                ),
+                409: "idempotency_in_progress: the key's first call is still in flight",
+                429: "rate_limited or quota_exceeded; Retry-After says when to try again",
+                503: "service_unavailable: a backing service did not answer",
+            },
+        ),
+        tags=["messages"],
+        security=client_key(Scope.EMAIL_SEND),
+    )
+    def send_batch(
+        items: Annotated[
+            list[BatchItem],
+            Body(
+                min_length=1,
+                max_length=batch_send.MAX_BATCH_ITEMS,
+                description="Send requests, each the body of POST /v1/send.",
+            ),
+        ],
+        x_batch_validation: Annotated[
+            batch_send.BatchValidation | None,
+            Header(
+                alias=batch_send.VALIDATION_HEADER,
+                description="strict (the default): all or nothing; permissive: item by item",
+            ),
+        ] = None,
+    ) -> Response[str]:
+        active = services()
+        caller = caller_of(router, active, Scope.EMAIL_SEND)
+        # Admitted once per invocation: this is the admission caller_of used.
+        admission = client_gate.admitted(active, lambda: _presented(router))
+        client, mode = caller.client, caller.mode
+        headers = router.current_event.headers
+        trace_id = trace_id_of(headers)
+        logger.append_keys(trace_id=trace_id)
+        validation = x_batch_validation or batch_send.BatchValidation.STRICT
+        take_more(active.rate_limiter, admission, len(items))
+        hold: idempotency.Hold | None = None
+        key = headers.get("Idempotency-Key")
+        if key is not None:
+            begun = idempotency.begin(
+                active.uow(),
+                client.id,
+                idempotency.validate_key(key),
+                idempotency.fingerprint({"validation": validation.value, "items": items}),
+            )
+            if isinstance(begun, idempotency.Replay):
+                logger.info("idempotent batch replay")
+                return _batch_answer(json.dumps(begun.response), trace_id)
+            hold = begun
+        try:
+            answer = batch_send.send_batch(
+                active.uow,
+                active.queue,
+                active.templates,
+                active.renderer,
+                active.send_limits,
+                items=items,
+                context=batch_send.BatchContext(client, mode, trace_id, validation),
+                # Test mode is never charged (issue 15).
+                charge=BatchQuotaCharge(active.quota, active.uow, client)
+                if mode is KeyKind.LIVE
+                else None,
+                contents=active.inline_contents,
+                call_key=hold,
+            )
+        except Exception:
+            if hold is not None:
+                idempotency.release(active.uow(), hold)
+            raise
+        body = answer.as_json()
+        logger.info(
+            "batch queued",
+            extra={"accepted": len(body["data"]), "refused": len(body["errors"])},
+        )
+        return _batch_answer(json.dumps(body), trace_id)
+
+    @router.post(
+        "/v1/messages/<message_id>/retry",
+        status_code=202,
+        summary="Send a failed message again",
+        description=(
+            "A new attempt on the same message: it goes back to queued, a `retried` event "
+            "records what it had failed with, and the worker sends it as any queued "
+            "message. Only a `failed` message can be retried."
+        ),
+        responses=answers(
+            202,
+            "Queued again",
+            Accepted,
+            errors={
+                404: "message_not_found: no such message for this client",
+                409: "message_not_retryable: the message is not failed",
+                503: "enqueue_failed or service_unavailable: try again",
+            },
+        ),
+        tags=["messages"],
+        security=client_key(Scope.EMAIL_SEND),
+    )
+    def retry_message(message_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
+        active = services()
+        caller = caller_of(router, active, Scope.EMAIL_SEND)
+        message = sending.retry_message(
+            active.uow(), active.queue, client_id=caller.client.id, message_id=message_id
+        )
+        logger.append_keys(message_id=str(message.id), trace_id=message.trace_id)
+        logger.info("message retried")
+        body = Accepted(id=message.id, status=message.status, mode=mode_of(message))
+        return _accepted(body.model_dump_json(), message.trace_id)
+
     return router
+
+
+def _presented(router: Router) -> client_gate.Presented:
+    event = router.current_event
+    return client_gate.presented(event.headers, client_gate.source_ip_of(event.raw_event))
+
+
+def _batch_answer(body: str, trace_id: str) -> Response[str]:
+    return Response(
+        status_code=200,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
+        headers={"X-Trace-Id": trace_id},
+    )
 
 
 def _accepted(body: str, trace_id: str) -> Response[str]:

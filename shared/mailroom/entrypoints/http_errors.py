@@ -25,6 +25,7 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.MessageNotFound: 404,
     errors.UnsubscribeLinkNotFound: 404,
     errors.InboundMailNotFound: 404,
+    errors.MessageNotRetryable: 409,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.InvalidRequest: 422,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from mailroom.adapters.tenancy import Bucket, RateLimiter
-from mailroom.domain.errors import RateLimited
+from mailroom.domain.errors import InvalidRequest, RateLimited
 from mailroom.domain.model import Client
 from mailroom.domain.tenancy import Caller, KeyKind, RateDecision
 from mailroom.services.authentication import Authenticator
@@ -19,6 +19,9 @@ class Admission:
     rate: RateDecision
     # Where the request came from (API Gateway's sourceIp), for refusal audits.
     source_ip: str | None = None
+    # The buckets the request was taken from: a batch takes its further items'
+    # tokens from the same ones (issue 17).
+    buckets: tuple[Bucket, ...] = ()
 
     @property
     def client(self) -> Client:
@@ -69,7 +72,29 @@ def admit(
         buckets.append(Bucket(f"key:{key.id}", key.rate_limit, "key"))
     if global_per_minute:
         buckets.append(Bucket(GLOBAL_BUCKET, global_per_minute, "global"))
-    return Admission(caller, limiter.take_all(buckets), source_ip)
+    return Admission(caller, limiter.take_all(buckets), source_ip, tuple(buckets))
+
+
+def take_more(limiter: RateLimiter, admission: Admission, items: int) -> None:
+    """Charge a batch's items beyond the first (its admission took one token).
+
+    Rate limits count sends: a batch of ``items`` takes that many tokens
+    from each bucket, all or none. A batch larger than a bucket could ever
+    hold is refused as invalid (it would never pass); one that does not fit
+    now is 429 and takes nothing.
+    """
+    if items <= 1 or not admission.buckets:
+        return
+    smallest = min(admission.buckets, key=lambda bucket: bucket.per_minute)
+    if items > smallest.per_minute:
+        raise InvalidRequest(
+            f"a batch of {items} sends is more than the {smallest.level} rate limit of "
+            f"{smallest.per_minute} per minute allows at once: send at most "
+            f"{smallest.per_minute} items per batch",
+            details=[{"field": "body", "limit_per_minute": smallest.per_minute}],
+        )
+    decision = limiter.take_all(admission.buckets, cost=items - 1)
+    replace(admission, rate=decision).refuse_if_limited()
 
 
 def caller_mode(client: Client, key_mode: KeyKind) -> KeyKind:

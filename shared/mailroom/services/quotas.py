@@ -115,6 +115,12 @@ class QuotaCharge:
             )
         self._taken.append(period)
 
+    def give_back(self) -> None:
+        """Undo ``take``: the message it counted was not accepted after all (a batch item)."""
+        if self.taken:
+            self.taken = False
+            self._give_back_all()
+
     def _give_back_all(self) -> None:
         while self._taken:
             period = self._taken.pop()
@@ -141,6 +147,120 @@ class QuotaCharge:
             return
         self.taken = False
         self._give_back_all()
+
+
+class BatchQuotaCharge:
+    """A batch's charge (issue 17): its items counted in one step per period.
+
+    ``take_up_to(n)`` counts as many of the next ``n`` items as the daily
+    limit and the monthly quota allow (the first ones: a batch's quota runs
+    out at an index); ``give_back(k)`` returns k of them (items not written
+    after all). As a context manager, an exception gives back everything.
+    """
+
+    def __init__(
+        self,
+        counter: QuotaCounter,
+        uow: Callable[[], UnitOfWork],
+        client: Client,
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        self._counter = counter
+        self._uow = uow
+        self._client = client
+        self._now = now or datetime.now(UTC)
+        self.period = QuotaPeriod.containing(self._now)
+        self.day = QuotaPeriod.day_containing(self._now)
+        self.counted = 0
+
+    def _periods(self) -> list[tuple[QuotaPeriod, int]]:
+        client = self._client
+        periods = [(self.period, client.quota_limit)]
+        if client.daily_limit is not None:
+            periods.insert(0, (self.day, client.daily_limit))
+        return periods
+
+    def take_up_to(self, count: int) -> tuple[int, QuotaExceeded | None]:
+        """How many of ``count`` were counted, and the refusal of the rest (None: all were)."""
+        allowed = count
+        counted: list[QuotaPeriod] = []
+        refusal: QuotaExceeded | None = None
+        try:
+            for period, limit in self._periods():
+                taken, used = self._take(period, limit, allowed)
+                # Periods already counted for more than this one allows give the rest back.
+                for earlier in counted:
+                    self._counter.give_back_many(self._client.id, earlier, allowed - taken)
+                if taken < allowed and refusal is None:
+                    refusal = _quota_refusal(period, limit, used, self._now)
+                allowed = taken
+                counted.append(period)
+                if not allowed:
+                    break
+        except BaseException:
+            for period in counted:
+                self._counter.give_back_many(self._client.id, period, allowed)
+            raise
+        self.counted += allowed
+        return allowed, refusal
+
+    def _take(self, period: QuotaPeriod, limit: int, count: int) -> tuple[int, int]:
+        answer = self._counter.take_up_to(self._client.id, period, limit, count)
+        if answer is None:
+            self._counter.seed(
+                self._client.id, period, count_accepted(self._uow(), self._client.id, period)
+            )
+            answer = self._counter.take_up_to(self._client.id, period, limit, count)
+            if answer is None:
+                raise DependencyUnavailable("the quota counter could not be started")
+        return answer
+
+    def give_back(self, count: int) -> None:
+        count = min(count, self.counted)
+        if count <= 0:
+            return
+        self.counted -= count
+        for period, _ in self._periods():
+            try:
+                self._counter.give_back_many(self._client.id, period, count)
+            except DependencyUnavailable:
+                log.warning(
+                    "quota charge not given back; reconcile the counter",
+                    extra={"client_id": str(self._client.id), "period": period.label},
+                )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            self.give_back(self.counted)
+
+
+def _quota_refusal(period: QuotaPeriod, limit: int, used: int, now: datetime) -> QuotaExceeded:
+    resets_at = period.end.isoformat().replace("+00:00", "Z")
+    retry = period.seconds_until_end(now)
+    if period.is_day:
+        return DailyLimitExceeded(
+            f"the daily limit of {limit} messages is used up; it resets at {resets_at}",
+            retry_after_seconds=retry,
+            details=[
+                {"daily_limit": limit, "used": used, "period": period.label, "resets_at": resets_at}
+            ],
+        )
+    return QuotaExceeded(
+        f"the monthly quota of {limit} messages is used up; it resets at {resets_at}",
+        retry_after_seconds=retry,
+        details=[
+            {"quota_limit": limit, "used": used, "period": period.label, "resets_at": resets_at}
+        ],
+    )
 
 
 def quota_usage(

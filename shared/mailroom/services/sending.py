@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
+from mailroom.adapters.inline_content import InlineContentStore
 from mailroom.adapters.queue import MessageQueue
-from mailroom.adapters.templates import TemplateRenderer, TemplateStore, subject_too_long
+from mailroom.adapters.templates import (
+    TemplateRenderer,
+    TemplateStore,
+    missing_props,
+    subject_too_long,
+)
 from mailroom.domain.addresses import SANDBOX_DOMAIN, SPECIAL_USE_REFUSAL
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import (
@@ -17,13 +24,20 @@ from mailroom.domain.errors import (
     DependencyUnavailable,
     EnqueueFailed,
     InvalidRequest,
+    MailroomError,
+    MessageNotFound,
+    MessageNotRetryable,
+    QuotaExceeded,
+    RecipientsSuppressed,
 )
 from mailroom.domain.mime import subject_fits
 from mailroom.domain.model import Client, EventType, Message, MessageStatus, SendOptions
 from mailroom.domain.outgoing_headers import validate_caller_headers
+from mailroom.domain.personalization import InlineContent, lint_content
 from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
 from mailroom.domain.tenancy import KeyKind
-from mailroom.services import suppression
+from mailroom.services import idempotency, suppression
+from mailroom.services.quotas import BatchQuotaCharge
 from mailroom.services.templates import check_props
 
 
@@ -33,38 +47,56 @@ class SendLimits:
     default_from: str
 
 
-def accept_message(
-    uow: UnitOfWork,
-    queue: MessageQueue,
+@dataclass(frozen=True, slots=True)
+class PreparedSend:
+    """One valid send request, as it will be written: what ``prepare_send`` makes of it."""
+
+    message: Message
+    # The inline content the message names (issue 17), to be kept before the row.
+    content: InlineContent | None = None
+    # Inline content with ``"strict": false``: the props it renders empty.
+    render_warnings: tuple[str, ...] = ()
+    # Inline content: the template lint's warnings (``code: message``).
+    lint_warnings: tuple[str, ...] = ()
+
+
+# Fields issue 17 added, with the values that mean "not used": left out of a
+# request's fingerprint, so an Idempotency-Key held before the upgrade still
+# matches its retry after it.
+_NEW_FIELD_DEFAULTS = {"html": None, "text": None, "strict": True, "idempotency_key": None}
+
+
+def request_fingerprint(request: SendRequest) -> str:
+    """The Idempotency-Key fingerprint of one send request (canonical JSON, SHA-256)."""
+    dump = request.model_dump(mode="json", by_alias=True)
+    for name, unused in _NEW_FIELD_DEFAULTS.items():
+        if name in dump and dump[name] == unused:
+            del dump[name]
+    return idempotency.fingerprint(dump)
+
+
+def prepare_send(
     templates: TemplateStore,
+    renderer: TemplateRenderer,
     limits: SendLimits,
     *,
     client: Client,
     request: SendRequest,
     trace_id: str,
-    renderer: TemplateRenderer,
-    reserve_quota: Callable[[], None] | None = None,
-    on_accepted: Callable[[UnitOfWork, Message], None] | None = None,
     mode: KeyKind = KeyKind.LIVE,
-) -> Message:
-    """Store the message as ``queued`` and put it on the send queue.
+) -> PreparedSend:
+    """Validate one send request and build its message; nothing is written.
 
-    ``reserve_quota`` runs once the request is known to be valid, just before
-    the row is written; it raises (QuotaExceeded) to refuse the message.
-    ``on_accepted`` runs inside the transaction that writes the row (the
-    Idempotency-Key is completed there, so key and row commit together).
+    Every refusal of one request is raised here, before anything is stored:
+    the single send, each item of a batch and (issue 17's bulk batches) each
+    recipient go through this one function.
 
-    The row is committed before the queue is told, so the worker always finds
-    it. If the queue then refuses, the row is marked ``failed`` with the reason
-    and the caller gets 503: never a row that claims to be queued but is not.
-    A crash between the two leaves a ``queued`` row with no queue message; the
-    reconciler of the reliability issue re-enqueues those.
-
-    In test ``mode`` (issue 15) the row is flagged and the worker hands it to
-    the sandbox provider; addresses at sim.mailroom.invalid are accepted
-    (a live caller gets the 422 any special-use domain gets), and
-    ``suppressed@`` ones are screened as if on the suppression list. The
-    caller passes no ``reserve_quota`` for test sends: they are not charged.
+    A template is trial-rendered (UnknownTemplate, InvalidProps, MissingProp
+    or another RenderError, all 422). Inline content is trial-rendered too:
+    one render lists every prop it prints without a value or default; with
+    ``strict`` (the default) that is 422 missing_prop naming them all, else
+    they render empty and come back as ``render_warnings``. The worker
+    renders the email itself, from the stored content: see docs/architecture.md.
     """
     test = mode is KeyKind.TEST
     if not test:
@@ -80,29 +112,39 @@ def accept_message(
             "a bulk message has exactly one recipient (to), and no cc or bcc",
             details=[{"field": "bulk", "message": "one recipient only"}],
         )
-    if request.subject and not subject_fits(request.subject):
-        raise subject_too_long(request.subject)
-    # Before anything is written: UnknownTemplate, then InvalidProps (schema.json)
-    # and MissingProp or another RenderError from a trial render, all 422.
-    # The template is the one this client may use: another client's of that
-    # name is not found (issue 15).
-    source = templates.get(request.template, request.template_version, client_id=client.id)
-    check_props(renderer, source, request.props)
+    content = request.inline_content
+    warnings: list[str] = []
+    if content is None:
+        assert request.template is not None  # SendRequest: a template or inline content
+        if request.subject and not subject_fits(request.subject):
+            raise subject_too_long(request.subject)
+        # The template is the one this client may use: another client's of
+        # that name is not found (issue 15).
+        source = templates.get(request.template, request.template_version, client_id=client.id)
+        check_props(renderer, source, request.props)
+        template_name, subject = request.template, request.subject
+        # The uploaded version the trial render checked, and whose it is: the
+        # worker renders exactly that, whatever is uploaded in between.
+        version, shared = source.version, source.shared
+    else:
+        warnings = renderer.check_inline(content.source, request.props)
+        if warnings and request.strict:
+            raise missing_props(content.template_name, warnings)
+        # The subject is part of the content, rendered by the worker.
+        template_name, subject, version, shared = content.template_name, None, None, None
     message = Message(
         id=uuid.uuid4(),
         client_id=client.id,
         trace_id=trace_id,
-        template_name=request.template,
-        # The uploaded version the trial render checked, and whose it is: the
-        # worker renders exactly that, whatever is uploaded in between.
-        template_version=source.version,
-        template_shared=source.shared,
+        template_name=template_name,
+        template_version=version,
+        template_shared=shared,
         from_address=request.from_ or limits.default_from,
         to=list(request.to),
         cc=list(request.cc),
         bcc=list(request.bcc),
-        reply_to=request.reply_to,
-        subject=request.subject,
+        reply_to=list(request.reply_to),
+        subject=subject,
         props=request.props,
         metadata=dict(request.metadata),
         is_test=test,
@@ -114,6 +156,73 @@ def accept_message(
             unsubscribe_url=request.unsubscribe_url,
         ),
     )
+    lint = lint_content(content) if content is not None else ()
+    return PreparedSend(message, content, tuple(warnings), lint)
+
+
+def accept_message(
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    templates: TemplateStore,
+    limits: SendLimits,
+    *,
+    client: Client,
+    request: SendRequest,
+    trace_id: str,
+    renderer: TemplateRenderer,
+    reserve_quota: Callable[[], None] | None = None,
+    on_accepted: Callable[[UnitOfWork, Message], None] | None = None,
+    mode: KeyKind = KeyKind.LIVE,
+    contents: InlineContentStore | None = None,
+) -> Message:
+    """``accept_prepared`` of ``prepare_send``: validate, store as ``queued``, enqueue."""
+    prepared = prepare_send(
+        templates, renderer, limits, client=client, request=request, trace_id=trace_id, mode=mode
+    )
+    return accept_prepared(
+        uow,
+        queue,
+        prepared,
+        client=client,
+        reserve_quota=reserve_quota,
+        on_accepted=on_accepted,
+        contents=contents,
+    )
+
+
+def accept_prepared(
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    prepared: PreparedSend,
+    *,
+    client: Client,
+    reserve_quota: Callable[[], None] | None = None,
+    on_accepted: Callable[[UnitOfWork, Message], None] | None = None,
+    contents: InlineContentStore | None = None,
+) -> Message:
+    """Store the message as ``queued`` and put it on the send queue.
+
+    ``reserve_quota`` runs once the request is known to be valid, just before
+    the row is written; it raises (QuotaExceeded) to refuse the message.
+    ``on_accepted`` runs inside the transaction that writes the row (the
+    Idempotency-Key is completed there, so key and row commit together).
+
+    The row is committed before the queue is told, so the worker always finds
+    it. If the queue then refuses, the row is marked ``failed`` with the reason
+    and the caller gets 503: never a row that claims to be queued but is not.
+    A crash between the two leaves a ``queued`` row with no queue message; the
+    reconciler of the reliability issue re-enqueues those.
+
+    In test mode (issue 15) the row is flagged and the worker hands it to
+    the sandbox provider; addresses at sim.mailroom.invalid are accepted
+    (a live caller gets the 422 any special-use domain gets), and
+    ``suppressed@`` ones are screened as if on the suppression list. The
+    caller passes no ``reserve_quota`` for test sends: they are not charged.
+    """
+    message = prepared.message
+    test = message.is_test
+    _keep_contents(contents, [prepared])
+    trace_id = message.trace_id
     detail: dict[str, object] = {"trace_id": trace_id}
     with uow:
         # QuotaExceeded here leaves nothing written. Should every recipient
@@ -158,16 +267,233 @@ def accept_message(
     try:
         queue.enqueue(message.id, trace_id)
     except DependencyUnavailable as error:
-        message.status = MessageStatus.FAILED
-        message.last_error = f"enqueue_failed: {error.message}"
-        with uow:
-            uow.messages.save_outcome(message)
-            uow.messages.append_event(
-                message.id, EventType.ENQUEUE_FAILED, {"error": error.message}
-            )
-            uow.commit()
+        _mark_enqueue_failed(uow, [message], error.message)
         raise EnqueueFailed(
             "the message could not be queued and was not sent; it is marked failed, try again",
+            details=[{"message_id": str(message.id)}],
+        ) from error
+    return message
+
+
+def _keep_contents(contents: InlineContentStore | None, prepared: Sequence[PreparedSend]) -> None:
+    """Inline contents are written before the rows naming them: the worker always finds them.
+
+    Content-addressed and never changed, so one written for a send that is
+    then refused is harmless (the next send of it finds it there).
+    """
+    distinct = {p.content.content_hash: p.content for p in prepared if p.content is not None}
+    if not distinct:
+        return
+    if contents is None:
+        raise InvalidRequest("inline content is not available here: name a template")
+    for content in distinct.values():
+        contents.save(content)
+
+
+def _mark_enqueue_failed(uow: UnitOfWork, messages: Sequence[Message], reason: str) -> None:
+    with uow:
+        for message in messages:
+            message.status = MessageStatus.FAILED
+            message.last_error = f"enqueue_failed: {reason}"
+            uow.messages.save_outcome(message)
+            uow.messages.append_event(message.id, EventType.ENQUEUE_FAILED, {"error": reason})
+        uow.commit()
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRefusal:
+    """One batch item that was not accepted, and why."""
+
+    index: int
+    error: MailroomError
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAcceptance:
+    """What became of a batch's valid items: accepted (and queued), or refused."""
+
+    accepted: list[tuple[int, Message]]
+    refused: list[ItemRefusal]
+
+
+def accept_batch(
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    items: Sequence[tuple[int, PreparedSend]],
+    *,
+    client: Client,
+    charge: BatchQuotaCharge | None,
+    all_or_nothing: bool,
+    on_accepted: Callable[[UnitOfWork, list[tuple[int, Message]], list[ItemRefusal]], None]
+    | None = None,
+    contents: InlineContentStore | None = None,
+) -> BatchAcceptance:
+    """Write the batch's prepared items in one transaction, then enqueue them in tens.
+
+    Quota and suppression apply per item. With ``all_or_nothing`` (strict
+    validation) an item refused by either refuses the whole batch (its error
+    names every such index) and nothing is written; otherwise the item is
+    refused alone: a quota refusal writes nothing for it, a suppressed one is
+    written ``failed`` as a single send's is. ``charge`` counts the items
+    against the quota in one step (None: test mode, not charged); what is not
+    written is given back.
+
+    One query screens every recipient of the batch and one statement writes
+    the accepted rows with their events and recipients. The queue is told
+    after the commit (SendMessageBatch, ten a call); a message it refuses is
+    marked failed and reported as refused with enqueue_failed.
+    """
+    _keep_contents(contents, [prepared for _, prepared in items])
+    refused: list[ItemRefusal] = []
+    accepted: list[tuple[int, Message]] = []
+    with ExitStack() as charges, uow:
+        taken = list(items)
+        if charge is not None:
+            # One step per period for the whole batch: the quota runs out at an index.
+            charges.enter_context(charge)
+            counted, refusal = charge.take_up_to(len(items))
+            if refusal is not None:
+                if all_or_nothing:
+                    raise _batch_refusal(refusal, items[counted][0])
+                refused.extend(ItemRefusal(index, refusal) for index, _ in items[counted:])
+                taken = taken[:counted]
+        screened = _screen_batch(uow, client, [prepared.message for _, prepared in taken])
+        to_write: list[tuple[int, Message, suppression.Screening]] = []
+        for (index, prepared), screening in zip(taken, screened, strict=True):
+            message = prepared.message
+            if screening.refused:
+                if all_or_nothing:
+                    indexes = [i for (i, _), s in zip(taken, screened, strict=True) if s.refused]
+                    raise RecipientsSuppressed(
+                        "every recipient of these items is on the suppression list; "
+                        "nothing was written",
+                        details=[{"index": i, "code": "suppressed"} for i in indexes],
+                    )
+                if charge is not None:
+                    charge.give_back(1)
+                message.to, message.cc, message.bcc = (list(p) for p in screening.requested)
+                message.status = MessageStatus.FAILED
+                message.last_error = suppression.SUPPRESSED_ERROR
+                uow.messages.add(message)
+                suppression.record_recipients(uow, message, screening)
+                refused.append(
+                    ItemRefusal(
+                        index,
+                        RecipientsSuppressed(
+                            "every recipient of this message is on the suppression list",
+                            details=[{"message_id": str(message.id)}],
+                        ),
+                    )
+                )
+                continue
+            message.to, message.cc, message.bcc = screening.to, screening.cc, screening.bcc
+            to_write.append((index, message, screening))
+        uow.add_accepted_many(
+            [
+                (message, {"trace_id": message.trace_id}, suppression.recipient_rows(message))
+                for _, message, _ in to_write
+            ]
+        )
+        for _, message, screening in to_write:
+            if screening.dropped:
+                suppression.record_dropped(uow, message, screening)
+        accepted = [(index, message) for index, message, _ in to_write]
+        if on_accepted is not None:
+            on_accepted(uow, accepted, refused)
+        uow.commit()
+        # Written: the charges stand.
+        charges.pop_all()
+
+    refused_ids = set(queue.enqueue_many([(m.id, m.trace_id) for _, m in accepted]))
+    if refused_ids:
+        failed = [(index, m) for index, m in accepted if m.id in refused_ids]
+        _mark_enqueue_failed(uow, [m for _, m in failed], "the send queue refused the message")
+        refused.extend(
+            ItemRefusal(
+                index,
+                EnqueueFailed(
+                    "the message could not be queued and was not sent; it is marked failed",
+                    details=[{"message_id": str(m.id)}],
+                ),
+            )
+            for index, m in failed
+        )
+        accepted = [(index, m) for index, m in accepted if m.id not in refused_ids]
+    return BatchAcceptance(accepted, sorted(refused, key=lambda r: r.index))
+
+
+def _batch_refusal(error: QuotaExceeded, index: int) -> QuotaExceeded:
+    """A strict batch's quota refusal, saying at which item the quota ran out."""
+    return type(error)(
+        f"item {index}: {error.message}; nothing was written",
+        retry_after_seconds=error.retry_after_seconds,
+        details=[{"index": index, **detail} for detail in error.details],
+    )
+
+
+def _screen_batch(
+    uow: UnitOfWork, client: Client, messages: Sequence[Message]
+) -> list[suppression.Screening]:
+    """Every message's screening, from one query over all the batch's recipients."""
+    addresses = sorted(
+        {address for message in messages for address, _ in suppression.recipient_rows(message)}
+    )
+    if not addresses:
+        return []
+    test = any(message.is_test for message in messages)
+    active = uow.suppressions.active_for(client.id, addresses, datetime.now(UTC), include_test=test)
+    screenings = []
+    for message in messages:
+        simulated = (
+            simulated_suppressions(message.envelope_recipients, client.id)
+            if message.is_test
+            else []
+        )
+        screenings.append(
+            suppression.screening_of([*active, *simulated], message.to, message.cc, message.bcc)
+        )
+    return screenings
+
+
+def retry_message(
+    uow: UnitOfWork, queue: MessageQueue, *, client_id: uuid.UUID, message_id: str
+) -> Message:
+    """Send a ``failed`` message again: a new attempt on the same message (issue 17).
+
+    The row goes back to ``queued`` with a ``retried`` event saying what it
+    failed with, then onto the queue; the worker renders and screens it as
+    any queued message. 404 for an id that is not the client's (another
+    client's message is not found), 409 message_not_retryable in any other
+    state. If the queue refuses, the row reads failed again and the caller
+    gets 503. Not charged to the quota: the message was counted when accepted.
+    """
+    try:
+        wanted = uuid.UUID(message_id)
+    except ValueError:
+        raise MessageNotFound(f"no message {message_id!r}") from None
+    with uow:
+        before = uow.messages.get_for_client(client_id, wanted)
+        if before is None:
+            raise MessageNotFound(f"no message {message_id!r}")
+        message = uow.messages.requeue_failed(client_id, wanted)
+        if message is None:
+            raise MessageNotRetryable(
+                f"message {message_id} is {before.status.value}: only a failed message "
+                "can be retried",
+                details=[{"status": before.status.value}],
+            )
+        uow.messages.append_event(
+            message.id,
+            EventType.RETRIED,
+            {"previous_error": before.last_error, "attempts": before.attempts},
+        )
+        uow.commit()
+    try:
+        queue.enqueue(message.id, message.trace_id)
+    except DependencyUnavailable as error:
+        _mark_enqueue_failed(uow, [message], error.message)
+        raise EnqueueFailed(
+            "the message could not be queued again; it still reads failed, try again",
             details=[{"message_id": str(message.id)}],
         ) from error
     return message

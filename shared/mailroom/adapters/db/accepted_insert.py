@@ -11,6 +11,7 @@ send's suppression check rides along in the same statement.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -125,3 +126,83 @@ def insert_accepted(
         },
     ).all()
     return [suppression_of(row) for row in rows]
+
+
+# A batch's accepted messages (issue 17), in one statement whatever their
+# number: the rows travel as one JSON array, spread into columns by
+# jsonb_to_recordset, so the statement text is fixed (compiled once) and
+# the parameters are three, not nineteen per message.
+_ACCEPT_MANY = text(
+    """
+    WITH batch AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+            id uuid, client_id uuid, trace_id text, template_name text,
+            template_version integer, template_shared boolean, from_address text,
+            recipient text, to_addresses jsonb, cc_addresses jsonb, bcc_addresses jsonb,
+            reply_to jsonb, subject text, props jsonb, metadata jsonb, status text,
+            attempts integer, last_error text, is_test boolean, detail jsonb,
+            recipients jsonb
+        )
+    ), accepted AS (
+        INSERT INTO messages (
+            id, client_id, trace_id, template_name, template_version, template_shared,
+            from_address,
+            recipient, to_addresses, cc_addresses, bcc_addresses, reply_to, subject,
+            props, metadata, status, attempts, last_error, is_test
+        )
+        SELECT
+            id, client_id, trace_id, template_name, template_version, template_shared,
+            from_address,
+            recipient, to_addresses, cc_addresses, bcc_addresses, reply_to, subject,
+            props, metadata, status, attempts, last_error, is_test
+        FROM batch
+        RETURNING id
+    ), event AS (
+        INSERT INTO message_events (message_id, type, detail)
+        SELECT id, :event_type, detail FROM batch
+    ), recipients AS (
+        INSERT INTO message_recipients (message_id, address, kind)
+        SELECT batch.id, r.address, r.kind
+        FROM batch, jsonb_to_recordset(batch.recipients) AS r(address text, kind text)
+        ON CONFLICT (message_id, address) DO NOTHING
+    )
+    SELECT count(*) FROM accepted
+    """
+)
+
+
+def insert_accepted_many(
+    session: Session,
+    accepted: Sequence[tuple[Message, dict[str, Any], list[tuple[str, str]]]],
+) -> None:
+    """In the caller's transaction: (message, event detail, recipients) each, screened already."""
+    rows = [
+        {
+            "id": str(message.id),
+            "client_id": str(message.client_id),
+            "trace_id": message.trace_id,
+            "template_name": message.template_name,
+            "template_version": message.template_version,
+            "template_shared": message.template_shared,
+            "from_address": message.from_address,
+            "recipient": message.recipient,
+            "to_addresses": message.to,
+            "cc_addresses": message.cc,
+            "bcc_addresses": message.bcc,
+            "reply_to": message.reply_to,
+            "subject": message.subject,
+            "props": message.props,
+            "metadata": message.metadata,
+            "status": message.status.value,
+            "attempts": message.attempts,
+            "last_error": message.last_error,
+            "is_test": message.is_test,
+            "detail": detail,
+            "recipients": [{"address": address, "kind": kind} for address, kind in recipients],
+        }
+        for message, detail, recipients in accepted
+    ]
+    session.execute(
+        _ACCEPT_MANY,
+        {"rows": json.dumps(rows, separators=(",", ":")), "event_type": EventType.ACCEPTED.value},
+    )

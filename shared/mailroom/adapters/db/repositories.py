@@ -106,6 +106,26 @@ class MessageRepository(abc.ABC):
         message = self.get(message_id)
         return message if message is not None and message.client_id == client_id else None
 
+    def requeue_failed(self, client_id: uuid.UUID, message_id: uuid.UUID) -> Message | None:
+        """Put the client's ``failed`` message back to ``queued`` for a new attempt (issue 17).
+
+        None if it is not the client's or not failed. Its claims start again
+        from zero (the reconciler's crash-loop bound counts this attempt
+        alone); attempts keep counting, so the attempt is one more on the
+        same message. PostgreSQL does it in one conditional UPDATE, so two
+        retries at once requeue it once; this default is for the fakes.
+        """
+        message = self.get_for_client(client_id, message_id)
+        if message is None or message.status is not MessageStatus.FAILED:
+            return None
+        message.status = MessageStatus.QUEUED
+        message.last_error = None
+        message.next_attempt_at = None
+        message.lease_expires_at = None
+        message.claims = 0
+        self.save_outcome(message)
+        return message
+
     # --- worker claims (issue 7) ---------------------------------------------
 
     @abc.abstractmethod
@@ -310,6 +330,27 @@ class SqlMessageRepository(MessageRepository):
 
     def get(self, message_id: uuid.UUID) -> Message | None:
         row = self._session.execute(select(MessageRow).where(MessageRow.id == message_id)).scalar()
+        return _message(row) if row else None
+
+    def requeue_failed(self, client_id: uuid.UUID, message_id: uuid.UUID) -> Message | None:
+        row = self._session.execute(
+            update(MessageRow)
+            .where(
+                MessageRow.id == message_id,
+                MessageRow.client_id == client_id,
+                MessageRow.status == MessageStatus.FAILED.value,
+            )
+            .values(
+                status=MessageStatus.QUEUED.value,
+                last_error=None,
+                next_attempt_at=None,
+                lease_expires_at=None,
+                claim_token=None,
+                claims=0,
+                updated_at=func.now(),
+            )
+            .returning(MessageRow)
+        ).scalar()
         return _message(row) if row else None
 
     def save_outcome(self, message: Message) -> None:

@@ -342,6 +342,23 @@ class SuppressionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class InlineContentRow(Base):
+    """A send's inline content (issue 17), once per content hash however many sends carry it.
+
+    Messages name it ``inline:<content_hash>`` in ``template_name``: no
+    foreign key, so the content is written before (not with) the rows that
+    use it, by an INSERT that does nothing when it is there already.
+    """
+
+    __tablename__ = "inline_contents"
+
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class TemplateVersionRow(Base):
     """Uploaded templates; a new upload is a new version of its (name, owner).
 

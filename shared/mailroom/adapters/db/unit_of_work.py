@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -11,7 +12,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailroom.adapters.db.accepted_insert import insert_accepted
+from mailroom.adapters.db.accepted_insert import insert_accepted, insert_accepted_many
 from mailroom.adapters.db.api_keys import ApiKeyRepository, SqlApiKeyRepository
 from mailroom.adapters.db.audit import AuditLog, SqlAuditLog
 from mailroom.adapters.db.feedback_repositories import (
@@ -81,6 +82,16 @@ class UnitOfWork(abc.ABC):
         self.messages.add(message)
         self.messages.append_event(message.id, EventType.ACCEPTED, detail)
         self.recipients.add_all(message.id, recipients)
+
+    def add_accepted_many(
+        self, accepted: Sequence[tuple[Message, dict[str, Any], list[tuple[str, str]]]]
+    ) -> None:
+        """``add_accepted`` for each (message, event detail, recipients) of a batch.
+
+        PostgreSQL does it in one statement whatever their number (issue 17).
+        """
+        for message, detail, recipients in accepted:
+            self.add_accepted(message, detail, recipients)
 
     def add_accepted_unless_suppressed(
         self, message: Message, detail: dict[str, Any], recipients: list[tuple[str, str]]
@@ -216,6 +227,13 @@ class SqlUnitOfWork(UnitOfWork):
     ) -> None:
         assert self._session is not None, "add_accepted outside 'with uow:'"
         insert_accepted(self._session, message, detail, recipients)
+
+    def add_accepted_many(
+        self, accepted: Sequence[tuple[Message, dict[str, Any], list[tuple[str, str]]]]
+    ) -> None:
+        assert self._session is not None, "add_accepted_many outside 'with uow:'"
+        if accepted:
+            insert_accepted_many(self._session, accepted)
 
     def add_accepted_unless_suppressed(
         self, message: Message, detail: dict[str, Any], recipients: list[tuple[str, str]]
