@@ -4,17 +4,56 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mailroom import secret_references
 from mailroom.domain.sealed_secrets import SecretKeyring
 
 # The email providers Mailroom has an adapter for (adapters/providers/).
 PROVIDER_NAMES = ("smtp", "ses", "sendgrid", "mailgun")
 _PROVIDER = "(?:" + "|".join(PROVIDER_NAMES) + ")"
 PROVIDER_ORDER_PATTERN = rf"^\s*{_PROVIDER}(?:\s*,\s*{_PROVIDER})*\s*$"
+# Settings that may be given as a Secrets Manager or Parameter Store reference
+# (mailroom/secret_references.py) rather than as the value itself.
+SECRET_SETTINGS = frozenset(
+    {
+        "database_url",
+        "redis_url",
+        "smtp_password",
+        "sendgrid_api_key",
+        "mailgun_api_key",
+        "sendgrid_webhook_public_key",
+        "mailgun_webhook_signing_key",
+        "admin_token_sha256",
+        "template_code_signing_key",
+        "secrets_encryption_keys",
+    }
+)
+
+
+class _ResolvedSecretReferences(PydanticBaseSettingsSource):
+    """The environment, with ``secretsmanager:``/``ssm:`` references in SECRET_SETTINGS read."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environment: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._environment = environment
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ is overridden and reads the whole environment at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = self._environment()
+        return {
+            name: secret_references.resolve(value)
+            if name in SECRET_SETTINGS and isinstance(value, str)
+            else value
+            for name, value in values.items()
+        }
 
 
 class Settings(BaseSettings):
@@ -26,6 +65,22 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            _ResolvedSecretReferences(settings_cls, env_settings),
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     database_url: str = "postgresql+pg8000://postgres@127.0.0.1:5432/mailroom"
     # A Lambda container serves one request at a time, so one pooled connection
