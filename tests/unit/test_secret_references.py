@@ -29,7 +29,8 @@ def test_a_secrets_manager_reference_is_read_in_place_of_the_value(
 ) -> None:
     # GIVEN the database URL in Secrets Manager and only its name in the environment
     url = "postgresql+pg8000://mailroom:s3cret@db.internal:5432/mailroom"
-    boto3.client("secretsmanager").create_secret(Name="mailroom-prod/database-url", SecretString=url)
+    secrets = boto3.client("secretsmanager")
+    secrets.create_secret(Name="mailroom-prod/database-url", SecretString=url)
     monkeypatch.setenv("DATABASE_URL", "secretsmanager:mailroom-prod/database-url")
     # WHEN the settings are read
     settings = Settings()
@@ -64,9 +65,7 @@ def test_plain_values_stay_plain_and_other_settings_are_never_resolved(
     assert settings.default_from == "ssm:not-a-reference"
 
 
-def test_a_missing_secret_is_named_in_the_error(
-    aws: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_missing_secret_is_named_in_the_error(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
     # GIVEN a reference to a secret that does not exist
     monkeypatch.setenv("SMTP_PASSWORD", "secretsmanager:mailroom-prod/nothing-here")
     # WHEN the settings are read THEN the error names the reference
