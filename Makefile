@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_VERSION := 1.170.0
 
-.PHONY: dev test lint unit integration e2e openapi bench clean sam-validate sam-build chaos chaos-ci
+.PHONY: dev test lint unit integration e2e openapi bench clean sam-validate sam-build chaos chaos-ci \
+	sam-env dev-localstack deploy-local
 
 # pyproject.toml too: it declares the mailroomctl command that `pip install -e .` puts in the venv.
 $(STAMP): requirements-dev.txt layers/dependencies/requirements.txt pyproject.toml
@@ -60,6 +61,11 @@ sam-validate: $(SAM_STAMP)
 
 sam-build: $(SAM_STAMP)
 	.ci/sam.sh build
+
+# .local/env.json for `sam local invoke --env-vars` and stamped events under
+# .local/events/, from the running `make dev` stack (devstack/sam_local.py).
+sam-env: $(STAMP)
+	PYTHONPATH=shared:. $(PY) -m devstack.sam_local
 
 clean:
 	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from werkzeug.serving import make_server
 
-from devstack import backing_services, demo_client
+from devstack import backing_services, demo_client, sam_local
 from devstack.api_gateway import QuietRequestHandler, RestApiGateway, RouteTarget
 from devstack.aws import DUMMY_CREDENTIALS, EmbeddedAws, ProvisionedQueue, provision_queues
 from devstack.lambda_runtime import FunctionLoadError, LocalFunction, load_function
@@ -31,6 +31,7 @@ from devstack.smtp_sink import SmtpSink
 from devstack.sqs_poller import QueuePoller
 from devstack.template import StackSpec, TemplateError, load_stack
 from mailroom.bootstrap import default_services
+from mailroomctl.local_webhooks import LOCAL_SES_TOPIC_ARN, LocalWebhookKeys
 
 log = logging.getLogger("devstack")
 
@@ -120,6 +121,16 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
     signing_key = demo_client.template_code_signing_key(settings.signing_key_path)
     keyring = demo_client.secrets_encryption_keys(settings.secrets_keyring_path)
     _export_function_environment(settings, stack, queues, sink, token, signing_key, keyring)
+    # Real verification for every provider webhook, with keys of our own.
+    webhook_keys = LocalWebhookKeys.load_or_create(settings.webhook_keys_path)
+    os.environ.update(webhook_keys.function_environment())
+    os.environ["SNS_TOPIC_ARNS"] = ",".join(
+        arn for arn in (LOCAL_SES_TOPIC_ARN, os.environ.get("SNS_TOPIC_ARNS", "")) if arn
+    )
+    log.info(
+        "webhooks verify with the keys in %s (mailroomctl simulate)", settings.webhook_keys_path
+    )
+    sam_local.write_function_environment(stack, settings.function_environment_path)
 
     invocation_lock = threading.Lock()
     functions = _load_functions(stack, settings.aws_region, invocation_lock)

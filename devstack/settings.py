@@ -71,5 +71,14 @@ class DevstackSettings(BaseSettings):
         return self.local_path / "secrets-encryption-keys"
 
     @property
+    def webhook_keys_path(self) -> Path:
+        return self.local_path / "webhook-keys"
+
+    @property
+    def function_environment_path(self) -> Path:
+        """The functions' environment as this run set it, for `make sam-env`."""
+        return self.local_path / "function-env.json"
+
+    @property
     def template_path(self) -> Path:
         return self.in_repo(self.template_file)

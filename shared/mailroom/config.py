@@ -156,6 +156,13 @@ class Settings(BaseSettings):
     # larger than API requests; Lambda's synchronous payload limit is 6 MB.
     webhook_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=6_000_000)
 
+    # The local runner's SNS signing certificate (PEM): messages whose
+    # SigningCertURL is https://sns.localhost/... verify against it. Honoured
+    # only when AWS_ENDPOINT_URL is set (LocalStack, moto), never on real AWS.
+    local_sns_signing_certificate: str | None = None
+    # Read only to tell a local stack from real AWS; boto3 reads it itself.
+    aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
+
     @property
     def sns_topic_allowlist(self) -> frozenset[str]:
         return frozenset(arn.strip() for arn in self.sns_topic_arns.split(",") if arn.strip())
