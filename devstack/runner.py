@@ -122,8 +122,11 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
     keyring = demo_client.secrets_encryption_keys(settings.secrets_keyring_path)
     _export_function_environment(settings, stack, queues, sink, token, signing_key, keyring)
     # Real verification for every provider webhook, with keys of our own.
+    # A key the developer's shell already gives (a real provider's, through a
+    # tunnel) is kept; `mailroomctl simulate` then cannot sign for that one.
     webhook_keys = LocalWebhookKeys.load_or_create(settings.webhook_keys_path)
-    os.environ.update(webhook_keys.function_environment())
+    for name, value in webhook_keys.function_environment().items():
+        os.environ.setdefault(name, value)
     os.environ["SNS_TOPIC_ARNS"] = ",".join(
         arn for arn in (LOCAL_SES_TOPIC_ARN, os.environ.get("SNS_TOPIC_ARNS", "")) if arn
     )
