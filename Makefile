@@ -36,7 +36,7 @@ test: $(STAMP) $(SAM_STAMP) lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy $(wildcard shared functions devstack mailroomctl tests bench chaos)
+	$(VENV)/bin/mypy $(wildcard shared functions devstack mailroomctl hosting tests bench chaos)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
