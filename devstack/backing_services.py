@@ -79,6 +79,10 @@ def how_to_start(postgres_down: bool, redis_down: bool, repo_root: Path) -> list
     else:
         lines.append(f"Start them with Docker, from {repo_root}:")
     lines.append(f"  {COMPOSE_START}")
+    lines.append(
+        "  with DATABASE_URL=postgresql+pg8000://postgres@127.0.0.1:55432/mailroom and "
+        "REDIS_URL=redis://127.0.0.1:56379/0 (compose's ports)"
+    )
     lines.append("or point DATABASE_URL / REDIS_URL at servers you already run.")
     return lines
 

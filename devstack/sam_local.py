@@ -93,6 +93,32 @@ def env_vars_file(
     return answer
 
 
+# The parameters `make deploy-local` passes, from the local stack's values.
+DEPLOY_PARAMETERS = {
+    "DatabaseUrl": "DATABASE_URL",
+    "RedisUrl": "REDIS_URL",
+    "AdminTokenSha256": "ADMIN_TOKEN_SHA256",
+    "TemplateCodeSigningKey": "TEMPLATE_CODE_SIGNING_KEY",
+    "SecretsEncryptionKeys": "SECRETS_ENCRYPTION_KEYS",
+    "SmtpHost": "SMTP_HOST",
+    "SmtpPort": "SMTP_PORT",
+    "SmtpSecurity": "SMTP_SECURITY",
+}
+# LocalStack's own name for itself inside the Lambda containers it starts.
+LOCALSTACK_FROM_LAMBDA = "http://localhost.localstack.cloud:4566"
+
+
+def deploy_parameters(snapshot: dict[str, str], *, container_host: str = DOCKER_HOST) -> str:
+    """`--parameter-overrides` for LocalStack: Key=Value pairs, addresses as containers see them."""
+    pairs = [
+        f"{name}={_LOOPBACK.sub(container_host, snapshot[variable])}"
+        for name, variable in DEPLOY_PARAMETERS.items()
+        if snapshot.get(variable)
+    ]
+    pairs.append(f"AwsEndpointUrl={LOCALSTACK_FROM_LAMBDA}")
+    return " ".join(pairs)
+
+
 @dataclass(frozen=True, slots=True)
 class Stamp:
     credentials: DevCredentials
@@ -236,8 +262,11 @@ def main(argv: Iterable[str] | None = None) -> int:
         message_id=message_id,
     )
     written = write_stamped_events(stack, REPO_ROOT / "events", local / "events", stamp)
+    params = local / "local-params"
+    write_atomically(params, (deploy_parameters(snapshot) + "\n").encode(), mode=0o600)
     print(f"wrote {env_file} ({len(content)} functions) and {len(written)} events under")
     print(f"  {local / 'events'} (message {message_id}); signed webhook events expire in 5 min.")
+    print(f"and {params} for `make deploy-local` (LocalStack with Docker).")
     print("e.g. AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test .ci/sam.sh local invoke \\")
     print(f"  StatusFunction --env-vars {env_file} -e {local}/events/status/health.json")
     return 0
