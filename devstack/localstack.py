@@ -200,7 +200,11 @@ def deploy(cloudformation: Any, stack_name: str, template: dict[str, Any]) -> di
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="[devstack] %(message)s", stream=sys.stdout)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[devstack] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     settings = DevstackSettings()
     endpoint = (settings.aws_endpoint_url or DEFAULT_ENDPOINT).rstrip("/")
     for name, value in DUMMY_CREDENTIALS.items():
