@@ -89,6 +89,9 @@ def export_environment(stack: StackSpec, found: dict[str, ProvisionedQueue]) -> 
         declared.update(function.environment)
     # Functions share the process; they read the variables once, on first use.
     os.environ.setdefault("TEMPLATES_DIR", str(REPO_ROOT / "templates"))
+    # Not Lambda: no X-Ray daemon to trace to, no CloudWatch to read EMF lines.
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     for name, raw in declared.items():
         value = intrinsics.resolve(raw)
         if value is not None and name not in os.environ:
