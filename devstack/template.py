@@ -114,6 +114,16 @@ class FunctionSpec:
     routes: tuple[ApiRoute, ...]
     sqs_triggers: tuple[SqsTrigger, ...]
     schedules: tuple[ScheduleTrigger, ...] = ()
+    # The function's own Environment.Variables, intrinsics unresolved (the
+    # runner shares one process and uses Globals; `make sam-env` needs both).
+    environment: dict[str, Any] = field(default_factory=dict)
+    # Names of its non-Api, non-SQS, non-Schedule events (SNS...), for events/.
+    other_event_types: tuple[str, ...] = ()
+
+    @property
+    def event_folder(self) -> str:
+        """events/<this>/: the function's folder name, as in functions/<name>/."""
+        return self.code_uri.name
 
     @property
     def handler_file(self) -> Path:
@@ -353,6 +363,7 @@ def _function(
     routes: list[ApiRoute] = []
     triggers: list[SqsTrigger] = []
     schedules: list[ScheduleTrigger] = []
+    other_event_types: list[str] = []
     for event_name, event in (properties.get("Events") or {}).items():
         event_type = event.get("Type")
         event_properties = event.get("Properties") or {}
@@ -402,6 +413,7 @@ def _function(
                 )
             )
         else:
+            other_event_types.append(str(event_type))
             notes.append(f"{logical_id}.{event_name}: {event_type} events are not run locally")
 
     return FunctionSpec(
@@ -414,6 +426,8 @@ def _function(
         routes=tuple(routes),
         sqs_triggers=tuple(triggers),
         schedules=tuple(schedules),
+        environment=dict((properties.get("Environment") or {}).get("Variables") or {}),
+        other_event_types=tuple(other_event_types),
     )
 
 

@@ -14,6 +14,7 @@ from mailroomctl.client import AdminApiError, AdminClient
 from mailroomctl.clients import register_clients
 from mailroomctl.dlq import register_dlq
 from mailroomctl.keys import register_keys
+from mailroomctl.simulate import register_simulate
 from mailroomctl.suppressions import register_suppressions
 from mailroomctl.templates import register_templates
 
@@ -45,6 +46,7 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParse
     register_suppressions,
     register_templates,
     register_keys,
+    register_simulate,
 ]
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mailroom import secret_references
 from mailroom.domain.return_path import SigningKeyring
 from mailroom.domain.sealed_secrets import SecretKeyring
 
@@ -16,6 +17,44 @@ from mailroom.domain.sealed_secrets import SecretKeyring
 PROVIDER_NAMES = ("smtp", "ses", "sendgrid", "mailgun")
 _PROVIDER = "(?:" + "|".join(PROVIDER_NAMES) + ")"
 PROVIDER_ORDER_PATTERN = rf"^\s*{_PROVIDER}(?:\s*,\s*{_PROVIDER})*\s*$"
+# Settings that may be given as a Secrets Manager or Parameter Store reference
+# (mailroom/secret_references.py) rather than as the value itself.
+SECRET_SETTINGS = frozenset(
+    {
+        "database_url",
+        "redis_url",
+        "smtp_password",
+        "sendgrid_api_key",
+        "mailgun_api_key",
+        "sendgrid_webhook_public_key",
+        "mailgun_webhook_signing_key",
+        "admin_token_sha256",
+        "template_code_signing_key",
+        "secrets_encryption_keys",
+        "bounce_signing_keys",
+    }
+)
+
+
+class _ResolvedSecretReferences(PydanticBaseSettingsSource):
+    """The environment, with ``secretsmanager:``/``ssm:`` references in SECRET_SETTINGS read."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environment: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._environment = environment
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ is overridden and reads the whole environment at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = self._environment()
+        return {
+            name: secret_references.resolve(value)
+            if name in SECRET_SETTINGS and isinstance(value, str)
+            else value
+            for name, value in values.items()
+        }
 
 
 class Settings(BaseSettings):
@@ -27,6 +66,22 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            _ResolvedSecretReferences(settings_cls, env_settings),
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     database_url: str = "postgresql+pg8000://postgres@127.0.0.1:5432/mailroom"
     # A Lambda container serves one request at a time, so one pooled connection
@@ -136,6 +191,13 @@ class Settings(BaseSettings):
     # Providers batch events (SendGrid up to ~768 KB), so webhook bodies may be
     # larger than API requests; Lambda's synchronous payload limit is 6 MB.
     webhook_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=6_000_000)
+
+    # The local runner's SNS signing certificate (PEM): messages whose
+    # SigningCertURL is https://sns.localhost/... verify against it. Honoured
+    # only when AWS_ENDPOINT_URL is set (LocalStack, moto), never on real AWS.
+    local_sns_signing_certificate: str | None = None
+    # Read only to tell a local stack from real AWS; boto3 reads it itself.
+    aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
 
     @property
     def sns_topic_allowlist(self) -> frozenset[str]:

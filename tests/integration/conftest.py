@@ -90,8 +90,29 @@ def redis_url() -> str:
     return url
 
 
+# `MAILROOM_TEST_AWS=localstack`: the AWS side is LocalStack (MAILROOM_LOCALSTACK_URL,
+# default http://127.0.0.1:4566, started on this host from .venv-localstack if
+# none answers) instead of moto; `make integration-localstack` runs the SQS/SNS part.
+TEST_AWS = os.environ.get("MAILROOM_TEST_AWS", "moto")
+
+
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The AWS endpoint of this run: moto's server, or LocalStack when asked for."""
+    if TEST_AWS == "localstack":
+        from devstack import localstack
+
+        endpoint = os.environ.get("MAILROOM_LOCALSTACK_URL", localstack.DEFAULT_ENDPOINT)
+        if localstack.answers(endpoint):
+            yield endpoint
+            return
+        log = tmp_path_factory.mktemp("localstack") / "localstack.log"
+        process = localstack.start_on_host(endpoint, log)
+        try:
+            yield endpoint
+        finally:
+            localstack.stop(process)
+        return
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

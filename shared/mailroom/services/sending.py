@@ -63,7 +63,19 @@ class PreparedSend:
 # Fields issue 17 added, with the values that mean "not used": left out of a
 # request's fingerprint, so an Idempotency-Key held before the upgrade still
 # matches its retry after it.
-_NEW_FIELD_DEFAULTS = {"html": None, "text": None, "strict": True, "idempotency_key": None}
+_NEW_FIELD_DEFAULTS: dict[str, object] = {
+    # Issue 17: inline content.
+    "html": None,
+    "text": None,
+    "strict": True,
+    "idempotency_key": None,
+    # Issue 16: caller headers, tags, bulk mail.
+    "headers": {},
+    "tags": [],
+    "bulk": False,
+    "campaign": None,
+    "unsubscribe_url": None,
+}
 
 
 def request_fingerprint(request: SendRequest) -> str:

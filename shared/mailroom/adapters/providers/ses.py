@@ -78,6 +78,10 @@ class SesProvider(EmailProvider):
         self._configuration_set = configuration_set
         self._timeout = timeout_seconds
         self._client: Any = None
+        self._v1_client: Any = None
+        # Set once SES v2 answered "not implemented" (LocalStack's free build):
+        # every later send goes straight to SES v1.
+        self.uses_v1 = False
 
     @property
     def client(self) -> Any:
@@ -85,20 +89,28 @@ class SesProvider(EmailProvider):
             # Imported on first send, not at cold start (issue 8): only the
             # worker sends, and only when SES is in the provider order.
             import boto3
-            from botocore.config import Config as BotoConfig
 
-            # One try per call: the chain fails over or the queue retries
-            # with backoff, which beats botocore retrying inside one send.
-            self._client = boto3.client(
-                "sesv2",
-                region_name=self._region,
-                config=BotoConfig(
-                    connect_timeout=self._timeout,
-                    read_timeout=self._timeout,
-                    retries={"max_attempts": 1, "mode": "standard"},
-                ),
-            )
+            self._client = boto3.client("sesv2", region_name=self._region, config=self._config())
         return self._client
+
+    @property
+    def v1_client(self) -> Any:
+        if self._v1_client is None:
+            import boto3
+
+            self._v1_client = boto3.client("ses", region_name=self._region, config=self._config())
+        return self._v1_client
+
+    def _config(self) -> Any:
+        from botocore.config import Config as BotoConfig
+
+        # One try per call: the chain fails over or the queue retries
+        # with backoff, which beats botocore retrying inside one send.
+        return BotoConfig(
+            connect_timeout=self._timeout,
+            read_timeout=self._timeout,
+            retries={"max_attempts": 1, "mode": "standard"},
+        )
 
     def send(self, email: OutgoingEmail) -> ProviderReceipt:
         refuse_smtputf8(self.name, email)
@@ -112,7 +124,17 @@ class SesProvider(EmailProvider):
         if self._configuration_set:
             request["ConfigurationSetName"] = self._configuration_set
         try:
-            answer = self.client.send_email(**request)
+            if self.uses_v1:
+                return self._send_v1(email)
+            try:
+                answer = self.client.send_email(**request)
+            except ClientError as error:
+                if not _v2_unavailable(error):
+                    raise
+                # SES v2 is not emulated here (LocalStack's free build answers
+                # 501): SES v1 SendRawEmail sends the same MIME.
+                self.uses_v1 = True
+                return self._send_v1(email)
         except ClientError as error:
             raise classify_ses_error(error) from error
         except (NoCredentialsError, PartialCredentialsError) as error:
@@ -123,6 +145,24 @@ class SesProvider(EmailProvider):
                 self.name, FailureKind.TRANSIENT, f"request failed: {error}"
             ) from error
         return ProviderReceipt(provider=self.name, provider_msg_id=str(answer["MessageId"]))
+
+    def _send_v1(self, email: OutgoingEmail) -> ProviderReceipt:
+        request: dict[str, Any] = {
+            "Source": email.envelope_from,
+            "Destinations": list(email.envelope_recipients),
+            "RawMessage": {"Data": email.mime},
+        }
+        if self._configuration_set:
+            request["ConfigurationSetName"] = self._configuration_set
+        answer = self.v1_client.send_raw_email(**request)
+        return ProviderReceipt(provider=self.name, provider_msg_id=str(answer["MessageId"]))
+
+
+def _v2_unavailable(error: ClientError) -> bool:
+    """Whether SES v2 itself is missing at this endpoint (not a refusal of this message)."""
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    return status == 501 or code in {"NotImplemented", "NotImplementedException"}
 
 
 def classify_ses_error(error: ClientError) -> ProviderError:

@@ -77,7 +77,14 @@ class WebhookRegistry:
         topics = self._settings.sns_topic_allowlist
         if not topics:
             raise WebhookNotConfigured("SNS_TOPIC_ARNS is empty: no SNS topic is trusted")
-        verifier = SnsVerifier(self._fetcher, allowed_topics=topics, clock=self.clock)
+        # The local runner's own SNS certificate, trusted only off real AWS.
+        local = self._settings.local_sns_signing_certificate
+        verifier = SnsVerifier(
+            self._fetcher,
+            allowed_topics=topics,
+            clock=self.clock,
+            local_certificate=local.encode() if local and self._settings.aws_endpoint_url else None,
+        )
         return SesWebhook(verifier, self._fetcher)
 
     def _build_sendgrid(self) -> SendGridWebhook:
