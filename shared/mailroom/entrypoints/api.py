@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from aws_lambda_powertools.event_handler import (
     APIGatewayRestResolver,
@@ -64,6 +64,9 @@ from mailroom.entrypoints.status_views import (
 )
 from mailroom.services import idempotency, sending, status
 from mailroom.services.quotas import QuotaCharge
+
+if TYPE_CHECKING:
+    from mailroom.services.sending_domains import VerifiedSenders
 
 ServicesProvider = Callable[[], Services]
 
@@ -152,6 +155,14 @@ def caller_of(router: Router, services: Services, scope: Scope) -> Caller:
     )
 
 
+def _sender_check(services: Services, mode: KeyKind) -> VerifiedSenders | None:
+    """The From check SENDER_VERIFICATION asks for this caller's key mode, if any."""
+    setting = services.settings.sender_verification
+    if setting == "all" or (setting == "live" and mode is KeyKind.LIVE):
+        return services.verified_senders
+    return None
+
+
 def send_routes(services: ServicesProvider) -> Router:
     router = Router()
 
@@ -173,7 +184,9 @@ def send_routes(services: ServicesProvider) -> Router:
                     "Invalid request: validation_error, header_injection, unknown_template, "
                     "invalid_props, missing_prop, render_error, render_timeout; suppressed (every "
                     "addressee is on the suppression list; the row reads failed); "
-                    "idempotency_key_reused (the key came with another body)"
+                    "idempotency_key_reused (the key came with another body); "
+                    "sender_not_verified (the from domain is not a verified sending domain "
+                    "of this client; SENDER_VERIFICATION)"
                 ),
                 409: "idempotency_in_progress: the key's first request is still in flight",
                 429: "rate_limited or quota_exceeded; Retry-After says when to try again",
@@ -229,6 +242,7 @@ def send_routes(services: ServicesProvider) -> Router:
                     reserve_quota=quota.take if mode is KeyKind.LIVE else None,
                     on_accepted=complete_key,
                     mode=mode,
+                    senders=_sender_check(active, mode),
                 )
         except Exception:
             # Nothing was accepted (enqueue_failed rows read failed): the key
@@ -442,6 +456,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.admin import admin_routes
     from mailroom.entrypoints.client_suppressions import client_suppression_routes
     from mailroom.entrypoints.client_templates import client_template_routes
+    from mailroom.entrypoints.domains import domain_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
     return [
@@ -451,6 +466,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         client_suppression_routes(services),
         document_routes(services),
         api_key_routes(services),
+        domain_routes(services),
         *webhooks_function_routes(services),
         *admin_routes(services),
     ]

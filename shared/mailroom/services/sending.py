@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.queue import MessageQueue
@@ -19,6 +20,9 @@ from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
 from mailroom.domain.tenancy import KeyKind
 from mailroom.services import suppression
 from mailroom.services.templates import check_props
+
+if TYPE_CHECKING:
+    from mailroom.services.sending_domains import VerifiedSenders
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,7 @@ def accept_message(
     reserve_quota: Callable[[], None] | None = None,
     on_accepted: Callable[[UnitOfWork, Message], None] | None = None,
     mode: KeyKind = KeyKind.LIVE,
+    senders: VerifiedSenders | None = None,
 ) -> Message:
     """Store the message as ``queued`` and put it on the send queue.
 
@@ -59,6 +64,10 @@ def accept_message(
     (a live caller gets the 422 any special-use domain gets), and
     ``suppressed@`` ones are screened as if on the suppression list. The
     caller passes no ``reserve_quota`` for test sends: they are not charged.
+
+    ``senders`` (issue 16), when given, refuses a ``from`` whose domain is
+    not a verified sending domain of the client (422 sender_not_verified),
+    before anything is written.
     """
     test = mode is KeyKind.TEST
     if not test:
@@ -76,6 +85,8 @@ def accept_message(
     # name is not found (issue 15).
     source = templates.get(request.template, request.template_version, client_id=client.id)
     check_props(renderer, source, request.props)
+    if senders is not None and request.from_:
+        senders.require(uow, client.id, request.from_)
     message = Message(
         id=uuid.uuid4(),
         client_id=client.id,

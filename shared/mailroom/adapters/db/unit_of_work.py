@@ -31,6 +31,10 @@ from mailroom.adapters.db.repositories import (
     SqlClientRepository,
     SqlMessageRepository,
 )
+from mailroom.adapters.db.sending_domains import (
+    SendingDomainRepository,
+    SqlSendingDomainRepository,
+)
 from mailroom.domain.feedback import Suppression
 from mailroom.domain.model import EventType, Message
 
@@ -45,6 +49,7 @@ class UnitOfWork(abc.ABC):
     message_queries: MessageQueryRepository
     audit: AuditLog
     idempotency: IdempotencyRepository
+    sending_domains: SendingDomainRepository
 
     def __enter__(self) -> Self:
         return self
@@ -187,6 +192,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.message_queries = SqlMessageQueryRepository(self._session)
         self.audit = SqlAuditLog(self._session)
         self.idempotency = SqlIdempotencyRepository(self._session)
+        self.sending_domains = SqlSendingDomainRepository(self._session)
         return self
 
     def __exit__(
