@@ -1,4 +1,4 @@
-"""GET /v1/messages/{id}, /v1/suppressions, /v1/api-keys, /v1/domains, GET /health, the OpenAPI document."""
+"""GET /v1/messages/{id}, /v1/suppressions, /v1/api-keys, /v1/domains, /health, OpenAPI."""
 
 from functools import cache
 from typing import Any
