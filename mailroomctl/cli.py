@@ -13,6 +13,7 @@ from typing import Any
 from mailroomctl.client import AdminApiError, AdminClient
 from mailroomctl.clients import register_clients
 from mailroomctl.dlq import register_dlq
+from mailroomctl.domains import register_domains
 from mailroomctl.keys import register_keys
 from mailroomctl.suppressions import register_suppressions
 from mailroomctl.templates import register_templates
@@ -45,6 +46,7 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParse
     register_suppressions,
     register_templates,
     register_keys,
+    register_domains,
 ]
 
 
