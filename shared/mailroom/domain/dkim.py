@@ -42,7 +42,8 @@ SIGNED_HEADERS = (
     "feedback-id",
 )
 _WSP_RUN = re.compile(rb"[ \t]+")
-_TRAILING_WSP = re.compile(rb"[ \t]+(?=\r\n)")
+# A run of two or more, or any run holding a tab: what relaxed body canonicalisation rewrites.
+_WSP_TO_COLLAPSE = re.compile(rb"[ \t]*\t[ \t]*| {2,}")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
 
 
@@ -124,10 +125,19 @@ def relaxed_header(field: bytes) -> bytes:
 
 
 def relaxed_body(body: bytes) -> bytes:
-    """RFC 6376 3.4.4: trailing WSP dropped, WSP runs as one space, no trailing empty lines."""
+    """RFC 6376 3.4.4: trailing WSP dropped, WSP runs as one space, no trailing empty lines.
+
+    Bytes methods first: a regex visiting every single space of a 10 KB HTML
+    body cost ~0.5 ms, more than the RSA signature. Only runs of two or more
+    spaces, and tabs, need rewriting; once collapsed, trailing whitespace is
+    at most one space before each CRLF.
+    """
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    body = _TRAILING_WSP.sub(b"", _WSP_RUN.sub(b" ", body))
+    if b"\t" in body or b"  " in body:
+        body = _WSP_TO_COLLAPSE.sub(b" ", body)
+    if b" \r\n" in body:
+        body = body.replace(b" \r\n", b"\r\n")
     body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
 
