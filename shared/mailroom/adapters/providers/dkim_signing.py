@@ -106,16 +106,36 @@ def sign_email(email: OutgoingEmail, keys: DkimKeyCache) -> OutgoingEmail:
     )
 
 
+# From header value -> its domain: a worker sends for few senders, and the
+# stdlib address parser costs more than the lookup (~0.15 ms per message).
+_FROM_DOMAINS: dict[bytes, str | None] = {}
+_FROM_DOMAINS_MAX = 4096
+
+
 def from_header_domain(mime: bytes) -> str | None:
     """The A-label domain of the message's From header, or None."""
     fields, _ = dkim.split_message(mime[: mime.find(b"\r\n\r\n") + 4] or mime)
     for field in fields:
         name, _, value = field.partition(b":")
         if name.strip().lower() == b"from":
-            _, address = parseaddr(value.replace(b"\r\n", b"").decode("utf-8", "replace"))
-            domain = address.rpartition("@")[2]
-            try:
-                return normalise_domain(domain) if domain else None
-            except InvalidDomain:
-                return None
+            known = _FROM_DOMAINS.get(value, _UNSEEN)
+            if known is not _UNSEEN:
+                return known  # type: ignore[return-value]
+            domain = _domain_of(value)
+            if len(_FROM_DOMAINS) >= _FROM_DOMAINS_MAX:
+                _FROM_DOMAINS.clear()
+            _FROM_DOMAINS[value] = domain
+            return domain
     return None
+
+
+_UNSEEN = object()
+
+
+def _domain_of(value: bytes) -> str | None:
+    _, address = parseaddr(value.replace(b"\r\n", b"").decode("utf-8", "replace"))
+    domain = address.rpartition("@")[2]
+    try:
+        return normalise_domain(domain) if domain else None
+    except InvalidDomain:
+        return None
