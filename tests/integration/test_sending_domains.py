@@ -15,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
+from devstack import demo_client
 from mailroom.adapters.db.unit_of_work import Database
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
@@ -355,3 +356,23 @@ def test_with_ses_the_domain_identity_is_created_and_its_dkim_cnames_shown(
     publish_all(local_dns, domain)
     _, verified = stack.call("POST", f"/v1/domains/{domain['id']}/verify", client)
     assert verified["status"] == "verified", verified["checks"]
+
+
+def test_make_dev_verifies_the_demo_clients_default_from_domain(
+    stack: Stack, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN the demo client the local runner creates, with sender verification on
+    credentials, _ = demo_client.demo_credentials(
+        stack.services, None, api_url="http://127.0.0.1:3000", token=ADMIN_TOKEN
+    )
+    client = {"key": credentials.api_key, "secret": credentials.api_secret}
+    # WHEN the runner verifies its DEFAULT_FROM domain (twice: every start does)
+    assert demo_client.verify_demo_domain(stack.services, credentials) == "example.com"
+    assert demo_client.verify_demo_domain(stack.services, credentials) == "example.com"
+    # THEN the demo client may send as it, and the mail is DKIM-signed
+    status, accepted = stack.send(client, "Demo <demo@example.com>")
+    assert status == 202, accepted
+    stack.deliver(accepted["id"])
+    assert smtp_sink.received[-1].data.startswith(b"DKIM-Signature: ")
+    status, listed = stack.call("GET", "/v1/domains", client)
+    assert [(d["domain"], d["status"]) for d in listed["domains"]] == [("example.com", "verified")]
