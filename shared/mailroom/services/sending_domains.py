@@ -214,12 +214,16 @@ def verify_domain(
         if domain.status is DomainStatus.VERIFIED and previous is not DomainStatus.VERIFIED:
             domain.verified_at = moment
         uow.sending_domains.save(domain)
-        if domain.status is not previous:
+        # Every check someone asked for is audited; the scheduled re-check
+        # only when the status moved (a row per domain per day otherwise).
+        if domain.status is not previous or actor != CHECKER:
             action = {
                 DomainStatus.VERIFIED: "domain.verified",
                 DomainStatus.FAILING: "domain.failing",
                 DomainStatus.PENDING: "domain.pending",
             }[domain.status]
+            if domain.status is previous:
+                action = "domain.check"
             after = {**_summary(domain), "checks": domain.checks}
             uow.audit.append(_audit(actor, action, domain, before, after))
         uow.commit()
