@@ -12,9 +12,11 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head
+from mailroom.adapters.providers.base import EmailProvider
+from mailroom.adapters.providers.dkim_signing import SigningProvider
 from mailroom.adapters.providers.smtp import Security, SmtpProvider
 from mailroom.adapters.queue_records import QueueRecords
-from mailroom.bootstrap import Services, bootstrap
+from mailroom.bootstrap import Services, bootstrap, dkim_keys
 from mailroom.config import Settings
 from mailroom.domain.model import Client
 
@@ -65,7 +67,10 @@ def build_services(
     *,
     reuse: bool,
     security: Security = "none",
+    dkim_signing: bool = False,
 ) -> Services:
+    """The worker's services against the bench sink; ``dkim_signing`` puts the
+    DKIM signer in front of SMTP as bootstrap does when a keyring is set (issue 16)."""
     settings = Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -75,11 +80,26 @@ def build_services(
         smtp_port=port,
         # As a deployed stack has one: compiled code is then shared through Redis.
         template_code_signing_key=SecretStr("bench-template-code-signing-key-0123456789"),
+        # Fixed, so every bench process opens the keys the main one sealed.
+        secrets_encryption_keys=SecretStr(BENCH_KEYRING),
     )
-    provider = SmtpProvider("127.0.0.1", port, security=security, reuse_connection=reuse)
-    return bootstrap(
-        settings, providers={"smtp": provider}, queue_records=NoRedriveLimit(), health_probes={}
+    provider: EmailProvider = SmtpProvider(
+        "127.0.0.1", port, security=security, reuse_connection=reuse
     )
+    providers: dict[str, EmailProvider] = {}
+    services = bootstrap(
+        settings, providers=providers, queue_records=NoRedriveLimit(), health_probes={}
+    )
+    if dkim_signing:
+        keys = dkim_keys(settings, services.uow)
+        assert keys is not None
+        provider = SigningProvider(provider, keys)
+    # The chain is built on first use, from this same dict.
+    providers["smtp"] = provider
+    return services
+
+
+BENCH_KEYRING = "bench:" + "A" * 43
 
 
 def new_client(services: Services) -> uuid.UUID:

@@ -64,6 +64,16 @@ SUBJECTS = {
         short=5,
         long=25,
     ),
+    # Issue 16: the same with every message DKIM-signed (one RSA-2048 signature).
+    "worker-dkim": Subject(
+        "worker process, worker_profile.py --dkim",
+        "email",
+        "worker_profile.py",
+        ("--dkim", "--batches"),
+        units_per_step=10,
+        short=5,
+        long=25,
+    ),
     "api": Subject(
         "send API, bench/api_send.py --whole-only",
         "request",

@@ -42,6 +42,7 @@ from bench.worker_pipeline import (  # noqa: E402
     REDIS_URL,
     TEMPLATES,
     queue_events,
+    register_signing_domain,
     run_sink,
 )
 from mailroom.entrypoints.worker import process_send_batch  # noqa: E402
@@ -71,6 +72,9 @@ def main() -> None:
     parser.add_argument(
         "--sort", default="cumulative", help="cProfile order: cumulative or tottime (self time)"
     )
+    parser.add_argument(
+        "--dkim", action="store_true", help="sign each message (RSA-2048) as the worker does"
+    )
     args = parser.parse_args()
 
     prepare_database(DATABASE_URL, REDIS_URL)
@@ -81,8 +85,13 @@ def main() -> None:
     sink.start()
     try:
         port = int(ready.get(timeout=30))
-        services = build_services(DATABASE_URL, REDIS_URL, TEMPLATES, port, reuse=True)
-        events = queue_events(services, new_client(services), args.batches + 1)
+        services = build_services(
+            DATABASE_URL, REDIS_URL, TEMPLATES, port, reuse=True, dkim_signing=args.dkim
+        )
+        client_id = new_client(services)
+        if args.dkim:
+            register_signing_domain(services, client_id, ed25519=False)
+        events = queue_events(services, client_id, args.batches + 1)
         # The JSON log lines are still written (their cost is real), to /dev/null.
         stdout = os.dup(1)
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)

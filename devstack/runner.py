@@ -32,6 +32,7 @@ from devstack.smtp_sink import SmtpSink
 from devstack.sqs_poller import QueuePoller
 from devstack.template import StackSpec, TemplateError, load_stack
 from mailroom.bootstrap import default_services
+from mailroom.domain.errors import MailroomError
 from mailroomctl.local_webhooks import LOCAL_SES_TOPIC_ARN, LocalWebhookKeys
 
 log = logging.getLogger("devstack")
@@ -405,6 +406,17 @@ def _demo_credentials(
         )
     except SQLAlchemyError as error:
         raise StartupError(f"creating the demo client failed: {error}") from error
+    try:
+        verified = demo_client.verify_demo_domain(default_services(), credentials)
+    except SQLAlchemyError as error:
+        raise StartupError(f"verifying the demo client's domain failed: {error}") from error
+    except MailroomError as error:
+        log.warning("the demo client's domain is not verified: %s", error.message)
+        verified = ""
+    if verified is None:
+        log.warning("the DEFAULT_FROM domain belongs to another client: demo sends are refused")
+    elif verified:
+        log.info("the demo client's sending domain %s is verified (DKIM-signed locally)", verified)
     if credentials != saved:
         credentials.write(path)
     if created:

@@ -13,6 +13,7 @@ from typing import Any
 from mailroomctl.client import AdminApiError, AdminClient
 from mailroomctl.clients import register_clients
 from mailroomctl.dlq import register_dlq
+from mailroomctl.domains import register_domains
 from mailroomctl.keys import register_keys
 from mailroomctl.simulate import register_simulate
 from mailroomctl.suppressions import register_suppressions
@@ -47,6 +48,7 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParse
     register_templates,
     register_keys,
     register_simulate,
+    register_domains,
 ]
 
 

@@ -48,11 +48,14 @@ from mailroom.services.authentication import Authenticator, VerifiedCredentialCa
 
 if TYPE_CHECKING:
     from mailroom.adapters.breakers import ProviderBreakers
+    from mailroom.adapters.dns_records import DnsLookup
     from mailroom.adapters.providers.base import EmailProvider
+    from mailroom.adapters.providers.dkim_signing import DkimKeyCache
     from mailroom.domain.outgoing_headers import SenderPolicy
     from mailroom.services.inbound import InboundPolicy
     from mailroom.services.provider_chain import ProviderChain
     from mailroom.services.sending import SendLimits
+    from mailroom.services.sending_domains import DomainPolicy, VerifiedSenders
 
 
 @dataclass
@@ -82,6 +85,30 @@ class Services:
     # Sends' inline content (issue 17); ``templates`` resolves its names too.
     # Always set by bootstrap().
     inline_contents: InlineContentStore | None = None
+
+    # Sending-domain verification's DNS (issue 16); built on first use unless given.
+    dns_lookup: DnsLookup | None = None
+
+    @cached_property
+    def dns(self) -> DnsLookup:
+        if self.dns_lookup is not None:
+            return self.dns_lookup
+        from mailroom.adapters.dns_records import DnspythonLookup
+
+        return DnspythonLookup(
+            self.settings.dns_nameservers, timeout_seconds=self.settings.dns_timeout_seconds
+        )
+
+    @cached_property
+    def domain_policy(self) -> DomainPolicy:
+        return domain_policy(self.settings)
+
+    @cached_property
+    def verified_senders(self) -> VerifiedSenders:
+        """The send-time From check; its cache of verified domains is per process."""
+        from mailroom.services.sending_domains import VerifiedSenders
+
+        return VerifiedSenders()
 
     @cached_property
     def renderer(self) -> TemplateRenderer:
@@ -164,6 +191,7 @@ def bootstrap(
     health_probes: dict[str, Callable[[], None]] | None = None,
     webhooks: WebhookRegistry | None = None,
     inline_contents: InlineContentStore | None = None,
+    dns: DnsLookup | None = None,
 ) -> Services:
     settings = settings or get_settings()
     database = Database(
@@ -180,7 +208,9 @@ def bootstrap(
         from mailroom.services.provider_chain import ProviderChain
 
         return ProviderChain(
-            providers if providers is not None else _providers(settings),
+            providers
+            if providers is not None
+            else _providers(settings, dkim_keys(settings, uow_factory)),
             settings.provider_names,
             breakers
             or ProviderBreakers.in_redis(
@@ -193,9 +223,10 @@ def bootstrap(
             operator_signals,
         )
 
+    uow_factory: Callable[[], UnitOfWork] = uow or (lambda: SqlUnitOfWork(database))
     return Services(
         settings=settings,
-        uow=uow or (lambda: SqlUnitOfWork(database)),
+        uow=uow_factory,
         hasher=hasher
         or Argon2SecretHasher(
             time_cost=settings.argon2_time_cost,
@@ -230,11 +261,49 @@ def bootstrap(
         or WebhookRegistry(
             settings, fetcher=UrllibAwsFetcher(), replay_guard=RedisReplayGuard(redis_store)
         ),
+        dns_lookup=dns,
     )
 
 
-def _providers(settings: Settings) -> dict[str, EmailProvider]:
-    """The providers PROVIDER_ORDER names; each is cheap to build and connects on first send."""
+def dkim_keys(settings: Settings, uow: Callable[[], UnitOfWork]) -> DkimKeyCache | None:
+    """The worker's DKIM keys, per process; None (nothing signed) without a keyring."""
+    keyring = settings.secret_keyring
+    if keyring is None:
+        return None
+    from mailroom.adapters.providers.dkim_signing import DkimKeyCache
+
+    return DkimKeyCache(uow, keyring, ttl_seconds=settings.dkim_key_cache_seconds)
+
+
+def domain_policy(settings: Settings) -> DomainPolicy:
+    from mailroom.adapters.ses_identities import SesIdentities
+    from mailroom.domain.sending_domains import PublishingPlan
+    from mailroom.services.sending_domains import DomainPolicy
+
+    ses_first = settings.provider_names[:1] == ("ses",)
+    return DomainPolicy(
+        plan=PublishingPlan(
+            spf_include=settings.spf_include or ("amazonses.com" if ses_first else ""),
+            return_path_host=settings.bounce_mx_host,
+            dmarc_report_address=settings.dmarc_report_address,
+        ),
+        keyring=settings.secret_keyring,
+        ed25519=settings.dkim_ed25519,
+        ses=SesIdentities(
+            settings.aws_region, timeout_seconds=settings.http_provider_timeout_seconds
+        )
+        if settings.uses_ses_identities
+        else None,
+    )
+
+
+def _providers(settings: Settings, keys: DkimKeyCache | None = None) -> dict[str, EmailProvider]:
+    """The providers PROVIDER_ORDER names; each is cheap to build and connects on first send.
+
+    SMTP and Mailgun carry our MIME as it is, so they get it DKIM-signed
+    (issue 16); SES signs with its domain identity's Easy DKIM, and SendGrid
+    rebuilds the message from parts and signs with its own domain setup.
+    """
     from mailroom.adapters.providers.mailgun import MailgunProvider
     from mailroom.adapters.providers.sendgrid import SendGridProvider
     from mailroom.adapters.providers.ses import SesProvider
@@ -258,7 +327,14 @@ def _providers(settings: Settings) -> dict[str, EmailProvider]:
             timeout_seconds=s.http_provider_timeout_seconds,
         ),
     }
-    return {name: builders[name](settings) for name in settings.provider_names}
+    built = {name: builders[name](settings) for name in settings.provider_names}
+    if keys is not None:
+        from mailroom.adapters.providers.dkim_signing import SigningProvider
+
+        for name in ("smtp", "mailgun"):
+            if name in built:
+                built[name] = SigningProvider(built[name], keys)
+    return built
 
 
 def _template_renderer(settings: Settings, redis_store: RedisStore) -> TemplateRenderer:

@@ -159,6 +159,44 @@ class Settings(BaseSettings):
         value = self.bounce_signing_keys.get_secret_value()
         return SigningKeyring.from_setting(value) if value.strip() else None
 
+    # Sending domains and DKIM (issue 16, docs/architecture.md "Sending
+    # domains"). Which sends must come from a verified domain of their
+    # client: "all" keys, "live" keys only (test keys' mail never leaves the
+    # sandbox), or "off" (the local runner's tests; never in production).
+    # A send without "from" uses DEFAULT_FROM, the operator's own address,
+    # which is not checked.
+    sender_verification: Literal["all", "live", "off"] = "live"
+    # The DNS server(s) verification asks, "host[:port]" comma-separated;
+    # empty: the system's resolver. Tests point it at their own server.
+    dns_resolver: str = ""
+    dns_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    # The host bounces.<domain> should point at (MX), where inbound mail lands.
+    bounce_mx_host: str = "inbound.mailroom.invalid"
+    # The SPF include the client publishes; empty: amazonses.com when SES
+    # is first in PROVIDER_ORDER, else "v=spf1 mx ~all".
+    spf_include: str = ""
+    dmarc_report_address: str = ""
+    # A second DKIM signature with Ed25519 (RFC 8463) beside RSA-2048.
+    dkim_ed25519: bool = False
+    # Signing keys are read from PostgreSQL once per domain and process for this long.
+    dkim_key_cache_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    # Create an SES domain identity (Easy DKIM) instead of our own key; also
+    # on whenever SES is in PROVIDER_ORDER.
+    ses_domain_identities: bool = False
+    # The scheduled re-check: domains not checked for this long, this many per tick.
+    domain_recheck_seconds: int = Field(default=86_400, ge=60)
+    domain_recheck_batch_size: int = Field(default=50, ge=1, le=1000)
+
+    @property
+    def uses_ses_identities(self) -> bool:
+        return self.ses_domain_identities or "ses" in self.provider_names
+
+    @property
+    def dns_nameservers(self) -> list[tuple[str, int]]:
+        from mailroom.adapters.dns_records import parse_nameservers
+
+        return parse_nameservers(self.dns_resolver)
+
     default_from: str = "Mailroom <noreply@example.com>"
     # Bodies beyond this are refused with 413 before they are parsed.
     max_request_bytes: int = Field(default=256 * 1024, ge=1024)

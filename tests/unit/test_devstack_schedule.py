@@ -16,7 +16,8 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 def test_the_reconciler_is_scheduled_every_minute_in_the_template() -> None:
     # GIVEN the real template, as the local runner reads it
     stack = load_stack(TEMPLATE, stack_name="mailroom-local", region="us-east-1")
-    # THEN the reconciler has its one-minute schedule, and nothing else has one
+    # THEN the reconciler has its one-minute schedule, the sending-domain
+    # re-check (issue 16) its hourly one, and nothing else has one
     scheduled = {spec.logical_id: spec.schedules for spec in stack.functions if spec.schedules}
     (trigger,) = scheduled.pop("ReconcilerFunction")
     assert (trigger.expression, trigger.period_seconds, trigger.enabled) == (
@@ -24,6 +25,8 @@ def test_the_reconciler_is_scheduled_every_minute_in_the_template() -> None:
         60,
         True,
     )
+    (recheck,) = scheduled.pop("DomainChecksFunction")
+    assert (recheck.expression, recheck.period_seconds) == ("rate(1 hour)", 3600)
     assert scheduled == {}
 
 

@@ -396,3 +396,31 @@ class DailyLimitExceeded(QuotaExceeded):
     """The client's daily limit (UTC day) is used up."""
 
     code = "daily_limit_exceeded"
+
+
+class InvalidDomain(InvalidRequest):
+    """Not a domain name a client could send as (issue 16)."""
+
+    code = "invalid_domain"
+
+
+class DomainTaken(MailroomError):
+    """Registered already: by this client (it is listed), or by another (never said which)."""
+
+    code = "domain_taken"
+
+
+class DomainNotFound(MailroomError):
+    code = "domain_not_found"
+
+
+class SenderNotVerified(InvalidRequest):
+    """The From domain is not a verified sending domain of this client."""
+
+    code = "sender_not_verified"
+
+
+class SecretsNotConfigured(DependencyUnavailable):
+    """SECRETS_ENCRYPTION_KEYS is unset: nothing that stores a secret can work."""
+
+    code = "secrets_not_configured"

@@ -23,6 +23,7 @@ from mailroom.entrypoints.admin_suppressions import suppression_routes
 from mailroom.entrypoints.admin_templates import template_routes
 from mailroom.entrypoints.api_keys import admin_key_routes
 from mailroom.entrypoints.dead_letters import dead_letter_routes
+from mailroom.entrypoints.domains import admin_domain_routes
 from mailroom.entrypoints.health import component_health_routes
 from mailroom.entrypoints.openapi_contract import ADMIN_TOKEN, answers
 
@@ -94,6 +95,7 @@ def admin_routes(services: ServicesProvider) -> list[Router]:
         template_routes(services),
         admin_key_routes(services),
         inbound_routes(services),
+        admin_domain_routes(services),
     ]
 
 

@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from aws_lambda_powertools.event_handler import (
     APIGatewayRestResolver,
@@ -65,6 +65,9 @@ from mailroom.entrypoints.status_views import (
 from mailroom.services import batch_send, idempotency, sending, status
 from mailroom.services.admission import take_more
 from mailroom.services.quotas import BatchQuotaCharge, QuotaCharge
+
+if TYPE_CHECKING:
+    from mailroom.services.sending_domains import VerifiedSenders
 
 ServicesProvider = Callable[[], Services]
 
@@ -200,6 +203,14 @@ def caller_of(router: Router, services: Services, scope: Scope) -> Caller:
     )
 
 
+def _sender_check(services: Services, mode: KeyKind) -> VerifiedSenders | None:
+    """The From check SENDER_VERIFICATION asks for this caller's key mode, if any."""
+    setting = services.settings.sender_verification
+    if setting == "all" or (setting == "live" and mode is KeyKind.LIVE):
+        return services.verified_senders
+    return None
+
+
 def send_routes(services: ServicesProvider) -> Router:
     router = Router()
 
@@ -221,7 +232,9 @@ def send_routes(services: ServicesProvider) -> Router:
                     "Invalid request: validation_error, header_injection, unknown_template, "
                     "invalid_props, missing_prop, render_error, render_timeout; suppressed (every "
                     "addressee is on the suppression list; the row reads failed); "
-                    "idempotency_key_reused (the key came with another body)"
+                    "idempotency_key_reused (the key came with another body); "
+                    "sender_not_verified (the from domain is not a verified sending domain "
+                    "of this client; SENDER_VERIFICATION)"
                 ),
                 409: "idempotency_in_progress: the key's first request is still in flight",
                 429: "rate_limited or quota_exceeded; Retry-After says when to try again",
@@ -286,6 +299,9 @@ def send_routes(services: ServicesProvider) -> Router:
                 request=request,
                 trace_id=trace_id,
                 mode=mode,
+                check_sender=sending.sender_check(
+                    _sender_check(active, mode), active.uow(), client
+                ),
             )
             warnings.extend(prepared.render_warnings)
             lint.extend(prepared.lint_warnings)
@@ -401,7 +417,15 @@ def send_routes(services: ServicesProvider) -> Router:
                 active.renderer,
                 active.send_limits,
                 items=items,
-                context=batch_send.BatchContext(client, mode, trace_id, validation),
+                context=batch_send.BatchContext(
+                    client,
+                    mode,
+                    trace_id,
+                    validation,
+                    check_sender=sending.sender_check(
+                        _sender_check(active, mode), active.uow(), client
+                    ),
+                ),
                 # Test mode is never charged (issue 15).
                 charge=BatchQuotaCharge(active.quota, active.uow, client)
                 if mode is KeyKind.LIVE
@@ -670,6 +694,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.admin import admin_routes
     from mailroom.entrypoints.client_suppressions import client_suppression_routes
     from mailroom.entrypoints.client_templates import client_template_routes
+    from mailroom.entrypoints.domains import domain_routes
     from mailroom.entrypoints.inbound import inbound_function_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
@@ -680,6 +705,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         client_suppression_routes(services),
         document_routes(services),
         api_key_routes(services),
+        domain_routes(services),
         *webhooks_function_routes(services),
         *inbound_function_routes(services),
         *admin_routes(services),

@@ -57,6 +57,8 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.IpNotAllowed: 403,
     errors.ApiKeyNotFound: 404,
     errors.KeyLimitReached: 409,
+    errors.DomainTaken: 409,
+    errors.DomainNotFound: 404,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

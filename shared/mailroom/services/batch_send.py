@@ -95,6 +95,8 @@ class BatchContext:
     mode: KeyKind
     trace_id: str
     validation: BatchValidation
+    # SENDER_VERIFICATION's From check for this caller, if any (issue 16).
+    check_sender: Callable[[str], None] | None = None
 
 
 def validate_items(
@@ -122,6 +124,7 @@ def validate_items(
                 request=request,
                 trace_id=context.trace_id,
                 mode=context.mode,
+                check_sender=context.check_sender,
             )
         except (InvalidRequest, RenderError) as error:
             # The 422s of one send; anything else (a store down) is the call's 503.

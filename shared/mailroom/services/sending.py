@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.inline_content import InlineContentStore
@@ -39,6 +40,9 @@ from mailroom.domain.tenancy import KeyKind
 from mailroom.services import idempotency, suppression
 from mailroom.services.quotas import BatchQuotaCharge
 from mailroom.services.templates import check_props
+
+if TYPE_CHECKING:
+    from mailroom.services.sending_domains import VerifiedSenders
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,7 @@ def prepare_send(
     request: SendRequest,
     trace_id: str,
     mode: KeyKind = KeyKind.LIVE,
+    check_sender: Callable[[str], None] | None = None,
 ) -> PreparedSend:
     """Validate one send request and build its message; nothing is written.
 
@@ -126,6 +131,10 @@ def prepare_send(
         )
     content = request.inline_content
     warnings: list[str] = []
+    if check_sender is not None and request.from_:
+        # SENDER_VERIFICATION (issue 16): 422 sender_not_verified unless the
+        # From domain is one of the client's verified sending domains.
+        check_sender(request.from_)
     if content is None:
         assert request.template is not None  # SendRequest: a template or inline content
         if request.subject and not subject_fits(request.subject):
@@ -172,6 +181,19 @@ def prepare_send(
     return PreparedSend(message, content, tuple(warnings), lint)
 
 
+def sender_check(
+    senders: VerifiedSenders | None, uow: UnitOfWork, client: Client
+) -> Callable[[str], None] | None:
+    """``prepare_send``'s From check for ``client``, when SENDER_VERIFICATION asks for one."""
+    if senders is None:
+        return None
+
+    def check(from_address: str) -> None:
+        senders.require(uow, client.id, from_address)
+
+    return check
+
+
 def accept_message(
     uow: UnitOfWork,
     queue: MessageQueue,
@@ -186,10 +208,18 @@ def accept_message(
     on_accepted: Callable[[UnitOfWork, Message], None] | None = None,
     mode: KeyKind = KeyKind.LIVE,
     contents: InlineContentStore | None = None,
+    senders: VerifiedSenders | None = None,
 ) -> Message:
     """``accept_prepared`` of ``prepare_send``: validate, store as ``queued``, enqueue."""
     prepared = prepare_send(
-        templates, renderer, limits, client=client, request=request, trace_id=trace_id, mode=mode
+        templates,
+        renderer,
+        limits,
+        client=client,
+        request=request,
+        trace_id=trace_id,
+        mode=mode,
+        check_sender=sender_check(senders, uow, client),
     )
     return accept_prepared(
         uow,
@@ -230,6 +260,10 @@ def accept_prepared(
     (a live caller gets the 422 any special-use domain gets), and
     ``suppressed@`` ones are screened as if on the suppression list. The
     caller passes no ``reserve_quota`` for test sends: they are not charged.
+
+    ``senders`` (issue 16), when given, refuses a ``from`` whose domain is
+    not a verified sending domain of the client (422 sender_not_verified),
+    before anything is written.
     """
     message = prepared.message
     test = message.is_test

@@ -116,6 +116,50 @@ class ApiKeyRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class SendingDomainRow(Base):
+    """A domain a client may send as once its DNS records are found (issue 16)."""
+
+    __tablename__ = "sending_domains"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", ["pending", "verified", "failing"]), name="status"),
+        Index("ix_sending_domains_client_id", "client_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    # IDNA A-labels, lower case: unique across clients, one owner per domain.
+    domain: Mapped[str] = mapped_column(String(253), unique=True)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    # SES domain identity's DKIM tokens, when SES carries the mail; else [].
+    ses_dkim_tokens: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # What the last check found, per record: [{type, name, purpose, result, found}].
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DkimKeyRow(Base):
+    """A domain's DKIM keys, one per selector; the private key sealed (SecretKeyring)."""
+
+    __tablename__ = "dkim_keys"
+    __table_args__ = (
+        CheckConstraint(_one_of("algorithm", ["rsa-sha256", "ed25519-sha256"]), name="algorithm"),
+        CheckConstraint(_one_of("state", ["active", "next", "previous", "retired"]), name="state"),
+    )
+
+    domain_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sending_domains.id", ondelete="CASCADE"), primary_key=True
+    )
+    selector: Mapped[str] = mapped_column(String(63), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    sealed_private_key: Mapped[str] = mapped_column(Text)
+    public_record: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class AdminAuditRow(Base):
     """Append-only: a trigger in the migration refuses UPDATE and DELETE."""
 

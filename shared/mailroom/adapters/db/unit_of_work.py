@@ -36,6 +36,10 @@ from mailroom.adapters.db.repositories import (
     SqlClientRepository,
     SqlMessageRepository,
 )
+from mailroom.adapters.db.sending_domains import (
+    SendingDomainRepository,
+    SqlSendingDomainRepository,
+)
 from mailroom.domain.feedback import Suppression
 from mailroom.domain.model import EventType, Message
 
@@ -52,6 +56,7 @@ class UnitOfWork(abc.ABC):
     idempotency: IdempotencyRepository
     # Issue 16; only the inbound function and the unsubscribe routes use it.
     inbound: InboundMailRepository
+    sending_domains: SendingDomainRepository
 
     def __enter__(self) -> Self:
         return self
@@ -205,6 +210,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.audit = SqlAuditLog(self._session)
         self.idempotency = SqlIdempotencyRepository(self._session)
         self.inbound = SqlInboundMailRepository(self._session)
+        self.sending_domains = SqlSendingDomainRepository(self._session)
         return self
 
     def __exit__(

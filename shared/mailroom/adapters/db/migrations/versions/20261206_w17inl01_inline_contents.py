@@ -1,7 +1,7 @@
 """inline_contents: the inline content of sends, once per content hash (issue 17)
 
 Revision ID: w17inl01
-Revises: h15apikeys01
+Revises: w16bnc01
 Create Date: 2026-12-06 10:40:00
 
 Messages name their content ``inline:<hash>`` in ``template_name``, so the
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "w17inl01"
-down_revision: str | None = "h15apikeys01"
+down_revision: str | None = "w16bnc01"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
