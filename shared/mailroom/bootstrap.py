@@ -36,6 +36,7 @@ from mailroom.adapters.templates import (
     TemplateStore,
 )
 from mailroom.adapters.tenancy import CredentialVersions, QuotaCounter, RateLimiter
+from mailroom.adapters.webhook_queue import SqsWebhookQueue, WebhookQueue
 from mailroom.adapters.webhooks.fetch import UrllibAwsFetcher
 from mailroom.adapters.webhooks.registry import WebhookRegistry
 from mailroom.adapters.webhooks.replay import RedisReplayGuard
@@ -47,6 +48,8 @@ from mailroom.services.authentication import Authenticator, VerifiedCredentialCa
 if TYPE_CHECKING:
     from mailroom.adapters.breakers import ProviderBreakers
     from mailroom.adapters.providers.base import EmailProvider
+    from mailroom.adapters.webhook_sender import WebhookSender
+    from mailroom.services.outbound_webhooks import Dispatcher
     from mailroom.services.provider_chain import ProviderChain
     from mailroom.services.sending import SendLimits
 
@@ -75,6 +78,30 @@ class Services:
     # Provider delivery webhooks (verifiers, SNS certificate cache); always
     # set by bootstrap().
     webhooks: WebhookRegistry | None = None
+    # Outbound webhooks (issue 19): the dispatcher's queue, and what posts them.
+    webhook_queue: WebhookQueue | None = None
+    webhook_sender: WebhookSender | None = None
+
+    @cached_property
+    def webhook_dispatcher(self) -> Dispatcher:
+        """One per container: its connection pools per endpoint live as long."""
+        from mailroom.adapters.webhook_sender import Urllib3WebhookSender
+        from mailroom.services.outbound_webhooks import Dispatcher
+
+        settings = self.settings
+        assert self.webhook_queue is not None
+        return Dispatcher(
+            uow=self.uow,
+            sender=self.webhook_sender
+            or Urllib3WebhookSender(
+                timeout_seconds=settings.webhook_timeout_seconds,
+                allow_private=settings.webhook_allow_private_urls,
+            ),
+            queue=self.webhook_queue,
+            keyring=settings.secret_keyring,
+            allow_private=settings.webhook_allow_private_urls,
+            concurrency=settings.webhook_dispatch_concurrency,
+        )
 
     @cached_property
     def renderer(self) -> TemplateRenderer:
@@ -133,6 +160,8 @@ def bootstrap(
     credential_versions: CredentialVersions | None = None,
     health_probes: dict[str, Callable[[], None]] | None = None,
     webhooks: WebhookRegistry | None = None,
+    webhook_queue: WebhookQueue | None = None,
+    webhook_sender: WebhookSender | None = None,
 ) -> Services:
     settings = settings or get_settings()
     database = Database(
@@ -194,6 +223,9 @@ def bootstrap(
         or WebhookRegistry(
             settings, fetcher=UrllibAwsFetcher(), replay_guard=RedisReplayGuard(redis_store)
         ),
+        webhook_queue=webhook_queue
+        or SqsWebhookQueue(settings.webhook_queue_url, settings.aws_region),
+        webhook_sender=webhook_sender,
     )
 
 

@@ -54,6 +54,9 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.IpNotAllowed: 403,
     errors.ApiKeyNotFound: 404,
     errors.KeyLimitReached: 409,
+    errors.WebhookEndpointNotFound: 404,
+    errors.WebhookDeliveryNotFound: 404,
+    errors.WebhookLimitReached: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

@@ -25,6 +25,7 @@ from mailroom.adapters.db.feedback_repositories import (
     SuppressionRepository,
 )
 from mailroom.adapters.db.idempotency import IdempotencyRepository, SqlIdempotencyRepository
+from mailroom.adapters.db.outbound_webhooks import SqlWebhookRepository
 from mailroom.adapters.db.repositories import (
     ClientRepository,
     MessageRepository,
@@ -45,6 +46,9 @@ class UnitOfWork(abc.ABC):
     message_queries: MessageQueryRepository
     audit: AuditLog
     idempotency: IdempotencyRepository
+    # Outbound webhooks (issue 19) live in PostgreSQL only: the outbox is a
+    # trigger there, so no in-memory double could stand in for it honestly.
+    webhooks: SqlWebhookRepository
 
     def __enter__(self) -> Self:
         return self
@@ -187,6 +191,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.message_queries = SqlMessageQueryRepository(self._session)
         self.audit = SqlAuditLog(self._session)
         self.idempotency = SqlIdempotencyRepository(self._session)
+        self.webhooks = SqlWebhookRepository(self._session)
         return self
 
     def __exit__(
