@@ -21,6 +21,7 @@ from mailroom.entrypoints.admin_clients import client_routes
 from mailroom.entrypoints.admin_suppressions import suppression_routes
 from mailroom.entrypoints.admin_templates import template_routes
 from mailroom.entrypoints.api_keys import admin_key_routes
+from mailroom.entrypoints.client_webhooks import admin_webhook_routes
 from mailroom.entrypoints.dead_letters import dead_letter_routes
 from mailroom.entrypoints.health import component_health_routes
 from mailroom.entrypoints.openapi_contract import ADMIN_TOKEN, answers
@@ -92,6 +93,7 @@ def admin_routes(services: ServicesProvider) -> list[Router]:
         client_routes(services),
         template_routes(services),
         admin_key_routes(services),
+        admin_webhook_routes(services),
     ]
 
 
