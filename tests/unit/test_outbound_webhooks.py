@@ -77,7 +77,8 @@ def test_the_retry_schedule_with_jitter_and_retry_after() -> None:
     # Retry-After stretches a short wait, never shortens a long one, and is capped.
     assert next_attempt_delay(1, retry_after=timedelta(minutes=3), rng=rng) == timedelta(minutes=3)
     long_wait = next_attempt_delay(6, retry_after=timedelta(seconds=1), rng=rng)
-    assert long_wait is not None and long_wait > timedelta(hours=9)
+    assert long_wait is not None
+    assert long_wait > timedelta(hours=9)
     capped = next_attempt_delay(1, retry_after=timedelta(days=30), rng=rng)
     assert capped == timedelta(hours=10)
 
@@ -147,7 +148,8 @@ def test_a_name_with_any_private_address_is_refused_before_connecting() -> None:
     outcome = sender.post("e", url, {}, b"{}")
     # THEN it fails as blocked, with no connection tried (unit tests have no network)
     assert outcome.status_code is None
-    assert outcome.error is not None and outcome.error.startswith("blocked:")
+    assert outcome.error is not None
+    assert outcome.error.startswith("blocked:")
     assert "10.0.0.7" in outcome.error
 
 
