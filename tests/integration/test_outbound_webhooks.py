@@ -6,11 +6,17 @@ library from PyPI), never with Mailroom's own signing code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import random
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +39,7 @@ from tests.webhook_receiver import Behaviour, Receiver
 pytestmark = pytest.mark.integration
 
 KEYRING = SecretKeyring.from_setting(SecretKeyring.generate_setting())
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -546,3 +553,72 @@ def test_the_feed_returns_exactly_what_the_webhooks_sent_in_order(
     # AND a type filter narrows it
     page = webhooks.feed(stack.uow(), client.id, after=None, types=["email.delivered"], limit=50)
     assert [b["type"] for _, b in page.events] == ["email.delivered"] * 3
+
+
+def test_a_dispatcher_killed_mid_batch_loses_no_event(
+    database: Database, webhook_queue_url: str, receiver: Receiver
+) -> None:
+    # GIVEN 60 events queued for a receiver that takes 50 ms per request
+    setting = SecretKeyring.generate_setting()
+    keyring = SecretKeyring.from_setting(setting)
+    stack = make_stack(database, webhook_queue_url)
+    stack = Stack(
+        database,
+        webhook_queue_url,
+        stack.clock,
+        dataclasses.replace(stack.dispatcher, keyring=keyring, claim_lease=timedelta(seconds=2)),
+    )
+    client = stored_client(database)
+    receiver.behaviour["/hook"] = Behaviour(delay_seconds=0.05)
+    created = webhooks.create_endpoint(
+        stack.uow(),
+        keyring,
+        client.id,
+        url=receiver.url(),
+        events=None,
+        description=None,
+        allow_private=True,
+    )
+    for _ in range(60):
+        message_with_events(stack, client.id)
+    assert webhooks.relay(stack.uow(), stack.queue).queued == 60
+    # WHEN a dispatcher process takes the batch and is killed partway through
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.webhook_dispatcher_process",
+            database.engine.url.render_as_string(hide_password=False),
+            webhook_queue_url,
+            setting,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'shared'}:{REPO}"},
+        stdout=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(receiver.counts) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        process.kill()
+        process.wait()
+    delivered_before_kill = len(receiver.counts)
+    assert 0 < delivered_before_kill < 60
+    # AND the queue and a fresh dispatcher carry on once the claims lapse
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        stack.clock.now = datetime.now(UTC)
+        stack.drain()
+        (pending,) = sql(
+            database, "SELECT count(*) AS n FROM webhook_deliveries WHERE status <> 'succeeded'"
+        )
+        if pending.n == 0:
+            break
+    # THEN every event arrived at least once, each verified, none missing
+    ids = {f"evt_{row.id}" for row in sql(database, "SELECT id FROM webhook_events")}
+    assert set(receiver.counts) == ids
+    assert len(ids) == 60
+    for received in receiver.received:
+        verified(created.secret, received)
