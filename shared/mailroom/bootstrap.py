@@ -101,6 +101,7 @@ class Services:
             keyring=settings.secret_keyring,
             allow_private=settings.webhook_allow_private_urls,
             concurrency=settings.webhook_dispatch_concurrency,
+            batch_wait_seconds=settings.webhook_batch_wait_seconds,
         )
 
     @cached_property

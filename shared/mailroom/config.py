@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
     # Deliveries sent at once by one dispatcher invocation.
     webhook_dispatch_concurrency: int = Field(default=32, ge=1, le=256)
+    # How long one dispatcher invocation waits for its deliveries; slower
+    # ones (a slow endpoint) finish on their own and record themselves.
+    webhook_batch_wait_seconds: float = Field(default=2.0, gt=0, le=120)
     # Outbox rows a relay pass numbers and fans out, and due deliveries it queues.
     webhook_relay_batch_size: int = Field(default=1000, ge=1, le=20_000)
 

@@ -116,6 +116,8 @@ def make_stack(
         allow_private=allow_private,
         clock=clock,
         rng=random.Random(7),
+        # Tests wait for every lane, so what they check has happened.
+        batch_wait_seconds=60,
     )
     return Stack(database, queue_url, clock, dispatcher)
 
@@ -622,3 +624,60 @@ def test_a_dispatcher_killed_mid_batch_loses_no_event(
     assert len(ids) == 60
     for received in receiver.received:
         verified(created.secret, received)
+
+
+def test_a_slow_endpoint_neither_holds_the_batch_nor_takes_more_than_its_lanes(
+    database: Database, webhook_queue_url: str, receiver: Receiver
+) -> None:
+    # GIVEN a fast endpoint and one answering after 2 s, and a dispatcher that
+    # waits 0.5 s for its lanes
+    stack = make_stack(database, webhook_queue_url)
+    dispatcher = dataclasses.replace(stack.dispatcher, batch_wait_seconds=0.5, per_endpoint=2)
+    client = stored_client(database)
+    receiver.behaviour["/slow"] = Behaviour(delay_seconds=2)
+    slow = endpoint(stack, client.id, receiver.url("/slow"))
+    fast = endpoint(stack, client.id, receiver.url("/fast"))
+    for _ in range(4):
+        message_with_events(stack, client.id)
+    stack.relay()
+    ids = [row.id for row in sql(database, "SELECT id FROM webhook_deliveries ORDER BY id")]
+    # WHEN one batch holds all eight deliveries
+    report = dispatcher.dispatch(ids)
+    # THEN the fast endpoint's four are settled when the call returns, the slow
+    # one's are still being sent in its two lanes
+    by_endpoint = {
+        row.endpoint_id: row.statuses
+        for row in sql(
+            database,
+            "SELECT endpoint_id, array_agg(status ORDER BY id) AS statuses "
+            "FROM webhook_deliveries GROUP BY endpoint_id",
+        )
+    }
+    assert by_endpoint[fast.endpoint.id] == ["succeeded"] * 4
+    assert by_endpoint[slow.endpoint.id] == ["pending"] * 4
+    assert report.still_running == 2
+    # AND new deliveries for the slow endpoint wait (deferred, no attempt counted)
+    message_with_events(stack, client.id)
+    stack.relay()
+    newest = [
+        row.id
+        for row in sql(
+            database,
+            "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND claim_token IS NULL",
+        )
+    ]
+    later = dispatcher.dispatch(newest)
+    assert later.deferred == 1
+    # AND the slow lanes record their outcomes themselves when they end
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        (row,) = sql(
+            database,
+            "SELECT count(*) AS n FROM webhook_deliveries "
+            "WHERE endpoint_id = :e AND status = 'succeeded'",
+            e=slow.endpoint.id,
+        )
+        if row.n == 4:
+            break
+        time.sleep(0.1)
+    assert row.n == 4

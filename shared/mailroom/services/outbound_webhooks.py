@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,6 +82,8 @@ log = logging.getLogger(__name__)
 CLAIM_LEASE = timedelta(seconds=60)
 # A queued delivery is not queued again before this (SQS delay + processing).
 QUEUE_HOLD = timedelta(minutes=5)
+# An endpoint with all its lanes busy gets new deliveries back this much later.
+DEFER_BUSY_ENDPOINT = timedelta(seconds=5)
 FEED_LIMIT_MAX = 500
 REPLAY_MAX_EVENTS = 10_000
 Clock = Callable[[], datetime]
@@ -353,6 +356,10 @@ class DispatchReport:
     failed_attempts: int = 0
     gave_up: int = 0
     skipped: int = 0
+    # Put back on the queue: their endpoint already had its lanes in flight.
+    deferred: int = 0
+    # Lanes still sending when the invocation stopped waiting (slow endpoints).
+    still_running: int = 0
     disabled_endpoints: list[str] = field(default_factory=list)
 
 
@@ -365,9 +372,21 @@ class _Job:
     keys: tuple[bytes, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Dispatcher:
-    """Everything ``dispatch`` needs; built once per container (bootstrap)."""
+    """Everything ``dispatch`` needs; built once per container (bootstrap).
+
+    Deliveries are sent in lanes: each endpoint gets at most ``per_endpoint``
+    lanes in flight in this process at once (its connection pool's size), and
+    each lane records its own outcomes when it ends. An invocation waits
+    ``batch_wait_seconds`` for its lanes; a lane still running then (a slow
+    endpoint) finishes on its own, so a 5 s endpoint neither holds the batch
+    nor the other endpoints' threads. An endpoint already at its limit has
+    its new deliveries put back on the queue for a few seconds (no attempt is
+    counted). If the process stops meanwhile (a Lambda container frozen or
+    gone), the lane's claims lapse and the deliveries are sent again: at least
+    once, and a late outcome never overwrites a newer claim's (claim tokens).
+    """
 
     uow: Callable[[], UnitOfWork]
     sender: WebhookSender
@@ -375,18 +394,30 @@ class Dispatcher:
     keyring: SecretKeyring | None
     allow_private: bool = False
     concurrency: int = 32
-    # Parallel requests to one endpoint within a batch: a slow endpoint holds
-    # at most this many of the ``concurrency`` threads.
     per_endpoint: int = 4
+    batch_wait_seconds: float = 2.0
     clock: Clock = _now
     claim_lease: timedelta = CLAIM_LEASE
     rng: random.Random = field(default_factory=random.Random)
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _in_flight: dict[uuid.UUID, int] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.concurrency, thread_name_prefix="webhook-lane"
+                )
+            return self._pool
 
     def dispatch(self, delivery_ids: Sequence[int]) -> DispatchReport:
         report = DispatchReport()
         now = self.clock()
+        token = uuid.uuid4()
         with self.uow() as uow:
-            claimed = uow.webhooks.claim(delivery_ids, now, self.claim_lease)
+            claimed = uow.webhooks.claim(delivery_ids, now, self.claim_lease, token)
             endpoints = uow.webhooks.endpoints_by_id([c.endpoint_id for c in claimed])
             events = uow.webhooks.events_by_id([c.event_id for c in claimed])
             uow.commit()
@@ -394,10 +425,77 @@ class Dispatcher:
         if not claimed:
             return report
         jobs, skipped, unsendable = self._jobs(claimed, endpoints, events, now)
-        outcomes = self._send(jobs)
-        outcomes.extend(unsendable)
-        self._record(outcomes, skipped, endpoints, report)
+        if skipped:
+            with self.uow() as uow:
+                uow.webhooks.skip(skipped, now)
+                uow.commit()
+            report.skipped = len(skipped)
+        if unsendable:
+            self._record(unsendable, token, report)
+        lanes, deferred = self._lanes(jobs)
+        if deferred:
+            self._defer(deferred, token, now)
+            report.deferred = len(deferred)
+        futures = [self.pool.submit(self._run_lane, lane, token, report) for lane in lanes]
+        done, running = wait(futures, timeout=self.batch_wait_seconds)
+        for future in done:
+            future.result()  # a lane that could not record fails the batch: SQS retries it
+        report.still_running = len(running)
         return report
+
+    def _lanes(self, jobs: Sequence[_Job]) -> tuple[list[list[_Job]], list[_Job]]:
+        by_endpoint: dict[uuid.UUID, list[_Job]] = defaultdict(list)
+        for job in jobs:
+            by_endpoint[job.endpoint.id].append(job)
+        lanes: list[list[_Job]] = []
+        deferred: list[_Job] = []
+        with self._lock:
+            for endpoint_id, endpoint_jobs in by_endpoint.items():
+                free = self.per_endpoint - self._in_flight.get(endpoint_id, 0)
+                if free <= 0:
+                    deferred.extend(endpoint_jobs)
+                    continue
+                width = min(free, len(endpoint_jobs))
+                self._in_flight[endpoint_id] = self._in_flight.get(endpoint_id, 0) + width
+                lanes.extend(endpoint_jobs[i::width] for i in range(width))
+        return lanes, deferred
+
+    def _defer(self, jobs: Sequence[_Job], token: uuid.UUID, now: datetime) -> None:
+        due = now + DEFER_BUSY_ENDPOINT
+        ids = [job.delivery.id for job in jobs]
+        with self.uow() as uow:
+            uow.webhooks.defer(ids, token, due, due + QUEUE_HOLD)
+            uow.commit()
+        try:
+            self.queue.send(ids, delay_seconds=int(DEFER_BUSY_ENDPOINT.total_seconds()))
+        except DependencyUnavailable:
+            log.warning("deferred webhook deliveries not queued; the relay queues them")
+
+    def _run_lane(self, lane: Sequence[_Job], token: uuid.UUID, report: DispatchReport) -> None:
+        try:
+            results = [(job, self._attempt(job)) for job in lane]
+            self._record(results, token, report)
+        finally:
+            with self._lock:
+                endpoint_id = lane[0].endpoint.id
+                left = self._in_flight.get(endpoint_id, 1) - 1
+                if left > 0:
+                    self._in_flight[endpoint_id] = left
+                else:
+                    self._in_flight.pop(endpoint_id, None)
+
+    def _attempt(self, job: _Job) -> AttemptOutcome:
+        try:
+            url = parse_webhook_url(job.endpoint.url, allow_private=self.allow_private)
+        except UnsafeWebhookUrl as error:
+            return AttemptOutcome(None, 0, error=f"blocked: {error.message}")
+        timestamp = int(self.clock().timestamp())
+        headers = signed_headers(job.keys, job.webhook_id, timestamp, job.body)
+        try:
+            return self.sender.post(str(job.endpoint.id), url, headers, job.body)
+        except Exception as error:
+            log.exception("webhook post raised")
+            return AttemptOutcome(None, 0, error=f"error: {type(error).__name__}")
 
     def _jobs(
         self,
@@ -432,45 +530,10 @@ class Dispatcher:
             jobs.append(_Job(delivery, endpoint, job.webhook_id, body, keys))
         return jobs, skipped, unsendable
 
-    def _send(self, jobs: Sequence[_Job]) -> list[tuple[_Job, AttemptOutcome]]:
-        lanes: list[list[_Job]] = []
-        by_endpoint: dict[uuid.UUID, list[_Job]] = defaultdict(list)
-        for job in jobs:
-            by_endpoint[job.endpoint.id].append(job)
-        for endpoint_jobs in by_endpoint.values():
-            width = min(self.per_endpoint, len(endpoint_jobs))
-            lanes.extend(endpoint_jobs[i::width] for i in range(width))
-        if len(lanes) == 1:
-            return self._run_lane(lanes[0])
-        results: list[tuple[_Job, AttemptOutcome]] = []
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(lanes))) as pool:
-            for lane_results in pool.map(self._run_lane, lanes):
-                results.extend(lane_results)
-        return results
-
-    def _run_lane(self, lane: Sequence[_Job]) -> list[tuple[_Job, AttemptOutcome]]:
-        results = []
-        for job in lane:
-            try:
-                url = parse_webhook_url(job.endpoint.url, allow_private=self.allow_private)
-            except UnsafeWebhookUrl as error:
-                results.append((job, AttemptOutcome(None, 0, error=f"blocked: {error.message}")))
-                continue
-            timestamp = int(self.clock().timestamp())
-            headers = signed_headers(job.keys, job.webhook_id, timestamp, job.body)
-            try:
-                outcome = self.sender.post(str(job.endpoint.id), url, headers, job.body)
-            except Exception as error:  # one receiver's failure stays its own
-                log.exception("webhook post raised")
-                outcome = AttemptOutcome(None, 0, error=f"error: {type(error).__name__}")
-            results.append((job, outcome))
-        return results
-
     def _record(
         self,
         outcomes: Sequence[tuple[_Job, AttemptOutcome]],
-        skipped: Sequence[int],
-        endpoints: dict[uuid.UUID, Endpoint],
+        token: uuid.UUID,
         report: DispatchReport,
     ) -> None:
         now = self.clock()
@@ -486,9 +549,11 @@ class Dispatcher:
             if outcome.succeeded:
                 status = DeliveryStatus.SUCCEEDED
                 succeeded.add(job.endpoint.id)
-                report.succeeded += 1
+                with self._lock:
+                    report.succeeded += 1
             else:
-                report.failed_attempts += 1
+                with self._lock:
+                    report.failed_attempts += 1
                 failed.add(job.endpoint.id)
                 delay = None
                 if outcome.gone:
@@ -499,7 +564,8 @@ class Dispatcher:
                     )
                 if delay is None:
                     status = DeliveryStatus.FAILED
-                    report.gave_up += 1
+                    with self._lock:
+                        report.gave_up += 1
                 else:
                     status = DeliveryStatus.PENDING
                     next_at = now + delay
@@ -513,6 +579,7 @@ class Dispatcher:
             results.append(
                 DeliveryResult(
                     delivery_id=job.delivery.id,
+                    claim_token=token,
                     endpoint_id=job.endpoint.id,
                     status=status,
                     next_attempt_at=next_at,
@@ -528,7 +595,6 @@ class Dispatcher:
         failed -= succeeded
         with self.uow() as uow:
             uow.webhooks.record(results)
-            uow.webhooks.skip(skipped, now)
             uow.webhooks.mark_endpoints(succeeded=sorted(succeeded), failed=sorted(failed), now=now)
             for endpoint_id in sorted(failed):
                 endpoint = uow.webhooks.get_endpoint(endpoint_id, for_update=True)
@@ -544,9 +610,9 @@ class Dispatcher:
                 else:
                     continue
                 _disable(uow, endpoint, reason, now)
-                report.disabled_endpoints.append(str(endpoint_id))
+                with self._lock:
+                    report.disabled_endpoints.append(str(endpoint_id))
             uow.commit()
-        report.skipped = len(skipped)
         for seconds, ids in sorted(requeue.items()):
             try:
                 self.queue.send(ids, delay_seconds=seconds)

@@ -82,6 +82,7 @@ class DeliveryResult:
     """What the dispatcher writes back for one delivery after one attempt."""
 
     delivery_id: int
+    claim_token: uuid.UUID
     endpoint_id: uuid.UUID
     status: str
     next_attempt_at: datetime | None
@@ -315,15 +316,16 @@ class SqlWebhookRepository:
     # --- dispatching ------------------------------------------------------------
 
     def claim(
-        self, delivery_ids: Sequence[int], now: datetime, lease: timedelta
+        self, delivery_ids: Sequence[int], now: datetime, lease: timedelta, token: uuid.UUID
     ) -> list[ClaimedDelivery]:
         """Deliveries still pending, due and not held by another dispatcher: now ours."""
         if not delivery_ids:
             return []
         rows = self._session.execute(
             text(
-                "UPDATE webhook_deliveries SET claimed_until = :until WHERE id IN ("
-                "SELECT id FROM webhook_deliveries WHERE id = ANY(CAST(:ids AS bigint[])) "
+                "UPDATE webhook_deliveries SET claimed_until = :until, claim_token = :token "
+                "WHERE id IN (SELECT id FROM webhook_deliveries "
+                "WHERE id = ANY(CAST(:ids AS bigint[])) "
                 "AND status = 'pending' AND next_attempt_at <= :due "
                 "AND (claimed_until IS NULL OR claimed_until < :now) "
                 "FOR UPDATE SKIP LOCKED) RETURNING id, endpoint_id, event_id, attempts"
@@ -334,6 +336,7 @@ class SqlWebhookRepository:
                 # An SQS delay may end a moment before the row's due time.
                 "due": now + timedelta(seconds=2),
                 "until": now + lease,
+                "token": token,
             },
         ).all()
         return [
@@ -349,6 +352,7 @@ class SqlWebhookRepository:
             [
                 {
                     "id": r.delivery_id,
+                    "claim_token": str(r.claim_token),
                     "endpoint_id": str(r.endpoint_id),
                     "status": r.status,
                     "next_attempt_at": _iso(r.next_attempt_at),
@@ -366,10 +370,12 @@ class SqlWebhookRepository:
             text(
                 "UPDATE webhook_deliveries d SET status = r.status, attempts = d.attempts + 1, "
                 "next_attempt_at = r.next_attempt_at, enqueued_until = r.enqueued_until, "
-                "claimed_until = NULL, updated_at = r.at "
-                "FROM jsonb_to_recordset(CAST(:doc AS jsonb)) AS r(id bigint, status text, "
-                "next_attempt_at timestamptz, enqueued_until timestamptz, at timestamptz) "
-                "WHERE d.id = r.id"
+                "claimed_until = NULL, claim_token = NULL, updated_at = r.at "
+                "FROM jsonb_to_recordset(CAST(:doc AS jsonb)) AS r(id bigint, claim_token uuid, "
+                "status text, next_attempt_at timestamptz, enqueued_until timestamptz, "
+                "at timestamptz) "
+                # A claim that lapsed and was taken over is no longer ours to settle.
+                "WHERE d.id = r.id AND d.claim_token = r.claim_token"
             ),
             {"doc": document},
         )
@@ -384,6 +390,19 @@ class SqlWebhookRepository:
                 "latency_ms int, next_attempt_at timestamptz)"
             ),
             {"doc": document},
+        )
+
+    def defer(
+        self, delivery_ids: Sequence[int], token: uuid.UUID, due: datetime, hold_until: datetime
+    ) -> None:
+        """Give claimed deliveries back, due at ``due``, without counting an attempt."""
+        self._session.execute(
+            text(
+                "UPDATE webhook_deliveries SET claimed_until = NULL, claim_token = NULL, "
+                "next_attempt_at = :due, enqueued_until = :hold "
+                "WHERE id = ANY(CAST(:ids AS bigint[])) AND claim_token = :token"
+            ),
+            {"ids": _ints(delivery_ids), "token": token, "due": due, "hold": hold_until},
         )
 
     def skip(self, delivery_ids: Sequence[int], now: datetime) -> None:

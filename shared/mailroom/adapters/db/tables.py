@@ -456,6 +456,8 @@ class WebhookDeliveryRow(Base):
     enqueued_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A dispatcher holds it until then; after, another may take it over.
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Which claim holds it: a late outcome of a lapsed claim settles nothing.
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
