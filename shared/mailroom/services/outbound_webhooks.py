@@ -372,6 +372,27 @@ class _Job:
     keys: tuple[bytes, ...]
 
 
+class _Collector:
+    """Outcomes of the lanes that end while their invocation still waits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = True
+        self._results: list[tuple[_Job, AttemptOutcome]] = []
+
+    def add(self, results: Sequence[tuple[_Job, AttemptOutcome]]) -> bool:
+        """False once the invocation stopped waiting: the lane records itself."""
+        with self._lock:
+            if self._open:
+                self._results.extend(results)
+            return self._open
+
+    def close(self) -> list[tuple[_Job, AttemptOutcome]]:
+        with self._lock:
+            self._open = False
+            return self._results
+
+
 @dataclass
 class Dispatcher:
     """Everything ``dispatch`` needs; built once per container (bootstrap).
@@ -436,11 +457,19 @@ class Dispatcher:
         if deferred:
             self._defer(deferred, token, now)
             report.deferred = len(deferred)
-        futures = [self.pool.submit(self._run_lane, lane, token, report) for lane in lanes]
+        collector = _Collector()
+        futures = [
+            self.pool.submit(self._run_lane, lane, token, report, collector) for lane in lanes
+        ]
         done, running = wait(futures, timeout=self.batch_wait_seconds)
-        for future in done:
-            future.result()  # a lane that could not record fails the batch: SQS retries it
+        # Lanes that ended in time are recorded together (one transaction);
+        # later ones record themselves.
+        finished = collector.close()
         report.still_running = len(running)
+        for future in done:
+            future.result()
+        # A failure here fails the batch: SQS delivers it again once claims lapse.
+        self._record(finished, token, report)
         return report
 
     def _lanes(self, jobs: Sequence[_Job]) -> tuple[list[list[_Job]], list[_Job]]:
@@ -471,10 +500,17 @@ class Dispatcher:
         except DependencyUnavailable:
             log.warning("deferred webhook deliveries not queued; the relay queues them")
 
-    def _run_lane(self, lane: Sequence[_Job], token: uuid.UUID, report: DispatchReport) -> None:
+    def _run_lane(
+        self,
+        lane: Sequence[_Job],
+        token: uuid.UUID,
+        report: DispatchReport,
+        collector: _Collector,
+    ) -> None:
         try:
             results = [(job, self._attempt(job)) for job in lane]
-            self._record(results, token, report)
+            if not collector.add(results):
+                self._record(results, token, report)
         finally:
             with self._lock:
                 endpoint_id = lane[0].endpoint.id
@@ -536,6 +572,8 @@ class Dispatcher:
         token: uuid.UUID,
         report: DispatchReport,
     ) -> None:
+        if not outcomes:
+            return
         now = self.clock()
         results: list[DeliveryResult] = []
         requeue: dict[int, list[int]] = defaultdict(list)
