@@ -85,6 +85,7 @@ QUEUE_HOLD = timedelta(minutes=5)
 # An endpoint with all its lanes busy gets new deliveries back this much later.
 DEFER_BUSY_ENDPOINT = timedelta(seconds=5)
 FEED_LIMIT_MAX = 500
+MAX_TRACKED_SLOW = 10_000
 REPLAY_MAX_EVENTS = 10_000
 Clock = Callable[[], datetime]
 
@@ -420,18 +421,9 @@ class Dispatcher:
     clock: Clock = _now
     claim_lease: timedelta = CLAIM_LEASE
     rng: random.Random = field(default_factory=random.Random)
-    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _in_flight: dict[uuid.UUID, int] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-
-    @property
-    def pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    max_workers=self.concurrency, thread_name_prefix="webhook-lane"
-                )
-            return self._pool
+    _slow: dict[uuid.UUID, int] = field(default_factory=dict, init=False, repr=False)
 
     def dispatch(self, delivery_ids: Sequence[int]) -> DispatchReport:
         report = DispatchReport()
@@ -458,10 +450,23 @@ class Dispatcher:
             self._defer(deferred, token, now)
             report.deferred = len(deferred)
         collector = _Collector()
-        futures = [
-            self.pool.submit(self._run_lane, lane, token, report, collector) for lane in lanes
-        ]
-        done, running = wait(futures, timeout=self.batch_wait_seconds)
+        with self._lock:
+            slow = {lane[0].endpoint.id for lane in lanes if lane[0].endpoint.id in self._slow}
+        awaited = []
+        # A pool per invocation: lanes left running (slow endpoints) keep their
+        # threads without taking any from the next invocation's lanes.
+        pool = ThreadPoolExecutor(
+            max_workers=max(1, min(self.concurrency, len(lanes))),
+            thread_name_prefix="webhook-lane",
+        )
+        for lane in lanes:
+            future = pool.submit(self._run_lane, lane, token, report, collector)
+            # An endpoint seen answering slowly is not waited for at all: its
+            # lanes record themselves.
+            if lane[0].endpoint.id not in slow:
+                awaited.append(future)
+        done, running = wait(awaited, timeout=self.batch_wait_seconds)
+        pool.shutdown(wait=False)
         # Lanes that ended in time are recorded together (one transaction);
         # later ones record themselves.
         finished = collector.close()
@@ -508,7 +513,11 @@ class Dispatcher:
         collector: _Collector,
     ) -> None:
         try:
-            results = [(job, self._attempt(job)) for job in lane]
+            results = []
+            for job in lane:
+                outcome = self._attempt(job)
+                results.append((job, outcome))
+                self._note_latency(job.endpoint.id, outcome.latency_ms)
             if not collector.add(results):
                 self._record(results, token, report)
         finally:
@@ -519,6 +528,16 @@ class Dispatcher:
                     self._in_flight[endpoint_id] = left
                 else:
                     self._in_flight.pop(endpoint_id, None)
+
+    def _note_latency(self, endpoint_id: uuid.UUID, latency_ms: int) -> None:
+        """Remember which endpoints answer slower than a batch waits (last answer decides)."""
+        with self._lock:
+            if latency_ms >= self.batch_wait_seconds * 1000 / 2:
+                self._slow[endpoint_id] = latency_ms
+                while len(self._slow) > MAX_TRACKED_SLOW:
+                    self._slow.pop(next(iter(self._slow)))
+            else:
+                self._slow.pop(endpoint_id, None)
 
     def _attempt(self, job: _Job) -> AttemptOutcome:
         try:
