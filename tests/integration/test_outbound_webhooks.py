@@ -558,9 +558,14 @@ def test_the_feed_returns_exactly_what_the_webhooks_sent_in_order(
 
 
 def test_a_dispatcher_killed_mid_batch_loses_no_event(
-    database: Database, webhook_queue_url: str, receiver: Receiver
+    database: Database, aws: str, receiver: Receiver
 ) -> None:
-    # GIVEN 60 events queued for a receiver that takes 50 ms per request
+    # GIVEN 60 events queued for a receiver that takes 50 ms per request, on a
+    # queue whose visibility timeout outlasts a claim (as in template.yaml:
+    # 720 s against 60 s), so a message comes back once its claims have lapsed
+    webhook_queue_url = boto3.client("sqs", region_name="us-east-1").create_queue(
+        QueueName=f"webhooks-{uuid.uuid4().hex[:8]}", Attributes={"VisibilityTimeout": "5"}
+    )["QueueUrl"]
     setting = SecretKeyring.generate_setting()
     keyring = SecretKeyring.from_setting(setting)
     stack = make_stack(database, webhook_queue_url)
