@@ -16,6 +16,7 @@ from mailroomctl.dlq import register_dlq
 from mailroomctl.keys import register_keys
 from mailroomctl.suppressions import register_suppressions
 from mailroomctl.templates import register_templates
+from mailroomctl.webhooks import register_webhooks
 
 CREDENTIALS_FILE = Path(__file__).resolve().parent.parent / ".local" / "dev-credentials.json"
 
@@ -45,6 +46,7 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParse
     register_suppressions,
     register_templates,
     register_keys,
+    register_webhooks,
 ]
 
 
