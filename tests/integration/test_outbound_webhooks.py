@@ -472,9 +472,10 @@ def test_bad_receivers_fail_their_own_attempts_and_harm_no_other_endpoint(
     )
     receiver.behaviour["/huge"] = Behaviour(status=200, body=b"x" * 10_000_000)
     receiver.behaviour["/slow"] = Behaviour(delay_seconds=3)
+    receiver.behaviour["/nul"] = Behaviour(status=500, body=b"\x00\xff nul and not UTF-8")
     created = {
         p: endpoint(stack, client.id, receiver.url(p))
-        for p in ["/redirect", "/huge", "/slow", "/ok"]
+        for p in ["/redirect", "/huge", "/slow", "/nul", "/ok"]
     }
     message_with_events(stack, client.id)
     # WHEN the event is dispatched
@@ -494,6 +495,8 @@ def test_bad_receivers_fail_their_own_attempts_and_harm_no_other_endpoint(
     assert only("/slow").status_code is None
     assert only("/slow").error == "timeout"
     assert only("/ok").status_code == 200
+    assert only("/nul").status_code == 500
+    assert only("/nul").response_excerpt == "\ufffd\ufffd nul and not UTF-8"
 
 
 def test_replay_and_manual_retry_resend_with_the_same_ids(stack: Stack, receiver: Receiver) -> None:

@@ -180,7 +180,9 @@ class Urllib3WebhookSender(WebhookSender):
         return AttemptOutcome(
             status,
             elapsed(),
-            response_excerpt=excerpt.decode("utf-8", "replace"),
+            # PostgreSQL text holds no NUL: a receiver's NUL must not fail the
+            # batch's write of outcomes (and so every endpoint in it).
+            response_excerpt=excerpt.decode("utf-8", "replace").replace("\x00", "\ufffd"),
             error=problem,
             retry_after=retry_after,
         )
