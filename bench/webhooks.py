@@ -48,6 +48,7 @@ from mailroom.domain.outbound_webhooks import (  # noqa: E402
     signed_headers,
 )
 from mailroom.domain.sealed_secrets import SecretKeyring  # noqa: E402
+from mailroom.domain.tenancy import SYSTEM_ACTOR  # noqa: E402
 from mailroom.services import outbound_webhooks as webhooks  # noqa: E402
 
 DATABASE_URL = os.environ.get(
@@ -144,6 +145,7 @@ def run(
             events=None,
             description=None,
             allow_private=True,
+            actor=SYSTEM_ACTOR,
         )
         if path != "/slow":
             fast_ids.append(created.endpoint.id)

@@ -23,6 +23,7 @@ from mailroom.adapters.dead_letter_queue import SqsDeadLetterQueue
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
 from mailroom.domain.model import EventType, Message, MessageStatus
+from mailroom.domain.sealed_secrets import SecretKeyring
 from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import all_routes, create_api
 from tests.events import FakeLambdaContext, load_event, with_body, with_headers
@@ -67,6 +68,8 @@ class AdminStack:
             dead_letter_queue_url=dlq_url,
             templates_dir=REPO / "templates",
             admin_token_sha256=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
+            # Webhook secrets are sealed with it (issue 19).
+            secrets_encryption_keys=SecretKeyring.generate_setting(),
         )
         self.services: Services = bootstrap(settings, hasher=PlainHasher())
         self.app = create_api(admin_routes(lambda: self.services), max_request_bytes=lambda: 65536)
@@ -180,6 +183,35 @@ def _rotate_key(stack: AdminStack) -> tuple[Call, Expected]:
     )
 
 
+def _create_webhook(stack: AdminStack) -> tuple[Call, Expected]:
+    body = {"url": "https://hooks.example.com/mailroom"}
+    return Call(f"/admin/clients/{stack.client()}/webhooks", body), Expected(
+        "webhook.create", "webhook", "*"
+    )
+
+
+def _webhook(stack: AdminStack) -> tuple[str, str]:
+    ref = stack.client()
+    body = {"url": "https://hooks.example.com/mailroom"}
+    status, created = stack.call("POST", Call(f"/admin/clients/{ref}/webhooks", body))
+    assert status == 201, created
+    return ref, str(created["id"])
+
+
+def _update_webhook(stack: AdminStack) -> tuple[Call, Expected]:
+    ref, webhook_id = _webhook(stack)
+    return Call(f"/admin/clients/{ref}/webhooks/{webhook_id}", {"enabled": False}), Expected(
+        "webhook.update", "webhook", webhook_id
+    )
+
+
+def _delete_webhook(stack: AdminStack) -> tuple[Call, Expected]:
+    ref, webhook_id = _webhook(stack)
+    return Call(f"/admin/clients/{ref}/webhooks/{webhook_id}"), Expected(
+        "webhook.delete", "webhook", webhook_id
+    )
+
+
 def _reconcile(stack: AdminStack) -> tuple[Call, Expected]:
     ref = stack.client()
     return Call("/admin/quota/reconcile", {"client": ref}), Expected(
@@ -252,6 +284,9 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("POST", "/admin/clients/{client_ref}/api-keys"): _create_key,
     ("DELETE", "/admin/clients/{client_ref}/api-keys/{key_id}"): _revoke_key,
     ("POST", "/admin/clients/{client_ref}/api-keys/{key_id}/rotate"): _rotate_key,
+    ("POST", "/admin/clients/{client_ref}/webhooks"): _create_webhook,
+    ("PATCH", "/admin/clients/{client_ref}/webhooks/{webhook_id}"): _update_webhook,
+    ("DELETE", "/admin/clients/{client_ref}/webhooks/{webhook_id}"): _delete_webhook,
 }
 
 

@@ -114,7 +114,9 @@ def stack(database: Database, redis_url: str, queue_url: str) -> Stack:
     return Stack(url_of(database), redis_url, queue_url)
 
 
-def test_create_list_get_update_delete_and_the_secret_is_shown_once(stack: Stack) -> None:
+def test_create_list_get_update_delete_and_the_secret_is_shown_once(
+    stack: Stack, database: Database
+) -> None:
     # GIVEN a client
     client = stack.client()
     # WHEN it creates an endpoint
@@ -155,6 +157,23 @@ def test_create_list_get_update_delete_and_the_secret_is_shown_once(stack: Stack
     # AND the owner deletes it
     assert stack.call("DELETE", f"/v1/webhooks/{webhook}", client)[0] == 204
     assert stack.call("GET", f"/v1/webhooks/{webhook}", client)[0] == 404
+    # AND each change is in the audit log under the key that made it, never a secret
+    with database.engine.connect() as connection:
+        trail = connection.execute(
+            text(
+                "SELECT actor, action, after::text AS after FROM admin_audit_log "
+                "WHERE target_type = 'webhook' ORDER BY id"
+            )
+        ).all()
+    assert [row.action for row in trail] == [
+        "webhook.create",
+        "webhook.update",
+        "webhook.rotate_secret",
+        "webhook.delete",
+    ]
+    assert {row.actor for row in trail} == {f"key:{client['key']}"}
+    assert all(created["secret"] not in (row.after or "") for row in trail)
+    assert all("whsec_" not in (row.after or "") for row in trail)
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from mailroom.domain.errors import UnsafeWebhookUrl, WebhookLimitReached
 from mailroom.domain.model import EventType, Message
 from mailroom.domain.outbound_webhooks import MAX_ENDPOINTS_PER_CLIENT, RETRY_SCHEDULE
 from mailroom.domain.sealed_secrets import SecretKeyring
+from mailroom.domain.tenancy import SYSTEM_ACTOR
 from mailroom.services import outbound_webhooks as webhooks
 from tests.integration.conftest import stored_client
 from tests.webhook_receiver import Behaviour, Receiver
@@ -138,6 +139,7 @@ def endpoint(
         events=events,
         description=None,
         allow_private=True,
+        actor=SYSTEM_ACTOR,
     )
 
 
@@ -249,7 +251,12 @@ def test_during_a_rotation_both_secrets_verify_and_afterwards_only_the_new(
     client = stored_client(stack.database)
     old = endpoint(stack, client.id, receiver.url())
     new = webhooks.rotate_secret(
-        stack.uow(), KEYRING, client.id, old.endpoint.id, grace=timedelta(hours=1)
+        stack.uow(),
+        KEYRING,
+        client.id,
+        old.endpoint.id,
+        grace=timedelta(hours=1),
+        actor=SYSTEM_ACTOR,
     )
     # WHEN an event is delivered inside the grace period
     message_with_events(stack, client.id)
@@ -410,6 +417,7 @@ def test_a_name_resolving_to_loopback_is_refused_after_resolution(
         events=None,
         description=None,
         allow_private=False,
+        actor=SYSTEM_ACTOR,
     )
     message_with_events(stack, client.id)
     # WHEN the event is dispatched
@@ -448,6 +456,7 @@ def test_unsafe_urls_are_refused_at_creation(stack: Stack, url: str) -> None:
             events=None,
             description=None,
             allow_private=False,
+            actor=SYSTEM_ACTOR,
         )
     assert webhooks.list_endpoints(stack.uow(), client.id) == []
 
@@ -588,6 +597,7 @@ def test_a_dispatcher_killed_mid_batch_loses_no_event(
         events=None,
         description=None,
         allow_private=True,
+        actor=SYSTEM_ACTOR,
     )
     for _ in range(60):
         message_with_events(stack, client.id)

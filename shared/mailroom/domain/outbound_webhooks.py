@@ -281,6 +281,19 @@ class Endpoint:
     def enabled(self) -> bool:
         return self.disabled_at is None
 
+    def audit_view(self) -> dict[str, Any]:
+        """What the audit log keeps of it: never a secret, sealed or not."""
+        return {
+            "client_id": str(self.client_id),
+            "url": self.url,
+            "events": self.event_types,
+            "description": self.description,
+            "disabled_reason": self.disabled_reason if self.disabled_at else None,
+            "previous_secret_expires_at": self.previous_secret_expires_at.isoformat()
+            if self.previous_secret_expires_at
+            else None,
+        }
+
 
 def secret_context(endpoint_id: UUID) -> str:
     """What a sealed secret is bound to: it opens for this endpoint only."""

@@ -29,7 +29,8 @@ from mailroom.domain.outbound_webhooks import (
     event_id,
     public_type,
 )
-from mailroom.domain.tenancy import Scope
+from mailroom.domain.tenancy import Actor, Scope
+from mailroom.entrypoints.client_gate import source_ip_of
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key
 from mailroom.services import clients
@@ -215,9 +216,10 @@ _CREATE_ERRORS = {
 class _Operations:
     """What the /v1 and /admin routes share; they differ only in how the client is found."""
 
-    def __init__(self, services: Services, client_id: uuid.UUID) -> None:
+    def __init__(self, services: Services, client_id: uuid.UUID, actor: Actor) -> None:
         self.services = services
         self.client_id = client_id
+        self.actor = actor
 
     @property
     def allow_private(self) -> bool:
@@ -232,6 +234,7 @@ class _Operations:
             events=request.events,
             description=request.description,
             allow_private=self.allow_private,
+            actor=self.actor,
         )
         logger.info("webhook endpoint created", extra={"webhook_id": str(created.endpoint.id)})
         return _with_secret(created, 201)
@@ -259,13 +262,14 @@ class _Operations:
             url=request.url,
             enabled=request.enabled,
             allow_private=self.allow_private,
+            actor=self.actor,
             **changes,
         )
         return webhook_view(endpoint)
 
     def delete(self, webhook_id: str) -> Response[str]:
         endpoint_id = webhooks.parse_endpoint_id(webhook_id)
-        webhooks.delete_endpoint(self.services.uow(), self.client_id, endpoint_id)
+        webhooks.delete_endpoint(self.services.uow(), self.client_id, endpoint_id, actor=self.actor)
         return Response(status_code=204, body="")
 
     def deliveries(self, webhook_id: str, before: int | None, limit: int) -> AttemptList:
@@ -286,7 +290,9 @@ def webhook_routes(services: ServicesProvider) -> Router:
 
     def me(scope: Scope = Scope.WEBHOOK_MANAGE) -> _Operations:
         active = services()
-        return _Operations(active, caller_of(router, active, scope).client.id)
+        caller = caller_of(router, active, scope)
+        source_ip = source_ip_of(router.current_event.raw_event)
+        return _Operations(active, caller.client.id, Actor(f"key:{caller.key_id}", source_ip))
 
     @router.post(
         "/v1/webhooks",
@@ -383,6 +389,7 @@ def webhook_routes(services: ServicesProvider) -> Router:
             ops.client_id,
             webhooks.parse_endpoint_id(webhook_id),
             grace=timedelta(seconds=seconds),
+            actor=ops.actor,
         )
         return _with_secret(created, 200)
 
@@ -536,8 +543,8 @@ def admin_webhook_routes(services: ServicesProvider) -> Router:
 
     def admin(client_ref: str) -> _Operations:
         active = services()
-        require_admin(router, active)
-        return _Operations(active, clients.find_client(active.uow(), client_ref).id)
+        actor = require_admin(router, active)
+        return _Operations(active, clients.find_client(active.uow(), client_ref).id, actor)
 
     client_missing = {404: "client_not_found"}
 

@@ -75,6 +75,7 @@ from mailroom.domain.outbound_webhooks import (
     signed_headers,
 )
 from mailroom.domain.sealed_secrets import SealedSecretError, SecretKeyring
+from mailroom.domain.tenancy import Actor, AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,24 @@ Clock = Callable[[], datetime]
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _audit(
+    actor: Actor,
+    action: str,
+    endpoint: Endpoint,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> AuditEntry:
+    return AuditEntry(
+        actor=actor.name,
+        action=action,
+        target_type="webhook",
+        target_id=str(endpoint.id),
+        before=before,
+        after=after,
+        source_ip=actor.source_ip,
+    )
 
 
 def _keyring(keyring: SecretKeyring | None) -> SecretKeyring:
@@ -120,6 +139,7 @@ def create_endpoint(
     events: Sequence[str] | None,
     description: str | None,
     allow_private: bool,
+    actor: Actor,
 ) -> CreatedEndpoint:
     ring = _keyring(keyring)
     parse_webhook_url(url, allow_private=allow_private)
@@ -146,6 +166,7 @@ def create_endpoint(
                 details=[{"max_endpoints": MAX_ENDPOINTS_PER_CLIENT}],
             )
         uow.webhooks.add_endpoint(endpoint)
+        uow.audit.append(_audit(actor, "webhook.create", endpoint, None, endpoint.audit_view()))
         uow.commit()
         stored = uow.webhooks.get_endpoint(endpoint_id) or endpoint
     return CreatedEndpoint(stored, secret)
@@ -196,6 +217,7 @@ def update_endpoint(
     description: str | None = _UNSET,
     enabled: bool | None = None,
     allow_private: bool,
+    actor: Actor,
 ) -> Endpoint:
     """Change what is given; ``enabled: true`` re-enables a disabled endpoint."""
     if url is not None:
@@ -204,6 +226,7 @@ def update_endpoint(
     cleaned = clean_description(description) if description is not _UNSET else _UNSET
     with uow:
         endpoint = _owned(uow, client_id, endpoint_id, for_update=True)
+        before = endpoint.audit_view()
         if url is not None:
             endpoint.url = url
         if types is not _UNSET:
@@ -216,16 +239,20 @@ def update_endpoint(
             endpoint.failing_since = None
         elif enabled is False and endpoint.disabled_at is None:
             endpoint.disabled_at = _now()
-            endpoint.disabled_reason = "disabled by the client"
+            endpoint.disabled_reason = f"disabled by {actor.name}"
         uow.webhooks.save_endpoint(endpoint)
+        uow.audit.append(_audit(actor, "webhook.update", endpoint, before, endpoint.audit_view()))
         uow.commit()
         return uow.webhooks.get_endpoint(endpoint_id) or endpoint
 
 
-def delete_endpoint(uow: UnitOfWork, client_id: uuid.UUID, endpoint_id: uuid.UUID) -> None:
+def delete_endpoint(
+    uow: UnitOfWork, client_id: uuid.UUID, endpoint_id: uuid.UUID, *, actor: Actor
+) -> None:
     with uow:
-        _owned(uow, client_id, endpoint_id, for_update=True)
+        endpoint = _owned(uow, client_id, endpoint_id, for_update=True)
         uow.webhooks.delete_endpoint(endpoint_id)
+        uow.audit.append(_audit(actor, "webhook.delete", endpoint, endpoint.audit_view(), None))
         uow.commit()
 
 
@@ -236,6 +263,7 @@ def rotate_secret(
     endpoint_id: uuid.UUID,
     *,
     grace: timedelta,
+    actor: Actor,
     now: datetime | None = None,
 ) -> CreatedEndpoint:
     """A new secret; the old one keeps signing beside it for ``grace`` (none when zero)."""
@@ -246,6 +274,7 @@ def rotate_secret(
     secret = new_secret()
     with uow:
         endpoint = _owned(uow, client_id, endpoint_id, for_update=True)
+        before = endpoint.audit_view()
         if grace > timedelta(0):
             endpoint.previous_secret_sealed = endpoint.secret_sealed
             endpoint.previous_secret_expires_at = moment + grace
@@ -254,6 +283,9 @@ def rotate_secret(
             endpoint.previous_secret_expires_at = None
         endpoint.secret_sealed = ring.seal(secret.encode(), context=secret_context(endpoint_id))
         uow.webhooks.save_endpoint(endpoint)
+        uow.audit.append(
+            _audit(actor, "webhook.rotate_secret", endpoint, before, endpoint.audit_view())
+        )
         uow.commit()
     return CreatedEndpoint(endpoint, secret)
 
