@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from mailroom.adapters.db.unit_of_work import Database
 from mailroom.adapters.dead_letter_queue import SqsDeadLetterQueue
@@ -69,7 +70,7 @@ class AdminStack:
             templates_dir=REPO / "templates",
             admin_token_sha256=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
             # Webhook secrets are sealed with it (issue 19).
-            secrets_encryption_keys=SecretKeyring.generate_setting(),
+            secrets_encryption_keys=SecretStr(SecretKeyring.generate_setting()),
         )
         self.services: Services = bootstrap(settings, hasher=PlainHasher())
         self.app = create_api(admin_routes(lambda: self.services), max_request_bytes=lambda: 65536)
