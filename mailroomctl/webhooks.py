@@ -39,6 +39,14 @@ def register_webhooks(commands: argparse._SubParsersAction[argparse.ArgumentPars
         switch.add_argument("webhook", help="the endpoint's id")
         switch.set_defaults(handler=_switch, enabled=enabled)
 
+    rotate = actions.add_parser("rotate-secret", help="a new signing secret; prints it, once")
+    rotate.add_argument("client", help="client id or any of its key ids")
+    rotate.add_argument("webhook", help="the endpoint's id")
+    rotate.add_argument(
+        "--grace-seconds", type=int, help="how long the old secret signs too (default 24 h)"
+    )
+    rotate.set_defaults(handler=_rotate)
+
     delete = actions.add_parser("delete", help="delete an endpoint and its pending deliveries")
     delete.add_argument("client", help="client id or any of its key ids")
     delete.add_argument("webhook", help="the endpoint's id")
@@ -73,6 +81,14 @@ def _list(client: AdminClient, args: argparse.Namespace) -> Any:
 def _switch(client: AdminClient, args: argparse.Namespace) -> Any:
     tail = f"/{quote(args.webhook, safe='')}"
     return client.request("PATCH", _path(args.client, tail), {"enabled": args.enabled})
+
+
+def _rotate(client: AdminClient, args: argparse.Namespace) -> Any:
+    body = {} if args.grace_seconds is None else {"grace_seconds": args.grace_seconds}
+    tail = f"/{quote(args.webhook, safe='')}/rotate-secret"
+    rotated = client.request("POST", _path(args.client, tail), body)
+    print("the new signing secret is shown only this once: store it now", file=sys.stderr)
+    return rotated
 
 
 def _delete(client: AdminClient, args: argparse.Namespace) -> Any:

@@ -213,6 +213,13 @@ def _delete_webhook(stack: AdminStack) -> tuple[Call, Expected]:
     )
 
 
+def _rotate_webhook(stack: AdminStack) -> tuple[Call, Expected]:
+    ref, webhook_id = _webhook(stack)
+    return Call(f"/admin/clients/{ref}/webhooks/{webhook_id}/rotate-secret"), Expected(
+        "webhook.rotate_secret", "webhook", webhook_id
+    )
+
+
 def _reconcile(stack: AdminStack) -> tuple[Call, Expected]:
     ref = stack.client()
     return Call("/admin/quota/reconcile", {"client": ref}), Expected(
@@ -288,6 +295,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("POST", "/admin/clients/{client_ref}/webhooks"): _create_webhook,
     ("PATCH", "/admin/clients/{client_ref}/webhooks/{webhook_id}"): _update_webhook,
     ("DELETE", "/admin/clients/{client_ref}/webhooks/{webhook_id}"): _delete_webhook,
+    ("POST", "/admin/clients/{client_ref}/webhooks/{webhook_id}/rotate-secret"): _rotate_webhook,
 }
 
 

@@ -272,6 +272,18 @@ class _Operations:
         webhooks.delete_endpoint(self.services.uow(), self.client_id, endpoint_id, actor=self.actor)
         return Response(status_code=204, body="")
 
+    def rotate(self, webhook_id: str, request: RotateWebhookSecretRequest | None) -> Response[str]:
+        seconds = request.grace_seconds if request and request.grace_seconds is not None else 86_400
+        created = webhooks.rotate_secret(
+            self.services.uow(),
+            self.services.settings.secret_keyring,
+            self.client_id,
+            webhooks.parse_endpoint_id(webhook_id),
+            grace=timedelta(seconds=seconds),
+            actor=self.actor,
+        )
+        return _with_secret(created, 200)
+
     def deliveries(self, webhook_id: str, before: int | None, limit: int) -> AttemptList:
         endpoint_id = webhooks.parse_endpoint_id(webhook_id)
         records = webhooks.list_attempts(
@@ -381,17 +393,7 @@ def webhook_routes(services: ServicesProvider) -> Router:
         webhook_id: Annotated[str, WEBHOOK_ID],
         request: Annotated[RotateWebhookSecretRequest | None, Body()] = None,
     ) -> Response[str]:
-        ops = me()
-        seconds = request.grace_seconds if request and request.grace_seconds is not None else 86_400
-        created = webhooks.rotate_secret(
-            ops.services.uow(),
-            ops.services.settings.secret_keyring,
-            ops.client_id,
-            webhooks.parse_endpoint_id(webhook_id),
-            grace=timedelta(seconds=seconds),
-            actor=ops.actor,
-        )
-        return _with_secret(created, 200)
+        return me().rotate(webhook_id, request)
 
     @router.post(
         "/v1/webhooks/<webhook_id>/test",
@@ -604,6 +606,25 @@ def admin_webhook_routes(services: ServicesProvider) -> Router:
         client_ref: Annotated[str, Path()], webhook_id: Annotated[str, WEBHOOK_ID]
     ) -> Response[str]:
         return admin(client_ref).delete(webhook_id)
+
+    @router.post(
+        "/admin/clients/<client_ref>/webhooks/<webhook_id>/rotate-secret",
+        summary="Give a client's endpoint a new signing secret (the old one signs too for a while)",
+        responses=answers(
+            200,
+            "The endpoint and its new secret, shown once",
+            CreatedWebhookView,
+            errors={404: "client_not_found, webhook_not_found"},
+        ),
+        tags=ADMIN_TAGS,
+        security=ADMIN_SECURITY,
+    )
+    def rotate(
+        client_ref: Annotated[str, Path()],
+        webhook_id: Annotated[str, WEBHOOK_ID],
+        request: Annotated[RotateWebhookSecretRequest | None, Body()] = None,
+    ) -> Response[str]:
+        return admin(client_ref).rotate(webhook_id, request)
 
     @router.get(
         "/admin/clients/<client_ref>/webhooks/<webhook_id>/deliveries",
