@@ -288,6 +288,9 @@ def _export_function_environment(
             # Outside Lambda the tracer prints noise and metrics print EMF lines.
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
+            # A developer's webhook receiver is on this machine, often plain
+            # http://127.0.0.1 (issue 19); production refuses such URLs.
+            "WEBHOOK_ALLOW_PRIVATE_URLS": "true",
         }
     )
     for name, value in defaults.items():

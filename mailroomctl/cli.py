@@ -18,6 +18,7 @@ from mailroomctl.keys import register_keys
 from mailroomctl.simulate import register_simulate
 from mailroomctl.suppressions import register_suppressions
 from mailroomctl.templates import register_templates
+from mailroomctl.webhooks import register_webhooks
 
 CREDENTIALS_FILE = Path(__file__).resolve().parent.parent / ".local" / "dev-credentials.json"
 
@@ -49,6 +50,7 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParse
     register_keys,
     register_simulate,
     register_domains,
+    register_webhooks,
 ]
 
 

@@ -1,4 +1,4 @@
-"""GET /v1/messages/{id}, /v1/suppressions, /v1/api-keys, /v1/domains, /health, OpenAPI."""
+"""/v1/messages, suppressions, api-keys, domains, webhooks and events; /health; OpenAPI."""
 
 from functools import cache
 from typing import Any
@@ -11,6 +11,7 @@ from mailroom.entrypoints.api import create_api, docs_api, status_routes
 from mailroom.entrypoints.api_keys import api_key_routes
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.client_suppressions import client_suppression_routes
+from mailroom.entrypoints.client_webhooks import webhook_routes
 from mailroom.entrypoints.domains import domain_routes
 from mailroom.entrypoints.observability import logger
 
@@ -20,6 +21,7 @@ app = create_api(
         client_suppression_routes(default_services),
         api_key_routes(default_services),
         domain_routes(default_services),
+        webhook_routes(default_services),
     ],
     max_request_bytes=lambda: default_services().settings.max_request_bytes,
     client_gate=ClientGate(default_services),

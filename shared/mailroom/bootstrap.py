@@ -38,6 +38,7 @@ from mailroom.adapters.templates import (
     TemplateStore,
 )
 from mailroom.adapters.tenancy import CredentialVersions, QuotaCounter, RateLimiter
+from mailroom.adapters.webhook_queue import SqsWebhookQueue, WebhookQueue
 from mailroom.adapters.webhooks.fetch import UrllibAwsFetcher
 from mailroom.adapters.webhooks.registry import WebhookRegistry
 from mailroom.adapters.webhooks.replay import RedisReplayGuard
@@ -51,8 +52,10 @@ if TYPE_CHECKING:
     from mailroom.adapters.dns_records import DnsLookup
     from mailroom.adapters.providers.base import EmailProvider
     from mailroom.adapters.providers.dkim_signing import DkimKeyCache
+    from mailroom.adapters.webhook_sender import WebhookSender
     from mailroom.domain.outgoing_headers import SenderPolicy
     from mailroom.services.inbound import InboundPolicy
+    from mailroom.services.outbound_webhooks import Dispatcher
     from mailroom.services.provider_chain import ProviderChain
     from mailroom.services.sending import SendLimits
     from mailroom.services.sending_domains import DomainPolicy, VerifiedSenders
@@ -109,6 +112,32 @@ class Services:
         from mailroom.services.sending_domains import VerifiedSenders
 
         return VerifiedSenders()
+
+    # Outbound webhooks (issue 19): the dispatcher's queue, and what posts them.
+    webhook_queue: WebhookQueue | None = None
+    webhook_sender: WebhookSender | None = None
+
+    @cached_property
+    def webhook_dispatcher(self) -> Dispatcher:
+        """One per container: its connection pools per endpoint live as long."""
+        from mailroom.adapters.webhook_sender import Urllib3WebhookSender
+        from mailroom.services.outbound_webhooks import Dispatcher
+
+        settings = self.settings
+        assert self.webhook_queue is not None
+        return Dispatcher(
+            uow=self.uow,
+            sender=self.webhook_sender
+            or Urllib3WebhookSender(
+                timeout_seconds=settings.webhook_timeout_seconds,
+                allow_private=settings.webhook_allow_private_urls,
+            ),
+            queue=self.webhook_queue,
+            keyring=settings.secret_keyring,
+            allow_private=settings.webhook_allow_private_urls,
+            concurrency=settings.webhook_dispatch_concurrency,
+            batch_wait_seconds=settings.webhook_batch_wait_seconds,
+        )
 
     @cached_property
     def renderer(self) -> TemplateRenderer:
@@ -192,6 +221,8 @@ def bootstrap(
     webhooks: WebhookRegistry | None = None,
     inline_contents: InlineContentStore | None = None,
     dns: DnsLookup | None = None,
+    webhook_queue: WebhookQueue | None = None,
+    webhook_sender: WebhookSender | None = None,
 ) -> Services:
     settings = settings or get_settings()
     database = Database(
@@ -262,6 +293,9 @@ def bootstrap(
             settings, fetcher=UrllibAwsFetcher(), replay_guard=RedisReplayGuard(redis_store)
         ),
         dns_lookup=dns,
+        webhook_queue=webhook_queue
+        or SqsWebhookQueue(settings.webhook_queue_url, settings.aws_region),
+        webhook_sender=webhook_sender,
     )
 
 

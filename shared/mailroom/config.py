@@ -197,6 +197,22 @@ class Settings(BaseSettings):
 
         return parse_nameservers(self.dns_resolver)
 
+    # Outbound webhooks (issue 19; docs/architecture.md, "Outbound webhooks").
+    # The dispatcher's queue (WebhookQueue in template.yaml).
+    webhook_queue_url: str = ""
+    # Allow http:// and private, loopback and link-local receivers: for a
+    # developer's local receiver (`make dev` turns it on), never in production.
+    webhook_allow_private_urls: bool = False
+    # One attempt's limit; slower is a failed attempt.
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    # Deliveries sent at once by one dispatcher invocation.
+    webhook_dispatch_concurrency: int = Field(default=32, ge=1, le=256)
+    # How long one dispatcher invocation waits for its deliveries; slower
+    # ones (a slow endpoint) finish on their own and record themselves.
+    webhook_batch_wait_seconds: float = Field(default=2.0, gt=0, le=120)
+    # Outbox rows a relay pass numbers and fans out, and due deliveries it queues.
+    webhook_relay_batch_size: int = Field(default=1000, ge=1, le=20_000)
+
     default_from: str = "Mailroom <noreply@example.com>"
     # Bodies beyond this are refused with 413 before they are parsed.
     max_request_bytes: int = Field(default=256 * 1024, ge=1024)

@@ -187,6 +187,42 @@ def _rotate_key(stack: AdminStack) -> tuple[Call, Expected]:
     )
 
 
+def _create_webhook(stack: AdminStack) -> tuple[Call, Expected]:
+    body = {"url": "https://hooks.example.com/mailroom"}
+    return Call(f"/admin/clients/{stack.client()}/webhooks", body), Expected(
+        "webhook.create", "webhook", "*"
+    )
+
+
+def _webhook(stack: AdminStack) -> tuple[str, str]:
+    ref = stack.client()
+    body = {"url": "https://hooks.example.com/mailroom"}
+    status, created = stack.call("POST", Call(f"/admin/clients/{ref}/webhooks", body))
+    assert status == 201, created
+    return ref, str(created["id"])
+
+
+def _update_webhook(stack: AdminStack) -> tuple[Call, Expected]:
+    ref, webhook_id = _webhook(stack)
+    return Call(f"/admin/clients/{ref}/webhooks/{webhook_id}", {"enabled": False}), Expected(
+        "webhook.update", "webhook", webhook_id
+    )
+
+
+def _delete_webhook(stack: AdminStack) -> tuple[Call, Expected]:
+    ref, webhook_id = _webhook(stack)
+    return Call(f"/admin/clients/{ref}/webhooks/{webhook_id}"), Expected(
+        "webhook.delete", "webhook", webhook_id
+    )
+
+
+def _rotate_webhook(stack: AdminStack) -> tuple[Call, Expected]:
+    ref, webhook_id = _webhook(stack)
+    return Call(f"/admin/clients/{ref}/webhooks/{webhook_id}/rotate-secret"), Expected(
+        "webhook.rotate_secret", "webhook", webhook_id
+    )
+
+
 def _reconcile(stack: AdminStack) -> tuple[Call, Expected]:
     ref = stack.client()
     return Call("/admin/quota/reconcile", {"client": ref}), Expected(
@@ -298,6 +334,10 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("POST", "/admin/domains/{domain_id}/retire-dkim"): _domain_action(
         "retire-dkim", "domain.retire_dkim"
     ),
+    ("POST", "/admin/clients/{client_ref}/webhooks"): _create_webhook,
+    ("PATCH", "/admin/clients/{client_ref}/webhooks/{webhook_id}"): _update_webhook,
+    ("DELETE", "/admin/clients/{client_ref}/webhooks/{webhook_id}"): _delete_webhook,
+    ("POST", "/admin/clients/{client_ref}/webhooks/{webhook_id}/rotate-secret"): _rotate_webhook,
 }
 
 

@@ -141,8 +141,9 @@ def test_dependencies_layer_holds_third_party_packages_but_not_boto3(build_dir: 
 def test_every_function_folder_holds_its_handler_module(
     template: dict[str, Any], build_dir: Path
 ) -> None:
-    # GIVEN the template's functions (the five of the API and queue, plus the
-    # scheduled reconciler and sending-domain re-check), each with Handler app.handler
+    # GIVEN the template's functions (the five of the API and queue, the
+    # scheduled reconciler and sending-domain re-check, the inbound function,
+    # and the webhook dispatcher and tick of issue 19), each with Handler app.handler
     functions = resources_of_type(template, "AWS::Serverless::Function")
     assert set(functions) == {
         "SendFunction",
@@ -153,6 +154,8 @@ def test_every_function_folder_holds_its_handler_module(
         "ReconcilerFunction",
         "InboundFunction",
         "DomainChecksFunction",
+        "WebhookDispatcherFunction",
+        "WebhookTickFunction",
     }
     assert {f["Properties"]["Handler"] for f in functions.values()} == {"app.handler"}
     # THEN each built function folder holds app.py

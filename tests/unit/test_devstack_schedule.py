@@ -16,15 +16,17 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 def test_the_reconciler_is_scheduled_every_minute_in_the_template() -> None:
     # GIVEN the real template, as the local runner reads it
     stack = load_stack(TEMPLATE, stack_name="mailroom-local", region="us-east-1")
-    # THEN the reconciler has its one-minute schedule, the sending-domain
-    # re-check (issue 16) its hourly one, and nothing else has one
+    # THEN the reconciler and the webhook tick (issue 19) have their one-minute
+    # schedules, the sending-domain re-check (issue 16) its hourly one, and
+    # nothing else has one
     scheduled = {spec.logical_id: spec.schedules for spec in stack.functions if spec.schedules}
-    (trigger,) = scheduled.pop("ReconcilerFunction")
-    assert (trigger.expression, trigger.period_seconds, trigger.enabled) == (
-        "rate(1 minute)",
-        60,
-        True,
-    )
+    for name in ("ReconcilerFunction", "WebhookTickFunction"):
+        (trigger,) = scheduled.pop(name)
+        assert (trigger.expression, trigger.period_seconds, trigger.enabled) == (
+            "rate(1 minute)",
+            60,
+            True,
+        )
     (recheck,) = scheduled.pop("DomainChecksFunction")
     assert (recheck.expression, recheck.period_seconds) == ("rate(1 hour)", 3600)
     assert scheduled == {}

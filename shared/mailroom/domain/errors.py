@@ -420,7 +420,40 @@ class SenderNotVerified(InvalidRequest):
     code = "sender_not_verified"
 
 
+# --- outbound webhooks (issue 19) ---------------------------------------------
+
+
+class UnknownEventType(InvalidRequest):
+    code = "unknown_event_type"
+
+
+class UnsafeWebhookUrl(InvalidRequest):
+    """The URL is not one Mailroom will call (scheme, credentials, address)."""
+
+    code = "invalid_webhook_url"
+
+
+class BlockedAddress(UnsafeWebhookUrl):
+    """The URL's host is (or resolves to) a private, loopback or link-local address."""
+
+    code = "webhook_address_blocked"
+
+
+class WebhookEndpointNotFound(MailroomError):
+    """Another client's endpoint answers exactly like one that does not exist."""
+
+    code = "webhook_not_found"
+
+
+class WebhookDeliveryNotFound(MailroomError):
+    code = "webhook_delivery_not_found"
+
+
+class WebhookLimitReached(MailroomError):
+    code = "webhook_limit_reached"
+
+
 class SecretsNotConfigured(DependencyUnavailable):
-    """SECRETS_ENCRYPTION_KEYS is unset: nothing that stores a secret can work."""
+    """SECRETS_ENCRYPTION_KEYS is unset: secrets Mailroom must read back cannot be stored."""
 
     code = "secrets_not_configured"

@@ -22,6 +22,7 @@ from mailroom.entrypoints.admin_inbound import inbound_routes
 from mailroom.entrypoints.admin_suppressions import suppression_routes
 from mailroom.entrypoints.admin_templates import template_routes
 from mailroom.entrypoints.api_keys import admin_key_routes
+from mailroom.entrypoints.client_webhooks import admin_webhook_routes
 from mailroom.entrypoints.dead_letters import dead_letter_routes
 from mailroom.entrypoints.domains import admin_domain_routes
 from mailroom.entrypoints.health import component_health_routes
@@ -96,6 +97,7 @@ def admin_routes(services: ServicesProvider) -> list[Router]:
         admin_key_routes(services),
         inbound_routes(services),
         admin_domain_routes(services),
+        admin_webhook_routes(services),
     ]
 
 

@@ -694,6 +694,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.admin import admin_routes
     from mailroom.entrypoints.client_suppressions import client_suppression_routes
     from mailroom.entrypoints.client_templates import client_template_routes
+    from mailroom.entrypoints.client_webhooks import webhook_routes
     from mailroom.entrypoints.domains import domain_routes
     from mailroom.entrypoints.inbound import inbound_function_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
@@ -706,6 +707,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         document_routes(services),
         api_key_routes(services),
         domain_routes(services),
+        webhook_routes(services),
         *webhooks_function_routes(services),
         *inbound_function_routes(services),
         *admin_routes(services),

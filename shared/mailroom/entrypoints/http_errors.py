@@ -59,6 +59,9 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.KeyLimitReached: 409,
     errors.DomainTaken: 409,
     errors.DomainNotFound: 404,
+    errors.WebhookEndpointNotFound: 404,
+    errors.WebhookDeliveryNotFound: 404,
+    errors.WebhookLimitReached: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

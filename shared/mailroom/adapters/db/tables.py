@@ -489,3 +489,116 @@ class SoftBounceRow(Base):
     count: Mapped[int] = mapped_column(Integer)
     first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- outbound webhooks (issue 19) --------------------------------------------
+
+
+class WebhookEndpointRow(Base):
+    """A client's webhook endpoint; its signing secrets are sealed (domain/sealed_secrets.py)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_client_id", "client_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    # Public type names; NULL: every type.
+    event_types: Mapped[list[str] | None] = mapped_column(JSONB)
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    previous_secret_sealed: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WebhookEventRow(Base):
+    """The outbox: every message event (copied by a trigger) and the client's endpoint events.
+
+    ``feed_seq`` is given by the relay, one relay at a time, in the order rows
+    became visible: the event feed's cursor, so a reader never skips a row
+    that committed late.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index("ix_webhook_events_unrelayed", "id", postgresql_where=text("feed_seq IS NULL")),
+        Index("ix_webhook_events_client_feed", "client_id", "feed_seq"),
+        Index("uq_webhook_events_feed_seq", "feed_seq", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    # Text, not foreign keys: the outbox is written by a trigger for every
+    # message event and must never make that INSERT fail.
+    message_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    source_event_id: Mapped[int | None] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, server_default=text("'{}'::jsonb")
+    )
+    recipients: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    is_test: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    feed_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class WebhookDeliveryRow(Base):
+    """One event to one endpoint, until it succeeds or its attempts run out."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(
+            _one_of("status", ["pending", "succeeded", "failed", "skipped"]), name="status"
+        ),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[int] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Handed to the dispatcher queue until then: the relay does not send it again.
+    enqueued_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A dispatcher holds it until then; after, another may take it over.
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Which claim holds it: a late outcome of a lapsed claim settles nothing.
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WebhookAttemptRow(Base):
+    """Each HTTP attempt of a delivery, as ``GET /v1/webhooks/{id}/deliveries`` shows it."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_endpoint", "endpoint_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    # The first 4 KB of the answer.
+    response_excerpt: Mapped[str] = mapped_column(Text, server_default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -30,6 +30,7 @@ from mailroom.adapters.db.inbound_repositories import (
     InboundMailRepository,
     SqlInboundMailRepository,
 )
+from mailroom.adapters.db.outbound_webhooks import SqlWebhookRepository
 from mailroom.adapters.db.repositories import (
     ClientRepository,
     MessageRepository,
@@ -57,6 +58,9 @@ class UnitOfWork(abc.ABC):
     # Issue 16; only the inbound function and the unsubscribe routes use it.
     inbound: InboundMailRepository
     sending_domains: SendingDomainRepository
+    # Outbound webhooks (issue 19) live in PostgreSQL only: the outbox is a
+    # trigger there, so no in-memory double could stand in for it honestly.
+    webhooks: SqlWebhookRepository
 
     def __enter__(self) -> Self:
         return self
@@ -211,6 +215,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.idempotency = SqlIdempotencyRepository(self._session)
         self.inbound = SqlInboundMailRepository(self._session)
         self.sending_domains = SqlSendingDomainRepository(self._session)
+        self.webhooks = SqlWebhookRepository(self._session)
         return self
 
     def __exit__(
