@@ -45,7 +45,9 @@ class Api:
             hasher=PlainHasher(),
             queue=self.queue,
             templates=FileTemplateStore(TEMPLATES),
-            renderer=TemplateRenderer(),
+            # A generous deadline: this file is about batches, not render time,
+            # and a loaded CI machine must not turn a valid item into a 422.
+            renderer=TemplateRenderer(timeout_seconds=5.0),
             providers={"smtp": ScriptedProvider()},
             rate_limiter=FakeRateLimiter(),
             quota=self.quota,
