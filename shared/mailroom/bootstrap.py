@@ -20,8 +20,14 @@ from mailroom.adapters.db.template_versions import SqlTemplateStore
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork, UnitOfWork
 from mailroom.adapters.dead_letter_queue import DeadLetterQueue, SqsDeadLetterQueue
 from mailroom.adapters.operator_signals import OperatorSignals, PowertoolsSignals
-from mailroom.adapters.queue import MessageQueue, SqsMessageQueue
+from mailroom.adapters.queue import (
+    MessageQueue,
+    PlannerQueue,
+    SqsMessageQueue,
+    SqsPlannerQueue,
+)
 from mailroom.adapters.queue_records import QueueRecords, SqsQueueRecords
+from mailroom.adapters.recipient_files import RecipientFiles, S3RecipientFiles
 from mailroom.adapters.redis_store import RedisStore
 from mailroom.adapters.redis_tenancy import (
     RedisCredentialVersions,
@@ -47,6 +53,7 @@ from mailroom.services.authentication import Authenticator, VerifiedCredentialCa
 if TYPE_CHECKING:
     from mailroom.adapters.breakers import ProviderBreakers
     from mailroom.adapters.providers.base import EmailProvider
+    from mailroom.services.batches import BatchLimits
     from mailroom.services.provider_chain import ProviderChain
     from mailroom.services.sending import SendLimits
 
@@ -75,6 +82,11 @@ class Services:
     # Provider delivery webhooks (verifiers, SNS certificate cache); always
     # set by bootstrap().
     webhooks: WebhookRegistry | None = None
+    # Bulk batches (issue 17).
+    planner_queue: PlannerQueue = field(default_factory=lambda: SqsPlannerQueue("", "us-east-1"))
+    recipient_files: RecipientFiles = field(
+        default_factory=lambda: S3RecipientFiles("", "us-east-1")
+    )
 
     @cached_property
     def renderer(self) -> TemplateRenderer:
@@ -105,6 +117,15 @@ class Services:
         return RefusalAudit(self.uow)
 
     @property
+    def batch_limits(self) -> BatchLimits:
+        from mailroom.services.batches import BatchLimits
+
+        return BatchLimits(
+            default_from=self.settings.default_from,
+            upload_url_seconds=self.settings.batch_upload_url_seconds,
+        )
+
+    @property
     def send_limits(self) -> SendLimits:
         # Only send uses it: the other functions need not import the send service.
         from mailroom.services.sending import SendLimits
@@ -133,6 +154,8 @@ def bootstrap(
     credential_versions: CredentialVersions | None = None,
     health_probes: dict[str, Callable[[], None]] | None = None,
     webhooks: WebhookRegistry | None = None,
+    planner_queue: PlannerQueue | None = None,
+    recipient_files: RecipientFiles | None = None,
 ) -> Services:
     settings = settings or get_settings()
     database = Database(
@@ -190,6 +213,10 @@ def bootstrap(
         health_probes=health_probes
         if health_probes is not None
         else {"postgres": database.ping, "redis": redis_store.ping},
+        planner_queue=planner_queue
+        or SqsPlannerQueue(settings.planner_queue_url, settings.aws_region),
+        recipient_files=recipient_files
+        or S3RecipientFiles(settings.batch_uploads_bucket, settings.aws_region),
         webhooks=webhooks
         or WebhookRegistry(
             settings, fetcher=UrllibAwsFetcher(), replay_guard=RedisReplayGuard(redis_store)

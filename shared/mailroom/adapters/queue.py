@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -12,6 +13,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mailroom.domain.errors import DependencyUnavailable
 
 TRACE_ID_ATTRIBUTE = "trace_id"
+# SendMessageBatch takes at most ten entries.
+SQS_BATCH_LIMIT = 10
 
 
 def sqs_client(region: str) -> Any:
@@ -39,6 +42,11 @@ class MessageQueue(abc.ABC):
     @abc.abstractmethod
     def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
         """Put one message on the queue; raise DependencyUnavailable if it is refused."""
+
+    def enqueue_many(self, message_ids: Sequence[uuid.UUID], trace_id: str) -> None:
+        """``enqueue`` each, in order; SQS sends ten per call (a batch's planner, issue 17)."""
+        for message_id in message_ids:
+            self.enqueue(message_id, trace_id)
 
 
 class SqsMessageQueue(MessageQueue):
@@ -68,3 +76,65 @@ class SqsMessageQueue(MessageQueue):
             )
         except (BotoCoreError, ClientError) as error:
             raise DependencyUnavailable(f"the send queue refused the message: {error}") from error
+
+    def enqueue_many(self, message_ids: Sequence[uuid.UUID], trace_id: str) -> None:
+        if not self._queue_url:
+            raise DependencyUnavailable("QUEUE_URL is not configured")
+        attributes = {TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": trace_id}}
+        for start in range(0, len(message_ids), SQS_BATCH_LIMIT):
+            entries = [
+                {
+                    "Id": str(position),
+                    "MessageBody": json.dumps({"message_id": str(message_id)}),
+                    "MessageAttributes": attributes,
+                }
+                for position, message_id in enumerate(message_ids[start : start + SQS_BATCH_LIMIT])
+            ]
+            try:
+                answer = self.client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+            except (BotoCoreError, ClientError) as error:
+                raise DependencyUnavailable(
+                    f"the send queue refused the messages: {error}"
+                ) from error
+            if answer.get("Failed"):
+                raise DependencyUnavailable(
+                    f"the send queue refused {len(answer['Failed'])} of {len(entries)} messages"
+                )
+
+
+class PlannerQueue(abc.ABC):
+    """Where a batch's planning is asked for (issue 17): the planner function drains it."""
+
+    @abc.abstractmethod
+    def request_planning(self, batch_id: uuid.UUID, trace_id: str) -> None:
+        """Ask for the batch to be planned, or its planning to go on.
+
+        Raises DependencyUnavailable if the queue refuses.
+        """
+
+
+class SqsPlannerQueue(PlannerQueue):
+    def __init__(self, queue_url: str, region: str) -> None:
+        self._queue_url = queue_url
+        self._region = region
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = sqs_client(self._region)
+        return self._client
+
+    def request_planning(self, batch_id: uuid.UUID, trace_id: str) -> None:
+        if not self._queue_url:
+            raise DependencyUnavailable("PLANNER_QUEUE_URL is not configured")
+        try:
+            self.client.send_message(
+                QueueUrl=self._queue_url,
+                MessageBody=json.dumps({"batch_id": str(batch_id)}),
+                MessageAttributes={
+                    TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": trace_id}
+                },
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise DependencyUnavailable(f"the planner queue refused the batch: {error}") from error

@@ -368,3 +368,32 @@ class DailyLimitExceeded(QuotaExceeded):
     """The client's daily limit (UTC day) is used up."""
 
     code = "daily_limit_exceeded"
+
+
+# --- bulk batches (issue 17) ---------------------------------------------------
+
+
+class BatchNotFound(MailroomError):
+    code = "batch_not_found"
+
+
+class BatchConflict(MailroomError):
+    """The batch's state does not allow this: start twice, cancel after it finished..."""
+
+    code = "batch_state_conflict"
+
+
+class UploadMissing(BatchConflict):
+    """Start was called before the recipients file was uploaded."""
+
+    code = "upload_missing"
+
+
+class UploadTooLarge(PayloadTooLarge):
+    code = "upload_too_large"
+
+
+class NoEmailColumn(InvalidRequest):
+    """A CSV whose header names no email column: none of its recipients can be read."""
+
+    code = "no_email_column"

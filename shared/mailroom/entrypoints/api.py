@@ -440,12 +440,14 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     # here, send and status do not load the admin and webhook modules at
     # cold start (issue 8).
     from mailroom.entrypoints.admin import admin_routes
+    from mailroom.entrypoints.batches import batch_routes
     from mailroom.entrypoints.client_suppressions import client_suppression_routes
     from mailroom.entrypoints.client_templates import client_template_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
     return [
         send_routes(services),
+        batch_routes(services),
         client_template_routes(services),
         status_routes(services),
         client_suppression_routes(services),

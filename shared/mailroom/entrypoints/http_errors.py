@@ -54,6 +54,8 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.IpNotAllowed: 403,
     errors.ApiKeyNotFound: 404,
     errors.KeyLimitReached: 409,
+    errors.BatchNotFound: 404,
+    errors.BatchConflict: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

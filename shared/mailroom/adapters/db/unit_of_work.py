@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailroom.adapters.db.accepted_insert import insert_accepted
 from mailroom.adapters.db.api_keys import ApiKeyRepository, SqlApiKeyRepository
 from mailroom.adapters.db.audit import AuditLog, SqlAuditLog
+from mailroom.adapters.db.batches import SqlBatchRepository
 from mailroom.adapters.db.feedback_repositories import (
     FeedbackRepository,
     MessageQueryRepository,
@@ -45,6 +46,9 @@ class UnitOfWork(abc.ABC):
     message_queries: MessageQueryRepository
     audit: AuditLog
     idempotency: IdempotencyRepository
+    # Bulk batches (issue 17): PostgreSQL only (the planner's chunk is one
+    # statement of its own); the in-memory fakes have none.
+    batches: SqlBatchRepository
 
     def __enter__(self) -> Self:
         return self
@@ -187,6 +191,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.message_queries = SqlMessageQueryRepository(self._session)
         self.audit = SqlAuditLog(self._session)
         self.idempotency = SqlIdempotencyRepository(self._session)
+        self.batches = SqlBatchRepository(self._session)
         return self
 
     def __exit__(
