@@ -170,10 +170,10 @@ def start_batch(
         if batch.status is not BatchStatus.AWAITING_UPLOAD:
             raise BatchConflict(f"the batch has started already (it is {batch.status.value})")
         size = files.size(upload_key(client_id, batch_id))
-        if size is None:
+        if not size:
             raise UploadMissing(
-                "nothing was uploaded for this batch yet: PUT the recipients file to its "
-                "upload URL, then start it"
+                "nothing was uploaded for this batch yet (or an empty file): PUT the "
+                "recipients file to its upload URL, then start it"
             )
         if size > MAX_UPLOAD_BYTES:
             raise UploadTooLarge(
