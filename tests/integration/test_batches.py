@@ -121,7 +121,8 @@ def create(stack: BatchStack, people: list[dict[str, Any]], **extra: Any) -> str
         "POST", "/v1/batches", {"template": "welcome", "recipients": people, **extra}
     )
     assert status == 202, body
-    assert body["status"] == "accepted" and body["total"] == len(people)
+    assert body["status"] == "accepted"
+    assert body["total"] == len(people)
     return str(body["id"])
 
 
@@ -165,7 +166,8 @@ def test_an_inline_batch_plans_every_recipient_once_with_reasons(stack: BatchSta
     assert status == 200
     assert [(r["index"], r["address"]) for r in page["recipients"]] == [(7, "user3@example.com")]
     _, page = stack.call("GET", f"/v1/batches/{batch_id}/recipients", query={"status": "rejected"})
-    assert page["recipients"][0]["index"] == 5 and "@-sign" in page["recipients"][0]["reason"]
+    assert page["recipients"][0]["index"] == 5
+    assert "@-sign" in page["recipients"][0]["reason"]
     _, page = stack.call(
         "GET", f"/v1/batches/{batch_id}/recipients", query={"status": "suppressed"}
     )
@@ -297,11 +299,13 @@ def test_cancel_mid_batch_leaves_no_message_sent_after_it(stack: BatchStack) -> 
 
     # THEN nothing more is claimed (not even the expired claim), 90 read cancelled
     assert late == []
-    assert body["status"] == "cancelled" and body["cancelled"] == 90
+    assert body["status"] == "cancelled"
+    assert body["cancelled"] == 90
     assert counters(stack, batch_id)["queued"] == 10  # the ten in flight
     # ... and a second cancel, like any after the end, is 409
     status, again = stack.call("POST", f"/v1/batches/{batch_id}/cancel")
-    assert status == 409 and again["error"]["code"] == "batch_state_conflict"
+    assert status == 409
+    assert again["error"]["code"] == "batch_state_conflict"
 
 
 def test_10001_inline_recipients_are_refused_and_nothing_is_written(stack: BatchStack) -> None:
@@ -381,7 +385,7 @@ def test_a_csv_without_an_email_column_is_refused_at_start(stack: BatchStack) ->
 
 def test_a_csv_upload_resumes_mid_file_from_its_byte_offset(stack: BatchStack) -> None:
     # GIVEN a CSV of 230 rows with a quoted multi-line field and a short row
-    status, body = stack.call(
+    _status, body = stack.call(
         "POST",
         "/v1/batches",
         {"template": "welcome", "recipients_upload": True, "upload_format": "csv"},
