@@ -343,7 +343,7 @@ def test_an_ndjson_upload_records_malformed_lines_and_plans_the_rest(stack: Batc
     status, body = stack.call(
         "POST", "/v1/batches", {"template": "welcome", "recipients_upload": True}
     )
-    assert status == 202 and body["status"] == "awaiting_upload", body
+    assert (status, body["status"]) == (202, "awaiting_upload"), body
     batch_id = body["id"]
     # Start before the upload: 409 upload_missing
     status, early = stack.call("POST", f"/v1/batches/{batch_id}/start")
@@ -355,7 +355,7 @@ def test_an_ndjson_upload_records_malformed_lines_and_plans_the_rest(stack: Batc
 
     # WHEN it starts (twice), the URL is used again, and the planner runs
     status, started = stack.call("POST", f"/v1/batches/{batch_id}/start")
-    assert status == 200 and started["status"] == "accepted", started
+    assert (status, started["status"]) == (200, "accepted"), started
     status, twice = stack.call("POST", f"/v1/batches/{batch_id}/start")
     assert (status, twice["error"]["code"]) == (409, "batch_state_conflict")
     upload(body["upload_url"], b'{"to": "intruder@example.com"}\n')
