@@ -201,6 +201,17 @@ def _start_aws(
     os.environ["AWS_REGION"] = settings.aws_region
     os.environ["AWS_DEFAULT_REGION"] = settings.aws_region
 
+    s3 = boto3.client("s3", region_name=settings.aws_region, endpoint_url=endpoint)
+    for bucket in stack.buckets.values():
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise StartupError(
+                    f"creating bucket {bucket} at {endpoint} failed: {error}"
+                ) from error
+        except BotoCoreError as error:
+            raise StartupError(f"creating bucket {bucket} at {endpoint} failed: {error}") from error
     sqs = boto3.client("sqs", region_name=settings.aws_region, endpoint_url=endpoint)
     try:
         return provision_queues(
