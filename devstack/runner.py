@@ -251,6 +251,10 @@ def _export_function_environment(
         {
             # Each function would have its own pool in Lambda; here they share one.
             "DB_POOL_SIZE": "5",
+            # Functions take turns here: a planner run holding the turn for
+            # a whole large batch would keep every API request waiting.
+            "PLANNER_RUN_SECONDS": "2",
+            "PLANNER_CHUNK_SIZE": "250",
             # Outside Lambda the tracer prints noise and metrics print EMF lines.
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",

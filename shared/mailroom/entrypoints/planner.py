@@ -8,6 +8,7 @@ makes every run continue where the last one stopped.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -40,10 +41,13 @@ def process_planner_batch(
     event: dict[str, Any], context: LambdaContext, services: Services
 ) -> dict[str, Any]:
     processor = BatchProcessor(event_type=EventType.SQS, model=PlannerRecord)
+    stop_at = time.monotonic() + services.settings.planner_run_seconds
 
     def keep_going() -> bool:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
-        return remaining is None or int(remaining()) > _RESERVE_MILLISECONDS
+        if remaining is not None and int(remaining()) <= _RESERVE_MILLISECONDS:
+            return False
+        return time.monotonic() < stop_at
 
     def handle(record: PlannerRecord) -> None:
         batch_id = record.body.batch_id

@@ -187,6 +187,8 @@ _PLAN_CHUNK = text(
     """
 )
 
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
+
 # What the recipients page reads: the messages and the issues of the batch,
 # in index order, from a keyset cursor.
 _OUTCOMES = text(
@@ -299,6 +301,11 @@ class SqlBatchRepository:
     ) -> list[tuple[uuid.UUID, int]]:
         """Write one chunk and move the cursor past it; the (message id, index) written."""
         content = batch.content
+        # Not waiting for the WAL flush: a chunk lost to a server crash is
+        # lost with the cursor that covers it (one transaction), so the next
+        # run writes it again; at worst the worker is handed ids that no row
+        # has (it skips them) and the rewritten rows are enqueued anew.
+        self._session.execute(_ASYNC_COMMIT)
         rows = self._session.execute(
             _PLAN_CHUNK,
             {
