@@ -30,7 +30,6 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "shared"), str(REPO)]
@@ -107,7 +106,9 @@ def peak_rss_mb() -> float:
 
 
 def post_inline(services: Services, posts: int) -> None:
-    registered = register_client(services.uow(), services.hasher, name=f"bench-{uuid.uuid4().hex[:8]}")
+    registered = register_client(
+        services.uow(), services.hasher, name=f"bench-{uuid.uuid4().hex[:8]}"
+    )
     api = create_api(
         [batch_routes(lambda: services)],
         max_request_bytes=lambda: services.settings.batch_max_request_bytes,
@@ -145,7 +146,9 @@ def post_inline(services: Services, posts: int) -> None:
 
 
 def plan_file(services: Services, recipients: int, chunk: int) -> None:
-    registered = register_client(services.uow(), services.hasher, name=f"bench-{uuid.uuid4().hex[:8]}")
+    registered = register_client(
+        services.uow(), services.hasher, name=f"bench-{uuid.uuid4().hex[:8]}"
+    )
     files = GeneratedFile(recipients)
     from mailroom.domain.batches import BatchRequest
 
