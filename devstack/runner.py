@@ -253,8 +253,8 @@ def _export_function_environment(
             "DB_POOL_SIZE": "5",
             # Functions take turns here: a planner run holding the turn for
             # a whole large batch would keep every API request waiting.
-            "PLANNER_RUN_SECONDS": "2",
-            "PLANNER_CHUNK_SIZE": "250",
+            "PLANNER_RUN_SECONDS": "1",
+            "PLANNER_CHUNK_SIZE": "100",
             # Outside Lambda the tracer prints noise and metrics print EMF lines.
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",

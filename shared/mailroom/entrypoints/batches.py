@@ -201,7 +201,7 @@ def batch_routes(services: ServicesProvider) -> Router:
         return Response(
             status_code=202,
             content_type=content_types.APPLICATION_JSON,
-            body=body.model_dump_json(exclude_none=True),
+            body=body.model_dump_json(),
             headers={"X-Trace-Id": trace_id},
         )
 
