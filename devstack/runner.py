@@ -251,10 +251,12 @@ def _export_function_environment(
         {
             # Each function would have its own pool in Lambda; here they share one.
             "DB_POOL_SIZE": "5",
-            # Functions take turns here: a planner run holding the turn for
-            # a whole large batch would keep every API request waiting.
-            "PLANNER_RUN_SECONDS": "1",
-            "PLANNER_CHUNK_SIZE": "100",
+            # Functions take turns here, and moto's SQS slows as a queue
+            # deepens (each call scans every message): one chunk of ten per
+            # planner turn, as many as a worker turn sends, keeps the send
+            # queue shallow and lets API requests in between.
+            "PLANNER_RUN_SECONDS": "0",
+            "PLANNER_CHUNK_SIZE": "10",
             # Outside Lambda the tracer prints noise and metrics print EMF lines.
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     # One planner run stops after this long and hands on to the next run
     # through its queue (the function's 900 s timeout bounds it too). The
     # local runner, whose functions take turns, sets a few seconds.
-    planner_run_seconds: int = Field(default=840, ge=1, le=900)
+    planner_run_seconds: int = Field(default=840, ge=0, le=900)
 
     templates_dir: Path = Path("templates")
     # The template engine (docs/architecture.md, "Template engine").
