@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from mailroom.domain.addresses import Mailbox
@@ -76,10 +76,10 @@ class BatchRecipient(BaseModel):
     # Checked by the planner, not here: a bad address is that recipient's
     # outcome ("rejected", with the reason), never the whole batch's 422.
     to: str = Field(
-        alias="email",
+        validation_alias=AliasChoices("to", "email"),
         min_length=1,
         max_length=998,
-        description="The recipient's address (`to` is accepted as well).",
+        description="The recipient's address (`email` is accepted as well).",
     )
     props: dict[str, Any] = Field(
         default_factory=dict, description="Merged over the batch's props for this recipient."
@@ -87,13 +87,6 @@ class BatchRecipient(BaseModel):
     metadata: Metadata = Field(
         default_factory=dict, max_length=50, description="Merged over the batch's metadata."
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _to_as_email(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "to" in value and "email" not in value:
-            return {("email" if key == "to" else key): item for key, item in value.items()}
-        return value
 
 
 class BatchRequest(SendRequest):
@@ -143,6 +136,15 @@ class BatchRequest(SendRequest):
                 details=[{"field": "recipients", "message": "at least one recipient"}],
             )
         return self
+
+    def __repr__(self) -> str:
+        # Powertools logs the route's arguments at debug level with an
+        # f-string, so this runs on every request: the default repr of
+        # 10,000 recipients cost 0.3 s of a POST.
+        return (
+            f"BatchRequest(template={self.template!r}, recipients={len(self.recipients)}, "
+            f"recipients_upload={self.recipients_upload})"
+        )
 
     def content(self) -> dict[str, Any]:
         """What every message of the batch shares, as stored on the batch."""
