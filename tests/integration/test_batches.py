@@ -411,3 +411,49 @@ def test_a_csv_upload_resumes_mid_file_from_its_byte_offset(stack: BatchStack) -
         b=uuid.UUID(body["id"]),
     )
     assert props[0][0] == {"name": "Multi\nLine"}
+
+
+def test_retry_failed_sends_again_only_the_transiently_failed(stack: BatchStack) -> None:
+    # GIVEN a planned batch of 6: two failed after their retries ran out, one
+    # refused for good, the rest sent
+    batch_id = create(stack, recipients(6))
+    stack.plan(batch_id)
+    stack.drain()
+    key = uuid.UUID(batch_id)
+    ids = [
+        row[0]
+        for row in stack.rows(
+            "SELECT id FROM messages WHERE batch_id = :b ORDER BY batch_index", b=key
+        )
+    ]
+    with stack.database.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE messages SET status = 'sent' WHERE batch_id = :b"), {"b": key}
+        )
+        connection.execute(
+            text("UPDATE messages SET status = 'failed' WHERE id = ANY(:ids)"),
+            {"ids": ids[:3]},
+        )
+        for message_id, transient in zip(ids[:3], (True, True, False), strict=True):
+            detail = {"error": "x", "retries_exhausted": True} if transient else {"error": "x"}
+            connection.execute(
+                text(
+                    "INSERT INTO message_events (message_id, type, detail) "
+                    "VALUES (:m, 'failed', CAST(:d AS jsonb))"
+                ),
+                {"m": message_id, "d": json.dumps(detail)},
+            )
+    assert counters(stack, batch_id)["status"] == "finished"
+
+    # WHEN the client asks for the failed ones to be retried
+    status, body = stack.call("POST", f"/v1/batches/{batch_id}/retry-failed")
+
+    # THEN the two transient ones are queued and enqueued again, the permanent one stays
+    assert status == 200, body
+    assert body["retried"] == 2
+    assert (body["batch"]["status"], body["batch"]["queued"], body["batch"]["failed"]) == (
+        "sending",
+        2,
+        1,
+    )
+    assert sorted(stack.drain()) == sorted(str(i) for i in ids[:2])
