@@ -246,6 +246,17 @@ def _start_aws(
     os.environ["AWS_REGION"] = settings.aws_region
     os.environ["AWS_DEFAULT_REGION"] = settings.aws_region
 
+    s3 = boto3.client("s3", region_name=settings.aws_region, endpoint_url=endpoint)
+    for bucket in stack.buckets.values():
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise StartupError(
+                    f"creating bucket {bucket} at {endpoint} failed: {error}"
+                ) from error
+        except BotoCoreError as error:
+            raise StartupError(f"creating bucket {bucket} at {endpoint} failed: {error}") from error
     sqs = boto3.client("sqs", region_name=settings.aws_region, endpoint_url=endpoint)
     try:
         return provision_queues(
@@ -285,6 +296,12 @@ def _export_function_environment(
         {
             # Each function would have its own pool in Lambda; here they share one.
             "DB_POOL_SIZE": "5",
+            # Functions take turns here, and moto's SQS slows as a queue
+            # deepens (each call scans every message): one chunk of ten per
+            # planner turn, as many as a worker turn sends, keeps the send
+            # queue shallow and lets API requests in between.
+            "PLANNER_RUN_SECONDS": "0",
+            "PLANNER_CHUNK_SIZE": "10",
             # Outside Lambda the tracer prints noise and metrics print EMF lines.
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",

@@ -160,6 +160,8 @@ class StackSpec:
     environment: dict[str, Any]
     intrinsics: Intrinsics
     notes: tuple[str, ...] = ()
+    # AWS::S3::Bucket logical id -> the bucket name the runner creates.
+    buckets: dict[str, str] = field(default_factory=dict)
 
     @property
     def routes(self) -> list[tuple[FunctionSpec, ApiRoute]]:
@@ -261,6 +263,15 @@ def _parse(
         for logical_id, resource in resources.items()
         if isinstance(resource, dict) and resource.get("Type") == "AWS::SQS::Queue"
     }
+    # Buckets are known by name before they exist: !Ref of one resolves at once.
+    buckets = {
+        logical_id: _bucket_name(
+            logical_id, resource.get("Properties") or {}, intrinsics, stack_name
+        )
+        for logical_id, resource in resources.items()
+        if isinstance(resource, dict) and resource.get("Type") == "AWS::S3::Bucket"
+    }
+    intrinsics.refs.update(buckets)
     functions = tuple(
         _function(
             logical_id,
@@ -296,7 +307,20 @@ def _parse(
         environment=environment,
         intrinsics=intrinsics,
         notes=tuple(notes),
+        buckets=buckets,
     )
+
+
+def _bucket_name(
+    logical_id: str, properties: dict[str, Any], intrinsics: Intrinsics, stack_name: str
+) -> str:
+    """The template's BucketName, else what CloudFormation makes of the ids (no random suffix)."""
+    if "BucketName" in properties:
+        name = intrinsics.resolve(properties["BucketName"])
+        if name is None:
+            raise TemplateError(f"{logical_id}.BucketName: cannot resolve it")
+        return name
+    return re.sub(r"[^a-z0-9-]", "-", f"{stack_name}-{logical_id}".lower())[:63].strip("-")
 
 
 def _queue(

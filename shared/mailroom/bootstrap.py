@@ -22,8 +22,14 @@ from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork, UnitOfWor
 from mailroom.adapters.dead_letter_queue import DeadLetterQueue, SqsDeadLetterQueue
 from mailroom.adapters.inline_content import InlineContentStore, WithInlineContent
 from mailroom.adapters.operator_signals import OperatorSignals, PowertoolsSignals
-from mailroom.adapters.queue import MessageQueue, SqsMessageQueue
+from mailroom.adapters.queue import (
+    MessageQueue,
+    PlannerQueue,
+    SqsMessageQueue,
+    SqsPlannerQueue,
+)
 from mailroom.adapters.queue_records import QueueRecords, SqsQueueRecords
+from mailroom.adapters.recipient_files import RecipientFiles, S3RecipientFiles
 from mailroom.adapters.redis_store import RedisStore
 from mailroom.adapters.redis_tenancy import (
     RedisCredentialVersions,
@@ -54,6 +60,7 @@ if TYPE_CHECKING:
     from mailroom.adapters.providers.dkim_signing import DkimKeyCache
     from mailroom.adapters.webhook_sender import WebhookSender
     from mailroom.domain.outgoing_headers import SenderPolicy
+    from mailroom.services.batches import BatchLimits
     from mailroom.services.inbound import InboundPolicy
     from mailroom.services.outbound_webhooks import Dispatcher
     from mailroom.services.provider_chain import ProviderChain
@@ -139,6 +146,12 @@ class Services:
             batch_wait_seconds=settings.webhook_batch_wait_seconds,
         )
 
+    # Bulk batches (issue 17).
+    planner_queue: PlannerQueue = field(default_factory=lambda: SqsPlannerQueue("", "us-east-1"))
+    recipient_files: RecipientFiles = field(
+        default_factory=lambda: S3RecipientFiles("", "us-east-1")
+    )
+
     @cached_property
     def renderer(self) -> TemplateRenderer:
         return self.build_renderer()
@@ -191,6 +204,15 @@ class Services:
         )
 
     @property
+    def batch_limits(self) -> BatchLimits:
+        from mailroom.services.batches import BatchLimits
+
+        return BatchLimits(
+            default_from=self.settings.default_from,
+            upload_url_seconds=self.settings.batch_upload_url_seconds,
+        )
+
+    @property
     def send_limits(self) -> SendLimits:
         # Only send uses it: the other functions need not import the send service.
         from mailroom.services.sending import SendLimits
@@ -223,6 +245,8 @@ def bootstrap(
     dns: DnsLookup | None = None,
     webhook_queue: WebhookQueue | None = None,
     webhook_sender: WebhookSender | None = None,
+    planner_queue: PlannerQueue | None = None,
+    recipient_files: RecipientFiles | None = None,
 ) -> Services:
     settings = settings or get_settings()
     database = Database(
@@ -288,6 +312,10 @@ def bootstrap(
         health_probes=health_probes
         if health_probes is not None
         else {"postgres": database.ping, "redis": redis_store.ping},
+        planner_queue=planner_queue
+        or SqsPlannerQueue(settings.planner_queue_url, settings.aws_region),
+        recipient_files=recipient_files
+        or S3RecipientFiles(settings.batch_uploads_bucket, settings.aws_region),
         webhooks=webhooks
         or WebhookRegistry(
             settings, fetcher=UrllibAwsFetcher(), replay_guard=RedisReplayGuard(redis_store)

@@ -92,6 +92,19 @@ class Settings(BaseSettings):
 
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     queue_url: str = ""
+    # Bulk batches (issue 17): the planner's queue, the bucket recipient files
+    # are uploaded to, how long an upload URL lives, the request size the
+    # batches function takes (10,000 recipients with their props; Lambda's
+    # own limit is 6 MB), and how many recipients one planner transaction writes.
+    planner_queue_url: str = ""
+    batch_uploads_bucket: str = ""
+    batch_upload_url_seconds: int = Field(default=3600, ge=60, le=7 * 86_400)
+    batch_max_request_bytes: int = Field(default=5_500_000, ge=1024, le=6_000_000)
+    planner_chunk_size: int = Field(default=2000, ge=1, le=20_000)
+    # One planner run stops after this long and hands on to the next run
+    # through its queue (the function's 900 s timeout bounds it too). The
+    # local runner, whose functions take turns, sets a few seconds.
+    planner_run_seconds: int = Field(default=840, ge=0, le=900)
 
     templates_dir: Path = Path("templates")
     # The template engine (docs/architecture.md, "Template engine").

@@ -136,11 +136,15 @@ def test_every_event_answers_through_the_sam_local_entry_point(
     keys = LocalWebhookKeys.generate()
     send_queue = next(q for q in queues.values() if q.name.endswith("-send"))
     dlq = next(q for q in queues.values() if q.name.endswith("-send-dlq"))
+    planner = next(q for q in queues.values() if q.name.endswith("-planner"))
+    webhook_queue = next(q for q in queues.values() if q.name.endswith("-webhooks"))
     snapshot = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "QUEUE_URL": send_queue.url,
         "DEAD_LETTER_QUEUE_URL": dlq.url,
+        "PLANNER_QUEUE_URL": planner.url,
+        "WEBHOOK_QUEUE_URL": webhook_queue.url,
         "AWS_ENDPOINT_URL": aws,
         "SMTP_HOST": smtp_sink.host,
         "SMTP_PORT": str(smtp_sink.port),

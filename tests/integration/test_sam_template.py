@@ -156,6 +156,9 @@ def test_every_function_folder_holds_its_handler_module(
         "DomainChecksFunction",
         "WebhookDispatcherFunction",
         "WebhookTickFunction",
+        # Issue 17: bulk batches' routes and their planner.
+        "BatchesFunction",
+        "PlannerFunction",
     }
     assert {f["Properties"]["Handler"] for f in functions.values()} == {"app.handler"}
     # THEN each built function folder holds app.py

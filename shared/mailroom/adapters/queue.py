@@ -108,3 +108,41 @@ class SqsMessageQueue(MessageQueue):
                 continue
             refused.extend(chunk[int(failure["Id"])][0] for failure in answer.get("Failed", []))
         return refused
+
+
+class PlannerQueue(abc.ABC):
+    """Where a batch's planning is asked for (issue 17): the planner function drains it."""
+
+    @abc.abstractmethod
+    def request_planning(self, batch_id: uuid.UUID, trace_id: str) -> None:
+        """Ask for the batch to be planned, or its planning to go on.
+
+        Raises DependencyUnavailable if the queue refuses.
+        """
+
+
+class SqsPlannerQueue(PlannerQueue):
+    def __init__(self, queue_url: str, region: str) -> None:
+        self._queue_url = queue_url
+        self._region = region
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = sqs_client(self._region)
+        return self._client
+
+    def request_planning(self, batch_id: uuid.UUID, trace_id: str) -> None:
+        if not self._queue_url:
+            raise DependencyUnavailable("PLANNER_QUEUE_URL is not configured")
+        try:
+            self.client.send_message(
+                QueueUrl=self._queue_url,
+                MessageBody=json.dumps({"batch_id": str(batch_id)}),
+                MessageAttributes={
+                    TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": trace_id}
+                },
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise DependencyUnavailable(f"the planner queue refused the batch: {error}") from error

@@ -457,3 +457,32 @@ class SecretsNotConfigured(DependencyUnavailable):
     """SECRETS_ENCRYPTION_KEYS is unset: secrets Mailroom must read back cannot be stored."""
 
     code = "secrets_not_configured"
+
+
+# --- bulk batches (issue 17) ---------------------------------------------------
+
+
+class BatchNotFound(MailroomError):
+    code = "batch_not_found"
+
+
+class BatchConflict(MailroomError):
+    """The batch's state does not allow this: start twice, cancel after it finished..."""
+
+    code = "batch_state_conflict"
+
+
+class UploadMissing(BatchConflict):
+    """Start was called before the recipients file was uploaded."""
+
+    code = "upload_missing"
+
+
+class UploadTooLarge(PayloadTooLarge):
+    code = "upload_too_large"
+
+
+class NoEmailColumn(InvalidRequest):
+    """A CSV whose header names no email column: none of its recipients can be read."""
+
+    code = "no_email_column"

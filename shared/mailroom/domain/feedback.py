@@ -200,6 +200,8 @@ STATUS_RANK: dict[MessageStatus, int] = {
     MessageStatus.BOUNCED: 3,
     MessageStatus.FAILED: 3,
     MessageStatus.SPAM: 4,
+    # Never sent: nothing a provider reports can follow it.
+    MessageStatus.CANCELLED: 5,
 }
 
 
@@ -249,6 +251,7 @@ RECIPIENT_STATUS_FOR_MESSAGE: dict[MessageStatus, RecipientStatus] = {
     MessageStatus.BOUNCED: RecipientStatus.SENT,
     MessageStatus.SPAM: RecipientStatus.SENT,
     MessageStatus.FAILED: RecipientStatus.FAILED,
+    MessageStatus.CANCELLED: RecipientStatus.FAILED,
 }
 
 

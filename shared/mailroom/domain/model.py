@@ -23,6 +23,8 @@ class MessageStatus(StrEnum):
     BOUNCED = "bounced"
     FAILED = "failed"
     SPAM = "spam"
+    # A bulk batch's message that its batch's cancel stopped before any send (issue 17).
+    CANCELLED = "cancelled"
 
     @property
     def is_final_for_sending(self) -> bool:
@@ -62,6 +64,8 @@ class EventType(StrEnum):
     # Suppression list: every recipient refused, or some dropped before sending.
     SUPPRESSED = "suppressed"
     RECIPIENTS_SUPPRESSED = "recipients_suppressed"
+    # Bulk batches (issue 17): stopped by the batch's cancel (retry-failed adds RETRIED).
+    CANCELLED = "cancelled"
 
 
 @dataclass(slots=True)

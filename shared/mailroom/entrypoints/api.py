@@ -203,7 +203,7 @@ def caller_of(router: Router, services: Services, scope: Scope) -> Caller:
     )
 
 
-def _sender_check(services: Services, mode: KeyKind) -> VerifiedSenders | None:
+def sender_check_for(services: Services, mode: KeyKind) -> VerifiedSenders | None:
     """The From check SENDER_VERIFICATION asks for this caller's key mode, if any."""
     setting = services.settings.sender_verification
     if setting == "all" or (setting == "live" and mode is KeyKind.LIVE):
@@ -300,7 +300,7 @@ def send_routes(services: ServicesProvider) -> Router:
                 trace_id=trace_id,
                 mode=mode,
                 check_sender=sending.sender_check(
-                    _sender_check(active, mode), active.uow(), client
+                    sender_check_for(active, mode), active.uow(), client
                 ),
             )
             warnings.extend(prepared.render_warnings)
@@ -423,7 +423,7 @@ def send_routes(services: ServicesProvider) -> Router:
                     trace_id,
                     validation,
                     check_sender=sending.sender_check(
-                        _sender_check(active, mode), active.uow(), client
+                        sender_check_for(active, mode), active.uow(), client
                     ),
                 ),
                 # Test mode is never charged (issue 15).
@@ -692,6 +692,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     # here, send and status do not load the admin and webhook modules at
     # cold start (issue 8).
     from mailroom.entrypoints.admin import admin_routes
+    from mailroom.entrypoints.batches import batch_routes
     from mailroom.entrypoints.client_suppressions import client_suppression_routes
     from mailroom.entrypoints.client_templates import client_template_routes
     from mailroom.entrypoints.client_webhooks import webhook_routes
@@ -701,6 +702,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
 
     return [
         send_routes(services),
+        batch_routes(services),
         client_template_routes(services),
         status_routes(services),
         client_suppression_routes(services),

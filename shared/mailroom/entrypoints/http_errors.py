@@ -62,6 +62,8 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.WebhookEndpointNotFound: 404,
     errors.WebhookDeliveryNotFound: 404,
     errors.WebhookLimitReached: 409,
+    errors.BatchNotFound: 404,
+    errors.BatchConflict: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

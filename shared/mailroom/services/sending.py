@@ -117,7 +117,7 @@ def prepare_send(
     """
     test = mode is KeyKind.TEST
     if not test:
-        _refuse_sandbox_addresses(request)
+        refuse_sandbox_addresses(request)
     if request.recipient_count > limits.max_recipients:
         raise InvalidRequest(
             f"at most {limits.max_recipients} recipients (to, cc and bcc together)",
@@ -545,7 +545,7 @@ def retry_message(
     return message
 
 
-def _refuse_sandbox_addresses(request: SendRequest) -> None:
+def refuse_sandbox_addresses(request: SendRequest) -> None:
     """A live caller's sim.mailroom.invalid address: the 422 of any special-use domain."""
     # The validator wrote the domain in lower case: one substring test per
     # address is all a live send pays (issue 15 keeps its cost flat).

@@ -71,6 +71,12 @@ _CLAIM = text(
               WHEN 'sending' THEN m.lease_expires_at < now()
               ELSE false
           END
+      -- A cancelled batch's message is never taken (issue 17): the cancel
+      -- marks its queued rows cancelled, and this re-check under the claim
+      -- covers a row whose earlier claim expired mid-send.
+      AND (m.batch_id IS NULL
+           OR NOT EXISTS (SELECT 1 FROM batches AS b
+                          WHERE b.id = m.batch_id AND b.status = 'cancelled'))
     RETURNING m.id, m.client_id, m.trace_id, m.template_name, m.template_version,
               m.template_shared, m.from_address, m.subject, m.provider, m.provider_msg_id,
               m.attempts, m.last_error, m.created_at, m.sent_at, m.next_attempt_at, m.claims,

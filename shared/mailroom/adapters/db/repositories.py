@@ -29,6 +29,7 @@ from mailroom.adapters.db.batch_statements import ClaimedBatch
 from mailroom.adapters.db.tables import (
     CLIENT_NAME_INDEX,
     ApiKeyRow,
+    BatchRow,
     ClientRow,
     MessageEventRow,
     MessageRow,
@@ -396,6 +397,13 @@ class SqlMessageRepository(MessageRepository):
         now = func.now()
         takeable = (MessageRow.status == MessageStatus.QUEUED.value) | (
             (MessageRow.status == MessageStatus.SENDING.value) & (MessageRow.lease_expires_at < now)
+        )
+        # A cancelled batch's message is never taken (issue 17).
+        takeable = takeable & (
+            MessageRow.batch_id.is_(None)
+            | ~select(BatchRow.id)
+            .where(BatchRow.id == MessageRow.batch_id, BatchRow.status == "cancelled")
+            .exists()
         )
         # One conditional UPDATE: PostgreSQL re-checks the WHERE on the newest
         # row version after waiting for a concurrent claimer's lock, so two

@@ -196,6 +196,20 @@ class MessageRow(Base):
             "updated_at",
             postgresql_where=text("status IN ('queued', 'sending')"),
         ),
+        Index(
+            "uq_messages_batch_index",
+            "batch_id",
+            "batch_index",
+            unique=True,
+            postgresql_where=text("batch_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_messages_batch_address",
+            "batch_id",
+            "batch_address",
+            unique=True,
+            postgresql_where=text("batch_address IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -238,6 +252,12 @@ class MessageRow(Base):
     # Issue 16: the caller's headers, tags, bulk flag, campaign and own
     # List-Unsubscribe URL (domain.model.SendOptions); '{}' for none.
     options: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # Bulk batches (issue 17): the batch, the recipient's place in it (a
+    # restarted planner cannot write it twice) and, unless the batch allows
+    # duplicates, the bare address (an address named twice is sent once).
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
+    batch_index: Mapped[int | None] = mapped_column(Integer)
+    batch_address: Mapped[str | None] = mapped_column(Text)
 
 
 class IdempotencyKeyRow(Base):
@@ -602,3 +622,96 @@ class WebhookAttemptRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[int] = mapped_column(Integer)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- bulk batches (issue 17) -------------------------------------------------
+
+BATCH_STATUSES = [
+    "awaiting_upload",
+    "accepted",
+    "planning",
+    "sending",
+    "finished",
+    "cancelled",
+    "failed",
+]
+
+
+class BatchRow(Base):
+    """One content for many recipients, and its progress counters.
+
+    The ``*_count`` columns are kept by the ``batch_counts`` trigger on
+    ``messages`` (migration w17bat01); the ``plan_*`` columns are the
+    planner's resumable cursor, advanced in the transaction that writes the
+    rows they cover.
+    """
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", BATCH_STATUSES), name="status"),
+        CheckConstraint(_one_of("source", ["inline", "upload"]), name="source"),
+        Index("ix_batches_client_created", "client_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    trace_id: Mapped[str] = mapped_column(String(64))
+    content: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    allow_duplicates: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    is_test: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    source: Mapped[str] = mapped_column(String(8))
+    upload_format: Mapped[str | None] = mapped_column(String(8))
+    total: Mapped[int | None] = mapped_column(Integer)
+    planned: Mapped[int] = mapped_column(Integer, server_default="0")
+    rejected: Mapped[int] = mapped_column(Integer, server_default="0")
+    suppressed: Mapped[int] = mapped_column(Integer, server_default="0")
+    duplicates: Mapped[int] = mapped_column(Integer, server_default="0")
+    queued_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    sent_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    delivered_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    bounced_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    complained_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    cancelled_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    handed_over: Mapped[int] = mapped_column(Integer, server_default="0")
+    plan_records: Mapped[int] = mapped_column(Integer, server_default="0")
+    plan_offset: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    plan_line: Mapped[int] = mapped_column(Integer, server_default="0")
+    enqueued_through: Mapped[int] = mapped_column(Integer, server_default="-1")
+    plan_done: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BatchInputRow(Base):
+    """An inline batch's recipients as posted (at most 10,000), until the planner reads them."""
+
+    __tablename__ = "batch_inputs"
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    recipients: Mapped[list[Any]] = mapped_column(JSONB)
+
+
+class BatchIssueRow(Base):
+    """A recipient that got no message: a bad address or line, suppressed, or a duplicate."""
+
+    __tablename__ = "batch_issues"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", ["rejected", "suppressed", "duplicate"]), name="status"),
+    )
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    batch_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(Text)
+    line: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)

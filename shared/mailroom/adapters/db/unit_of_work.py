@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailroom.adapters.db.accepted_insert import insert_accepted, insert_accepted_many
 from mailroom.adapters.db.api_keys import ApiKeyRepository, SqlApiKeyRepository
 from mailroom.adapters.db.audit import AuditLog, SqlAuditLog
+from mailroom.adapters.db.batches import SqlBatchRepository
 from mailroom.adapters.db.feedback_repositories import (
     FeedbackRepository,
     MessageQueryRepository,
@@ -61,6 +62,9 @@ class UnitOfWork(abc.ABC):
     # Outbound webhooks (issue 19) live in PostgreSQL only: the outbox is a
     # trigger there, so no in-memory double could stand in for it honestly.
     webhooks: SqlWebhookRepository
+    # Bulk batches (issue 17): PostgreSQL only (the planner's chunk is one
+    # statement of its own); the in-memory fakes have none.
+    batches: SqlBatchRepository
 
     def __enter__(self) -> Self:
         return self
@@ -216,6 +220,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.inbound = SqlInboundMailRepository(self._session)
         self.sending_domains = SqlSendingDomainRepository(self._session)
         self.webhooks = SqlWebhookRepository(self._session)
+        self.batches = SqlBatchRepository(self._session)
         return self
 
     def __exit__(

@@ -1,0 +1,551 @@
+"""Bulk batches in PostgreSQL (issue 17): the batch row, its planner's chunks, its progress.
+
+A chunk of planned recipients is one statement: the messages (unique per
+batch and index, and per batch and address unless duplicates are allowed),
+their recipient rows and ``accepted`` events, the issues of the recipients
+that get no message, and the batch's counters and cursor, all in the
+transaction that holds the batch row. A planner killed anywhere leaves
+either the whole chunk and the cursor past it, or neither.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from mailroom.adapters.db.array_literals import text_array, uuid_array
+from mailroom.domain.batches import BatchStatus, IssueStatus, PlannedRecipient, UploadFormat
+
+
+@dataclass(slots=True)
+class Batch:
+    id: uuid.UUID
+    client_id: uuid.UUID
+    status: BatchStatus
+    trace_id: str
+    content: dict[str, Any]
+    allow_duplicates: bool
+    is_test: bool
+    source: str
+    upload_format: UploadFormat | None
+    total: int | None
+    planned: int = 0
+    rejected: int = 0
+    suppressed: int = 0
+    duplicates: int = 0
+    queued: int = 0
+    sent: int = 0
+    delivered: int = 0
+    bounced: int = 0
+    failed: int = 0
+    complained: int = 0
+    cancelled: int = 0
+    handed_over: int = 0
+    plan_records: int = 0
+    plan_offset: int = 0
+    plan_line: int = 0
+    enqueued_through: int = -1
+    plan_done: bool = False
+    error: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancelled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """A recipient without a message: (index, line, address, status, reason)."""
+
+    index: int
+    line: int | None
+    address: str | None
+    status: IssueStatus
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientOutcome:
+    index: int
+    address: str | None
+    status: str
+    reason: str | None
+    message_id: uuid.UUID | None
+    line: int | None
+
+
+_COLUMNS = """
+    id, client_id, status, trace_id, content, allow_duplicates, is_test, source,
+    upload_format, total, planned, rejected, suppressed, duplicates, queued_count,
+    sent_count, delivered_count, bounced_count, failed_count, complained_count,
+    cancelled_count, handed_over, plan_records, plan_offset, plan_line, enqueued_through,
+    plan_done, error, created_at, started_at, updated_at, finished_at, cancelled_at
+"""
+
+_INSERT = text(
+    """
+    WITH batch AS (
+        INSERT INTO batches (id, client_id, status, trace_id, content, allow_duplicates,
+                             is_test, source, upload_format, total, started_at)
+        VALUES (CAST(:id AS uuid), CAST(:client_id AS uuid), :status, :trace_id,
+                CAST(:content AS jsonb), :allow_duplicates, :is_test, :source,
+                CAST(:upload_format AS text), CAST(:total AS integer),
+                CASE WHEN :started THEN now() END)
+        RETURNING id
+    )
+    INSERT INTO batch_inputs (batch_id, recipients)
+    SELECT id, CAST(:recipients AS jsonb) FROM batch WHERE CAST(:recipients AS jsonb) IS NOT NULL
+    """
+)
+
+# The chunk statement. ``input`` is the chunk's recipients that passed the
+# address check; ``issues`` those that did not (malformed lines, bad
+# addresses). Suppressed addresses are screened here, against the same
+# entries a single send is screened against.
+_PLAN_CHUNK = text(
+    """
+    WITH input AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:recipients AS jsonb))
+            AS r(i integer, h text, a text, p jsonb, m jsonb)
+    ), blocked AS (
+        SELECT DISTINCT ON (s.address) s.address, s.reason
+        FROM suppressions AS s
+        WHERE s.address = ANY(CAST(:addresses AS text[]))
+          AND (s.client_id IS NULL OR s.client_id = CAST(:client_id AS uuid))
+          AND (s.expires_at IS NULL OR s.expires_at > now())
+          AND (NOT s.is_test OR :is_test)
+        ORDER BY s.address, s.client_id NULLS FIRST
+    ), inserted AS (
+        INSERT INTO messages (
+            id, client_id, trace_id, template_name, template_version, template_shared,
+            from_address, recipient, to_addresses, reply_to, subject, props, metadata,
+            status, is_test, batch_id, batch_index, batch_address, options
+        )
+        SELECT gen_random_uuid(), CAST(:client_id AS uuid), :trace_id, :template_name,
+               CAST(:template_version AS integer), CAST(:template_shared AS boolean),
+               :from_address, input.h, jsonb_build_array(input.h),
+               CAST(:reply_to AS jsonb), CAST(:subject AS text),
+               CAST(:props AS jsonb) || input.p, CAST(:metadata AS jsonb) || input.m,
+               'queued', :is_test, CAST(:batch_id AS uuid), input.i,
+               CASE WHEN :allow_duplicates THEN NULL ELSE input.a END,
+               CAST(:options AS jsonb)
+        FROM input
+        WHERE NOT EXISTS (SELECT 1 FROM blocked WHERE blocked.address = input.a)
+        ORDER BY input.i
+        ON CONFLICT DO NOTHING
+        RETURNING id, batch_index
+    ), written AS (
+        SELECT inserted.id, inserted.batch_index, input.a
+        FROM inserted JOIN input ON input.i = inserted.batch_index
+    ), recipient_rows AS (
+        INSERT INTO message_recipients (message_id, address, kind)
+        SELECT id, a, 'to' FROM written
+    ), accepted_events AS (
+        INSERT INTO message_events (message_id, type, detail)
+        SELECT id, 'accepted', CAST(:detail AS jsonb) FROM written
+    ), issue_rows AS (
+        INSERT INTO batch_issues (batch_id, batch_index, status, address, line, reason)
+        SELECT CAST(:batch_id AS uuid), x.i, x.status, x.address, x.line, x.reason
+        FROM jsonb_to_recordset(CAST(:issues AS jsonb))
+            AS x(i integer, status text, address text, line integer, reason text)
+        UNION ALL
+        SELECT CAST(:batch_id AS uuid), input.i, 'suppressed', input.a, NULL,
+               'suppressed: ' || blocked.reason
+        FROM input JOIN blocked ON blocked.address = input.a
+        UNION ALL
+        SELECT CAST(:batch_id AS uuid), input.i, 'duplicate', input.a, NULL,
+               'duplicate: the address is listed earlier in the batch (sent once)'
+        FROM input
+        WHERE NOT EXISTS (SELECT 1 FROM blocked WHERE blocked.address = input.a)
+          AND NOT EXISTS (SELECT 1 FROM inserted WHERE inserted.batch_index = input.i)
+        ON CONFLICT DO NOTHING
+        RETURNING status
+    ), counted AS (
+        UPDATE batches
+        SET planned = planned + (SELECT count(*) FROM written)
+                + (SELECT count(*) FROM issue_rows),
+            queued_count = queued_count + (SELECT count(*) FROM written),
+            rejected = rejected + (SELECT count(*) FROM issue_rows WHERE status = 'rejected'),
+            suppressed = suppressed
+                + (SELECT count(*) FROM issue_rows WHERE status = 'suppressed'),
+            duplicates = duplicates
+                + (SELECT count(*) FROM issue_rows WHERE status = 'duplicate'),
+            plan_records = :plan_records,
+            plan_offset = :plan_offset,
+            plan_line = :plan_line,
+            updated_at = now()
+        WHERE id = CAST(:batch_id AS uuid)
+    )
+    SELECT id, batch_index FROM written ORDER BY batch_index
+    """
+)
+
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
+
+# What the recipients page reads: the messages and the issues of the batch,
+# in index order, from a keyset cursor.
+_OUTCOMES = text(
+    """
+    SELECT * FROM (
+        SELECT m.batch_index AS i, m.to_addresses ->> 0 AS address, m.status,
+               m.last_error AS reason, m.id AS message_id, NULL::integer AS line
+        FROM messages AS m
+        WHERE m.batch_id = CAST(:batch_id AS uuid) AND m.batch_index > :after
+          AND (CAST(:status AS text) IS NULL OR m.status = ANY(CAST(:statuses AS text[])))
+        UNION ALL
+        SELECT x.batch_index, x.address, x.status, x.reason, NULL, x.line
+        FROM batch_issues AS x
+        WHERE x.batch_id = CAST(:batch_id AS uuid) AND x.batch_index > :after
+          AND (CAST(:status AS text) IS NULL OR x.status = ANY(CAST(:statuses AS text[])))
+    ) AS outcomes
+    ORDER BY i
+    LIMIT :limit
+    """
+)
+
+# Messages of a batch whose last failure was transient (the worker's
+# retries ran out, or the queue refused them): the ones retry-failed sends again.
+_RETRYABLE = text(
+    """
+    SELECT m.id FROM messages AS m
+    WHERE m.batch_id = CAST(:batch_id AS uuid) AND m.status = 'failed'
+      AND EXISTS (
+          SELECT 1 FROM message_events AS e
+          WHERE e.message_id = m.id
+            AND ((e.type = 'failed' AND e.detail ->> 'retries_exhausted' = 'true')
+                 OR e.type = 'enqueue_failed')
+            AND e.id = (SELECT max(id) FROM message_events AS l
+                        WHERE l.message_id = m.id AND l.type IN ('failed', 'enqueue_failed')))
+    ORDER BY m.batch_index
+    """
+)
+
+
+class SqlBatchRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, batch: Batch, recipients: list[dict[str, Any]] | None) -> None:
+        self._session.execute(
+            _INSERT,
+            {
+                "id": str(batch.id),
+                "client_id": str(batch.client_id),
+                "status": batch.status.value,
+                "trace_id": batch.trace_id,
+                "content": json.dumps(batch.content),
+                "allow_duplicates": batch.allow_duplicates,
+                "is_test": batch.is_test,
+                "source": batch.source,
+                "upload_format": batch.upload_format.value if batch.upload_format else None,
+                "total": batch.total,
+                "started": batch.status is BatchStatus.ACCEPTED,
+                "recipients": json.dumps(recipients) if recipients is not None else None,
+            },
+        )
+
+    def get(self, batch_id: uuid.UUID, *, for_update: bool = False) -> Batch | None:
+        lock = " FOR UPDATE" if for_update else ""
+        row = self._session.execute(
+            text(f"SELECT {_COLUMNS} FROM batches WHERE id = CAST(:id AS uuid){lock}"),  # noqa: S608
+            {"id": str(batch_id)},
+        ).first()
+        return _batch(row) if row is not None else None
+
+    def get_for_client(
+        self, client_id: uuid.UUID, batch_id: uuid.UUID, *, for_update: bool = False
+    ) -> Batch | None:
+        batch = self.get(batch_id, for_update=for_update)
+        return batch if batch is not None and batch.client_id == client_id else None
+
+    def inline_recipients(self, batch_id: uuid.UUID) -> list[dict[str, Any]]:
+        value = self._session.execute(
+            text("SELECT recipients FROM batch_inputs WHERE batch_id = CAST(:id AS uuid)"),
+            {"id": str(batch_id)},
+        ).scalar()
+        return list(value or [])
+
+    def set_state(self, batch_id: uuid.UUID, status: BatchStatus, **columns: Any) -> None:
+        """Move the batch to ``status``; ``columns`` are plain values or ``"now"``."""
+        assignments = ["status = :status", "updated_at = now()"]
+        values: dict[str, Any] = {"id": str(batch_id), "status": status.value}
+        for name, value in columns.items():
+            if name not in _SETTABLE:
+                raise ValueError(f"not a settable batch column: {name}")
+            if value == "now":
+                assignments.append(f"{name} = now()")
+            else:
+                assignments.append(f"{name} = :{name}")
+                values[name] = value
+        self._session.execute(
+            text(f"UPDATE batches SET {', '.join(assignments)} WHERE id = CAST(:id AS uuid)"),  # noqa: S608
+            values,
+        )
+
+    def plan_chunk(
+        self,
+        batch: Batch,
+        recipients: Sequence[PlannedRecipient],
+        issues: Sequence[Issue],
+        *,
+        plan_records: int,
+        plan_offset: int,
+        plan_line: int,
+    ) -> list[tuple[uuid.UUID, int]]:
+        """Write one chunk and move the cursor past it; the (message id, index) written."""
+        content = batch.content
+        # Not waiting for the WAL flush: a chunk lost to a server crash is
+        # lost with the cursor that covers it (one transaction), so the next
+        # run writes it again; at worst the worker is handed ids that no row
+        # has (it skips them) and the rewritten rows are enqueued anew.
+        self._session.execute(_ASYNC_COMMIT)
+        rows = self._session.execute(
+            _PLAN_CHUNK,
+            {
+                "recipients": json.dumps(
+                    [
+                        {
+                            "i": r.index,
+                            "h": r.header_value,
+                            "a": r.bare,
+                            "p": r.props,
+                            "m": r.metadata,
+                        }
+                        for r in recipients
+                    ]
+                ),
+                "addresses": text_array(sorted({r.bare for r in recipients})),
+                "issues": json.dumps(
+                    [
+                        {
+                            "i": issue.index,
+                            "status": issue.status.value,
+                            "address": issue.address,
+                            "line": issue.line,
+                            "reason": issue.reason,
+                        }
+                        for issue in issues
+                    ]
+                ),
+                "client_id": str(batch.client_id),
+                "batch_id": str(batch.id),
+                "trace_id": batch.trace_id,
+                "is_test": batch.is_test,
+                "allow_duplicates": batch.allow_duplicates,
+                "template_name": content["template"],
+                "template_version": content.get("resolved_version"),
+                "template_shared": content.get("resolved_shared"),
+                "from_address": content["resolved_from"],
+                "reply_to": json.dumps(content.get("reply_to") or []),
+                "subject": content.get("subject"),
+                "props": json.dumps(content.get("props") or {}),
+                "metadata": json.dumps(content.get("metadata") or {}),
+                "options": json.dumps(content.get("resolved_options") or {}),
+                "detail": json.dumps({"trace_id": batch.trace_id, "batch_id": str(batch.id)}),
+                "plan_records": plan_records,
+                "plan_offset": plan_offset,
+                "plan_line": plan_line,
+            },
+        ).all()
+        return [(_uuid(message_id), int(index)) for message_id, index in rows]
+
+    def unenqueued(
+        self, batch_id: uuid.UUID, after_index: int, limit: int
+    ) -> list[tuple[uuid.UUID, int]]:
+        """Queued messages of the batch past ``after_index``: written but maybe not enqueued."""
+        rows = self._session.execute(
+            text(
+                "SELECT id, batch_index FROM messages WHERE batch_id = CAST(:id AS uuid) "
+                "AND batch_index > :after AND status = 'queued' ORDER BY batch_index LIMIT :limit"
+            ),
+            {"id": str(batch_id), "after": after_index, "limit": limit},
+        ).all()
+        return [(_uuid(message_id), int(index)) for message_id, index in rows]
+
+    def mark_enqueued_through(self, batch_id: uuid.UUID, index: int) -> None:
+        self._session.execute(
+            text(
+                "UPDATE batches SET enqueued_through = greatest(enqueued_through, :index) "
+                "WHERE id = CAST(:id AS uuid)"
+            ),
+            {"id": str(batch_id), "index": index},
+        )
+
+    def finish_planning(self, batch_id: uuid.UUID) -> None:
+        """Planning is over: the batch is sending, or finished if nothing is left to send."""
+        self._session.execute(
+            text(
+                """
+                UPDATE batches
+                SET plan_done = true,
+                    total = coalesce(total, planned),
+                    status = CASE WHEN queued_count = 0 THEN 'finished' ELSE 'sending' END,
+                    finished_at = CASE WHEN queued_count = 0 THEN now() END,
+                    updated_at = now()
+                WHERE id = CAST(:id AS uuid) AND status = 'planning'
+                """
+            ),
+            {"id": str(batch_id)},
+        )
+
+    def cancel_unsent(self, batch_id: uuid.UUID) -> int:
+        """Every queued message of the batch reads cancelled (the trigger counts them)."""
+        rows = self._session.execute(
+            text(
+                """
+                WITH stopped AS (
+                    UPDATE messages SET status = 'cancelled', updated_at = now(),
+                                        next_attempt_at = NULL
+                    WHERE batch_id = CAST(:id AS uuid) AND status = 'queued'
+                    RETURNING id
+                ), events AS (
+                    INSERT INTO message_events (message_id, type, detail)
+                    SELECT id, 'cancelled', jsonb_build_object('batch_id', CAST(:id AS text))
+                    FROM stopped
+                )
+                SELECT count(*) FROM stopped
+                """
+            ),
+            {"id": str(batch_id)},
+        ).scalar()
+        return int(rows or 0)
+
+    def retryable(self, batch_id: uuid.UUID) -> list[uuid.UUID]:
+        return [
+            _uuid(value)
+            for value in self._session.execute(_RETRYABLE, {"batch_id": str(batch_id)}).scalars()
+        ]
+
+    def requeue(self, batch_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> None:
+        """The failed messages read queued again, with a fresh attempt budget."""
+        self._session.execute(
+            text(
+                """
+                WITH again AS (
+                    UPDATE messages
+                    SET status = 'queued', attempts = 0, next_attempt_at = NULL,
+                        claims = 0, updated_at = now()
+                    WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'failed'
+                      AND batch_id = CAST(:batch_id AS uuid)
+                    RETURNING id
+                )
+                INSERT INTO message_events (message_id, type, detail)
+                SELECT id, 'retried', jsonb_build_object('batch_id', CAST(:batch_id AS text))
+                FROM again
+                """
+            ),
+            {"ids": uuid_array(message_ids), "batch_id": str(batch_id)},
+        )
+
+    def outcomes(
+        self, batch_id: uuid.UUID, statuses: Sequence[str] | None, after: int, limit: int
+    ) -> list[RecipientOutcome]:
+        rows = self._session.execute(
+            _OUTCOMES,
+            {
+                "batch_id": str(batch_id),
+                "status": ",".join(statuses) if statuses else None,
+                "statuses": text_array(list(statuses or [])),
+                "after": after,
+                "limit": limit,
+            },
+        ).all()
+        return [
+            RecipientOutcome(
+                index=int(index),
+                address=address,
+                status=status,
+                reason=reason,
+                message_id=_uuid(message_id) if message_id is not None else None,
+                line=line,
+            )
+            for index, address, status, reason, message_id, line in rows
+        ]
+
+
+_SETTABLE = frozenset({"started_at", "finished_at", "cancelled_at", "error", "plan_done", "total"})
+
+
+def _batch(row: Any) -> Batch:
+    (
+        batch_id,
+        client_id,
+        status,
+        trace_id,
+        content,
+        allow_duplicates,
+        is_test,
+        source,
+        upload_format,
+        total,
+        planned,
+        rejected,
+        suppressed,
+        duplicates,
+        queued,
+        sent,
+        delivered,
+        bounced,
+        failed,
+        complained,
+        cancelled,
+        handed_over,
+        plan_records,
+        plan_offset,
+        plan_line,
+        enqueued_through,
+        plan_done,
+        error,
+        created_at,
+        started_at,
+        updated_at,
+        finished_at,
+        cancelled_at,
+    ) = row
+    return Batch(
+        id=_uuid(batch_id),
+        client_id=_uuid(client_id),
+        status=BatchStatus(status),
+        trace_id=trace_id,
+        content=dict(content),
+        allow_duplicates=bool(allow_duplicates),
+        is_test=bool(is_test),
+        source=source,
+        upload_format=UploadFormat(upload_format) if upload_format else None,
+        total=total,
+        planned=planned,
+        rejected=rejected,
+        suppressed=suppressed,
+        duplicates=duplicates,
+        queued=queued,
+        sent=sent,
+        delivered=delivered,
+        bounced=bounced,
+        failed=failed,
+        complained=complained,
+        cancelled=cancelled,
+        handed_over=handed_over,
+        plan_records=plan_records,
+        plan_offset=int(plan_offset),
+        plan_line=plan_line,
+        enqueued_through=enqueued_through,
+        plan_done=bool(plan_done),
+        error=error,
+        created_at=created_at,
+        started_at=started_at,
+        updated_at=updated_at,
+        finished_at=finished_at,
+        cancelled_at=cancelled_at,
+    )
+
+
+def _uuid(value: object) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))

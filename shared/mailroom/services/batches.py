@@ -1,0 +1,476 @@
+"""Bulk batches (issue 17): accept, start, plan, follow, cancel and retry a batch.
+
+The API only stores the batch (inline recipients as posted, or an upload
+URL) and asks the planner queue for it; the planner writes one message per
+recipient in chunks and enqueues them for the worker. Every chunk moves the
+batch's cursor in its own transaction, so the planner can stop anywhere
+(killed, or out of time) and the next run continues at the cursor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from mailroom.adapters.db.batches import Batch, Issue, RecipientOutcome
+from mailroom.adapters.db.unit_of_work import UnitOfWork
+from mailroom.adapters.inline_content import InlineContentStore
+from mailroom.adapters.queue import MessageQueue, PlannerQueue
+from mailroom.adapters.recipient_files import RecipientFiles, frozen_key, upload_key
+from mailroom.adapters.templates import TemplateStore, subject_too_long
+from mailroom.domain.addresses import SANDBOX_DOMAIN, SPECIAL_USE_REFUSAL
+from mailroom.domain.batches import (
+    MAX_LINE_BYTES,
+    MAX_UPLOAD_BYTES,
+    BatchRequest,
+    BatchStatus,
+    IssueStatus,
+    PlannedRecipient,
+    RecipientRecord,
+    UploadFormat,
+    check_address,
+    csv_columns,
+    csv_records,
+    inline_records,
+    ndjson_records,
+    split_lines,
+)
+from mailroom.domain.errors import (
+    BatchConflict,
+    BatchNotFound,
+    DependencyUnavailable,
+    EnqueueFailed,
+    InvalidRequest,
+    NoEmailColumn,
+    UploadMissing,
+    UploadTooLarge,
+)
+from mailroom.domain.mime import subject_fits
+from mailroom.domain.model import Client, SendOptions
+from mailroom.domain.outgoing_headers import validate_caller_headers
+from mailroom.domain.tenancy import KeyKind
+from mailroom.services.sending import refuse_sandbox_addresses
+
+# Messages enqueued per read when catching up after a restart.
+_ENQUEUE_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    default_from: str
+    upload_url_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedBatch:
+    batch: Batch
+    upload_url: str | None = None
+    upload_expires_at: datetime | None = None
+
+
+def accept_batch(
+    uow: UnitOfWork,
+    templates: TemplateStore,
+    planner: PlannerQueue,
+    files: RecipientFiles,
+    limits: BatchLimits,
+    *,
+    client: Client,
+    request: BatchRequest,
+    trace_id: str,
+    mode: KeyKind = KeyKind.LIVE,
+    contents: InlineContentStore | None = None,
+    check_sender: Callable[[str], None] | None = None,
+) -> AcceptedBatch:
+    """Store the batch; inline recipients are planned at once, an upload waits for start.
+
+    The content is checked as a single send's is, once for the batch: the
+    sender and reply-to addresses, the subject, the template this client may
+    use (422 before anything is written). Each recipient's address and props
+    are that recipient's outcome, never the batch's 422.
+    """
+    test = mode is KeyKind.TEST
+    if not test:
+        refuse_sandbox_addresses(request)
+    if request.subject and not subject_fits(request.subject):
+        raise subject_too_long(request.subject)
+    if check_sender is not None and request.from_:
+        check_sender(request.from_)  # SENDER_VERIFICATION (issue 16)
+    content = request.content()
+    inline = request.inline_content
+    if inline is None:
+        assert request.template is not None  # SendRequest: a template or inline content
+        source = templates.get(request.template, request.template_version, client_id=client.id)
+        # What the worker renders is pinned here, as a single send pins it.
+        content["resolved_version"] = source.version
+        content["resolved_shared"] = source.shared
+    else:
+        # Inline content (issue 17): stored once by hash, named like a template;
+        # each recipient's props are checked by the worker's render, as a
+        # template's are (a missing prop is that recipient's failure).
+        if contents is None:
+            raise InvalidRequest("inline content is not available here: name a template")
+        contents.save(inline)
+        content["template"] = inline.template_name
+        content["subject"] = None
+        content["resolved_version"] = None
+        content["resolved_shared"] = None
+    content["resolved_from"] = request.from_ or limits.default_from
+    # Headers, tags, bulk (List-Unsubscribe) and campaign, as a single send's (issue 16).
+    content["resolved_options"] = SendOptions(
+        headers=validate_caller_headers(request.headers),
+        tags=tuple(request.tags),
+        bulk=request.bulk,
+        campaign=request.campaign,
+        unsubscribe_url=request.unsubscribe_url,
+    ).to_document()
+    upload = request.recipients_upload
+    batch = Batch(
+        id=uuid.uuid4(),
+        client_id=client.id,
+        status=BatchStatus.AWAITING_UPLOAD if upload else BatchStatus.ACCEPTED,
+        trace_id=trace_id,
+        content=content,
+        allow_duplicates=request.allow_duplicates,
+        is_test=test,
+        source="upload" if upload else "inline",
+        upload_format=request.upload_format if upload else None,
+        total=None if upload else len(request.recipients),
+    )
+    recipients = (
+        None
+        if upload
+        else [{"email": r.to, "props": r.props, "metadata": r.metadata} for r in request.recipients]
+    )
+    with uow:
+        uow.batches.add(batch, recipients)
+        uow.commit()
+    if upload:
+        expires = datetime.now(UTC) + timedelta(seconds=limits.upload_url_seconds)
+        url = files.upload_url(
+            upload_key(client.id, batch.id),
+            limits.upload_url_seconds,
+            "text/csv" if batch.upload_format is UploadFormat.CSV else "application/x-ndjson",
+        )
+        return AcceptedBatch(batch, url, expires)
+    _request_planning_or_fail(uow, planner, batch)
+    return AcceptedBatch(batch)
+
+
+def _request_planning_or_fail(uow: UnitOfWork, planner: PlannerQueue, batch: Batch) -> None:
+    try:
+        planner.request_planning(batch.id, batch.trace_id)
+    except DependencyUnavailable as error:
+        with uow:
+            uow.batches.set_state(
+                batch.id,
+                BatchStatus.FAILED,
+                error=f"enqueue_failed: {error.message}",
+                finished_at="now",
+            )
+            uow.commit()
+        raise EnqueueFailed(
+            "the batch could not be handed to the planner and will not be sent; "
+            "it is marked failed, send it again",
+            details=[{"batch_id": str(batch.id)}],
+        ) from error
+
+
+def start_batch(
+    uow: UnitOfWork,
+    planner: PlannerQueue,
+    files: RecipientFiles,
+    *,
+    client_id: uuid.UUID,
+    batch_id: uuid.UUID,
+) -> Batch:
+    """Freeze the uploaded file and ask for planning; a second start is 409.
+
+    The row is held while the file is checked and copied, so two starts at
+    once queue up and the second finds the batch started.
+    """
+    with uow:
+        batch = _owned(uow, client_id, batch_id, for_update=True)
+        if batch.source != "upload":
+            raise BatchConflict("this batch's recipients were given inline: it started when posted")
+        if batch.status is not BatchStatus.AWAITING_UPLOAD:
+            raise BatchConflict(f"the batch has started already (it is {batch.status.value})")
+        size = files.size(upload_key(client_id, batch_id))
+        if not size:
+            raise UploadMissing(
+                "nothing was uploaded for this batch yet (or an empty file): PUT the "
+                "recipients file to its upload URL, then start it"
+            )
+        if size > MAX_UPLOAD_BYTES:
+            raise UploadTooLarge(
+                f"the recipients file is {size} bytes; at most {MAX_UPLOAD_BYTES} are read",
+                details=[{"field": "upload", "message": "too large", "bytes": size}],
+            )
+        files.freeze(upload_key(client_id, batch_id), frozen_key(batch_id))
+        if batch.upload_format is UploadFormat.CSV:
+            # A CSV that names no email column cannot be planned at all: say so now.
+            csv_columns(_first_line(files, frozen_key(batch_id)))
+        uow.batches.set_state(batch_id, BatchStatus.ACCEPTED, started_at="now")
+        uow.commit()
+    try:
+        planner.request_planning(batch_id, batch.trace_id)
+    except DependencyUnavailable:
+        # Not started after all: the client's next start call tries again.
+        with uow:
+            uow.batches.set_state(batch_id, BatchStatus.AWAITING_UPLOAD, started_at=None)
+            uow.commit()
+        raise
+    return get_batch(uow, client_id=client_id, batch_id=batch_id)
+
+
+def _first_line(files: RecipientFiles, key: str) -> bytes:
+    for line, _ in split_lines(files.read(key, 0, MAX_LINE_BYTES)):
+        return line
+    return b""
+
+
+# --- the planner ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanResult:
+    done: bool
+    planned: int = 0
+    enqueued: int = 0
+
+
+def plan_batch(
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    files: RecipientFiles,
+    *,
+    batch_id: uuid.UUID,
+    chunk_size: int,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> PlanResult:
+    """Plan the batch from its cursor until done or ``keep_going`` says stop.
+
+    First the messages a killed run wrote but may not have enqueued are
+    enqueued (index past the batch's ``enqueued_through``); then chunk after
+    chunk is written and enqueued. Not done: the caller asks for another run.
+    """
+    with uow:
+        batch = uow.batches.get(batch_id, for_update=True)
+        if batch is None:
+            return PlanResult(done=True)
+        if batch.status is BatchStatus.ACCEPTED:
+            uow.batches.set_state(batch_id, BatchStatus.PLANNING)
+            batch.status = BatchStatus.PLANNING
+        uow.commit()
+    enqueued = _enqueue_written(uow, queue, batch)
+    if batch.status is not BatchStatus.PLANNING:
+        return PlanResult(done=True, enqueued=enqueued)
+    try:
+        records = _records_from_cursor(uow, files, batch)
+    except NoEmailColumn as error:
+        with uow:
+            uow.batches.set_state(
+                batch_id, BatchStatus.FAILED, error=error.message, finished_at="now", plan_done=True
+            )
+            uow.commit()
+        return PlanResult(done=True)
+    planned = 0
+    for chunk in _chunks(records, chunk_size):
+        written = _write_chunk(uow, batch, chunk)
+        if written is None:
+            # Cancelled, or another planner run is ahead of this one.
+            return PlanResult(done=True, planned=planned, enqueued=enqueued)
+        planned += len(chunk)
+        _enqueue_all(queue, [message_id for message_id, _ in written], batch.trace_id)
+        enqueued += len(written)
+        with uow:
+            uow.batches.mark_enqueued_through(batch_id, chunk[-1].index)
+            uow.commit()
+        if not keep_going():
+            return PlanResult(done=False, planned=planned, enqueued=enqueued)
+    with uow:
+        uow.batches.finish_planning(batch_id)
+        uow.commit()
+    return PlanResult(done=True, planned=planned, enqueued=enqueued)
+
+
+def _write_chunk(
+    uow: UnitOfWork, batch: Batch, chunk: list[RecipientRecord]
+) -> list[tuple[uuid.UUID, int]] | None:
+    planned: list[PlannedRecipient] = []
+    issues: list[Issue] = []
+    for record in chunk:
+        checked = check_address(record)
+        if (
+            isinstance(checked, PlannedRecipient)
+            and not batch.is_test
+            and SANDBOX_DOMAIN in checked.bare
+        ):
+            checked = f"not a valid email address: {SPECIAL_USE_REFUSAL}"
+        if isinstance(checked, str):
+            issues.append(
+                Issue(record.index, record.line, record.address, IssueStatus.REJECTED, checked)
+            )
+        else:
+            planned.append(checked)
+    last = chunk[-1]
+    with uow:
+        current = uow.batches.get(batch.id, for_update=True)
+        if (
+            current is None
+            or current.status is not BatchStatus.PLANNING
+            or current.plan_records != chunk[0].index
+        ):
+            return None
+        written = uow.batches.plan_chunk(
+            batch,
+            planned,
+            issues,
+            plan_records=last.index + 1,
+            plan_offset=last.end_offset,
+            plan_line=last.line or 0,
+        )
+        uow.commit()
+    return written
+
+
+def _enqueue_written(uow: UnitOfWork, queue: MessageQueue, batch: Batch) -> int:
+    """Enqueue what an earlier run wrote past ``enqueued_through`` (at least once)."""
+    after, total = batch.enqueued_through, 0
+    while True:
+        with uow:
+            page = uow.batches.unenqueued(batch.id, after, _ENQUEUE_PAGE)
+        if not page:
+            return total
+        _enqueue_all(queue, [message_id for message_id, _ in page], batch.trace_id)
+        total += len(page)
+        after = page[-1][1]
+        with uow:
+            uow.batches.mark_enqueued_through(batch.id, after)
+            uow.commit()
+
+
+def _records_from_cursor(
+    uow: UnitOfWork, files: RecipientFiles, batch: Batch
+) -> Iterator[RecipientRecord]:
+    if batch.source == "inline":
+        with uow:
+            recipients = uow.batches.inline_recipients(batch.id)
+        return inline_records(recipients, start=batch.plan_records)
+    key = frozen_key(batch.id)
+    lines = split_lines(files.read(key, batch.plan_offset), start_offset=batch.plan_offset)
+    if batch.upload_format is UploadFormat.CSV:
+        if batch.plan_offset == 0:
+            header, _ = next(lines, (b"", 0))
+            first_line = 2
+        else:
+            header, first_line = _first_line(files, key), batch.plan_line + 1
+        return csv_records(
+            csv_columns(header), lines, first_index=batch.plan_records, first_line=first_line
+        )
+    return ndjson_records(lines, first_index=batch.plan_records, first_line=batch.plan_line + 1)
+
+
+def _chunks(records: Iterator[RecipientRecord], size: int) -> Iterator[list[RecipientRecord]]:
+    while chunk := list(itertools.islice(records, size)):
+        yield chunk
+
+
+# --- reading, cancelling, retrying ---------------------------------------------
+
+
+def _owned(
+    uow: UnitOfWork, client_id: uuid.UUID, batch_id: uuid.UUID, *, for_update: bool = False
+) -> Batch:
+    batch = uow.batches.get_for_client(client_id, batch_id, for_update=for_update)
+    if batch is None:
+        raise BatchNotFound("no such batch for this client", details=[{"batch_id": str(batch_id)}])
+    return batch
+
+
+def get_batch(uow: UnitOfWork, *, client_id: uuid.UUID, batch_id: uuid.UUID) -> Batch:
+    with uow:
+        return _owned(uow, client_id, batch_id)
+
+
+def rate_per_minute(batch: Batch, now: datetime | None = None) -> float:
+    """Messages handed to a provider per minute since the batch started."""
+    if batch.started_at is None:
+        return 0.0
+    end = batch.finished_at or now or datetime.now(UTC)
+    minutes = max((end - batch.started_at).total_seconds() / 60, 1 / 60)
+    return round(batch.handed_over / minutes, 1)
+
+
+def recipient_outcomes(
+    uow: UnitOfWork,
+    *,
+    client_id: uuid.UUID,
+    batch_id: uuid.UUID,
+    statuses: list[str] | None,
+    after: int,
+    limit: int,
+) -> list[RecipientOutcome]:
+    with uow:
+        _owned(uow, client_id, batch_id)
+        return uow.batches.outcomes(batch_id, statuses, after, limit)
+
+
+def cancel_batch(uow: UnitOfWork, *, client_id: uuid.UUID, batch_id: uuid.UUID) -> Batch:
+    """Stop every message of the batch not yet claimed by a worker; 409 once it is over.
+
+    The batch row reads cancelled in the same transaction that marks its
+    queued messages cancelled; a worker's claim re-checks the batch, so no
+    message is claimed after this commits. Messages a worker claimed before
+    are in flight and finish (they are counted as they end).
+    """
+    with uow:
+        batch = _owned(uow, client_id, batch_id, for_update=True)
+        if batch.status.is_over:
+            raise BatchConflict(f"the batch is {batch.status.value}: nothing is left to cancel")
+        uow.batches.set_state(
+            batch_id, BatchStatus.CANCELLED, cancelled_at="now", finished_at="now"
+        )
+        uow.batches.cancel_unsent(batch_id)
+        uow.commit()
+    return get_batch(uow, client_id=client_id, batch_id=batch_id)
+
+
+def retry_failed(
+    uow: UnitOfWork, queue: MessageQueue, *, client_id: uuid.UUID, batch_id: uuid.UUID
+) -> int:
+    """Send again the batch's messages that failed transiently; how many.
+
+    Transient: the worker's retries ran out (a provider outage) or the
+    queue refused the message. A permanent refusal (the provider said the
+    address or content will never be accepted) is not retried, nor is a
+    rejected, suppressed or duplicate recipient.
+    """
+    with uow:
+        batch = _owned(uow, client_id, batch_id, for_update=True)
+        if batch.status in (BatchStatus.CANCELLED, BatchStatus.FAILED):
+            raise BatchConflict(f"the batch is {batch.status.value}: nothing is retried")
+        if not batch.plan_done:
+            raise BatchConflict("the batch is still being planned: retry once it is sending")
+        ids = uow.batches.retryable(batch_id)
+        if not ids:
+            return 0
+        if batch.status is BatchStatus.FINISHED:
+            uow.batches.set_state(batch_id, BatchStatus.SENDING, finished_at=None)
+        uow.batches.requeue(batch_id, ids)
+        uow.commit()
+    # A failure here leaves them queued: the reconciler enqueues queued rows.
+    _enqueue_all(queue, ids, batch.trace_id)
+    return len(ids)
+
+
+def _enqueue_all(queue: MessageQueue, message_ids: Sequence[uuid.UUID], trace_id: str) -> None:
+    """SendMessageBatch for a chunk; any id refused fails the chunk (the planner resumes it)."""
+    refused = queue.enqueue_many([(message_id, trace_id) for message_id in message_ids])
+    if refused:
+        raise DependencyUnavailable(
+            f"the send queue refused {len(refused)} of {len(message_ids)} messages"
+        )

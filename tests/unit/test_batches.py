@@ -1,0 +1,129 @@
+"""Bulk batches' domain (issue 17): the request, the recipients files, the address check."""
+
+from __future__ import annotations
+
+from email.utils import getaddresses
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from mailroom.domain.addresses import _BARE_ADDRESS, Mailbox
+from mailroom.domain.batches import (
+    MAX_INLINE_RECIPIENTS,
+    MAX_LINE_BYTES,
+    BatchRequest,
+    PlannedRecipient,
+    RecipientRecord,
+    check_address,
+    csv_columns,
+    csv_records,
+    ndjson_records,
+    split_lines,
+)
+from mailroom.domain.errors import InvalidRequest, NoEmailColumn
+
+
+def request(**fields: Any) -> BatchRequest:
+    return BatchRequest.model_validate({"template": "welcome", **fields})
+
+
+def test_10000_inline_recipients_are_accepted_and_10001_refused() -> None:
+    # GIVEN the limit's worth of recipients, and one more
+    people = [{"to": f"u{i}@example.com"} for i in range(MAX_INLINE_RECIPIENTS)]
+    # WHEN each is validated THEN the first passes, the second is a validation error
+    assert len(request(recipients=people).recipients) == MAX_INLINE_RECIPIENTS
+    with pytest.raises(ValidationError) as refused:
+        request(recipients=[*people, {"to": "one-more@example.com"}])
+    assert refused.value.errors()[0]["loc"] == ("recipients",)
+
+
+def test_recipients_inline_and_upload_together_or_neither_are_refused() -> None:
+    with pytest.raises((ValidationError, InvalidRequest)):
+        request(recipients=[{"to": "a@example.com"}], recipients_upload=True)
+    with pytest.raises((ValidationError, InvalidRequest)):
+        request()
+    with pytest.raises((ValidationError, InvalidRequest)):
+        request(to=["a@example.com"], recipients=[{"to": "b@example.com"}])
+
+
+def test_the_content_is_a_single_sends_without_recipients() -> None:
+    # GIVEN a batch with a subject and default props
+    batch = request(subject="Hello", props={"a": 1}, recipients=[{"email": "a@example.com"}])
+    # WHEN its shared content is taken THEN it holds the single send's fields only
+    content = batch.content()
+    assert content["subject"] == "Hello"
+    assert content["props"] == {"a": 1}
+    assert not {"to", "cc", "bcc", "recipients"} & set(content)
+
+
+def lines_of(data: bytes, chunk: int = 7) -> list[tuple[bytes, int]]:
+    return list(split_lines(data[i : i + chunk] for i in range(0, len(data), chunk)))
+
+
+def test_split_lines_gives_each_line_and_the_offset_after_it() -> None:
+    data = b"one\ntwo\n\nthree"
+    assert lines_of(data) == [(b"one\n", 4), (b"two\n", 8), (b"\n", 9), (b"three", 14)]
+
+
+def test_a_line_over_the_limit_is_cut_and_then_malformed() -> None:
+    # GIVEN a line longer than MAX_LINE_BYTES between two good ones
+    data = (
+        b'{"to": "a@example.com"}\n' + b"x" * (MAX_LINE_BYTES * 3) + b'\n{"to": "b@example.com"}\n'
+    )
+    # WHEN it is read THEN the long line is one malformed record and the next still reads
+    records = list(ndjson_records(lines_of(data, chunk=50_000)))
+    assert [r.address for r in records] == ["a@example.com", None, "b@example.com"]
+    assert records[1].error is not None
+    assert "line 2" in records[1].error
+
+
+def test_malformed_ndjson_lines_name_their_line_and_the_rest_proceeds() -> None:
+    data = b'{"to": "a@example.com"}\n{oops\n[1]\n{"to": "b@example.com", "extra": 1}\n'
+    records = list(ndjson_records(lines_of(data)))
+    assert [r.error is None for r in records] == [True, False, False, False]
+    assert [r.line for r in records] == [1, 2, 3, 4]
+    assert "malformed line 2" in (records[1].error or "")
+
+
+def test_a_csv_needs_an_email_column() -> None:
+    with pytest.raises(NoEmailColumn) as refused:
+        csv_columns(b"name,phone\n")
+    assert refused.value.code == "no_email_column"
+
+
+def test_csv_columns_become_props_and_metadata_and_short_rows_are_malformed() -> None:
+    columns = csv_columns(b"\xef\xbb\xbfFirst Name,E-Mail,Email,metadata.segment\n")
+    data = b'Ada,x,ada@example.com,vip\n"Multi\nLine",y,bob@example.com,std\nshort\n'
+    records = list(csv_records(columns, lines_of(data)))
+    assert records[0].address == "ada@example.com"
+    assert records[0].props == {"First Name": "Ada", "E-Mail": "x"}
+    assert records[0].metadata == {"segment": "vip"}
+    assert (records[1].line, records[1].props["First Name"]) == (3, "Multi\nLine")
+    assert records[2].line == 5
+    assert "fields" in (records[2].error or "")
+
+
+def test_check_address_uses_the_single_sends_validation() -> None:
+    good = check_address(RecipientRecord(0, None, address="Ada <Ada@Example.COM>"))
+    assert isinstance(good, PlannedRecipient)
+    assert (good.header_value, good.bare) == ("Ada <Ada@example.com>", "ada@example.com")
+    bad = check_address(RecipientRecord(1, None, address="nobody"))
+    assert isinstance(bad, str)
+    assert "not a valid email address" in bad
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=40))
+def test_the_bare_address_fast_path_reads_as_getaddresses_would(raw: str) -> None:
+    # GIVEN any text the fast path takes as a bare address
+    if _BARE_ADDRESS.fullmatch(raw) is None:
+        return
+    # THEN getaddresses would have read it the same way: no display name, all of it
+    assert getaddresses([raw]) == [("", raw)]
+
+
+def test_mailbox_parse_is_unchanged_for_bare_and_named_addresses() -> None:
+    assert Mailbox.parse("to", "a.b+c@Example.com").header_value() == "a.b+c@example.com"
+    assert Mailbox.parse("to", "Ada <a@example.com>").display_name == "Ada"
