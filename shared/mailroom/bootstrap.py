@@ -112,6 +112,7 @@ class Services:
         return SendLimits(
             max_recipients=self.settings.max_recipients,
             default_from=self.settings.default_from,
+            schedule_lookahead_seconds=self.settings.scheduler_lookahead_seconds,
         )
 
 

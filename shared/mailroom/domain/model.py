@@ -15,6 +15,8 @@ class ClientStatus(StrEnum):
 
 
 class MessageStatus(StrEnum):
+    # Issue 18: held until ``scheduled_at``; the scheduler enqueues it when due.
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     # Claimed by a worker until its lease runs out (services/delivery.py).
     SENDING = "sending"
@@ -23,11 +25,13 @@ class MessageStatus(StrEnum):
     BOUNCED = "bounced"
     FAILED = "failed"
     SPAM = "spam"
+    # Issue 18: a scheduled message cancelled before sending began.
+    CANCELLED = "cancelled"
 
     @property
     def is_final_for_sending(self) -> bool:
         """True once the worker has nothing left to do for the message."""
-        return self not in (MessageStatus.QUEUED, MessageStatus.SENDING)
+        return self not in (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SCHEDULED)
 
 
 class EventType(StrEnum):
@@ -60,6 +64,10 @@ class EventType(StrEnum):
     # Suppression list: every recipient refused, or some dropped before sending.
     SUPPRESSED = "suppressed"
     RECIPIENTS_SUPPRESSED = "recipients_suppressed"
+    # Issue 18: accepted for later, its time moved, cancelled before sending.
+    SCHEDULED = "scheduled"
+    RESCHEDULED = "rescheduled"
+    CANCELLED = "cancelled"
 
 
 @dataclass(slots=True)
@@ -130,6 +138,10 @@ class Message:
     claims: int = 0
     # Sent in test mode (issue 15): the sandbox provider records it, no real one sees it.
     is_test: bool = False
+    # Issue 18: when the message is due (UTC); the schedule and run that made it.
+    scheduled_at: datetime | None = None
+    schedule_id: UUID | None = None
+    schedule_run_id: UUID | None = None
 
     @property
     def recipient(self) -> str:

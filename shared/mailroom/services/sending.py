@@ -8,14 +8,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
-from mailroom.adapters.queue import MessageQueue
-from mailroom.adapters.templates import TemplateRenderer, TemplateStore, subject_too_long
+from mailroom.adapters.queue import MessageQueue, QueueEntry
+from mailroom.adapters.templates import (
+    TemplateRenderer,
+    TemplateSource,
+    TemplateStore,
+    subject_too_long,
+)
 from mailroom.domain.addresses import SANDBOX_DOMAIN, SPECIAL_USE_REFUSAL
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import DependencyUnavailable, EnqueueFailed, InvalidRequest
 from mailroom.domain.mime import subject_fits
 from mailroom.domain.model import Client, EventType, Message, MessageStatus
 from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
+from mailroom.domain.scheduling import normalise_send_time, queue_delay_seconds
 from mailroom.domain.tenancy import KeyKind
 from mailroom.services import suppression
 from mailroom.services.templates import check_props
@@ -25,6 +31,38 @@ from mailroom.services.templates import check_props
 class SendLimits:
     max_recipients: int
     default_from: str
+    # Issue 18: a scheduled message due within this many seconds is put on
+    # the queue at once, held back by SQS until its time (the scheduler's
+    # next pass could be up to a minute away).
+    schedule_lookahead_seconds: int = 90
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When a send goes out (issue 18): its normalised time, and whether that is later."""
+
+    scheduled_at: datetime | None
+    # The time asked for had passed already: the message is sent now.
+    in_past: bool = False
+
+    @classmethod
+    def of(cls, requested: datetime | None, now: datetime) -> Timing:
+        if requested is None:
+            return cls(None)
+        moment = normalise_send_time(requested, now=now, field_name="scheduled_at")
+        return cls(moment, in_past=moment <= now)
+
+    @property
+    def deferred(self) -> bool:
+        return self.scheduled_at is not None and not self.in_past
+
+
+@dataclass(frozen=True, slots=True)
+class RunLink:
+    """The recurring schedule and run a message comes from (issue 18)."""
+
+    schedule_id: uuid.UUID
+    run_id: uuid.UUID
 
 
 def accept_message(
@@ -40,6 +78,8 @@ def accept_message(
     reserve_quota: Callable[[], None] | None = None,
     on_accepted: Callable[[UnitOfWork, Message], None] | None = None,
     mode: KeyKind = KeyKind.LIVE,
+    now: datetime | None = None,
+    run: RunLink | None = None,
 ) -> Message:
     """Store the message as ``queued`` and put it on the send queue.
 
@@ -59,23 +99,17 @@ def accept_message(
     (a live caller gets the 422 any special-use domain gets), and
     ``suppressed@`` ones are screened as if on the suppression list. The
     caller passes no ``reserve_quota`` for test sends: they are not charged.
+
+    With ``request.scheduled_at`` in the future (issue 18) the row is written
+    ``scheduled`` and not queued: the scheduler enqueues it when due, or it
+    is enqueued here with an SQS delay if it is due within the look-ahead.
     """
+    now = now or datetime.now(UTC)
+    timing = Timing.of(request.scheduled_at, now)
     test = mode is KeyKind.TEST
-    if not test:
-        _refuse_sandbox_addresses(request)
-    if request.recipient_count > limits.max_recipients:
-        raise InvalidRequest(
-            f"at most {limits.max_recipients} recipients (to, cc and bcc together)",
-            details=[{"field": "to", "message": "too many recipients"}],
-        )
-    if request.subject and not subject_fits(request.subject):
-        raise subject_too_long(request.subject)
-    # Before anything is written: UnknownTemplate, then InvalidProps (schema.json)
-    # and MissingProp or another RenderError from a trial render, all 422.
-    # The template is the one this client may use: another client's of that
-    # name is not found (issue 15).
-    source = templates.get(request.template, request.template_version, client_id=client.id)
-    check_props(renderer, source, request.props)
+    source = check_send(
+        templates, limits, client=client, request=request, renderer=renderer, mode=mode
+    )
     message = Message(
         id=uuid.uuid4(),
         client_id=client.id,
@@ -94,8 +128,18 @@ def accept_message(
         props=request.props,
         metadata=dict(request.metadata),
         is_test=test,
+        status=MessageStatus.SCHEDULED if timing.deferred else MessageStatus.QUEUED,
+        scheduled_at=timing.scheduled_at,
+        schedule_id=run.schedule_id if run else None,
+        schedule_run_id=run.run_id if run else None,
     )
     detail: dict[str, object] = {"trace_id": trace_id}
+    if timing.scheduled_at is not None:
+        detail["scheduled_at"] = timing.scheduled_at.isoformat()
+        if timing.in_past:
+            detail["scheduled_in_past"] = True
+    if run is not None:
+        detail.update(schedule_id=str(run.schedule_id), schedule_run_id=str(run.run_id))
     with uow:
         # QuotaExceeded here leaves nothing written. Should every recipient
         # turn out suppressed, RecipientsSuppressed is raised below and the
@@ -130,11 +174,27 @@ def accept_message(
             uow.add_accepted(message, detail, suppression.recipient_rows(message))
             suppression.record_dropped(uow, message, screening)
         if not screening.refused:
+            if timing.deferred:
+                uow.messages.append_event(
+                    message.id,
+                    EventType.SCHEDULED,
+                    {
+                        "scheduled_at": timing.scheduled_at.isoformat()
+                        if timing.scheduled_at
+                        else None
+                    },
+                )
             if on_accepted is not None:
                 on_accepted(uow, message)
             uow.commit()
     if screening.refused:
         suppression.refuse(uow, message, screening)  # raises RecipientsSuppressed
+
+    if timing.deferred:
+        release_if_near(
+            uow, queue, message, now=now, lookahead_seconds=limits.schedule_lookahead_seconds
+        )
+        return message
 
     try:
         queue.enqueue(message.id, trace_id)
@@ -152,6 +212,64 @@ def accept_message(
             details=[{"message_id": str(message.id)}],
         ) from error
     return message
+
+
+def check_send(
+    templates: TemplateStore,
+    limits: SendLimits,
+    *,
+    client: Client,
+    request: SendRequest,
+    renderer: TemplateRenderer,
+    mode: KeyKind = KeyKind.LIVE,
+) -> TemplateSource:
+    """Everything /v1/send checks before it writes; the template the message renders.
+
+    A schedule's payload goes through this at creation (issue 18), so it is
+    refused then rather than failing at 3 a.m.
+    """
+    if mode is not KeyKind.TEST:
+        _refuse_sandbox_addresses(request)
+    if request.recipient_count > limits.max_recipients:
+        raise InvalidRequest(
+            f"at most {limits.max_recipients} recipients (to, cc and bcc together)",
+            details=[{"field": "to", "message": "too many recipients"}],
+        )
+    if request.subject and not subject_fits(request.subject):
+        raise subject_too_long(request.subject)
+    # Before anything is written: UnknownTemplate, then InvalidProps (schema.json)
+    # and MissingProp or another RenderError from a trial render, all 422.
+    # The template is the one this client may use: another client's of that
+    # name is not found (issue 15).
+    source = templates.get(request.template, request.template_version, client_id=client.id)
+    check_props(renderer, source, request.props)
+    return source
+
+
+def release_if_near(
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    message: Message,
+    *,
+    now: datetime,
+    lookahead_seconds: int,
+) -> bool:
+    """Enqueue a scheduled message due within the look-ahead, delayed until its time.
+
+    Best effort: should the queue refuse, the row stays unreleased and the
+    scheduler's next pass enqueues it. Should two enqueue it, the worker's
+    claim sends it once.
+    """
+    due = message.scheduled_at
+    if due is None or (due - now).total_seconds() > lookahead_seconds:
+        return False
+    entry = QueueEntry(message.id, message.trace_id, queue_delay_seconds(due, now))
+    if queue.enqueue_many([entry]):
+        return False
+    with uow:
+        uow.scheduled.mark_enqueued([message.id], now)
+        uow.commit()
+    return True
 
 
 def _refuse_sandbox_addresses(request: SendRequest) -> None:

@@ -303,6 +303,9 @@ class SqlMessageRepository(MessageRepository):
                 attempts=message.attempts,
                 last_error=message.last_error,
                 is_test=message.is_test,
+                scheduled_at=message.scheduled_at,
+                schedule_id=message.schedule_id,
+                schedule_run_id=message.schedule_run_id,
             )
         )
 
@@ -351,8 +354,20 @@ class SqlMessageRepository(MessageRepository):
         if not message_ids:
             return []
         now = func.now()
-        takeable = (MessageRow.status == MessageStatus.QUEUED.value) | (
-            (MessageRow.status == MessageStatus.SENDING.value) & (MessageRow.lease_expires_at < now)
+        takeable = (
+            (MessageRow.status == MessageStatus.QUEUED.value)
+            | (
+                (MessageRow.status == MessageStatus.SENDING.value)
+                & (MessageRow.lease_expires_at < now)
+            )
+            | (
+                (MessageRow.status == MessageStatus.SCHEDULED.value)
+                & MessageRow.enqueued_at.is_not(None)
+                & (
+                    MessageRow.scheduled_at
+                    <= now + timedelta(seconds=batch_statements.SCHEDULED_EARLY_SECONDS)
+                )
+            )
         )
         # One conditional UPDATE: PostgreSQL re-checks the WHERE on the newest
         # row version after waiting for a concurrent claimer's lock, so two
@@ -529,4 +544,7 @@ def _message(row: MessageRow) -> Message:
         lease_expires_at=row.lease_expires_at,
         claims=row.claims,
         is_test=row.is_test,
+        scheduled_at=row.scheduled_at,
+        schedule_id=row.schedule_id,
+        schedule_run_id=row.schedule_run_id,
     )

@@ -31,6 +31,12 @@ from mailroom.adapters.db.repositories import (
     SqlClientRepository,
     SqlMessageRepository,
 )
+from mailroom.adapters.db.scheduling import (
+    ScheduledMessageRepository,
+    ScheduleRepository,
+    SqlScheduledMessageRepository,
+    SqlScheduleRepository,
+)
 from mailroom.domain.feedback import Suppression
 from mailroom.domain.model import EventType, Message
 
@@ -45,6 +51,9 @@ class UnitOfWork(abc.ABC):
     message_queries: MessageQueryRepository
     audit: AuditLog
     idempotency: IdempotencyRepository
+    # Issue 18 (PostgreSQL only: the in-memory fakes do not schedule).
+    scheduled: ScheduledMessageRepository
+    schedules: ScheduleRepository
 
     def __enter__(self) -> Self:
         return self
@@ -187,6 +196,8 @@ class SqlUnitOfWork(UnitOfWork):
         self.message_queries = SqlMessageQueryRepository(self._session)
         self.audit = SqlAuditLog(self._session)
         self.idempotency = SqlIdempotencyRepository(self._session)
+        self.scheduled = SqlScheduledMessageRepository(self._session)
+        self.schedules = SqlScheduleRepository(self._session)
         return self
 
     def __exit__(
