@@ -12,10 +12,12 @@ from mailroom.entrypoints.api_keys import api_key_routes
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.client_suppressions import client_suppression_routes
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.schedules import message_schedule_routes
 
 app = create_api(
     [
         status_routes(default_services),
+        message_schedule_routes(default_services),
         client_suppression_routes(default_services),
         api_key_routes(default_services),
     ],

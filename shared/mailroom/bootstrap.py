@@ -43,6 +43,7 @@ from mailroom.config import Settings, get_settings
 from mailroom.entrypoints.observability import logger
 from mailroom.services.api_keys import RefusalAudit
 from mailroom.services.authentication import Authenticator, VerifiedCredentialCache
+from mailroom.services.scheduler import Clock, SystemClock
 
 if TYPE_CHECKING:
     from mailroom.adapters.breakers import ProviderBreakers
@@ -75,6 +76,8 @@ class Services:
     # Provider delivery webhooks (verifiers, SNS certificate cache); always
     # set by bootstrap().
     webhooks: WebhookRegistry | None = None
+    # Issue 18: what scheduling reads the time from (tests move their own).
+    clock: Clock = field(default_factory=SystemClock)
 
     @cached_property
     def renderer(self) -> TemplateRenderer:
@@ -134,6 +137,7 @@ def bootstrap(
     credential_versions: CredentialVersions | None = None,
     health_probes: dict[str, Callable[[], None]] | None = None,
     webhooks: WebhookRegistry | None = None,
+    clock: Clock | None = None,
 ) -> Services:
     settings = settings or get_settings()
     database = Database(
@@ -195,6 +199,7 @@ def bootstrap(
         or WebhookRegistry(
             settings, fetcher=UrllibAwsFetcher(), replay_guard=RedisReplayGuard(redis_store)
         ),
+        clock=clock or SystemClock(),
     )
 
 

@@ -368,3 +368,25 @@ class DailyLimitExceeded(QuotaExceeded):
     """The client's daily limit (UTC day) is used up."""
 
     code = "daily_limit_exceeded"
+
+
+class NotScheduled(MailroomError):
+    """Cancel or reschedule of a message whose sending has begun (or that was never scheduled)."""
+
+    code = "not_scheduled"
+
+
+class ScheduleNotFound(MailroomError):
+    code = "schedule_not_found"
+
+
+class SchedulePaused(MailroomError):
+    """Run now on a paused schedule: resume it first."""
+
+    code = "schedule_paused"
+
+
+class ScheduleFinished(MailroomError):
+    """The schedule's ``ends_at`` has passed: nothing fires again."""
+
+    code = "schedule_finished"

@@ -150,6 +150,8 @@ class Schedule:
     # The next fire time in UTC; None when it never fires again.
     next_run_at: datetime | None = None
     last_run_at: datetime | None = None
+    # Created with a test key: its runs send test messages (issue 15).
+    is_test: bool = False
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

@@ -80,6 +80,7 @@ API_DESCRIPTION = (
     "the tightest of the global, client and key buckets. "
     'Every error answers `{"error": {"code", "message", "details"}}`.'
 )
+PAST_NOTE = "scheduled_at has passed: the message is sent now"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _AMZN_ROOT = re.compile(r"Root=([0-9A-Za-z-]{1,64})")
 
@@ -91,6 +92,27 @@ class Accepted(BaseModel):
         default=KeyKind.LIVE,
         description="test: the message goes through everything but reaches no provider.",
     )
+    # Issue 18; left out of the answer when the send was not scheduled.
+    scheduled_at: datetime | None = Field(
+        default=None, description="The time asked for, in UTC (only when one was given)."
+    )
+    note: str | None = Field(
+        default=None, description="Set when scheduled_at had passed: the message is sent now."
+    )
+
+
+def accepted_body(message: Message, mode: KeyKind) -> dict[str, Any]:
+    """The 202 answer (and an idempotent replay's): scheduling fields only when scheduled."""
+    answer = Accepted(
+        id=message.id,
+        status=message.status,
+        mode=mode,
+        scheduled_at=message.scheduled_at,
+        note=PAST_NOTE
+        if message.scheduled_at is not None and message.status is not MessageStatus.SCHEDULED
+        else None,
+    )
+    return answer.model_dump(mode="json", exclude_none=True)
 
 
 class EventView(BaseModel):
@@ -122,6 +144,11 @@ class MessageView(BaseModel):
     recipients: list[RecipientView] = Field(
         default_factory=list, description="Each recipient's own outcome"
     )
+    scheduled_at: datetime | None = Field(default=None, description="When it is due (UTC).")
+    schedule_id: uuid.UUID | None = Field(
+        default=None, description="The recurring schedule that sent it."
+    )
+    schedule_run_id: uuid.UUID | None = Field(default=None, description="That schedule's run.")
 
 
 def trace_id_of(headers: Mapping[str, str]) -> str:
@@ -162,7 +189,9 @@ def send_routes(services: ServicesProvider) -> Router:
         description=(
             "Answers 202 once the message is stored and queued. An optional "
             "`Idempotency-Key` header (kept 24 h per client) makes retries safe: the "
-            "same key and body answer as the first request did."
+            "same key and body answer as the first request did. With `scheduled_at` the "
+            "message is stored `scheduled` and sent at that time (cancel it with POST "
+            "/v1/messages/{id}/cancel, move it with PATCH /v1/messages/{id})."
         ),
         responses=answers(
             202,
@@ -173,7 +202,8 @@ def send_routes(services: ServicesProvider) -> Router:
                     "Invalid request: validation_error, header_injection, unknown_template, "
                     "invalid_props, missing_prop, render_error, render_timeout; suppressed (every "
                     "addressee is on the suppression list; the row reads failed); "
-                    "idempotency_key_reused (the key came with another body)"
+                    "idempotency_key_reused (the key came with another body); scheduled_at "
+                    "without an offset (naive_datetime) or over 30 days ahead"
                 ),
                 409: "idempotency_in_progress: the key's first request is still in flight",
                 429: "rate_limited or quota_exceeded; Retry-After says when to try again",
@@ -210,8 +240,7 @@ def send_routes(services: ServicesProvider) -> Router:
 
         def complete_key(uow: UnitOfWork, message: Message) -> None:
             if hold is not None:
-                answer = Accepted(id=message.id, status=message.status, mode=mode)
-                idempotency.complete(uow, hold, message.id, answer.model_dump(mode="json"))
+                idempotency.complete(uow, hold, message.id, accepted_body(message, mode))
 
         try:
             # Counted once the request is valid, given back if it is not accepted.
@@ -229,6 +258,7 @@ def send_routes(services: ServicesProvider) -> Router:
                     reserve_quota=quota.take if mode is KeyKind.LIVE else None,
                     on_accepted=complete_key,
                     mode=mode,
+                    now=active.clock.now(),
                 )
         except Exception:
             # Nothing was accepted (enqueue_failed rows read failed): the key
@@ -237,9 +267,11 @@ def send_routes(services: ServicesProvider) -> Router:
                 idempotency.release(active.uow(), hold)
             raise
         logger.append_keys(message_id=str(message.id))
-        logger.info("message queued", extra={"template": message.template_name})
-        body = Accepted(id=message.id, status=message.status, mode=mode)
-        return _accepted(body.model_dump_json(), trace_id)
+        logger.info(
+            "message scheduled" if message.status is MessageStatus.SCHEDULED else "message queued",
+            extra={"template": message.template_name},
+        )
+        return _accepted(json.dumps(accepted_body(message, mode)), trace_id)
 
     return router
 
@@ -294,6 +326,9 @@ def status_routes(services: ServicesProvider) -> Router:
             sent_at=message.sent_at,
             events=[EventView(type=e.type.value, at=e.at, detail=e.detail) for e in history.events],
             recipients=recipient_views(history.recipients),
+            scheduled_at=message.scheduled_at,
+            schedule_id=message.schedule_id,
+            schedule_run_id=message.schedule_run_id,
         )
 
     @router.get(
@@ -442,12 +477,15 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.admin import admin_routes
     from mailroom.entrypoints.client_suppressions import client_suppression_routes
     from mailroom.entrypoints.client_templates import client_template_routes
+    from mailroom.entrypoints.schedules import message_schedule_routes, schedule_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
     return [
         send_routes(services),
         client_template_routes(services),
+        schedule_routes(services),
         status_routes(services),
+        message_schedule_routes(services),
         client_suppression_routes(services),
         document_routes(services),
         api_key_routes(services),

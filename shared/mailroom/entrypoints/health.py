@@ -17,10 +17,14 @@ from mailroom.services.health import check_health
 
 
 class BacklogView(BaseModel):
-    """Issue 7: mail failed for good (DLQ) and how late the oldest unsent message is."""
+    """Issue 7: mail failed for good (DLQ) and how late the oldest unsent message is.
+
+    Issue 18: how far past its time the oldest still-scheduled message is.
+    """
 
     dead_letter_depth: int | None
     oldest_queued_age_seconds: float | None
+    oldest_overdue_scheduled_seconds: float | None = None
 
 
 class HealthView(BaseModel):
@@ -63,6 +67,7 @@ def health_response(services: Services, *, with_backlog: bool = False) -> Respon
         view.backlog = BacklogView(
             dead_letter_depth=measured.dead_letter_depth,
             oldest_queued_age_seconds=measured.oldest_queued_age_seconds,
+            oldest_overdue_scheduled_seconds=measured.oldest_overdue_scheduled_seconds,
         )
     return Response(
         status_code=200 if report.healthy else 503,

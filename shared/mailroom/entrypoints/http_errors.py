@@ -54,6 +54,10 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.IpNotAllowed: 403,
     errors.ApiKeyNotFound: 404,
     errors.KeyLimitReached: 409,
+    errors.NotScheduled: 409,
+    errors.ScheduleNotFound: 404,
+    errors.SchedulePaused: 409,
+    errors.ScheduleFinished: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

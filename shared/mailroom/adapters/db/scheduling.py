@@ -335,6 +335,7 @@ def _schedule_values(schedule: Schedule) -> dict[str, Any]:
         "ends_at": schedule.ends_at,
         "next_run_at": schedule.next_run_at,
         "last_run_at": schedule.last_run_at,
+        "is_test": schedule.is_test,
         "created_at": schedule.created_at or func.now(),
     }
     return values
@@ -355,6 +356,7 @@ def _schedule(row: ScheduleRow) -> Schedule:
         ends_at=row.ends_at,
         next_run_at=row.next_run_at,
         last_run_at=row.last_run_at,
+        is_test=row.is_test,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

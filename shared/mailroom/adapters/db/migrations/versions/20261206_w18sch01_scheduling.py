@@ -60,6 +60,7 @@ def upgrade() -> None:
         sa.Column("ends_at", sa.DateTime(timezone=True)),
         sa.Column("next_run_at", sa.DateTime(timezone=True)),
         sa.Column("last_run_at", sa.DateTime(timezone=True)),
+        sa.Column("is_test", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
