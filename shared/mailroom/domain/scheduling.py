@@ -188,10 +188,12 @@ class DuePlan:
     # The fire time to run now, if any, and why.
     fire_at: datetime | None
     trigger: RunTrigger
-    # Fire times missed beyond the grace period (not run, or folded into one catch-up).
-    missed: list[datetime]
+    # Older fire times this run stands for (misfire_policy send): one run, not many.
+    folded: list[datetime]
+    # Fire times that do not run (misfire_policy skip): recorded as one skipped run.
+    skipped: list[datetime]
     next_run_at: datetime | None
-    # Missed fire times are counted up to this many; the rest only in ``missed_more``.
+    # More fire times were missed than are listed (MAX_MISSED_LISTED).
     missed_more: bool = False
 
 
@@ -201,10 +203,12 @@ MAX_MISSED_LISTED = 100
 def plan_due(schedule: Schedule, now: datetime) -> DuePlan:
     """Which of the fire times since ``next_run_at`` run, under the misfire policy.
 
-    On time (within the grace period) the newest due fire time runs. Beyond
-    it, ``send`` runs once for all that were missed (a catch-up) and
-    ``skip`` runs none; either way the schedule moves to its first fire time
-    after ``now``, so an outage never turns into a burst of runs.
+    The newest due fire time runs if it is within the grace period (on time).
+    Older ones, and the newest too once it is beyond the grace period (the
+    scheduler was down), are misfires: ``send`` folds them all into one run
+    (a catch-up when the newest is late), ``skip`` records them as skipped.
+    Either way the schedule moves to its first fire time after ``now``, so
+    an outage never turns into a burst of runs.
     """
     assert schedule.next_run_at is not None
     due: list[datetime] = []
@@ -219,10 +223,18 @@ def plan_due(schedule: Schedule, now: datetime) -> DuePlan:
         due.append(moment)
         moment = schedule.first_fire_after(moment)
     next_run_at = moment
-    grace = timedelta(seconds=schedule.misfire_grace_seconds)
-    newest = due[-1]
-    if now - newest <= grace and not more:
-        return DuePlan(newest, RunTrigger.CRON, due[:-1], next_run_at)
-    if schedule.misfire_policy is MisfirePolicy.SEND:
-        return DuePlan(newest, RunTrigger.CATCH_UP, due[:-1], next_run_at, more)
-    return DuePlan(None, RunTrigger.CATCH_UP, due, next_run_at, more)
+    newest, older = due[-1], due[:-1]
+    on_time = now - newest <= timedelta(seconds=schedule.misfire_grace_seconds) and not more
+    send = schedule.misfire_policy is MisfirePolicy.SEND
+    if on_time:
+        return DuePlan(
+            newest,
+            RunTrigger.CRON,
+            older if send else [],
+            [] if send else older,
+            next_run_at,
+            more,
+        )
+    if send:
+        return DuePlan(newest, RunTrigger.CATCH_UP, older, [], next_run_at, more)
+    return DuePlan(None, RunTrigger.CATCH_UP, [], due, next_run_at, more)

@@ -151,10 +151,33 @@ def fire_due_schedules(
     with uow:
         for schedule in uow.schedules.claim_due(now, policy.schedules_per_pass):
             plan = plan_due(schedule, now)
+            if plan.skipped:
+                # misfire_policy skip: one run says which fire times did not run.
+                uow.schedules.add_run(
+                    ScheduleRun(
+                        id=uuid.uuid4(),
+                        schedule_id=schedule.id,
+                        fire_at=plan.skipped[-1],
+                        trigger=RunTrigger.CATCH_UP,
+                        status=RunStatus.SKIPPED,
+                        started_at=now,
+                        finished_at=now,
+                        detail={
+                            "reason": "misfire",
+                            "message": (
+                                "the scheduler reached these fire times more than "
+                                f"{schedule.misfire_grace_seconds} s late and the misfire "
+                                "policy is skip"
+                            ),
+                            "missed": _missed_detail(plan.skipped, plan.missed_more),
+                        },
+                    )
+                )
+                report.runs_skipped += 1
             if plan.fire_at is not None:
                 detail: dict[str, object] = {}
-                if plan.missed:
-                    detail["missed"] = _missed_detail(plan.missed, plan.missed_more)
+                if plan.folded:
+                    detail["missed"] = _missed_detail(plan.folded, plan.missed_more)
                 run = ScheduleRun(
                     id=uuid.uuid4(),
                     schedule_id=schedule.id,
@@ -166,29 +189,6 @@ def fire_due_schedules(
                 uow.schedules.add_run(run)
                 started.append((schedule, run))
                 schedule.last_run_at = plan.fire_at
-            elif plan.missed:
-                # misfire_policy skip, beyond the grace period: one run says so.
-                uow.schedules.add_run(
-                    ScheduleRun(
-                        id=uuid.uuid4(),
-                        schedule_id=schedule.id,
-                        fire_at=plan.missed[-1],
-                        trigger=RunTrigger.CATCH_UP,
-                        status=RunStatus.SKIPPED,
-                        started_at=now,
-                        finished_at=now,
-                        detail={
-                            "reason": "misfire",
-                            "message": (
-                                f"the scheduler was late by more than "
-                                f"{schedule.misfire_grace_seconds} s and the misfire "
-                                "policy is skip"
-                            ),
-                            "missed": _missed_detail(plan.missed, plan.missed_more),
-                        },
-                    )
-                )
-                report.runs_skipped += 1
             schedule.next_run_at = plan.next_run_at
             if schedule.next_run_at is None:
                 schedule.state = ScheduleState.FINISHED
