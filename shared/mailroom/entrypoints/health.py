@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
@@ -63,7 +62,7 @@ def health_response(services: Services, *, with_backlog: bool = False) -> Respon
     if with_backlog:
         # Reported, not judged: a backlog does not make the service unhealthy
         # (the DLQ alarm in template.yaml is what pages someone).
-        measured = backlog.measure(services.uow(), services.dead_letters, now=datetime.now(UTC))
+        measured = backlog.measure(services.uow(), services.dead_letters, now=services.clock.now())
         view.backlog = BacklogView(
             dead_letter_depth=measured.dead_letter_depth,
             oldest_queued_age_seconds=measured.oldest_queued_age_seconds,

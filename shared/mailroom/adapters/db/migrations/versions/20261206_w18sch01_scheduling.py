@@ -35,8 +35,8 @@ def upgrade() -> None:
     op.add_column("messages", sa.Column("enqueued_at", sa.DateTime(timezone=True)))
     op.add_column("messages", sa.Column("schedule_id", sa.UUID()))
     op.add_column("messages", sa.Column("schedule_run_id", sa.UUID()))
-    op.drop_constraint("ck_messages_status", "messages", type_="check")
-    op.create_check_constraint("ck_messages_status", "messages", _status_check(NEW_STATUSES))
+    op.drop_constraint(op.f("ck_messages_status"), "messages", type_="check")
+    op.create_check_constraint(op.f("ck_messages_status"), "messages", _status_check(NEW_STATUSES))
     op.create_index(
         "ix_messages_scheduled",
         "messages",
@@ -151,8 +151,8 @@ def downgrade() -> None:
     )
     op.drop_index("ix_messages_schedule_run", table_name="messages")
     op.drop_index("ix_messages_scheduled", table_name="messages")
-    op.drop_constraint("ck_messages_status", "messages", type_="check")
-    op.create_check_constraint("ck_messages_status", "messages", _status_check(OLD_STATUSES))
+    op.drop_constraint(op.f("ck_messages_status"), "messages", type_="check")
+    op.create_check_constraint(op.f("ck_messages_status"), "messages", _status_check(OLD_STATUSES))
     op.drop_column("messages", "schedule_run_id")
     op.drop_column("messages", "schedule_id")
     op.drop_column("messages", "enqueued_at")
