@@ -29,12 +29,12 @@ from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
 from mailroom.domain.errors import NotScheduled
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
+from mailroom.entrypoints.scheduler import policy_of
 from mailroom.entrypoints.schedules import (
     message_schedule_routes,
     schedule_routes,
     schedule_sender,
 )
-from mailroom.entrypoints.scheduler import policy_of
 from mailroom.entrypoints.worker import process_send_batch
 from mailroom.services import schedules
 from mailroom.services.clients import RegisteredClient, register_client
@@ -551,10 +551,11 @@ class TestSchedules:
         self, stack: Stack
     ) -> None:
         status, created = stack.call("POST", "/v1/schedules", _schedule_body())
+        assert status == 201
         stack.clock.moment = datetime.fromisoformat(created["next_run_at"]) + timedelta(seconds=3)
         report = stack.scheduler()
         assert report.runs_started == 1
-        status, runs = stack.call("GET", f"/v1/schedules/{created['id']}/runs")
+        _, runs = stack.call("GET", f"/v1/schedules/{created['id']}/runs")
         (run,) = runs["runs"]
         assert (run["status"], run["trigger"]) == ("sent", "cron")
         (message_id,) = run["message_ids"]
@@ -562,7 +563,7 @@ class TestSchedules:
         assert (view["schedule_id"], view["schedule_run_id"]) == (created["id"], run["id"])
         assert view["status"] == "queued"
         # ...and the schedule moved on to its next fire time
-        status, after = stack.call("GET", f"/v1/schedules/{created['id']}")
+        _, after = stack.call("GET", f"/v1/schedules/{created['id']}")
         assert datetime.fromisoformat(after["next_run_at"]) > stack.clock.now()
         # ...and a second scheduler pass runs nothing more
         assert stack.scheduler().runs_started == 0
