@@ -423,8 +423,9 @@ def _insert_scheduled(database: Database, client_id: uuid.UUID, count: int, due:
 
 
 def test_two_schedulers_at_once_enqueue_each_message_once(stack: Stack, database: Database) -> None:
-    # GIVEN 600 messages due within the minute, written straight to PostgreSQL
-    _insert_scheduled(database, stack.client.client.id, 600, stack.clock.now())
+    # GIVEN 200 messages due within the minute, written straight to PostgreSQL
+    # (moto's SQS slows down as its queue grows: a few hundred keep this quick)
+    _insert_scheduled(database, stack.client.client.id, 200, stack.clock.now())
     queues = [RecordingSqsQueue(stack.queue_url) for _ in range(2)]
     start = threading.Barrier(2)
 
@@ -435,18 +436,20 @@ def test_two_schedulers_at_once_enqueue_each_message_once(stack: Stack, database
             services.uow(),
             queue,
             schedule_sender(services),
-            policy=SchedulerPolicy(chunk_size=50),
+            policy=SchedulerPolicy(chunk_size=20),
             clock=stack.clock,
         )
 
-    # WHEN two schedulers run over them at the same moment, in chunks of 50
+    # WHEN two schedulers run over them at the same moment, in chunks of 20
     with ThreadPoolExecutor(max_workers=2) as pool:
         reports = list(pool.map(run, queues))
     # THEN between them every message was enqueued, none twice
     enqueued = [entry.message_id for queue in queues for entry in queue.entries]
-    assert len(enqueued) == 600
-    assert len(set(enqueued)) == 600
-    assert sum(report.enqueued for report in reports) == 600
+    assert len(enqueued) == 200
+    assert len(set(enqueued)) == 200
+    assert sum(report.enqueued for report in reports) == 200
+    # ...and both took part (SKIP LOCKED let them share, not queue up)
+    assert all(report.chunks > 0 for report in reports)
     # ...each with the delay left until its own time
     assert {entry.delay_seconds for queue in queues for entry in queue.entries} <= set(range(51))
     with database.engine.connect() as connection:
@@ -454,7 +457,7 @@ def test_two_schedulers_at_once_enqueue_each_message_once(stack: Stack, database
             text("SELECT count(*) FROM messages WHERE enqueued_at IS NULL")
         ).scalar_one()
     assert unreleased == 0
-    # ...and SQS holds 600 records (those due now are visible at once)
+    # ...and SQS holds the records (those due now are visible at once)
     assert len(stack.drain()) >= sum(
         1 for queue in queues for entry in queue.entries if entry.delay_seconds == 0
     )
