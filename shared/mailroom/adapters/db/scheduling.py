@@ -76,13 +76,26 @@ class ScheduledMessageRepository(abc.ABC):
         """The due time of the oldest message still ``scheduled`` after its time."""
 
 
-_CLAIM_DUE = text(
+# Two statements, each on its own partial index: the rows nobody released
+# yet (the scheduler's work), and released rows still scheduled long after
+# their time (their queue record was lost). One OR'ed query walked every
+# already-released row of the minute on each chunk: 100,000 rows due at once
+# made that quadratic.
+_CLAIM_UNRELEASED = text(
     """
     SELECT id, trace_id, scheduled_at
     FROM messages
-    WHERE status = 'scheduled'
-      AND scheduled_at <= :due_by
-      AND (enqueued_at IS NULL OR (enqueued_at < :stale_before AND scheduled_at < :stale_before))
+    WHERE status = 'scheduled' AND enqueued_at IS NULL AND scheduled_at <= :due_by
+    ORDER BY scheduled_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+_CLAIM_STALE = text(
+    """
+    SELECT id, trace_id, scheduled_at
+    FROM messages
+    WHERE status = 'scheduled' AND scheduled_at < :stale_before AND enqueued_at < :stale_before
     ORDER BY scheduled_at
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -104,10 +117,14 @@ class SqlScheduledMessageRepository(ScheduledMessageRepository):
     def claim_due(
         self, *, due_by: datetime, stale_before: datetime, limit: int
     ) -> list[DueMessage]:
-        rows = self._session.execute(
-            _CLAIM_DUE, {"due_by": due_by, "stale_before": stale_before, "limit": limit}
-        ).all()
-        return [DueMessage(_uuid(row[0]), row[1], row[2]) for row in rows]
+        rows = self._session.execute(_CLAIM_STALE, {"stale_before": stale_before, "limit": limit})
+        due = [DueMessage(_uuid(row[0]), row[1], row[2]) for row in rows]
+        if len(due) < limit:
+            rows = self._session.execute(
+                _CLAIM_UNRELEASED, {"due_by": due_by, "limit": limit - len(due)}
+            )
+            due.extend(DueMessage(_uuid(row[0]), row[1], row[2]) for row in rows)
+        return due
 
     def mark_enqueued(self, message_ids: Sequence[uuid.UUID], at: datetime) -> None:
         if message_ids:

@@ -152,11 +152,17 @@ class MessageRow(Base):
             "updated_at",
             postgresql_where=text("status IN ('queued', 'sending')"),
         ),
-        # Issue 18: the scheduler's scan of due rows, and health's oldest overdue one.
+        # Issue 18: health's oldest overdue row and the scheduler's stale ones;
+        # the scheduler's scan of the rows it has still to release.
         Index(
             "ix_messages_scheduled",
             "scheduled_at",
             postgresql_where=text("status = 'scheduled'"),
+        ),
+        Index(
+            "ix_messages_unreleased",
+            "scheduled_at",
+            postgresql_where=text("status = 'scheduled' AND enqueued_at IS NULL"),
         ),
         Index("ix_messages_schedule_run", "schedule_run_id"),
     )

@@ -43,6 +43,12 @@ def upgrade() -> None:
         ["scheduled_at"],
         postgresql_where=sa.text("status = 'scheduled'"),
     )
+    op.create_index(
+        "ix_messages_unreleased",
+        "messages",
+        ["scheduled_at"],
+        postgresql_where=sa.text("status = 'scheduled' AND enqueued_at IS NULL"),
+    )
     op.create_index("ix_messages_schedule_run", "messages", ["schedule_run_id"])
 
     op.create_table(
@@ -150,6 +156,7 @@ def downgrade() -> None:
         "WHERE status = 'cancelled'"
     )
     op.drop_index("ix_messages_schedule_run", table_name="messages")
+    op.drop_index("ix_messages_unreleased", table_name="messages")
     op.drop_index("ix_messages_scheduled", table_name="messages")
     op.drop_constraint(op.f("ck_messages_status"), "messages", type_="check")
     op.create_check_constraint(op.f("ck_messages_status"), "messages", _status_check(OLD_STATUSES))
