@@ -38,20 +38,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "shared"))
 
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import text
 
-from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head  # noqa: E402
-from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork  # noqa: E402
-from mailroom.adapters.queue import (  # noqa: E402
+from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head
+from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
+from mailroom.adapters.queue import (
     SQS_BATCH_ENTRIES,
     TRACE_ID_ATTRIBUTE,
     MessageQueue,
     QueueEntry,
     SqsMessageQueue,
 )
-from mailroom.domain.model import Client, Message  # noqa: E402
-from mailroom.domain.scheduling import Schedule, ScheduleRun  # noqa: E402
-from mailroom.services.scheduler import (  # noqa: E402
+from mailroom.domain.model import Client, Message
+from mailroom.domain.scheduling import Schedule, ScheduleRun
+from mailroom.services.scheduler import (
     SchedulerPolicy,
     SchedulerReport,
     SystemClock,
@@ -174,9 +174,7 @@ def main() -> None:
     began = time.perf_counter()
     enqueued = 0
     while enqueued < args.rows and time.perf_counter() - began < 120:
-        report = scheduler_pass(
-            SqlUnitOfWork(database), queue, no_runs, policy=policy, clock=clock
-        )
+        report = scheduler_pass(SqlUnitOfWork(database), queue, no_runs, policy=policy, clock=clock)
         reports.append(report)
         enqueued += report.enqueued
         if report.enqueued == 0:
