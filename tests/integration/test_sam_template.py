@@ -142,7 +142,7 @@ def test_every_function_folder_holds_its_handler_module(
     template: dict[str, Any], build_dir: Path
 ) -> None:
     # GIVEN the template's functions (the five of the API and queue, plus the
-    # scheduled reconciler), each with Handler app.handler
+    # scheduled reconciler and scheduler), each with Handler app.handler
     functions = resources_of_type(template, "AWS::Serverless::Function")
     assert set(functions) == {
         "SendFunction",
@@ -151,6 +151,7 @@ def test_every_function_folder_holds_its_handler_module(
         "AdminFunction",
         "WorkerFunction",
         "ReconcilerFunction",
+        "SchedulerFunction",
     }
     assert {f["Properties"]["Handler"] for f in functions.values()} == {"app.handler"}
     # THEN each built function folder holds app.py
