@@ -208,3 +208,41 @@ class TestSendTimes:
         assert queue_delay_seconds(NOW + timedelta(seconds=29.2), NOW) == 30
         assert queue_delay_seconds(NOW - timedelta(seconds=5), NOW) == 0
         assert queue_delay_seconds(NOW + timedelta(hours=1), NOW) == 900
+
+
+class TestRequestTimes:
+    @pytest.mark.parametrize(
+        ("value", "code"),
+        [
+            ("2026-12-24T09:00:00", "naive_datetime"),
+            ("0001-01-01T00:00:00+14:00", "datetime_out_of_range"),
+            ("9999-12-31T23:59:59-14:00", "datetime_out_of_range"),
+            (1_800_000_000, "invalid_datetime"),
+            ("2026-02-30T09:00:00Z", "invalid_datetime"),
+            ("2026-12-24 09:00:00+01:00 ", "invalid_datetime"),
+        ],
+    )
+    def test_scheduled_at_must_be_an_rfc3339_time_with_an_offset(
+        self, value: object, code: str
+    ) -> None:
+        from pydantic import ValidationError
+
+        from mailroom.domain.commands import SendRequest
+
+        with pytest.raises(ValidationError) as refused:
+            SendRequest.model_validate(
+                {"template": "welcome", "to": "a@example.com", "scheduled_at": value}
+            )
+        assert refused.value.errors()[0]["type"] == code
+
+    def test_nanoseconds_are_cut_and_lowercase_letters_read(self) -> None:
+        from mailroom.domain.commands import SendRequest
+
+        request = SendRequest.model_validate(
+            {
+                "template": "welcome",
+                "to": "a@example.com",
+                "scheduled_at": "2026-12-24t09:00:00.123456789z",
+            }
+        )
+        assert request.scheduled_at == datetime(2026, 12, 24, 9, 0, 0, 123456, tzinfo=UTC)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Self
 
 from pydantic import (
@@ -41,6 +41,12 @@ _RFC3339 = re.compile(
 )
 
 
+# Times outside these are mistakes, and near the ends of the calendar an
+# offset or a cron step overflows Python's datetime.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2999, 12, 31, tzinfo=UTC)
+
+
 def _rfc3339(value: Any) -> datetime:
     """An RFC 3339 date-time string with its offset; a number or a naive time is refused.
 
@@ -74,6 +80,14 @@ def _rfc3339(value: Any) -> datetime:
             ) from error
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise PydanticCustomError("naive_datetime", "a time zone offset is required")
+    try:
+        in_utc = moment.astimezone(UTC)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or not _EARLIEST <= in_utc <= _LATEST:
+        raise PydanticCustomError(
+            "datetime_out_of_range", "a time between 1970 and 2999 (UTC) is expected"
+        )
     return moment
 
 

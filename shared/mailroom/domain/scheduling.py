@@ -15,8 +15,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
@@ -84,10 +85,15 @@ def queue_delay_seconds(due: datetime, now: datetime) -> int:
     return max(0, min(MAX_QUEUE_DELAY_SECONDS, math.ceil(left)))
 
 
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
 def zone(name: str) -> ZoneInfo:
-    """The IANA zone ``name``; 422 for anything else."""
+    """The IANA zone ``name``; 422 for anything else (a path, a folder, a file of tzdata)."""
     try:
-        if not name or name != name.strip() or name.startswith(("/", ".")) or ".." in name:
+        if name not in _zone_names():
             raise ValueError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as error:
@@ -105,7 +111,8 @@ def next_fire(expression: str, tz: str, after: datetime) -> datetime | None:
     local = after.astimezone(zone(tz))
     try:
         moment = next(iter(CronSim(expression, local)))
-    except StopIteration:
+    except (StopIteration, OverflowError):
+        # Nothing before the end of the calendar (year 9999).
         return None
     if moment - local > CRON_HORIZON:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from mailroom.domain.scheduling import normalise_send_time, queue_delay_seconds
 from mailroom.domain.tenancy import KeyKind
 from mailroom.services import suppression
 from mailroom.services.templates import check_props
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,11 +267,15 @@ def release_if_near(
     if due is None or (due - now).total_seconds() > lookahead_seconds:
         return False
     entry = QueueEntry(message.id, message.trace_id, queue_delay_seconds(due, now))
-    if queue.enqueue_many([entry]):
+    try:
+        if queue.enqueue_many([entry]):
+            return False
+        with uow:
+            uow.scheduled.mark_enqueued([message.id], now)
+            uow.commit()
+    except Exception:
+        log.exception("releasing scheduled message %s failed; the scheduler will", message.id)
         return False
-    with uow:
-        uow.scheduled.mark_enqueued([message.id], now)
-        uow.commit()
     return True
 
 
