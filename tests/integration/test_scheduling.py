@@ -29,7 +29,7 @@ from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
 from mailroom.domain.errors import NotScheduled
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
-from mailroom.entrypoints.scheduler import policy_of
+from mailroom.entrypoints.scheduler import policy_of, run_scheduler
 from mailroom.entrypoints.schedules import (
     message_schedule_routes,
     schedule_routes,
@@ -686,3 +686,17 @@ def test_runs_wait_for_no_one_and_the_worker_sends_a_runs_message(
     # THEN it is sent like any other
     assert len(smtp_sink.received) == 1
     assert stack.message(run["message_ids"][0])["status"] == "sent"
+
+
+def test_the_scheduler_function_reports_its_pass(stack: Stack, database: Database) -> None:
+    # GIVEN rows due now, and the function's own entrypoint (as Lambda calls it)
+    _insert_scheduled(database, stack.client.client.id, 3, stack.clock.now())
+    event = json.loads(
+        (Path(__file__).resolve().parents[2] / "events/scheduler/tick.json").read_text()
+    )
+    # WHEN EventBridge Scheduler's event invokes it
+    counts = run_scheduler(event, FakeLambdaContext("mailroom-scheduler"), stack.services)
+    # THEN it released them and says so
+    assert counts["enqueued"] == 3
+    assert counts["chunks"] == 1
+    assert counts["budget_exhausted"] is False
