@@ -204,8 +204,9 @@ class TestSendTimes:
         local = datetime.fromisoformat("2026-12-07T09:00:00+01:00")
         assert normalise_send_time(local, now=NOW, field_name="x") == _utc(2026, 12, 7, 8)
 
-    def test_the_queue_delay_rounds_up_and_stays_within_sqs_limits(self) -> None:
-        assert queue_delay_seconds(NOW + timedelta(seconds=29.2), NOW) == 30
+    def test_the_queue_delay_rounds_and_stays_within_sqs_limits(self) -> None:
+        assert queue_delay_seconds(NOW + timedelta(seconds=29.2), NOW) == 29
+        assert queue_delay_seconds(NOW + timedelta(seconds=29.5), NOW) == 30
         assert queue_delay_seconds(NOW - timedelta(seconds=5), NOW) == 0
         assert queue_delay_seconds(NOW + timedelta(hours=1), NOW) == 900
 
