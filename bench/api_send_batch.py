@@ -37,7 +37,7 @@ from pydantic import SecretStr  # noqa: E402
 
 from bench.api_send import DATABASE_URL, REDIS_URL, row, timed  # noqa: E402
 from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head  # noqa: E402
-from mailroom.adapters.queue import MessageQueue  # noqa: E402
+from mailroom.adapters.queue import MessageQueue, QueueEntry  # noqa: E402
 from mailroom.bootstrap import Services, bootstrap  # noqa: E402
 from mailroom.config import Settings  # noqa: E402
 from mailroom.domain.tenancy import KeyKind  # noqa: E402
@@ -69,8 +69,8 @@ class NoQueue(MessageQueue):
     def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
         return None
 
-    def enqueue_many(self, messages: Sequence[tuple[uuid.UUID, str]]) -> list[uuid.UUID]:
-        return []
+    def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
+        return set()
 
 
 def template_item(n: int) -> dict[str, Any]:

@@ -37,7 +37,7 @@ sys.path[:0] = [str(REPO / "shared"), str(REPO)]
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head  # noqa: E402
-from mailroom.adapters.queue import MessageQueue, PlannerQueue  # noqa: E402
+from mailroom.adapters.queue import MessageQueue, PlannerQueue, QueueEntry  # noqa: E402
 from mailroom.adapters.recipient_files import RecipientFiles  # noqa: E402
 from mailroom.bootstrap import Services, bootstrap  # noqa: E402
 from mailroom.config import Settings  # noqa: E402
@@ -64,8 +64,8 @@ class NoQueue(MessageQueue):
     def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
         return None
 
-    def enqueue_many(self, messages: Sequence[tuple[uuid.UUID, str]]) -> list[uuid.UUID]:
-        return []
+    def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
+        return set()
 
 
 class GeneratedFile(RecipientFiles):

@@ -419,7 +419,10 @@ def _function(
                 )
             )
         elif event_type in ("Schedule", "ScheduleV2"):
-            expression = str(intrinsics.resolve(event_properties.get("Schedule")) or "")
+            # EventBridge rules (Schedule) name it Schedule; EventBridge
+            # Scheduler (ScheduleV2) names it ScheduleExpression.
+            key = "ScheduleExpression" if event_type == "ScheduleV2" else "Schedule"
+            expression = str(intrinsics.resolve(event_properties.get(key)) or "")
             period = rate_seconds(expression)
             if period is None:
                 notes.append(

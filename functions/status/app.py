@@ -14,10 +14,12 @@ from mailroom.entrypoints.client_suppressions import client_suppression_routes
 from mailroom.entrypoints.client_webhooks import webhook_routes
 from mailroom.entrypoints.domains import domain_routes
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.schedules import message_schedule_routes
 
 app = create_api(
     [
         status_routes(default_services),
+        message_schedule_routes(default_services),
         client_suppression_routes(default_services),
         api_key_routes(default_services),
         domain_routes(default_services),

@@ -52,6 +52,7 @@ from mailroom.config import Settings, get_settings
 from mailroom.entrypoints.observability import logger
 from mailroom.services.api_keys import RefusalAudit
 from mailroom.services.authentication import Authenticator, VerifiedCredentialCache
+from mailroom.services.scheduler import Clock, SystemClock
 
 if TYPE_CHECKING:
     from mailroom.adapters.breakers import ProviderBreakers
@@ -152,6 +153,9 @@ class Services:
         default_factory=lambda: S3RecipientFiles("", "us-east-1")
     )
 
+    # Issue 18: what scheduling reads the time from (tests move their own).
+    clock: Clock = field(default_factory=SystemClock)
+
     @cached_property
     def renderer(self) -> TemplateRenderer:
         return self.build_renderer()
@@ -220,6 +224,7 @@ class Services:
         return SendLimits(
             max_recipients=self.settings.max_recipients,
             default_from=self.settings.default_from,
+            schedule_lookahead_seconds=self.settings.scheduler_lookahead_seconds,
         )
 
 
@@ -247,6 +252,7 @@ def bootstrap(
     webhook_sender: WebhookSender | None = None,
     planner_queue: PlannerQueue | None = None,
     recipient_files: RecipientFiles | None = None,
+    clock: Clock | None = None,
 ) -> Services:
     settings = settings or get_settings()
     database = Database(
@@ -324,6 +330,7 @@ def bootstrap(
         webhook_queue=webhook_queue
         or SqsWebhookQueue(settings.webhook_queue_url, settings.aws_region),
         webhook_sender=webhook_sender,
+        clock=clock or SystemClock(),
     )
 
 

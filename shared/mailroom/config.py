@@ -243,6 +243,17 @@ class Settings(BaseSettings):
     reconcile_stale_seconds: int = Field(default=900, ge=1)
     reconcile_max_claims: int = Field(default=10, ge=1)
     reconcile_batch_size: int = Field(default=500, ge=1)
+    # Scheduling (issue 18). The scheduler runs every minute; it enqueues
+    # scheduled messages due within the look-ahead, held back by SQS until
+    # their time (more than the period, so a late tick costs no lateness).
+    # It claims rows in chunks, and starts no chunk once the budget is spent
+    # (below the scheduler's 60 s Lambda timeout). A message enqueued this
+    # long ago and still scheduled lost its queue record: it is enqueued again.
+    scheduler_lookahead_seconds: int = Field(default=90, ge=0, le=900)
+    scheduler_chunk_size: int = Field(default=1000, ge=1, le=10_000)
+    scheduler_time_budget_seconds: float = Field(default=45.0, gt=0, le=840)
+    scheduler_stale_seconds: int = Field(default=600, ge=60)
+    scheduler_schedules_per_pass: int = Field(default=200, ge=1)
 
     # Delivery feedback (docs/architecture.md, "Delivery feedback"). SNS
     # topics whose messages are accepted, comma-separated ARNs: anything else

@@ -98,7 +98,8 @@ class TestMethods:
             ("PUT", "/v1/send", "POST"),
             ("GET", "/v1/send", "POST"),
             ("DELETE", "/v1/messages", "GET"),
-            ("POST", "/v1/messages/00000000-0000-0000-0000-000000000000", "GET"),
+            # PATCH moves a scheduled message (issue 18)
+            ("POST", "/v1/messages/00000000-0000-0000-0000-000000000000", "GET, PATCH"),
             ("PATCH", "/v1/messages/x/events", "GET"),
             ("POST", "/health", "GET"),
             ("DELETE", "/openapi.json", "GET"),

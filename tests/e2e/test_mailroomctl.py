@@ -36,7 +36,11 @@ def test_health_goes_through_the_admin_function(runner: Runner) -> None:
     answer = json.loads(result.stdout)
     assert answer["checks"] == {"postgres": "ok", "redis": "ok"}
     # the backlog, as GET /health reports it
-    assert set(answer["backlog"]) == {"dead_letter_depth", "oldest_queued_age_seconds"}
+    assert set(answer["backlog"]) == {
+        "dead_letter_depth",
+        "oldest_queued_age_seconds",
+        "oldest_overdue_scheduled_seconds",
+    }
 
 
 def test_the_venvs_mailroomctl_command_runs_from_any_folder(runner: Runner, tmp_path: Path) -> None:

@@ -222,7 +222,12 @@ def test_the_batch_statements_find_their_rows_by_key_even_on_stale_statistics(
     # WHEN the planner plans a claim and an outcome write for ten of them
     from mailroom.adapters.db import batch_statements
 
-    parameters = {"ids": ids, "token": str(uuid.uuid4()), "lease_seconds": 60}
+    parameters = {
+        "ids": ids,
+        "token": str(uuid.uuid4()),
+        "lease_seconds": 60,
+        "early_seconds": batch_statements.SCHEDULED_EARLY_SECONDS,
+    }
     with database.engine.connect() as connection:
         claim = connection.execute(
             text(f"EXPLAIN (FORMAT JSON) {batch_statements._CLAIM.text}"), parameters

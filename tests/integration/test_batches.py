@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from mailroom.adapters.db.unit_of_work import Database
-from mailroom.adapters.queue import MessageQueue, SqsMessageQueue
+from mailroom.adapters.queue import MessageQueue, QueueEntry, SqsMessageQueue
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
 from mailroom.entrypoints.api import create_api
@@ -192,11 +192,11 @@ class DyingQueue(SqsMessageQueue):
         self.calls = 0
         self.die_at = die_at
 
-    def enqueue_many(self, messages: Sequence[tuple[uuid.UUID, str]]) -> list[uuid.UUID]:
+    def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
         self.calls += 1
         if self.calls == self.die_at:
             raise Killed
-        return super().enqueue_many(messages)
+        return super().enqueue_many(entries)
 
 
 def test_a_planner_killed_mid_plan_resumes_with_no_duplicate_and_no_gap(

@@ -142,8 +142,9 @@ def test_every_function_folder_holds_its_handler_module(
     template: dict[str, Any], build_dir: Path
 ) -> None:
     # GIVEN the template's functions (the five of the API and queue, the
-    # scheduled reconciler and sending-domain re-check, the inbound function,
-    # and the webhook dispatcher and tick of issue 19), each with Handler app.handler
+    # scheduled reconciler, scheduler and sending-domain re-check, the inbound
+    # function, the webhook dispatcher and tick, the batches routes and their
+    # planner), each with Handler app.handler
     functions = resources_of_type(template, "AWS::Serverless::Function")
     assert set(functions) == {
         "SendFunction",
@@ -159,6 +160,7 @@ def test_every_function_folder_holds_its_handler_module(
         # Issue 17: bulk batches' routes and their planner.
         "BatchesFunction",
         "PlannerFunction",
+        "SchedulerFunction",
     }
     assert {f["Properties"]["Handler"] for f in functions.values()} == {"app.handler"}
     # THEN each built function folder holds app.py

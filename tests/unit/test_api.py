@@ -208,7 +208,11 @@ def test_health_reports_each_dependency() -> None:
         {
             "status": "ok",
             "checks": {"redis": "ok"},
-            "backlog": {"dead_letter_depth": None, "oldest_queued_age_seconds": 0.0},
+            "backlog": {
+                "dead_letter_depth": None,
+                "oldest_queued_age_seconds": 0.0,
+                "oldest_overdue_scheduled_seconds": None,
+            },
         },
     )
     status, body, _ = Api(healthy=False).call(load_event("status/health"))

@@ -6,6 +6,8 @@ import abc
 import json
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -38,29 +40,48 @@ def sqs_client(region: str) -> Any:
     )
 
 
+# SendMessageBatch takes at most ten entries.
+SQS_BATCH_ENTRIES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One message for the queue, held back ``delay_seconds`` (0-900) before a worker sees it."""
+
+    message_id: uuid.UUID
+    trace_id: str
+    delay_seconds: int = 0
+
+
 class MessageQueue(abc.ABC):
     @abc.abstractmethod
     def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
         """Put one message on the queue; raise DependencyUnavailable if it is refused."""
 
-    def enqueue_many(self, messages: Sequence[tuple[uuid.UUID, str]]) -> list[uuid.UUID]:
-        """Put (message id, trace id) pairs on the queue; the ids it refused."""
-        refused = []
-        for message_id, trace_id in messages:
+    def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
+        """Put these on the queue, each after its delay; the ids the queue refused.
+
+        This default ignores the delays (an in-memory queue has no clock);
+        SQS honours them.
+        """
+        refused: set[uuid.UUID] = set()
+        for entry in entries:
             try:
-                self.enqueue(message_id, trace_id)
+                self.enqueue(entry.message_id, entry.trace_id)
             except DependencyUnavailable:
-                refused.append(message_id)
+                refused.add(entry.message_id)
         return refused
 
 
 class SqsMessageQueue(MessageQueue):
     """SQS through boto3; AWS_ENDPOINT_URL alone points it at AWS, LocalStack or moto."""
 
-    def __init__(self, queue_url: str, region: str) -> None:
+    def __init__(self, queue_url: str, region: str, *, parallel_batches: int = 8) -> None:
         self._queue_url = queue_url
         self._region = region
         self._client: Any = None
+        # The scheduler's bulk enqueue: SendMessageBatch calls in flight at once.
+        self._parallel_batches = parallel_batches
 
     @property
     def client(self) -> Any:
@@ -82,32 +103,49 @@ class SqsMessageQueue(MessageQueue):
         except (BotoCoreError, ClientError) as error:
             raise DependencyUnavailable(f"the send queue refused the message: {error}") from error
 
-    def enqueue_many(self, messages: Sequence[tuple[uuid.UUID, str]]) -> list[uuid.UUID]:
-        """SendMessageBatch, ten messages a call (SQS's limit); the ids refused."""
-        if not messages:
-            return []
+    def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
+        if not entries:
+            return set()
         if not self._queue_url:
-            return [message_id for message_id, _ in messages]
-        refused: list[uuid.UUID] = []
-        for start in range(0, len(messages), SQS_BATCH_LIMIT):
-            chunk = messages[start : start + SQS_BATCH_LIMIT]
-            entries = [
-                {
-                    "Id": str(position),
-                    "MessageBody": json.dumps({"message_id": str(message_id)}),
-                    "MessageAttributes": {
-                        TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": trace_id}
-                    },
-                }
-                for position, (message_id, trace_id) in enumerate(chunk)
-            ]
-            try:
-                answer = self.client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
-            except (BotoCoreError, ClientError):
-                refused.extend(message_id for message_id, _ in chunk)
-                continue
-            refused.extend(chunk[int(failure["Id"])][0] for failure in answer.get("Failed", []))
+            return {entry.message_id for entry in entries}
+        batches = [
+            entries[start : start + SQS_BATCH_ENTRIES]
+            for start in range(0, len(entries), SQS_BATCH_ENTRIES)
+        ]
+        client = self.client  # built once, before the threads share it (boto3 clients are)
+        if len(batches) == 1:
+            return self._send_batch(client, batches[0])
+        refused: set[uuid.UUID] = set()
+        # SQS answers in milliseconds, but 10,000 calls one after the other
+        # would not fit the scheduler's minute (issue 18's benchmark).
+        with ThreadPoolExecutor(max_workers=self._parallel_batches) as pool:
+            for failed in pool.map(lambda batch: self._send_batch(client, batch), batches):
+                refused |= failed
         return refused
+
+    def _send_batch(self, client: Any, batch: Sequence[QueueEntry]) -> set[uuid.UUID]:
+        by_entry = {str(index): entry for index, entry in enumerate(batch)}
+        try:
+            answer = client.send_message_batch(
+                QueueUrl=self._queue_url,
+                Entries=[
+                    {
+                        "Id": key,
+                        "MessageBody": json.dumps({"message_id": str(entry.message_id)}),
+                        "DelaySeconds": entry.delay_seconds,
+                        "MessageAttributes": {
+                            TRACE_ID_ATTRIBUTE: {
+                                "DataType": "String",
+                                "StringValue": entry.trace_id,
+                            }
+                        },
+                    }
+                    for key, entry in by_entry.items()
+                ],
+            )
+        except (BotoCoreError, ClientError):
+            return {entry.message_id for entry in batch}
+        return {by_entry[failed["Id"]].message_id for failed in answer.get("Failed", [])}
 
 
 class PlannerQueue(abc.ABC):

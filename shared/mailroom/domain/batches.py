@@ -125,6 +125,14 @@ class BatchRequest(SendRequest):
                 "a batch's recipients go in `recipients` (or an upload), not to, cc or bcc",
                 details=[{"field": "to", "message": "not used by batches"}],
             )
+        if self.scheduled_at is not None:
+            # Issue 18 schedules single sends and /v1/send/batch items; a bulk
+            # batch's start time is not built yet: refused, never sent at once.
+            raise InvalidRequest(
+                "scheduled_at is not supported on /v1/batches yet: send the batch when it "
+                "is due, or schedule single sends",
+                details=[{"field": "scheduled_at", "message": "not supported for batches"}],
+            )
         if self.recipients_upload and self.recipients:
             raise InvalidRequest(
                 "give recipients inline or upload them, not both",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Self
 
 from pydantic import (
@@ -14,6 +16,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -42,6 +45,68 @@ def _mailbox(raw: str) -> str:
     except MailroomError as error:
         raise PydanticCustomError(error.code, error.message) from error
 
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.(\d{1,9}))?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
+)
+
+
+# Times outside these are mistakes, and near the ends of the calendar an
+# offset or a cron step overflows Python's datetime.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2999, 12, 31, tzinfo=UTC)
+
+
+def _rfc3339(value: Any) -> datetime:
+    """An RFC 3339 date-time string with its offset; a number or a naive time is refused.
+
+    Pydantic's own datetime would take a Unix timestamp, or a time without an
+    offset as UTC: a send scheduled in the wrong hour (issue 18).
+    """
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        match = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+        if match is None:
+            raise PydanticCustomError(
+                "invalid_datetime", "an RFC 3339 date-time, e.g. 2026-12-24T09:00:00+01:00"
+            )
+        if match.group("offset") is None:
+            raise PydanticCustomError(
+                "naive_datetime",
+                "a time zone offset is required (e.g. 2026-12-24T09:00:00+01:00 or ...Z)",
+            )
+        text = value[:-1] + "Z" if value.endswith("z") else value
+        fraction = match.group(1)
+        if fraction and len(fraction) > 6:
+            # Python keeps microseconds: nanoseconds are cut, not rounded up.
+            start, end = match.span(1)
+            text = text[:start] + fraction[:6] + text[end:]
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError as error:
+            raise PydanticCustomError(
+                "invalid_datetime", "not a real date and time: {error}", {"error": str(error)}
+            ) from error
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise PydanticCustomError("naive_datetime", "a time zone offset is required")
+    try:
+        in_utc = moment.astimezone(UTC)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or not _EARLIEST <= in_utc <= _LATEST:
+        raise PydanticCustomError(
+            "datetime_out_of_range", "a time between 1970 and 2999 (UTC) is expected"
+        )
+    return moment
+
+
+# An RFC 3339 date-time with an offset (issue 18), as a string in the schema.
+OffsetDateTime = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 # Versions are PostgreSQL integers: a larger number could never name one, and
 # PostgreSQL would refuse it with an error rather than find nothing.
@@ -253,6 +318,15 @@ class SendRequest(BaseModel):
         if self.template is not None:
             return None
         return InlineContent(subject=self.subject or "", html=self.html, text=self.text)
+
+    scheduled_at: OffsetDateTime | None = Field(
+        default=None,
+        description=(
+            "Send at this time (RFC 3339 with an offset, at most 30 days ahead) instead of "
+            "now. A time already past sends now, and the answer says so."
+        ),
+        examples=["2026-12-24T09:00:00+01:00"],
+    )
 
     @field_validator("subject")
     @classmethod

@@ -486,3 +486,25 @@ class NoEmailColumn(InvalidRequest):
     """A CSV whose header names no email column: none of its recipients can be read."""
 
     code = "no_email_column"
+
+
+class NotScheduled(MailroomError):
+    """Cancel or reschedule of a message whose sending has begun (or that was never scheduled)."""
+
+    code = "not_scheduled"
+
+
+class ScheduleNotFound(MailroomError):
+    code = "schedule_not_found"
+
+
+class SchedulePaused(MailroomError):
+    """Run now on a paused schedule: resume it first."""
+
+    code = "schedule_paused"
+
+
+class ScheduleFinished(MailroomError):
+    """The schedule's ``ends_at`` has passed: nothing fires again."""
+
+    code = "schedule_finished"

@@ -193,6 +193,7 @@ MESSAGE_STATUS_FOR_EVENT: dict[FeedbackEventType, MessageStatus] = {
 # bounce or complaint after a delivery wins (receivers bounce asynchronously,
 # and a complaint proves the mail arrived but was unwanted).
 STATUS_RANK: dict[MessageStatus, int] = {
+    MessageStatus.SCHEDULED: 0,
     MessageStatus.QUEUED: 0,
     MessageStatus.SENDING: 0,
     MessageStatus.SENT: 1,
@@ -244,6 +245,10 @@ RECIPIENT_RANK: dict[RecipientStatus, int] = {
 
 # A recipient nobody has reported on reads as the message does.
 RECIPIENT_STATUS_FOR_MESSAGE: dict[MessageStatus, RecipientStatus] = {
+    MessageStatus.SCHEDULED: RecipientStatus.QUEUED,
+    # No recipient status of its own (the message's status says cancelled):
+    # like a failed one, it was never handed to a provider.
+    MessageStatus.CANCELLED: RecipientStatus.FAILED,
     MessageStatus.QUEUED: RecipientStatus.QUEUED,
     MessageStatus.SENDING: RecipientStatus.QUEUED,
     MessageStatus.SENT: RecipientStatus.SENT,

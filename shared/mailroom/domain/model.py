@@ -15,6 +15,8 @@ class ClientStatus(StrEnum):
 
 
 class MessageStatus(StrEnum):
+    # Issue 18: held until ``scheduled_at``; the scheduler enqueues it when due.
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     # Claimed by a worker until its lease runs out (services/delivery.py).
     SENDING = "sending"
@@ -23,13 +25,14 @@ class MessageStatus(StrEnum):
     BOUNCED = "bounced"
     FAILED = "failed"
     SPAM = "spam"
-    # A bulk batch's message that its batch's cancel stopped before any send (issue 17).
+    # A bulk batch's message its batch's cancel stopped before any send (issue 17),
+    # or a scheduled message cancelled before sending began (issue 18).
     CANCELLED = "cancelled"
 
     @property
     def is_final_for_sending(self) -> bool:
         """True once the worker has nothing left to do for the message."""
-        return self not in (MessageStatus.QUEUED, MessageStatus.SENDING)
+        return self not in (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SCHEDULED)
 
 
 class EventType(StrEnum):
@@ -64,7 +67,10 @@ class EventType(StrEnum):
     # Suppression list: every recipient refused, or some dropped before sending.
     SUPPRESSED = "suppressed"
     RECIPIENTS_SUPPRESSED = "recipients_suppressed"
-    # Bulk batches (issue 17): stopped by the batch's cancel (retry-failed adds RETRIED).
+    # Bulk batches (issue 17) and scheduling (issue 18): stopped before sending.
+    # Issue 18: accepted for later, its time moved.
+    SCHEDULED = "scheduled"
+    RESCHEDULED = "rescheduled"
     CANCELLED = "cancelled"
 
 
@@ -184,6 +190,10 @@ class Message:
     # Sent in test mode (issue 15): the sandbox provider records it, no real one sees it.
     is_test: bool = False
     options: SendOptions = field(default_factory=SendOptions)
+    # Issue 18: when the message is due (UTC); the schedule and run that made it.
+    scheduled_at: datetime | None = None
+    schedule_id: UUID | None = None
+    schedule_run_id: UUID | None = None
 
     @property
     def recipient(self) -> str:

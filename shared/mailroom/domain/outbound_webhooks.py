@@ -106,6 +106,8 @@ INTERNAL_ONLY_TYPES: frozenset[str] = frozenset(
         # POST /v1/messages/{id}/retry (issue 17): the retry's outcome is what
         # the client hears about (email.sent or email.failed again).
         "retried",
+        # PATCH /v1/messages/{id} (issue 18): the client moved it itself.
+        "rescheduled",
     }
 )
 

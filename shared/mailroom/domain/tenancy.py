@@ -35,6 +35,8 @@ class Scope(StrEnum):
     SUPPRESSION_MANAGE = "suppression:manage"
     WEBHOOK_MANAGE = "webhook:manage"
     TEMPLATE_MANAGE = "template:manage"
+    # Issue 18: recurring schedules (/v1/schedules).
+    SCHEDULE_MANAGE = "schedule:manage"
     # Every scope, and the key self-management routes.
     ADMIN = "admin"
 

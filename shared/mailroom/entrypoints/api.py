@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -84,6 +84,7 @@ API_DESCRIPTION = (
     "the tightest of the global, client and key buckets. "
     'Every error answers `{"error": {"code", "message", "details"}}`.'
 )
+PAST_NOTE = "scheduled_at has passed: the message is sent now"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _AMZN_ROOT = re.compile(r"Root=([0-9A-Za-z-]{1,64})")
 
@@ -109,6 +110,34 @@ class Accepted(BaseModel):
             "(the template lint: no_text_part, image_without_alt, remote_stylesheet, script)."
         ),
     )
+    # Issue 18; left out of the answer when the send was not scheduled.
+    scheduled_at: datetime | None = Field(
+        default=None, description="The time asked for, in UTC (only when one was given)."
+    )
+    note: str | None = Field(
+        default=None, description="Set when scheduled_at had passed: the message is sent now."
+    )
+
+
+def accepted_body(
+    message: Message,
+    mode: KeyKind,
+    render_warnings: Sequence[str] = (),
+    lint_warnings: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The 202 answer (and an idempotent replay's): scheduling fields only when scheduled."""
+    answer = Accepted(
+        id=message.id,
+        status=message.status,
+        mode=mode,
+        render_warnings=list(render_warnings),
+        lint_warnings=list(lint_warnings),
+        scheduled_at=message.scheduled_at,
+        note=PAST_NOTE
+        if message.scheduled_at is not None and message.status is not MessageStatus.SCHEDULED
+        else None,
+    )
+    return answer.model_dump(mode="json", exclude_none=True)
 
 
 # Each item is read as JSON here and validated by the batch service, item by
@@ -173,6 +202,11 @@ class MessageView(BaseModel):
     recipients: list[RecipientView] = Field(
         default_factory=list, description="Each recipient's own outcome"
     )
+    scheduled_at: datetime | None = Field(default=None, description="When it is due (UTC).")
+    schedule_id: uuid.UUID | None = Field(
+        default=None, description="The recurring schedule that sent it."
+    )
+    schedule_run_id: uuid.UUID | None = Field(default=None, description="That schedule's run.")
 
 
 def trace_id_of(headers: Mapping[str, str]) -> str:
@@ -221,7 +255,9 @@ def send_routes(services: ServicesProvider) -> Router:
         description=(
             "Answers 202 once the message is stored and queued. An optional "
             "`Idempotency-Key` header (kept 24 h per client) makes retries safe: the "
-            "same key and body answer as the first request did."
+            "same key and body answer as the first request did. With `scheduled_at` the "
+            "message is stored `scheduled` and sent at that time (cancel it with POST "
+            "/v1/messages/{id}/cancel, move it with PATCH /v1/messages/{id})."
         ),
         responses=answers(
             202,
@@ -234,7 +270,8 @@ def send_routes(services: ServicesProvider) -> Router:
                     "addressee is on the suppression list; the row reads failed); "
                     "idempotency_key_reused (the key came with another body); "
                     "sender_not_verified (the from domain is not a verified sending domain "
-                    "of this client; SENDER_VERIFICATION)"
+                    "of this client; SENDER_VERIFICATION); scheduled_at without an offset "
+                    "(naive_datetime) or over 30 days ahead"
                 ),
                 409: "idempotency_in_progress: the key's first request is still in flight",
                 429: "rate_limited or quota_exceeded; Retry-After says when to try again",
@@ -281,14 +318,9 @@ def send_routes(services: ServicesProvider) -> Router:
 
         def complete_key(uow: UnitOfWork, message: Message) -> None:
             if hold is not None:
-                answer = Accepted(
-                    id=message.id,
-                    status=message.status,
-                    mode=mode,
-                    render_warnings=warnings,
-                    lint_warnings=lint,
+                idempotency.complete(
+                    uow, hold, message.id, accepted_body(message, mode, warnings, lint)
                 )
-                idempotency.complete(uow, hold, message.id, answer.model_dump(mode="json"))
 
         try:
             prepared = sending.prepare_send(
@@ -302,6 +334,7 @@ def send_routes(services: ServicesProvider) -> Router:
                 check_sender=sending.sender_check(
                     sender_check_for(active, mode), active.uow(), client
                 ),
+                now=active.clock.now(),
             )
             warnings.extend(prepared.render_warnings)
             lint.extend(prepared.lint_warnings)
@@ -324,15 +357,11 @@ def send_routes(services: ServicesProvider) -> Router:
                 idempotency.release(active.uow(), hold)
             raise
         logger.append_keys(message_id=str(message.id))
-        logger.info("message queued", extra={"template": message.template_name})
-        body = Accepted(
-            id=message.id,
-            status=message.status,
-            mode=mode,
-            render_warnings=warnings,
-            lint_warnings=lint,
+        logger.info(
+            "message scheduled" if message.status is MessageStatus.SCHEDULED else "message queued",
+            extra={"template": message.template_name},
         )
-        return _accepted(body.model_dump_json(), trace_id)
+        return _accepted(json.dumps(accepted_body(message, mode, warnings, lint)), trace_id)
 
     @router.post(
         "/v1/send/batch",
@@ -546,6 +575,9 @@ def status_routes(services: ServicesProvider) -> Router:
             sent_at=message.sent_at,
             events=[EventView(type=e.type.value, at=e.at, detail=e.detail) for e in history.events],
             recipients=recipient_views(history.recipients),
+            scheduled_at=message.scheduled_at,
+            schedule_id=message.schedule_id,
+            schedule_run_id=message.schedule_run_id,
         )
 
     @router.get(
@@ -698,13 +730,16 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.client_webhooks import webhook_routes
     from mailroom.entrypoints.domains import domain_routes
     from mailroom.entrypoints.inbound import inbound_function_routes
+    from mailroom.entrypoints.schedules import message_schedule_routes, schedule_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
     return [
         send_routes(services),
         batch_routes(services),
         client_template_routes(services),
+        schedule_routes(services),
         status_routes(services),
+        message_schedule_routes(services),
         client_suppression_routes(services),
         document_routes(services),
         api_key_routes(services),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
@@ -17,10 +16,14 @@ from mailroom.services.health import check_health
 
 
 class BacklogView(BaseModel):
-    """Issue 7: mail failed for good (DLQ) and how late the oldest unsent message is."""
+    """Issue 7: mail failed for good (DLQ) and how late the oldest unsent message is.
+
+    Issue 18: how far past its time the oldest still-scheduled message is.
+    """
 
     dead_letter_depth: int | None
     oldest_queued_age_seconds: float | None
+    oldest_overdue_scheduled_seconds: float | None = None
 
 
 class HealthView(BaseModel):
@@ -59,10 +62,11 @@ def health_response(services: Services, *, with_backlog: bool = False) -> Respon
     if with_backlog:
         # Reported, not judged: a backlog does not make the service unhealthy
         # (the DLQ alarm in template.yaml is what pages someone).
-        measured = backlog.measure(services.uow(), services.dead_letters, now=datetime.now(UTC))
+        measured = backlog.measure(services.uow(), services.dead_letters, now=services.clock.now())
         view.backlog = BacklogView(
             dead_letter_depth=measured.dead_letter_depth,
             oldest_queued_age_seconds=measured.oldest_queued_age_seconds,
+            oldest_overdue_scheduled_seconds=measured.oldest_overdue_scheduled_seconds,
         )
     return Response(
         status_code=200 if report.healthy else 503,

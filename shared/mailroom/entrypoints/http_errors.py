@@ -64,6 +64,10 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.WebhookLimitReached: 409,
     errors.BatchNotFound: 404,
     errors.BatchConflict: 409,
+    errors.NotScheduled: 409,
+    errors.ScheduleNotFound: 404,
+    errors.SchedulePaused: 409,
+    errors.ScheduleFinished: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

@@ -15,6 +15,9 @@ class Backlog:
     # None when the queue or the database did not answer (the checks say why).
     dead_letter_depth: int | None
     oldest_queued_age_seconds: float | None
+    # Issue 18: how far past its time the oldest still-scheduled message is
+    # (0: none is overdue). A growing figure means the scheduler is not running.
+    oldest_overdue_scheduled_seconds: float | None = None
 
 
 def measure(uow: UnitOfWork, dead_letters: DeadLetterQueue, *, now: datetime) -> Backlog:
@@ -28,4 +31,14 @@ def measure(uow: UnitOfWork, dead_letters: DeadLetterQueue, *, now: datetime) ->
         age = round((now - oldest).total_seconds(), 1) if oldest is not None else 0.0
     except Exception:  # noqa: BLE001 - a detail must not break the health answer
         age = None
-    return Backlog(dead_letter_depth=depth, oldest_queued_age_seconds=age)
+    try:
+        with uow:
+            overdue = uow.scheduled.oldest_overdue(now)
+        late = round((now - overdue).total_seconds(), 1) if overdue is not None else 0.0
+    except Exception:  # noqa: BLE001 - a detail must not break the health answer
+        late = None
+    return Backlog(
+        dead_letter_depth=depth,
+        oldest_queued_age_seconds=age,
+        oldest_overdue_scheduled_seconds=late,
+    )

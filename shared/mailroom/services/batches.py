@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from mailroom.adapters.db.batches import Batch, Issue, RecipientOutcome
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.inline_content import InlineContentStore
-from mailroom.adapters.queue import MessageQueue, PlannerQueue
+from mailroom.adapters.queue import MessageQueue, PlannerQueue, QueueEntry
 from mailroom.adapters.recipient_files import RecipientFiles, frozen_key, upload_key
 from mailroom.adapters.templates import TemplateStore, subject_too_long
 from mailroom.domain.addresses import SANDBOX_DOMAIN, SPECIAL_USE_REFUSAL
@@ -469,7 +469,7 @@ def retry_failed(
 
 def _enqueue_all(queue: MessageQueue, message_ids: Sequence[uuid.UUID], trace_id: str) -> None:
     """SendMessageBatch for a chunk; any id refused fails the chunk (the planner resumes it)."""
-    refused = queue.enqueue_many([(message_id, trace_id) for message_id in message_ids])
+    refused = queue.enqueue_many([QueueEntry(message_id, trace_id) for message_id in message_ids])
     if refused:
         raise DependencyUnavailable(
             f"the send queue refused {len(refused)} of {len(message_ids)} messages"

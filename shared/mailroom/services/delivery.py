@@ -53,6 +53,11 @@ class DeliveryResult(StrEnum):
     # reconciler hands the message on).
     IN_PROGRESS = "in_progress"
     MISSING = "missing"
+    # Issue 18: still scheduled (not due yet, moved, or not released by the
+    # scheduler): acknowledged, the scheduler enqueues it again at its time.
+    # A cancelled one is ALREADY_DONE. Either way nothing is sent: the claim
+    # is the re-check of the status, under the row's lock.
+    NOT_DUE = "not_due"
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +273,10 @@ def _not_claimed(message_id: uuid.UUID, message: Message | None) -> DeliveryOutc
         return DeliveryOutcome(message_id, DeliveryResult.MISSING, "no such message")
     if message.status.is_final_for_sending:
         return DeliveryOutcome(message_id, DeliveryResult.ALREADY_DONE, trace_id=message.trace_id)
+    if message.status is MessageStatus.SCHEDULED:
+        return DeliveryOutcome(
+            message_id, DeliveryResult.NOT_DUE, "scheduled, not due", trace_id=message.trace_id
+        )
     # Queued rows are always claimable, so this one was sending under a live lease.
     return DeliveryOutcome(
         message_id,
@@ -533,6 +542,11 @@ def _sent(message: Message, result: ChainResult, tries: Sequence[EventRecord]) -
         "provider_msg_id": receipt.provider_msg_id,
         "attempt": message.attempts,
     }
+    if message.scheduled_at is not None:
+        # Issue 18: how late the send was against the time asked for (a time
+        # already past at acceptance counts from the acceptance).
+        due = max(message.scheduled_at, message.created_at or message.scheduled_at)
+        detail["fired_late_ms"] = round((message.sent_at - due).total_seconds() * 1000)
     if result.failures:
         detail["failed_over_from"] = [failure.provider for failure in result.failures]
     if result.skipped:

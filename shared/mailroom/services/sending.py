@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.inline_content import InlineContentStore
-from mailroom.adapters.queue import MessageQueue
+from mailroom.adapters.queue import MessageQueue, QueueEntry
 from mailroom.adapters.templates import (
     TemplateRenderer,
     TemplateStore,
@@ -36,6 +37,7 @@ from mailroom.domain.model import Client, EventType, Message, MessageStatus, Sen
 from mailroom.domain.outgoing_headers import validate_caller_headers
 from mailroom.domain.personalization import InlineContent, lint_content
 from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
+from mailroom.domain.scheduling import normalise_send_time, queue_delay_seconds
 from mailroom.domain.tenancy import KeyKind
 from mailroom.services import idempotency, suppression
 from mailroom.services.quotas import BatchQuotaCharge
@@ -44,11 +46,45 @@ from mailroom.services.templates import check_props
 if TYPE_CHECKING:
     from mailroom.services.sending_domains import VerifiedSenders
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class SendLimits:
     max_recipients: int
     default_from: str
+    # Issue 18: a scheduled message due within this many seconds is put on
+    # the queue at once, held back by SQS until its time (the scheduler's
+    # next pass could be up to a minute away).
+    schedule_lookahead_seconds: int = 90
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When a send goes out (issue 18): its normalised time, and whether that is later."""
+
+    scheduled_at: datetime | None
+    # The time asked for had passed already: the message is sent now.
+    in_past: bool = False
+
+    @classmethod
+    def of(cls, requested: datetime | None, now: datetime) -> Timing:
+        if requested is None:
+            return cls(None)
+        moment = normalise_send_time(requested, now=now, field_name="scheduled_at")
+        return cls(moment, in_past=moment <= now)
+
+    @property
+    def deferred(self) -> bool:
+        return self.scheduled_at is not None and not self.in_past
+
+
+@dataclass(frozen=True, slots=True)
+class RunLink:
+    """The recurring schedule and run a message comes from (issue 18)."""
+
+    schedule_id: uuid.UUID
+    run_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +98,13 @@ class PreparedSend:
     render_warnings: tuple[str, ...] = ()
     # Inline content: the template lint's warnings (``code: message``).
     lint_warnings: tuple[str, ...] = ()
+    # Issue 18: when it goes out (``scheduled``, or now), the time the
+    # request was read, the schedule run it comes from, and the look-ahead
+    # within which a scheduled message is queued at once (SQS-delayed).
+    timing: Timing = Timing(None)
+    now: datetime | None = None
+    run: RunLink | None = None
+    lookahead_seconds: int = 90
 
 
 # Fields issue 17 added, with the values that mean "not used": left out of a
@@ -79,6 +122,8 @@ _NEW_FIELD_DEFAULTS: dict[str, object] = {
     "bulk": False,
     "campaign": None,
     "unsubscribe_url": None,
+    # Issue 18: send later.
+    "scheduled_at": None,
 }
 
 
@@ -101,6 +146,8 @@ def prepare_send(
     trace_id: str,
     mode: KeyKind = KeyKind.LIVE,
     check_sender: Callable[[str], None] | None = None,
+    now: datetime | None = None,
+    run: RunLink | None = None,
 ) -> PreparedSend:
     """Validate one send request and build its message; nothing is written.
 
@@ -114,7 +161,13 @@ def prepare_send(
     ``strict`` (the default) that is 422 missing_prop naming them all, else
     they render empty and come back as ``render_warnings``. The worker
     renders the email itself, from the stored content: see docs/architecture.md.
+
+    With ``request.scheduled_at`` in the future (issue 18) the message is
+    ``scheduled``: the scheduler enqueues it when due (a naive time or one
+    over 30 days ahead is 422; a past one sends now and says so).
     """
+    now = now or datetime.now(UTC)
+    timing = Timing.of(request.scheduled_at, now)
     test = mode is KeyKind.TEST
     if not test:
         refuse_sandbox_addresses(request)
@@ -176,9 +229,41 @@ def prepare_send(
             campaign=request.campaign,
             unsubscribe_url=request.unsubscribe_url,
         ),
+        status=MessageStatus.SCHEDULED if timing.deferred else MessageStatus.QUEUED,
+        scheduled_at=timing.scheduled_at,
+        schedule_id=run.schedule_id if run else None,
+        schedule_run_id=run.run_id if run else None,
     )
     lint = lint_content(content) if content is not None else ()
-    return PreparedSend(message, content, tuple(warnings), lint)
+    return PreparedSend(
+        message,
+        content,
+        tuple(warnings),
+        lint,
+        timing=timing,
+        now=now,
+        run=run,
+        lookahead_seconds=limits.schedule_lookahead_seconds,
+    )
+
+
+def check_send(
+    templates: TemplateStore,
+    renderer: TemplateRenderer,
+    limits: SendLimits,
+    *,
+    client: Client,
+    request: SendRequest,
+    mode: KeyKind = KeyKind.LIVE,
+) -> None:
+    """Everything /v1/send checks before it writes, and nothing written.
+
+    A schedule's payload goes through this at creation (issue 18), so it is
+    refused then rather than failing at 3 a.m.
+    """
+    prepare_send(
+        templates, renderer, limits, client=client, request=request, trace_id="check", mode=mode
+    )
 
 
 def sender_check(
@@ -209,6 +294,8 @@ def accept_message(
     mode: KeyKind = KeyKind.LIVE,
     contents: InlineContentStore | None = None,
     senders: VerifiedSenders | None = None,
+    now: datetime | None = None,
+    run: RunLink | None = None,
 ) -> Message:
     """``accept_prepared`` of ``prepare_send``: validate, store as ``queued``, enqueue."""
     prepared = prepare_send(
@@ -220,6 +307,8 @@ def accept_message(
         trace_id=trace_id,
         mode=mode,
         check_sender=sender_check(senders, uow, client),
+        now=now,
+        run=run,
     )
     return accept_prepared(
         uow,
@@ -269,7 +358,14 @@ def accept_prepared(
     test = message.is_test
     _keep_contents(contents, [prepared])
     trace_id = message.trace_id
+    timing, run = prepared.timing, prepared.run
     detail: dict[str, object] = {"trace_id": trace_id}
+    if timing.scheduled_at is not None:
+        detail["scheduled_at"] = timing.scheduled_at.isoformat()
+        if timing.in_past:
+            detail["scheduled_in_past"] = True
+    if run is not None:
+        detail.update(schedule_id=str(run.schedule_id), schedule_run_id=str(run.run_id))
     with uow:
         # QuotaExceeded here leaves nothing written. Should every recipient
         # turn out suppressed, RecipientsSuppressed is raised below and the
@@ -304,11 +400,31 @@ def accept_prepared(
             uow.add_accepted(message, detail, suppression.recipient_rows(message))
             suppression.record_dropped(uow, message, screening)
         if not screening.refused:
+            if timing.deferred:
+                uow.messages.append_event(
+                    message.id,
+                    EventType.SCHEDULED,
+                    {
+                        "scheduled_at": timing.scheduled_at.isoformat()
+                        if timing.scheduled_at
+                        else None
+                    },
+                )
             if on_accepted is not None:
                 on_accepted(uow, message)
             uow.commit()
     if screening.refused:
         suppression.refuse(uow, message, screening)  # raises RecipientsSuppressed
+
+    if timing.deferred:
+        release_if_near(
+            uow,
+            queue,
+            message,
+            now=prepared.now or datetime.now(UTC),
+            lookahead_seconds=prepared.lookahead_seconds,
+        )
+        return message
 
     try:
         queue.enqueue(message.id, trace_id)
@@ -319,6 +435,36 @@ def accept_prepared(
             details=[{"message_id": str(message.id)}],
         ) from error
     return message
+
+
+def release_if_near(
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    message: Message,
+    *,
+    now: datetime,
+    lookahead_seconds: int,
+) -> bool:
+    """Enqueue a scheduled message due within the look-ahead, delayed until its time.
+
+    Best effort: should the queue refuse, the row stays unreleased and the
+    scheduler's next pass enqueues it. Should two enqueue it, the worker's
+    claim sends it once.
+    """
+    due = message.scheduled_at
+    if due is None or (due - now).total_seconds() > lookahead_seconds:
+        return False
+    entry = QueueEntry(message.id, message.trace_id, queue_delay_seconds(due, now))
+    try:
+        if queue.enqueue_many([entry]):
+            return False
+        with uow:
+            uow.scheduled.mark_enqueued([message.id], now)
+            uow.commit()
+    except Exception:
+        log.exception("releasing scheduled message %s failed; the scheduler will", message.id)
+        return False
+    return True
 
 
 def _keep_contents(contents: InlineContentStore | None, prepared: Sequence[PreparedSend]) -> None:
@@ -373,6 +519,7 @@ def accept_batch(
     on_accepted: Callable[[UnitOfWork, list[tuple[int, Message]], list[ItemRefusal]], None]
     | None = None,
     contents: InlineContentStore | None = None,
+    lookahead_seconds: int = 90,
 ) -> BatchAcceptance:
     """Write the batch's prepared items in one transaction, then enqueue them in tens.
 
@@ -443,6 +590,13 @@ def accept_batch(
         for _, message, screening in to_write:
             if screening.dropped:
                 suppression.record_dropped(uow, message, screening)
+            if message.status is MessageStatus.SCHEDULED and message.scheduled_at is not None:
+                # Issue 18: an item with scheduled_at waits for the scheduler.
+                uow.messages.append_event(
+                    message.id,
+                    EventType.SCHEDULED,
+                    {"scheduled_at": message.scheduled_at.isoformat()},
+                )
         accepted = [(index, message) for index, message, _ in to_write]
         if on_accepted is not None:
             on_accepted(uow, accepted, refused)
@@ -450,7 +604,13 @@ def accept_batch(
         # Written: the charges stand.
         charges.pop_all()
 
-    refused_ids = set(queue.enqueue_many([(m.id, m.trace_id) for _, m in accepted]))
+    now = datetime.now(UTC)
+    for _, message in accepted:
+        if message.status is MessageStatus.SCHEDULED:
+            release_if_near(uow, queue, message, now=now, lookahead_seconds=lookahead_seconds)
+    refused_ids = queue.enqueue_many(
+        [QueueEntry(m.id, m.trace_id) for _, m in accepted if m.status is MessageStatus.QUEUED]
+    )
     if refused_ids:
         failed = [(index, m) for index, m in accepted if m.id in refused_ids]
         _mark_enqueue_failed(uow, [m for _, m in failed], "the send queue refused the message")

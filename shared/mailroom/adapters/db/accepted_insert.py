@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Session
 
@@ -44,13 +44,15 @@ _ACCEPT = text(
             id, client_id, trace_id, template_name, template_version, template_shared,
             from_address,
             recipient, to_addresses, cc_addresses, bcc_addresses, reply_to, subject,
-            props, metadata, status, attempts, last_error, is_test, options
+            props, metadata, status, attempts, last_error, is_test, options,
+            scheduled_at, schedule_id, schedule_run_id
         )
         SELECT
             :id, :client_id, :trace_id, :template_name, :template_version, :template_shared,
             :from_address,
             :recipient, :to_addresses, :cc_addresses, :bcc_addresses, :reply_to, :subject,
-            :props, :metadata, :status, :attempts, :last_error, :is_test, :options
+            :props, :metadata, :status, :attempts, :last_error, :is_test, :options,
+            :scheduled_at, :schedule_id, :schedule_run_id
         WHERE NOT EXISTS (SELECT 1 FROM blocked)
         RETURNING id
     ), event AS (
@@ -78,6 +80,9 @@ _ACCEPT = text(
     bindparam("metadata", type_=JSONB),
     bindparam("options", type_=JSONB),
     bindparam("detail", type_=JSONB),
+    bindparam("scheduled_at", type_=DateTime(timezone=True)),
+    bindparam("schedule_id", type_=UUID(as_uuid=True)),
+    bindparam("schedule_run_id", type_=UUID(as_uuid=True)),
 )
 
 
@@ -118,6 +123,9 @@ def insert_accepted(
             "attempts": message.attempts,
             "last_error": message.last_error,
             "is_test": message.is_test,
+            "scheduled_at": message.scheduled_at,
+            "schedule_id": message.schedule_id,
+            "schedule_run_id": message.schedule_run_id,
             "event_type": EventType.ACCEPTED.value,
             "detail": detail,
             "addresses": text_array([address for address, _ in recipients]),

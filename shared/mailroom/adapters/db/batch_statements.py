@@ -24,6 +24,11 @@ from mailroom.adapters.db.array_literals import uuid_array
 from mailroom.domain.feedback import Suppression, SuppressionReason
 from mailroom.domain.model import EventType, Message, MessageStatus, SendOptions
 
+# A scheduled message's record may be taken this much before its time: the
+# scheduler's clock and PostgreSQL's may differ a little, and a record that
+# came a moment early must not be dropped (issue 18).
+SCHEDULED_EARLY_SECONDS = 2
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimedBatch:
@@ -39,11 +44,14 @@ class ClaimedBatch:
 
 
 # Same claim rule as SqlMessageRepository.claim: queued, or sending under an
-# expired lease. The join with clients brings each message's provider order
-# back in the same round trip (the FK makes the join never drop a row); a
-# concurrent claimer's lock is waited on and the WHERE re-checked on the
-# newest row version, so two workers never both take a message. The last
-# column screens the recipients against suppressions in the same round trip:
+# expired lease; or (issue 18) scheduled, released by the scheduler and due
+# (a cancel and this claim are row updates of the same row: whichever
+# commits first wins, the other's WHERE no longer holds). The join with
+# clients brings each message's provider order back in the same round trip
+# (the FK makes the join never drop a row); a concurrent claimer's lock is
+# waited on and the WHERE re-checked on the newest row version, so two
+# workers never both take a message. The last column screens the recipients
+# against suppressions in the same round trip:
 # the accepted message's recipient rows hold the bare addresses suppressions
 # are keyed by (a message without any, written by hand, is screened the
 # slower way by the caller). The JSON columns come back as one array: pg8000
@@ -69,6 +77,8 @@ _CLAIM = text(
       AND CASE m.status
               WHEN 'queued' THEN true
               WHEN 'sending' THEN m.lease_expires_at < now()
+              WHEN 'scheduled' THEN m.enqueued_at IS NOT NULL
+                                AND m.scheduled_at <= now() + make_interval(secs => :early_seconds)
               ELSE false
           END
       -- A cancelled batch's message is never taken (issue 17): the cancel
@@ -80,7 +90,7 @@ _CLAIM = text(
     RETURNING m.id, m.client_id, m.trace_id, m.template_name, m.template_version,
               m.template_shared, m.from_address, m.subject, m.provider, m.provider_msg_id,
               m.attempts, m.last_error, m.created_at, m.sent_at, m.next_attempt_at, m.claims,
-              m.is_test,
+              m.is_test, m.scheduled_at,
               jsonb_build_array(
                   m.to_addresses, m.cc_addresses, m.bcc_addresses, m.reply_to, m.props,
                   m.metadata, c.provider_order,
@@ -160,6 +170,7 @@ def claim_for_send(
             "ids": uuid_array(message_ids),
             "token": str(token),
             "lease_seconds": lease_seconds,
+            "early_seconds": SCHEDULED_EARLY_SECONDS,
         },
     ).all()
     messages: list[Message] = []
@@ -184,6 +195,7 @@ def claim_for_send(
             next_attempt_at,
             claims,
             is_test,
+            scheduled_at,
             documents,
         ) = row
         to, cc, bcc, reply_to, props, metadata, provider_order, screening, options = documents
@@ -216,6 +228,7 @@ def claim_for_send(
                 claims=claims,
                 is_test=bool(is_test),
                 options=SendOptions.from_document(options),
+                scheduled_at=scheduled_at,
             )
         )
         orders[client_uuid] = list(provider_order) if provider_order is not None else None

@@ -326,6 +326,9 @@ class SqlMessageRepository(MessageRepository):
                 attempts=message.attempts,
                 last_error=message.last_error,
                 is_test=message.is_test,
+                scheduled_at=message.scheduled_at,
+                schedule_id=message.schedule_id,
+                schedule_run_id=message.schedule_run_id,
             )
         )
 
@@ -395,8 +398,20 @@ class SqlMessageRepository(MessageRepository):
         if not message_ids:
             return []
         now = func.now()
-        takeable = (MessageRow.status == MessageStatus.QUEUED.value) | (
-            (MessageRow.status == MessageStatus.SENDING.value) & (MessageRow.lease_expires_at < now)
+        takeable = (
+            (MessageRow.status == MessageStatus.QUEUED.value)
+            | (
+                (MessageRow.status == MessageStatus.SENDING.value)
+                & (MessageRow.lease_expires_at < now)
+            )
+            | (
+                (MessageRow.status == MessageStatus.SCHEDULED.value)
+                & MessageRow.enqueued_at.is_not(None)
+                & (
+                    MessageRow.scheduled_at
+                    <= now + timedelta(seconds=batch_statements.SCHEDULED_EARLY_SECONDS)
+                )
+            )
         )
         # A cancelled batch's message is never taken (issue 17).
         takeable = takeable & (
@@ -581,4 +596,7 @@ def _message(row: MessageRow) -> Message:
         claims=row.claims,
         is_test=row.is_test,
         options=SendOptions.from_document(row.options),
+        scheduled_at=row.scheduled_at,
+        schedule_id=row.schedule_id,
+        schedule_run_id=row.schedule_run_id,
     )

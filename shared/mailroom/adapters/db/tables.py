@@ -32,6 +32,7 @@ from mailroom.domain.feedback import (
     SuppressionReason,
 )
 from mailroom.domain.model import ClientStatus, MessageStatus
+from mailroom.domain.scheduling import MisfirePolicy, RunStatus, RunTrigger, ScheduleState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -210,6 +211,19 @@ class MessageRow(Base):
             unique=True,
             postgresql_where=text("batch_address IS NOT NULL"),
         ),
+        # Issue 18: health's oldest overdue row and the scheduler's stale ones;
+        # the scheduler's scan of the rows it has still to release.
+        Index(
+            "ix_messages_scheduled",
+            "scheduled_at",
+            postgresql_where=text("status = 'scheduled'"),
+        ),
+        Index(
+            "ix_messages_unreleased",
+            "scheduled_at",
+            postgresql_where=text("status = 'scheduled' AND enqueued_at IS NULL"),
+        ),
+        Index("ix_messages_schedule_run", "schedule_run_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -258,6 +272,16 @@ class MessageRow(Base):
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
     batch_index: Mapped[int | None] = mapped_column(Integer)
     batch_address: Mapped[str | None] = mapped_column(Text)
+    # Issue 18: when a ``scheduled`` row is due; when the scheduler (or the
+    # send API, for a time within its look-ahead) put it on the queue. NULL
+    # ``enqueued_at``: the scheduler still has to. Whichever route writes a
+    # row ``scheduled`` with a ``scheduled_at``, the scheduler sends it.
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The recurring schedule and run that created the message (no foreign
+    # key: a deleted schedule keeps its messages' history).
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    schedule_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
 
 class IdempotencyKeyRow(Base):
@@ -715,3 +739,61 @@ class BatchIssueRow(Base):
     address: Mapped[str | None] = mapped_column(Text)
     line: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text)
+
+
+# --- scheduling (issue 18) -----------------------------------------------------
+
+
+class ScheduleRow(Base):
+    """A recurring send: a /v1/send body fired by a cron expression in a time zone."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", [s.value for s in ScheduleState]), name="state"),
+        CheckConstraint(
+            _one_of("misfire_policy", [p.value for p in MisfirePolicy]), name="misfire_policy"
+        ),
+        CheckConstraint("misfire_grace_seconds >= 0", name="misfire_grace_seconds"),
+        Index("ix_schedules_client_created", "client_id", "created_at"),
+        # The scheduler's scan of due schedules.
+        Index("ix_schedules_due", "next_run_at", postgresql_where=text("state = 'active'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    send: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    state: Mapped[str] = mapped_column(String(16), server_default=ScheduleState.ACTIVE.value)
+    misfire_policy: Mapped[str] = mapped_column(String(8))
+    misfire_grace_seconds: Mapped[int] = mapped_column(Integer)
+    starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Created by a test key (issue 15): its runs' messages are test messages.
+    is_test: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ScheduleRunRow(Base):
+    """One run of a schedule: what it sent, or why it failed or was skipped."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", [s.value for s in RunStatus]), name="status"),
+        CheckConstraint(_one_of("trigger", [t.value for t in RunTrigger]), name="trigger"),
+        Index("ix_schedule_runs_schedule_started", "schedule_id", "started_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    schedule_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    fire_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    message_ids: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))

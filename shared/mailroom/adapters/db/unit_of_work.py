@@ -38,6 +38,12 @@ from mailroom.adapters.db.repositories import (
     SqlClientRepository,
     SqlMessageRepository,
 )
+from mailroom.adapters.db.scheduling import (
+    ScheduledMessageRepository,
+    ScheduleRepository,
+    SqlScheduledMessageRepository,
+    SqlScheduleRepository,
+)
 from mailroom.adapters.db.sending_domains import (
     SendingDomainRepository,
     SqlSendingDomainRepository,
@@ -65,6 +71,9 @@ class UnitOfWork(abc.ABC):
     # Bulk batches (issue 17): PostgreSQL only (the planner's chunk is one
     # statement of its own); the in-memory fakes have none.
     batches: SqlBatchRepository
+    # Issue 18 (PostgreSQL only: the in-memory fakes do not schedule).
+    scheduled: ScheduledMessageRepository
+    schedules: ScheduleRepository
 
     def __enter__(self) -> Self:
         return self
@@ -221,6 +230,8 @@ class SqlUnitOfWork(UnitOfWork):
         self.sending_domains = SqlSendingDomainRepository(self._session)
         self.webhooks = SqlWebhookRepository(self._session)
         self.batches = SqlBatchRepository(self._session)
+        self.scheduled = SqlScheduledMessageRepository(self._session)
+        self.schedules = SqlScheduleRepository(self._session)
         return self
 
     def __exit__(

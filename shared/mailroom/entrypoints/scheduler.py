@@ -1,0 +1,48 @@
+"""The scheduler function: one pass every minute (services/scheduler.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mailroom.bootstrap import Services
+from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.schedules import schedule_sender
+from mailroom.services.scheduler import SchedulerPolicy, scheduler_pass
+
+
+def policy_of(services: Services) -> SchedulerPolicy:
+    settings = services.settings
+    return SchedulerPolicy(
+        lookahead_seconds=settings.scheduler_lookahead_seconds,
+        chunk_size=settings.scheduler_chunk_size,
+        time_budget_seconds=settings.scheduler_time_budget_seconds,
+        stale_seconds=settings.scheduler_stale_seconds,
+        schedules_per_pass=settings.scheduler_schedules_per_pass,
+    )
+
+
+def run_scheduler(
+    event: dict[str, Any], context: LambdaContext, services: Services
+) -> dict[str, Any]:
+    report = scheduler_pass(
+        services.uow(),
+        services.queue,
+        schedule_sender(services),
+        policy=policy_of(services),
+        clock=services.clock,
+    )
+    chunk_ms = [round(seconds * 1000, 1) for seconds in report.chunk_seconds]
+    counts: dict[str, Any] = {
+        "runs_started": report.runs_started,
+        "runs_skipped": report.runs_skipped,
+        "runs_failed": report.runs_failed,
+        "enqueued": report.enqueued,
+        "refused": report.refused,
+        "chunks": report.chunks,
+        "max_chunk_ms": max(chunk_ms, default=0.0),
+        "budget_exhausted": report.budget_exhausted,
+    }
+    logger.info("scheduler pass", extra=counts)
+    return counts
