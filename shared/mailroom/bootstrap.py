@@ -19,6 +19,8 @@ from pydantic import SecretStr
 from mailroom.adapters.db.template_versions import SqlTemplateStore
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork, UnitOfWork
 from mailroom.adapters.dead_letter_queue import DeadLetterQueue, SqsDeadLetterQueue
+from mailroom.adapters.metrics.base import Metrics
+from mailroom.adapters.metrics.signals import MeteredSignals
 from mailroom.adapters.operator_signals import OperatorSignals, PowertoolsSignals
 from mailroom.adapters.queue import MessageQueue, SqsMessageQueue
 from mailroom.adapters.queue_records import QueueRecords, SqsQueueRecords
@@ -75,6 +77,8 @@ class Services:
     # Provider delivery webhooks (verifiers, SNS certificate cache); always
     # set by bootstrap().
     webhooks: WebhookRegistry | None = None
+    # Operator metrics (adapters/metrics): EMF, Prometheus or none, per METRICS_BACKEND.
+    metrics: Metrics = field(default_factory=Metrics)
 
     @cached_property
     def renderer(self) -> TemplateRenderer:
@@ -133,15 +137,22 @@ def bootstrap(
     credential_versions: CredentialVersions | None = None,
     health_probes: dict[str, Callable[[], None]] | None = None,
     webhooks: WebhookRegistry | None = None,
+    metrics: Metrics | None = None,
 ) -> Services:
     settings = settings or get_settings()
+    from mailroom.adapters import tracing
+
+    tracing.configure(settings)
+    metered = metrics if metrics is not None else _metrics(settings)
     database = Database(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
     redis_store = RedisStore(settings.redis_url)
-    operator_signals = signals or PowertoolsSignals(logger, namespace=settings.metrics_namespace)
+    operator_signals = MeteredSignals(
+        signals or PowertoolsSignals(logger, namespace=settings.metrics_namespace), metered
+    )
 
     def build_providers() -> ProviderChain:
         from mailroom.adapters.breakers import ProviderBreakers
@@ -159,6 +170,7 @@ def bootstrap(
                 success_threshold=settings.breaker_success_threshold,
             ),
             operator_signals,
+            metrics=metered,
         )
 
     return Services(
@@ -194,7 +206,21 @@ def bootstrap(
         or WebhookRegistry(
             settings, fetcher=UrllibAwsFetcher(), replay_guard=RedisReplayGuard(redis_store)
         ),
+        metrics=metered,
     )
+
+
+def _metrics(settings: Settings) -> Metrics:
+    """The backend METRICS_BACKEND names; each module is imported only where it is used."""
+    if settings.metrics_backend == "prometheus":
+        from mailroom.adapters.metrics.prometheus import PrometheusMetrics
+
+        return PrometheusMetrics(client_label=settings.metrics_client_label)
+    if settings.metrics_backend == "emf":
+        from mailroom.adapters.metrics.emf import EmfMetrics
+
+        return EmfMetrics(settings.metrics_namespace, client_label=settings.metrics_client_label)
+    return Metrics()
 
 
 def _providers(settings: Settings) -> dict[str, EmailProvider]:

@@ -148,6 +148,24 @@ class Settings(BaseSettings):
     # postponed or dead-lettered. Unset, it is read from the queue.
     send_queue_max_receive_count: int | None = Field(default=None, ge=1)
     metrics_namespace: str = "Mailroom"
+    # Observability (docs/architecture.md, "Observability"). Where the
+    # metrics go: EMF lines in Lambda, a Prometheus registry served at
+    # /metrics by the local runner and the container roles, or nowhere.
+    metrics_backend: Literal["emf", "prometheus", "off"] = "emf"
+    # Label the per-message counters with the client's id: only with a
+    # bounded number of clients (each one is a time series per metric).
+    metrics_client_label: bool = False
+    # OpenTelemetry spans: off, printed (console) or sent over OTLP/HTTP
+    # (the ADOT collector layer in Lambda listens on localhost:4318).
+    tracing_exporter: Literal["off", "console", "otlp"] = "off"
+    otlp_traces_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    tracing_service_name: str = Field(
+        default="mailroom", validation_alias="POWERTOOLS_SERVICE_NAME"
+    )
+    # What /v1/info and /health/detailed name as the build (a commit, a tag).
+    build_version: str = "dev"
+    # /health/detailed asks each provider whether it answers at most this often.
+    provider_probe_ttl_seconds: float = Field(default=60.0, ge=1)
 
     @property
     def provider_names(self) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from mailroom.adapters import tracing
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.queue import MessageQueue
 from mailroom.adapters.templates import TemplateRenderer, TemplateStore, subject_too_long
@@ -74,8 +75,9 @@ def accept_message(
     # and MissingProp or another RenderError from a trial render, all 422.
     # The template is the one this client may use: another client's of that
     # name is not found (issue 15).
-    source = templates.get(request.template, request.template_version, client_id=client.id)
-    check_props(renderer, source, request.props)
+    with tracing.span("api.validate"):
+        source = templates.get(request.template, request.template_version, client_id=client.id)
+        check_props(renderer, source, request.props)
     message = Message(
         id=uuid.uuid4(),
         client_id=client.id,
@@ -120,9 +122,10 @@ def accept_message(
                 *simulated,
             ]
         else:
-            active = uow.add_accepted_unless_suppressed(
-                message, detail, suppression.recipient_rows(message)
-            )
+            with tracing.span("api.insert"):
+                active = uow.add_accepted_unless_suppressed(
+                    message, detail, suppression.recipient_rows(message)
+                )
         screening = suppression.screening_of(active, message.to, message.cc, message.bcc)
         message.to, message.cc, message.bcc = screening.to, screening.cc, screening.bcc
         if active and not screening.refused:
