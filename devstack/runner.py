@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
 
 from devstack import backing_services, demo_client
@@ -31,6 +32,7 @@ from devstack.smtp_sink import SmtpSink
 from devstack.sqs_poller import QueuePoller
 from devstack.template import StackSpec, TemplateError, load_stack
 from mailroom.bootstrap import default_services
+from mailroom.entrypoints.metrics_endpoint import metrics_app
 
 log = logging.getLogger("devstack")
 
@@ -125,16 +127,18 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
     functions = _load_functions(stack, settings.aws_region, invocation_lock)
 
     try:
+        gateway = RestApiGateway(
+            [
+                RouteTarget(route=route, function=functions[spec.logical_id])
+                for spec, route in stack.routes
+            ],
+            stage=stack.stage,
+        )
         server = make_server(
             settings.api_host,
             settings.api_port,
-            RestApiGateway(
-                [
-                    RouteTarget(route=route, function=functions[spec.logical_id])
-                    for spec, route in stack.routes
-                ],
-                stage=stack.stage,
-            ),
+            # Prometheus scrapes the runner's own metrics beside the API.
+            DispatcherMiddleware(gateway, {"/metrics": metrics_app(default_services)}),
             threaded=True,
             request_handler=QuietRequestHandler,
         )
@@ -243,6 +247,8 @@ def _export_function_environment(
             # Outside Lambda the tracer prints noise and metrics print EMF lines.
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
+            # Metrics for Prometheus at /metrics, not EMF lines in the log.
+            "METRICS_BACKEND": "prometheus",
         }
     )
     for name, value in defaults.items():
@@ -429,6 +435,7 @@ def _print_banner(
     credentials: demo_client.DevCredentials,
 ) -> None:
     lines = [f"API on {api_url} (stage '{stack.stage}' in events, not in URLs)"]
+    lines.append(f"Prometheus metrics at {api_url}/metrics")
     width = max((len(route.path) for _, route in stack.routes), default=0)
     for spec, route in stack.routes:
         lines.append(f"  {route.method:<6} {route.path:<{width}}  -> {spec.logical_id}")

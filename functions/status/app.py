@@ -12,12 +12,14 @@ from mailroom.entrypoints.api_keys import api_key_routes
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.client_suppressions import client_suppression_routes
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.operations import operations_routes
 
 app = create_api(
     [
         status_routes(default_services),
         client_suppression_routes(default_services),
         api_key_routes(default_services),
+        operations_routes(default_services),
     ],
     max_request_bytes=lambda: default_services().settings.max_request_bytes,
     client_gate=ClientGate(default_services),

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from mailroom.adapters.db.template_versions import SqlTemplateStore
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork, UnitOfWork
 from mailroom.adapters.dead_letter_queue import DeadLetterQueue, SqsDeadLetterQueue
+from mailroom.adapters.dependency_probes import DependencyProbes
 from mailroom.adapters.metrics.base import Metrics
 from mailroom.adapters.metrics.signals import MeteredSignals
 from mailroom.adapters.operator_signals import OperatorSignals, PowertoolsSignals
@@ -79,6 +80,8 @@ class Services:
     webhooks: WebhookRegistry | None = None
     # Operator metrics (adapters/metrics): EMF, Prometheus or none, per METRICS_BACKEND.
     metrics: Metrics = field(default_factory=Metrics)
+    # What /health/detailed and /ready ask (provider answers cached per process).
+    probes: DependencyProbes | None = None
 
     @cached_property
     def renderer(self) -> TemplateRenderer:
@@ -207,6 +210,7 @@ def bootstrap(
             settings, fetcher=UrllibAwsFetcher(), replay_guard=RedisReplayGuard(redis_store)
         ),
         metrics=metered,
+        probes=DependencyProbes(settings, database),
     )
 
 

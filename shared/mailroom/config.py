@@ -36,6 +36,8 @@ class Settings(BaseSettings):
 
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     queue_url: str = ""
+    # Only /health/detailed reads it (where SES answers); boto3 reads it itself.
+    aws_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
 
     templates_dir: Path = Path("templates")
     # The template engine (docs/architecture.md, "Template engine").

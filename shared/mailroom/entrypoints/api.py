@@ -487,6 +487,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.admin import admin_routes
     from mailroom.entrypoints.client_suppressions import client_suppression_routes
     from mailroom.entrypoints.client_templates import client_template_routes
+    from mailroom.entrypoints.operations import operations_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
     return [
@@ -496,6 +497,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         client_suppression_routes(services),
         document_routes(services),
         api_key_routes(services),
+        operations_routes(services),
         *webhooks_function_routes(services),
         *admin_routes(services),
     ]

@@ -108,6 +108,10 @@ class ProviderChain:
     def order(self) -> tuple[str, ...]:
         return self._order
 
+    def breaker_states(self) -> dict[str, str]:
+        """Each configured provider's breaker state as Redis has it now."""
+        return {name: self._breakers.state(name) for name in self._order}
+
     def order_for(self, client_order: Sequence[str] | None) -> tuple[str, ...]:
         """A client's own order, narrowed to the configured providers; else the global one."""
         if not client_order:

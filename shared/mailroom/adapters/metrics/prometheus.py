@@ -113,7 +113,6 @@ class PrometheusMetrics(Metrics):
             ("queue",),
             registry=r,
         )
-        self._before_scrape: list[Callable[[], None]] = []
 
     def _client(self, client_id: str | None) -> tuple[str, ...]:
         return (client_id or "none",) if self._client_label else ()
@@ -158,18 +157,7 @@ class PrometheusMetrics(Metrics):
         if oldest_age_seconds is not None:
             self._queue_age.labels(queue).set(oldest_age_seconds)
 
-    def before_scrape(self, refresh: Callable[[], None]) -> None:
-        """Run ``refresh`` (gauges read from elsewhere, itself rate-limited) on each scrape."""
-        self._before_scrape.append(refresh)
-
     def wsgi_app(self) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
-        """A WSGI application answering the scrape: mount it at ``/metrics``."""
-        exposition = make_wsgi_app(self.registry)
-
-        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-            for refresh in self._before_scrape:
-                refresh()
-            result: Iterable[bytes] = exposition(environ, start_response)
-            return result
-
+        """A WSGI application answering the scrape of this registry."""
+        app: Callable[[dict[str, Any], Any], Iterable[bytes]] = make_wsgi_app(self.registry)
         return app
