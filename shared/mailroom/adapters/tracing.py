@@ -13,6 +13,7 @@ attribute) is the trace's id: 32 lowercase hex digits, as W3C and X-Ray
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     from mailroom.config import Settings
 
+log = logging.getLogger(__name__)
 TRACEPARENT_ATTRIBUTE: Final = "traceparent"
 TRACER_NAME: Final = "mailroom"
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -66,8 +68,12 @@ def configure(settings: Settings) -> None:
     if settings.tracing_exporter == "console":
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
+        try:
+            # In Lambda the ADOT layer brings the exporter (template.yaml, AdotLayerArn).
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            log.warning("TRACING_EXPORTER=otlp but no OTLP exporter is installed: tracing is off")
+            return
         exporter: SpanExporter = OTLPSpanExporter(endpoint=settings.otlp_traces_endpoint)
         provider.add_span_processor(BatchSpanProcessor(exporter))
     enable(provider)
@@ -151,9 +157,12 @@ def xray_traceparent(header: str) -> str | None:
         return None
     trace_id = (pieces[1] + pieces[2]).lower()
     sampled = "01" if fields.get("Sampled", "1") == "1" else "00"
-    if not _TRACE_ID.match(trace_id) or not re.match(r"^[0-9a-f]{16}$", parent.lower()):
+    if not _TRACE_ID.match(trace_id):
         return None
-    return f"00-{trace_id}-{parent.lower()}-{sampled}"
+    # No Parent (a client that only names the trace): a made-up parent id
+    # keeps the trace's id, which is what logs and rows carry.
+    parent = parent.lower() if re.match(r"^[0-9a-fA-F]{16}$", parent) else trace_id[16:]
+    return f"00-{trace_id}-{parent}-{sampled}"
 
 
 def link_to(context: Context) -> Link:
