@@ -100,7 +100,7 @@ def services_for(database_url: str, redis_url: str, queue_url: str, smtp_port: i
     return bootstrap(settings, hasher=PlainHasher())
 
 
-def ask(services: Services, path: str, **headers: str) -> tuple[int, dict[str, Any]]:
+def ask(services: Services, path: str, **headers: str | None) -> tuple[int, dict[str, Any]]:
     api = create_api(
         [operations_routes(lambda: services)],
         max_request_bytes=lambda: 65536,
