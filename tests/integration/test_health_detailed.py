@@ -100,18 +100,22 @@ def services_for(database_url: str, redis_url: str, queue_url: str, smtp_port: i
     return bootstrap(settings, hasher=PlainHasher())
 
 
-def ask(services: Services, path: str, **headers: str | None) -> tuple[int, dict[str, Any]]:
+def ask(
+    services: Services, path: str, authorization: str | None = None
+) -> tuple[int, dict[str, Any]]:
     api = create_api(
         [operations_routes(lambda: services)],
         max_request_bytes=lambda: 65536,
         metrics=lambda: services.metrics,
     )
-    answer = api.resolve(request_event("GET", path, **headers), FakeLambdaContext())
+    answer = api.resolve(
+        request_event("GET", path, Authorization=authorization), FakeLambdaContext()
+    )
     return answer["statusCode"], json.loads(answer["body"])
 
 
 def detailed(services: Services) -> tuple[int, dict[str, Any]]:
-    return ask(services, "/health/detailed", Authorization=f"Bearer {ADMIN_TOKEN}")
+    return ask(services, "/health/detailed", f"Bearer {ADMIN_TOKEN}")
 
 
 def url_of(database: Database) -> str:
