@@ -8,20 +8,19 @@ route must not become a load on the relay or the provider's API.
 
 from __future__ import annotations
 
-import smtplib
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
+if TYPE_CHECKING:
+    from mailroom.adapters.db.unit_of_work import Database
+    from mailroom.config import Settings
 
-from mailroom.adapters.db.unit_of_work import Database
-from mailroom.config import Settings
+# smtplib, ssl, urllib and alembic are imported by the probes that use them:
+# every function builds DependencyProbes at bootstrap, only the status
+# function's /health/detailed and /ready run them (cold start, issue 8).
 
 PROBE_TIMEOUT_SECONDS = 3.0
 
@@ -66,6 +65,7 @@ class DependencyProbes:
     def migrations(self) -> MigrationState:
         """The revisions the database is at, and the heads this code ships."""
         from alembic.script import ScriptDirectory
+        from sqlalchemy import text
 
         from mailroom.adapters.db.migrate import alembic_config
 
@@ -107,6 +107,9 @@ class DependencyProbes:
 
 
 def _smtp_ehlo(settings: Settings) -> None:
+    import smtplib
+    import ssl
+
     timeout = min(settings.smtp_timeout_seconds, PROBE_TIMEOUT_SECONDS)
     client: smtplib.SMTP
     if settings.smtp_security == "tls":
@@ -131,6 +134,9 @@ def _smtp_ehlo(settings: Settings) -> None:
 
 def _https_answers(url: str) -> None:
     """Any HTTP answer (a 401 or 404 included) means the API is reachable."""
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, method="HEAD")  # noqa: S310 - operator-set URL
     try:
         with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_SECONDS):  # noqa: S310
