@@ -1,0 +1,50 @@
+"""The tracing adapter: off costs nothing and imports nothing; trace contexts are read exactly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mailroom.adapters import tracing
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_off_the_spans_are_one_shared_no_op_and_opentelemetry_is_not_imported() -> None:
+    # GIVEN a fresh interpreter that imports the worker's and the API's code
+    code = (
+        "import sys; sys.path[:0] = ['shared', '.'];"
+        "import mailroom.entrypoints.worker, mailroom.entrypoints.api, mailroom.services.sending;"
+        "from mailroom.adapters import tracing;"
+        "assert tracing.span('a') is tracing.span('b');"
+        "assert tracing.record_parent(None, 'ab' * 16) is None;"
+        "print(sorted(m for m in sys.modules if m.startswith(OURS)))"
+    ).replace("OURS", repr(("opentelemetry.sdk.trace", "opentelemetry.exporter")))
+    # WHEN it runs with tracing off (the default)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    # THEN no OpenTelemetry tracing module was loaded (redis-py 8 loads the SDK's
+    # metrics when the SDK is installed, as in the dev venv: not ours)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_off_the_queue_still_carries_a_traceparent_naming_the_trace() -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert tracing.current_traceparent(trace_id) == f"00-{trace_id}-4bf92f3577b34da6-01"
+    # A trace id that is not W3C's (an old X-Ray root) carries none
+    assert tracing.current_traceparent("1-6741a2b3-5c1f0e2d9a8b7c6d5e4f3a2b") is None
+
+
+def test_an_xray_header_becomes_the_same_trace_in_w3c_form() -> None:
+    header = "Root=1-6741a2b3-5c1f0e2d9a8b7c6d5e4f3a2b;Parent=53995c3f42cd8ad8;Sampled=1"
+    assert tracing.xray_traceparent(header) == (
+        "00-6741a2b35c1f0e2d9a8b7c6d5e4f3a2b-53995c3f42cd8ad8-01"
+    )
+    # Without a parent the trace id is kept; a made-up parent stands in
+    assert tracing.xray_traceparent("Root=1-6741a2b3-5c1f0e2d9a8b7c6d5e4f3a2b;Sampled=0") == (
+        "00-6741a2b35c1f0e2d9a8b7c6d5e4f3a2b-9a8b7c6d5e4f3a2b-00"
+    )
+    assert tracing.xray_traceparent("Root=2-abc") is None
+    assert tracing.xray_traceparent("garbage") is None
