@@ -411,7 +411,8 @@ def _attempt(
             refusal = subject_too_long(message.subject)
             return _failed(message, f"{refusal.code}: {refusal.message}", attempted=False)
         rendered = type(rendered)(subject=message.subject, html=rendered.html, text=rendered.text)
-    # Where the message is built (and DKIM-signed, where a domain has a key).
+    # The "sign" stage: the MIME message is built here (DKIM signing, once
+    # Mailroom signs, belongs in this span too).
     with tracing.span("worker.sign"):
         email = build_mime(message, rendered)
     message.subject = rendered.subject
