@@ -3,7 +3,9 @@
 ``MAILROOM_BENCH_OBSERVABILITY=on`` records metrics as EMF lines (Lambda's
 backend) and spans through the OpenTelemetry SDK's BatchSpanProcessor into
 an exporter that encodes each batch as OTLP protobuf and drops the bytes:
-everything tracing costs the function but the collector's socket.
+everything tracing costs the function but the collector's socket. Traces are
+sampled as deployed (TRACING_SAMPLE_RATIO's default) unless
+``MAILROOM_BENCH_TRACE_RATIO`` says otherwise.
 ``off`` turns both off. Unset, the settings' defaults apply (EMF on, tracing
 off), as before issue 23.
 """
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 SWITCH = "MAILROOM_BENCH_OBSERVABILITY"
+RATIO = "MAILROOM_BENCH_TRACE_RATIO"
 
 
 def apply() -> str | None:
@@ -50,6 +53,11 @@ def _enable_tracing() -> None:
         def force_flush(self, timeout_millis: int = 30000) -> bool:
             return True
 
-    provider: Any = TracerProvider()
+    from mailroom.config import Settings
+
+    # The deployed default (TRACING_SAMPLE_RATIO), unless the bench is told
+    # another: MAILROOM_BENCH_TRACE_RATIO=1 records every trace.
+    ratio = float(os.environ.get(RATIO, Settings.model_fields["tracing_sample_ratio"].default))
+    provider: Any = TracerProvider(sampler=tracing.sampler(ratio))
     provider.add_span_processor(BatchSpanProcessor(EncodingExporter()))
     tracing.enable(provider)

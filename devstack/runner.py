@@ -249,6 +249,8 @@ def _export_function_environment(
             "POWERTOOLS_METRICS_DISABLED": "true",
             # Metrics for Prometheus at /metrics, not EMF lines in the log.
             "METRICS_BACKEND": "prometheus",
+            # With TRACING_EXPORTER=console or otlp, every local trace is kept.
+            "TRACING_SAMPLE_RATIO": "1",
         }
     )
     for name, value in defaults.items():

@@ -161,6 +161,11 @@ class Settings(BaseSettings):
     # (the ADOT collector layer in Lambda listens on localhost:4318).
     tracing_exporter: Literal["off", "console", "otlp"] = "off"
     otlp_traces_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    # Share of traces recorded where no caller decided (a traceparent or
+    # X-Ray header saying "sampled" is always followed). Every recorded span
+    # costs the API and the worker about 0.3 M instructions (docs/benchmarks.md,
+    # "Issue 23"): 5 %, X-Ray's own default rate, keeps tracing within 5 %.
+    tracing_sample_ratio: float = Field(default=0.05, ge=0, le=1)
     tracing_service_name: str = Field(
         default="mailroom", validation_alias="POWERTOOLS_SERVICE_NAME"
     )

@@ -32,7 +32,7 @@ def test_off_the_spans_are_one_shared_no_op_and_opentelemetry_is_not_imported() 
 
 def test_off_the_queue_still_carries_a_traceparent_naming_the_trace() -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    assert tracing.current_traceparent(trace_id) == f"00-{trace_id}-4bf92f3577b34da6-01"
+    assert tracing.current_traceparent(trace_id) == f"00-{trace_id}-4bf92f3577b34da6-00"
     # A trace id that is not W3C's (an old X-Ray root) carries none
     assert tracing.current_traceparent("1-6741a2b3-5c1f0e2d9a8b7c6d5e4f3a2b") is None
 
@@ -43,8 +43,31 @@ def test_an_xray_header_becomes_the_same_trace_in_w3c_form() -> None:
         "00-6741a2b35c1f0e2d9a8b7c6d5e4f3a2b-53995c3f42cd8ad8-01"
     )
     # Without a parent the trace id is kept; a made-up parent stands in
-    assert tracing.xray_traceparent("Root=1-6741a2b3-5c1f0e2d9a8b7c6d5e4f3a2b;Sampled=0") == (
+    assert tracing.xray_traceparent("Root=1-6741a2b3-5c1f0e2d9a8b7c6d5e4f3a2b") == (
         "00-6741a2b35c1f0e2d9a8b7c6d5e4f3a2b-9a8b7c6d5e4f3a2b-00"
     )
     assert tracing.xray_traceparent("Root=2-abc") is None
     assert tracing.xray_traceparent("garbage") is None
+
+
+def test_the_sampler_follows_a_sampled_caller_and_decides_the_rest_by_trace_id() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import format_trace_id
+
+    provider = TracerProvider(sampler=tracing.sampler(0.0))
+    tracing.enable(provider)
+    try:
+        # GIVEN a ratio of 0: nothing is recorded unless a caller decided to
+        sampled = tracing.remote_context("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
+        undecided = tracing.remote_context("00-" + "ab" * 16 + "-" + "cd" * 8 + "-00")
+        with tracing.root_span("followed", parent=sampled):
+            assert tracing.current_trace_id() == "ab" * 16
+            # AND stage spans inside a recorded trace are recorded
+            with tracing.span("stage") as stage:
+                assert stage.is_recording()
+        with tracing.root_span("dropped", parent=undecided):
+            # THEN a stage inside a trace sampled out costs nothing at all
+            assert tracing.span("stage") is tracing.span("other")
+        assert format_trace_id(int("ab" * 16, 16)) == "ab" * 16
+    finally:
+        tracing.disable()

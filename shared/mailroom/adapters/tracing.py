@@ -31,6 +31,7 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 _tracer: Tracer | None = None
+_current_span: Any = None  # opentelemetry.trace.get_current_span, once enabled
 _NO_SPAN: Final = contextlib.nullcontext()
 
 
@@ -40,13 +41,29 @@ def enabled() -> bool:
 
 def enable(provider: TracerProvider) -> None:
     """Record spans through ``provider`` from now on (this process)."""
-    global _tracer
+    global _tracer, _current_span
+    from opentelemetry import trace
+
+    _current_span = trace.get_current_span
     _tracer = provider.get_tracer(TRACER_NAME)
 
 
 def disable() -> None:
     global _tracer
     _tracer = None
+
+
+def sampler(ratio: float) -> Any:
+    """Follow a caller that decided to sample; otherwise record ``ratio`` of the traces.
+
+    The ratio applies to the trace id, so the API and the worker decide the
+    same for one message without telling each other (a ``traceparent`` whose
+    flags say "not sampled" is decided again, by the same rule).
+    """
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    by_ratio = TraceIdRatioBased(ratio)
+    return ParentBased(root=by_ratio, remote_parent_not_sampled=by_ratio)
 
 
 def configure(settings: Settings) -> None:
@@ -63,7 +80,8 @@ def configure(settings: Settings) -> None:
     )
 
     provider = SdkTracerProvider(
-        resource=Resource.create({"service.name": settings.tracing_service_name})
+        sampler=sampler(settings.tracing_sample_ratio),
+        resource=Resource.create({"service.name": settings.tracing_service_name}),
     )
     if settings.tracing_exporter == "console":
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
@@ -80,8 +98,12 @@ def configure(settings: Settings) -> None:
 
 
 def span(name: str, **attributes: str | int | bool) -> contextlib.AbstractContextManager[Any]:
-    """A span for one stage, child of the current one; a no-op while tracing is off."""
-    if _tracer is None:
+    """A span for one stage, child of the current one; a no-op while tracing is off.
+
+    Also a no-op inside a trace that is not recorded (sampled out): a stage
+    span there would cost a sampling decision and a context switch for nothing.
+    """
+    if _tracer is None or not _current_span().is_recording():
         return _NO_SPAN
     return _tracer.start_as_current_span(name, attributes=attributes)
 
@@ -126,7 +148,8 @@ def current_traceparent(trace_id: str) -> str | None:
             return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
     if not _TRACE_ID.match(trace_id):
         return None
-    return f"00-{trace_id}-{trace_id[:16]}-01"
+    # Flags 00: not decided here; a traced worker decides by the trace id.
+    return f"00-{trace_id}-{trace_id[:16]}-00"
 
 
 def remote_context(traceparent: str | None) -> Context | None:
@@ -156,7 +179,8 @@ def xray_traceparent(header: str) -> str | None:
     if len(pieces) != 3 or pieces[0] != "1":
         return None
     trace_id = (pieces[1] + pieces[2]).lower()
-    sampled = "01" if fields.get("Sampled", "1") == "1" else "00"
+    # Sampled=1 is followed; 0, ? or none is decided here by the trace id.
+    sampled = "01" if fields.get("Sampled") == "1" else "00"
     if not _TRACE_ID.match(trace_id):
         return None
     # No Parent (a client that only names the trace): a made-up parent id
@@ -189,7 +213,7 @@ def record_parent(traceparent: str | None, trace_id: str | None) -> Context | No
         return None
     context = remote_context(traceparent)
     if context is None and trace_id and _TRACE_ID.match(trace_id):
-        context = remote_context(f"00-{trace_id}-{trace_id[:16]}-01")
+        context = remote_context(f"00-{trace_id}-{trace_id[:16]}-00")
     return context
 
 
