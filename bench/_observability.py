@@ -58,6 +58,8 @@ def _enable_tracing() -> None:
     # The deployed default (TRACING_SAMPLE_RATIO), unless the bench is told
     # another: MAILROOM_BENCH_TRACE_RATIO=1 records every trace.
     ratio = float(os.environ.get(RATIO, Settings.model_fields["tracing_sample_ratio"].default))
-    provider: Any = TracerProvider(sampler=tracing.sampler(ratio))
+    provider: Any = TracerProvider(
+        sampler=tracing.sampler(ratio), id_generator=tracing.id_generator()
+    )
     provider.add_span_processor(BatchSpanProcessor(EncodingExporter()))
-    tracing.enable(provider)
+    tracing.enable(provider, ratio)

@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("subjects", nargs="*", help=f"any of {', '.join(SUBJECTS)} (default: all)")
     parser.add_argument(
         "--observability",
-        choices=("default", "both"),
+        choices=("default", "both", "off", "on"),
         default="default",
         help="both: each subject with metrics and tracing off, then on (issue 23)",
     )
@@ -115,7 +115,9 @@ def main() -> None:
     if valgrind is None:
         print("valgrind is not installed: no instruction count (apt-get install valgrind)")
         return
-    modes = ("default",) if args.observability == "default" else ("off", "on")
+    modes = {"default": ("default",), "both": ("off", "on")}.get(
+        args.observability, (args.observability,)
+    )
     print(f"{'under callgrind':<46}{'steps':>12}{'M instructions':>16}")
     for name in args.subjects or SUBJECTS:
         subject = SUBJECTS[name]

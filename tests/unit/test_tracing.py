@@ -55,19 +55,26 @@ def test_the_sampler_follows_a_sampled_caller_and_decides_the_rest_by_trace_id()
     from opentelemetry.trace import format_trace_id
 
     provider = TracerProvider(sampler=tracing.sampler(0.0))
-    tracing.enable(provider)
+    tracing.enable(provider, 0.0)
     try:
         # GIVEN a ratio of 0: nothing is recorded unless a caller decided to
-        sampled = tracing.remote_context("00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
-        undecided = tracing.remote_context("00-" + "ab" * 16 + "-" + "cd" * 8 + "-00")
-        with tracing.root_span("followed", parent=sampled):
+        sampled = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+        undecided = "00-" + "ef" * 16 + "-" + "cd" * 8 + "-00"
+        with tracing.root_span("followed", traceparent=sampled):
             assert tracing.current_trace_id() == "ab" * 16
             # AND stage spans inside a recorded trace are recorded
             with tracing.span("stage") as stage:
                 assert stage.is_recording()
-        with tracing.root_span("dropped", parent=undecided):
+        with tracing.root_span("dropped", traceparent=undecided):
             # THEN a stage inside a trace sampled out costs nothing at all
             assert tracing.span("stage") is tracing.span("other")
+            # AND the trace's id is still Mailroom's trace id
+            assert tracing.current_trace_id() == "ef" * 16
+        # AND a new trace, sampled out, still has an id
+        with tracing.root_span("new"):
+            new = tracing.current_trace_id()
+            assert new is not None
+            assert len(new) == 32
         assert format_trace_id(int("ab" * 16, 16)) == "ab" * 16
     finally:
         tracing.disable()

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -33,18 +35,32 @@ _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _tracer: Tracer | None = None
 _current_span: Any = None  # opentelemetry.trace.get_current_span, once enabled
 _NO_SPAN: Final = contextlib.nullcontext()
+_LOW_64: Final = (1 << 64) - 1
+# Traces whose low 64 bits fall under this are recorded (TraceIdRatioBased's rule).
+_bound = 1 << 64
+# The trace in progress when it was sampled out (no SDK span exists for it).
+_dropped: ContextVar[str | None] = ContextVar("mailroom_dropped_trace", default=None)
+# The id the next root span's trace must get (the SDK asks the id generator).
+_next_trace_id: ContextVar[int | None] = ContextVar("mailroom_next_trace_id", default=None)
 
 
 def enabled() -> bool:
     return _tracer is not None
 
 
-def enable(provider: TracerProvider) -> None:
-    """Record spans through ``provider`` from now on (this process)."""
-    global _tracer, _current_span
+def enable(provider: TracerProvider, ratio: float = 1.0) -> None:
+    """Record spans through ``provider`` from now on (this process).
+
+    ``ratio`` must be the one ``provider``'s sampler applies (``sampler``):
+    root spans decide it here first, so a trace sampled out never reaches
+    the SDK (a span the SDK drops still costs ids, a sampler call and two
+    context switches: most of what the worker paid per email at 5 %).
+    """
+    global _tracer, _current_span, _bound
     from opentelemetry import trace
 
     _current_span = trace.get_current_span
+    _bound = round(ratio * (1 << 64))
     _tracer = provider.get_tracer(TRACER_NAME)
 
 
@@ -82,6 +98,7 @@ def configure(settings: Settings) -> None:
     provider = SdkTracerProvider(
         sampler=sampler(settings.tracing_sample_ratio),
         resource=Resource.create({"service.name": settings.tracing_service_name}),
+        id_generator=id_generator(),
     )
     if settings.tracing_exporter == "console":
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
@@ -94,7 +111,18 @@ def configure(settings: Settings) -> None:
             return
         exporter: SpanExporter = OTLPSpanExporter(endpoint=settings.otlp_traces_endpoint)
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    enable(provider)
+    enable(provider, settings.tracing_sample_ratio)
+
+
+def id_generator() -> Any:
+    """Random ids, except a new trace's id when ``root_span`` chose it (and sampled by it)."""
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    class ChosenTraceIds(RandomIdGenerator):
+        def generate_trace_id(self) -> int:
+            return _next_trace_id.get() or super().generate_trace_id()
+
+    return ChosenTraceIds()
 
 
 def span(name: str, **attributes: str | int | bool) -> contextlib.AbstractContextManager[Any]:
@@ -112,26 +140,53 @@ def span(name: str, **attributes: str | int | bool) -> contextlib.AbstractContex
 def root_span(
     name: str,
     *,
-    parent: Context | None = None,
-    links: Sequence[Link] = (),
+    traceparent: str | None = None,
+    links: Sequence[str | None] = (),
     **attributes: str | int | bool,
 ) -> Iterator[None]:
-    """A span under a remote ``parent`` (or a new trace), with ``links``; no-op while off."""
+    """A span continuing ``traceparent`` (or starting a trace), linked to ``links``.
+
+    A no-op while tracing is off, and while the trace is sampled out: then
+    only its id is kept, for ``current_trace_id``.
+    """
     if _tracer is None:
         yield
         return
-    with _tracer.start_as_current_span(name, context=parent, links=links, attributes=attributes):
-        yield
+    match = _TRACEPARENT.match(traceparent) if traceparent else None
+    if match is not None:
+        trace_id, sampled = int(match.group(1), 16), int(match.group(3), 16) & 1 == 1
+    else:
+        trace_id, sampled = random.getrandbits(128) or 1, False
+    if not sampled and (trace_id & _LOW_64) >= _bound:
+        dropped = _dropped.set(f"{trace_id:032x}")
+        try:
+            yield
+        finally:
+            _dropped.reset(dropped)
+        return
+    parent = remote_context(traceparent) if match is not None else _new_trace()
+    chosen = _next_trace_id.set(None if match is not None else trace_id)
+    released = False
+    try:
+        span_links = [link_to(context) for link in links if (context := remote_context(link))]
+        with _tracer.start_as_current_span(
+            name, context=parent, links=span_links, attributes=attributes
+        ):
+            # The SDK has taken the id: spans under this one get their own.
+            _next_trace_id.reset(chosen)
+            released = True
+            yield
+    finally:
+        if not released:
+            _next_trace_id.reset(chosen)
 
 
 def current_trace_id() -> str | None:
-    """The trace id of the span in progress, as 32 hex digits; None if none records."""
+    """The trace id in progress (recorded or sampled out), as 32 hex digits; None if none."""
     if _tracer is None:
         return None
-    from opentelemetry import trace
-
-    context = trace.get_current_span().get_span_context()
-    return f"{context.trace_id:032x}" if context.is_valid else None
+    context = _current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else _dropped.get()
 
 
 def current_traceparent(trace_id: str) -> str | None:
@@ -196,29 +251,32 @@ def link_to(context: Context) -> Link:
     return Link(trace.get_current_span(context).get_span_context())
 
 
-def incoming_parent(headers: Mapping[str, str]) -> Context | None:
-    """The remote parent an HTTP request names (``traceparent``, else ``X-Amzn-Trace-Id``)."""
+def incoming_parent(headers: Mapping[str, str]) -> str | None:
+    """The trace an HTTP request names (``traceparent``, else ``X-Amzn-Trace-Id``), W3C form."""
     if _tracer is None:
         return None
     lowered = {key.lower(): value for key, value in headers.items()}
-    traceparent = lowered.get("traceparent")
-    if not traceparent and lowered.get("x-amzn-trace-id"):
-        traceparent = xray_traceparent(lowered["x-amzn-trace-id"])
-    return remote_context(traceparent)
+    traceparent = lowered.get("traceparent", "").strip().lower()
+    if _TRACEPARENT.match(traceparent):
+        return traceparent
+    if lowered.get("x-amzn-trace-id"):
+        return xray_traceparent(lowered["x-amzn-trace-id"])
+    return None
 
 
-def record_parent(traceparent: str | None, trace_id: str | None) -> Context | None:
-    """A queue record's remote parent: its ``traceparent``, else its bare trace id."""
+def record_parent(traceparent: str | None, trace_id: str | None) -> str | None:
+    """A queue record's trace context: its ``traceparent``, else its bare trace id."""
     if _tracer is None:
         return None
-    context = remote_context(traceparent)
-    if context is None and trace_id and _TRACE_ID.match(trace_id):
-        context = remote_context(f"00-{trace_id}-{trace_id[:16]}-00")
-    return context
+    if traceparent and _TRACEPARENT.match(traceparent):
+        return traceparent
+    if trace_id and _TRACE_ID.match(trace_id):
+        return f"00-{trace_id}-{trace_id[:16]}-00"
+    return None
 
 
 def batch_span(
-    name: str, parents: Sequence[Context | None]
+    name: str, traceparents: Sequence[str | None]
 ) -> contextlib.AbstractContextManager[Any]:
     """One span for a batch of queue records.
 
@@ -228,18 +286,10 @@ def batch_span(
     """
     if _tracer is None:
         return _NO_SPAN
-    from opentelemetry import trace
-
-    known = [parent for parent in parents if parent is not None]
-    trace_ids = {trace.get_current_span(parent).get_span_context().trace_id for parent in known}
-    if len(trace_ids) == 1 and len(known) == len(parents):
-        return root_span(name, parent=known[0], records=len(parents))
-    return root_span(
-        name,
-        parent=_new_trace(),
-        links=[link_to(parent) for parent in known],
-        records=len(parents),
-    )
+    trace_ids = {parent[3:35] if parent else None for parent in traceparents}
+    if len(trace_ids) == 1 and None not in trace_ids:
+        return root_span(name, traceparent=traceparents[0], records=len(traceparents))
+    return root_span(name, links=traceparents, records=len(traceparents))
 
 
 def _new_trace() -> Context:

@@ -398,7 +398,7 @@ class MailroomApi(APIGatewayRestResolver):
         route = str(event.get("resource") or "other")
         method = str(event.get("httpMethod") or "").upper()
         parent = tracing.incoming_parent(event.get("headers") or {})
-        with tracing.root_span("api.request", parent=parent, route=route, method=method):
+        with tracing.root_span("api.request", traceparent=parent, route=route, method=method):
             answer = self._gated_resolve(event, context)
         metrics = self._metrics()
         status = int(answer.get("statusCode") or 0)

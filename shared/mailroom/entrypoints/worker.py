@@ -76,7 +76,7 @@ def process_send_batch(
 
     def send_record(record: SendRecord) -> None:
         # The record's own span, in its message's trace whatever the batch mixed.
-        with tracing.root_span("worker.message", parent=parents[record.messageId]):
+        with tracing.root_span("worker.message", traceparent=parents[record.messageId]):
             settle_record(record)
 
     def settle_record(record: SendRecord) -> None:
@@ -125,7 +125,7 @@ def process_send_batch(
         services.metrics.flush()
 
 
-def _trace_parent(record: SendRecord) -> Any:
+def _trace_parent(record: SendRecord) -> str | None:
     """The trace context the API put on the record (None while tracing is off)."""
     if not tracing.enabled():
         return None
