@@ -78,3 +78,27 @@ def test_the_sampler_follows_a_sampled_caller_and_decides_the_rest_by_trace_id()
         assert format_trace_id(int("ab" * 16, 16)) == "ab" * 16
     finally:
         tracing.disable()
+
+
+def test_new_traces_are_recorded_exactly_when_their_own_id_says_so() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    # GIVEN half of all traces kept, decided before the SDK and again by its sampler
+    provider = TracerProvider(sampler=tracing.sampler(0.5), id_generator=tracing.id_generator())
+    tracing.enable(provider, 0.5)
+    kept = 0
+    try:
+        for _ in range(64):
+            # WHEN a new trace starts
+            with tracing.root_span("new"):
+                trace_id = tracing.current_trace_id()
+                assert trace_id is not None
+                recording = trace.get_current_span().is_recording()
+            # THEN it is recorded iff its id's low 64 bits fall under the bound,
+            # the SDK's span carrying the very id the decision was made on
+            assert recording == (int(trace_id, 16) & ((1 << 64) - 1) < 1 << 63)
+            kept += recording
+    finally:
+        tracing.disable()
+    assert 0 < kept < 64
