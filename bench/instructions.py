@@ -131,7 +131,7 @@ def main() -> None:
             steps = f"{subject.long}-{subject.short}"
             label = subject.label if mode == "default" else f"{subject.label}, obs. {mode}"
             print(f"{label:<46}{steps:>12}{per_unit:>9.2f} /{subject.unit}")
-        if "on" in figures:
+        if "on" in figures and "off" in figures:
             extra = (figures["on"] - figures["off"]) / figures["off"] * 100
             print(f"{'  metrics + tracing cost':<46}{'':>12}{extra:>+8.1f} %")
 
