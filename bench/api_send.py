@@ -43,6 +43,7 @@ sys.path[:0] = [str(REPO / "shared"), str(REPO)]
 import boto3  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
+from bench import _observability as observability  # noqa: E402
 from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head  # noqa: E402
 from mailroom.adapters.queue import MessageQueue, SqsMessageQueue  # noqa: E402
 from mailroom.adapters.tenancy import Bucket  # noqa: E402
@@ -106,6 +107,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     requests: int = args.requests
+    observability.apply()
     ensure_database_exists(DATABASE_URL)
     upgrade_to_head(DATABASE_URL)
     settings = Settings(
@@ -134,9 +136,14 @@ def main() -> None:
         [send_routes(lambda: services)],
         max_request_bytes=lambda: settings.max_request_bytes,
         client_gate=ClientGate(lambda: services),
+        metrics=lambda: services.metrics,
     )
     event = load_event("send/send-welcome")
     with_headers(event, X_Api_Key=key, X_Api_Secret=secret)
+    if observability.SWITCH in os.environ:
+        # The canonical event's fixed X-Ray root would make every request
+        # one trace, sampled always or never: each request starts its own.
+        with_headers(event, X_Amzn_Trace_Id=None)
     context = FakeLambdaContext()
     with open(os.devnull, "w", encoding="utf-8") as devnull:
         handler = logger.registered_handler

@@ -19,12 +19,16 @@ still make two runs differ a little; compare figures from runs on one tree
 before trusting a difference under a few percent. About five minutes. Prints
 a note and exits 0 where valgrind is not installed.
 
-    .venv/bin/python bench/instructions.py [worker] [api]
+    .venv/bin/python bench/instructions.py [worker] [api] [--observability both]
+
+``--observability both`` runs each subject with metrics and tracing off, then
+on (bench/_observability.py), and prints what they cost (issue 23).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -86,7 +90,7 @@ SUBJECTS = {
 }
 
 
-def instructions(argv: list[str], valgrind: str) -> int:
+def instructions(argv: list[str], valgrind: str, env: dict[str, str] | None = None) -> int:
     """Instructions the Python process running ``argv`` executed, start-up included."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "callgrind.out"
@@ -96,6 +100,7 @@ def instructions(argv: list[str], valgrind: str) -> int:
             check=True,
             capture_output=True,
             timeout=900,
+            env={**os.environ, **(env or {})},
         )
         found = _TOTAL.search(out.read_text(errors="replace"))
     if found is None:
@@ -106,6 +111,12 @@ def instructions(argv: list[str], valgrind: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("subjects", nargs="*", help=f"any of {', '.join(SUBJECTS)} (default: all)")
+    parser.add_argument(
+        "--observability",
+        choices=("default", "both", "off", "on"),
+        default="default",
+        help="both: each subject with metrics and tracing off, then on (issue 23)",
+    )
     args = parser.parse_args()
     unknown = set(args.subjects) - set(SUBJECTS)
     if unknown:
@@ -114,15 +125,25 @@ def main() -> None:
     if valgrind is None:
         print("valgrind is not installed: no instruction count (apt-get install valgrind)")
         return
+    modes = {"default": ("default",), "both": ("off", "on")}.get(
+        args.observability, (args.observability,)
+    )
     print(f"{'under callgrind':<46}{'steps':>12}{'M instructions':>16}")
     for name in args.subjects or SUBJECTS:
         subject = SUBJECTS[name]
-        short = instructions(subject.argv(subject.short), valgrind)
-        long = instructions(subject.argv(subject.long), valgrind)
-        units = (subject.long - subject.short) * subject.units_per_step
-        per_unit = (long - short) / units / 1e6
-        steps = f"{subject.long}-{subject.short}"
-        print(f"{subject.label:<46}{steps:>12}{per_unit:>9.2f} /{subject.unit}")
+        figures: dict[str, float] = {}
+        for mode in modes:
+            env = {} if mode == "default" else {"MAILROOM_BENCH_OBSERVABILITY": mode}
+            short = instructions(subject.argv(subject.short), valgrind, env)
+            long = instructions(subject.argv(subject.long), valgrind, env)
+            units = (subject.long - subject.short) * subject.units_per_step
+            figures[mode] = per_unit = (long - short) / units / 1e6
+            steps = f"{subject.long}-{subject.short}"
+            label = subject.label if mode == "default" else f"{subject.label}, obs. {mode}"
+            print(f"{label:<46}{steps:>12}{per_unit:>9.2f} /{subject.unit}")
+        if "on" in figures and "off" in figures:
+            extra = (figures["on"] - figures["off"]) / figures["off"] * 100
+            print(f"{'  metrics + tracing cost':<46}{'':>12}{extra:>+8.1f} %")
 
 
 if __name__ == "__main__":

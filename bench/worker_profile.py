@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
+from bench import _observability as observability  # noqa: E402
 from bench._worker_bench import (  # noqa: E402
     BenchContext,
     build_services,
@@ -76,6 +77,7 @@ def main() -> None:
         "--dkim", action="store_true", help="sign each message (RSA-2048) as the worker does"
     )
     args = parser.parse_args()
+    observability.apply()
 
     prepare_database(DATABASE_URL, REDIS_URL)
     context = multiprocessing.get_context("spawn")

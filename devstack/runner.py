@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
 
 from devstack import backing_services, demo_client, sam_local
@@ -33,6 +34,7 @@ from devstack.sqs_poller import QueuePoller
 from devstack.template import StackSpec, TemplateError, load_stack
 from mailroom.bootstrap import default_services
 from mailroom.domain.errors import MailroomError
+from mailroom.entrypoints.metrics_endpoint import metrics_app
 from mailroomctl.local_webhooks import LOCAL_SES_TOPIC_ARN, LocalWebhookKeys
 
 log = logging.getLogger("devstack")
@@ -146,16 +148,18 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
     functions = _load_functions(stack, settings.aws_region, invocation_lock)
 
     try:
+        gateway = RestApiGateway(
+            [
+                RouteTarget(route=route, function=functions[spec.logical_id])
+                for spec, route in stack.routes
+            ],
+            stage=stack.stage,
+        )
         server = make_server(
             settings.api_host,
             settings.api_port,
-            RestApiGateway(
-                [
-                    RouteTarget(route=route, function=functions[spec.logical_id])
-                    for spec, route in stack.routes
-                ],
-                stage=stack.stage,
-            ),
+            # Prometheus scrapes the runner's own metrics beside the API.
+            DispatcherMiddleware(gateway, {"/metrics": metrics_app(default_services)}),
             threaded=True,
             request_handler=QuietRequestHandler,
         )
@@ -308,6 +312,10 @@ def _export_function_environment(
             # A developer's webhook receiver is on this machine, often plain
             # http://127.0.0.1 (issue 19); production refuses such URLs.
             "WEBHOOK_ALLOW_PRIVATE_URLS": "true",
+            # Metrics for Prometheus at /metrics, not EMF lines in the log.
+            "METRICS_BACKEND": "prometheus",
+            # With TRACING_EXPORTER=console or otlp, every local trace is kept.
+            "TRACING_SAMPLE_RATIO": "1",
         }
     )
     for name, value in defaults.items():
@@ -551,6 +559,7 @@ def _print_banner(
     credentials: demo_client.DevCredentials,
 ) -> None:
     lines = [f"API on {api_url} (stage '{stack.stage}' in events, not in URLs)"]
+    lines.append(f"Prometheus metrics at {api_url}/metrics")
     width = max((len(route.path) for _, route in stack.routes), default=0)
     for spec, route in stack.routes:
         lines.append(f"  {route.method:<6} {route.path:<{width}}  -> {spec.logical_id}")

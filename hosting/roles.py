@@ -10,13 +10,16 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devstack.api_gateway import RestApiGateway, RouteTarget
 from devstack.scheduler import Scheduler
 from devstack.sqs_poller import QueuePoller
 from hosting import stack as host_stack
 from hosting.stack import HostSettings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 log = logging.getLogger("hosting")
 ROLES = ("api", "worker", "scheduler", "all")
@@ -33,16 +36,30 @@ def main() -> int:
     return runners[settings.role](settings)
 
 
-def wsgi_app(settings: HostSettings | None = None) -> RestApiGateway:
-    """The API functions behind one WSGI app (what each gunicorn process serves)."""
+def wsgi_app(settings: HostSettings | None = None) -> WSGIApplication:
+    """The API functions behind one WSGI app (what each gunicorn process serves).
+
+    ``/metrics`` is Prometheus's (issue 23). Each gunicorn process counts for
+    itself, so a scrape sees the process that answered it: run one process
+    per container (API_WORKERS=1) where exact totals matter, and let
+    Prometheus sum the containers.
+    """
     settings = settings or HostSettings.from_environment()
+    # Containers are scraped by Prometheus; Lambda writes EMF instead.
+    os.environ.setdefault("METRICS_BACKEND", "prometheus")
     stack = host_stack.load(settings)
     host_stack.export_environment(stack, host_stack.queues(settings, stack))
     loaded = host_stack.functions(stack, settings.region)
     targets = [
         RouteTarget(route=route, function=loaded[spec.logical_id]) for spec, route in stack.routes
     ]
-    return RestApiGateway(targets, stage=stack.stage)
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from mailroom.bootstrap import default_services
+    from mailroom.entrypoints.metrics_endpoint import metrics_app
+
+    gateway = RestApiGateway(targets, stage=stack.stage)
+    return DispatcherMiddleware(gateway, {"/metrics": metrics_app(default_services)})
 
 
 def run_api(settings: HostSettings) -> int:

@@ -14,6 +14,7 @@ from mailroom.entrypoints.client_suppressions import client_suppression_routes
 from mailroom.entrypoints.client_webhooks import webhook_routes
 from mailroom.entrypoints.domains import domain_routes
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.operations import operations_routes
 from mailroom.entrypoints.schedules import message_schedule_routes
 
 app = create_api(
@@ -24,6 +25,7 @@ app = create_api(
         api_key_routes(default_services),
         domain_routes(default_services),
         webhook_routes(default_services),
+        operations_routes(default_services),
     ],
     max_request_bytes=lambda: default_services().settings.max_request_bytes,
     client_gate=ClientGate(default_services),

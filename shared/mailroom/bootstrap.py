@@ -20,7 +20,10 @@ from mailroom.adapters.db.inline_contents import SqlInlineContentStore
 from mailroom.adapters.db.template_versions import SqlTemplateStore
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork, UnitOfWork
 from mailroom.adapters.dead_letter_queue import DeadLetterQueue, SqsDeadLetterQueue
+from mailroom.adapters.dependency_probes import DependencyProbes
 from mailroom.adapters.inline_content import InlineContentStore, WithInlineContent
+from mailroom.adapters.metrics.base import Metrics
+from mailroom.adapters.metrics.signals import MeteredSignals
 from mailroom.adapters.operator_signals import OperatorSignals, PowertoolsSignals
 from mailroom.adapters.queue import (
     MessageQueue,
@@ -156,6 +159,11 @@ class Services:
     # Issue 18: what scheduling reads the time from (tests move their own).
     clock: Clock = field(default_factory=SystemClock)
 
+    # Operator metrics (adapters/metrics): EMF, Prometheus or none, per METRICS_BACKEND.
+    metrics: Metrics = field(default_factory=Metrics)
+    # What /health/detailed and /ready ask (provider answers cached per process).
+    probes: DependencyProbes | None = None
+
     @cached_property
     def renderer(self) -> TemplateRenderer:
         return self.build_renderer()
@@ -253,15 +261,22 @@ def bootstrap(
     planner_queue: PlannerQueue | None = None,
     recipient_files: RecipientFiles | None = None,
     clock: Clock | None = None,
+    metrics: Metrics | None = None,
 ) -> Services:
     settings = settings or get_settings()
+    from mailroom.adapters import tracing
+
+    tracing.configure(settings)
+    metered = metrics if metrics is not None else _metrics(settings)
     database = Database(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
     redis_store = RedisStore(settings.redis_url)
-    operator_signals = signals or PowertoolsSignals(logger, namespace=settings.metrics_namespace)
+    operator_signals = MeteredSignals(
+        signals or PowertoolsSignals(logger, namespace=settings.metrics_namespace), metered
+    )
     contents = inline_contents or SqlInlineContentStore(database)
 
     def build_providers() -> ProviderChain:
@@ -282,6 +297,7 @@ def bootstrap(
                 success_threshold=settings.breaker_success_threshold,
             ),
             operator_signals,
+            metrics=metered,
         )
 
     uow_factory: Callable[[], UnitOfWork] = uow or (lambda: SqlUnitOfWork(database))
@@ -331,7 +347,22 @@ def bootstrap(
         or SqsWebhookQueue(settings.webhook_queue_url, settings.aws_region),
         webhook_sender=webhook_sender,
         clock=clock or SystemClock(),
+        metrics=metered,
+        probes=DependencyProbes(settings, database),
     )
+
+
+def _metrics(settings: Settings) -> Metrics:
+    """The backend METRICS_BACKEND names; each module is imported only where it is used."""
+    if settings.metrics_backend == "prometheus":
+        from mailroom.adapters.metrics.prometheus import PrometheusMetrics
+
+        return PrometheusMetrics(client_label=settings.metrics_client_label)
+    if settings.metrics_backend == "emf":
+        from mailroom.adapters.metrics.emf import EmfMetrics
+
+        return EmfMetrics(settings.metrics_namespace, client_label=settings.metrics_client_label)
+    return Metrics()
 
 
 def dkim_keys(settings: Settings, uow: Callable[[], UnitOfWork]) -> DkimKeyCache | None:

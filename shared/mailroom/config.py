@@ -274,7 +274,8 @@ class Settings(BaseSettings):
     # SigningCertURL is https://sns.localhost/... verify against it. Honoured
     # only when AWS_ENDPOINT_URL is set (LocalStack, moto), never on real AWS.
     local_sns_signing_certificate: str | None = None
-    # Read only to tell a local stack from real AWS; boto3 reads it itself.
+    # Read only to tell a local stack from real AWS (and where /health/detailed
+    # asks SES); boto3 reads it itself.
     aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
 
     @property
@@ -323,6 +324,29 @@ class Settings(BaseSettings):
     # postponed or dead-lettered. Unset, it is read from the queue.
     send_queue_max_receive_count: int | None = Field(default=None, ge=1)
     metrics_namespace: str = "Mailroom"
+    # Observability (docs/architecture.md, "Observability"). Where the
+    # metrics go: EMF lines in Lambda, a Prometheus registry served at
+    # /metrics by the local runner and the container roles, or nowhere.
+    metrics_backend: Literal["emf", "prometheus", "off"] = "emf"
+    # Label the per-message counters with the client's id: only with a
+    # bounded number of clients (each one is a time series per metric).
+    metrics_client_label: bool = False
+    # OpenTelemetry spans: off, printed (console) or sent over OTLP/HTTP
+    # (the ADOT collector layer in Lambda listens on localhost:4318).
+    tracing_exporter: Literal["off", "console", "otlp"] = "off"
+    otlp_traces_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    # Share of traces recorded where no caller decided (a traceparent or
+    # X-Ray header saying "sampled" is always followed). Every recorded span
+    # costs the API and the worker about 0.3 M instructions (docs/benchmarks.md,
+    # "Issue 23"): 5 %, X-Ray's own default rate, keeps tracing within 5 %.
+    tracing_sample_ratio: float = Field(default=0.05, ge=0, le=1)
+    tracing_service_name: str = Field(
+        default="mailroom", validation_alias="POWERTOOLS_SERVICE_NAME"
+    )
+    # What /v1/info and /health/detailed name as the build (a commit, a tag).
+    build_version: str = "dev"
+    # /health/detailed asks each provider whether it answers at most this often.
+    provider_probe_ttl_seconds: float = Field(default=60.0, ge=1)
 
     @property
     def provider_names(self) -> tuple[str, ...]:

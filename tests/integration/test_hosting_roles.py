@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
 from mailroom.adapters.secrets import Argon2SecretHasher
@@ -119,6 +120,12 @@ def test_role_all_serves_the_api_and_sends_through_the_worker(
         # THEN the worker role takes it off the queue and sends it
         _wait("the mail at the sink", lambda: smtp_sink.received, 60, log, host)
         assert smtp_sink.received[0].recipients == ["ada@example.com"]
+        # ...and the api serves Prometheus's /metrics (issue 23), in its own text format
+        with urllib.request.urlopen(f"{api}/metrics", timeout=10) as response:
+            families = {
+                family.name for family in text_string_to_metric_families(response.read().decode())
+            }
+        assert "mailroom_emails_queued" in families, sorted(families)
     finally:
         # ...and SIGTERM stops every role cleanly
         host.send_signal(signal.SIGTERM)

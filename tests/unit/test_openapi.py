@@ -65,7 +65,16 @@ PUBLIC_PATHS = {
     "/u/{token}",  # RFC 8058 one-click unsubscribe: the token authenticates
     "/admin/health",
     "/openapi.json",
+    # Probes (issue 23): readiness and liveness ask for no credentials.
+    "/ready",
+    "/live",
 }
+# Operator routes outside /admin/ that take the admin token (issue 23).
+ADMIN_TOKEN_PATHS = {"/health/detailed"}
+# Issue 23's probes answer 503 with their own report, as /health does.
+OWN_REPORT_503 = {"/health/detailed": "DetailedHealthView", "/ready": "ReadyView"}
+# /v1 routes any valid key may call, whatever its scopes (issue 23).
+ANY_KEY_PATHS = {"/v1/info"}
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 
 
@@ -91,6 +100,8 @@ def test_each_route_declares_the_auth_it_needs_and_public_routes_none() -> None:
         security = operation.get("security")
         if path in PUBLIC_PATHS:
             assert not security, f"{method} {path} is public"
+        elif path in ANY_KEY_PATHS:
+            assert security == [{"apiKey": [], "apiSecret": []}, {"clientToken": []}], path
         elif path.startswith("/v1/"):
             # ... and a /v1 route names the one scope a key needs for it
             assert security is not None, f"{method} {path}"
@@ -101,7 +112,7 @@ def test_each_route_declares_the_auth_it_needs_and_public_routes_none() -> None:
             assert len(scopes) == 1, f"{method} {path}"
             assert scopes[0] in {scope.value for scope in Scope}, f"{method} {path}"
         else:
-            assert path.startswith("/admin/"), path
+            assert path.startswith("/admin/") or path in ADMIN_TOKEN_PATHS, path
             assert security == [{"adminToken": []}], f"{method} {path}"
 
 
@@ -123,6 +134,8 @@ def test_every_error_answer_is_the_real_error_body() -> None:
                 if path.endswith("/health") or path == "/health"
                 else ERROR_BODY
             )
+            if status == "503" and path in OWN_REPORT_503:
+                expected = {"$ref": f"#/components/schemas/{OWN_REPORT_503[path]}"}
             assert schema == expected, f"{method} {path} {status}"
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mailroom.adapters import tracing
 from mailroom.domain.errors import DependencyUnavailable
 
 TRACE_ID_ATTRIBUTE = "trace_id"
@@ -92,14 +93,21 @@ class SqsMessageQueue(MessageQueue):
     def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
         if not self._queue_url:
             raise DependencyUnavailable("QUEUE_URL is not configured")
+        attributes = {TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": trace_id}}
         try:
-            self.client.send_message(
-                QueueUrl=self._queue_url,
-                MessageBody=json.dumps({"message_id": str(message_id)}),
-                MessageAttributes={
-                    TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": trace_id}
-                },
-            )
+            with tracing.span("api.enqueue"):
+                # W3C trace context: the worker's spans continue this one.
+                traceparent = tracing.current_traceparent(trace_id)
+                if traceparent is not None:
+                    attributes[tracing.TRACEPARENT_ATTRIBUTE] = {
+                        "DataType": "String",
+                        "StringValue": traceparent,
+                    }
+                self.client.send_message(
+                    QueueUrl=self._queue_url,
+                    MessageBody=json.dumps({"message_id": str(message_id)}),
+                    MessageAttributes=attributes,
+                )
         except (BotoCoreError, ClientError) as error:
             raise DependencyUnavailable(f"the send queue refused the message: {error}") from error
 

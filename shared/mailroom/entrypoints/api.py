@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -31,8 +32,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from mailroom.adapters import tracing
 from mailroom.adapters.db.feedback_repositories import MessageFilter
 from mailroom.adapters.db.unit_of_work import UnitOfWork
+from mailroom.adapters.metrics.base import Metrics
 from mailroom.bootstrap import Services
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import InvalidRequest, MailroomError
@@ -211,6 +214,10 @@ class MessageView(BaseModel):
 
 def trace_id_of(headers: Mapping[str, str]) -> str:
     """Continue the caller's trace (W3C traceparent or X-Ray header), or start one."""
+    # Traced, the request's span already continued (or started) the trace.
+    traced = tracing.current_trace_id()
+    if traced is not None:
+        return traced
     lowered = {key.lower(): value for key, value in headers.items()}
     match = _TRACEPARENT.match(lowered.get("traceparent", "").strip())
     if match:
@@ -361,6 +368,7 @@ def send_routes(services: ServicesProvider) -> Router:
             "message scheduled" if message.status is MessageStatus.SCHEDULED else "message queued",
             extra={"template": message.template_name},
         )
+        active.metrics.email_queued(client_id=str(client.id))
         return _accepted(json.dumps(accepted_body(message, mode, warnings, lint)), trace_id)
 
     @router.post(
@@ -467,6 +475,8 @@ def send_routes(services: ServicesProvider) -> Router:
                 idempotency.release(active.uow(), hold)
             raise
         body = answer.as_json()
+        for _ in body["data"]:
+            active.metrics.email_queued(client_id=str(client.id))
         logger.info(
             "batch queued",
             extra={"accepted": len(body["data"]), "refused": len(body["errors"])},
@@ -662,12 +672,29 @@ class MailroomApi(APIGatewayRestResolver):
         max_request_bytes: Callable[[], int],
         client_gate: ClientGate | None = None,
         admin_gate: Gate | None = None,
+        metrics: Callable[[], Metrics] | None = None,
     ) -> None:
         super().__init__(enable_validation=True, json_body_deserializer=parse_json)
         self._max_request_bytes = max_request_bytes
         self._gates = [gate for gate in (client_gate, admin_gate) if gate is not None]
+        self._metrics = metrics or _process_metrics
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        started = time.perf_counter()
+        route = str(event.get("resource") or "other")
+        method = str(event.get("httpMethod") or "").upper()
+        parent = tracing.incoming_parent(event.get("headers") or {})
+        with tracing.root_span("api.request", traceparent=parent, route=route, method=method):
+            answer = self._gated_resolve(event, context)
+        metrics = self._metrics()
+        status = int(answer.get("statusCode") or 0)
+        metrics.api_request(route, method, status, time.perf_counter() - started)
+        if status == 429:
+            metrics.rate_limited(_error_code(answer))
+        metrics.flush()
+        return answer
+
+    def _gated_resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         with client_gate.invocation() as state:
             try:
                 # Who is calling comes before anything about what they sent,
@@ -676,7 +703,8 @@ class MailroomApi(APIGatewayRestResolver):
                 for gate in self._gates:
                     if gate.applies_to(event):
                         self._refuse_undeclared_method(event)
-                        gate.check(event)
+                        with tracing.span("api.authenticate"):
+                            gate.check(event)
                 event = prepare_event(
                     event, self._max_request_bytes(), lambda: self._text_body_of(event)
                 )
@@ -704,15 +732,34 @@ class MailroomApi(APIGatewayRestResolver):
             raise method_not_allowed(method, path, allowed)
 
 
+def _process_metrics() -> Metrics:
+    from mailroom.bootstrap import default_services
+
+    return default_services().metrics
+
+
+def _error_code(answer: Mapping[str, Any]) -> str:
+    """The ``error.code`` of an error answer (bounded: Mailroom's codes), else ``other``."""
+    try:
+        code = json.loads(answer.get("body") or "{}")["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return "other"
+    return code if isinstance(code, str) and code.isidentifier() else "other"
+
+
 def create_api(
     routers: Iterable[Router],
     *,
     max_request_bytes: Callable[[], int],
     client_gate: ClientGate | None = None,
     admin_gate: Gate | None = None,
+    metrics: Callable[[], Metrics] | None = None,
 ) -> APIGatewayRestResolver:
-    """A resolver for these routes; /v1/ (/admin/) requests pass the client (admin) gate first."""
-    app = MailroomApi(max_request_bytes, client_gate, admin_gate)
+    """A resolver for these routes; /v1/ (/admin/) requests pass the client (admin) gate first.
+
+    ``metrics``: where request latency goes (the process's services by default).
+    """
+    app = MailroomApi(max_request_bytes, client_gate, admin_gate, metrics)
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
@@ -730,6 +777,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.client_webhooks import webhook_routes
     from mailroom.entrypoints.domains import domain_routes
     from mailroom.entrypoints.inbound import inbound_function_routes
+    from mailroom.entrypoints.operations import operations_routes
     from mailroom.entrypoints.schedules import message_schedule_routes, schedule_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
@@ -745,6 +793,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         api_key_routes(services),
         domain_routes(services),
         webhook_routes(services),
+        operations_routes(services),
         *webhooks_function_routes(services),
         *inbound_function_routes(services),
         *admin_routes(services),

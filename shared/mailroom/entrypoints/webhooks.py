@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -20,6 +20,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from mailroom.adapters import tracing
+from mailroom.adapters.metrics.base import Metrics
 from mailroom.adapters.webhooks.base import WebhookRequest
 from mailroom.adapters.webhooks.registry import WebhookRegistry
 from mailroom.bootstrap import Services
@@ -30,11 +32,13 @@ from mailroom.domain.errors import (
     WebhookNotConfigured,
     WebhookRejected,
 )
+from mailroom.domain.feedback import DeliveryEvent
 from mailroom.entrypoints.health import component_health_routes
 from mailroom.entrypoints.http_errors import install_error_handlers, proxy_error_response
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import feedback
+from mailroom.services.feedback import FeedbackSummary
 
 ServicesProvider = Callable[[], Services]
 
@@ -101,9 +105,7 @@ def webhook_routes(services: ServicesProvider) -> Router:
         webhook = registry_of(active).get(provider)
         event = router.current_event
         request = WebhookRequest.of(_raw_body(event.raw_event), dict(event.headers or {}))
-        summary = webhook.handle(
-            request, lambda events: feedback.record_delivery_events(active.uow(), events)
-        )
+        summary = webhook.handle(request, lambda events: ingest(active, events))
         logger.info("webhook processed", extra={"provider": provider, **_counts(summary)})
         return Response(
             status_code=200,
@@ -112,6 +114,17 @@ def webhook_routes(services: ServicesProvider) -> Router:
         )
 
     return router
+
+
+def ingest(services: Services, events: Sequence[DeliveryEvent]) -> FeedbackSummary:
+    """Record verified delivery events: one span, and a count per event type."""
+    with tracing.span("feedback.ingest", events=len(events)):
+        summary = feedback.record_delivery_events(services.uow(), events)
+    for event in events:
+        services.metrics.event_ingested(event.event_type.value)
+    if events:
+        services.metrics.webhook_delivery(events[0].provider, "accepted")
+    return summary
 
 
 def is_sns_event(event: Mapping[str, Any]) -> bool:
@@ -141,11 +154,10 @@ def process_sns_event(event: Mapping[str, Any], services: Services) -> dict[str,
             if not isinstance(sns, Mapping):
                 raise MalformedWebhook("the SNS record has no Sns object")
             verified = webhook.validate_lambda_record(sns)
-            summary = feedback.record_delivery_events(
-                services.uow(), webhook.parse_events(verified)
-            )
+            summary = ingest(services, webhook.parse_events(verified))
         except WebhookRejected as error:
             refused += 1
+            services.metrics.webhook_delivery("ses", "refused")
             logger.warning(
                 "SNS record refused",
                 extra={"code": error.code, "reason": error.message, "topic": _topic(sns)},
@@ -154,6 +166,7 @@ def process_sns_event(event: Mapping[str, Any], services: Services) -> dict[str,
         for key, value in _counts(summary).items():
             totals[key] += value
     logger.info("SNS records processed", extra={**totals, "refused": refused})
+    services.metrics.flush()
     return {**totals, "refused": refused}
 
 
@@ -172,9 +185,14 @@ def create_webhooks_api(routers: list[Router], *, max_request_bytes: Callable[[]
 
 
 class WebhooksApi(APIGatewayRestResolver):
-    def __init__(self, max_request_bytes: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        max_request_bytes: Callable[[], int],
+        metrics: Callable[[], Metrics] | None = None,
+    ) -> None:
         super().__init__(enable_validation=True)
         self._max_request_bytes = max_request_bytes
+        self._metrics = metrics or _process_metrics
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         limit = self._max_request_bytes()
@@ -187,7 +205,24 @@ class WebhooksApi(APIGatewayRestResolver):
         except MailroomError as error:
             logger.warning("webhook refused", extra={"code": error.code})
             return proxy_error_response(error)
-        return super().resolve(event, context)
+        answer = super().resolve(event, context)
+        status = int(answer.get("statusCode") or 0)
+        metrics = self._metrics()
+        if status >= 400:
+            provider = str((event.get("pathParameters") or {}).get("provider") or "unknown")
+            # A refusal (4xx) stops the provider; a failure (5xx) makes it retry.
+            metrics.webhook_delivery(
+                provider if provider.isidentifier() else "unknown",
+                "refused" if status < 500 else "failed",
+            )
+        metrics.flush()
+        return answer
+
+
+def _process_metrics() -> Metrics:
+    from mailroom.bootstrap import default_services
+
+    return default_services().metrics
 
 
 def webhooks_function_routes(services: ServicesProvider) -> list[Router]:

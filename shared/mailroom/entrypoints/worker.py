@@ -15,6 +15,8 @@ from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Json, ValidationError
 
+from mailroom.adapters import tracing
+from mailroom.adapters.metrics.base import error_type_of
 from mailroom.adapters.operator_signals import SignalKey
 from mailroom.adapters.queue import TRACE_ID_ATTRIBUTE
 from mailroom.bootstrap import Services
@@ -61,7 +63,9 @@ def process_send_batch(
     # statements, services/delivery.py); the per-record handler then only
     # turns each outcome into an acknowledgement, a postponement or a DLQ move.
     records = [record for record in parsed.values() if isinstance(record, SendRecord)]
-    outcomes, batch_error = _deliver_batch(records, services, backoff)
+    parents = {record.messageId: _trace_parent(record) for record in records}
+    with tracing.batch_span("worker.batch", list(parents.values())):
+        outcomes, batch_error = _deliver_batch(records, services, backoff)
 
     def handle(record: SQSRecord) -> None:
         # The batch processor passes the record by this keyword.
@@ -71,6 +75,11 @@ def process_send_batch(
         send_record(parsed_record)
 
     def send_record(record: SendRecord) -> None:
+        # The record's own span, in its message's trace whatever the batch mixed.
+        with tracing.root_span("worker.message", traceparent=parents[record.messageId]):
+            settle_record(record)
+
+    def settle_record(record: SendRecord) -> None:
         attribute = record.messageAttributes.get(TRACE_ID_ATTRIBUTE)
         trace_id = attribute.stringValue if attribute else None
         message_id = record.body.message_id
@@ -99,15 +108,32 @@ def process_send_batch(
                     record.receiptHandle, outcome.retry_after_seconds or 0
                 )
                 raise RetryLater(outcome.error or "retry")
+            if outcome.result is DeliveryResult.FAILED:
+                services.metrics.email_failed(error_type_of(outcome.error))
             if outcome.dead_letter:
                 _dead_letter(services, outcome, trace_id)
         finally:
             logger.remove_keys(["message_id", "trace_id", "sqs_message_id"])
 
-    return dict(
-        process_partial_response(
-            event=event, record_handler=handle, processor=processor, context=context
+    try:
+        return dict(
+            process_partial_response(
+                event=event, record_handler=handle, processor=processor, context=context
+            )
         )
+    finally:
+        services.metrics.flush()
+
+
+def _trace_parent(record: SendRecord) -> str | None:
+    """The trace context the API put on the record (None while tracing is off)."""
+    if not tracing.enabled():
+        return None
+    traceparent = record.messageAttributes.get(tracing.TRACEPARENT_ATTRIBUTE)
+    trace_id = record.messageAttributes.get(TRACE_ID_ATTRIBUTE)
+    return tracing.record_parent(
+        traceparent.stringValue if traceparent else None,
+        trace_id.stringValue if trace_id else None,
     )
 
 

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from sqlalchemy.exc import DBAPIError
 
+from mailroom.adapters import tracing
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.operator_signals import SignalKey
 from mailroom.adapters.providers.base import FailureKind
@@ -148,7 +149,7 @@ def deliver_batch(
     """
     token = uuid.uuid4()
     ids = list(dict.fromkeys(item.message_id for item in items))
-    with uow:
+    with tracing.span("worker.claim", messages=len(ids)), uow:
         # One statement claims, and brings back each client's provider order
         # and the suppressions matching the recipients (issue 8). Where the
         # latter are unknown they are read in the claim's transaction.
@@ -197,7 +198,8 @@ def deliver_batch(
         pending.append(attempt)
         results[message_id] = attempt.outcome
 
-    written = _record(uow, token, pending)
+    with tracing.span("worker.record"):
+        written = _record(uow, token, pending)
     simulated = [e for p in pending if p.feedback and p.message.id in written for e in p.feedback]
     if simulated:
         _apply_simulated_feedback(uow, simulated)
@@ -413,7 +415,8 @@ def _attempt(
 
     try:
         source = templates.for_message(message)
-        rendered = renderer.render(source, message.props)
+        with tracing.span("worker.render"):
+            rendered = renderer.render(source, message.props)
     except (RenderError, UnknownTemplate, InvalidTemplate) as error:
         # Rendering is deterministic: another try would fail the same way. A
         # render_timeout fails this message only; the batch goes on.
@@ -424,17 +427,20 @@ def _attempt(
             refusal = subject_too_long(message.subject)
             return _failed(message, f"{refusal.code}: {refusal.message}", attempted=False)
         rendered = type(rendered)(subject=message.subject, html=rendered.html, text=rendered.text)
-    if sender_policy is None:
-        email = build_mime(message, rendered)
-    else:
-        # Issue 16: the VERP return path, caller and list headers, Feedback-ID.
-        domain = from_domain(message)
-        email = build_mime(
-            message,
-            rendered,
-            sender_policy.headers(message, domain),
-            sender_policy.return_path(message, domain),
-        )
+    # The "sign" stage: the MIME message is built here (DKIM signs it in the
+    # SMTP and Mailgun providers, adapters/providers/dkim_signing.py).
+    with tracing.span("worker.sign"):
+        if sender_policy is None:
+            email = build_mime(message, rendered)
+        else:
+            # Issue 16: the VERP return path, caller and list headers, Feedback-ID.
+            domain = from_domain(message)
+            email = build_mime(
+                message,
+                rendered,
+                sender_policy.headers(message, domain),
+                sender_policy.return_path(message, domain),
+            )
     message.subject = rendered.subject
 
     if message.is_test:

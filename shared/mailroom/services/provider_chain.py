@@ -27,7 +27,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from mailroom.adapters import tracing
 from mailroom.adapters.breakers import ProviderBreakers
+from mailroom.adapters.metrics.base import Metrics
 from mailroom.adapters.operator_signals import OperatorSignals, SignalKey
 from mailroom.adapters.providers.base import (
     EmailProvider,
@@ -83,6 +85,8 @@ class ProviderChain:
         breakers: ProviderBreakers,
         signals: OperatorSignals,
         sandbox: EmailProvider | None = None,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         unknown = [name for name in order if name not in providers]
         if unknown or not order:
@@ -91,6 +95,7 @@ class ProviderChain:
         self._order = tuple(order)
         self._breakers = breakers
         self._signals = signals
+        self._metrics = metrics or Metrics()
         # Test mode's provider (issue 15): never in the order, never behind a breaker.
         self._sandbox = sandbox if sandbox is not None else SandboxProvider()
         # Providers that sent successfully lately, with when: their
@@ -102,6 +107,10 @@ class ProviderChain:
     @property
     def order(self) -> tuple[str, ...]:
         return self._order
+
+    def breaker_states(self) -> dict[str, str]:
+        """Each configured provider's breaker state as Redis has it now."""
+        return {name: self._breakers.state(name) for name in self._order}
 
     def order_for(self, client_order: Sequence[str] | None) -> tuple[str, ...]:
         """A client's own order, narrowed to the configured providers; else the global one."""
@@ -131,11 +140,14 @@ class ProviderChain:
             if not healthy and not self._breakers.allows(name):
                 skipped.append(name)
                 continue
+            started = time.perf_counter()
             try:
-                receipt = self._providers[name].send(email)
+                with tracing.span("worker.send", provider=name):
+                    receipt = self._providers[name].send(email)
             except ProviderError as error:
                 self._healthy_since.pop(name, None)
                 failures.append(error)
+                self._metrics.provider_error(name, error.kind.value)
                 if error.kind is FailureKind.TRANSIENT:
                     self._breakers.record_failure(name, error)
                 elif error.kind is FailureKind.CONFIG:
@@ -153,11 +165,13 @@ class ProviderChain:
                 # strand the message (it fails over), nor count against a
                 # breaker all clients share (see the module's docstring).
                 log.exception("provider %s raised unexpectedly", name)
+                self._metrics.provider_error(name, "unexpected")
                 failures.append(
                     ProviderError(name, FailureKind.DEFERRED, f"unexpected error: {error!r}")
                 )
                 self._healthy_since.pop(name, None)
                 continue
+            self._metrics.email_sent(name, time.perf_counter() - started)
             if not healthy:
                 self._breakers.record_success(name)
                 if self._breakers.state(name) == "closed":
@@ -167,7 +181,10 @@ class ProviderChain:
 
     def send_sandboxed(self, email: OutgoingEmail) -> ChainResult:
         """A test message: the sandbox records it. No real provider or breaker is involved."""
-        return ChainResult(self._sandbox.send(email), (), ())
+        started = time.perf_counter()
+        receipt = self._sandbox.send(email)
+        self._metrics.email_sent(receipt.provider, time.perf_counter() - started)
+        return ChainResult(receipt, (), ())
 
     def _recently_healthy(self, name: str) -> bool:
         since = self._healthy_since.get(name)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from mailroom.adapters import tracing
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.inline_content import InlineContentStore
 from mailroom.adapters.queue import MessageQueue, QueueEntry
@@ -194,14 +195,16 @@ def prepare_send(
             raise subject_too_long(request.subject)
         # The template is the one this client may use: another client's of
         # that name is not found (issue 15).
-        source = templates.get(request.template, request.template_version, client_id=client.id)
-        check_props(renderer, source, request.props)
+        with tracing.span("api.validate"):
+            source = templates.get(request.template, request.template_version, client_id=client.id)
+            check_props(renderer, source, request.props)
         template_name, subject = request.template, request.subject
         # The uploaded version the trial render checked, and whose it is: the
         # worker renders exactly that, whatever is uploaded in between.
         version, shared = source.version, source.shared
     else:
-        warnings = renderer.check_inline(content.source, request.props)
+        with tracing.span("api.validate"):
+            warnings = renderer.check_inline(content.source, request.props)
         if warnings and request.strict:
             raise missing_props(content.template_name, warnings)
         # The subject is part of the content, rendered by the worker.
@@ -390,9 +393,10 @@ def accept_prepared(
                 *simulated,
             ]
         else:
-            active = uow.add_accepted_unless_suppressed(
-                message, detail, suppression.recipient_rows(message)
-            )
+            with tracing.span("api.insert"):
+                active = uow.add_accepted_unless_suppressed(
+                    message, detail, suppression.recipient_rows(message)
+                )
         screening = suppression.screening_of(active, message.to, message.cc, message.bcc)
         message.to, message.cc, message.bcc = screening.to, screening.cc, screening.bcc
         if active and not screening.refused:
