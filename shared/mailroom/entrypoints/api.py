@@ -696,6 +696,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.client_templates import client_template_routes
     from mailroom.entrypoints.domains import domain_routes
     from mailroom.entrypoints.inbound import inbound_function_routes
+    from mailroom.entrypoints.smtp_configs import smtp_config_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
     return [
@@ -706,6 +707,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         document_routes(services),
         api_key_routes(services),
         domain_routes(services),
+        smtp_config_routes(services),
         *webhooks_function_routes(services),
         *inbound_function_routes(services),
         *admin_routes(services),

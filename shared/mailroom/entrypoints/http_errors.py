@@ -59,6 +59,8 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.KeyLimitReached: 409,
     errors.DomainTaken: 409,
     errors.DomainNotFound: 404,
+    errors.SmtpConfigNotFound: 404,
+    errors.SmtpConfigNameTaken: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

@@ -40,6 +40,7 @@ from mailroom.adapters.db.sending_domains import (
     SendingDomainRepository,
     SqlSendingDomainRepository,
 )
+from mailroom.adapters.db.smtp_configs import SmtpConfigRepository, SqlSmtpConfigRepository
 from mailroom.domain.feedback import Suppression
 from mailroom.domain.model import EventType, Message
 
@@ -57,6 +58,8 @@ class UnitOfWork(abc.ABC):
     # Issue 16; only the inbound function and the unsubscribe routes use it.
     inbound: InboundMailRepository
     sending_domains: SendingDomainRepository
+    # Issue 20: clients' own SMTP relays.
+    smtp_configs: SmtpConfigRepository
 
     def __enter__(self) -> Self:
         return self
@@ -211,6 +214,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.idempotency = SqlIdempotencyRepository(self._session)
         self.inbound = SqlInboundMailRepository(self._session)
         self.sending_domains = SqlSendingDomainRepository(self._session)
+        self.smtp_configs = SqlSmtpConfigRepository(self._session)
         return self
 
     def __exit__(
