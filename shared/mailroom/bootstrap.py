@@ -205,12 +205,12 @@ def bootstrap(
 
     def build_providers() -> ProviderChain:
         from mailroom.adapters.breakers import ProviderBreakers
+        from mailroom.adapters.providers.client_relays import ClientRelays
         from mailroom.services.provider_chain import ProviderChain
 
+        signing_keys = dkim_keys(settings, uow_factory)
         return ProviderChain(
-            providers
-            if providers is not None
-            else _providers(settings, dkim_keys(settings, uow_factory)),
+            providers if providers is not None else _providers(settings, signing_keys),
             settings.provider_names,
             breakers
             or ProviderBreakers.in_redis(
@@ -221,6 +221,13 @@ def bootstrap(
                 success_threshold=settings.breaker_success_threshold,
             ),
             operator_signals,
+            # Clients' own SMTP relays (issue 20), each behind its own breaker.
+            relays=ClientRelays(
+                uow_factory,
+                settings.secret_keyring,
+                signing_keys=signing_keys,
+                ttl_seconds=settings.smtp_config_cache_seconds,
+            ),
         )
 
     uow_factory: Callable[[], UnitOfWork] = uow or (lambda: SqlUnitOfWork(database))

@@ -247,6 +247,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_security: Literal["none", "starttls", "tls"] = "none"
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Issue 20: how long a worker trusts its copy of a client's SMTP
+    # configurations (an edit or a new default takes effect this much later).
+    smtp_config_cache_seconds: float = Field(default=30.0, ge=0)
 
     # The provider chain (docs/architecture.md, "Provider chain"). The order
     # every message tries, comma-separated; a client's own provider_order

@@ -26,7 +26,7 @@ from mailroom.entrypoints.smtp_configs import smtp_config_routes
 from mailroom.services import smtp_configs as relays
 from tests.events import FakeLambdaContext, request_event
 from tests.fakes import RecordingQueue
-from tests.integration.conftest import free_port
+from tests.integration.conftest import SmtpSink, free_port
 from tests.integration.provider_doubles import SwitchableSmtp
 
 pytestmark = pytest.mark.integration
@@ -37,13 +37,16 @@ PASSWORD = "s3cret-relay-pw-7f1c2b"
 
 
 class Stack:
-    def __init__(self, database_url: str, redis_url: str, keys: str | None = None) -> None:
+    def __init__(
+        self, database_url: str, redis_url: str, keys: str | None = None, **settings: Any
+    ) -> None:
         self.settings = Settings(
             database_url=database_url,
             redis_url=redis_url,
             templates_dir=TEMPLATES,
             admin_token_sha256=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
             secrets_encryption_keys=SecretStr(keys or SecretKeyring.generate_setting()),
+            **settings,
         )
         self.queue = RecordingQueue()
         self.services: Services = bootstrap(self.settings, queue=self.queue)
@@ -267,3 +270,126 @@ def test_passwords_reseal_under_a_new_key_and_still_open(
     # AND the relay's test still authenticates with it
     _, result = after.call("POST", f"/v1/smtp-configs/{config_id}/test", client)
     assert result["ok"] is True, result
+
+
+# --- sending through a client's relay (item 2) -------------------------------
+
+PROPS = json.loads((TEMPLATES / "welcome" / "sample.json").read_text())
+
+
+def send(stack: Stack, client: dict[str, Any], **fields: Any) -> tuple[int, dict[str, Any]]:
+    body = {
+        "template": "welcome",
+        "from": "hello@example.com",
+        "to": ["ada@example.org"],
+        "props": PROPS,
+        **fields,
+    }
+    return stack.call("POST", "/v1/send", client, body)
+
+
+def deliver(stack: Stack, message_id: str) -> Any:
+    from mailroom.services import delivery
+
+    return delivery.deliver_message(
+        stack.services.uow(),
+        stack.services.templates,
+        stack.services.renderer,
+        stack.services.providers,
+        message_id=uuid.UUID(message_id),
+        max_attempts=5,
+    )
+
+
+@pytest.fixture
+def relay_stack(
+    database: Database, database_url: str, redis_url: str, smtp_sink: SmtpSink
+) -> Stack:
+    # The service's own provider chain is the conftest sink.
+    return Stack(
+        database_url,
+        redis_url,
+        smtp_host=smtp_sink.host,
+        smtp_port=smtp_sink.port,
+        breaker_failure_threshold=2,
+        breaker_cooldown_seconds=300,
+        smtp_config_cache_seconds=0,
+    )
+
+
+def test_a_send_naming_an_unknown_or_another_clients_relay_is_422(
+    relay_stack: Stack, relay: SwitchableSmtp
+) -> None:
+    stack = relay_stack
+    owner, other = stack.client(), stack.client()
+    config_id = stack.call("POST", "/v1/smtp-configs", owner, relay_body(relay))[1]["id"]
+    for client, ref in ((owner, "no-such-relay"), (other, config_id), (other, "transactional")):
+        status, answer = send(stack, client, smtp_config=ref)
+        assert status == 422, answer
+        assert answer["error"]["code"] == "unknown_smtp_config"
+    # AND an inactive one is refused too, while the owner may name it by id or name when active
+    assert send(stack, owner, smtp_config="transactional")[0] == 202
+    assert send(stack, owner, smtp_config=config_id)[0] == 202
+    stack.call("PATCH", f"/v1/smtp-configs/{config_id}", owner, {"active": False})
+    assert send(stack, owner, smtp_config="transactional")[0] == 422
+
+
+def test_mail_goes_through_the_relay_the_send_names_or_the_clients_default(
+    relay_stack: Stack, relay: SwitchableSmtp, smtp_sink: SmtpSink
+) -> None:
+    stack = relay_stack
+    client = stack.client()
+    stack.call("POST", "/v1/smtp-configs", client, relay_body(relay))
+    # GIVEN a message naming the relay, and one from a client without any default
+    _, named = send(stack, client, smtp_config="transactional")
+    _, plain = send(stack, client)
+    # WHEN both are delivered
+    assert deliver(stack, named["id"]).result.value == "sent"
+    assert deliver(stack, plain["id"]).result.value == "sent"
+    # THEN the named one went through the client's relay (authenticated), the other the chain
+    assert len(relay.received) == 1
+    assert len(smtp_sink.received) == 1
+    # WHEN the relay becomes the client's default
+    config_id = stack.call("GET", "/v1/smtp-configs", client)[1]["smtp_configs"][0]["id"]
+    stack.call("PATCH", f"/v1/smtp-configs/{config_id}", client, {"default": True})
+    _, later = send(stack, client)
+    assert deliver(stack, later["id"]).result.value == "sent"
+    # THEN a send naming nothing goes through it too, recorded as that relay
+    assert len(relay.received) == 2
+    with stack.services.uow() as uow:
+        stored = uow.messages.get(uuid.UUID(later["id"]))
+    assert stored is not None
+    assert stored.provider == f"smtp-config:{config_id}"
+
+
+def test_one_clients_dead_relay_opens_only_its_own_breaker(
+    relay_stack: Stack, smtp_sink: SmtpSink
+) -> None:
+    stack = relay_stack
+    breakers = stack.services.providers._breakers
+    # GIVEN client A whose relay is down (421 at MAIL) and client B whose relay is fine
+    dead = SwitchableSmtp(credentials=("relay-user", PASSWORD)).start()
+    fine = SwitchableSmtp(credentials=("relay-user", PASSWORD)).start()
+    try:
+        dead.mode = "down"
+        a, b = stack.client(), stack.client()
+        a_id = stack.call("POST", "/v1/smtp-configs", a, relay_body(dead, default=True))[1]["id"]
+        b_id = stack.call("POST", "/v1/smtp-configs", b, relay_body(fine, default=True))[1]["id"]
+        # WHEN A sends three messages and B three, interleaved
+        outcomes = []
+        for _ in range(3):
+            outcomes.append(("a", deliver(stack, send(stack, a)[1]["id"])))
+            outcomes.append(("b", deliver(stack, send(stack, b)[1]["id"])))
+        # THEN A's breaker opened, after two failures (the third skipped the relay)
+        assert breakers.state(f"smtp-config:{a_id}") == "open"
+        assert dead.mail_commands == 2
+        # AND A's mail failed over to the provider chain and was sent
+        assert all(o.result.value == "sent" for who, o in outcomes if who == "a")
+        assert len(smtp_sink.received) == 3
+        # AND B's relay carried all of B's mail, its breaker and the shared one closed
+        assert len(fine.received) == 3
+        assert breakers.state(f"smtp-config:{b_id}") == "closed"
+        assert breakers.state("smtp") == "closed"
+    finally:
+        dead.stop()
+        fine.stop()

@@ -65,6 +65,7 @@ from mailroom.entrypoints.status_views import (
 from mailroom.services import batch_send, idempotency, sending, status
 from mailroom.services.admission import take_more
 from mailroom.services.quotas import BatchQuotaCharge, QuotaCharge
+from mailroom.services.smtp_configs import relay_resolver
 
 if TYPE_CHECKING:
     from mailroom.services.sending_domains import VerifiedSenders
@@ -302,6 +303,7 @@ def send_routes(services: ServicesProvider) -> Router:
                 check_sender=sending.sender_check(
                     _sender_check(active, mode), active.uow(), client
                 ),
+                resolve_relay=relay_resolver(active.uow(), client.id),
             )
             warnings.extend(prepared.render_warnings)
             lint.extend(prepared.lint_warnings)
@@ -425,6 +427,7 @@ def send_routes(services: ServicesProvider) -> Router:
                     check_sender=sending.sender_check(
                         _sender_check(active, mode), active.uow(), client
                     ),
+                    resolve_relay=relay_resolver(active.uow(), client.id),
                 ),
                 # Test mode is never charged (issue 15).
                 charge=BatchQuotaCharge(active.quota, active.uow, client)

@@ -440,6 +440,8 @@ def _attempt(
             email,
             client_order=client_order if isinstance(client_order, list) else None,
             message_id=str(message.id),
+            # Issue 20: the client's own relay, first, behind its own breaker.
+            relay=providers.relay_for(message.client_id, message.options.smtp_config_id),
         )
     # One attempt is one pass through the chain, however many providers it
     # tried (each failed try is its own event below).

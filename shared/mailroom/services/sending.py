@@ -30,6 +30,7 @@ from mailroom.domain.errors import (
     MessageNotRetryable,
     QuotaExceeded,
     RecipientsSuppressed,
+    UnknownSmtpConfig,
 )
 from mailroom.domain.mime import subject_fits
 from mailroom.domain.model import Client, EventType, Message, MessageStatus, SendOptions
@@ -79,6 +80,8 @@ _NEW_FIELD_DEFAULTS: dict[str, object] = {
     "bulk": False,
     "campaign": None,
     "unsubscribe_url": None,
+    # Issue 20: a client's own SMTP relay.
+    "smtp_config": None,
 }
 
 
@@ -101,6 +104,7 @@ def prepare_send(
     trace_id: str,
     mode: KeyKind = KeyKind.LIVE,
     check_sender: Callable[[str], None] | None = None,
+    resolve_relay: Callable[[str], uuid.UUID] | None = None,
 ) -> PreparedSend:
     """Validate one send request and build its message; nothing is written.
 
@@ -135,6 +139,15 @@ def prepare_send(
         # SENDER_VERIFICATION (issue 16): 422 sender_not_verified unless the
         # From domain is one of the client's verified sending domains.
         check_sender(request.from_)
+    relay_id: str | None = None
+    if request.smtp_config is not None:
+        if resolve_relay is None:
+            raise UnknownSmtpConfig(
+                "SMTP configurations cannot be named here",
+                details=[{"field": "smtp_config", "message": "not available"}],
+            )
+        # Issue 20: 422 unknown_smtp_config unless the client has it, active.
+        relay_id = str(resolve_relay(request.smtp_config))
     if content is None:
         assert request.template is not None  # SendRequest: a template or inline content
         if request.subject and not subject_fits(request.subject):
@@ -175,6 +188,7 @@ def prepare_send(
             bulk=request.bulk,
             campaign=request.campaign,
             unsubscribe_url=request.unsubscribe_url,
+            smtp_config_id=relay_id,
         ),
     )
     lint = lint_content(content) if content is not None else ()
