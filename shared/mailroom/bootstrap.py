@@ -49,6 +49,7 @@ from mailroom.services.authentication import Authenticator, VerifiedCredentialCa
 if TYPE_CHECKING:
     from mailroom.adapters.breakers import ProviderBreakers
     from mailroom.adapters.dns_records import DnsLookup
+    from mailroom.adapters.domain_throttle import DomainThrottle
     from mailroom.adapters.providers.base import EmailProvider
     from mailroom.adapters.providers.dkim_signing import DkimKeyCache
     from mailroom.domain.outgoing_headers import SenderPolicy
@@ -192,6 +193,7 @@ def bootstrap(
     webhooks: WebhookRegistry | None = None,
     inline_contents: InlineContentStore | None = None,
     dns: DnsLookup | None = None,
+    domain_throttle: DomainThrottle | None = None,
 ) -> Services:
     settings = settings or get_settings()
     database = Database(
@@ -205,6 +207,7 @@ def bootstrap(
 
     def build_providers() -> ProviderChain:
         from mailroom.adapters.breakers import ProviderBreakers
+        from mailroom.adapters.domain_throttle import RedisDomainThrottle
         from mailroom.adapters.providers.client_relays import ClientRelays
         from mailroom.services.provider_chain import ProviderChain
 
@@ -227,6 +230,12 @@ def bootstrap(
                 settings.secret_keyring,
                 signing_keys=signing_keys,
                 ttl_seconds=settings.smtp_config_cache_seconds,
+            ),
+            throttle=domain_throttle
+            or RedisDomainThrottle(
+                redis_store,
+                settings.throttle_policy,
+                cut_hold_seconds=settings.throttle_cut_hold_seconds,
             ),
         )
 

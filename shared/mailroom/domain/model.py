@@ -62,6 +62,8 @@ class EventType(StrEnum):
     # Suppression list: every recipient refused, or some dropped before sending.
     SUPPRESSED = "suppressed"
     RECIPIENTS_SUPPRESSED = "recipients_suppressed"
+    # Over its recipient domain group's rate (issue 20): put back, not an attempt.
+    THROTTLED = "throttled"
 
 
 @dataclass(slots=True)

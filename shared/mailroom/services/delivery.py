@@ -28,7 +28,7 @@ from mailroom.domain.mime import build_mime, from_domain, subject_fits
 from mailroom.domain.model import EventType, Message, MessageStatus
 from mailroom.domain.outgoing_headers import SenderPolicy
 from mailroom.domain.retry import Backoff
-from mailroom.services import feedback, suppression
+from mailroom.services import domain_throttling, feedback, suppression
 from mailroom.services.provider_chain import ChainResult, ProviderChain
 
 log = logging.getLogger(__name__)
@@ -402,6 +402,19 @@ def _attempt(
     if suppressed:
         return _failed(message, suppression.SUPPRESSED_ERROR, attempted=False)
 
+    # Issue 20: the client's own relay, and the recipient domains' rates:
+    # over its rate the message is put back, not rendered, sent or counted.
+    relay = (
+        None
+        if message.is_test
+        else providers.relay_for(message.client_id, message.options.smtp_config_id)
+    )
+    throttle = None if message.is_test else providers.throttle
+    if throttle is not None:
+        decision = domain_throttling.admit(throttle, message, relay)
+        if not decision.allowed:
+            return _throttled(message, decision.retry_after_seconds, decision.reason)
+
     try:
         source = templates.for_message(message)
         rendered = renderer.render(source, message.props)
@@ -441,8 +454,11 @@ def _attempt(
             client_order=client_order if isinstance(client_order, list) else None,
             message_id=str(message.id),
             # Issue 20: the client's own relay, first, behind its own breaker.
-            relay=providers.relay_for(message.client_id, message.options.smtp_config_id),
+            relay=relay,
         )
+        if throttle is not None:
+            for group, rate in domain_throttling.observe(throttle, message, relay, result):
+                log.info("%s asked to slow down: its rate is now %.1f/min", group.value, rate)
     # One attempt is one pass through the chain, however many providers it
     # tried (each failed try is its own event below).
     message.attempts += 1
@@ -498,6 +514,24 @@ def _attempt(
             retry_after_seconds=delay,
         ),
         [*tries, (EventType.ATTEMPT_FAILED, detail)],
+    )
+
+
+def _throttled(message: Message, delay: int, reason: str) -> _Pending:
+    """Over its recipient domain's rate: back on the queue for ``delay``, no attempt counted."""
+    message.status = MessageStatus.QUEUED
+    message.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
+    detail: dict[str, object] = {"reason": reason, "retry_in_seconds": delay}
+    return _Pending(
+        message,
+        DeliveryOutcome(
+            message.id,
+            DeliveryResult.RETRY,
+            f"throttled: {reason}",
+            trace_id=message.trace_id,
+            retry_after_seconds=delay,
+        ),
+        [(EventType.THROTTLED, detail)],
     )
 
 

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mailroom.adapters.breakers import ProviderBreakers
+from mailroom.adapters.domain_throttle import DomainThrottle
 from mailroom.adapters.operator_signals import OperatorSignals, SignalKey
 from mailroom.adapters.providers.base import (
     EmailProvider,
@@ -86,6 +87,7 @@ class ProviderChain:
         signals: OperatorSignals,
         sandbox: EmailProvider | None = None,
         relays: ClientRelays | None = None,
+        throttle: DomainThrottle | None = None,
     ) -> None:
         unknown = [name for name in order if name not in providers]
         if unknown or not order:
@@ -103,6 +105,8 @@ class ProviderChain:
         self._healthy_since: dict[str, float] = {}
         # Clients' own SMTP relays (issue 20); None: no client has any.
         self._relays = relays
+        # Per-recipient-domain throttling (issue 20); None: off.
+        self.throttle = throttle
 
     def relay_for(self, client_id: uuid.UUID, config_id: str | None) -> Relay | None:
         """The client's relay for a message (the one it named, else the default), if any."""
