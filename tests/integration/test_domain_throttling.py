@@ -282,3 +282,31 @@ def test_a_421_from_gmail_halves_its_rate_and_later_mail_is_delayed_not_failed(
     assert stack.deliver(stack.send("erin@gmail.com")).result is delivery.DeliveryResult.SENT
     assert stack.throttle.current_rate(sender, DomainGroup.GMAIL) == 4
     assert len(handler.received) == 3
+
+
+def test_one_batch_is_throttled_message_by_message_in_one_round_trip(
+    database: Database,
+    database_url: str,
+    redis_url: str,
+    clock: Clock,
+    rate_limiting_relay: tuple[RateLimitingHandler, int],
+) -> None:
+    handler, port = rate_limiting_relay
+    stack = Stack(database_url, redis_url, port, clock)
+    # GIVEN a batch of three to gmail.com (4 a minute: a burst of one) and one elsewhere
+    ids = [stack.send(f"u{i}@gmail.com") for i in range(3)] + [stack.send("x@example.org")]
+    # WHEN the worker takes the batch
+    outcomes = delivery.deliver_batch(
+        stack.services.uow(),
+        stack.services.templates,
+        stack.services.renderer,
+        stack.services.providers,
+        items=[delivery.SendItem(message_id) for message_id in ids],
+        max_attempts=5,
+    )
+    # THEN one gmail message and the other domain's go, the rest wait their turn
+    # (which of the three gets the token is the claim's order)
+    assert sorted(o.result.value for o in outcomes[:3]) == ["retry", "retry", "sent"]
+    assert outcomes[3].result.value == "sent"
+    assert sorted(o.retry_after_seconds or 0 for o in outcomes[:3]) == [0, 15, 15]
+    assert len(handler.received) == 2

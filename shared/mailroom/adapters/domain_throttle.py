@@ -24,7 +24,8 @@ import abc
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.commands.core import Script
@@ -39,6 +40,7 @@ KEY_PREFIX = "mailroom:"
 DAY_SECONDS = 86_400
 # A delay longer than this is checked again then (SQS holds a record 12 h at most).
 MAX_DELAY_SECONDS = 3_600
+_ALLOWED = ThrottleDecision(True)
 
 TAKE_SCRIPT = """
 local now = tonumber(ARGV[1])
@@ -128,14 +130,28 @@ return math.floor(rate * 1000)
 """
 
 
+@dataclass(frozen=True, slots=True)
+class ThrottleRequest:
+    """One message to one group: whose rate, which ceiling, which domain warms up."""
+
+    sender: str
+    group: DomainGroup
+    ceiling: int | None
+    from_domain: str
+
+
 class DomainThrottle(abc.ABC):
     policy: ThrottlePolicy
 
-    @abc.abstractmethod
     def take(
         self, sender: str, group: DomainGroup, *, ceiling: int | None, from_domain: str
     ) -> ThrottleDecision:
         """One message to ``group`` from ``sender`` now, or how long to wait."""
+        return self.take_many([ThrottleRequest(sender, group, ceiling, from_domain)])[0]
+
+    @abc.abstractmethod
+    def take_many(self, requests: Sequence[ThrottleRequest]) -> list[ThrottleDecision]:
+        """``take`` for each request, in order (one round trip for a worker's batch)."""
 
     @abc.abstractmethod
     def slow_down(self, sender: str, group: DomainGroup, *, ceiling: int) -> float | None:
@@ -158,40 +174,49 @@ class RedisDomainThrottle(DomainThrottle):
         self._take: Script | None = None
         self._slow: Script | None = None
 
-    def take(
-        self, sender: str, group: DomainGroup, *, ceiling: int | None, from_domain: str
-    ) -> ThrottleDecision:
+    def take_many(self, requests: Sequence[ThrottleRequest]) -> list[ThrottleDecision]:
         warmup = self.policy.warmup_start_per_day
-        if ceiling is None and warmup is None:
-            return ThrottleDecision(True)  # nothing to check: no round trip
+        decisions = [_ALLOWED] * len(requests)
+        # Nothing to check (no ceiling, no warm-up): no round trip at all.
+        checked = [i for i, r in enumerate(requests) if r.ceiling is not None or warmup]
+        if not checked:
+            return decisions
         now = self._clock()
         today = int(now // DAY_SECONDS)
-        keys = [
-            rate_key(sender, group),
-            f"{KEY_PREFIX}warmup-first:{from_domain}",
-            f"{KEY_PREFIX}warmup:{from_domain}:{group.value}:{today}",
-        ]
-        args: list[Any] = [
-            repr(now),
-            ceiling or 0,
-            repr(self.policy.increase_step),
-            warmup or 0,
-            self.policy.warmup_target_per_day,
-            today,
-            repr((today + 1) * DAY_SECONDS - now),
-        ]
         try:
             if self._take is None:
                 self._take = self._store.client.register_script(TAKE_SCRIPT)
-            allowed, wait_ms, warmup_cap = (int(v) for v in self._take(keys=keys, args=args))
+            pipe = self._store.client.pipeline(transaction=False)
+            for index in checked:
+                request = requests[index]
+                self._take(
+                    keys=[
+                        rate_key(request.sender, request.group),
+                        f"{KEY_PREFIX}warmup-first:{request.from_domain}",
+                        f"{KEY_PREFIX}warmup:{request.from_domain}:{request.group.value}:{today}",
+                    ],
+                    args=[
+                        repr(now),
+                        request.ceiling or 0,
+                        repr(self.policy.increase_step),
+                        warmup or 0,
+                        self.policy.warmup_target_per_day,
+                        today,
+                        repr((today + 1) * DAY_SECONDS - now),
+                    ],
+                    client=pipe,
+                )
+            answers = pipe.execute()
         except RedisError:
             log.exception("the domain throttle could not be checked; sending unthrottled")
-            return ThrottleDecision(True)
-        if allowed:
-            return ThrottleDecision(True)
-        seconds = min(MAX_DELAY_SECONDS, max(1, math.ceil(wait_ms / 1000)))
-        reason = "warm-up daily cap" if warmup_cap else "rate ceiling"
-        return ThrottleDecision(False, seconds, reason)
+            return decisions
+        for index, answer in zip(checked, answers, strict=True):
+            allowed, wait_ms, warmup_cap = (int(value) for value in answer)
+            if not allowed:
+                seconds = min(MAX_DELAY_SECONDS, max(1, math.ceil(wait_ms / 1000)))
+                reason = "warm-up daily cap" if warmup_cap else "rate ceiling"
+                decisions[index] = ThrottleDecision(False, seconds, reason)
+        return decisions
 
     def slow_down(self, sender: str, group: DomainGroup, *, ceiling: int) -> float | None:
         args: list[Any] = [

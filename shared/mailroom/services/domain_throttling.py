@@ -12,7 +12,9 @@ down (421, or 4.7.x) halves the group's rate (domain/throttling.py).
 
 from __future__ import annotations
 
-from mailroom.adapters.domain_throttle import DomainThrottle
+from collections.abc import Sequence
+
+from mailroom.adapters.domain_throttle import DomainThrottle, ThrottleRequest
 from mailroom.adapters.providers.client_relays import Relay
 from mailroom.domain.mime import from_domain
 from mailroom.domain.model import Message
@@ -23,6 +25,8 @@ from mailroom.domain.throttling import (
     group_of,
 )
 from mailroom.services.provider_chain import ChainResult
+
+_ALLOWED = ThrottleDecision(True)
 
 
 def sender_of(message: Message, relay: Relay | None) -> str:
@@ -41,20 +45,33 @@ def _ceiling(throttle: DomainThrottle, group: DomainGroup, relay: Relay | None) 
 
 def admit(throttle: DomainThrottle, message: Message, relay: Relay | None) -> ThrottleDecision:
     """Allowed, or the longest wait among the message's groups."""
-    sender = sender_of(message, relay)
-    domain = from_domain(message)
-    held: ThrottleDecision | None = None
-    for group in groups_of(message):
-        decision = throttle.take(
-            sender, group, ceiling=_ceiling(throttle, group, relay), from_domain=domain
-        )
+    return admit_batch(throttle, [(message, relay)])[0]
+
+
+def admit_batch(
+    throttle: DomainThrottle, items: Sequence[tuple[Message, Relay | None]]
+) -> list[ThrottleDecision]:
+    """``admit`` for each (message, relay), in one round trip to Redis."""
+    requests: list[ThrottleRequest] = []
+    owners: list[int] = []
+    for index, (message, relay) in enumerate(items):
+        sender, domain = sender_of(message, relay), from_domain(message)
+        for group in groups_of(message):
+            ceiling = _ceiling(throttle, group, relay)
+            requests.append(ThrottleRequest(sender, group, ceiling, domain))
+            owners.append(index)
+    decisions = [_ALLOWED] * len(items)
+    for owner, request, decision in zip(
+        owners, requests, throttle.take_many(requests), strict=True
+    ):
+        held = decisions[owner]
         if not decision.allowed and (
-            held is None or decision.retry_after_seconds > held.retry_after_seconds
+            held.allowed or decision.retry_after_seconds > held.retry_after_seconds
         ):
-            held = ThrottleDecision(
-                False, decision.retry_after_seconds, f"{group.value}: {decision.reason}"
+            decisions[owner] = ThrottleDecision(
+                False, decision.retry_after_seconds, f"{request.group.value}: {decision.reason}"
             )
-    return held or ThrottleDecision(True)
+    return decisions
 
 
 def observe(
