@@ -230,6 +230,7 @@ def bootstrap(
                 settings.secret_keyring,
                 signing_keys=signing_keys,
                 ttl_seconds=settings.smtp_config_cache_seconds,
+                allow_internal=settings.smtp_relay_allow_internal_hosts,
             ),
             throttle=domain_throttle
             or RedisDomainThrottle(

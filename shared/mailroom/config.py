@@ -251,6 +251,10 @@ class Settings(BaseSettings):
     # Issue 20: how long a worker trusts its copy of a client's SMTP
     # configurations (an edit or a new default takes effect this much later).
     smtp_config_cache_seconds: float = Field(default=30.0, ge=0)
+    # Clients' relays on loopback, private, link-local (metadata) or other
+    # non-global addresses: refused unless this is set (tests, a private
+    # deployment whose relays are on its own network).
+    smtp_relay_allow_internal_hosts: bool = False
 
     # Per-recipient-domain throttling (issue 20, docs/architecture.md
     # "Relays and domain throttling"). Ceilings per minute per recipient

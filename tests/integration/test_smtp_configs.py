@@ -46,7 +46,7 @@ class Stack:
             templates_dir=TEMPLATES,
             admin_token_sha256=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
             secrets_encryption_keys=SecretStr(keys or SecretKeyring.generate_setting()),
-            **settings,
+            **{"smtp_relay_allow_internal_hosts": True, **settings},
         )
         self.queue = RecordingQueue()
         self.services: Services = bootstrap(self.settings, queue=self.queue)
@@ -393,3 +393,35 @@ def test_one_clients_dead_relay_opens_only_its_own_breaker(
     finally:
         dead.stop()
         fine.stop()
+
+
+def test_relays_on_internal_addresses_are_refused_unless_allowed(
+    database: Database,
+    database_url: str,
+    redis_url: str,
+    relay: SwitchableSmtp,
+    smtp_sink: SmtpSink,
+) -> None:
+    # GIVEN the default: relays must be on the public internet
+    stack = Stack(
+        database_url,
+        redis_url,
+        smtp_relay_allow_internal_hosts=False,
+        smtp_host=smtp_sink.host,
+        smtp_port=smtp_sink.port,
+        smtp_config_cache_seconds=0,
+    )
+    client = stack.client()
+    body = relay_body(relay, default=True)
+    config_id = stack.call("POST", "/v1/smtp-configs", client, body)[1]["id"]
+    # WHEN a client's relay on 127.0.0.1 is tested
+    _, result = stack.call("POST", f"/v1/smtp-configs/{config_id}/test", client)
+    # THEN the test stops before connecting, saying why
+    assert result["failed_step"] == "connect"
+    assert "internal address" in result["steps"][0]["detail"]
+    assert relay.mail_commands == 0
+    # AND mail for it goes through the provider chain instead
+    _, accepted = send(stack, client)
+    assert deliver(stack, accepted["id"]).result.value == "sent"
+    assert len(relay.received) == 0
+    assert len(smtp_sink.received) == 1

@@ -14,6 +14,8 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from mailroom.domain.smtp_configs import is_internal_address
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeStep:
@@ -31,9 +33,15 @@ def probe_relay(
     password: str | None,
     timeout_seconds: float,
     tls_context: ssl.SSLContext | None = None,
+    allow_internal: bool = False,
 ) -> list[ProbeStep]:
     """Each step tried, in order, up to the first that fails."""
     steps: list[ProbeStep] = []
+    if not allow_internal:
+        refusal = internal_host_refusal(host, port)
+        if refusal is not None:
+            steps.append(ProbeStep("connect", False, refusal))
+            return steps
     context = tls_context or ssl.create_default_context()
     connection: smtplib.SMTP | None = None
     try:
@@ -69,6 +77,26 @@ def probe_relay(
         if connection is not None:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 connection.quit()
+
+
+def internal_host_refusal(host: str, port: int) -> str | None:
+    """Why ``host`` may not be connected to (it resolves to an internal address), or None.
+
+    Checked just before connecting; smtplib resolves the name again, so a DNS
+    answer that changes in between is not caught (the TLS name check still
+    applies for starttls/tls relays).
+    """
+    try:
+        answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        return f"cannot resolve {host}: {error}"
+    internal = sorted({str(a[4][0]) for a in answers if is_internal_address(str(a[4][0]))})
+    if internal:
+        return (
+            f"{host} resolves to an internal address ({', '.join(internal)}); "
+            "relays must be on the public internet"
+        )
+    return None
 
 
 def _step(steps: list[ProbeStep], name: str, action: object) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +32,20 @@ MAX_TIMEOUT_SECONDS = 60.0
 def sealing_context(config_id: uuid.UUID) -> str:
     """The associated data a password is sealed with: it opens for this row only."""
     return f"smtp-password:{config_id}"
+
+
+def is_internal_address(address: str) -> bool:
+    """Loopback, private, link-local (cloud metadata), multicast, reserved or unspecified.
+
+    A client's relay must not be a way into the network Mailroom runs in:
+    unless SMTP_RELAY_ALLOW_PRIVATE_HOSTS says so, such relays are refused
+    when they are connected to.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return True  # not an address we can reason about: refuse it
+    return not ip.is_global or ip.is_multicast
 
 
 def check_host(host: str) -> str:

@@ -332,7 +332,11 @@ def smtp_config_routes(services: ServicesProvider) -> Router:
     def test(config_id: Annotated[str, CONFIG_ID]) -> SmtpTestResult:
         active, client_id, _ = me()
         config, steps = relays.probe_config(
-            active.uow(), active.settings.secret_keyring, client_id, parse_config_id(config_id)
+            active.uow(),
+            active.settings.secret_keyring,
+            client_id,
+            parse_config_id(config_id),
+            allow_internal=active.settings.smtp_relay_allow_internal_hosts,
         )
         failed = next((step.step for step in steps if not step.ok), None)
         logger.info(

@@ -151,6 +151,7 @@ def probe_config(
     config_id: uuid.UUID,
     *,
     probe: Probe = probe_relay,
+    allow_internal: bool = False,
 ) -> tuple[SmtpConfig, list[ProbeStep]]:
     """Connect, EHLO, STARTTLS (if asked for) and AUTH (if a username is set); nothing is sent."""
     config = get_config(uow, client_id, config_id)
@@ -161,6 +162,7 @@ def probe_config(
         username=config.username,
         password=open_password(keyring, config),
         timeout_seconds=config.timeout_seconds,
+        allow_internal=allow_internal,
     )
     return config, steps
 

@@ -26,6 +26,7 @@ from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.providers.base import EmailProvider
 from mailroom.adapters.providers.dkim_signing import DkimKeyCache, SigningProvider
 from mailroom.adapters.providers.smtp import SmtpProvider
+from mailroom.adapters.smtp_relay_probe import internal_host_refusal
 from mailroom.domain.sealed_secrets import SecretKeyring
 from mailroom.domain.smtp_configs import SmtpConfig, sealing_context
 
@@ -56,6 +57,7 @@ class ClientRelays:
         signing_keys: DkimKeyCache | None = None,
         ttl_seconds: float = 30.0,
         clock: Clock = time.monotonic,
+        allow_internal: bool = False,
     ) -> None:
         self._uow = uow
         self._keyring = keyring
@@ -65,6 +67,7 @@ class ClientRelays:
         self._clients: dict[uuid.UUID, _ClientEntry] = {}
         self._built: dict[str, tuple[tuple[object, ...], Relay]] = {}
         self._lock = threading.Lock()
+        self._allow_internal = allow_internal
 
     def relay_for(self, client_id: uuid.UUID, config_id: str | None) -> Relay | None:
         """The relay this client's message goes through; None: the provider chain.
@@ -121,6 +124,10 @@ class ClientRelays:
             return relay
 
     def _build(self, config: SmtpConfig) -> Relay:
+        if not self._allow_internal:
+            refusal = internal_host_refusal(config.host, config.port)
+            if refusal is not None:
+                raise ValueError(refusal)
         password: str | None = None
         if config.sealed_password is not None:
             if self._keyring is None:
