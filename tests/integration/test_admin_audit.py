@@ -271,6 +271,14 @@ def _domain_action(action: str, audited: str) -> Scenario:
     return scenario
 
 
+def _reseal_smtp_passwords(stack: AdminStack) -> tuple[Call, Expected]:
+    keyring = stack.services.settings.secret_keyring
+    assert keyring is not None
+    return Call("/admin/smtp-configs/reseal"), Expected(
+        "smtp_config.reseal", "secrets_key", keyring.current
+    )
+
+
 SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("POST", "/admin/clients"): _create_client,
     ("PATCH", "/admin/clients/{client_ref}"): _update_client,
@@ -298,6 +306,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("POST", "/admin/domains/{domain_id}/retire-dkim"): _domain_action(
         "retire-dkim", "domain.retire_dkim"
     ),
+    ("POST", "/admin/smtp-configs/reseal"): _reseal_smtp_passwords,
 }
 
 

@@ -19,6 +19,7 @@ from mailroom.adapters.db.unit_of_work import Database
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
 from mailroom.domain.sealed_secrets import SecretKeyring
+from mailroom.domain.tenancy import SYSTEM_ACTOR
 from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import create_api, send_routes
 from mailroom.entrypoints.client_gate import ClientGate
@@ -266,7 +267,7 @@ def test_passwords_reseal_under_a_new_key_and_still_open(
     # AND k1 alone no longer opens it, and a second run has nothing to do
     with pytest.raises(Exception, match="not configured"):
         relays.open_password(SecretKeyring.from_setting(old), config)
-    assert relays.reseal_all(after.services.uow(), keyring) == 0
+    assert relays.reseal_all(after.services.uow(), keyring, actor=SYSTEM_ACTOR) == 0
     # AND the relay's test still authenticates with it
     _, result = after.call("POST", f"/v1/smtp-configs/{config_id}/test", client)
     assert result["ok"] is True, result

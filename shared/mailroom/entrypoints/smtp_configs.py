@@ -380,7 +380,7 @@ def admin_smtp_config_routes(services: ServicesProvider) -> Router:
         active = services()
         actor = require_admin(router, active)
         keyring = active.settings.secret_keyring
-        count = relays.reseal_all(active.uow(), keyring)
+        count = relays.reseal_all(active.uow(), keyring, actor=actor)
         logger.info("smtp passwords resealed", extra={"count": count, "actor": actor.name})
         return ResealResult(resealed=count, current_key=keyring.current if keyring else "")
 

@@ -176,11 +176,12 @@ def open_password(keyring: SecretKeyring | None, config: SmtpConfig) -> str | No
     return opened.decode("utf-8")
 
 
-def reseal_all(uow: UnitOfWork, keyring: SecretKeyring | None) -> int:
+def reseal_all(uow: UnitOfWork, keyring: SecretKeyring | None, *, actor: Actor) -> int:
     """Every stored password sealed again under the keyring's current key; how many changed.
 
     Rotation: list the new key first in SECRETS_ENCRYPTION_KEYS (the old one
-    after it, so both open), run this, then drop the old key.
+    after it, so both open), run this, then drop the old key. One audit row
+    for the run (``smtp_config.reseal``, target the current key's id).
     """
     active = _require_keyring(keyring)
     with uow:
@@ -199,6 +200,19 @@ def reseal_all(uow: UnitOfWork, keyring: SecretKeyring | None) -> int:
             uow.smtp_configs.save(config)
             uow.commit()
             changed += 1
+    with uow:
+        uow.audit.append(
+            AuditEntry(
+                actor=actor.name,
+                action="smtp_config.reseal",
+                target_type="secrets_key",
+                target_id=active.current,
+                before=None,
+                after={"resealed": changed, "current_key": active.current},
+                source_ip=actor.source_ip,
+            )
+        )
+        uow.commit()
     return changed
 
 
