@@ -16,6 +16,7 @@ from mailroomctl.dlq import register_dlq
 from mailroomctl.domains import register_domains
 from mailroomctl.keys import register_keys
 from mailroomctl.simulate import register_simulate
+from mailroomctl.smtp_configs import register_smtp_configs
 from mailroomctl.suppressions import register_suppressions
 from mailroomctl.templates import register_templates
 from mailroomctl.webhooks import register_webhooks
@@ -51,6 +52,7 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParse
     register_simulate,
     register_domains,
     register_webhooks,
+    register_smtp_configs,
 ]
 
 

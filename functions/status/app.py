@@ -1,4 +1,4 @@
-"""/v1/messages, suppressions, api-keys, domains, webhooks and events; /health; OpenAPI."""
+"""/v1/messages, suppressions, api-keys, domains, smtp-configs, webhooks, events; /health."""
 
 from functools import cache
 from typing import Any
@@ -16,6 +16,7 @@ from mailroom.entrypoints.domains import domain_routes
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.operations import operations_routes
 from mailroom.entrypoints.schedules import message_schedule_routes
+from mailroom.entrypoints.smtp_configs import smtp_config_routes
 
 app = create_api(
     [
@@ -26,6 +27,7 @@ app = create_api(
         domain_routes(default_services),
         webhook_routes(default_services),
         operations_routes(default_services),
+        smtp_config_routes(default_services),
     ],
     max_request_bytes=lambda: default_services().settings.max_request_bytes,
     client_gate=ClientGate(default_services),

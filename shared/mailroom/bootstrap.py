@@ -60,6 +60,7 @@ from mailroom.services.scheduler import Clock, SystemClock
 if TYPE_CHECKING:
     from mailroom.adapters.breakers import ProviderBreakers
     from mailroom.adapters.dns_records import DnsLookup
+    from mailroom.adapters.domain_throttle import DomainThrottle
     from mailroom.adapters.providers.base import EmailProvider
     from mailroom.adapters.providers.dkim_signing import DkimKeyCache
     from mailroom.adapters.webhook_sender import WebhookSender
@@ -262,6 +263,7 @@ def bootstrap(
     recipient_files: RecipientFiles | None = None,
     clock: Clock | None = None,
     metrics: Metrics | None = None,
+    domain_throttle: DomainThrottle | None = None,
 ) -> Services:
     settings = settings or get_settings()
     from mailroom.adapters import tracing
@@ -281,12 +283,13 @@ def bootstrap(
 
     def build_providers() -> ProviderChain:
         from mailroom.adapters.breakers import ProviderBreakers
+        from mailroom.adapters.domain_throttle import RedisDomainThrottle
+        from mailroom.adapters.providers.client_relays import ClientRelays
         from mailroom.services.provider_chain import ProviderChain
 
+        signing_keys = dkim_keys(settings, uow_factory)
         return ProviderChain(
-            providers
-            if providers is not None
-            else _providers(settings, dkim_keys(settings, uow_factory)),
+            providers if providers is not None else _providers(settings, signing_keys),
             settings.provider_names,
             breakers
             or ProviderBreakers.in_redis(
@@ -298,6 +301,20 @@ def bootstrap(
             ),
             operator_signals,
             metrics=metered,
+            # Clients' own SMTP relays (issue 20), each behind its own breaker.
+            relays=ClientRelays(
+                uow_factory,
+                settings.secret_keyring,
+                signing_keys=signing_keys,
+                ttl_seconds=settings.smtp_config_cache_seconds,
+                allow_internal=settings.smtp_relay_allow_internal_hosts,
+            ),
+            throttle=domain_throttle
+            or RedisDomainThrottle(
+                redis_store,
+                settings.throttle_policy,
+                cut_hold_seconds=settings.throttle_cut_hold_seconds,
+            ),
         )
 
     uow_factory: Callable[[], UnitOfWork] = uow or (lambda: SqlUnitOfWork(database))

@@ -6,12 +6,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mailroom import secret_references
 from mailroom.domain.return_path import SigningKeyring
 from mailroom.domain.sealed_secrets import SecretKeyring
+from mailroom.domain.throttling import ThrottlePolicy, parse_ceilings
 
 # The email providers Mailroom has an adapter for (adapters/providers/).
 PROVIDER_NAMES = ("smtp", "ses", "sendgrid", "mailgun")
@@ -288,6 +289,47 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_security: Literal["none", "starttls", "tls"] = "none"
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Issue 20: how long a worker trusts its copy of a client's SMTP
+    # configurations (an edit or a new default takes effect this much later).
+    smtp_config_cache_seconds: float = Field(default=30.0, ge=0)
+    # Clients' relays on loopback, private, link-local (metadata) or other
+    # non-global addresses: refused unless this is set (tests, a private
+    # deployment whose relays are on its own network).
+    smtp_relay_allow_internal_hosts: bool = False
+
+    # Per-recipient-domain throttling (issue 20, docs/architecture.md
+    # "Relays and domain throttling"). Ceilings per minute per recipient
+    # domain group, per sender (a client's relay, else the From domain):
+    # "gmail=600,outlook=300,yahoo=300,other=1200"; a group not named is not
+    # limited; empty: off (a relay's own ceilings still apply).
+    throttle_per_minute: str = ""
+    # AIMD: a 421 / 4.7.x deferral multiplies the rate by this (at most once
+    # per THROTTLE_CUT_HOLD_SECONDS), each minute without one adds the step.
+    throttle_decrease_factor: float = Field(default=0.5, gt=0, lt=1)
+    throttle_increase_per_minute: float = Field(default=10.0, gt=0)
+    throttle_floor_per_minute: float = Field(default=1.0, gt=0)
+    throttle_cut_hold_seconds: float = Field(default=60.0, ge=0)
+    # Warm-up: a sending domain's first day may send this many per group,
+    # doubled each day until WARMUP_TARGET_PER_DAY; unset: no warm-up.
+    warmup_start_per_day: int | None = Field(default=None, ge=1)
+    warmup_target_per_day: int = Field(default=100_000, ge=1)
+
+    @field_validator("throttle_per_minute")
+    @classmethod
+    def _valid_ceilings(cls, value: str) -> str:
+        parse_ceilings(value)  # ValueError: the setting is refused at start
+        return value
+
+    @property
+    def throttle_policy(self) -> ThrottlePolicy:
+        return ThrottlePolicy(
+            per_minute=parse_ceilings(self.throttle_per_minute),
+            decrease_factor=self.throttle_decrease_factor,
+            increase_step=self.throttle_increase_per_minute,
+            floor_per_minute=self.throttle_floor_per_minute,
+            warmup_start_per_day=self.warmup_start_per_day,
+            warmup_target_per_day=self.warmup_target_per_day,
+        )
 
     # The provider chain (docs/architecture.md, "Provider chain"). The order
     # every message tries, comma-separated; a client's own provider_order

@@ -307,6 +307,14 @@ def _domain_action(action: str, audited: str) -> Scenario:
     return scenario
 
 
+def _reseal_smtp_passwords(stack: AdminStack) -> tuple[Call, Expected]:
+    keyring = stack.services.settings.secret_keyring
+    assert keyring is not None
+    return Call("/admin/smtp-configs/reseal"), Expected(
+        "smtp_config.reseal", "secrets_key", keyring.current
+    )
+
+
 SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("POST", "/admin/clients"): _create_client,
     ("PATCH", "/admin/clients/{client_ref}"): _update_client,
@@ -338,6 +346,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("PATCH", "/admin/clients/{client_ref}/webhooks/{webhook_id}"): _update_webhook,
     ("DELETE", "/admin/clients/{client_ref}/webhooks/{webhook_id}"): _delete_webhook,
     ("POST", "/admin/clients/{client_ref}/webhooks/{webhook_id}/rotate-secret"): _rotate_webhook,
+    ("POST", "/admin/smtp-configs/reseal"): _reseal_smtp_passwords,
 }
 
 

@@ -25,6 +25,7 @@ from mailroom.entrypoints.api_keys import api_key_routes
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.client_suppressions import client_suppression_routes
 from mailroom.entrypoints.client_templates import client_template_routes
+from mailroom.entrypoints.smtp_configs import smtp_config_routes
 from tests.events import FakeLambdaContext, load_event, request_event, with_body, with_headers
 from tests.fakes import RecordingQueue, ScriptedProvider
 from tests.integration.api_processes import Caller, WarmProcess
@@ -59,6 +60,7 @@ class Stack:
                 api_key_routes(lambda: self.services),
                 client_template_routes(lambda: self.services),
                 client_suppression_routes(lambda: self.services),
+                smtp_config_routes(lambda: self.services),
             ],
             max_request_bytes=lambda: self.settings.max_request_bytes,
             client_gate=ClientGate(lambda: self.services),
@@ -133,6 +135,7 @@ ROUTE_CLASSES = [
     ("GET", "/v1/api-keys", None, Scope.ADMIN, 200),
     ("GET", "/v1/templates", None, Scope.TEMPLATE_MANAGE, 200),
     ("GET", "/v1/suppressions", None, Scope.SUPPRESSION_MANAGE, 200),
+    ("GET", "/v1/smtp-configs", None, Scope.SMTP_MANAGE, 200),
 ]
 
 

@@ -257,6 +257,16 @@ class SendRequest(BaseModel):
         pattern=r"^https://[!-~]+$",
         description="A bulk message's List-Unsubscribe points here instead of Mailroom's link.",
     )
+    smtp_config: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description=(
+            "One of the client's SMTP configurations (its id or name) to send through; "
+            "422 `unknown_smtp_config` if the client has no active one of that name. "
+            "Without it, the client's default configuration if any, else the provider chain."
+        ),
+    )
 
     @field_validator("headers")
     @classmethod

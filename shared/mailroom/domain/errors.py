@@ -508,3 +508,24 @@ class ScheduleFinished(MailroomError):
     """The schedule's ``ends_at`` has passed: nothing fires again."""
 
     code = "schedule_finished"
+
+
+# -- SMTP configurations (issue 20) ------------------------------------------------
+
+
+class SmtpConfigNotFound(MailroomError):
+    """No such SMTP configuration for this client (another client's reads the same)."""
+
+    code = "smtp_config_not_found"
+
+
+class SmtpConfigNameTaken(MailroomError):
+    """The client already has an SMTP configuration of this name."""
+
+    code = "smtp_config_name_taken"
+
+
+class UnknownSmtpConfig(InvalidRequest):
+    """A send names an SMTP configuration the client does not have (or an inactive one)."""
+
+    code = "unknown_smtp_config"

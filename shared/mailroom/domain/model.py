@@ -72,6 +72,8 @@ class EventType(StrEnum):
     SCHEDULED = "scheduled"
     RESCHEDULED = "rescheduled"
     CANCELLED = "cancelled"
+    # Over its recipient domain group's rate (issue 20): put back, not an attempt.
+    THROTTLED = "throttled"
 
 
 @dataclass(slots=True)
@@ -113,6 +115,9 @@ class SendOptions:
     campaign: str | None = None
     # The client's own List-Unsubscribe URL instead of Mailroom's /u/{token}.
     unsubscribe_url: str | None = None
+    # The client's SMTP relay the send named (issue 20); None: the client's
+    # default relay if it has one, else the provider chain.
+    smtp_config_id: str | None = None
 
     def to_document(self) -> dict[str, Any]:
         document: dict[str, Any] = {}
@@ -126,6 +131,8 @@ class SendOptions:
             document["campaign"] = self.campaign
         if self.unsubscribe_url:
             document["unsubscribe_url"] = self.unsubscribe_url
+        if self.smtp_config_id:
+            document["smtp_config_id"] = self.smtp_config_id
         return document
 
     @classmethod
@@ -138,6 +145,7 @@ class SendOptions:
             bulk=bool(document.get("bulk", False)),
             campaign=document.get("campaign"),
             unsubscribe_url=document.get("unsubscribe_url"),
+            smtp_config_id=document.get("smtp_config_id"),
         )
 
 

@@ -108,6 +108,8 @@ INTERNAL_ONLY_TYPES: frozenset[str] = frozenset(
         "retried",
         # PATCH /v1/messages/{id} (issue 18): the client moved it itself.
         "rescheduled",
+        # Held back by per-domain throttling (issue 20): sent later, not an attempt.
+        "throttled",
     }
 )
 

@@ -27,6 +27,7 @@ from mailroom.entrypoints.dead_letters import dead_letter_routes
 from mailroom.entrypoints.domains import admin_domain_routes
 from mailroom.entrypoints.health import component_health_routes
 from mailroom.entrypoints.openapi_contract import ADMIN_TOKEN, answers
+from mailroom.entrypoints.smtp_configs import admin_smtp_config_routes
 
 ServicesProvider = Callable[[], Services]
 # For OpenAPI: admin routes use the bearer token, not the client key pair.
@@ -98,6 +99,7 @@ def admin_routes(services: ServicesProvider) -> list[Router]:
         inbound_routes(services),
         admin_domain_routes(services),
         admin_webhook_routes(services),
+        admin_smtp_config_routes(services),
     ]
 
 

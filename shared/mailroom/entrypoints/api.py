@@ -68,6 +68,7 @@ from mailroom.entrypoints.status_views import (
 from mailroom.services import batch_send, idempotency, sending, status
 from mailroom.services.admission import take_more
 from mailroom.services.quotas import BatchQuotaCharge, QuotaCharge
+from mailroom.services.smtp_configs import relay_resolver
 
 if TYPE_CHECKING:
     from mailroom.services.sending_domains import VerifiedSenders
@@ -342,6 +343,7 @@ def send_routes(services: ServicesProvider) -> Router:
                     sender_check_for(active, mode), active.uow(), client
                 ),
                 now=active.clock.now(),
+                resolve_relay=relay_resolver(active.uow(), client.id),
             )
             warnings.extend(prepared.render_warnings)
             lint.extend(prepared.lint_warnings)
@@ -462,6 +464,7 @@ def send_routes(services: ServicesProvider) -> Router:
                     check_sender=sending.sender_check(
                         sender_check_for(active, mode), active.uow(), client
                     ),
+                    resolve_relay=relay_resolver(active.uow(), client.id),
                 ),
                 # Test mode is never charged (issue 15).
                 charge=BatchQuotaCharge(active.quota, active.uow, client)
@@ -779,6 +782,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.inbound import inbound_function_routes
     from mailroom.entrypoints.operations import operations_routes
     from mailroom.entrypoints.schedules import message_schedule_routes, schedule_routes
+    from mailroom.entrypoints.smtp_configs import smtp_config_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
     return [
@@ -794,6 +798,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         domain_routes(services),
         webhook_routes(services),
         operations_routes(services),
+        smtp_config_routes(services),
         *webhooks_function_routes(services),
         *inbound_function_routes(services),
         *admin_routes(services),

@@ -68,6 +68,8 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.ScheduleNotFound: 404,
     errors.SchedulePaused: 409,
     errors.ScheduleFinished: 409,
+    errors.SmtpConfigNotFound: 404,
+    errors.SmtpConfigNameTaken: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

@@ -15,6 +15,7 @@ once; the call's own key is completed in that same transaction.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -97,6 +98,8 @@ class BatchContext:
     validation: BatchValidation
     # SENDER_VERIFICATION's From check for this caller, if any (issue 16).
     check_sender: Callable[[str], None] | None = None
+    # A send's ``smtp_config`` to the client's relay id (issue 20).
+    resolve_relay: Callable[[str], uuid.UUID] | None = None
 
 
 def validate_items(
@@ -125,6 +128,7 @@ def validate_items(
                 trace_id=context.trace_id,
                 mode=context.mode,
                 check_sender=context.check_sender,
+                resolve_relay=context.resolve_relay,
             )
         except (InvalidRequest, RenderError) as error:
             # The 422s of one send; anything else (a store down) is the call's 503.

@@ -17,6 +17,7 @@ from mailroom.adapters import tracing
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.operator_signals import SignalKey
 from mailroom.adapters.providers.base import FailureKind
+from mailroom.adapters.providers.client_relays import Relay
 from mailroom.adapters.templates import (
     TemplateRenderer,
     TemplateSource,
@@ -29,7 +30,8 @@ from mailroom.domain.mime import build_mime, from_domain, subject_fits
 from mailroom.domain.model import EventType, Message, MessageStatus
 from mailroom.domain.outgoing_headers import SenderPolicy
 from mailroom.domain.retry import Backoff
-from mailroom.services import feedback, suppression
+from mailroom.domain.throttling import ThrottleDecision
+from mailroom.services import domain_throttling, feedback, suppression
 from mailroom.services.provider_chain import ChainResult, ProviderChain
 
 log = logging.getLogger(__name__)
@@ -170,6 +172,13 @@ def deliver_batch(
     # Issue 8: one suppression query and one client read per client for the
     # whole batch, instead of both per message.
     suppressed, orders = _batch_lookups(uow, list(claimed.values()), known_orders, active)
+    # Issue 20: each message's relay, and whether its recipient domains'
+    # rates let it go now (one Redis round trip for the batch).
+    try:
+        routes = _routes(providers, list(claimed.values()))
+    except Exception:
+        log.exception("routing the batch failed; routing each message alone")
+        routes = {}
     results: dict[uuid.UUID, DeliveryOutcome] = {}
     pending: list[_Pending] = []
     for message_id in ids:
@@ -190,6 +199,7 @@ def deliver_batch(
                 suppressed=None if suppressed is None else message_id in suppressed,
                 client_order=orders.get(message.client_id, _UNKNOWN_ORDER),
                 sender_policy=sender_policy,
+                route=routes.get(message_id),
             )
         except Exception as error:  # noqa: BLE001 - one message's bug must not cost the batch
             # Raising here would leave the batch's messages already sent
@@ -400,6 +410,7 @@ def _attempt(
     suppressed: bool | None = None,
     client_order: object = _UNKNOWN_ORDER,
     sender_policy: SenderPolicy | None = None,
+    route: _Route | None = None,
 ) -> _Pending:
     """Render and send one claimed message; its outcome is written with the batch's.
 
@@ -412,6 +423,13 @@ def _attempt(
         suppressed = not suppression.screen_before_send(uow, message)
     if suppressed:
         return _failed(message, suppression.SUPPRESSED_ERROR, attempted=False)
+
+    # Issue 20: the client's own relay, and the recipient domains' rates:
+    # over its rate the message is put back, not rendered, sent or counted.
+    relay, decision = route if route is not None else _routes(providers, [message])[message.id]
+    if not decision.allowed:
+        return _throttled(message, decision.retry_after_seconds, decision.reason)
+    throttle = None if message.is_test else providers.throttle
 
     try:
         source = templates.for_message(message)
@@ -455,7 +473,12 @@ def _attempt(
             email,
             client_order=client_order if isinstance(client_order, list) else None,
             message_id=str(message.id),
+            # Issue 20: the client's own relay, first, behind its own breaker.
+            relay=relay,
         )
+        if throttle is not None:
+            for group, rate in domain_throttling.observe(throttle, message, relay, result):
+                log.info("%s asked to slow down: its rate is now %.1f/min", group.value, rate)
     # One attempt is one pass through the chain, however many providers it
     # tried (each failed try is its own event below).
     message.attempts += 1
@@ -511,6 +534,49 @@ def _attempt(
             retry_after_seconds=delay,
         ),
         [*tries, (EventType.ATTEMPT_FAILED, detail)],
+    )
+
+
+# A message's relay (None: the chain) and whether its domains' rates admit it now.
+_Route = tuple[Relay | None, ThrottleDecision]
+_ADMITTED = ThrottleDecision(True)
+
+
+def _routes(providers: ProviderChain, messages: Sequence[Message]) -> dict[uuid.UUID, _Route]:
+    """Each message's route; test messages go to the sandbox, neither relayed nor throttled."""
+    routes: dict[uuid.UUID, _Route] = {}
+    live: list[tuple[Message, Relay | None]] = []
+    for message in messages:
+        if message.is_test:
+            routes[message.id] = (None, _ADMITTED)
+        else:
+            relay = providers.relay_for(message.client_id, message.options.smtp_config_id)
+            live.append((message, relay))
+    throttle = providers.throttle
+    if throttle is None or not live:
+        decisions = [_ADMITTED] * len(live)
+    else:
+        decisions = domain_throttling.admit_batch(throttle, live)
+    for (message, relay), decision in zip(live, decisions, strict=True):
+        routes[message.id] = (relay, decision)
+    return routes
+
+
+def _throttled(message: Message, delay: int, reason: str) -> _Pending:
+    """Over its recipient domain's rate: back on the queue for ``delay``, no attempt counted."""
+    message.status = MessageStatus.QUEUED
+    message.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
+    detail: dict[str, object] = {"reason": reason, "retry_in_seconds": delay}
+    return _Pending(
+        message,
+        DeliveryOutcome(
+            message.id,
+            DeliveryResult.RETRY,
+            f"throttled: {reason}",
+            trace_id=message.trace_id,
+            retry_after_seconds=delay,
+        ),
+        [(EventType.THROTTLED, detail)],
     )
 
 

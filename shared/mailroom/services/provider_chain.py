@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mailroom.adapters import tracing
 from mailroom.adapters.breakers import ProviderBreakers
+from mailroom.adapters.domain_throttle import DomainThrottle
 from mailroom.adapters.metrics.base import Metrics
 from mailroom.adapters.operator_signals import OperatorSignals, SignalKey
 from mailroom.adapters.providers.base import (
@@ -37,6 +39,7 @@ from mailroom.adapters.providers.base import (
     ProviderError,
     ProviderReceipt,
 )
+from mailroom.adapters.providers.client_relays import ClientRelays, Relay
 from mailroom.adapters.providers.sandbox import SandboxProvider
 from mailroom.domain.mime import OutgoingEmail
 
@@ -87,6 +90,8 @@ class ProviderChain:
         sandbox: EmailProvider | None = None,
         *,
         metrics: Metrics | None = None,
+        relays: ClientRelays | None = None,
+        throttle: DomainThrottle | None = None,
     ) -> None:
         unknown = [name for name in order if name not in providers]
         if unknown or not order:
@@ -103,6 +108,14 @@ class ProviderChain:
         # nor the success write (each a Redis round trip) can change anything
         # but the timing of noticing another worker's trip.
         self._healthy_since: dict[str, float] = {}
+        # Clients' own SMTP relays (issue 20); None: no client has any.
+        self._relays = relays
+        # Per-recipient-domain throttling (issue 20); None: off.
+        self.throttle = throttle
+
+    def relay_for(self, client_id: uuid.UUID, config_id: str | None) -> Relay | None:
+        """The client's relay for a message (the one it named, else the default), if any."""
+        return self._relays.relay_for(client_id, config_id) if self._relays else None
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -132,10 +145,15 @@ class ProviderChain:
         *,
         client_order: Sequence[str] | None = None,
         message_id: str = "",
+        relay: Relay | None = None,
     ) -> ChainResult:
+        """Through ``relay`` first if given (behind its own breaker), then the chain's order."""
         failures: list[ProviderError] = []
         skipped: list[str] = []
-        for name in self.order_for(client_order):
+        candidates = [(name, self._providers[name]) for name in self.order_for(client_order)]
+        if relay is not None:
+            candidates.insert(0, (relay.name, relay.provider))
+        for name, provider in candidates:
             healthy = self._recently_healthy(name)
             if not healthy and not self._breakers.allows(name):
                 skipped.append(name)
@@ -143,7 +161,7 @@ class ProviderChain:
             started = time.perf_counter()
             try:
                 with tracing.span("worker.send", provider=name):
-                    receipt = self._providers[name].send(email)
+                    receipt = provider.send(email)
             except ProviderError as error:
                 self._healthy_since.pop(name, None)
                 failures.append(error)

@@ -32,6 +32,7 @@ from mailroom.domain.errors import (
     MessageNotRetryable,
     QuotaExceeded,
     RecipientsSuppressed,
+    UnknownSmtpConfig,
 )
 from mailroom.domain.mime import subject_fits
 from mailroom.domain.model import Client, EventType, Message, MessageStatus, SendOptions
@@ -125,6 +126,8 @@ _NEW_FIELD_DEFAULTS: dict[str, object] = {
     "unsubscribe_url": None,
     # Issue 18: send later.
     "scheduled_at": None,
+    # Issue 20: a client's own SMTP relay.
+    "smtp_config": None,
 }
 
 
@@ -149,6 +152,7 @@ def prepare_send(
     check_sender: Callable[[str], None] | None = None,
     now: datetime | None = None,
     run: RunLink | None = None,
+    resolve_relay: Callable[[str], uuid.UUID] | None = None,
 ) -> PreparedSend:
     """Validate one send request and build its message; nothing is written.
 
@@ -189,6 +193,15 @@ def prepare_send(
         # SENDER_VERIFICATION (issue 16): 422 sender_not_verified unless the
         # From domain is one of the client's verified sending domains.
         check_sender(request.from_)
+    relay_id: str | None = None
+    if request.smtp_config is not None:
+        if resolve_relay is None:
+            raise UnknownSmtpConfig(
+                "SMTP configurations cannot be named here",
+                details=[{"field": "smtp_config", "message": "not available"}],
+            )
+        # Issue 20: 422 unknown_smtp_config unless the client has it, active.
+        relay_id = str(resolve_relay(request.smtp_config))
     if content is None:
         assert request.template is not None  # SendRequest: a template or inline content
         if request.subject and not subject_fits(request.subject):
@@ -231,6 +244,7 @@ def prepare_send(
             bulk=request.bulk,
             campaign=request.campaign,
             unsubscribe_url=request.unsubscribe_url,
+            smtp_config_id=relay_id,
         ),
         status=MessageStatus.SCHEDULED if timing.deferred else MessageStatus.QUEUED,
         scheduled_at=timing.scheduled_at,

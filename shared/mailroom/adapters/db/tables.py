@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -797,3 +799,39 @@ class ScheduleRunRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     message_ids: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class SmtpConfigRow(Base):
+    """A client's own SMTP relay (issue 20, item 4); the password sealed (SecretKeyring)."""
+
+    __tablename__ = "smtp_configs"
+    __table_args__ = (
+        CheckConstraint(_one_of("security", ["none", "starttls", "tls"]), name="security"),
+        CheckConstraint("port BETWEEN 1 AND 65535", name="port"),
+        UniqueConstraint("client_id", "name"),
+        Index(
+            "ix_smtp_configs_one_default",
+            "client_id",
+            unique=True,
+            postgresql_where=text("is_default"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(253))
+    port: Mapped[int] = mapped_column(Integer)
+    security: Mapped[str] = mapped_column(String(16))
+    username: Mapped[str | None] = mapped_column(String(255))
+    sealed_password: Mapped[str | None] = mapped_column(Text)
+    pool_size: Mapped[int] = mapped_column(Integer, server_default="1")
+    timeout_seconds: Mapped[float] = mapped_column(Float, server_default="10")
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    is_default: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # Per-minute ceilings per recipient domain group through this relay: {"gmail": 300}.
+    throttle_per_minute: Mapped[dict[str, int]] = mapped_column(
+        JSONB, server_default=text("'{}'::jsonb")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -48,6 +48,7 @@ from mailroom.adapters.db.sending_domains import (
     SendingDomainRepository,
     SqlSendingDomainRepository,
 )
+from mailroom.adapters.db.smtp_configs import SmtpConfigRepository, SqlSmtpConfigRepository
 from mailroom.domain.feedback import Suppression
 from mailroom.domain.model import EventType, Message
 
@@ -74,6 +75,8 @@ class UnitOfWork(abc.ABC):
     # Issue 18 (PostgreSQL only: the in-memory fakes do not schedule).
     scheduled: ScheduledMessageRepository
     schedules: ScheduleRepository
+    # Issue 20: clients' own SMTP relays.
+    smtp_configs: SmtpConfigRepository
 
     def __enter__(self) -> Self:
         return self
@@ -232,6 +235,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.batches = SqlBatchRepository(self._session)
         self.scheduled = SqlScheduledMessageRepository(self._session)
         self.schedules = SqlScheduleRepository(self._session)
+        self.smtp_configs = SqlSmtpConfigRepository(self._session)
         return self
 
     def __exit__(

@@ -79,7 +79,7 @@ class SmtpProvider(EmailProvider):
             raise
         except smtplib.SMTPRecipientsRefused as error:
             self._drop_connection()
-            failure = _classified(error.recipients)
+            failure = _classified(error.recipients, self.name)
             # Issue 16: a 5xx at RCPT is a bounce, the same as one mailed back.
             failure.feedback = rcpt_bounces(email, error.recipients)
             raise failure from error
@@ -235,7 +235,7 @@ class SmtpProvider(EmailProvider):
             self._connection = None
 
 
-def _classified(recipients: dict[str, tuple[int, bytes]]) -> ProviderError:
+def _classified(recipients: dict[str, tuple[int, bytes]], provider: str) -> ProviderError:
     """Every recipient refused: the message's problem, never the relay's health.
 
     A 5xx for any of them is final; 4xx for all (greylisting, a full mailbox)
@@ -253,7 +253,7 @@ def _classified(recipients: dict[str, tuple[int, bytes]]) -> ProviderError:
         f"{address}: {code} {text.decode(errors='replace')}"
         for address, (code, text) in recipients.items()
     )
-    return ProviderError(SmtpProvider.name, kind, f"recipients refused: {detail}")
+    return ProviderError(provider, kind, f"recipients refused: {detail}")
 
 
 def rcpt_bounces(
