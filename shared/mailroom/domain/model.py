@@ -103,6 +103,9 @@ class SendOptions:
     campaign: str | None = None
     # The client's own List-Unsubscribe URL instead of Mailroom's /u/{token}.
     unsubscribe_url: str | None = None
+    # Issue 21: the caller's {"opens": bool, "clicks": bool}, either key
+    # optional; None: the defaults (domain/tracking.py resolves them).
+    tracking: tuple[tuple[str, bool], ...] | None = None
 
     def to_document(self) -> dict[str, Any]:
         document: dict[str, Any] = {}
@@ -116,6 +119,8 @@ class SendOptions:
             document["campaign"] = self.campaign
         if self.unsubscribe_url:
             document["unsubscribe_url"] = self.unsubscribe_url
+        if self.tracking is not None:
+            document["tracking"] = dict(self.tracking)
         return document
 
     @classmethod
@@ -128,7 +133,16 @@ class SendOptions:
             bulk=bool(document.get("bulk", False)),
             campaign=document.get("campaign"),
             unsubscribe_url=document.get("unsubscribe_url"),
+            tracking=_tracking_of(document.get("tracking")),
         )
+
+
+def _tracking_of(value: Any) -> tuple[tuple[str, bool], ...] | None:
+    if not isinstance(value, dict):
+        return None
+    return tuple(
+        (str(key), bool(flag)) for key, flag in value.items() if key in ("opens", "clicks")
+    )
 
 
 _NO_OPTIONS = SendOptions()

@@ -696,6 +696,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.client_templates import client_template_routes
     from mailroom.entrypoints.domains import domain_routes
     from mailroom.entrypoints.inbound import inbound_function_routes
+    from mailroom.entrypoints.tracking import tracking_function_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
     return [
@@ -708,6 +709,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         domain_routes(services),
         *webhooks_function_routes(services),
         *inbound_function_routes(services),
+        *tracking_function_routes(services),
         *admin_routes(services),
     ]
 

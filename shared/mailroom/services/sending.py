@@ -79,6 +79,8 @@ _NEW_FIELD_DEFAULTS: dict[str, object] = {
     "bulk": False,
     "campaign": None,
     "unsubscribe_url": None,
+    # Issue 21: open and click tracking.
+    "tracking": None,
 }
 
 
@@ -175,6 +177,7 @@ def prepare_send(
             bulk=request.bulk,
             campaign=request.campaign,
             unsubscribe_url=request.unsubscribe_url,
+            tracking=None if request.tracking is None else request.tracking.as_pairs(),
         ),
     )
     lint = lint_content(content) if content is not None else ()
