@@ -108,7 +108,8 @@ _RECORD = text(
         RETURNING message_id
     )
     INSERT INTO message_events (message_id, type, detail)
-    SELECT message_id, :event_type, :detail FROM hit WHERE :event_type IS NOT NULL
+    SELECT message_id, CAST(:event_type AS text), :detail FROM hit
+    WHERE CAST(:event_type AS text) IS NOT NULL
     """
 ).bindparams(bindparam("signals", type_=JSONB), bindparam("detail", type_=JSONB))
 # A honeypot hit: the same agent's and address's clicks on the message within
