@@ -355,3 +355,36 @@ def test_the_pixel_answers_a_gif_when_the_database_is_down(
     # AND a click, which has nowhere to go, is a 503 (a retry), not a redirect
     click = handle(app, request("/c/AAAAAAAAAAAAAAAAAAAAAA"), FakeLambdaContext())
     assert click["statusCode"] == 503
+
+
+def test_the_status_api_shows_first_open_unique_opens_and_unique_clicks(stack: Stack) -> None:
+    # GIVEN a tracked message opened by Apple's proxy, then twice by a person, and clicked
+    message_id, mail = send_tracked(stack)
+    html = html_of(mail)
+    (pixel,) = tokens_in(html, "t")
+    link = tokens_in(html, "c")[0]
+    assert_pixel(call(stack, f"/t/{pixel}.gif", user_agent="Mozilla/5.0"))
+    assert_pixel(call(stack, f"/t/{pixel}.gif"))
+    assert_pixel(call(stack, f"/t/{pixel}.gif"))
+    assert call(stack, f"/c/{link}")["statusCode"] == 302
+    # WHEN the client reads the message
+    event = load_event("status/get-message")
+    with_headers(event, X_Api_Key=stack.client.api_key, X_Api_Secret=stack.client.api_secret)
+    event["path"] = f"/v1/messages/{message_id}"
+    event["pathParameters"] = {"message_id": str(message_id)}
+    answer = stack.api.resolve(event, FakeLambdaContext())
+    assert answer["statusCode"] == 200, answer["body"]
+    engagement = json.loads(answer["body"])["engagement"]
+    # THEN machine opens are apart, one unique human open, one unique click
+    assert engagement["opens"] == 3
+    assert engagement["machine_opens"] == 1
+    assert engagement["unique_opens"] == 1
+    assert engagement["first_open_at"] is not None
+    assert engagement["clicks"] == 1
+    assert engagement["unique_clicks"] == 1
+    # AND an untracked message has none
+    plain = stack.send("ada@example.com")
+    event["path"] = f"/v1/messages/{plain}"
+    event["pathParameters"] = {"message_id": str(plain)}
+    answer = stack.api.resolve(event, FakeLambdaContext())
+    assert json.loads(answer["body"])["engagement"] is None

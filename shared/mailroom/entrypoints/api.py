@@ -54,9 +54,11 @@ from mailroom.entrypoints.openapi_contract import answers, client_key, finish_do
 from mailroom.entrypoints.request_body import TextBody, parse_json, prepare_event
 from mailroom.entrypoints.status_views import (
     MODE_DESCRIPTION,
+    EngagementView,
     MessageEventsView,
     MessagePageView,
     RecipientView,
+    engagement_view,
     events_view,
     mode_of,
     page_view,
@@ -172,6 +174,10 @@ class MessageView(BaseModel):
     events: list[EventView]
     recipients: list[RecipientView] = Field(
         default_factory=list, description="Each recipient's own outcome"
+    )
+    engagement: EngagementView | None = Field(
+        default=None,
+        description="Opens and clicks, for a message sent with tracking (issue 21); else null",
     )
 
 
@@ -503,6 +509,13 @@ def _accepted(body: str, trace_id: str) -> Response[str]:
     )
 
 
+def _engagement(active: Services, message: Message) -> EngagementView | None:
+    from mailroom.services.tracking import engagement_of
+
+    engagement = engagement_of(active.tracking_store, active.tracking_config, message)
+    return None if engagement is None else engagement_view(engagement)
+
+
 def status_routes(services: ServicesProvider) -> Router:
     router = Router()
 
@@ -546,6 +559,7 @@ def status_routes(services: ServicesProvider) -> Router:
             sent_at=message.sent_at,
             events=[EventView(type=e.type.value, at=e.at, detail=e.detail) for e in history.events],
             recipients=recipient_views(history.recipients),
+            engagement=_engagement(active, message),
         )
 
     @router.get(

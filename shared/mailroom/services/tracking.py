@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mailroom.adapters.db.tracking import Hit, TokenTarget, TrackingStore
+from mailroom.adapters.db.tracking import Engagement, Hit, TokenTarget, TrackingStore
 from mailroom.domain.model import EventType, Message, RenderedEmail
 from mailroom.domain.tracking import (
     NO_TRACKING,
@@ -59,16 +59,32 @@ def tracked_email(
     A database error raises: the worker then retries the message, rather
     than send links that would 404.
     """
+    if not is_tracked(config, message) or not rendered.html:
+        return rendered
     tracking = message.options.tracking
     choice = resolve_choice(None if tracking is None else dict(tracking), config.default)
-    if not choice.any or not config.base_url or not rendered.html:
-        return rendered
     policy = LinkPolicy(config.base_url, config.excluded_domains, message.options.unsubscribe_url)
     tracked = track_html(rendered.html, choice, policy)
     if not tracked.links:
         return rendered
     store.add_links(message.id, tracked.links)
     return RenderedEmail(subject=rendered.subject, html=tracked.html, text=rendered.text)
+
+
+def is_tracked(config: TrackingConfig, message: Message) -> bool:
+    """Whether the worker tracks (or tracked) ``message``: its choice over the defaults."""
+    tracking = message.options.tracking
+    choice = resolve_choice(None if tracking is None else dict(tracking), config.default)
+    return bool(config.base_url) and choice.any
+
+
+def engagement_of(
+    store: TrackingStore | None, config: TrackingConfig, message: Message
+) -> Engagement | None:
+    """The message's derived opens and clicks; None for a message not tracked."""
+    if store is None or not is_tracked(config, message):
+        return None
+    return store.engagement(message.id)
 
 
 @dataclass(frozen=True, slots=True)
