@@ -14,7 +14,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mailroom.adapters.db.tracking import Engagement, Hit, TokenTarget, TrackingStore
+from mailroom.adapters.db.tracking import (
+    Engagement,
+    Hit,
+    RecordedHit,
+    TokenTarget,
+    TrackingStore,
+)
 from mailroom.domain.model import EventType, Message, RenderedEmail
 from mailroom.domain.tracking import (
     NO_TRACKING,
@@ -108,14 +114,21 @@ def record_open(
 
     True if a hit was written.
     """
-    if store is None:
+    if store is None or not _TOKEN.match(token):
         return False
     try:
-        target = _target(store, limiter, config, token, visitor, LinkKind.OPEN)
-        if target is None:
+        if not _allowed(limiter, config, token):
             return False
-        _record(store, config, target, visitor)
-        return True
+        target = store.hit(
+            token,
+            user_agent=visitor.user_agent,
+            ip=visitor.ip,
+            honeypot_window_seconds=config.honeypot_window_seconds,
+            judge=lambda found: (
+                _judged(config, found, visitor) if found.kind is LinkKind.OPEN else None
+            ),
+        )
+        return target is not None and target.kind is LinkKind.OPEN
     except Exception:
         log.exception("recording an open failed", extra={"token": token[:32]})
         return False
@@ -141,41 +154,30 @@ def record_click(
     """
     if store is None or not _TOKEN.match(token):
         return None
-    target = store.find(
-        token,
-        user_agent=visitor.user_agent,
-        ip=visitor.ip,
-        honeypot_window_seconds=config.honeypot_window_seconds,
-    )
+    allowed = _allowed(limiter, config, token)
+    window = config.honeypot_window_seconds
+    try:
+        target = store.hit(
+            token,
+            user_agent=visitor.user_agent,
+            ip=visitor.ip,
+            honeypot_window_seconds=window,
+            judge=lambda found: (
+                _judged(config, found, visitor)
+                if allowed and found.kind is not LinkKind.OPEN
+                else None
+            ),
+        )
+    except Exception:
+        # Recording failed: the reader is redirected all the same if the link
+        # can be read (a database that is down raises again here: 503).
+        log.exception("recording a click failed", extra={"token": token})
+        target = store.find(
+            token, user_agent=visitor.user_agent, ip=visitor.ip, honeypot_window_seconds=window
+        )
     if target is None or target.kind is LinkKind.OPEN:
         return None
-    if _allowed(limiter, config, token):
-        try:
-            _record(store, config, target, visitor)
-        except Exception:
-            log.exception("recording a click failed", extra={"token": token})
     return ClickAnswer(target.url if target.kind is LinkKind.CLICK else None)
-
-
-def _target(
-    store: TrackingStore,
-    limiter: HitLimiter | None,
-    config: TrackingConfig,
-    token: str,
-    visitor: Visitor,
-    kind: LinkKind,
-) -> TokenTarget | None:
-    if not _TOKEN.match(token) or not _allowed(limiter, config, token):
-        return None
-    target = store.find(
-        token,
-        user_agent=visitor.user_agent,
-        ip=visitor.ip,
-        honeypot_window_seconds=config.honeypot_window_seconds,
-    )
-    if target is None or target.kind is not kind:
-        return None
-    return target
 
 
 def _allowed(limiter: HitLimiter | None, config: TrackingConfig, token: str) -> bool:
@@ -188,9 +190,8 @@ def _allowed(limiter: HitLimiter | None, config: TrackingConfig, token: str) -> 
         return True
 
 
-def _record(
-    store: TrackingStore, config: TrackingConfig, target: TokenTarget, visitor: Visitor
-) -> None:
+def _judged(config: TrackingConfig, target: TokenTarget, visitor: Visitor) -> RecordedHit:
+    """The hit to write for ``target``: its machine signals, event type and detail."""
     since = None if target.sent_at is None else (target.now - target.sent_at).total_seconds()
     signals = judge_hit(
         config.signals,
@@ -213,4 +214,4 @@ def _record(
         detail.update(link_index=target.link_index, url=target.url)
     else:
         event_type = None  # a honeypot hit is kept, but no one opened or clicked anything
-    store.record(hit, event_type, detail, config.honeypot_window_seconds)
+    return hit, event_type, detail

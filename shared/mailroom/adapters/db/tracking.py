@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import abc
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from mailroom.adapters.db.unit_of_work import Database
@@ -62,6 +63,10 @@ class Hit:
         return bool(self.signals)
 
 
+# A hit to write: the hit, its event type (None: no event) and the event's detail.
+RecordedHit = tuple[Hit, str | None, dict[str, object]]
+
+
 class TrackingStore(abc.ABC):
     @abc.abstractmethod
     def add_links(self, message_id: uuid.UUID, links: Sequence[TrackedLink]) -> None: ...
@@ -79,6 +84,29 @@ class TrackingStore(abc.ABC):
 
     @abc.abstractmethod
     def engagement(self, message_id: uuid.UUID) -> Engagement: ...
+
+    def hit(
+        self,
+        token: str,
+        *,
+        user_agent: str,
+        ip: str,
+        honeypot_window_seconds: int,
+        judge: Callable[[TokenTarget], RecordedHit | None],
+    ) -> TokenTarget | None:
+        """``find`` then ``record`` what ``judge`` makes of the target (None: nothing).
+
+        PostgreSQL does both in one transaction (two round trips fewer on the
+        pixel's path); this default is the two calls.
+        """
+        target = self.find(
+            token, user_agent=user_agent, ip=ip, honeypot_window_seconds=honeypot_window_seconds
+        )
+        if target is not None:
+            recorded = judge(target)
+            if recorded is not None:
+                self.record(*recorded, honeypot_window_seconds)
+        return target
 
 
 _INSERT_LINKS = text(
@@ -173,51 +201,90 @@ class SqlTrackingStore(TrackingStore):
                     "window": honeypot_window_seconds,
                 },
             ).first()
-        if row is None:
-            return None
-        return TokenTarget(
-            token=row.token,
-            message_id=row.message_id,
-            kind=LinkKind(row.kind),
-            link_index=row.link_index,
-            url=row.url,
-            sent_at=row.sent_at,
-            now=row.now,
-            honeypot_nearby=bool(row.honeypot_nearby),
-        )
+        return None if row is None else _target_of(row)
+
+    def hit(
+        self,
+        token: str,
+        *,
+        user_agent: str,
+        ip: str,
+        honeypot_window_seconds: int,
+        judge: Callable[[TokenTarget], RecordedHit | None],
+    ) -> TokenTarget | None:
+        with self._database.engine.begin() as connection:
+            row = connection.execute(
+                _FIND,
+                {
+                    "token": token,
+                    "user_agent": user_agent,
+                    "ip": ip,
+                    "window": honeypot_window_seconds,
+                },
+            ).first()
+            if row is None:
+                return None
+            target = _target_of(row)
+            recorded = judge(target)
+            if recorded is not None:
+                _write(connection, *recorded, honeypot_window_seconds)
+        return target
 
     def record(
         self, hit: Hit, event_type: str | None, detail: dict[str, object], window_seconds: int
     ) -> None:
-        target = hit.target
         with self._database.engine.begin() as connection:
-            connection.execute(
-                _RECORD,
-                {
-                    "token": target.token,
-                    "message_id": target.message_id,
-                    "kind": target.kind.value,
-                    "link_index": target.link_index,
-                    "user_agent": hit.user_agent,
-                    "ip": hit.ip,
-                    "machine": hit.machine,
-                    "signals": list(hit.signals),
-                    "event_type": event_type,
-                    "detail": detail,
-                },
-            )
-            if target.kind is LinkKind.HONEYPOT:
-                connection.execute(
-                    _FLAG_AROUND,
-                    {
-                        "message_id": target.message_id,
-                        "user_agent": hit.user_agent,
-                        "ip": hit.ip,
-                        "window": window_seconds,
-                    },
-                )
+            _write(connection, hit, event_type, detail, window_seconds)
 
     def engagement(self, message_id: uuid.UUID) -> Engagement:
         with self._database.engine.begin() as connection:
             row = connection.execute(_ENGAGEMENT, {"message_id": message_id}).one()
         return Engagement(*row)
+
+
+def _target_of(row: Any) -> TokenTarget:
+    return TokenTarget(
+        token=row.token,
+        message_id=row.message_id,
+        kind=LinkKind(row.kind),
+        link_index=row.link_index,
+        url=row.url,
+        sent_at=row.sent_at,
+        now=row.now,
+        honeypot_nearby=bool(row.honeypot_nearby),
+    )
+
+
+def _write(
+    connection: Connection,
+    hit: Hit,
+    event_type: str | None,
+    detail: dict[str, object],
+    window_seconds: int,
+) -> None:
+    target = hit.target
+    connection.execute(
+        _RECORD,
+        {
+            "token": target.token,
+            "message_id": target.message_id,
+            "kind": target.kind.value,
+            "link_index": target.link_index,
+            "user_agent": hit.user_agent,
+            "ip": hit.ip,
+            "machine": hit.machine,
+            "signals": list(hit.signals),
+            "event_type": event_type,
+            "detail": detail,
+        },
+    )
+    if target.kind is LinkKind.HONEYPOT:
+        connection.execute(
+            _FLAG_AROUND,
+            {
+                "message_id": target.message_id,
+                "user_agent": hit.user_agent,
+                "ip": hit.ip,
+                "window": window_seconds,
+            },
+        )
