@@ -206,6 +206,7 @@ def test_the_pixel_records_an_open_and_the_link_redirects_to_the_stored_url(
     (clicked,) = events_of(stack, message_id, "clicked")
     assert opened["machine"] is False
     assert opened["signals"] == []
+    assert opened["first_open"] is True
     assert clicked["machine"] is False
     assert clicked["url"] == stored
     assert clicked["link_index"] == 0
@@ -308,9 +309,14 @@ def test_an_open_right_after_the_send_is_a_machine(
         )
     assert_pixel(call(stack, f"/t/{pixel}.gif"))
     first, later = events_of(stack, message_id, "opened")
-    # THEN the first is a machine, too soon; the later one a person
+    # THEN the first is a machine, too soon; the later one a person, the first human open
     assert first["signals"] == ["too_soon"]
+    assert first["first_open"] is False
     assert later["machine"] is False
+    assert later["first_open"] is True
+    # AND another human open is not the first
+    assert_pixel(call(stack, f"/t/{pixel}.gif"))
+    assert events_of(stack, message_id, "opened")[-1]["first_open"] is False
 
 
 def test_the_honeypot_marks_the_scanners_clicks_before_and_after(stack: Stack) -> None:

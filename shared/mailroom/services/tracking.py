@@ -209,6 +209,9 @@ def _judged(config: TrackingConfig, target: TokenTarget, visitor: Visitor) -> Re
     }
     if target.kind is LinkKind.OPEN:
         event_type = EventType.OPENED.value
+        # The message's first human open, for webhooks that want only those
+        # (concurrent first opens may both say so: the counts come from the hits).
+        detail["first_open"] = not hit.machine and target.no_human_hit_yet
     elif target.kind is LinkKind.CLICK:
         event_type = EventType.CLICKED.value
         detail.update(link_index=target.link_index, url=target.url)

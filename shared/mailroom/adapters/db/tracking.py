@@ -33,6 +33,8 @@ class TokenTarget:
     now: datetime
     # A honeypot hit by the same user agent and address within the window.
     honeypot_nearby: bool
+    # No person has opened (for a pixel) or clicked (a link) this message before.
+    no_human_hit_yet: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,11 @@ _FIND = text(
                WHERE h.message_id = l.message_id AND h.kind = 'honeypot'
                  AND h.user_agent = :user_agent AND h.ip = :ip
                  AND h.at > now() - make_interval(secs => :window)
-           ) AS honeypot_nearby
+           ) AS honeypot_nearby,
+           NOT EXISTS (
+               SELECT 1 FROM tracking_hits h
+               WHERE h.message_id = l.message_id AND h.kind = l.kind AND NOT h.machine
+           ) AS no_human_hit_yet
     FROM tracking_links l JOIN messages m ON m.id = l.message_id
     WHERE l.token = :token
     """
@@ -252,6 +258,7 @@ def _target_of(row: Any) -> TokenTarget:
         sent_at=row.sent_at,
         now=row.now,
         honeypot_nearby=bool(row.honeypot_nearby),
+        no_human_hit_yet=bool(row.no_human_hit_yet),
     )
 
 
