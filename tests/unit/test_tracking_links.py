@@ -86,6 +86,8 @@ def test_entities_in_a_url_are_decoded_once_and_other_attributes_kept() -> None:
         "https://partner.example/page",
         "https://www.partner.example/page",
         "https://example.com/" + "a" * MAX_TRACKED_URL,
+        "https://e.example/&#13;&#10;Set-Cookie: a=b",  # decodes to CR LF: no Location injection
+        "https://e.example/a b",
     ],
 )
 def test_links_that_are_left_alone(href: str) -> None:

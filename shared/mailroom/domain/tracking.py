@@ -14,7 +14,8 @@ Only the start tags of rewritten links are written anew; every other byte of
 the document is kept as it was.
 
 Left alone: links that are not http(s) (``mailto:``, ``tel:``, relative, ``#``,
-``javascript:``); unsubscribe links (Mailroom's ``/u/``, the message's own
+``javascript:``); URLs with whitespace or control characters inside (no header
+injection through Location); unsubscribe links (Mailroom's ``/u/``, the message's own
 ``unsubscribe_url``, any URL containing "unsubscribe"); links marked
 ``data-mr-notrack`` (the marker attribute is removed); excluded domains and
 their subdomains; links already pointing at ``<base>/c/``; URLs longer than
@@ -99,7 +100,9 @@ class LinkPolicy:
     unsubscribe_url: str | None = None
 
     def tracks(self, url: str) -> bool:
-        if len(url) > MAX_TRACKED_URL:
+        # A URL with whitespace or control characters inside (entities decode
+        # to them: &#13;&#10;) would be a header injection in Location.
+        if len(url) > MAX_TRACKED_URL or not url.isprintable() or any(c.isspace() for c in url):
             return False
         try:
             parts = urlsplit(url)
