@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from mailroom.adapters.db.inline_contents import SqlInlineContentStore
 from mailroom.adapters.db.template_versions import SqlTemplateStore
+from mailroom.adapters.db.tracking import SqlTrackingStore, TrackingStore
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork, UnitOfWork
 from mailroom.adapters.dead_letter_queue import DeadLetterQueue, SqsDeadLetterQueue
 from mailroom.adapters.dependency_probes import DependencyProbes
@@ -39,6 +40,7 @@ from mailroom.adapters.redis_tenancy import (
     RedisQuotaCounter,
     RedisRateLimiter,
 )
+from mailroom.adapters.redis_tracking import RedisHitLimiter
 from mailroom.adapters.secrets import Argon2SecretHasher, SecretHasher
 from mailroom.adapters.templates import (
     FileTemplateStore,
@@ -66,11 +68,13 @@ if TYPE_CHECKING:
     from mailroom.adapters.webhook_sender import WebhookSender
     from mailroom.domain.outgoing_headers import SenderPolicy
     from mailroom.services.batches import BatchLimits
+    from mailroom.services.delivery import HtmlRewriter
     from mailroom.services.inbound import InboundPolicy
     from mailroom.services.outbound_webhooks import Dispatcher
     from mailroom.services.provider_chain import ProviderChain
     from mailroom.services.sending import SendLimits
     from mailroom.services.sending_domains import DomainPolicy, VerifiedSenders
+    from mailroom.services.tracking import HitLimiter, TrackingConfig
 
 
 @dataclass
@@ -103,6 +107,25 @@ class Services:
 
     # Sending-domain verification's DNS (issue 16); built on first use unless given.
     dns_lookup: DnsLookup | None = None
+    # Open and click tracking (issue 21): tokens and hits, and the per-token
+    # hit limit. Always set by bootstrap().
+    tracking_store: TrackingStore | None = None
+    hit_limiter: HitLimiter | None = None
+
+    @cached_property
+    def tracking_config(self) -> TrackingConfig:
+        return tracking_config(self.settings)
+
+    @cached_property
+    def tracking_rewriter(self) -> HtmlRewriter | None:
+        """The worker's tracking step; None when no tracking base URL is configured."""
+        config = self.tracking_config
+        if not config.base_url or self.tracking_store is None:
+            return None
+        from mailroom.services.tracking import tracked_email
+
+        store = self.tracking_store
+        return lambda message, rendered: tracked_email(store, config, message, rendered)
 
     @cached_property
     def dns(self) -> DnsLookup:
@@ -264,6 +287,8 @@ def bootstrap(
     clock: Clock | None = None,
     metrics: Metrics | None = None,
     domain_throttle: DomainThrottle | None = None,
+    tracking: TrackingStore | None = None,
+    hit_limiter: HitLimiter | None = None,
 ) -> Services:
     settings = settings or get_settings()
     from mailroom.adapters import tracing
@@ -366,6 +391,25 @@ def bootstrap(
         clock=clock or SystemClock(),
         metrics=metered,
         probes=DependencyProbes(settings, database),
+        tracking_store=tracking or SqlTrackingStore(database),
+        hit_limiter=hit_limiter or RedisHitLimiter(redis_store),
+    )
+
+
+def tracking_config(settings: Settings) -> TrackingConfig:
+    from mailroom.domain.tracking import TrackingChoice
+    from mailroom.domain.tracking_signals import MachineSignals
+    from mailroom.services.tracking import TrackingConfig
+
+    return TrackingConfig(
+        base_url=settings.tracking_base,
+        default=TrackingChoice(settings.tracking_default_opens, settings.tracking_default_clicks),
+        excluded_domains=settings.tracking_excluded,
+        signals=MachineSignals.from_settings(
+            settings.tracking_machine_ip_ranges, settings.tracking_machine_seconds
+        ),
+        honeypot_window_seconds=settings.tracking_honeypot_window_seconds,
+        hits_per_token_minute=settings.tracking_hits_per_token_minute,
     )
 
 

@@ -166,6 +166,37 @@ class Settings(BaseSettings):
     # Raw inbound mail beyond this is cut before it is stored for review.
     inbound_max_stored_bytes: int = Field(default=256 * 1024, ge=1024)
 
+    # Open and click tracking (issue 21, docs/architecture.md "Tracking").
+    # Where /c/{token} and /t/{token}.gif point: a client's own tracking host
+    # is a CNAME to the API's custom domain, given here; empty: PUBLIC_BASE_URL.
+    # Neither set: nothing is tracked, whatever a message asks.
+    tracking_base_url: str = Field(default="", pattern=r"^$|^https?://\S+$")
+    # Tracked when a message does not say (transactional mail: off).
+    tracking_default_opens: bool = False
+    tracking_default_clicks: bool = False
+    # Comma-separated domains (and their subdomains) whose links are never rewritten.
+    tracking_excluded_domains: str = ""
+    # Machine-hit signals (domain/tracking_signals.py): a hit this soon after
+    # the send; these CIDR ranges (Apple's 17.0.0.0/8, where Mail Privacy
+    # Protection's proxy fetches from); clicks from a user agent and address
+    # that hit the hidden honeypot link within this window.
+    tracking_machine_seconds: int = Field(default=10, ge=0, le=3600)
+    tracking_machine_ip_ranges: str = "17.0.0.0/8"
+    tracking_honeypot_window_seconds: int = Field(default=300, ge=0, le=86_400)
+    # Hits per token per minute recorded one by one; beyond, only counted (Redis).
+    tracking_hits_per_token_minute: int = Field(default=30, ge=1)
+
+    @property
+    def tracking_base(self) -> str:
+        return (self.tracking_base_url or self.public_base_url).rstrip("/")
+
+    @property
+    def tracking_excluded(self) -> frozenset[str]:
+        names = (
+            name.strip().rstrip(".").lower() for name in self.tracking_excluded_domains.split(",")
+        )
+        return frozenset(name for name in names if name)
+
     @property
     def bounce_keyring(self) -> SigningKeyring | None:
         if self.bounce_signing_keys is None:

@@ -161,6 +161,7 @@ def test_every_function_folder_holds_its_handler_module(
         "BatchesFunction",
         "PlannerFunction",
         "SchedulerFunction",
+        "TrackingFunction",
     }
     assert {f["Properties"]["Handler"] for f in functions.values()} == {"app.handler"}
     # THEN each built function folder holds app.py

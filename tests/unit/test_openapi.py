@@ -63,6 +63,8 @@ PUBLIC_PATHS = {
     "/webhooks/health",
     "/webhooks/{provider}",
     "/u/{token}",  # RFC 8058 one-click unsubscribe: the token authenticates
+    "/t/{file}",  # issue 21: the tracking pixel and links; the random token is all
+    "/c/{token}",
     "/admin/health",
     "/openapi.json",
     # Probes (issue 23): readiness and liveness ask for no credentials.

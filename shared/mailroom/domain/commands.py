@@ -132,6 +132,21 @@ MAX_INLINE_BODY_CHARS = 512 * 1024
 MAX_ITEM_KEY_LENGTH = 255
 
 
+class TrackingRequest(BaseModel):
+    """``tracking`` of a send: what to track, over the defaults (issue 21)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    opens: StrictBool | None = Field(default=None, description="Add a 1×1 pixel.")
+    clicks: StrictBool | None = Field(
+        default=None, description="Rewrite http(s) links in the HTML to redirects."
+    )
+
+    def as_pairs(self) -> tuple[tuple[str, bool], ...]:
+        pairs = (("opens", self.opens), ("clicks", self.clicks))
+        return tuple((key, flag) for key, flag in pairs if flag is not None)
+
+
 class SendRequest(BaseModel):
     """Body of ``POST /v1/send``, and each item of ``POST /v1/send/batch``.
 
@@ -266,6 +281,16 @@ class SendRequest(BaseModel):
             "422 `unknown_smtp_config` if the client has no active one of that name. "
             "Without it, the client's default configuration if any, else the provider chain."
         ),
+    )
+
+    tracking: TrackingRequest | None = Field(
+        default=None,
+        description=(
+            "Open and click tracking for this message, over the defaults (off for "
+            "transactional mail): each key given overrides, both ways. Needs "
+            "TRACKING_BASE_URL or PUBLIC_BASE_URL; links in the HTML part only."
+        ),
+        examples=[{"opens": True, "clicks": True}],
     )
 
     @field_validator("headers")

@@ -109,6 +109,12 @@ class UnsubscribeLinkNotFound(MailroomError):
     code = "unsubscribe_link_not_found"
 
 
+class TrackingLinkNotFound(MailroomError):
+    """A /c/{token} that no tracked link has (unknown, altered, or a pixel's): nothing recorded."""
+
+    code = "tracking_link_not_found"
+
+
 class InboundMailNotFound(MailroomError):
     code = "inbound_mail_not_found"
 

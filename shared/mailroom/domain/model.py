@@ -118,6 +118,9 @@ class SendOptions:
     # The client's SMTP relay the send named (issue 20); None: the client's
     # default relay if it has one, else the provider chain.
     smtp_config_id: str | None = None
+    # Issue 21: the caller's {"opens": bool, "clicks": bool}, either key
+    # optional; None: the defaults (domain/tracking.py resolves them).
+    tracking: tuple[tuple[str, bool], ...] | None = None
 
     def to_document(self) -> dict[str, Any]:
         document: dict[str, Any] = {}
@@ -133,6 +136,8 @@ class SendOptions:
             document["unsubscribe_url"] = self.unsubscribe_url
         if self.smtp_config_id:
             document["smtp_config_id"] = self.smtp_config_id
+        if self.tracking is not None:
+            document["tracking"] = dict(self.tracking)
         return document
 
     @classmethod
@@ -146,7 +151,16 @@ class SendOptions:
             campaign=document.get("campaign"),
             unsubscribe_url=document.get("unsubscribe_url"),
             smtp_config_id=document.get("smtp_config_id"),
+            tracking=_tracking_of(document.get("tracking")),
         )
+
+
+def _tracking_of(value: Any) -> tuple[tuple[str, bool], ...] | None:
+    if not isinstance(value, dict):
+        return None
+    return tuple(
+        (str(key), bool(flag)) for key, flag in value.items() if key in ("opens", "clicks")
+    )
 
 
 _NO_OPTIONS = SendOptions()

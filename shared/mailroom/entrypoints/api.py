@@ -57,9 +57,11 @@ from mailroom.entrypoints.openapi_contract import answers, client_key, finish_do
 from mailroom.entrypoints.request_body import TextBody, parse_json, prepare_event
 from mailroom.entrypoints.status_views import (
     MODE_DESCRIPTION,
+    EngagementView,
     MessageEventsView,
     MessagePageView,
     RecipientView,
+    engagement_view,
     events_view,
     mode_of,
     page_view,
@@ -211,6 +213,10 @@ class MessageView(BaseModel):
         default=None, description="The recurring schedule that sent it."
     )
     schedule_run_id: uuid.UUID | None = Field(default=None, description="That schedule's run.")
+    engagement: EngagementView | None = Field(
+        default=None,
+        description="Opens and clicks, for a message sent with tracking (issue 21); else null",
+    )
 
 
 def trace_id_of(headers: Mapping[str, str]) -> str:
@@ -545,6 +551,13 @@ def _accepted(body: str, trace_id: str) -> Response[str]:
     )
 
 
+def _engagement(active: Services, message: Message) -> EngagementView | None:
+    from mailroom.services.tracking import engagement_of
+
+    engagement = engagement_of(active.tracking_store, active.tracking_config, message)
+    return None if engagement is None else engagement_view(engagement)
+
+
 def status_routes(services: ServicesProvider) -> Router:
     router = Router()
 
@@ -591,6 +604,7 @@ def status_routes(services: ServicesProvider) -> Router:
             scheduled_at=message.scheduled_at,
             schedule_id=message.schedule_id,
             schedule_run_id=message.schedule_run_id,
+            engagement=_engagement(active, message),
         )
 
     @router.get(
@@ -783,6 +797,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.operations import operations_routes
     from mailroom.entrypoints.schedules import message_schedule_routes, schedule_routes
     from mailroom.entrypoints.smtp_configs import smtp_config_routes
+    from mailroom.entrypoints.tracking import tracking_function_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
     return [
@@ -801,6 +816,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         smtp_config_routes(services),
         *webhooks_function_routes(services),
         *inbound_function_routes(services),
+        *tracking_function_routes(services),
         *admin_routes(services),
     ]
 

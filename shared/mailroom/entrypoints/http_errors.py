@@ -24,6 +24,7 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.InsufficientScope: 403,
     errors.MessageNotFound: 404,
     errors.UnsubscribeLinkNotFound: 404,
+    errors.TrackingLinkNotFound: 404,
     errors.InboundMailNotFound: 404,
     errors.MessageNotRetryable: 409,
     errors.PayloadTooLarge: 413,

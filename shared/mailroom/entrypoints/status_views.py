@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from mailroom.adapters.db.tracking import Engagement
 from mailroom.domain.feedback import RecipientOutcome, RecipientStatus, RejectReason
 from mailroom.domain.model import Message, MessageEvent, MessageStatus
 from mailroom.domain.tenancy import KeyKind
@@ -27,6 +28,34 @@ class RecipientView(BaseModel):
     response: str | None = Field(default=None, description="The receiving server's answer")
     updated_at: datetime | None = Field(
         default=None, description="When this recipient's status last changed"
+    )
+
+
+class EngagementView(BaseModel):
+    """Opens and clicks of a tracked message, derived from every recorded hit (issue 21)."""
+
+    opens: int = Field(description="Every recorded pixel fetch, machines included")
+    machine_opens: int = Field(
+        description="Fetches flagged as machines: proxies (Apple MPP, Gmail), scanners, too soon"
+    )
+    unique_opens: int = Field(description="Distinct user agent and address pairs of human opens")
+    first_open_at: datetime | None = Field(description="The first human open")
+    clicks: int = Field(description="Every recorded click, machines included")
+    machine_clicks: int = Field(description="Clicks flagged as machines (scanners, honeypot)")
+    unique_clicks: int = Field(description="Distinct links clicked by people")
+    first_click_at: datetime | None = Field(description="The first human click")
+
+
+def engagement_view(engagement: Engagement) -> EngagementView:
+    return EngagementView(
+        opens=engagement.opens,
+        machine_opens=engagement.machine_opens,
+        unique_opens=engagement.unique_opens,
+        first_open_at=engagement.first_open_at,
+        clicks=engagement.clicks,
+        machine_clicks=engagement.machine_clicks,
+        unique_clicks=engagement.unique_clicks,
+        first_click_at=engagement.first_click_at,
     )
 
 

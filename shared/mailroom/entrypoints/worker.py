@@ -179,6 +179,7 @@ def _deliver_batch(
             backoff=backoff,
             lease_seconds=services.settings.claim_lease_seconds,
             sender_policy=services.sender_policy,
+            rewrite=services.tracking_rewriter,
         )
     except Exception as error:  # noqa: BLE001 - reported per record by the batch processor
         logger.exception("delivery batch failed before its outcomes were recorded")

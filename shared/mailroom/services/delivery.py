@@ -6,7 +6,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -27,7 +27,7 @@ from mailroom.adapters.templates import (
 from mailroom.domain.errors import InvalidTemplate, RenderError, UnknownTemplate
 from mailroom.domain.feedback import DeliveryEvent, Suppression
 from mailroom.domain.mime import build_mime, from_domain, subject_fits
-from mailroom.domain.model import EventType, Message, MessageStatus
+from mailroom.domain.model import EventType, Message, MessageStatus, RenderedEmail
 from mailroom.domain.outgoing_headers import SenderPolicy
 from mailroom.domain.retry import Backoff
 from mailroom.domain.throttling import ThrottleDecision
@@ -44,6 +44,8 @@ DEFAULT_LEASE_SECONDS = 150
 RECORD_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 # One event to write: its type and detail.
 EventRecord = tuple[EventType, dict[str, object]]
+# Rewrites a rendered message before its MIME is built (issue 21: tracking).
+HtmlRewriter = Callable[[Message, RenderedEmail], RenderedEmail]
 
 
 class DeliveryResult(StrEnum):
@@ -109,6 +111,7 @@ def deliver_message(
     last_receive: bool = False,
     lease_seconds: int = DEFAULT_LEASE_SECONDS,
     sender_policy: SenderPolicy | None = None,
+    rewrite: HtmlRewriter | None = None,
 ) -> DeliveryOutcome:
     """``deliver_batch`` for one message."""
     (outcome,) = deliver_batch(
@@ -121,6 +124,7 @@ def deliver_message(
         backoff=backoff,
         lease_seconds=lease_seconds,
         sender_policy=sender_policy,
+        rewrite=rewrite,
     )
     return outcome
 
@@ -136,6 +140,7 @@ def deliver_batch(
     backoff: Backoff = DEFAULT_BACKOFF,
     lease_seconds: int = DEFAULT_LEASE_SECONDS,
     sender_policy: SenderPolicy | None = None,
+    rewrite: HtmlRewriter | None = None,
 ) -> list[DeliveryOutcome]:
     """Claim the batch's messages, send those claimed, record every outcome.
 
@@ -200,6 +205,7 @@ def deliver_batch(
                 client_order=orders.get(message.client_id, _UNKNOWN_ORDER),
                 sender_policy=sender_policy,
                 route=routes.get(message_id),
+                rewrite=rewrite,
             )
         except Exception as error:  # noqa: BLE001 - one message's bug must not cost the batch
             # Raising here would leave the batch's messages already sent
@@ -411,6 +417,7 @@ def _attempt(
     client_order: object = _UNKNOWN_ORDER,
     sender_policy: SenderPolicy | None = None,
     route: _Route | None = None,
+    rewrite: HtmlRewriter | None = None,
 ) -> _Pending:
     """Render and send one claimed message; its outcome is written with the batch's.
 
@@ -445,6 +452,10 @@ def _attempt(
             refusal = subject_too_long(message.subject)
             return _failed(message, f"{refusal.code}: {refusal.message}", attempted=False)
         rendered = type(rendered)(subject=message.subject, html=rendered.html, text=rendered.text)
+    if rewrite is not None:
+        # Issue 21: tracked links and pixel (services/tracking.py). Raising
+        # retries the message, as any unexpected error of one message does.
+        rendered = rewrite(message, rendered)
     # The "sign" stage: the MIME message is built here (DKIM signs it in the
     # SMTP and Mailgun providers, adapters/providers/dkim_signing.py).
     with tracing.span("worker.sign"):

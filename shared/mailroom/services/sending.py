@@ -128,6 +128,8 @@ _NEW_FIELD_DEFAULTS: dict[str, object] = {
     "scheduled_at": None,
     # Issue 20: a client's own SMTP relay.
     "smtp_config": None,
+    # Issue 21: open and click tracking.
+    "tracking": None,
 }
 
 
@@ -245,6 +247,7 @@ def prepare_send(
             campaign=request.campaign,
             unsubscribe_url=request.unsubscribe_url,
             smtp_config_id=relay_id,
+            tracking=None if request.tracking is None else request.tracking.as_pairs(),
         ),
         status=MessageStatus.SCHEDULED if timing.deferred else MessageStatus.QUEUED,
         scheduled_at=timing.scheduled_at,

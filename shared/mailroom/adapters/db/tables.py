@@ -835,3 +835,59 @@ class SmtpConfigRow(Base):
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- open and click tracking (issue 21) ---------------------------------------
+
+
+class TrackingLinkRow(Base):
+    """A tracked message's tokens: its pixel, its rewritten links, its honeypot.
+
+    The redirect target is ``url``, read by token: a request never supplies it.
+    """
+
+    __tablename__ = "tracking_links"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", ["open", "click", "honeypot"]), name="kind"),
+        Index("ix_tracking_links_message_id", "message_id"),
+    )
+
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    link_index: Mapped[int | None] = mapped_column(Integer)
+    url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class TrackingHitRow(Base):
+    """Every recorded fetch of a pixel or link, with what made it look like a machine."""
+
+    __tablename__ = "tracking_hits"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", ["open", "click", "honeypot"]), name="kind"),
+        Index("ix_tracking_hits_message_id", "message_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    token: Mapped[str] = mapped_column(
+        ForeignKey("tracking_links.token", ondelete="CASCADE"), nullable=False
+    )
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    link_index: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    user_agent: Mapped[str] = mapped_column(String(512), server_default="", nullable=False)
+    ip: Mapped[str] = mapped_column(String(64), server_default="", nullable=False)
+    machine: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    signals: Mapped[list[str]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb"), nullable=False
+    )
