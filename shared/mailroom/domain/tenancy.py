@@ -178,6 +178,24 @@ class Actor:
     name: str
     source_ip: str | None = None
 
+    def entry(
+        self,
+        action: str,
+        target: tuple[str, str],
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> AuditEntry:
+        """The audit row of ``action`` on ``target`` (its type and id) by this actor."""
+        return AuditEntry(
+            actor=self.name,
+            action=action,
+            target_type=target[0],
+            target_id=target[1],
+            before=before,
+            after=after,
+            source_ip=self.source_ip,
+        )
+
 
 # Changes made by Mailroom itself (the local runner's demo client).
 SYSTEM_ACTOR = Actor("system")

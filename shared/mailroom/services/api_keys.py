@@ -316,15 +316,7 @@ def key_audit(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> AuditEntry:
-    return AuditEntry(
-        actor=actor.name,
-        action=action,
-        target_type="api_key",
-        target_id=key.id,
-        before=before,
-        after=after,
-        source_ip=actor.source_ip,
-    )
+    return actor.entry(action, ("api_key", key.id), before, after)
 
 
 class RefusalAudit:

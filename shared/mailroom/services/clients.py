@@ -361,15 +361,7 @@ def _audit(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> AuditEntry:
-    return AuditEntry(
-        actor=actor.name,
-        action=action,
-        target_type="client",
-        target_id=str(client.id),
-        before=before,
-        after=after,
-        source_ip=actor.source_ip,
-    )
+    return actor.entry(action, ("client", str(client.id)), before, after)
 
 
 def _clean_name(name: str) -> str:

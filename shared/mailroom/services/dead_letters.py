@@ -27,7 +27,7 @@ from mailroom.adapters.dead_letter_queue import DeadLetter, DeadLetterQueue
 from mailroom.adapters.queue import MessageQueue
 from mailroom.domain.errors import ConfirmationRequired, DeadLetterNotFound, MailroomError
 from mailroom.domain.model import EventType, Message, MessageStatus
-from mailroom.domain.tenancy import SYSTEM_ACTOR, Actor, AuditEntry
+from mailroom.domain.tenancy import SYSTEM_ACTOR, Actor
 
 # How long a reader hides the records it holds: long enough to finish the
 # call (API Gateway gives up after 29 s), short enough that a crashed reader
@@ -235,15 +235,7 @@ def _audit(
     if error is not None:
         code = error.code if isinstance(error, MailroomError) else type(error).__name__
         outcome = {**outcome, "error": code, "completed": False}
-    entry = AuditEntry(
-        actor=actor.name,
-        action=action,
-        target_type=target[0],
-        target_id=target[1],
-        before=None,
-        after=outcome,
-        source_ip=actor.source_ip,
-    )
+    entry = actor.entry(action, target, None, outcome)
     try:
         with uow:
             uow.audit.append(entry)

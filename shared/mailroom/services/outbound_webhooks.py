@@ -102,15 +102,7 @@ def _audit(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> AuditEntry:
-    return AuditEntry(
-        actor=actor.name,
-        action=action,
-        target_type="webhook",
-        target_id=str(endpoint.id),
-        before=before,
-        after=after,
-        source_ip=actor.source_ip,
-    )
+    return actor.entry(action, ("webhook", str(endpoint.id)), before, after)
 
 
 def _keyring(keyring: SecretKeyring | None) -> SecretKeyring:

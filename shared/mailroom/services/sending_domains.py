@@ -388,15 +388,7 @@ def _audit(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> AuditEntry:
-    return AuditEntry(
-        actor=actor.name,
-        action=action,
-        target_type="sending_domain",
-        target_id=str(domain.id),
-        before=before,
-        after=after,
-        source_ip=actor.source_ip,
-    )
+    return actor.entry(action, ("sending_domain", str(domain.id)), before, after)
 
 
 class VerifiedSenders:

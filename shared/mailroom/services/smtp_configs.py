@@ -202,14 +202,11 @@ def reseal_all(uow: UnitOfWork, keyring: SecretKeyring | None, *, actor: Actor) 
             changed += 1
     with uow:
         uow.audit.append(
-            AuditEntry(
-                actor=actor.name,
-                action="smtp_config.reseal",
-                target_type="secrets_key",
-                target_id=active.current,
-                before=None,
-                after={"resealed": changed, "current_key": active.current},
-                source_ip=actor.source_ip,
+            actor.entry(
+                "smtp_config.reseal",
+                ("secrets_key", active.current),
+                None,
+                {"resealed": changed, "current_key": active.current},
             )
         )
         uow.commit()
@@ -302,12 +299,4 @@ def _audit(
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
 ) -> AuditEntry:
-    return AuditEntry(
-        actor=actor.name,
-        action=action,
-        target_type="smtp_config",
-        target_id=str(config.id),
-        before=before,
-        after=after,
-        source_ip=actor.source_ip,
-    )
+    return actor.entry(action, ("smtp_config", str(config.id)), before, after)

@@ -368,15 +368,7 @@ def _audit(
     after: dict[str, Any] | None,
 ) -> AuditEntry:
     # The target is the address: `GET /admin/audit?target=<address>` is its history.
-    return AuditEntry(
-        actor=actor.name,
-        action=action,
-        target_type="suppression",
-        target_id=address,
-        before=before,
-        after=after,
-        source_ip=actor.source_ip,
-    )
+    return actor.entry(action, ("suppression", address), before, after)
 
 
 def list_suppressions(
