@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from mailroom.adapters import tracing
 from mailroom.adapters.webhook_queue import delivery_ids_of
 from mailroom.bootstrap import Services
 from mailroom.entrypoints.observability import logger
@@ -35,15 +36,18 @@ def process_webhook_batch(
             # Nothing we wrote: acknowledged (and logged) so it does not loop to the DLQ.
             logger.warning("unreadable webhook queue record", extra={"body": record.get("body")})
     failure: Exception | None = None
-    try:
-        report = services.webhook_dispatcher.dispatch(ids)
-        logger.info("webhooks dispatched", extra={"report": vars(report)})
-    except Exception as error:  # noqa: BLE001 - reported per record below
-        # Claims lapse and the records come back: at least once, never lost.
-        logger.exception("webhook dispatch failed")
-        failure = error
-    if failure is None:
-        _relay_quietly(services)
+    # Issue 23: one span per dispatcher batch (its deliveries go out on a
+    # thread pool, so the batch, not each POST, is the unit traced here).
+    with tracing.root_span("webhook.dispatch", deliveries=len(ids)):
+        try:
+            report = services.webhook_dispatcher.dispatch(ids)
+            logger.info("webhooks dispatched", extra={"report": vars(report)})
+        except Exception as error:  # noqa: BLE001 - reported per record below
+            # Claims lapse and the records come back: at least once, never lost.
+            logger.exception("webhook dispatch failed")
+            failure = error
+        if failure is None:
+            _relay_quietly(services)
 
     def handle(record: SQSRecord) -> None:
         if failure is not None:
