@@ -1,4 +1,4 @@
-"""GET /v1/messages/{id}, /v1/suppressions, /v1/api-keys, /v1/domains, /health, OpenAPI."""
+"""GET /v1/messages/{id}; /v1/suppressions, api-keys, domains, queues; /health; OpenAPI."""
 
 from functools import cache
 from typing import Any
@@ -13,6 +13,7 @@ from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.client_suppressions import client_suppression_routes
 from mailroom.entrypoints.domains import domain_routes
 from mailroom.entrypoints.observability import logger
+from mailroom.entrypoints.queues import queue_routes
 
 app = create_api(
     [
@@ -20,6 +21,7 @@ app = create_api(
         client_suppression_routes(default_services),
         api_key_routes(default_services),
         domain_routes(default_services),
+        queue_routes(default_services),
     ],
     max_request_bytes=lambda: default_services().settings.max_request_bytes,
     client_gate=ClientGate(default_services),

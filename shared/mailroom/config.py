@@ -92,6 +92,16 @@ class Settings(BaseSettings):
 
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     queue_url: str = ""
+    # Issue 20: the high (priority 8-10) and low (1-3) bands' send queues;
+    # QUEUE_URL is the normal band's (4-7) and takes a band left unset.
+    high_priority_queue_url: str = ""
+    low_priority_queue_url: str = ""
+    # Sends per minute the worker claims for any one client, over all its
+    # queues (a queue's own limit is set through /v1/queues); unset: none.
+    client_sends_per_minute: int | None = Field(default=None, ge=1)
+    # At most this many of one client's messages claimed by workers at once,
+    # so one client's backlog cannot take every worker of a band; unset: none.
+    client_max_in_flight: int | None = Field(default=None, ge=1)
 
     templates_dir: Path = Path("templates")
     # The template engine (docs/architecture.md, "Template engine").

@@ -424,3 +424,30 @@ class SecretsNotConfigured(DependencyUnavailable):
     """SECRETS_ENCRYPTION_KEYS is unset: nothing that stores a secret can work."""
 
     code = "secrets_not_configured"
+
+
+# Issue 20: per-client queues.
+class UnknownQueue(InvalidRequest):
+    """A send names a queue the client does not have."""
+
+    code = "unknown_queue"
+
+
+class QueueDraining(MailroomError):
+    """The queue is draining: what it holds is sent, new mail is refused."""
+
+    code = "queue_draining"
+
+
+class QueueNameTaken(MailroomError):
+    code = "queue_name_taken"
+
+
+class QueueNotFound(MailroomError):
+    code = "queue_not_found"
+
+
+class QueueNotEmpty(MailroomError):
+    """A queue still holding unsent mail is deleted only with ``?drain=true``."""
+
+    code = "queue_not_empty"

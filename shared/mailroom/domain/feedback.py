@@ -195,6 +195,7 @@ MESSAGE_STATUS_FOR_EVENT: dict[FeedbackEventType, MessageStatus] = {
 STATUS_RANK: dict[MessageStatus, int] = {
     MessageStatus.QUEUED: 0,
     MessageStatus.SENDING: 0,
+    MessageStatus.HELD: 0,
     MessageStatus.SENT: 1,
     MessageStatus.DELIVERED: 2,
     MessageStatus.BOUNCED: 3,
@@ -244,6 +245,7 @@ RECIPIENT_RANK: dict[RecipientStatus, int] = {
 RECIPIENT_STATUS_FOR_MESSAGE: dict[MessageStatus, RecipientStatus] = {
     MessageStatus.QUEUED: RecipientStatus.QUEUED,
     MessageStatus.SENDING: RecipientStatus.QUEUED,
+    MessageStatus.HELD: RecipientStatus.QUEUED,
     MessageStatus.SENT: RecipientStatus.SENT,
     MessageStatus.DELIVERED: RecipientStatus.SENT,
     MessageStatus.BOUNCED: RecipientStatus.SENT,

@@ -18,6 +18,9 @@ class MessageStatus(StrEnum):
     QUEUED = "queued"
     # Claimed by a worker until its lease runs out (services/delivery.py).
     SENDING = "sending"
+    # Issue 20: accepted into a paused queue; kept in PostgreSQL, not on SQS,
+    # until the queue is resumed (or drained).
+    HELD = "held"
     SENT = "sent"
     DELIVERED = "delivered"
     BOUNCED = "bounced"
@@ -27,7 +30,7 @@ class MessageStatus(StrEnum):
     @property
     def is_final_for_sending(self) -> bool:
         """True once the worker has nothing left to do for the message."""
-        return self not in (MessageStatus.QUEUED, MessageStatus.SENDING)
+        return self not in (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.HELD)
 
 
 class EventType(StrEnum):
@@ -62,6 +65,9 @@ class EventType(StrEnum):
     # Suppression list: every recipient refused, or some dropped before sending.
     SUPPRESSED = "suppressed"
     RECIPIENTS_SUPPRESSED = "recipients_suppressed"
+    # Issue 20: a paused queue kept the message; its resume (or drain) let it go.
+    HELD = "held"
+    RELEASED = "released"
 
 
 @dataclass(slots=True)

@@ -234,9 +234,12 @@ def send_routes(services: ServicesProvider) -> Router:
                     "addressee is on the suppression list; the row reads failed); "
                     "idempotency_key_reused (the key came with another body); "
                     "sender_not_verified (the from domain is not a verified sending domain "
-                    "of this client; SENDER_VERIFICATION)"
+                    "of this client; SENDER_VERIFICATION); unknown_queue"
                 ),
-                409: "idempotency_in_progress: the key's first request is still in flight",
+                409: (
+                    "idempotency_in_progress: the key's first request is still in flight; "
+                    "queue_draining: the named queue takes no new mail"
+                ),
                 429: "rate_limited or quota_exceeded; Retry-After says when to try again",
                 503: (
                     "service_unavailable: a backing service did not answer; enqueue_failed: "
@@ -316,6 +319,7 @@ def send_routes(services: ServicesProvider) -> Router:
                     reserve_quota=quota.take if mode is KeyKind.LIVE else None,
                     on_accepted=complete_key,
                     contents=active.inline_contents,
+                    routing=active.queue_routing,
                 )
         except Exception:
             # Nothing was accepted (enqueue_failed rows read failed): the key
@@ -425,6 +429,7 @@ def send_routes(services: ServicesProvider) -> Router:
                     check_sender=sending.sender_check(
                         _sender_check(active, mode), active.uow(), client
                     ),
+                    routing=active.queue_routing,
                 ),
                 # Test mode is never charged (issue 15).
                 charge=BatchQuotaCharge(active.quota, active.uow, client)
@@ -696,6 +701,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.client_templates import client_template_routes
     from mailroom.entrypoints.domains import domain_routes
     from mailroom.entrypoints.inbound import inbound_function_routes
+    from mailroom.entrypoints.queues import queue_routes
     from mailroom.entrypoints.webhooks import webhooks_function_routes
 
     return [
@@ -706,6 +712,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         document_routes(services),
         api_key_routes(services),
         domain_routes(services),
+        queue_routes(services),
         *webhooks_function_routes(services),
         *inbound_function_routes(services),
         *admin_routes(services),

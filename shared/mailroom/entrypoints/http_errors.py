@@ -59,6 +59,11 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.KeyLimitReached: 409,
     errors.DomainTaken: 409,
     errors.DomainNotFound: 404,
+    # Issue 20: queues.
+    errors.QueueDraining: 409,
+    errors.QueueNameTaken: 409,
+    errors.QueueNotFound: 404,
+    errors.QueueNotEmpty: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

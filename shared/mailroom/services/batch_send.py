@@ -97,6 +97,8 @@ class BatchContext:
     validation: BatchValidation
     # SENDER_VERIFICATION's From check for this caller, if any (issue 16).
     check_sender: Callable[[str], None] | None = None
+    # Issue 20: route the items through the client's queues.
+    routing: bool = False
 
 
 def validate_items(
@@ -223,6 +225,7 @@ def send_batch(
             all_or_nothing=strict,
             on_accepted=on_accepted,
             contents=contents,
+            routing=context.routing,
         )
     except BaseException:
         for hold in holds.values():

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
@@ -27,9 +28,13 @@ from mailroom.domain.feedback import DeliveryEvent, Suppression
 from mailroom.domain.mime import build_mime, from_domain, subject_fits
 from mailroom.domain.model import EventType, Message, MessageStatus
 from mailroom.domain.outgoing_headers import SenderPolicy
+from mailroom.domain.queues import Band
 from mailroom.domain.retry import Backoff
 from mailroom.services import feedback, suppression
 from mailroom.services.provider_chain import ChainResult, ProviderChain
+
+if TYPE_CHECKING:
+    from mailroom.services.queues import ClaimGate
 
 log = logging.getLogger(__name__)
 DEFAULT_BACKOFF = Backoff()
@@ -53,6 +58,11 @@ class DeliveryResult(StrEnum):
     # reconciler hands the message on).
     IN_PROGRESS = "in_progress"
     MISSING = "missing"
+    # Issue 20, decided before the claim and never an attempt: the queue is
+    # paused (the row reads held; the record is acknowledged), or a send
+    # rate or in-flight cap says later (the record goes back with a delay).
+    HELD = "held"
+    DEFERRED = "deferred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +75,8 @@ class DeliveryOutcome:
     retry_after_seconds: int | None = None
     # FAILED because retries ran out: the record belongs on the DLQ.
     dead_letter: bool = False
+    # DEFERRED: the priority band the record goes back on.
+    band: Band | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +140,7 @@ def deliver_batch(
     backoff: Backoff = DEFAULT_BACKOFF,
     lease_seconds: int = DEFAULT_LEASE_SECONDS,
     sender_policy: SenderPolicy | None = None,
+    gate: ClaimGate | None = None,
 ) -> list[DeliveryOutcome]:
     """Claim the batch's messages, send those claimed, record every outcome.
 
@@ -143,17 +156,33 @@ def deliver_batch(
     """
     token = uuid.uuid4()
     ids = list(dict.fromkeys(item.message_id for item in items))
+    results: dict[uuid.UUID, DeliveryOutcome] = {}
+    to_claim = ids
+    if gate is not None:
+        # Issue 20: paused queues, send rates and in-flight caps, before the claim.
+        admission = gate.admit(uow, ids)
+        to_claim = admission.claimable
+        for message_id in admission.held:
+            results[message_id] = DeliveryOutcome(message_id, DeliveryResult.HELD, "queue paused")
+        for message_id, (seconds, band) in admission.deferred.items():
+            results[message_id] = DeliveryOutcome(
+                message_id,
+                DeliveryResult.DEFERRED,
+                "send rate or in-flight limit",
+                retry_after_seconds=seconds,
+                band=band,
+            )
     with uow:
         # One statement claims, and brings back each client's provider order
         # and the suppressions matching the recipients (issue 8). Where the
         # latter are unknown they are read in the claim's transaction.
-        claim = uow.messages.claim_for_send(ids, token, lease_seconds)
+        claim = uow.messages.claim_for_send(to_claim, token, lease_seconds)
         taken, known_orders, active = claim.messages, claim.orders, claim.suppressions
         if active is None:
             active = _active_suppressions(uow, taken)
         uow.commit()
     claimed = {message.id: message for message in taken}
-    unclaimed = [message_id for message_id in ids if message_id not in claimed]
+    unclaimed = [message_id for message_id in to_claim if message_id not in claimed]
     found: dict[uuid.UUID, Message] = {}
     if unclaimed:
         with uow:
@@ -164,9 +193,8 @@ def deliver_batch(
     # Issue 8: one suppression query and one client read per client for the
     # whole batch, instead of both per message.
     suppressed, orders = _batch_lookups(uow, list(claimed.values()), known_orders, active)
-    results: dict[uuid.UUID, DeliveryOutcome] = {}
     pending: list[_Pending] = []
-    for message_id in ids:
+    for message_id in to_claim:
         message = claimed.get(message_id)
         if message is None:
             results[message_id] = _not_claimed(message_id, found.get(message_id))

@@ -30,6 +30,7 @@ from mailroom.adapters.db.inbound_repositories import (
     InboundMailRepository,
     SqlInboundMailRepository,
 )
+from mailroom.adapters.db.queues import SqlQueueRepository
 from mailroom.adapters.db.repositories import (
     ClientRepository,
     MessageRepository,
@@ -57,6 +58,8 @@ class UnitOfWork(abc.ABC):
     # Issue 16; only the inbound function and the unsubscribe routes use it.
     inbound: InboundMailRepository
     sending_domains: SendingDomainRepository
+    # Issue 20; PostgreSQL only (the send path uses it when routing is wired).
+    queues: SqlQueueRepository
 
     def __enter__(self) -> Self:
         return self
@@ -211,6 +214,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.idempotency = SqlIdempotencyRepository(self._session)
         self.inbound = SqlInboundMailRepository(self._session)
         self.sending_domains = SqlSendingDomainRepository(self._session)
+        self.queues = SqlQueueRepository(self._session)
         return self
 
     def __exit__(
