@@ -8,6 +8,7 @@ worker's claim gate holding paused mail and deferring mail over a send rate.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -16,13 +17,21 @@ import boto3
 import pytest
 from sqlalchemy import text
 
+from devstack.aws import ProvisionedQueue
+from devstack.lambda_runtime import LocalFunction
+from devstack.sqs_poller import PriorityPoller, QueuePoller
+from devstack.template import load_stack
+from mailroom.adapters.claim_limits import RedisClaimRateLimiter
 from mailroom.adapters.db.unit_of_work import Database
+from mailroom.adapters.redis_store import RedisStore
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.queues import queue_routes
 from mailroom.entrypoints.worker import process_send_batch
+from mailroom.services import delivery
 from mailroom.services.clients import RegisteredClient, register_client
+from mailroom.services.queues import ClaimGate
 from tests.events import FakeLambdaContext, load_event, request_event
 from tests.integration.conftest import SmtpSink, sqs_event
 from tests.integration.test_pipeline import TEMPLATES, database_url_of
@@ -264,3 +273,144 @@ def test_delete_refuses_unsent_mail_unless_drained(stack: Stack, smtp_sink: Smtp
     stack.work("low")
     assert stack.status_of(held["id"]) == "sent"
     assert stack.send(queue="bulk")[1]["error"]["code"] == "unknown_queue"
+
+
+REPO = TEMPLATES.parent
+BAND_OF_QUEUE = {
+    "HighPrioritySendQueue": "high",
+    "SendQueue": "normal",
+    "LowPrioritySendQueue": "low",
+}
+
+
+def band_pollers(stack: Stack) -> PriorityPoller:
+    """The local runner's loop over the worker's bands, as template.yaml declares them."""
+    spec = next(
+        f
+        for f in load_stack(REPO / "template.yaml", stack_name="t", region="us-east-1").functions
+        if f.logical_id == "WorkerFunction"
+    )
+    worker = LocalFunction(
+        spec,
+        lambda event, context: process_send_batch(event, context, stack.services),
+        region="us-east-1",
+        lock=threading.Lock(),
+    )
+    pollers = []
+    for trigger in sorted(spec.sqs_triggers, key=lambda t: -(t.maximum_concurrency or 0)):
+        url = stack.urls[BAND_OF_QUEUE[trigger.queue]]
+        arn = stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        queue = ProvisionedQueue(
+            trigger.queue, url.rsplit("/", 1)[1], url, arn["Attributes"]["QueueArn"], 30
+        )
+        pollers.append(QueuePoller(stack.sqs, queue, trigger, worker, region="us-east-1"))
+    return PriorityPoller(pollers)
+
+
+def test_a_priority_ten_message_overtakes_a_low_priority_backlog(
+    stack: Stack, database: Database
+) -> None:
+    # GIVEN a backlog of 40 messages on a priority-1 queue
+    stack.create("newsletter", priority=1)
+    stack.create("transactional", priority=10)
+    backlog = [stack.send(queue="newsletter")[1]["id"] for _ in range(40)]
+    # WHEN a priority-10 message arrives after all of them, and the runner's loop works
+    status, urgent = stack.send(queue="transactional")
+    assert status == 202
+    loop = band_pollers(stack)
+    for _ in range(6):
+        loop._round()
+    # THEN the urgent one went out first, and the backlog keeps flowing after it
+    with database.engine.connect() as connection:
+        sent = connection.execute(
+            text("SELECT id::text FROM messages WHERE status = 'sent' ORDER BY sent_at")
+        ).scalars()
+        order = list(sent)
+    assert order[0] == urgent["id"]
+    assert len(order) > 10
+    assert set(order[1:]) <= set(backlog)
+
+
+def test_template_bands_weight_concurrency_toward_high() -> None:
+    spec = next(
+        f
+        for f in load_stack(REPO / "template.yaml", stack_name="t", region="us-east-1").functions
+        if f.logical_id == "WorkerFunction"
+    )
+    concurrency = {t.queue: t.maximum_concurrency for t in spec.sqs_triggers}
+    assert concurrency == {"HighPrioritySendQueue": 10, "SendQueue": 5, "LowPrioritySendQueue": 2}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_900_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_queue_rate_limit_holds_over_a_minute_and_defers_without_attempts(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN a queue limited to 12 sends a minute, 30 messages in it, and a
+    # claim gate on an injected clock
+    clock = Clock()
+    stack = Stack(database_url_of(database), redis_url, smtp_sink.port)
+    gate = ClaimGate(RedisClaimRateLimiter(RedisStore(redis_url), clock=clock))
+    stack.create("slow", rate_limit_per_minute=12)
+    ids = [uuid.UUID(stack.send(queue="slow")[1]["id"]) for _ in range(30)]
+    sent_by_second: dict[int, int] = {}
+    delays: list[int] = []
+    # WHEN the worker is offered every unsent message every 5 s for a minute
+    for second in range(0, 61, 5):
+        clock.now = 1_900_000_000.0 + second
+        outcomes = delivery.deliver_batch(
+            stack.services.uow(),
+            stack.services.templates,
+            stack.services.renderer,
+            stack.services.providers,
+            items=[delivery.SendItem(i) for i in ids],
+            max_attempts=3,
+            gate=gate,
+        )
+        sent_by_second[second] = sum(o.result is delivery.DeliveryResult.SENT for o in outcomes)
+        delays += [
+            o.retry_after_seconds or 0
+            for o in outcomes
+            if o.result is delivery.DeliveryResult.DEFERRED
+        ]
+    # THEN the bucket's 12 went at once, then one every 5 s: 24 in the minute
+    assert sent_by_second[0] == 12
+    assert all(sent_by_second[s] == 1 for s in range(5, 61, 5))
+    assert len(smtp_sink.received) == 24
+    # the rest were deferred with a delay from the bucket, never below 1 s
+    assert min(delays) >= 1
+    assert max(delays) <= 900
+    # nothing was lost and no deferral counted as an attempt
+    statuses = [stack.status_of(str(i)) for i in ids]
+    assert statuses.count("sent") == 24
+    assert statuses.count("queued") == 6
+    with database.engine.connect() as connection:
+        attempts = connection.execute(
+            text("SELECT max(attempts) FROM messages WHERE status = 'queued'")
+        ).scalar_one()
+    assert attempts == 0
+
+
+def test_the_worker_puts_a_deferred_record_back_delayed_and_acknowledges_it(
+    stack: Stack, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN a queue of 1 send a minute holding 3 messages
+    stack.create("trickle", rate_limit_per_minute=1)
+    for _ in range(3):
+        stack.send(queue="trickle")
+    # WHEN the worker takes the batch
+    answer, taken = stack.work("normal")
+    # THEN one is sent, the other two acknowledged and back on the band, delayed
+    assert (taken, answer) == (3, {"batchItemFailures": []})
+    assert len(smtp_sink.received) == 1
+    attributes = stack.sqs.get_queue_attributes(
+        QueueUrl=stack.urls["normal"], AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    assert int(attributes["ApproximateNumberOfMessagesDelayed"]) == 2
+    assert stack.depth("normal") == 0
