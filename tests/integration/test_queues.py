@@ -33,7 +33,7 @@ from mailroom.services import delivery
 from mailroom.services.clients import RegisteredClient, register_client
 from mailroom.services.queues import ClaimGate
 from tests.events import FakeLambdaContext, load_event, request_event
-from tests.integration.conftest import SmtpSink, sqs_event
+from tests.integration.conftest import SmtpSink, free_port, sqs_event
 from tests.integration.test_pipeline import TEMPLATES, database_url_of
 
 pytestmark = pytest.mark.integration
@@ -144,7 +144,7 @@ def test_create_list_get_update_delete_and_bad_input(stack: Stack) -> None:
     created = stack.create("newsletter", priority=2, rate_limit_per_minute=600, bulk=True)
     assert uuid.UUID(created["id"])
     assert created["band"] == "low"
-    assert created["retry_delays"] == [30, 120, 600, 3600]
+    assert created["retry_delays"] is None
     # WHEN it asks for bad things THEN each is a 4xx with a code, nothing written
     assert stack.call("POST", "/v1/queues", {"name": "newsletter"})[1]["error"]["code"] == (
         "queue_name_taken"
@@ -154,7 +154,9 @@ def test_create_list_get_update_delete_and_bad_input(stack: Stack) -> None:
         {"name": "x2", "priority": 0},
         {"name": "x3", "retry_delays": [120, 30]},
         {"name": "x4", "retry_delays": [30, 30]},
-        {"name": "x5", "retry_delays": [30, 86_401]},
+        {"name": "x5", "retry_delays": [30, 43_201]},
+        {"name": "x6", "retry_delays": []},
+        {"name": "x7", "max_retries": 7},
         {"name": "Bad Name"},
     ):
         status, body = stack.call("POST", "/v1/queues", bad)
@@ -414,3 +416,23 @@ def test_the_worker_puts_a_deferred_record_back_delayed_and_acknowledges_it(
     )["Attributes"]
     assert int(attributes["ApproximateNumberOfMessagesDelayed"]) == 2
     assert stack.depth("normal") == 0
+
+
+def test_a_queue_retry_schedule_replaces_the_service_backoff(
+    database: Database, redis_url: str, aws: str
+) -> None:
+    # GIVEN an SMTP server that is not there, a queue that never retries and
+    # one that retries after 7 s
+    stack = Stack(database_url_of(database), redis_url, free_port(), retry_jitter=0)
+    stack.create("once", max_retries=0)
+    stack.create("patient", max_retries=2, retry_delays=[7, 20])
+    status, once = stack.send(queue="once")
+    status, patient = stack.send(queue="patient")
+    # WHEN the worker tries both
+    stack.work("normal")
+    # THEN the first failed at its first attempt, the second waits its own 7 s
+    assert stack.status_of(once["id"]) == "failed"
+    status, view = stack.call("GET", f"/v1/messages/{patient['id']}")
+    assert (status, view["status"]) == (200, "queued")
+    (retry,) = [e for e in view["events"] if e["type"] == "attempt_failed"]
+    assert retry["detail"]["retry_in_seconds"] == 7

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -22,12 +22,15 @@ DEFAULT_QUEUE_NAME = "default"
 MIN_PRIORITY = 1
 MAX_PRIORITY = 10
 DEFAULT_PRIORITY = 5
-# A retry delay longer than a day is a schedule, not a retry.
-MAX_RETRY_DELAY_SECONDS = 86_400
+# A retry waits on SQS as the record's visibility timeout, which SQS caps at
+# 12 hours.
+MAX_RETRY_DELAY_SECONDS = 43_200
 MAX_RETRY_DELAYS = 10
-MAX_RETRIES = 20
-# Seed C's schedule.
-DEFAULT_RETRY_DELAYS = (30, 120, 600, 3600)
+# Every retry is one more receive of the record; the send queues' redrive
+# limit (maxReceiveCount 8 in template.yaml) leaves room for 7 attempts.
+MAX_RETRIES = 6
+# Seed C's schedule: the example the API shows.
+EXAMPLE_RETRY_DELAYS = (30, 120, 600, 3600)
 QUEUE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
@@ -81,8 +84,9 @@ class Queue:
     priority: int = DEFAULT_PRIORITY
     # Sends per minute the worker claims from this queue; None: no limit.
     rate_limit_per_minute: int | None = None
-    max_retries: int = len(DEFAULT_RETRY_DELAYS)
-    retry_delays: list[int] = field(default_factory=lambda: list(DEFAULT_RETRY_DELAYS))
+    # None: the service's MAX_SEND_ATTEMPTS - 1 and its exponential backoff.
+    max_retries: int | None = None
+    retry_delays: list[int] | None = None
     # Its mail is bulk (RFC 8058 List-Unsubscribe) unless a send says otherwise.
     bulk: bool = False
     state: QueueState = QueueState.ACTIVE
@@ -96,6 +100,14 @@ class Queue:
     @property
     def band(self) -> Band:
         return band_of(self.priority)
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySchedule:
+    """A queue's own retries: how many, and the delay before each (the last repeats)."""
+
+    max_retries: int | None
+    delays: tuple[int, ...] | None
 
 
 def retry_delay(queue_delays: Sequence[int], attempt: int) -> int:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailroom.bootstrap import Services
 from mailroom.domain.queues import (
-    DEFAULT_RETRY_DELAYS,
+    EXAMPLE_RETRY_DELAYS,
     MAX_PRIORITY,
     MAX_RETRIES,
     MAX_RETRY_DELAY_SECONDS,
@@ -48,8 +48,10 @@ Delays = Annotated[
         max_length=MAX_RETRY_DELAYS,
         description=(
             f"Seconds before each retry, strictly increasing, each at most "
-            f"{MAX_RETRY_DELAY_SECONDS} (a day); the last one repeats."
+            f"{MAX_RETRY_DELAY_SECONDS} (SQS's 12 h visibility limit); the last one repeats."
         ),
+        min_length=1,
+        examples=[list(EXAMPLE_RETRY_DELAYS)],
     ),
 ]
 
@@ -64,8 +66,15 @@ class QueueCreate(BaseModel):
     rate_limit_per_minute: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Sends per minute; null: no limit."
     )
-    max_retries: int = Field(default=len(DEFAULT_RETRY_DELAYS), ge=0, le=MAX_RETRIES)
-    retry_delays: Delays = Field(default_factory=lambda: list(DEFAULT_RETRY_DELAYS))
+    max_retries: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RETRIES,
+        description="Retries after the first attempt; null: the service's MAX_SEND_ATTEMPTS.",
+    )
+    retry_delays: Delays | None = Field(
+        default=None, description="null: the service's exponential backoff."
+    )
     bulk: bool = Field(
         default=False,
         description="Its one-recipient mail carries RFC 8058 one-click unsubscribe.",
@@ -96,8 +105,8 @@ class QueueView(BaseModel):
     priority: int
     band: Band
     rate_limit_per_minute: int | None
-    max_retries: int
-    retry_delays: list[int]
+    max_retries: int | None
+    retry_delays: list[int] | None
     bulk: bool
     state: QueueState
     smtp_config_id: uuid.UUID | None
@@ -143,7 +152,7 @@ def queue_view(queue: Queue) -> QueueView:
         band=queue.band,
         rate_limit_per_minute=queue.rate_limit_per_minute,
         max_retries=queue.max_retries,
-        retry_delays=list(queue.retry_delays),
+        retry_delays=None if queue.retry_delays is None else list(queue.retry_delays),
         bulk=queue.bulk,
         state=queue.state,
         smtp_config_id=queue.smtp_config_id,
@@ -189,7 +198,7 @@ def queue_routes(services: ServicesProvider) -> Router:
                 priority=body.priority,
                 rate_limit_per_minute=body.rate_limit_per_minute,
                 max_retries=body.max_retries,
-                retry_delays=list(body.retry_delays),
+                retry_delays=None if body.retry_delays is None else list(body.retry_delays),
                 bulk=body.bulk,
                 smtp_config_id=body.smtp_config_id,
             ),
@@ -252,7 +261,8 @@ def queue_routes(services: ServicesProvider) -> Router:
         changes = {
             name: value
             for name, value in changes.items()
-            if value is not None or name in ("rate_limit_per_minute", "smtp_config_id")
+            if value is not None
+            or name in ("rate_limit_per_minute", "smtp_config_id", "max_retries", "retry_delays")
         }
         updated = queues.update_queue(active.uow(), client_id(active), queue_id, changes)
         return queue_view(updated)

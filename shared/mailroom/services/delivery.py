@@ -28,7 +28,7 @@ from mailroom.domain.feedback import DeliveryEvent, Suppression
 from mailroom.domain.mime import build_mime, from_domain, subject_fits
 from mailroom.domain.model import EventType, Message, MessageStatus
 from mailroom.domain.outgoing_headers import SenderPolicy
-from mailroom.domain.queues import Band
+from mailroom.domain.queues import Band, RetrySchedule, retry_delay
 from mailroom.domain.retry import Backoff
 from mailroom.services import feedback, suppression
 from mailroom.services.provider_chain import ChainResult, ProviderChain
@@ -158,10 +158,12 @@ def deliver_batch(
     ids = list(dict.fromkeys(item.message_id for item in items))
     results: dict[uuid.UUID, DeliveryOutcome] = {}
     to_claim = ids
+    schedules: dict[uuid.UUID, RetrySchedule] = {}
     if gate is not None:
         # Issue 20: paused queues, send rates and in-flight caps, before the claim.
         admission = gate.admit(uow, ids)
         to_claim = admission.claimable
+        schedules = admission.schedules
         for message_id in admission.held:
             results[message_id] = DeliveryOutcome(message_id, DeliveryResult.HELD, "queue paused")
         for message_id, (seconds, band) in admission.deferred.items():
@@ -206,8 +208,9 @@ def deliver_batch(
                 renderer,
                 providers,
                 message,
-                max_attempts=max_attempts,
-                backoff=backoff,
+                # Issue 20: the queue's own retry schedule, where it has one.
+                max_attempts=_max_attempts(schedules.get(message_id), max_attempts),
+                backoff=_backoff(schedules.get(message_id), backoff),
                 last_receive=message_id in last_receive,
                 suppressed=None if suppressed is None else message_id in suppressed,
                 client_order=orders.get(message.client_id, _UNKNOWN_ORDER),
@@ -246,6 +249,29 @@ def deliver_batch(
         reported.add(item.message_id)
         outcomes.append(results[item.message_id])
     return outcomes
+
+
+def _max_attempts(schedule: RetrySchedule | None, default: int) -> int:
+    if schedule is None or schedule.max_retries is None:
+        return default
+    return schedule.max_retries + 1
+
+
+def _backoff(schedule: RetrySchedule | None, default: Backoff) -> Backoff:
+    if schedule is None or not schedule.delays:
+        return default
+    return ScheduledBackoff(delays=schedule.delays, jitter=default.jitter)
+
+
+@dataclass(frozen=True)
+class ScheduledBackoff(Backoff):
+    """A queue's ``retry_delays``: the n-th failed attempt waits the n-th (the last repeats)."""
+
+    delays: tuple[int, ...] = ()
+
+    def delay_seconds(self, failed_attempts: int, draw: float = 0.0) -> int:
+        raw = retry_delay(self.delays, max(failed_attempts, 1))
+        return round(raw * (1 - self.jitter * min(max(draw, 0.0), 1.0)))
 
 
 class BatchTemplates:

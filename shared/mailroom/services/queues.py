@@ -36,6 +36,7 @@ from mailroom.domain.queues import (
     Band,
     Queue,
     QueueState,
+    RetrySchedule,
     band_of,
     check_retry_delays,
 )
@@ -57,12 +58,13 @@ def _wanted_id(queue_id: str) -> uuid.UUID:
 
 
 def _check(queue: Queue) -> None:
-    check_retry_delays(queue.retry_delays)
-    if queue.max_retries > len(queue.retry_delays) and not queue.retry_delays:
-        raise InvalidRequest(
-            "retry_delays is empty: give at least one delay, or max_retries 0",
-            details=[{"field": "retry_delays", "message": "empty"}],
-        )
+    if queue.retry_delays is not None:
+        check_retry_delays(queue.retry_delays)
+        if not queue.retry_delays:
+            raise InvalidRequest(
+                "retry_delays is empty: give at least one delay, or null for the service's",
+                details=[{"field": "retry_delays", "message": "empty"}],
+            )
 
 
 def create_queue(uow: UnitOfWork, queue: Queue) -> Queue:
@@ -245,6 +247,8 @@ class Admission:
     held: set[uuid.UUID] = field(default_factory=set)
     # id -> (seconds to wait, the band it goes back on)
     deferred: dict[uuid.UUID, tuple[int, Band]] = field(default_factory=dict)
+    # The claimable messages whose queue has its own retry schedule.
+    schedules: dict[uuid.UUID, RetrySchedule] = field(default_factory=dict)
 
 
 class ClaimGate:
@@ -276,6 +280,11 @@ class ClaimGate:
             )
             uow.commit()
         seen = {v.message_id for v in views}
+        admission.schedules = {
+            v.message_id: RetrySchedule(v.max_retries, v.retry_delays)
+            for v in views
+            if v.max_retries is not None or v.retry_delays is not None
+        }
         # Not queued (sent, claimed, missing): the claim explains those as before.
         admission.claimable = [m for m in message_ids if m not in seen]
         groups: dict[tuple[uuid.UUID, str], list[ClaimView]] = defaultdict(list)

@@ -38,6 +38,8 @@ class ClaimView:
     priority: int
     rate_limit_per_minute: int | None
     trace_id: str
+    max_retries: int | None = None
+    retry_delays: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,7 @@ def _queue(row: QueueRow) -> Queue:
         priority=row.priority,
         rate_limit_per_minute=row.rate_limit_per_minute,
         max_retries=row.max_retries,
-        retry_delays=list(row.retry_delays),
+        retry_delays=None if row.retry_delays is None else list(row.retry_delays),
         bulk=row.bulk,
         state=QueueState(row.state),
         smtp_config_id=row.smtp_config_id,
@@ -75,7 +77,7 @@ def _values(queue: Queue) -> dict[str, Any]:
         "priority": queue.priority,
         "rate_limit_per_minute": queue.rate_limit_per_minute,
         "max_retries": queue.max_retries,
-        "retry_delays": list(queue.retry_delays),
+        "retry_delays": None if queue.retry_delays is None else list(queue.retry_delays),
         "bulk": queue.bulk,
         "state": queue.state.value,
         "smtp_config_id": queue.smtp_config_id,
@@ -98,7 +100,7 @@ def _members(queue: Queue) -> ColumnElement[bool]:
 _CLAIM_VIEW = text(
     """
     SELECT m.id, m.client_id, m.trace_id, q.id AS queue_id, q.state, q.priority,
-           q.rate_limit_per_minute
+           q.rate_limit_per_minute, q.max_retries, q.retry_delays
     FROM messages m
     LEFT JOIN queues q
       ON q.id = m.queue_id
@@ -256,6 +258,8 @@ class SqlQueueRepository:
                 priority=row.priority or 5,
                 rate_limit_per_minute=row.rate_limit_per_minute,
                 trace_id=row.trace_id,
+                max_retries=row.max_retries,
+                retry_delays=None if row.retry_delays is None else tuple(row.retry_delays),
             )
             for row in rows
         ]

@@ -189,7 +189,7 @@ class QueueRow(Base):
         CheckConstraint(
             "rate_limit_per_minute IS NULL OR rate_limit_per_minute >= 1", name="rate_limit"
         ),
-        CheckConstraint("max_retries >= 0", name="max_retries"),
+        CheckConstraint("max_retries IS NULL OR max_retries BETWEEN 0 AND 6", name="max_retries"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -197,10 +197,9 @@ class QueueRow(Base):
     name: Mapped[str] = mapped_column(String(64))
     priority: Mapped[int] = mapped_column(Integer, server_default="5")
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
-    max_retries: Mapped[int] = mapped_column(Integer, server_default="4")
-    retry_delays: Mapped[list[int]] = mapped_column(
-        JSONB, server_default=text("'[30, 120, 600, 3600]'::jsonb")
-    )
+    # NULL: the service's MAX_SEND_ATTEMPTS and backoff.
+    max_retries: Mapped[int | None] = mapped_column(Integer)
+    retry_delays: Mapped[list[int] | None] = mapped_column(JSONB)
     bulk: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     state: Mapped[str] = mapped_column(String(16), server_default="active")
     # Items 4-5 of issue 20 (another branch) wire these; no foreign key yet,

@@ -30,13 +30,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("priority", sa.Integer(), server_default="5", nullable=False),
         sa.Column("rate_limit_per_minute", sa.Integer(), nullable=True),
-        sa.Column("max_retries", sa.Integer(), server_default="4", nullable=False),
-        sa.Column(
-            "retry_delays",
-            postgresql.JSONB(astext_type=sa.Text()),
-            server_default=sa.text("'[30, 120, 600, 3600]'::jsonb"),
-            nullable=False,
-        ),
+        sa.Column("max_retries", sa.Integer(), nullable=True),
+        sa.Column("retry_delays", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("bulk", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("state", sa.String(length=16), server_default="active", nullable=False),
         sa.Column("smtp_config_id", sa.UUID(), nullable=True),
@@ -61,7 +56,10 @@ def upgrade() -> None:
             "rate_limit_per_minute IS NULL OR rate_limit_per_minute >= 1",
             name=op.f("ck_queues_rate_limit"),
         ),
-        sa.CheckConstraint("max_retries >= 0", name=op.f("ck_queues_max_retries")),
+        sa.CheckConstraint(
+            "max_retries IS NULL OR max_retries BETWEEN 0 AND 6",
+            name=op.f("ck_queues_max_retries"),
+        ),
         sa.ForeignKeyConstraint(
             ["client_id"],
             ["clients.id"],
