@@ -400,7 +400,7 @@ def test_a_queue_rate_limit_holds_over_a_minute_and_defers_without_attempts(
 
 
 def test_the_worker_puts_a_deferred_record_back_delayed_and_acknowledges_it(
-    stack: Stack, smtp_sink: SmtpSink
+    stack: Stack, smtp_sink: SmtpSink, database: Database
 ) -> None:
     # GIVEN a queue of 1 send a minute holding 3 messages
     stack.create("trickle", rate_limit_per_minute=1)
@@ -416,6 +416,15 @@ def test_the_worker_puts_a_deferred_record_back_delayed_and_acknowledges_it(
     )["Attributes"]
     assert int(attributes["ApproximateNumberOfMessagesDelayed"]) == 2
     assert stack.depth("normal") == 0
+    # and the rows say when they are due, so the reconciler does not take them for lost
+    with database.engine.connect() as connection:
+        due = connection.execute(
+            text(
+                "SELECT count(*) FROM messages WHERE status = 'queued' "
+                "AND next_attempt_at > now() + interval '10 seconds'"
+            )
+        ).scalar_one()
+    assert due == 2
 
 
 def test_a_queue_retry_schedule_replaces_the_service_backoff(

@@ -322,6 +322,10 @@ class ClaimGate:
                     per_token = 60 / min(b.per_minute for b in buckets) if buckets else 0
                     delay = min(MAX_DELAY_SECONDS, wait + int(per_token * (index - allowed)))
                     admission.deferred[view.message_id] = (delay, self._band(view.priority))
+        if admission.deferred:
+            with uow:
+                uow.queues.mark_deferred({m: d for m, (d, _) in admission.deferred.items()})
+                uow.commit()
         return admission
 
     def _buckets(self, client_id: uuid.UUID, queue_key: str, view: ClaimView) -> list[SendBucket]:

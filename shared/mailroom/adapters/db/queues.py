@@ -130,6 +130,17 @@ _HOLD = text(
 )
 
 
+# A deferred row's due time (issue 20): the reconciler's _expected_at reads
+# next_attempt_at, so a message waiting for a send rate is not taken for lost.
+_DEFER = text(
+    """
+    UPDATE messages m SET next_attempt_at = now() + make_interval(secs => d.seconds)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:seconds AS int[])) AS d(id, seconds)
+    WHERE m.id = d.id AND m.status = 'queued'
+    """
+)
+
+
 class SqlQueueRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -269,6 +280,18 @@ class SqlQueueRepository:
             return set()
         rows = self._session.execute(_HOLD, {"ids": uuid_array(message_ids)}).scalars()
         return set(rows)
+
+    def mark_deferred(self, delays: dict[uuid.UUID, int]) -> None:
+        """Record when deferred rows are due again, so the reconciler waits for that."""
+        if not delays:
+            return
+        self._session.execute(
+            _DEFER,
+            {
+                "ids": uuid_array(list(delays)),
+                "seconds": "{" + ",".join(str(int(s)) for s in delays.values()) + "}",
+            },
+        )
 
     def in_flight(self, client_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         """Each client's messages claimed by a live worker right now."""
