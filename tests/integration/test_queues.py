@@ -445,3 +445,25 @@ def test_a_queue_retry_schedule_replaces_the_service_backoff(
     assert (status, view["status"]) == (200, "queued")
     (retry,) = [e for e in view["events"] if e["type"] == "attempt_failed"]
     assert retry["detail"]["retry_in_seconds"] == 7
+
+
+def test_a_client_at_its_in_flight_cap_is_deferred_not_sent(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN a cap of 2 in-flight messages per client, one of them claimed by a live worker
+    stack = Stack(database_url_of(database), redis_url, smtp_sink.port, client_max_in_flight=2)
+    ids = [stack.send()[1]["id"] for _ in range(4)]
+    with database.engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE messages SET status = 'sending', "
+                "lease_expires_at = now() + interval '1 minute' WHERE id = :id"
+            ),
+            {"id": ids[0]},
+        )
+    # WHEN the worker takes the batch (the claimed one's record included)
+    stack.work("normal")
+    # THEN one more is sent (2 in flight at most), the other two wait, unharmed
+    assert len(smtp_sink.received) == 1
+    statuses = sorted(stack.status_of(i) for i in ids[1:])
+    assert statuses == ["queued", "queued", "sent"]

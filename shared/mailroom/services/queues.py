@@ -269,16 +269,15 @@ class ClaimGate:
 
     def admit(self, uow: UnitOfWork, message_ids: Sequence[uuid.UUID]) -> Admission:
         admission = Admission()
+        # One statement in the common case (nothing paused): the batch's
+        # queues, and each client's in-flight count when capped.
         with uow:
-            views = uow.queues.claim_view(message_ids)
+            views = uow.queues.claim_view(message_ids, count_in_flight=bool(self._max_in_flight))
             paused = [v.message_id for v in views if v.state is QueueState.PAUSED]
-            admission.held = uow.queues.hold_paused(paused)
-            in_flight = (
-                uow.queues.in_flight(sorted({v.client_id for v in views}))
-                if self._max_in_flight
-                else {}
-            )
-            uow.commit()
+            if paused:
+                admission.held = uow.queues.hold_paused(paused)
+                uow.commit()
+        in_flight = {v.client_id: v.in_flight for v in views if v.in_flight}
         seen = {v.message_id for v in views}
         admission.schedules = {
             v.message_id: RetrySchedule(v.max_retries, v.retry_delays)

@@ -40,6 +40,8 @@ class ClaimView:
     trace_id: str
     max_retries: int | None = None
     retry_delays: tuple[int, ...] | None = None
+    # The client's messages under a live claim (counted only when asked).
+    in_flight: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +99,28 @@ def _members(queue: Queue) -> ColumnElement[bool]:
 
 # The gate's view of a batch: each queued message with its queue (the
 # default one for a NULL queue_id, if the client has one yet).
+# With :count_in_flight, each client's messages under a live claim ride along
+# (the partial index ix_messages_sending_client keeps that count small).
 _CLAIM_VIEW = text(
     """
-    SELECT m.id, m.client_id, m.trace_id, q.id AS queue_id, q.state, q.priority,
-           q.rate_limit_per_minute, q.max_retries, q.retry_delays
-    FROM messages m
-    LEFT JOIN queues q
-      ON q.id = m.queue_id
-      OR (m.queue_id IS NULL AND q.client_id = m.client_id AND q.name = 'default')
-    WHERE m.id = ANY(CAST(:ids AS uuid[])) AND m.status = 'queued'
+    WITH batch AS (
+        SELECT m.id, m.client_id, m.trace_id, q.id AS queue_id, q.state, q.priority,
+               q.rate_limit_per_minute, q.max_retries, q.retry_delays
+        FROM messages m
+        LEFT JOIN queues q
+          ON q.id = m.queue_id
+          OR (m.queue_id IS NULL AND q.client_id = m.client_id AND q.name = 'default')
+        WHERE m.id = ANY(CAST(:ids AS uuid[])) AND m.status = 'queued'
+    ), flying AS (
+        SELECT s.client_id, count(*) AS n
+        FROM messages s
+        WHERE CAST(:count_in_flight AS boolean)
+          AND s.status = 'sending' AND s.lease_expires_at > now()
+          AND s.client_id IN (SELECT client_id FROM batch)
+        GROUP BY s.client_id
+    )
+    SELECT batch.*, coalesce(flying.n, 0) AS in_flight
+    FROM batch LEFT JOIN flying ON flying.client_id = batch.client_id
     """
 )
 
@@ -256,10 +271,14 @@ class SqlQueueRepository:
             )
         return [(row.id, row.trace_id) for row in ordered]
 
-    def claim_view(self, message_ids: Sequence[uuid.UUID]) -> list[ClaimView]:
+    def claim_view(
+        self, message_ids: Sequence[uuid.UUID], *, count_in_flight: bool = False
+    ) -> list[ClaimView]:
         if not message_ids:
             return []
-        rows = self._session.execute(_CLAIM_VIEW, {"ids": uuid_array(message_ids)}).all()
+        rows = self._session.execute(
+            _CLAIM_VIEW, {"ids": uuid_array(message_ids), "count_in_flight": count_in_flight}
+        ).all()
         return [
             ClaimView(
                 message_id=row.id,
@@ -271,6 +290,7 @@ class SqlQueueRepository:
                 trace_id=row.trace_id,
                 max_retries=row.max_retries,
                 retry_delays=None if row.retry_delays is None else tuple(row.retry_delays),
+                in_flight=int(row.in_flight),
             )
             for row in rows
         ]
@@ -292,21 +312,6 @@ class SqlQueueRepository:
                 "seconds": "{" + ",".join(str(int(s)) for s in delays.values()) + "}",
             },
         )
-
-    def in_flight(self, client_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-        """Each client's messages claimed by a live worker right now."""
-        if not client_ids:
-            return {}
-        rows = self._session.execute(
-            select(MessageRow.client_id, func.count())
-            .where(
-                MessageRow.client_id.in_(list(client_ids)),
-                MessageRow.status == MessageStatus.SENDING.value,
-                MessageRow.lease_expires_at > func.now(),
-            )
-            .group_by(MessageRow.client_id)
-        ).all()
-        return {row[0]: int(row[1]) for row in rows}
 
     def stats(self, queue: Queue, now: datetime | None = None) -> QueueStats:
         now = now or datetime.now(UTC)

@@ -225,6 +225,12 @@ class MessageRow(Base):
         # Issue 20: a queue's depth, its oldest unsent message, and resume's
         # release of held rows in order.
         Index("ix_messages_queue_status_created", "queue_id", "status", "created_at"),
+        # Issue 20: each client's messages under a claim (the in-flight cap).
+        Index(
+            "ix_messages_sending_client",
+            "client_id",
+            postgresql_where=text("status = 'sending'"),
+        ),
         # Issue 7's reconciler: unfinished rows (queued or claimed) by last change.
         Index(
             "ix_messages_unfinished",

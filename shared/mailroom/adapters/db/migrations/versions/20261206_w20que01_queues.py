@@ -81,6 +81,12 @@ def upgrade() -> None:
     op.create_index(
         "ix_messages_queue_status_created", "messages", ["queue_id", "status", "created_at"]
     )
+    op.create_index(
+        "ix_messages_sending_client",
+        "messages",
+        ["client_id"],
+        postgresql_where=sa.text("status = 'sending'"),
+    )
     op.drop_constraint(op.f("ck_messages_status"), "messages", type_="check")
     op.create_check_constraint(op.f("ck_messages_status"), "messages", NEW_STATUSES)
 
@@ -91,6 +97,7 @@ def downgrade() -> None:
     op.execute("UPDATE messages SET status = 'queued' WHERE status = 'held'")
     op.drop_constraint(op.f("ck_messages_status"), "messages", type_="check")
     op.create_check_constraint(op.f("ck_messages_status"), "messages", OLD_STATUSES)
+    op.drop_index("ix_messages_sending_client", table_name="messages")
     op.drop_index("ix_messages_queue_status_created", table_name="messages")
     op.drop_constraint(op.f("fk_messages_queue_id_queues"), "messages", type_="foreignkey")
     op.drop_column("messages", "queue_id")
