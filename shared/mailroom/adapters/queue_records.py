@@ -64,7 +64,10 @@ class SqsQueueRecords(QueueRecords):
 
     def postpone_in(self, source_arn: str | None, receipt_handle: str, seconds: int) -> bool:
         name = (source_arn or "").rsplit(":", 1)[-1]
-        return self._postpone(self._url_by_name.get(name, self._queue_url), receipt_handle, seconds)
+        url = self._url_by_name.get(name, self._queue_url)
+        if url == self._queue_url:
+            return self.postpone(receipt_handle, seconds)
+        return self._postpone(url, receipt_handle, seconds)
 
     def postpone(self, receipt_handle: str, seconds: int) -> bool:
         return self._postpone(self._queue_url, receipt_handle, seconds)
