@@ -8,7 +8,7 @@ Latency is the row's ``sent_at`` minus its ``created_at`` (acceptance), both
 PostgreSQL's clock; p50 and p99 over the urgent messages. Also printed: how
 many backlog messages went out meanwhile (the backlog keeps flowing).
 
-SQS is moto's server on 127.0.0.1 (in this process's threads), the SMTP
+SQS is moto's server on 127.0.0.1 (its own process), the SMTP
 server the worker bench's asyncio responder. Needs PostgreSQL and Redis:
 MAILROOM_BENCH_DATABASE_URL (recreated), MAILROOM_BENCH_REDIS_URL.
 
@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -37,7 +39,6 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 
 import boto3  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench._worker_bench import build_services, new_client, prepare_database  # noqa: E402
@@ -76,10 +77,16 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.2)
     args = parser.parse_args()
 
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+    # moto in its own process, as the local runner's SQS would be: in this
+    # one it would share the worker's interpreter lock.
+    moto_port = free_port()
+    moto = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{moto_port}"
+    _wait_for(moto_port)
     sqs = boto3.client("sqs", region_name="us-east-1")
     urls = {
         band: sqs.create_queue(
@@ -122,6 +129,9 @@ def main() -> None:
     assert not refused
     print(f"backlog of {args.backlog} queued in {time.perf_counter() - began:.1f} s")
 
+    # The worker's JSON log lines still cost what they cost, to /dev/null.
+    stdout = os.dup(1)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     loop = _band_loop(services, sqs, urls)
     loop.start()
     urgent_ids: list[uuid.UUID] = []
@@ -145,7 +155,9 @@ def main() -> None:
         loop.stop(30)
         stop.set()
         sink.join(timeout=10)
-        moto.stop()
+        moto.terminate()
+        moto.wait(timeout=10)
+        os.dup2(stdout, 1)
 
     engine = create_engine(DATABASE_URL)
     with engine.connect() as connection:
@@ -171,6 +183,23 @@ def main() -> None:
         f"{percentile(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms; "
         f"backlog messages sent meanwhile: {backlog_sent}"
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("moto did not start")
 
 
 def _message(client_id: uuid.UUID) -> Message:
