@@ -81,10 +81,12 @@ class QueuePoller:
         )
         return list(answer.get("Messages", []))
 
-    def _receive_batch(self, wait_seconds: int = LONG_POLL_SECONDS) -> list[dict[str, Any]]:
+    def _receive_batch(
+        self, wait_seconds: int = LONG_POLL_SECONDS, *, gather: bool = True
+    ) -> list[dict[str, Any]]:
         batch_size = self._trigger.batch_size
         messages = self._receive(batch_size, wait_seconds)
-        if not messages:
+        if not messages or not gather:
             return messages
         # MaximumBatchingWindowInSeconds: gather more before invoking, for at
         # most that long after the first message arrived.
@@ -223,14 +225,16 @@ class PriorityPoller:
                 self._stopping.wait(LONG_POLL_SECONDS)
 
     def _round(self) -> None:
+        # No batching window here: waiting to fill a low band's batch would
+        # keep a high band's message waiting too.
         for band in self._bands:
-            messages = band._receive_batch(wait_seconds=0)
+            messages = band._receive_batch(wait_seconds=0, gather=False)
             if messages:
                 band._deliver(messages)
                 return
         # All empty: wait on the highest band, so its next message is taken at once.
         top = self._bands[0]
-        messages = top._receive_batch(wait_seconds=LONG_POLL_SECONDS)
+        messages = top._receive_batch(wait_seconds=LONG_POLL_SECONDS, gather=False)
         if messages:
             top._deliver(messages)
 
