@@ -467,3 +467,25 @@ def test_a_client_at_its_in_flight_cap_is_deferred_not_sent(
     assert len(smtp_sink.received) == 1
     statuses = sorted(stack.status_of(i) for i in ids[1:])
     assert statuses == ["queued", "queued", "sent"]
+
+
+def test_a_batch_routes_each_item_through_its_queue(stack: Stack) -> None:
+    # GIVEN a paused queue and a high-priority one
+    paused = stack.create("later")
+    stack.call("POST", f"/v1/queues/{paused['id']}/pause")
+    stack.create("now", priority=9)
+    item = json.loads(WELCOME["body"])
+    # WHEN a batch sends one item to each
+    status, answer = stack.call(
+        "POST", "/v1/send/batch", [{**item, "queue": "later"}, {**item, "queue": "now"}]
+    )
+    # THEN the first is held, the second is on the high band
+    assert status == 200, answer
+    held, sent = answer["data"]
+    assert stack.status_of(held["id"]) == "held"
+    assert stack.status_of(sent["id"]) == "queued"
+    assert (stack.depth("high"), stack.depth("normal")) == (1, 0)
+    # and a batch naming an unknown queue is refused whole, nothing written
+    status, refused = stack.call("POST", "/v1/send/batch", [item, {**item, "queue": "nope"}])
+    assert (status, refused["error"]["code"]) == (422, "unknown_queue")
+    assert stack.depth("normal") == 0
