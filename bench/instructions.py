@@ -78,6 +78,25 @@ SUBJECTS = {
         short=5,
         long=25,
     ),
+    # Issue 20: the worker without the claim gate (as before), and with every check.
+    "worker-ungated": Subject(
+        "worker process, worker_profile.py --gate none",
+        "email",
+        "worker_profile.py",
+        ("--gate", "none", "--batches"),
+        units_per_step=10,
+        short=5,
+        long=25,
+    ),
+    "worker-gated": Subject(
+        "worker process, worker_profile.py --gate all",
+        "email",
+        "worker_profile.py",
+        ("--gate", "all", "--batches"),
+        units_per_step=10,
+        short=5,
+        long=25,
+    ),
     "api": Subject(
         "send API, bench/api_send.py --whole-only",
         "request",

@@ -14,7 +14,11 @@ modes alternate for ``--rounds`` rounds; the median round is reported, and
 the ratio of the medians. Signed mode (issue 16) is fast mode with the DKIM
 signer in front of SMTP, one RSA-2048 signature per message (``--ed25519``
 adds the second), keys cached per process as in the worker; ``--modes``
-picks which modes run (``fast,signed`` to measure signing alone).
+picks which modes run (``fast,signed`` to measure signing alone). Gated
+mode (issue 20) is fast mode with the claim gate on and every check it can
+make (queue read, per-client in-flight count, Redis send-rate bucket);
+routed mode is the gate as deployed by default (the queue read only):
+``--modes fast,routed,gated`` measures the gate's cost.
 
 The sink (``run_sink`` below) is an asyncio responder that answers whole
 buffers at once, in its own process, not aiosmtpd, which tops out near
@@ -235,6 +239,23 @@ def worker_process(
         reuse=mode != "naive",
         dkim_signing=mode == "signed",
     )
+    if mode == "gated":
+        # Issue 20's claim gate with every check on: the queue read, the
+        # in-flight count and the Redis send-rate bucket (limits too high to bind).
+        from mailroom.adapters.claim_limits import RedisClaimRateLimiter
+        from mailroom.services.queues import ClaimGate
+
+        assert services.redis_store is not None
+        services.claim_gate_given = ClaimGate(
+            RedisClaimRateLimiter(services.redis_store),
+            client_sends_per_minute=10**9,
+            client_max_in_flight=10**6,
+        )
+    elif mode not in ("naive", "routed"):
+        # The pipeline as before issue 20: no claim gate. Routed mode keeps
+        # the gate as deployed by default (no send rates, no in-flight cap:
+        # the queue read only).
+        services.queue_routing = False
     warmup, timed = events[:1], events[1:]
 
     def run(event: dict[str, Any]) -> None:
@@ -402,6 +423,13 @@ def main() -> None:
             f"fast / naive = x{medians['fast'] / medians['naive']:.2f} "
             "(targets: >= 800 emails/s and >= x3.5)"
         )
+    for gated in ("routed", "gated"):
+        if "fast" in medians and gated in medians:
+            cpu = {mode: statistics.median(worker_cpu[mode]) for mode in ("fast", gated)}
+            print(
+                f"{gated} / fast: rate {medians[gated] / medians['fast'] - 1:+.1%}, worker CPU "
+                f"per email {cpu[gated] / cpu['fast'] - 1:+.1%} (target: within 10 %)"
+            )
     if "fast" in medians and "signed" in medians:
         cpu = {mode: statistics.median(worker_cpu[mode]) for mode in ("fast", "signed")}
         print(

@@ -76,6 +76,13 @@ def main() -> None:
     parser.add_argument(
         "--dkim", action="store_true", help="sign each message (RSA-2048) as the worker does"
     )
+    parser.add_argument(
+        "--gate",
+        choices=("default", "none", "all"),
+        default="default",
+        help="issue 20's claim gate: as deployed (the queue read), none (as before), or "
+        "every check (in-flight count and a Redis send-rate bucket too)",
+    )
     args = parser.parse_args()
     observability.apply()
 
@@ -90,6 +97,18 @@ def main() -> None:
         services = build_services(
             DATABASE_URL, REDIS_URL, TEMPLATES, port, reuse=True, dkim_signing=args.dkim
         )
+        if args.gate == "none":
+            services.queue_routing = False
+        elif args.gate == "all":
+            from mailroom.adapters.claim_limits import RedisClaimRateLimiter
+            from mailroom.services.queues import ClaimGate
+
+            assert services.redis_store is not None
+            services.claim_gate_given = ClaimGate(
+                RedisClaimRateLimiter(services.redis_store),
+                client_sends_per_minute=10**9,
+                client_max_in_flight=10**6,
+            )
         client_id = new_client(services)
         if args.dkim:
             register_signing_domain(services, client_id, ed25519=False)

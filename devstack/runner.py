@@ -30,7 +30,7 @@ from devstack.lambda_runtime import FunctionLoadError, LocalFunction, load_funct
 from devstack.scheduler import Scheduler
 from devstack.settings import REPO_ROOT, DevstackSettings
 from devstack.smtp_sink import SmtpSink
-from devstack.sqs_poller import QueuePoller
+from devstack.sqs_poller import PriorityPoller, QueuePoller
 from devstack.template import StackSpec, TemplateError, load_stack
 from mailroom.bootstrap import default_services
 from mailroom.domain.errors import MailroomError
@@ -461,9 +461,10 @@ def _start_pollers(
     stack: StackSpec,
     queues: dict[str, ProvisionedQueue],
     functions: dict[str, LocalFunction],
-) -> list[tuple[QueuePoller, float]]:
-    pollers: list[tuple[QueuePoller, float]] = []
+) -> list[tuple[QueuePoller | PriorityPoller, float]]:
+    pollers: list[tuple[QueuePoller | PriorityPoller, float]] = []
     for spec in stack.functions:
+        bands: list[tuple[int, QueuePoller]] = []
         for trigger in spec.sqs_triggers:
             if not trigger.enabled:
                 log.info(
@@ -480,9 +481,18 @@ def _start_pollers(
                 functions[spec.logical_id],
                 region=settings.aws_region,
             )
+            if trigger.maximum_concurrency is not None:
+                bands.append((trigger.maximum_concurrency, poller))
+                continue
             poller.start()
             # A batch in hand may run up to the function's timeout.
             pollers.append((poller, float(spec.timeout_seconds)))
+        if bands:
+            # Issue 20's priority bands: one loop, highest MaximumConcurrency first.
+            ordered = [poller for _, poller in sorted(bands, key=lambda band: -band[0])]
+            banded = PriorityPoller(ordered)
+            banded.start()
+            pollers.append((banded, float(spec.timeout_seconds)))
     return pollers
 
 
@@ -527,7 +537,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _stop_poller(poller: QueuePoller, timeout: float) -> None:
+def _stop_poller(poller: QueuePoller | PriorityPoller, timeout: float) -> None:
     if not poller.stop(timeout):
         log.warning("a batch is still running; its messages return to the queue later")
 

@@ -81,10 +81,12 @@ class QueuePoller:
         )
         return list(answer.get("Messages", []))
 
-    def _receive_batch(self) -> list[dict[str, Any]]:
+    def _receive_batch(
+        self, wait_seconds: int = LONG_POLL_SECONDS, *, gather: bool = True
+    ) -> list[dict[str, Any]]:
         batch_size = self._trigger.batch_size
-        messages = self._receive(batch_size, LONG_POLL_SECONDS)
-        if not messages:
+        messages = self._receive(batch_size, wait_seconds)
+        if not messages or not gather:
             return messages
         # MaximumBatchingWindowInSeconds: gather more before invoking, for at
         # most that long after the first message arrived.
@@ -183,6 +185,58 @@ class QueuePoller:
         if "MD5OfMessageAttributes" in message:
             record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
         return record
+
+
+class PriorityPoller:
+    """Several queues of one function, polled in priority order in one loop (issue 20).
+
+    On AWS each priority band has its own event source mapping, and the high
+    band gets the most concurrent workers (ScalingConfig.MaximumConcurrency).
+    Here one loop stands for them: each round takes a batch from the first
+    band that has one, highest MaximumConcurrency first, so a low-priority
+    backlog never delays a high-priority message by more than one batch.
+    When every band is empty it long-polls the highest one.
+    """
+
+    def __init__(self, bands: Sequence[QueuePoller]) -> None:
+        self._bands = list(bands)
+        self._stopping = threading.Event()
+        name = self._bands[0]._function.name
+        self._thread = threading.Thread(target=self._run, name=f"sqs-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        self._stopping.set()
+        for band in self._bands:
+            band._stopping.set()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._round()
+            except (BotoCoreError, ClientError) as error:
+                if self._stopping.is_set():
+                    return
+                log.warning("polling the priority bands failed: %s", error)
+                self._stopping.wait(LONG_POLL_SECONDS)
+
+    def _round(self) -> None:
+        # No batching window here: waiting to fill a low band's batch would
+        # keep a high band's message waiting too.
+        for band in self._bands:
+            messages = band._receive_batch(wait_seconds=0, gather=False)
+            if messages:
+                band._deliver(messages)
+                return
+        # All empty: wait on the highest band, so its next message is taken at once.
+        top = self._bands[0]
+        messages = top._receive_batch(wait_seconds=LONG_POLL_SECONDS, gather=False)
+        if messages:
+            top._deliver(messages)
 
 
 def lambda_message_attribute(attribute: dict[str, Any]) -> dict[str, Any]:

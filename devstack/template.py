@@ -80,6 +80,9 @@ class SqsTrigger:
     batching_window_seconds: int
     report_batch_item_failures: bool
     enabled: bool
+    # ScalingConfig.MaximumConcurrency: the local runner polls a function's
+    # queues highest first (issue 20's priority bands); None when unset.
+    maximum_concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,16 @@ class ScheduleTrigger:
 
 
 RATE_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+
+
+def _maximum_concurrency(properties: Mapping[str, Any], event_name: str) -> int | None:
+    scaling = properties.get("ScalingConfig")
+    if not isinstance(scaling, Mapping) or "MaximumConcurrency" not in scaling:
+        return None
+    value = scaling["MaximumConcurrency"]
+    if not isinstance(value, int) or not 2 <= value <= 1000:
+        raise TemplateError(f"{event_name}: ScalingConfig.MaximumConcurrency must be 2-1000")
+    return value
 
 
 def rate_seconds(expression: str) -> int | None:
@@ -416,6 +429,7 @@ def _function(
                     report_batch_item_failures="ReportBatchItemFailures"
                     in (event_properties.get("FunctionResponseTypes") or []),
                     enabled=intrinsics.resolve(event_properties.get("Enabled", True)) != "false",
+                    maximum_concurrency=_maximum_concurrency(event_properties, event_name),
                 )
             )
         elif event_type in ("Schedule", "ScheduleV2"):

@@ -1,4 +1,4 @@
-"""/v1/messages, suppressions, api-keys, domains, smtp-configs, webhooks, events; /health."""
+"""/v1/messages, suppressions, api-keys, domains, queues, smtp-configs, webhooks, events."""
 
 from functools import cache
 from typing import Any
@@ -15,6 +15,7 @@ from mailroom.entrypoints.client_webhooks import webhook_routes
 from mailroom.entrypoints.domains import domain_routes
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.operations import operations_routes
+from mailroom.entrypoints.queues import queue_routes
 from mailroom.entrypoints.schedules import message_schedule_routes
 from mailroom.entrypoints.smtp_configs import smtp_config_routes
 
@@ -28,6 +29,7 @@ app = create_api(
         webhook_routes(default_services),
         operations_routes(default_services),
         smtp_config_routes(default_services),
+        queue_routes(default_services),
     ],
     max_request_bytes=lambda: default_services().settings.max_request_bytes,
     client_gate=ClientGate(default_services),

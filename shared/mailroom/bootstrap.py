@@ -54,6 +54,7 @@ from mailroom.adapters.webhooks.fetch import UrllibAwsFetcher
 from mailroom.adapters.webhooks.registry import WebhookRegistry
 from mailroom.adapters.webhooks.replay import RedisReplayGuard
 from mailroom.config import Settings, get_settings
+from mailroom.domain.queues import Band
 from mailroom.entrypoints.observability import logger
 from mailroom.services.api_keys import RefusalAudit
 from mailroom.services.authentication import Authenticator, VerifiedCredentialCache
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
     from mailroom.services.inbound import InboundPolicy
     from mailroom.services.outbound_webhooks import Dispatcher
     from mailroom.services.provider_chain import ProviderChain
+    from mailroom.services.queues import ClaimGate
     from mailroom.services.sending import SendLimits
     from mailroom.services.sending_domains import DomainPolicy, VerifiedSenders
     from mailroom.services.tracking import HitLimiter, TrackingConfig
@@ -126,6 +128,29 @@ class Services:
 
         store = self.tracking_store
         return lambda message, rendered: tracked_email(store, config, message, rendered)
+
+    # Issue 20: sends are routed through the client's queues, and the worker
+    # gates its claims on them. Only on PostgreSQL (bootstrap without a
+    # unit of work given): the tests' in-memory units of work have no queues.
+    queue_routing: bool = False
+    redis_store: RedisStore | None = None
+    claim_gate_given: ClaimGate | None = None
+
+    @cached_property
+    def claim_gate(self) -> ClaimGate | None:
+        """Pause, send rates and the in-flight cap at claim time; None without routing."""
+        if self.claim_gate_given is not None:
+            return self.claim_gate_given
+        if not self.queue_routing or self.redis_store is None:
+            return None
+        from mailroom.adapters.claim_limits import RedisClaimRateLimiter
+        from mailroom.services.queues import ClaimGate
+
+        return ClaimGate(
+            RedisClaimRateLimiter(self.redis_store),
+            client_sends_per_minute=self.settings.client_sends_per_minute,
+            client_max_in_flight=self.settings.client_max_in_flight,
+        )
 
     @cached_property
     def dns(self) -> DnsLookup:
@@ -289,6 +314,7 @@ def bootstrap(
     domain_throttle: DomainThrottle | None = None,
     tracking: TrackingStore | None = None,
     hit_limiter: HitLimiter | None = None,
+    claim_gate: ClaimGate | None = None,
 ) -> Services:
     settings = settings or get_settings()
     from mailroom.adapters import tracing
@@ -352,7 +378,15 @@ def bootstrap(
             memory_cost_kib=settings.argon2_memory_cost_kib,
             parallelism=settings.argon2_parallelism,
         ),
-        queue=queue or SqsMessageQueue(settings.queue_url, settings.aws_region),
+        queue=queue
+        or SqsMessageQueue(
+            settings.queue_url,
+            settings.aws_region,
+            {
+                Band.HIGH: settings.high_priority_queue_url,
+                Band.LOW: settings.low_priority_queue_url,
+            },
+        ),
         templates=WithInlineContent(
             templates
             or LayeredTemplateStore(
@@ -366,7 +400,10 @@ def bootstrap(
         signals=operator_signals,
         queue_records=queue_records
         or SqsQueueRecords(
-            settings.queue_url, settings.aws_region, settings.send_queue_max_receive_count
+            settings.queue_url,
+            settings.aws_region,
+            settings.send_queue_max_receive_count,
+            band_urls=(settings.high_priority_queue_url, settings.low_priority_queue_url),
         ),
         dead_letters=dead_letters
         or SqsDeadLetterQueue(settings.dead_letter_queue_url, settings.aws_region),
@@ -393,6 +430,9 @@ def bootstrap(
         probes=DependencyProbes(settings, database),
         tracking_store=tracking or SqlTrackingStore(database),
         hit_limiter=hit_limiter or RedisHitLimiter(redis_store),
+        queue_routing=uow is None,
+        redis_store=redis_store,
+        claim_gate_given=claim_gate,
     )
 
 

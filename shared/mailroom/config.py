@@ -106,6 +106,16 @@ class Settings(BaseSettings):
     # through its queue (the function's 900 s timeout bounds it too). The
     # local runner, whose functions take turns, sets a few seconds.
     planner_run_seconds: int = Field(default=840, ge=0, le=900)
+    # Issue 20: the high (priority 8-10) and low (1-3) bands' send queues;
+    # QUEUE_URL is the normal band's (4-7) and takes a band left unset.
+    high_priority_queue_url: str = ""
+    low_priority_queue_url: str = ""
+    # Sends per minute the worker claims for any one client, over all its
+    # queues (a queue's own limit is set through /v1/queues); unset: none.
+    client_sends_per_minute: int | None = Field(default=None, ge=1)
+    # At most this many of one client's messages claimed by workers at once,
+    # so one client's backlog cannot take every worker of a band; unset: none.
+    client_max_in_flight: int | None = Field(default=None, ge=1)
 
     templates_dir: Path = Path("templates")
     # The template engine (docs/architecture.md, "Template engine").

@@ -14,10 +14,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mailroom.adapters import tracing
 from mailroom.domain.errors import DependencyUnavailable
+from mailroom.domain.queues import Band
 
 TRACE_ID_ATTRIBUTE = "trace_id"
 # Messages per SendMessageBatch call.
 SQS_BATCH_LIMIT = 10
+# SQS's longest per-message delay.
+MAX_DELAY_SECONDS = 900
 
 
 def sqs_client(region: str) -> Any:
@@ -73,12 +76,36 @@ class MessageQueue(abc.ABC):
                 refused.add(entry.message_id)
         return refused
 
+    # Issue 20: priority bands. A queue without bands (the tests' and
+    # benchmarks' recorders) puts every band on its one queue.
+    def enqueue_in(
+        self, band: Band, message_id: uuid.UUID, trace_id: str, *, delay_seconds: int = 0
+    ) -> None:
+        """``enqueue`` onto ``band``'s queue, invisible for ``delay_seconds`` (at most 900)."""
+        self.enqueue(message_id, trace_id)
+
+    def enqueue_many_in(
+        self, band: Band, messages: Sequence[tuple[uuid.UUID, str]]
+    ) -> list[uuid.UUID]:
+        """``enqueue_many`` onto ``band``'s queue; the ids refused."""
+        return sorted(self.enqueue_many([QueueEntry(m, t) for m, t in messages]), key=str)
+
 
 class SqsMessageQueue(MessageQueue):
     """SQS through boto3; AWS_ENDPOINT_URL alone points it at AWS, LocalStack or moto."""
 
-    def __init__(self, queue_url: str, region: str, *, parallel_batches: int = 8) -> None:
+    def __init__(
+        self,
+        queue_url: str,
+        region: str,
+        band_urls: dict[Band, str] | None = None,
+        *,
+        parallel_batches: int = 8,
+    ) -> None:
+        # ``queue_url`` is the normal band's; a band without a URL of its
+        # own (HIGH_PRIORITY_QUEUE_URL / LOW_PRIORITY_QUEUE_URL unset) uses it.
         self._queue_url = queue_url
+        self._band_urls = {band: url for band, url in (band_urls or {}).items() if url}
         self._region = region
         self._client: Any = None
         # The scheduler's bulk enqueue: SendMessageBatch calls in flight at once.
@@ -91,7 +118,15 @@ class SqsMessageQueue(MessageQueue):
         return self._client
 
     def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
-        if not self._queue_url:
+        self._send(self._queue_url, message_id, trace_id, 0)
+
+    def enqueue_in(
+        self, band: Band, message_id: uuid.UUID, trace_id: str, *, delay_seconds: int = 0
+    ) -> None:
+        self._send(self._band_urls.get(band, self._queue_url), message_id, trace_id, delay_seconds)
+
+    def _send(self, queue_url: str, message_id: uuid.UUID, trace_id: str, delay: int) -> None:
+        if not queue_url:
             raise DependencyUnavailable("QUEUE_URL is not configured")
         attributes = {TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": trace_id}}
         try:
@@ -104,17 +139,29 @@ class SqsMessageQueue(MessageQueue):
                         "StringValue": traceparent,
                     }
                 self.client.send_message(
-                    QueueUrl=self._queue_url,
+                    QueueUrl=queue_url,
                     MessageBody=json.dumps({"message_id": str(message_id)}),
                     MessageAttributes=attributes,
+                    DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay)),
                 )
         except (BotoCoreError, ClientError) as error:
             raise DependencyUnavailable(f"the send queue refused the message: {error}") from error
 
     def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
+        return self._send_entries(self._queue_url, entries)
+
+    def enqueue_many_in(
+        self, band: Band, messages: Sequence[tuple[uuid.UUID, str]]
+    ) -> list[uuid.UUID]:
+        refused = self._send_entries(
+            self._band_urls.get(band, self._queue_url), [QueueEntry(m, t) for m, t in messages]
+        )
+        return [message_id for message_id, _ in messages if message_id in refused]
+
+    def _send_entries(self, queue_url: str, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
         if not entries:
             return set()
-        if not self._queue_url:
+        if not queue_url:
             return {entry.message_id for entry in entries}
         batches = [
             entries[start : start + SQS_BATCH_ENTRIES]
@@ -122,20 +169,22 @@ class SqsMessageQueue(MessageQueue):
         ]
         client = self.client  # built once, before the threads share it (boto3 clients are)
         if len(batches) == 1:
-            return self._send_batch(client, batches[0])
+            return self._send_batch(client, queue_url, batches[0])
         refused: set[uuid.UUID] = set()
         # SQS answers in milliseconds, but 10,000 calls one after the other
         # would not fit the scheduler's minute (issue 18's benchmark).
         with ThreadPoolExecutor(max_workers=self._parallel_batches) as pool:
-            for failed in pool.map(lambda batch: self._send_batch(client, batch), batches):
+            for failed in pool.map(lambda b: self._send_batch(client, queue_url, b), batches):
                 refused |= failed
         return refused
 
-    def _send_batch(self, client: Any, batch: Sequence[QueueEntry]) -> set[uuid.UUID]:
+    def _send_batch(
+        self, client: Any, queue_url: str, batch: Sequence[QueueEntry]
+    ) -> set[uuid.UUID]:
         by_entry = {str(index): entry for index, entry in enumerate(batch)}
         try:
             answer = client.send_message_batch(
-                QueueUrl=self._queue_url,
+                QueueUrl=queue_url,
                 Entries=[
                     {
                         "Id": key,

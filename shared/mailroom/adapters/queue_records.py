@@ -24,6 +24,10 @@ class QueueRecords(abc.ABC):
     def max_receive_count(self) -> int | None:
         """The queue's redrive limit (maxReceiveCount), None if it has none or is unknown."""
 
+    def postpone_in(self, source_arn: str | None, receipt_handle: str, seconds: int) -> bool:
+        """``postpone`` for a record of the queue ``source_arn`` names (issue 20's bands)."""
+        return self.postpone(receipt_handle, seconds)
+
     def is_last_receive(self, receive_count: int) -> bool:
         """True when SQS will move this record to the DLQ rather than deliver it again."""
         limit = self.max_receive_count()
@@ -31,10 +35,22 @@ class QueueRecords(abc.ABC):
 
 
 class SqsQueueRecords(QueueRecords):
-    def __init__(self, queue_url: str, region: str, max_receive_count: int | None = None) -> None:
+    def __init__(
+        self,
+        queue_url: str,
+        region: str,
+        max_receive_count: int | None = None,
+        band_urls: tuple[str, ...] = (),
+    ) -> None:
         """``max_receive_count``: the queue's redrive limit if the deployment
-        states it; otherwise it is read from the queue on first use."""
+        states it; otherwise it is read from the queue on first use.
+        ``band_urls``: the other priority bands' queues (same redrive limit)."""
         self._queue_url = queue_url
+        # A record is postponed on the queue it came from: by its queue name,
+        # the last part of both the event's ARN and the queue's URL.
+        self._url_by_name = {
+            url.rstrip("/").rsplit("/", 1)[-1]: url for url in (queue_url, *band_urls) if url
+        }
         self._region = region
         self._client: Any = None
         self._max_receive_count = max_receive_count
@@ -46,13 +62,23 @@ class SqsQueueRecords(QueueRecords):
             self._client = sqs_client(self._region)
         return self._client
 
+    def postpone_in(self, source_arn: str | None, receipt_handle: str, seconds: int) -> bool:
+        name = (source_arn or "").rsplit(":", 1)[-1]
+        url = self._url_by_name.get(name, self._queue_url)
+        if url == self._queue_url:
+            return self.postpone(receipt_handle, seconds)
+        return self._postpone(url, receipt_handle, seconds)
+
     def postpone(self, receipt_handle: str, seconds: int) -> bool:
+        return self._postpone(self._queue_url, receipt_handle, seconds)
+
+    def _postpone(self, queue_url: str, receipt_handle: str, seconds: int) -> bool:
         # The total invisibility of one receive is capped at 12 hours by SQS;
         # the backoff's own cap keeps well inside it.
         seconds = max(0, min(seconds, SQS_MAX_VISIBILITY_SECONDS))
         try:
             self.client.change_message_visibility(
-                QueueUrl=self._queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+                QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
             )
         except (BotoCoreError, ClientError) as error:
             # The record still comes back, after the queue's own visibility

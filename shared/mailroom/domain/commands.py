@@ -31,6 +31,7 @@ from mailroom.domain.outgoing_headers import (
     validate_caller_headers,
 )
 from mailroom.domain.personalization import InlineContent
+from mailroom.domain.queues import QUEUE_NAME_PATTERN
 from mailroom.domain.templates import TEMPLATE_NAME_PATTERN as TEMPLATE_NAME_PATTERN
 from mailroom.domain.templates import is_valid_template_name as is_valid_template_name
 
@@ -291,6 +292,15 @@ class SendRequest(BaseModel):
             "TRACKING_BASE_URL or PUBLIC_BASE_URL; links in the HTML part only."
         ),
         examples=[{"opens": True, "clicks": True}],
+    )
+    queue: str | None = Field(
+        default=None,
+        pattern=QUEUE_NAME_PATTERN,
+        description=(
+            "The client's queue (see /v1/queues) to send through; the `default` queue when "
+            "omitted. Unknown: 422 unknown_queue; draining: 409 queue_draining; paused: "
+            "accepted with status `held`, sent after its resume."
+        ),
     )
 
     @field_validator("headers")

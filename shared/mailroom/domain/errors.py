@@ -535,3 +535,30 @@ class UnknownSmtpConfig(InvalidRequest):
     """A send names an SMTP configuration the client does not have (or an inactive one)."""
 
     code = "unknown_smtp_config"
+
+
+# Issue 20: per-client queues.
+class UnknownQueue(InvalidRequest):
+    """A send names a queue the client does not have."""
+
+    code = "unknown_queue"
+
+
+class QueueDraining(MailroomError):
+    """The queue is draining: what it holds is sent, new mail is refused."""
+
+    code = "queue_draining"
+
+
+class QueueNameTaken(MailroomError):
+    code = "queue_name_taken"
+
+
+class QueueNotFound(MailroomError):
+    code = "queue_not_found"
+
+
+class QueueNotEmpty(MailroomError):
+    """A queue still holding unsent mail is deleted only with ``?drain=true``."""
+
+    code = "queue_not_empty"

@@ -20,6 +20,9 @@ class MessageStatus(StrEnum):
     QUEUED = "queued"
     # Claimed by a worker until its lease runs out (services/delivery.py).
     SENDING = "sending"
+    # Issue 20: accepted into a paused queue; kept in PostgreSQL, not on SQS,
+    # until the queue is resumed (or drained).
+    HELD = "held"
     SENT = "sent"
     DELIVERED = "delivered"
     BOUNCED = "bounced"
@@ -32,7 +35,12 @@ class MessageStatus(StrEnum):
     @property
     def is_final_for_sending(self) -> bool:
         """True once the worker has nothing left to do for the message."""
-        return self not in (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SCHEDULED)
+        return self not in (
+            MessageStatus.QUEUED,
+            MessageStatus.SENDING,
+            MessageStatus.SCHEDULED,
+            MessageStatus.HELD,
+        )
 
 
 class EventType(StrEnum):
@@ -74,6 +82,9 @@ class EventType(StrEnum):
     CANCELLED = "cancelled"
     # Over its recipient domain group's rate (issue 20): put back, not an attempt.
     THROTTLED = "throttled"
+    # Issue 20: a paused queue kept the message; its resume (or drain) let it go.
+    HELD = "held"
+    RELEASED = "released"
 
 
 @dataclass(slots=True)

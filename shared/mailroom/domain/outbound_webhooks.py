@@ -110,6 +110,10 @@ INTERNAL_ONLY_TYPES: frozenset[str] = frozenset(
         "rescheduled",
         # Held back by per-domain throttling (issue 20): sent later, not an attempt.
         "throttled",
+        # A paused queue kept it, its resume let it go (issue 20): the client
+        # paused it itself; email.sent follows.
+        "held",
+        "released",
     }
 )
 

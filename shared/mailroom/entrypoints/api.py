@@ -285,9 +285,12 @@ def send_routes(services: ServicesProvider) -> Router:
                     "idempotency_key_reused (the key came with another body); "
                     "sender_not_verified (the from domain is not a verified sending domain "
                     "of this client; SENDER_VERIFICATION); scheduled_at without an offset "
-                    "(naive_datetime) or over 30 days ahead"
+                    "(naive_datetime) or over 30 days ahead; unknown_queue"
                 ),
-                409: "idempotency_in_progress: the key's first request is still in flight",
+                409: (
+                    "idempotency_in_progress: the key's first request is still in flight; "
+                    "queue_draining: the named queue takes no new mail"
+                ),
                 429: "rate_limited or quota_exceeded; Retry-After says when to try again",
                 503: (
                     "service_unavailable: a backing service did not answer; enqueue_failed: "
@@ -364,6 +367,7 @@ def send_routes(services: ServicesProvider) -> Router:
                     reserve_quota=quota.take if mode is KeyKind.LIVE else None,
                     on_accepted=complete_key,
                     contents=active.inline_contents,
+                    routing=active.queue_routing,
                 )
         except Exception:
             # Nothing was accepted (enqueue_failed rows read failed): the key
@@ -471,6 +475,7 @@ def send_routes(services: ServicesProvider) -> Router:
                         sender_check_for(active, mode), active.uow(), client
                     ),
                     resolve_relay=relay_resolver(active.uow(), client.id),
+                    routing=active.queue_routing,
                 ),
                 # Test mode is never charged (issue 15).
                 charge=BatchQuotaCharge(active.quota, active.uow, client)
@@ -795,6 +800,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     from mailroom.entrypoints.domains import domain_routes
     from mailroom.entrypoints.inbound import inbound_function_routes
     from mailroom.entrypoints.operations import operations_routes
+    from mailroom.entrypoints.queues import queue_routes
     from mailroom.entrypoints.schedules import message_schedule_routes, schedule_routes
     from mailroom.entrypoints.smtp_configs import smtp_config_routes
     from mailroom.entrypoints.tracking import tracking_function_routes
@@ -814,6 +820,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         webhook_routes(services),
         operations_routes(services),
         smtp_config_routes(services),
+        queue_routes(services),
         *webhooks_function_routes(services),
         *inbound_function_routes(services),
         *tracking_function_routes(services),

@@ -71,6 +71,11 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.ScheduleFinished: 409,
     errors.SmtpConfigNotFound: 404,
     errors.SmtpConfigNameTaken: 409,
+    # Issue 20: queues.
+    errors.QueueDraining: 409,
+    errors.QueueNameTaken: 409,
+    errors.QueueNotFound: 404,
+    errors.QueueNotEmpty: 409,
 }
 
 # Pydantic error types we raise ourselves that deserve their own code.

@@ -21,6 +21,7 @@ from mailroom.adapters.operator_signals import SignalKey
 from mailroom.adapters.queue import TRACE_ID_ATTRIBUTE
 from mailroom.bootstrap import Services
 from mailroom.domain.errors import DependencyUnavailable
+from mailroom.domain.queues import Band
 from mailroom.domain.retry import Backoff
 from mailroom.entrypoints.observability import logger
 from mailroom.services.delivery import (
@@ -101,11 +102,14 @@ def process_send_batch(
                     "retry_in_seconds": outcome.retry_after_seconds,
                 },
             )
+            if outcome.result is DeliveryResult.DEFERRED:
+                _put_back(services, record, outcome, trace_id)
+                return
             if outcome.result is DeliveryResult.RETRY:
                 # Backoff: the record stays invisible for the delay, then
                 # SQS hands it to a worker again.
-                services.queue_records.postpone(
-                    record.receiptHandle, outcome.retry_after_seconds or 0
+                services.queue_records.postpone_in(
+                    record.eventSourceARN, record.receiptHandle, outcome.retry_after_seconds or 0
                 )
                 raise RetryLater(outcome.error or "retry")
             if outcome.result is DeliveryResult.FAILED:
@@ -180,6 +184,7 @@ def _deliver_batch(
             lease_seconds=services.settings.claim_lease_seconds,
             sender_policy=services.sender_policy,
             rewrite=services.tracking_rewriter,
+            gate=services.claim_gate,
         )
     except Exception as error:  # noqa: BLE001 - reported per record by the batch processor
         logger.exception("delivery batch failed before its outcomes were recorded")
@@ -188,6 +193,27 @@ def _deliver_batch(
         record.messageId: outcome for record, outcome in zip(records, results, strict=True)
     }
     return by_record, None
+
+
+def _put_back(
+    services: Services, record: SendRecord, outcome: DeliveryOutcome, trace_id: str | None
+) -> None:
+    """A record over a send rate (issue 20) goes back on its band with a delay, as new.
+
+    A fresh SQS message rather than a longer invisibility: its receive count
+    starts again, so waiting for a rate limit never walks it to the DLQ, and
+    the row's attempts are untouched. Should SQS refuse the copy, the record
+    itself is held back instead (its receive count then grows by one).
+    """
+    band = outcome.band or Band.NORMAL
+    seconds = outcome.retry_after_seconds or 1
+    try:
+        services.queue.enqueue_in(
+            band, outcome.message_id, trace_id or outcome.trace_id or "", delay_seconds=seconds
+        )
+    except DependencyUnavailable:
+        services.queue_records.postpone_in(record.eventSourceARN, record.receiptHandle, seconds)
+        raise RetryLater(outcome.error or "deferred") from None
 
 
 def _dead_letter(services: Services, outcome: DeliveryOutcome, trace_id: str | None) -> None:

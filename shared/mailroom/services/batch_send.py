@@ -100,6 +100,8 @@ class BatchContext:
     check_sender: Callable[[str], None] | None = None
     # A send's ``smtp_config`` to the client's relay id (issue 20).
     resolve_relay: Callable[[str], uuid.UUID] | None = None
+    # Issue 20: route the items through the client's queues.
+    routing: bool = False
 
 
 def validate_items(
@@ -227,6 +229,7 @@ def send_batch(
             all_or_nothing=strict,
             on_accepted=on_accepted,
             contents=contents,
+            routing=context.routing,
         )
     except BaseException:
         for hold in holds.values():

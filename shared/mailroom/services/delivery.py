@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
@@ -29,10 +30,14 @@ from mailroom.domain.feedback import DeliveryEvent, Suppression
 from mailroom.domain.mime import build_mime, from_domain, subject_fits
 from mailroom.domain.model import EventType, Message, MessageStatus, RenderedEmail
 from mailroom.domain.outgoing_headers import SenderPolicy
+from mailroom.domain.queues import Band, RetrySchedule, retry_delay
 from mailroom.domain.retry import Backoff
 from mailroom.domain.throttling import ThrottleDecision
 from mailroom.services import domain_throttling, feedback, suppression
 from mailroom.services.provider_chain import ChainResult, ProviderChain
+
+if TYPE_CHECKING:
+    from mailroom.services.queues import ClaimGate
 
 log = logging.getLogger(__name__)
 DEFAULT_BACKOFF = Backoff()
@@ -63,6 +68,11 @@ class DeliveryResult(StrEnum):
     # A cancelled one is ALREADY_DONE. Either way nothing is sent: the claim
     # is the re-check of the status, under the row's lock.
     NOT_DUE = "not_due"
+    # Issue 20, decided before the claim and never an attempt: the queue is
+    # paused (the row reads held; the record is acknowledged), or a send
+    # rate or in-flight cap says later (the record goes back with a delay).
+    HELD = "held"
+    DEFERRED = "deferred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,8 @@ class DeliveryOutcome:
     retry_after_seconds: int | None = None
     # FAILED because retries ran out: the record belongs on the DLQ.
     dead_letter: bool = False
+    # DEFERRED: the priority band the record goes back on.
+    band: Band | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +153,7 @@ def deliver_batch(
     lease_seconds: int = DEFAULT_LEASE_SECONDS,
     sender_policy: SenderPolicy | None = None,
     rewrite: HtmlRewriter | None = None,
+    gate: ClaimGate | None = None,
 ) -> list[DeliveryOutcome]:
     """Claim the batch's messages, send those claimed, record every outcome.
 
@@ -156,17 +169,35 @@ def deliver_batch(
     """
     token = uuid.uuid4()
     ids = list(dict.fromkeys(item.message_id for item in items))
-    with tracing.span("worker.claim", messages=len(ids)), uow:
+    results: dict[uuid.UUID, DeliveryOutcome] = {}
+    to_claim = ids
+    schedules: dict[uuid.UUID, RetrySchedule] = {}
+    if gate is not None:
+        # Issue 20: paused queues, send rates and in-flight caps, before the claim.
+        admission = gate.admit(uow, ids)
+        to_claim = admission.claimable
+        schedules = admission.schedules
+        for message_id in admission.held:
+            results[message_id] = DeliveryOutcome(message_id, DeliveryResult.HELD, "queue paused")
+        for message_id, (seconds, band) in admission.deferred.items():
+            results[message_id] = DeliveryOutcome(
+                message_id,
+                DeliveryResult.DEFERRED,
+                "send rate or in-flight limit",
+                retry_after_seconds=seconds,
+                band=band,
+            )
+    with tracing.span("worker.claim", messages=len(to_claim)), uow:
         # One statement claims, and brings back each client's provider order
         # and the suppressions matching the recipients (issue 8). Where the
         # latter are unknown they are read in the claim's transaction.
-        claim = uow.messages.claim_for_send(ids, token, lease_seconds)
+        claim = uow.messages.claim_for_send(to_claim, token, lease_seconds)
         taken, known_orders, active = claim.messages, claim.orders, claim.suppressions
         if active is None:
             active = _active_suppressions(uow, taken)
         uow.commit()
     claimed = {message.id: message for message in taken}
-    unclaimed = [message_id for message_id in ids if message_id not in claimed]
+    unclaimed = [message_id for message_id in to_claim if message_id not in claimed]
     found: dict[uuid.UUID, Message] = {}
     if unclaimed:
         with uow:
@@ -184,9 +215,8 @@ def deliver_batch(
     except Exception:
         log.exception("routing the batch failed; routing each message alone")
         routes = {}
-    results: dict[uuid.UUID, DeliveryOutcome] = {}
     pending: list[_Pending] = []
-    for message_id in ids:
+    for message_id in to_claim:
         message = claimed.get(message_id)
         if message is None:
             results[message_id] = _not_claimed(message_id, found.get(message_id))
@@ -198,8 +228,9 @@ def deliver_batch(
                 renderer,
                 providers,
                 message,
-                max_attempts=max_attempts,
-                backoff=backoff,
+                # Issue 20: the queue's own retry schedule, where it has one.
+                max_attempts=_max_attempts(schedules.get(message_id), max_attempts),
+                backoff=_backoff(schedules.get(message_id), backoff),
                 last_receive=message_id in last_receive,
                 suppressed=None if suppressed is None else message_id in suppressed,
                 client_order=orders.get(message.client_id, _UNKNOWN_ORDER),
@@ -241,6 +272,29 @@ def deliver_batch(
         reported.add(item.message_id)
         outcomes.append(results[item.message_id])
     return outcomes
+
+
+def _max_attempts(schedule: RetrySchedule | None, default: int) -> int:
+    if schedule is None or schedule.max_retries is None:
+        return default
+    return schedule.max_retries + 1
+
+
+def _backoff(schedule: RetrySchedule | None, default: Backoff) -> Backoff:
+    if schedule is None or not schedule.delays:
+        return default
+    return ScheduledBackoff(delays=schedule.delays, jitter=default.jitter)
+
+
+@dataclass(frozen=True)
+class ScheduledBackoff(Backoff):
+    """A queue's ``retry_delays``: the n-th failed attempt waits the n-th (the last repeats)."""
+
+    delays: tuple[int, ...] = ()
+
+    def delay_seconds(self, failed_attempts: int, draw: float = 0.0) -> int:
+        raw = retry_delay(self.delays, max(failed_attempts, 1))
+        return round(raw * (1 - self.jitter * min(max(draw, 0.0), 1.0)))
 
 
 class BatchTemplates:

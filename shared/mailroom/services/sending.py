@@ -32,16 +32,18 @@ from mailroom.domain.errors import (
     MessageNotRetryable,
     QuotaExceeded,
     RecipientsSuppressed,
+    UnknownQueue,
     UnknownSmtpConfig,
 )
 from mailroom.domain.mime import subject_fits
 from mailroom.domain.model import Client, EventType, Message, MessageStatus, SendOptions
 from mailroom.domain.outgoing_headers import validate_caller_headers
 from mailroom.domain.personalization import InlineContent, lint_content
+from mailroom.domain.queues import DEFAULT_QUEUE_NAME, Band
 from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
 from mailroom.domain.scheduling import normalise_send_time, queue_delay_seconds
 from mailroom.domain.tenancy import KeyKind
-from mailroom.services import idempotency, suppression
+from mailroom.services import idempotency, queues, suppression
 from mailroom.services.quotas import BatchQuotaCharge
 from mailroom.services.templates import check_props
 
@@ -107,6 +109,8 @@ class PreparedSend:
     now: datetime | None = None
     run: RunLink | None = None
     lookahead_seconds: int = 90
+    # Issue 20: the queue the request names; None: the client's default queue.
+    queue_name: str | None = None
 
 
 # Fields issue 17 added, with the values that mean "not used": left out of a
@@ -130,6 +134,8 @@ _NEW_FIELD_DEFAULTS: dict[str, object] = {
     "smtp_config": None,
     # Issue 21: open and click tracking.
     "tracking": None,
+    # Issue 20: the queue.
+    "queue": None,
 }
 
 
@@ -264,6 +270,7 @@ def prepare_send(
         now=now,
         run=run,
         lookahead_seconds=limits.schedule_lookahead_seconds,
+        queue_name=request.queue,
     )
 
 
@@ -350,6 +357,7 @@ def accept_prepared(
     reserve_quota: Callable[[], None] | None = None,
     on_accepted: Callable[[UnitOfWork, Message], None] | None = None,
     contents: InlineContentStore | None = None,
+    routing: bool = False,
 ) -> Message:
     """Store the message as ``queued`` and put it on the send queue.
 
@@ -373,6 +381,11 @@ def accept_prepared(
     ``senders`` (issue 16), when given, refuses a ``from`` whose domain is
     not a verified sending domain of the client (422 sender_not_verified),
     before anything is written.
+
+    ``routing`` (issue 20, services/queues.py): the message goes through the
+    queue it names or the client's default one, onto that queue's priority
+    band; a paused queue keeps it as ``held`` (not enqueued until resume),
+    a draining or unknown one refuses it before anything is written.
     """
     message = prepared.message
     test = message.is_test
@@ -386,7 +399,15 @@ def accept_prepared(
             detail["scheduled_in_past"] = True
     if run is not None:
         detail.update(schedule_id=str(run.schedule_id), schedule_run_id=str(run.run_id))
+    placement: queues.Placement | None = None
+    if not routing and prepared.queue_name not in (None, DEFAULT_QUEUE_NAME):
+        raise UnknownQueue(
+            "queues are not available here", details=[{"field": "queue", "message": "unknown"}]
+        )
     with uow:
+        if routing:
+            placement = queues.place(uow, client.id, prepared.queue_name)
+            queues.apply_placement(message, placement)
         # QuotaExceeded here leaves nothing written. Should every recipient
         # turn out suppressed, RecipientsSuppressed is raised below and the
         # caller's QuotaCharge gives the charge back.
@@ -431,11 +452,15 @@ def accept_prepared(
                         else None
                     },
                 )
+            if placement is not None and placement.queue.name != DEFAULT_QUEUE_NAME:
+                uow.queues.assign(message.id, placement.queue.id)
             if on_accepted is not None:
                 on_accepted(uow, message)
             uow.commit()
     if screening.refused:
         suppression.refuse(uow, message, screening)  # raises RecipientsSuppressed
+    if message.status is MessageStatus.HELD:
+        return message  # the queue is paused: its resume enqueues the message
 
     if timing.deferred:
         release_if_near(
@@ -448,7 +473,10 @@ def accept_prepared(
         return message
 
     try:
-        queue.enqueue(message.id, trace_id)
+        if placement is None:
+            queue.enqueue(message.id, trace_id)
+        else:
+            queue.enqueue_in(placement.band, message.id, trace_id)
     except DependencyUnavailable as error:
         _mark_enqueue_failed(uow, [message], error.message)
         raise EnqueueFailed(
@@ -541,6 +569,7 @@ def accept_batch(
     | None = None,
     contents: InlineContentStore | None = None,
     lookahead_seconds: int = 90,
+    routing: bool = False,
 ) -> BatchAcceptance:
     """Write the batch's prepared items in one transaction, then enqueue them in tens.
 
@@ -560,7 +589,26 @@ def accept_batch(
     _keep_contents(contents, [prepared for _, prepared in items])
     refused: list[ItemRefusal] = []
     accepted: list[tuple[int, Message]] = []
+    placements: dict[uuid.UUID, queues.Placement] = {}
+    if not routing and any(p.queue_name not in (None, DEFAULT_QUEUE_NAME) for _, p in items):
+        raise UnknownQueue(
+            "queues are not available here", details=[{"field": "queue", "message": "unknown"}]
+        )
     with ExitStack() as charges, uow:
+        if routing:
+            # Issue 20: each named queue looked up once; an unknown or
+            # draining one refuses the batch before anything is written.
+            by_name: dict[str | None, queues.Placement] = {}
+            for index, prepared in items:
+                name = prepared.queue_name
+                if name not in by_name:
+                    try:
+                        by_name[name] = queues.place(uow, client.id, name)
+                    except MailroomError as error:
+                        error.details = [{"index": index, **d} for d in error.details]
+                        raise
+                placements[prepared.message.id] = by_name[name]
+                queues.apply_placement(prepared.message, by_name[name])
         taken = list(items)
         if charge is not None:
             # One step per period for the whole batch: the quota runs out at an index.
@@ -619,6 +667,7 @@ def accept_batch(
                     {"scheduled_at": message.scheduled_at.isoformat()},
                 )
         accepted = [(index, message) for index, message, _ in to_write]
+        _assign_queues(uow, [message for _, message in accepted], placements)
         if on_accepted is not None:
             on_accepted(uow, accepted, refused)
         uow.commit()
@@ -628,9 +677,12 @@ def accept_batch(
     now = datetime.now(UTC)
     for _, message in accepted:
         if message.status is MessageStatus.SCHEDULED:
+            # Issue 18: released by the scheduler (or now, SQS-delayed, if due soon).
             release_if_near(uow, queue, message, now=now, lookahead_seconds=lookahead_seconds)
-    refused_ids = queue.enqueue_many(
-        [QueueEntry(m.id, m.trace_id) for _, m in accepted if m.status is MessageStatus.QUEUED]
+    refused_ids = _enqueue_accepted(
+        queue,
+        [m for _, m in accepted if m.status is not MessageStatus.SCHEDULED],
+        placements,
     )
     if refused_ids:
         failed = [(index, m) for index, m in accepted if m.id in refused_ids]
@@ -647,6 +699,37 @@ def accept_batch(
         )
         accepted = [(index, m) for index, m in accepted if m.id not in refused_ids]
     return BatchAcceptance(accepted, sorted(refused, key=lambda r: r.index))
+
+
+def _assign_queues(
+    uow: UnitOfWork, messages: Sequence[Message], placements: dict[uuid.UUID, queues.Placement]
+) -> None:
+    """Write the named (not default) queues of a batch's accepted messages, one statement each."""
+    by_queue: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for message in messages:
+        placement = placements.get(message.id)
+        if placement is not None and placement.queue.name != DEFAULT_QUEUE_NAME:
+            by_queue.setdefault(placement.queue.id, []).append(message.id)
+    for queue_id, message_ids in by_queue.items():
+        uow.queues.assign_many(message_ids, queue_id)
+
+
+def _enqueue_accepted(
+    queue: MessageQueue, messages: Sequence[Message], placements: dict[uuid.UUID, queues.Placement]
+) -> set[uuid.UUID]:
+    """Enqueue a batch's accepted messages on their bands (held ones wait); the ids refused."""
+    if not placements:
+        return queue.enqueue_many([QueueEntry(m.id, m.trace_id) for m in messages])
+    by_band: dict[Band, list[tuple[uuid.UUID, str]]] = {}
+    for message in messages:
+        if message.status is MessageStatus.HELD:
+            continue
+        by_band.setdefault(placements[message.id].band, []).append((message.id, message.trace_id))
+    refused: set[uuid.UUID] = set()
+    for band in (Band.HIGH, Band.NORMAL, Band.LOW):
+        if band in by_band:
+            refused.update(queue.enqueue_many_in(band, by_band[band]))
+    return refused
 
 
 def _batch_refusal(error: QuotaExceeded, index: int) -> QuotaExceeded:

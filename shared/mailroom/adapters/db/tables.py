@@ -181,6 +181,38 @@ class AdminAuditRow(Base):
     source_ip: Mapped[str | None] = mapped_column(String(64))
 
 
+class QueueRow(Base):
+    """A client's named queue (issue 20, domain/queues.py)."""
+
+    __tablename__ = "queues"
+    __table_args__ = (
+        Index("uq_queues_client_name", "client_id", "name", unique=True),
+        CheckConstraint("priority BETWEEN 1 AND 10", name="priority"),
+        CheckConstraint(_one_of("state", ["active", "paused", "draining"]), name="state"),
+        CheckConstraint(
+            "rate_limit_per_minute IS NULL OR rate_limit_per_minute >= 1", name="rate_limit"
+        ),
+        CheckConstraint("max_retries IS NULL OR max_retries BETWEEN 0 AND 6", name="max_retries"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer, server_default="5")
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    # NULL: the service's MAX_SEND_ATTEMPTS and backoff.
+    max_retries: Mapped[int | None] = mapped_column(Integer)
+    retry_delays: Mapped[list[int] | None] = mapped_column(JSONB)
+    bulk: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    state: Mapped[str] = mapped_column(String(16), server_default="active")
+    # Items 4-5 of issue 20 (another branch) wire these; no foreign key yet,
+    # as the smtp_configs table is not in this branch.
+    smtp_config_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    provider_order: Mapped[list[str] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class MessageRow(Base):
     __tablename__ = "messages"
     __table_args__ = (
@@ -192,6 +224,15 @@ class MessageRow(Base):
             "ix_messages_queued",
             "created_at",
             postgresql_where=text("status = 'queued'"),
+        ),
+        # Issue 20: a queue's depth, its oldest unsent message, and resume's
+        # release of held rows in order.
+        Index("ix_messages_queue_status_created", "queue_id", "status", "created_at"),
+        # Issue 20: each client's messages under a claim (the in-flight cap).
+        Index(
+            "ix_messages_sending_client",
+            "client_id",
+            postgresql_where=text("status = 'sending'"),
         ),
         # Issue 7's reconciler: unfinished rows (queued or claimed) by last change.
         Index(
@@ -284,6 +325,12 @@ class MessageRow(Base):
     # key: a deleted schedule keeps its messages' history).
     schedule_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     schedule_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # Issue 20: the queue the send named; NULL is the client's default queue
+    # (and every row from before queues existed). A deleted queue's unsent
+    # mail falls back to the default queue rather than vanish.
+    queue_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("queues.id", ondelete="SET NULL")
+    )
 
 
 class IdempotencyKeyRow(Base):

@@ -32,6 +32,7 @@ from mailroom.adapters.db.inbound_repositories import (
     SqlInboundMailRepository,
 )
 from mailroom.adapters.db.outbound_webhooks import SqlWebhookRepository
+from mailroom.adapters.db.queues import SqlQueueRepository
 from mailroom.adapters.db.repositories import (
     ClientRepository,
     MessageRepository,
@@ -77,6 +78,8 @@ class UnitOfWork(abc.ABC):
     schedules: ScheduleRepository
     # Issue 20: clients' own SMTP relays.
     smtp_configs: SmtpConfigRepository
+    # Issue 20; PostgreSQL only (the send path uses it when routing is wired).
+    queues: SqlQueueRepository
 
     def __enter__(self) -> Self:
         return self
@@ -236,6 +239,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.scheduled = SqlScheduledMessageRepository(self._session)
         self.schedules = SqlScheduleRepository(self._session)
         self.smtp_configs = SqlSmtpConfigRepository(self._session)
+        self.queues = SqlQueueRepository(self._session)
         return self
 
     def __exit__(

@@ -1,0 +1,337 @@
+"""Per-client queues (issue 20): managing them, routing a send, and the claim gate.
+
+Routing (``place``) runs inside the send's transaction: the named queue (422
+unknown_queue), or the client's default one made on first use; a draining
+queue refuses (409 queue_draining), a paused one takes the message as
+``held``. The claim gate (``ClaimGate``) runs in the worker before a batch is
+claimed: a paused queue's messages become ``held`` (kept in PostgreSQL, their
+SQS records acknowledged), and the queue's and client's per-minute send
+limits and the client's in-flight cap decide how many of the rest are
+claimed now; the others go back on SQS with a delay from the bucket. None of
+that counts as an attempt and nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from mailroom.adapters.claim_limits import ClaimRateLimiter, SendBucket
+from mailroom.adapters.db.queues import ClaimView, QueueStats
+from mailroom.adapters.db.unit_of_work import UnitOfWork
+from mailroom.adapters.queue import MAX_DELAY_SECONDS, MessageQueue
+from mailroom.domain.errors import (
+    DependencyUnavailable,
+    InvalidRequest,
+    QueueDraining,
+    QueueNotEmpty,
+    QueueNotFound,
+    UnknownQueue,
+)
+from mailroom.domain.model import Message, MessageStatus
+from mailroom.domain.queues import (
+    DEFAULT_QUEUE_NAME,
+    Band,
+    Queue,
+    QueueState,
+    RetrySchedule,
+    band_of,
+    check_retry_delays,
+)
+
+MAX_PAGE = 100
+# A message held back by the in-flight cap is offered again after this long.
+IN_FLIGHT_RETRY_SECONDS = 5
+
+
+def _not_found(queue_id: str) -> QueueNotFound:
+    return QueueNotFound(f"no queue {queue_id!r}")
+
+
+def _wanted_id(queue_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(queue_id)
+    except ValueError:
+        raise _not_found(queue_id) from None
+
+
+def _check(queue: Queue) -> None:
+    if queue.retry_delays is not None:
+        check_retry_delays(queue.retry_delays)
+        if not queue.retry_delays:
+            raise InvalidRequest(
+                "retry_delays is empty: give at least one delay, or null for the service's",
+                details=[{"field": "retry_delays", "message": "empty"}],
+            )
+
+
+def create_queue(uow: UnitOfWork, queue: Queue) -> Queue:
+    _check(queue)
+    with uow:
+        uow.queues.add(queue)
+        created = uow.queues.get(queue.client_id, queue.id)
+        uow.commit()
+    assert created is not None
+    return created
+
+
+def get_queue(uow: UnitOfWork, client_id: uuid.UUID, queue_id: str) -> Queue:
+    with uow:
+        found = uow.queues.get(client_id, _wanted_id(queue_id))
+    if found is None:
+        raise _not_found(queue_id)
+    return found
+
+
+def list_queues(
+    uow: UnitOfWork, client_id: uuid.UUID, after: str | None, limit: int
+) -> tuple[list[Queue], str | None]:
+    """One page by name; the cursor is the last name of the page."""
+    with uow:
+        page = uow.queues.page(client_id, after, limit + 1)
+    more = len(page) > limit
+    page = page[:limit]
+    return page, (page[-1].name if more and page else None)
+
+
+def update_queue(
+    uow: UnitOfWork, client_id: uuid.UUID, queue_id: str, changes: dict[str, object]
+) -> Queue:
+    """Change the given fields; a state change goes through pause/resume/drain."""
+    with uow:
+        current = uow.queues.get(client_id, _wanted_id(queue_id))
+        if current is None:
+            raise _not_found(queue_id)
+        for name, value in changes.items():
+            setattr(current, name, value)
+        _check(current)
+        saved = uow.queues.save(current)
+        uow.commit()
+    return saved
+
+
+def delete_queue(
+    uow: UnitOfWork, queue: MessageQueue, client_id: uuid.UUID, queue_id: str, *, drain: bool
+) -> int:
+    """Remove the queue; with unsent mail only with ``drain``. The unsent mail count.
+
+    Draining here means: what it holds (its held mail released first) is
+    still sent, through the client's default queue, which the rows fall back
+    to (messages.queue_id ON DELETE SET NULL); new sends naming it get 422.
+    """
+    with uow:
+        found = uow.queues.get(client_id, _wanted_id(queue_id))
+        if found is None:
+            raise _not_found(queue_id)
+        unsent = uow.queues.unsent(found)
+        if unsent and not drain:
+            raise QueueNotEmpty(
+                f"queue {found.name!r} holds {unsent} unsent messages: "
+                "pass ?drain=true to delete it and still send them",
+                details=[{"unsent": unsent}],
+            )
+        released = uow.queues.release_held(found)
+        uow.queues.remove(found)
+        uow.commit()
+    _enqueue_released(uow, queue, found.band, released)
+    return unsent
+
+
+def set_state(
+    uow: UnitOfWork, queue: MessageQueue, client_id: uuid.UUID, queue_id: str, state: QueueState
+) -> tuple[Queue, int]:
+    """Pause, resume or drain; resume and drain release held mail, oldest first.
+
+    The state is committed before the held rows are released, in the same
+    transaction as their release: a claim racing a resume either holds a row
+    before it (and the release takes it) or sees the queue active.
+    """
+    with uow:
+        found = uow.queues.get(client_id, _wanted_id(queue_id))
+        if found is None:
+            raise _not_found(queue_id)
+        found.state = state
+        saved = uow.queues.save(found)
+        released = [] if state is QueueState.PAUSED else uow.queues.release_held(saved)
+        uow.commit()
+    _enqueue_released(uow, queue, saved.band, released)
+    return saved, len(released)
+
+
+def _enqueue_released(
+    uow: UnitOfWork, queue: MessageQueue, band: Band, released: list[tuple[uuid.UUID, str]]
+) -> None:
+    """Put released rows on their band's queue, in order; a refused one reads held again."""
+    if not released:
+        return
+    refused = set(queue.enqueue_many_in(band, released))
+    if refused:
+        with uow:
+            for message_id in refused:
+                message = uow.messages.get(message_id)
+                if message is not None and message.status is MessageStatus.QUEUED:
+                    message.status = MessageStatus.HELD
+                    uow.messages.save_outcome(message)
+            uow.commit()
+        raise DependencyUnavailable(
+            f"{len(refused)} released messages could not be queued; they read held again, "
+            "resume once more"
+        )
+
+
+def queue_stats(uow: UnitOfWork, client_id: uuid.UUID, queue_id: str) -> tuple[Queue, QueueStats]:
+    with uow:
+        found = uow.queues.get(client_id, _wanted_id(queue_id))
+        if found is None:
+            raise _not_found(queue_id)
+        return found, uow.queues.stats(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where an accepted send goes: its queue, band, and whether it is held."""
+
+    queue: Queue
+
+    @property
+    def held(self) -> bool:
+        return self.queue.state is QueueState.PAUSED
+
+    @property
+    def band(self) -> Band:
+        return self.queue.band
+
+
+def apply_placement(message: Message, placement: Placement) -> None:
+    """What the queue decides of the message: held while paused; bulk if the queue is.
+
+    A bulk queue's mail carries RFC 8058 one-click unsubscribe, which needs
+    one recipient: a message to several stays as the send asked.
+    """
+    # A scheduled message (issue 18) keeps its time: the scheduler releases it.
+    if placement.held and message.status is not MessageStatus.SCHEDULED:
+        message.status = MessageStatus.HELD
+    single = len(message.to) == 1 and not message.cc and not message.bcc
+    if placement.queue.bulk and not message.options.bulk and single:
+        message.options = replace(message.options, bulk=True)
+
+
+def place(uow: UnitOfWork, client_id: uuid.UUID, name: str | None) -> Placement:
+    """The queue a send goes to, inside the send's transaction (see the module docstring)."""
+    if name is None or name == DEFAULT_QUEUE_NAME:
+        found: Queue | None = uow.queues.default_of(client_id)
+    else:
+        found = uow.queues.named(client_id, name)
+    if found is None:
+        raise UnknownQueue(
+            f"this client has no queue named {name!r}",
+            details=[{"field": "queue", "message": "unknown queue"}],
+        )
+    if found.state is QueueState.DRAINING:
+        raise QueueDraining(
+            f"queue {found.name!r} is draining: it sends what it holds and takes no new mail",
+            details=[{"field": "queue", "queue_id": str(found.id)}],
+        )
+    return Placement(found)
+
+
+# ---- the claim gate ---------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Admission:
+    """A batch's ids sorted by the gate: claim now, held (acknowledge), or later."""
+
+    claimable: list[uuid.UUID] = field(default_factory=list)
+    held: set[uuid.UUID] = field(default_factory=set)
+    # id -> (seconds to wait, the band it goes back on)
+    deferred: dict[uuid.UUID, tuple[int, Band]] = field(default_factory=dict)
+    # The claimable messages whose queue has its own retry schedule.
+    schedules: dict[uuid.UUID, RetrySchedule] = field(default_factory=dict)
+
+
+class ClaimGate:
+    """Pause, send rates and the per-client in-flight cap, checked when a batch is claimed."""
+
+    def __init__(
+        self,
+        limiter: ClaimRateLimiter | None,
+        *,
+        client_sends_per_minute: int | None = None,
+        client_max_in_flight: int | None = None,
+        bands: Callable[[int], Band] = band_of,
+    ) -> None:
+        self._limiter = limiter
+        self._client_rate = client_sends_per_minute
+        self._max_in_flight = client_max_in_flight
+        self._band = bands
+
+    def admit(self, uow: UnitOfWork, message_ids: Sequence[uuid.UUID]) -> Admission:
+        admission = Admission()
+        # One statement in the common case (nothing paused): the batch's
+        # queues, and each client's in-flight count when capped.
+        with uow:
+            views = uow.queues.claim_view(message_ids, count_in_flight=bool(self._max_in_flight))
+            paused = [v.message_id for v in views if v.state is QueueState.PAUSED]
+            if paused:
+                admission.held = uow.queues.hold_paused(paused)
+                uow.commit()
+        in_flight = {v.client_id: v.in_flight for v in views if v.in_flight}
+        seen = {v.message_id for v in views}
+        admission.schedules = {
+            v.message_id: RetrySchedule(v.max_retries, v.retry_delays)
+            for v in views
+            if v.max_retries is not None or v.retry_delays is not None
+        }
+        # Not queued (sent, claimed, missing): the claim explains those as before.
+        admission.claimable = [m for m in message_ids if m not in seen]
+        groups: dict[tuple[uuid.UUID, str], list[ClaimView]] = defaultdict(list)
+        for view in views:
+            if view.message_id in admission.held or view.state is QueueState.PAUSED:
+                # Paused but not held by us: resumed meanwhile, or held by
+                # another worker; claim decides.
+                if view.message_id not in admission.held:
+                    admission.claimable.append(view.message_id)
+                continue
+            groups[(view.client_id, view.queue_key)].append(view)
+        room = {
+            client_id: self._max_in_flight - count if self._max_in_flight else None
+            for client_id, count in in_flight.items()
+        }
+        for (client_id, queue_key), members in groups.items():
+            allowed = len(members)
+            wait = IN_FLIGHT_RETRY_SECONDS
+            if self._max_in_flight:
+                left = room.get(client_id, self._max_in_flight) or 0
+                allowed = min(allowed, max(0, left))
+                room[client_id] = left - allowed
+            buckets = self._buckets(client_id, queue_key, members[0])
+            if buckets and allowed and self._limiter is not None:
+                grant = self._limiter.take_up_to(buckets, allowed)
+                if grant.granted < allowed:
+                    wait = max(1, int(grant.wait_seconds + 0.999))
+                allowed = grant.granted
+            for index, view in enumerate(members):
+                if index < allowed:
+                    admission.claimable.append(view.message_id)
+                else:
+                    # Spread the rest over the refill, in their order, rather
+                    # than wake them all at the same second.
+                    per_token = 60 / min(b.per_minute for b in buckets) if buckets else 0
+                    delay = min(MAX_DELAY_SECONDS, wait + int(per_token * (index - allowed)))
+                    admission.deferred[view.message_id] = (delay, self._band(view.priority))
+        if admission.deferred:
+            with uow:
+                uow.queues.mark_deferred({m: d for m, (d, _) in admission.deferred.items()})
+                uow.commit()
+        return admission
+
+    def _buckets(self, client_id: uuid.UUID, queue_key: str, view: ClaimView) -> list[SendBucket]:
+        buckets = []
+        if view.rate_limit_per_minute:
+            buckets.append(SendBucket(f"queue:{queue_key}", view.rate_limit_per_minute))
+        if self._client_rate:
+            buckets.append(SendBucket(f"client:{client_id}", self._client_rate))
+        return buckets
