@@ -670,7 +670,8 @@ def _report(
             row.id: row
             for row in connection.execute(
                 text(
-                    "SELECT id, status, last_error, next_attempt_at, lease_expires_at FROM messages"
+                    "SELECT id, status, last_error, next_attempt_at, lease_expires_at, updated_at "
+                    "FROM messages"
                 )
             )
         }

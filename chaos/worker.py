@@ -28,7 +28,9 @@ REGION = "us-east-1"
 def main() -> int:
     stack = load_stack(REPO_ROOT / "template.yaml", stack_name="chaos", region=REGION)
     spec = next(s for s in stack.functions if s.logical_id == "WorkerFunction")
-    (trigger,) = spec.sqs_triggers
+    # The normal priority band's queue (issue 20 added a high and a low band;
+    # the chaos run sends without naming a queue, so all its mail is normal).
+    (trigger,) = [t for t in spec.sqs_triggers if t.queue == "SendQueue"]
     function = load_function(spec, region=REGION, lock=threading.Lock())
     url = os.environ["CHAOS_QUEUE_URL"]
     queue = ProvisionedQueue(
