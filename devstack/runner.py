@@ -111,22 +111,13 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
 
     queues = _start_aws(settings, stack, cleanup)
 
-    sink = SmtpSink(settings.outbox_path, host=settings.smtp_host, port=settings.smtp_port)
-    try:
-        sink.start()
-    except (OSError, RuntimeError) as error:
-        raise StartupError(
-            f"the SMTP sink cannot listen on {settings.smtp_host}:{settings.smtp_port}: {error}",
-            ["set MAILROOM_SMTP_PORT to a free port"],
-        ) from error
-    cleanup.callback(sink.stop)
-    log.info("SMTP sink on %s:%s, messages go to %s", sink.host, sink.port, sink.outbox)
+    relay = _start_smtp(settings, cleanup)
 
     saved = demo_client.DevCredentials.read(settings.credentials_path)
     token = demo_client.admin_token(saved)
     signing_key = demo_client.template_code_signing_key(settings.signing_key_path)
     keyring = demo_client.secrets_encryption_keys(settings.secrets_keyring_path)
-    _export_function_environment(settings, stack, queues, sink, token, signing_key, keyring)
+    _export_function_environment(settings, stack, queues, relay, token, signing_key, keyring)
     os.environ["BOUNCE_SIGNING_KEYS"] = demo_client.bounce_signing_keys(settings.bounce_keys_path)
     os.environ["INBOUND_BUCKET"] = f"{settings.stack_name}-inbound"
     os.environ["INBOUND_PREFIX"] = INBOUND_PREFIX
@@ -270,11 +261,30 @@ def _start_aws(
         raise StartupError(f"creating the queues at {endpoint} failed: {error}") from error
 
 
+def _start_smtp(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> tuple[str, int]:
+    """The SMTP relay the functions send through: the one the developer named, else our sink."""
+    named = settings.smtp_relay_address
+    if named is not None:
+        log.info("SMTP relay %s:%s (MAILROOM_SMTP_RELAY); no local sink", *named)
+        return named
+    sink = SmtpSink(settings.outbox_path, host=settings.smtp_host, port=settings.smtp_port)
+    try:
+        sink.start()
+    except (OSError, RuntimeError) as error:
+        raise StartupError(
+            f"the SMTP sink cannot listen on {settings.smtp_host}:{settings.smtp_port}: {error}",
+            ["set MAILROOM_SMTP_PORT to a free port"],
+        ) from error
+    cleanup.callback(sink.stop)
+    log.info("SMTP sink on %s:%s, messages go to %s", sink.host, sink.port, sink.outbox)
+    return sink.host, sink.port
+
+
 def _export_function_environment(
     settings: DevstackSettings,
     stack: StackSpec,
     queues: dict[str, ProvisionedQueue],
-    sink: SmtpSink,
+    relay: tuple[str, int],
     token: str,
     signing_key: str,
     keyring: str,
@@ -348,8 +358,8 @@ def _export_function_environment(
             "QUEUE_URL": queue_url,
             "DEAD_LETTER_QUEUE_URL": dead_letter_queue_url,
             "TEMPLATES_DIR": str(REPO_ROOT / "templates"),
-            "SMTP_HOST": sink.host,
-            "SMTP_PORT": str(sink.port),
+            "SMTP_HOST": relay[0],
+            "SMTP_PORT": str(relay[1]),
             "SMTP_SECURITY": "none",
             "SMTP_USERNAME": "",
             "SMTP_PASSWORD": "",

@@ -26,6 +26,10 @@ class DevstackSettings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     # aiosmtpd checks its listener by connecting to the port asked for: no 0.
     smtp_port: int = Field(default=2525, ge=1, le=65535)
+    # ``host:port`` of an SMTP relay to send through instead of the runner's
+    # own sink (no TLS, no AUTH): Mailpit, a relay of your own, or a test's
+    # relay that refuses or goes down on purpose, to watch failures locally.
+    smtp_relay: str | None = Field(default=None, pattern=r"^[^\s:]+:\d{1,5}$")
     # The inbound SMTP listener standing in for SES receiving (issue 16).
     inbound_smtp_host: str = "127.0.0.1"
     inbound_smtp_port: int = Field(default=2526, ge=1, le=65535)
@@ -53,6 +57,13 @@ class DevstackSettings(BaseSettings):
     aws_region: str = Field(
         default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
     )
+
+    @property
+    def smtp_relay_address(self) -> tuple[str, int] | None:
+        if not self.smtp_relay:
+            return None
+        host, _, port = self.smtp_relay.rpartition(":")
+        return host, int(port)
 
     def in_repo(self, path: Path) -> Path:
         return path if path.is_absolute() else REPO_ROOT / path

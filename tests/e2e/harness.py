@@ -139,7 +139,15 @@ class Runner:
             raise
 
 
-def start_runner(local_dir: Path, database_url: str, log_path: Path) -> Runner:
+def start_runner(
+    local_dir: Path,
+    database_url: str,
+    log_path: Path,
+    *,
+    redis_url: str | None = None,
+    environment_overrides: dict[str, str] | None = None,
+) -> Runner:
+    """A runner of its own; ``environment_overrides`` win over everything the harness sets."""
     api_port = free_port()
     environment = {
         **os.environ,
@@ -148,8 +156,9 @@ def start_runner(local_dir: Path, database_url: str, log_path: Path) -> Runner:
         "MAILROOM_INBOUND_SMTP_PORT": str(free_port()),
         "MAILROOM_LOCAL_DIR": str(local_dir),
         "DATABASE_URL": database_url,
-        "REDIS_URL": e2e_redis_url(),
+        "REDIS_URL": redis_url or e2e_redis_url(),
         "PYTHONUNBUFFERED": "1",
+        **(environment_overrides or {}),
     }
     # The runner must start its own moto, never reach a configured endpoint.
     environment.pop("AWS_ENDPOINT_URL", None)
