@@ -22,9 +22,13 @@ from typing import Any
 
 import boto3
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import text
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from mailroom.adapters import tracing
 from mailroom.adapters.db.unit_of_work import Database, SqlUnitOfWork
 from mailroom.adapters.webhook_queue import SqsWebhookQueue, delivery_ids_of
 from mailroom.adapters.webhook_sender import Urllib3WebhookSender
@@ -699,3 +703,44 @@ def test_a_slow_endpoint_neither_holds_the_batch_nor_takes_more_than_its_lanes(
             break
         time.sleep(0.1)
     assert row.n == 4
+
+
+def test_each_post_is_a_span_under_the_dispatchers_batch_span(
+    stack: Stack, receiver: Receiver
+) -> None:
+    # GIVEN tracing on, and a message with three events for one endpoint
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(provider)
+    try:
+        client = stored_client(stack.database)
+        created = endpoint(stack, client.id, receiver.url())
+        message_with_events(
+            stack, client.id, (EventType.SENT, {"provider": "smtp"}), ("delivered", {})
+        )
+        stack.relay()
+        # WHEN one dispatcher batch sends them (its lanes on the thread pool)
+        with tracing.root_span("webhook.dispatch"):
+            stack.drain()
+    finally:
+        tracing.disable()
+    # THEN each POST is a span of its own, a child of the batch span, with
+    # the endpoint, the webhook id the receiver saw and the answer's status
+    finished = exporter.get_finished_spans()
+    (batch,) = [s for s in finished if s.name == "webhook.dispatch"]
+    posts = [s for s in finished if s.name == "webhook.post"]
+    assert len(posts) == len(receiver.received) == 3
+    assert batch.context is not None
+    for post in posts:
+        assert post.parent is not None
+        assert post.parent.span_id == batch.context.span_id
+        assert post.context is not None
+        assert post.context.trace_id == batch.context.trace_id
+        assert post.attributes is not None
+        assert post.attributes["endpoint"] == str(created.endpoint.id)
+        assert post.attributes["http.status_code"] == 200
+        assert post.attributes["attempt"] == 1
+    assert {p.attributes["webhook_id"] for p in posts if p.attributes} == {
+        r.headers["webhook-id"] for r in receiver.received
+    }

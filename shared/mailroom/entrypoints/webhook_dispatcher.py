@@ -36,8 +36,8 @@ def process_webhook_batch(
             # Nothing we wrote: acknowledged (and logged) so it does not loop to the DLQ.
             logger.warning("unreadable webhook queue record", extra={"body": record.get("body")})
     failure: Exception | None = None
-    # Issue 23: one span per dispatcher batch (its deliveries go out on a
-    # thread pool, so the batch, not each POST, is the unit traced here).
+    # Issue 23: one span per dispatcher batch; each POST is a child span
+    # (the dispatcher's lanes run in a copy of this context).
     with tracing.root_span("webhook.dispatch", deliveries=len(ids)):
         try:
             report = services.webhook_dispatcher.dispatch(ids)

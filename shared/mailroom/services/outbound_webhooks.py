@@ -22,6 +22,7 @@ queue. Receivers deduplicate by ``webhook-id``.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mailroom.adapters import tracing
 from mailroom.adapters.db.outbound_webhooks import (
     AttemptRecord,
     ClaimedDelivery,
@@ -484,7 +486,11 @@ class Dispatcher:
             thread_name_prefix="webhook-lane",
         )
         for lane in lanes:
-            future = pool.submit(self._run_lane, lane, token, report, collector)
+            # Each lane runs in a copy of this context, so its POST spans are
+            # children of the dispatcher's batch span (threads start empty).
+            future = pool.submit(
+                contextvars.copy_context().run, self._run_lane, lane, token, report, collector
+            )
             # An endpoint seen answering slowly is not waited for at all: its
             # lanes record themselves.
             if lane[0].endpoint.id not in slow:
@@ -539,7 +545,16 @@ class Dispatcher:
         try:
             results = []
             for job in lane:
-                outcome = self._attempt(job)
+                with tracing.span(
+                    "webhook.post",
+                    endpoint=str(job.endpoint.id),
+                    webhook_id=job.webhook_id,
+                    attempt=job.delivery.attempts + 1,
+                ) as post_span:
+                    outcome = self._attempt(job)
+                    if post_span is not None:
+                        post_span.set_attribute("http.status_code", outcome.status_code or 0)
+                        post_span.set_attribute("latency_ms", outcome.latency_ms)
                 results.append((job, outcome))
                 self._note_latency(job.endpoint.id, outcome.latency_ms)
             if not collector.add(results):
