@@ -58,6 +58,28 @@ def register_webhooks(commands: argparse._SubParsersAction[argparse.ArgumentPars
     deliveries.add_argument("--limit", type=int, default=50)
     deliveries.set_defaults(handler=_deliveries)
 
+    test = actions.add_parser("test", help="send a webhook.test event to an endpoint")
+    test.add_argument("client", help="client id or any of its key ids")
+    test.add_argument("webhook", help="the endpoint's id")
+    test.set_defaults(handler=_test)
+
+    retry = actions.add_parser("retry", help="send a delivery's event again now (same webhook-id)")
+    retry.add_argument("client", help="client id or any of its key ids")
+    retry.add_argument("webhook", help="the endpoint's id")
+    retry.add_argument("delivery", type=int, help="a delivery id from `deliveries`")
+    retry.set_defaults(handler=_retry)
+
+    replay = actions.add_parser(
+        "replay", help="send every event of a time range to an endpoint again"
+    )
+    replay.add_argument("client", help="client id or any of its key ids")
+    replay.add_argument("webhook", help="the endpoint's id")
+    replay.add_argument(
+        "--start", required=True, help="RFC 3339 with an offset: events at or after"
+    )
+    replay.add_argument("--end", required=True, help="RFC 3339 with an offset: events before")
+    replay.set_defaults(handler=_replay)
+
 
 def _path(client: str, tail: str = "") -> str:
     return f"/admin/clients/{quote(client, safe='')}/webhooks{tail}"
@@ -98,3 +120,17 @@ def _delete(client: AdminClient, args: argparse.Namespace) -> Any:
 def _deliveries(client: AdminClient, args: argparse.Namespace) -> Any:
     tail = f"/{quote(args.webhook, safe='')}/deliveries?limit={int(args.limit)}"
     return client.request("GET", _path(args.client, tail))
+
+
+def _test(client: AdminClient, args: argparse.Namespace) -> Any:
+    return client.request("POST", _path(args.client, f"/{quote(args.webhook, safe='')}/test"))
+
+
+def _retry(client: AdminClient, args: argparse.Namespace) -> Any:
+    tail = f"/{quote(args.webhook, safe='')}/deliveries/{int(args.delivery)}/retry"
+    return client.request("POST", _path(args.client, tail))
+
+
+def _replay(client: AdminClient, args: argparse.Namespace) -> Any:
+    tail = f"/{quote(args.webhook, safe='')}/replay"
+    return client.request("POST", _path(args.client, tail), {"start": args.start, "end": args.end})

@@ -267,6 +267,12 @@ class Settings(BaseSettings):
     webhook_batch_wait_seconds: float = Field(default=2.0, gt=0, le=120)
     # Outbox rows a relay pass numbers and fans out, and due deliveries it queues.
     webhook_relay_batch_size: int = Field(default=1000, ge=1, le=20_000)
+    # How long webhook events (the /v1/events feed, replays) and their
+    # deliveries and attempts are kept. At least a week: the retry schedule
+    # runs about 28 hours and a failing endpoint is disabled after 5 days.
+    webhook_retention_days: int = Field(default=30, ge=7, le=3650)
+    # Events one tick deletes at most (their deliveries and attempts go with them).
+    webhook_purge_batch_size: int = Field(default=5000, ge=1, le=100_000)
 
     default_from: str = "Mailroom <noreply@example.com>"
     # Bodies beyond this are refused with 413 before they are parsed.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -40,7 +42,47 @@ def test_a_sent_message_reaches_a_local_receiver_signed(runner: Runner) -> None:
 
         body = runner.wait_for("the email.queued webhook", delivered, timeout=150)
         assert body["type"] == "email.queued"
-        # AND the operator sees the attempt, then removes the endpoint
+        # AND the operator sees the attempt
         log = mailroomctl_json(runner, "webhooks", "deliveries", client, created["id"])
-        assert log["attempts"][0]["status_code"] == 200
+        first = log["attempts"][0]
+        assert first["status_code"] == 200
+
+        def arrivals(webhook_id: str, count: int) -> list[dict[str, object]] | None:
+            found = [
+                dict(Webhook(created["secret"]).verify(r.body, r.headers))
+                for r in receiver.received
+                if r.headers["webhook-id"] == webhook_id
+            ]
+            return found if len(found) >= count else None
+
+        # AND retries that delivery: the same event arrives again, same webhook-id
+        retried = mailroomctl_json(
+            runner, "webhooks", "retry", client, created["id"], str(first["delivery_id"])
+        )
+        assert retried["delivery_id"] != first["delivery_id"]
+        again = runner.wait_for(
+            "the retried delivery", lambda: arrivals(first["webhook_id"], 2), 60
+        )
+        assert again[1] == again[0]
+        # AND sends a test event
+        tested = mailroomctl_json(runner, "webhooks", "test", client, created["id"])
+        (test_body,) = runner.wait_for(
+            "the webhook.test delivery", lambda: arrivals(tested["webhook_id"], 1), 60
+        )
+        assert test_body["type"] == "webhook.test"
+        # AND replays the last hour: the email.queued event comes a third time
+        replayed = mailroomctl_json(
+            runner,
+            "webhooks",
+            "replay",
+            client,
+            created["id"],
+            "--start",
+            (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+            "--end",
+            (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+        )
+        assert replayed["deliveries"] >= 1
+        runner.wait_for("the replayed delivery", lambda: arrivals(first["webhook_id"], 3), 60)
+        # AND removes the endpoint
         assert mailroomctl(runner, "webhooks", "delete", client, created["id"]).returncode == 0

@@ -223,6 +223,31 @@ def _rotate_webhook(stack: AdminStack) -> tuple[Call, Expected]:
     )
 
 
+def _test_webhook(stack: AdminStack) -> tuple[Call, Expected]:
+    ref, webhook_id = _webhook(stack)
+    return Call(f"/admin/clients/{ref}/webhooks/{webhook_id}/test"), Expected(
+        "webhook.test", "webhook", webhook_id
+    )
+
+
+def _retry_webhook(stack: AdminStack) -> tuple[Call, Expected]:
+    ref, webhook_id = _webhook(stack)
+    status, sent = stack.call("POST", Call(f"/admin/clients/{ref}/webhooks/{webhook_id}/test"))
+    assert status == 202, sent
+    tail = f"/deliveries/{sent['delivery_id']}/retry"
+    return Call(f"/admin/clients/{ref}/webhooks/{webhook_id}{tail}"), Expected(
+        "webhook.retry", "webhook", webhook_id
+    )
+
+
+def _replay_webhook(stack: AdminStack) -> tuple[Call, Expected]:
+    ref, webhook_id = _webhook(stack)
+    hour = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z"}
+    return Call(f"/admin/clients/{ref}/webhooks/{webhook_id}/replay", hour), Expected(
+        "webhook.replay", "webhook", webhook_id
+    )
+
+
 def _reconcile(stack: AdminStack) -> tuple[Call, Expected]:
     ref = stack.client()
     return Call("/admin/quota/reconcile", {"client": ref}), Expected(
@@ -346,6 +371,12 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ("PATCH", "/admin/clients/{client_ref}/webhooks/{webhook_id}"): _update_webhook,
     ("DELETE", "/admin/clients/{client_ref}/webhooks/{webhook_id}"): _delete_webhook,
     ("POST", "/admin/clients/{client_ref}/webhooks/{webhook_id}/rotate-secret"): _rotate_webhook,
+    ("POST", "/admin/clients/{client_ref}/webhooks/{webhook_id}/test"): _test_webhook,
+    (
+        "POST",
+        "/admin/clients/{client_ref}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+    ): _retry_webhook,
+    ("POST", "/admin/clients/{client_ref}/webhooks/{webhook_id}/replay"): _replay_webhook,
     ("POST", "/admin/smtp-configs/reseal"): _reseal_smtp_passwords,
 }
 

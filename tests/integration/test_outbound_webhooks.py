@@ -527,6 +527,7 @@ def test_replay_and_manual_retry_resend_with_the_same_ids(stack: Stack, receiver
         created.endpoint.id,
         start=stack.clock.now - timedelta(hours=1),
         end=stack.clock.now + timedelta(minutes=1),
+        actor=SYSTEM_ACTOR,
     )
     stack.drain()
     # THEN both arrive again, same ids, still verified
@@ -537,7 +538,12 @@ def test_replay_and_manual_retry_resend_with_the_same_ids(stack: Stack, receiver
     # AND a manual retry of one delivery sends that event once more
     attempt = webhooks.list_attempts(stack.uow(), client.id, created.endpoint.id)[0]
     webhooks.retry_delivery(
-        stack.uow(), stack.queue, client.id, created.endpoint.id, attempt.delivery_id
+        stack.uow(),
+        stack.queue,
+        client.id,
+        created.endpoint.id,
+        attempt.delivery_id,
+        actor=SYSTEM_ACTOR,
     )
     stack.drain()
     assert receiver.received[-1].headers["webhook-id"] == f"evt_{attempt.event_id}"
@@ -744,3 +750,55 @@ def test_each_post_is_a_span_under_the_dispatchers_batch_span(
     assert {p.attributes["webhook_id"] for p in posts if p.attributes} == {
         r.headers["webhook-id"] for r in receiver.received
     }
+
+
+def test_events_past_the_retention_go_with_their_deliveries_a_bounded_number_a_pass(
+    stack: Stack, receiver: Receiver
+) -> None:
+    # GIVEN three delivered events (queued, sent, delivered) of one message
+    client = stored_client(stack.database)
+    endpoint(stack, client.id, receiver.url())
+    message_with_events(stack, client.id, (EventType.SENT, {}), ("delivered", {}))
+    stack.deliver()
+    ids = [r[0] for r in sql(stack.database, "SELECT id FROM webhook_events ORDER BY id")]
+    mine = ids[-3:]
+    # AND the first two are 31 days old, the last one fresh
+    sql(
+        stack.database,
+        "UPDATE webhook_events SET at = now() - interval '31 days' "
+        "WHERE id = ANY(CAST(:ids AS bigint[]))",
+        ids="{" + ",".join(str(i) for i in mine[:2]) + "}",
+    )
+    older = [i for i in ids if i not in mine]
+    sql(
+        stack.database,
+        "UPDATE webhook_events SET at = now() - interval '40 days' "
+        "WHERE id = ANY(CAST(:ids AS bigint[]))",
+        ids="{" + ",".join(str(i) for i in older) + "}",
+    )
+    retention = timedelta(days=30)
+
+    def kept() -> list[int]:
+        return [r[0] for r in sql(stack.database, "SELECT id FROM webhook_events ORDER BY id")]
+
+    # WHEN one purge pass may delete one event
+    purged = webhooks.purge_expired(stack.uow(), retention=retention, limit=1)
+    # THEN exactly the oldest went
+    assert purged == 1
+    assert kept() == ids[1:]
+    # WHEN passes run until nothing is left to purge
+    while webhooks.purge_expired(stack.uow(), retention=retention, limit=2):
+        pass
+    # THEN only the fresh event is kept, with its delivery and attempt
+    assert kept() == [mine[2]]
+    deliveries = sql(stack.database, "SELECT event_id FROM webhook_deliveries")
+    assert [d[0] for d in deliveries] == [mine[2]]
+    attempts = sql(
+        stack.database,
+        "SELECT d.event_id FROM webhook_attempts a "
+        "JOIN webhook_deliveries d ON d.id = a.delivery_id",
+    )
+    assert [a[0] for a in attempts] == [mine[2]]
+    # AND the feed still serves it
+    page = webhooks.feed(stack.uow(), client.id, after=None, types=None, limit=10)
+    assert [webhook_id for webhook_id, _ in page.events] == [f"evt_{mine[2]}"]

@@ -205,6 +205,14 @@ def _attempt_view(record: AttemptRecord) -> AttemptView:
 
 
 _NOT_FOUND = {404: "webhook_not_found: no such endpoint for this client"}
+_RETRY_ERRORS = {
+    404: "webhook_not_found, webhook_delivery_not_found",
+    422: "validation_error: the endpoint is disabled",
+}
+_REPLAY_ERRORS = {
+    **_NOT_FOUND,
+    422: "validation_error: end before start, too many events, endpoint disabled",
+}
 _CREATE_ERRORS = {
     409: f"webhook_limit_reached: already {MAX_ENDPOINTS_PER_CLIENT} endpoints",
     422: "validation_error, invalid_webhook_url (not HTTPS, credentials, a private address), "
@@ -283,6 +291,39 @@ class _Operations:
             actor=self.actor,
         )
         return _with_secret(created, 200)
+
+    def test(self, webhook_id: str) -> Response[str]:
+        sent_id, delivery_id = webhooks.send_test(
+            self.services.uow(),
+            _queue(self.services),
+            self.client_id,
+            webhooks.parse_endpoint_id(webhook_id),
+            actor=self.actor,
+        )
+        return _json(202, TestSent(webhook_id=sent_id, delivery_id=delivery_id))
+
+    def retry(self, webhook_id: str, delivery_id: int) -> Response[str]:
+        new_id = webhooks.retry_delivery(
+            self.services.uow(),
+            _queue(self.services),
+            self.client_id,
+            webhooks.parse_endpoint_id(webhook_id),
+            delivery_id,
+            actor=self.actor,
+        )
+        return _json(202, RetryQueued(delivery_id=new_id))
+
+    def replay(self, webhook_id: str, request: ReplayRequest) -> Response[str]:
+        count = webhooks.replay(
+            self.services.uow(),
+            _queue(self.services),
+            self.client_id,
+            webhooks.parse_endpoint_id(webhook_id),
+            start=request.start.astimezone(UTC),
+            end=request.end.astimezone(UTC),
+            actor=self.actor,
+        )
+        return _json(202, Replayed(deliveries=count))
 
     def deliveries(self, webhook_id: str, before: int | None, limit: int) -> AttemptList:
         endpoint_id = webhooks.parse_endpoint_id(webhook_id)
@@ -404,14 +445,7 @@ def webhook_routes(services: ServicesProvider) -> Router:
         security=SECURITY,
     )
     def test(webhook_id: Annotated[str, WEBHOOK_ID]) -> Response[str]:
-        ops = me()
-        sent_id, delivery_id = webhooks.send_test(
-            ops.services.uow(),
-            _queue(ops.services),
-            ops.client_id,
-            webhooks.parse_endpoint_id(webhook_id),
-        )
-        return _json(202, TestSent(webhook_id=sent_id, delivery_id=delivery_id))
+        return me().test(webhook_id)
 
     @router.get(
         "/v1/webhooks/<webhook_id>/deliveries",
@@ -435,10 +469,7 @@ def webhook_routes(services: ServicesProvider) -> Router:
             202,
             "Queued",
             RetryQueued,
-            errors={
-                404: "webhook_not_found, webhook_delivery_not_found",
-                422: "validation_error: the endpoint is disabled",
-            },
+            errors=_RETRY_ERRORS,
         ),
         tags=TAGS,
         security=SECURITY,
@@ -447,15 +478,7 @@ def webhook_routes(services: ServicesProvider) -> Router:
         webhook_id: Annotated[str, WEBHOOK_ID],
         delivery_id: Annotated[int, Path(ge=1, le=2**62)],
     ) -> Response[str]:
-        ops = me()
-        new_id = webhooks.retry_delivery(
-            ops.services.uow(),
-            _queue(ops.services),
-            ops.client_id,
-            webhooks.parse_endpoint_id(webhook_id),
-            delivery_id,
-        )
-        return _json(202, RetryQueued(delivery_id=new_id))
+        return me().retry(webhook_id, delivery_id)
 
     @router.post(
         "/v1/webhooks/<webhook_id>/replay",
@@ -466,10 +489,7 @@ def webhook_routes(services: ServicesProvider) -> Router:
             202,
             "Queued",
             Replayed,
-            errors={
-                **_NOT_FOUND,
-                422: "validation_error: end before start, too many events, endpoint disabled",
-            },
+            errors=_REPLAY_ERRORS,
         ),
         tags=TAGS,
         security=SECURITY,
@@ -477,16 +497,7 @@ def webhook_routes(services: ServicesProvider) -> Router:
     def replay(
         webhook_id: Annotated[str, WEBHOOK_ID], request: Annotated[ReplayRequest, Body()]
     ) -> Response[str]:
-        ops = me()
-        count = webhooks.replay(
-            ops.services.uow(),
-            _queue(ops.services),
-            ops.client_id,
-            webhooks.parse_endpoint_id(webhook_id),
-            start=request.start.astimezone(UTC),
-            end=request.end.astimezone(UTC),
-        )
-        return _json(202, Replayed(deliveries=count))
+        return me().replay(webhook_id, request)
 
     @router.get(
         "/v1/events",
@@ -642,5 +653,64 @@ def admin_webhook_routes(services: ServicesProvider) -> Router:
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> AttemptList:
         return admin(client_ref).deliveries(webhook_id, before, limit)
+
+    @router.post(
+        "/admin/clients/<client_ref>/webhooks/<webhook_id>/test",
+        status_code=202,
+        summary="Send a webhook.test event to a client's endpoint",
+        responses=answers(
+            202,
+            "Queued; see the delivery log",
+            TestSent,
+            errors={404: "client_not_found, webhook_not_found"},
+        ),
+        tags=ADMIN_TAGS,
+        security=ADMIN_SECURITY,
+    )
+    def test(
+        client_ref: Annotated[str, Path()], webhook_id: Annotated[str, WEBHOOK_ID]
+    ) -> Response[str]:
+        return admin(client_ref).test(webhook_id)
+
+    @router.post(
+        "/admin/clients/<client_ref>/webhooks/<webhook_id>/deliveries/<delivery_id>/retry",
+        status_code=202,
+        summary="Send a delivery's event to a client's endpoint again now (same webhook-id)",
+        responses=answers(
+            202,
+            "Queued",
+            RetryQueued,
+            errors={**_RETRY_ERRORS, 404: "client_not_found, " + _RETRY_ERRORS[404]},
+        ),
+        tags=ADMIN_TAGS,
+        security=ADMIN_SECURITY,
+    )
+    def retry(
+        client_ref: Annotated[str, Path()],
+        webhook_id: Annotated[str, WEBHOOK_ID],
+        delivery_id: Annotated[int, Path(ge=1, le=2**62)],
+    ) -> Response[str]:
+        return admin(client_ref).retry(webhook_id, delivery_id)
+
+    @router.post(
+        "/admin/clients/<client_ref>/webhooks/<webhook_id>/replay",
+        status_code=202,
+        summary="Send every event of a time range to a client's endpoint again",
+        description=f"At most {webhooks.REPLAY_MAX_EVENTS} events per replay.",
+        responses=answers(
+            202,
+            "Queued",
+            Replayed,
+            errors={**_REPLAY_ERRORS, 404: "client_not_found, webhook_not_found"},
+        ),
+        tags=ADMIN_TAGS,
+        security=ADMIN_SECURITY,
+    )
+    def replay(
+        client_ref: Annotated[str, Path()],
+        webhook_id: Annotated[str, WEBHOOK_ID],
+        request: Annotated[ReplayRequest, Body()],
+    ) -> Response[str]:
+        return admin(client_ref).replay(webhook_id, request)
 
     return router

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import (
@@ -72,6 +73,20 @@ def _relay_quietly(services: Services) -> None:
         logger.warning("relay after dispatch failed; the tick relays instead", exc_info=True)
 
 
+def _purge_quietly(services: Services) -> int:
+    """Events past the retention go; a failure is logged and the next tick tries again."""
+    settings = services.settings
+    try:
+        return outbound_webhooks.purge_expired(
+            services.uow(),
+            retention=timedelta(days=settings.webhook_retention_days),
+            limit=settings.webhook_purge_batch_size,
+        )
+    except Exception:  # noqa: BLE001 - the relay above is what this tick is for
+        logger.warning("webhook retention purge failed; the next tick tries again", exc_info=True)
+        return 0
+
+
 def run_webhook_tick(
     event: dict[str, Any], context: LambdaContext, services: Services
 ) -> dict[str, Any]:
@@ -86,6 +101,7 @@ def run_webhook_tick(
         "deliveries": report.deliveries,
         "queued": report.queued,
         "relay_busy": report.relay_busy,
+        "purged": _purge_quietly(services),
     }
     logger.info("webhook tick", extra=counts)
     return counts

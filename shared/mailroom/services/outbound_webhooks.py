@@ -290,6 +290,7 @@ def send_test(
     client_id: uuid.UUID,
     endpoint_id: uuid.UUID,
     *,
+    actor: Actor,
     now: datetime | None = None,
 ) -> tuple[str, int]:
     """A ``webhook.test`` event to this endpoint alone; (its webhook-id, its delivery id)."""
@@ -302,6 +303,8 @@ def send_test(
         (delivery_id,) = uow.webhooks.add_deliveries(
             [(endpoint.id, outbox_id)], moment, hold_until=moment + QUEUE_HOLD
         )
+        sent = {"webhook_id": event_id(outbox_id), "delivery_id": delivery_id}
+        uow.audit.append(_audit(actor, "webhook.test", endpoint, None, sent))
         uow.commit()
     _queue_now(uow, queue, [delivery_id], moment)
     return event_id(outbox_id), delivery_id
@@ -766,6 +769,7 @@ def retry_delivery(
     endpoint_id: uuid.UUID,
     delivery_id: int,
     *,
+    actor: Actor,
     now: datetime | None = None,
 ) -> int:
     """The same event to the same endpoint once more, now (same webhook-id); a new delivery."""
@@ -779,6 +783,8 @@ def retry_delivery(
         (new_id,) = uow.webhooks.add_deliveries(
             [(endpoint_id, found[0])], moment, hold_until=moment + QUEUE_HOLD
         )
+        retried = {"delivery_id": delivery_id, "new_delivery_id": new_id}
+        uow.audit.append(_audit(actor, "webhook.retry", endpoint, None, retried))
         uow.commit()
     _queue_now(uow, queue, [new_id], moment)
     return new_id
@@ -792,6 +798,7 @@ def replay(
     *,
     start: datetime,
     end: datetime,
+    actor: Actor,
     now: datetime | None = None,
 ) -> int:
     """Every event in [start, end) the endpoint subscribes to, sent again; how many."""
@@ -811,9 +818,26 @@ def replay(
         delivery_ids = uow.webhooks.add_deliveries(
             [(endpoint_id, i) for i in ids], moment, hold_until=moment + QUEUE_HOLD
         )
+        replayed = {"start": start.isoformat(), "end": end.isoformat(), "deliveries": len(ids)}
+        uow.audit.append(_audit(actor, "webhook.replay", endpoint, None, replayed))
         uow.commit()
     _queue_now(uow, queue, delivery_ids, moment)
     return len(delivery_ids)
+
+
+def purge_expired(
+    uow: UnitOfWork, *, retention: timedelta, limit: int, now: datetime | None = None
+) -> int:
+    """Events older than ``retention``, with their deliveries and attempts, deleted; how many.
+
+    Bounded to ``limit`` events a call: a tick after a long outage catches
+    up over several ticks instead of running past its timeout.
+    """
+    cutoff = (now or _now()) - retention
+    with uow:
+        purged = uow.webhooks.purge_events_before(cutoff, limit)
+        uow.commit()
+    return purged
 
 
 def _require_enabled(endpoint: Endpoint) -> None:

@@ -486,6 +486,27 @@ class SqlWebhookRepository:
         ).first()
         return (int(row.event_id), str(row.status)) if row is not None else None
 
+    def purge_events_before(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest events older than ``cutoff``; how many.
+
+        Oldest by id, so each pass reads at most ``limit`` rows from the
+        primary key and never scans the table (``at`` has no index, to keep
+        the hot insert cheap). An event with an ``at`` out of step with its id
+        waits until the rows before it are gone. Deliveries and attempts go
+        with their event (ON DELETE CASCADE).
+        """
+        row = self._session.execute(
+            text(
+                "WITH oldest AS (SELECT id, at FROM webhook_events ORDER BY id LIMIT :limit "
+                "FOR UPDATE SKIP LOCKED), "
+                "gone AS (DELETE FROM webhook_events e USING oldest o "
+                "WHERE e.id = o.id AND o.at < :cutoff RETURNING 1) "
+                "SELECT count(*) AS n FROM gone"
+            ),
+            {"cutoff": cutoff, "limit": limit},
+        ).one()
+        return int(row.n)
+
     def relayed_event_ids(
         self, client_id: uuid.UUID, internal_types: Sequence[str], start: datetime, end: datetime
     ) -> list[int]:
