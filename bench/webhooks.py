@@ -1,10 +1,12 @@
 """Outbound webhooks (issue 19): signing cost, delivery rate, and a slow endpoint's effect.
 
 A receiver runs in its own process on 127.0.0.1 (paths /fast<n> answer at
-once, /slow after 5 s). Events are written as message_events rows, so the
-trigger fills the outbox as in production; the relay fans them out; one
-dispatcher (one container's worth: 32 threads, 4 lanes per endpoint) sends
-them in batches of 250 (10 SQS messages of 25 ids), signing each request.
+once, /slow after 5 s): by default bench/_lean_receiver.py, which costs the
+shared cores little, or the tests' http.server receiver (``--receiver tests``).
+Events are written as message_events rows, so the trigger fills the outbox
+as in production; the relay fans them out; one dispatcher (one container's
+worth: 32 threads, 4 lanes per endpoint) sends them in batches of 250 (10 SQS
+messages of 25 ids), signing each request.
 The rate counts deliveries to the fast endpoints from the first batch to
 the last fast one settled in PostgreSQL. The queue is an in-memory list here
 (the relay's and the dispatcher's SQS calls are not what is measured).
@@ -12,7 +14,7 @@ the last fast one settled in PostgreSQL. The queue is an in-memory list here
 Needs PostgreSQL on 127.0.0.1 (MAILROOM_BENCH_DATABASE_URL overrides the
 database, which is emptied first).
 
-    .venv/bin/python bench/webhooks.py [--events 1500] [--endpoints 8]
+    .venv/bin/python bench/webhooks.py [--events 1500] [--endpoints 8] [--receiver lean|tests]
 """
 
 from __future__ import annotations
@@ -100,9 +102,12 @@ def fresh_database() -> Database:
     return Database(DATABASE_URL, pool_size=40, max_overflow=10)
 
 
-def start_receiver() -> tuple[subprocess.Popen[bytes], int]:
+def start_receiver(*, lean: bool) -> tuple[subprocess.Popen[bytes], int]:
+    """The receiver in its own process: the tests' (http.server) or the lean asyncio one."""
+    script = Path(__file__).resolve()
+    command = [str(script.parent / "_lean_receiver.py")] if lean else [str(script), "--serve"]
     process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve"],
+        [sys.executable, *command],
         stdout=subprocess.PIPE,
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": f"{REPO / 'shared'}:{REPO}"},
@@ -206,6 +211,12 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true")
     parser.add_argument("--events", type=int, default=1500)
     parser.add_argument("--endpoints", type=int, default=8)
+    parser.add_argument(
+        "--receiver",
+        choices=("lean", "tests"),
+        default="lean",
+        help="lean: asyncio, tens of µs a request; tests: tests/webhook_receiver.py (http.server)",
+    )
     args = parser.parse_args()
     if args.serve:
         serve()
@@ -214,7 +225,7 @@ def main() -> None:
     print(f"signing (3 headers, 1 secret)        {sign_us:8.1f} µs/delivery")
     print(f"body encoding + signing              {full_us:8.1f} µs/delivery")
     database = fresh_database()
-    process, port = start_receiver()
+    process, port = start_receiver(lean=args.receiver == "lean")
     try:
         alone, cpu = run(database, port, events=args.events, endpoints=args.endpoints, slow=False)
         print(f"fast endpoints only                  {alone:8.0f} webhooks/s")
