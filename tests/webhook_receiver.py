@@ -30,6 +30,9 @@ class Behaviour:
     body: bytes = b"ok"
     # Answer this many requests with ``status``, then 200.
     times: int | None = None
+    # Send the whole answer one byte at a time, this long apart: each read
+    # gets a byte well inside a socket timeout, the answer takes far longer.
+    dribble_seconds: float = 0.0
 
 
 class Receiver:
@@ -66,6 +69,19 @@ class Receiver:
                 if behaviour.delay_seconds:
                     time.sleep(behaviour.delay_seconds)
                 answer = behaviour.body if status == behaviour.status else b"ok"
+                if behaviour.dribble_seconds:
+                    raw = b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (
+                        status,
+                        len(answer),
+                        answer,
+                    )
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        for index in range(len(raw)):
+                            self.wfile.write(raw[index : index + 1])
+                            self.wfile.flush()
+                            time.sleep(behaviour.dribble_seconds)
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 for name, value in behaviour.headers.items():
                     self.send_header(name, value)

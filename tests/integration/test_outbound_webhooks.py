@@ -477,7 +477,7 @@ def test_bad_receivers_fail_their_own_attempts_and_harm_no_other_endpoint(
     database: Database, webhook_queue_url: str, receiver: Receiver
 ) -> None:
     # GIVEN endpoints that redirect, answer 10 MB, answer after the timeout,
-    # and one that works; the timeout is shortened to keep the test quick
+    # dribble their answer a byte at a time, and one that works; the timeout is shortened to keep the test quick
     stack = make_stack(database, webhook_queue_url, timeout_seconds=1.0)
     client = stored_client(database)
     receiver.behaviour["/redirect"] = Behaviour(
@@ -485,10 +485,12 @@ def test_bad_receivers_fail_their_own_attempts_and_harm_no_other_endpoint(
     )
     receiver.behaviour["/huge"] = Behaviour(status=200, body=b"x" * 10_000_000)
     receiver.behaviour["/slow"] = Behaviour(delay_seconds=3)
+    # About 8 s for its answer, a byte every 0.2 s: no single read times out.
+    receiver.behaviour["/dribble"] = Behaviour(dribble_seconds=0.2)
     receiver.behaviour["/nul"] = Behaviour(status=500, body=b"\x00\xff nul and not UTF-8")
     created = {
         p: endpoint(stack, client.id, receiver.url(p))
-        for p in ["/redirect", "/huge", "/slow", "/nul", "/ok"]
+        for p in ["/redirect", "/huge", "/slow", "/dribble", "/nul", "/ok"]
     }
     message_with_events(stack, client.id)
     # WHEN the event is dispatched
@@ -507,6 +509,10 @@ def test_bad_receivers_fail_their_own_attempts_and_harm_no_other_endpoint(
     assert len(only("/huge").response_excerpt) == 4096
     assert only("/slow").status_code is None
     assert only("/slow").error == "timeout"
+    # AND the dribbling one ran out of time as a whole attempt
+    assert only("/dribble").status_code is None
+    assert only("/dribble").error == "timeout"
+    assert only("/dribble").latency_ms < 5000
     assert only("/ok").status_code == 200
     assert only("/nul").status_code == 500
     assert only("/nul").response_excerpt == "\ufffd\ufffd nul and not UTF-8"

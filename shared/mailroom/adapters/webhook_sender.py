@@ -5,12 +5,14 @@ checked (TLS still verifies the certificate against the host name), so a DNS
 answer cannot change between the check and the connection. Redirects are
 never followed; only the first 4 KB of an answer is read, so a 10 MB answer
 costs 4 KB and one closed connection. Each endpoint gets its own connection
-pool, so one slow receiver never holds another's connections.
+pool, so one slow receiver never holds another's connections. An attempt ends
+at its deadline however its receiver dribbles the answer (``AttemptWatchdog``).
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import ipaddress
 import socket
 import threading
@@ -47,6 +49,83 @@ class WebhookSender(abc.ABC):
         """One attempt; never raises for the receiver's faults (they are the outcome)."""
 
 
+class AttemptWatchdog:
+    """Ends attempts that outlive their deadline by shutting their socket down.
+
+    Socket timeouts bound each read, not the attempt: a receiver that sends
+    its answer a byte every few seconds would hold an attempt (and its lane)
+    for hours. Each attempt registers its thread's deadline; the connection
+    hands over its socket once the request is sent; this thread shuts down
+    the socket of any attempt past its deadline, which ends the blocked read.
+    """
+
+    def __init__(self, tick_seconds: float = 0.25) -> None:
+        self._tick = tick_seconds
+        self._attempts: dict[int, list[Any]] = {}  # thread id -> [deadline, socket, expired]
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def begin(self, seconds: float) -> None:
+        with self._lock:
+            self._attempts[threading.get_ident()] = [time.monotonic() + seconds, None, False]
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="webhook-watchdog", daemon=True
+                )
+                self._thread.start()
+
+    def attach(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            attempt = self._attempts.get(threading.get_ident())
+            if attempt is not None:
+                attempt[1] = sock
+                if attempt[2] and sock is not None:  # expired before the socket came
+                    _shut(sock)
+
+    def expired(self) -> bool:
+        """Whether this thread's attempt ran out of time (its socket was shut down)."""
+        with self._lock:
+            attempt = self._attempts.get(threading.get_ident())
+        return bool(attempt and attempt[2])
+
+    def end(self) -> None:
+        """Stop watching this thread's attempt."""
+        with self._lock:
+            self._attempts.pop(threading.get_ident(), None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self._tick)
+            now = time.monotonic()
+            with self._lock:
+                for attempt in self._attempts.values():
+                    if not attempt[2] and now >= attempt[0]:
+                        attempt[2] = True
+                        if attempt[1] is not None:
+                            _shut(attempt[1])
+
+
+def _shut(sock: socket.socket) -> None:
+    # Already closed: then nothing is waiting on it.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+WATCHDOG = AttemptWatchdog()
+
+
+def _watched(base: type) -> type:
+    """``base`` (urllib3's connection class), handing its socket to the watchdog."""
+
+    class Watched(base):  # type: ignore[misc]
+        def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+            WATCHDOG.attach(getattr(self, "sock", None))
+            return super().getresponse(*args, **kwargs)
+
+    Watched.__name__ = f"Watched{base.__name__}"
+    return Watched
+
+
 class Urllib3WebhookSender(WebhookSender):
     def __init__(
         self,
@@ -61,6 +140,17 @@ class Urllib3WebhookSender(WebhookSender):
         import urllib3  # loaded by the dispatcher only
 
         self._urllib3 = urllib3
+        # Pools whose connections hand their socket to the attempt watchdog.
+        self._http_pool = type(
+            "WatchedHTTPConnectionPool",
+            (urllib3.HTTPConnectionPool,),
+            {"ConnectionCls": _watched(urllib3.connection.HTTPConnection)},
+        )
+        self._https_pool = type(
+            "WatchedHTTPSConnectionPool",
+            (urllib3.HTTPSConnectionPool,),
+            {"ConnectionCls": _watched(urllib3.connection.HTTPSConnection)},
+        )
         self._timeout = urllib3.Timeout(connect=min(5.0, timeout_seconds), read=timeout_seconds)
         self._deadline = timeout_seconds
         self._allow_private = allow_private
@@ -101,14 +191,14 @@ class Urllib3WebhookSender(WebhookSender):
                 "retries": False,
             }
             if url.scheme == "https":
-                pool = self._urllib3.HTTPSConnectionPool(
+                pool = self._https_pool(
                     **common,
                     server_hostname=url.host,
                     assert_hostname=url.host,
                     cert_reqs="CERT_REQUIRED",
                 )
             else:
-                pool = self._urllib3.HTTPConnectionPool(**common)
+                pool = self._http_pool(**common)
             self._pools[key] = pool
             while len(self._pools) > self._max_pools:
                 _, old = self._pools.popitem(last=False)
@@ -136,6 +226,20 @@ class Urllib3WebhookSender(WebhookSender):
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         }
+        WATCHDOG.begin(self._deadline)
+        try:
+            return self._attempt(pool, url, request_headers, body, elapsed)
+        finally:
+            WATCHDOG.end()
+
+    def _attempt(
+        self,
+        pool: Any,
+        url: WebhookUrl,
+        request_headers: dict[str, str],
+        body: bytes,
+        elapsed: Callable[[], int],
+    ) -> AttemptOutcome:
         urllib3 = self._urllib3
         try:
             response = pool.urlopen(
@@ -152,6 +256,8 @@ class Urllib3WebhookSender(WebhookSender):
         except urllib3.exceptions.TimeoutError:
             return AttemptOutcome(None, elapsed(), error="timeout")
         except urllib3.exceptions.HTTPError as error:
+            if WATCHDOG.expired():
+                return AttemptOutcome(None, elapsed(), error="timeout")
             return AttemptOutcome(None, elapsed(), error=f"connection: {type(error).__name__}")
         try:
             excerpt = response.read(EXCERPT_BYTES)
@@ -160,7 +266,8 @@ class Urllib3WebhookSender(WebhookSender):
             )
         except (urllib3.exceptions.HTTPError, OSError):
             excerpt, finished = b"", False
-        if finished:
+        timed_out = WATCHDOG.expired()
+        if finished and not timed_out:
             response.release_conn()
         else:
             # A long answer is not read to its end: the connection is dropped instead.
@@ -168,6 +275,9 @@ class Urllib3WebhookSender(WebhookSender):
             if response.connection is not None:
                 response.connection.close()
             response.release_conn()
+        if timed_out:
+            # The head came in time, the rest of the answer did not.
+            return AttemptOutcome(None, elapsed(), error="timeout")
         status = int(response.status)
         problem = None
         if 300 <= status < 400:
