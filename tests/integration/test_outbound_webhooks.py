@@ -477,7 +477,8 @@ def test_bad_receivers_fail_their_own_attempts_and_harm_no_other_endpoint(
     database: Database, webhook_queue_url: str, receiver: Receiver
 ) -> None:
     # GIVEN endpoints that redirect, answer 10 MB, answer after the timeout,
-    # dribble their answer a byte at a time, and one that works; the timeout is shortened to keep the test quick
+    # dribble their answer a byte at a time, and one that works; the timeout
+    # is shortened to keep the test quick
     stack = make_stack(database, webhook_queue_url, timeout_seconds=1.0)
     client = stored_client(database)
     receiver.behaviour["/redirect"] = Behaviour(
