@@ -809,3 +809,68 @@ def test_events_past_the_retention_go_with_their_deliveries_a_bounded_number_a_p
     # AND the feed still serves it
     page = webhooks.feed(stack.uow(), client.id, after=None, types=None, limit=10)
     assert [webhook_id for webhook_id, _ in page.events] == [f"evt_{mine[2]}"]
+
+
+def test_an_endpoint_may_take_only_each_messages_first_human_open(
+    stack: Stack, receiver: Receiver
+) -> None:
+    # GIVEN two endpoints for email.opened, one for every open, one for first opens only
+    client = stored_client(stack.database)
+
+    def opened_endpoint(path: str, opens: str) -> webhooks.CreatedEndpoint:
+        return webhooks.create_endpoint(
+            stack.uow(),
+            KEYRING,
+            client.id,
+            url=receiver.url(path),
+            events=["email.opened"],
+            description=None,
+            allow_private=True,
+            actor=SYSTEM_ACTOR,
+            opens=opens,
+        )
+
+    every = opened_endpoint("/all", "all")
+    first = opened_endpoint("/first", "first")
+    assert first.endpoint.opens == "first"
+    # WHEN a message is opened by a mail proxy, then by its reader, then again
+    message_with_events(
+        stack,
+        client.id,
+        ("opened", {"machine": True, "first_open": False}),
+        ("opened", {"machine": False, "first_open": True}),
+        ("opened", {"machine": False, "first_open": False}),
+    )
+    stack.deliver()
+
+    # THEN the first endpoint hears of all three, the second of the reader's first open only
+    def opens_at(path: str) -> list[dict[str, Any]]:
+        secret = every.secret if path == "/all" else first.secret
+        return [
+            verified(secret, r)["data"] for r in in_event_order(receiver.received) if r.path == path
+        ]
+
+    assert [d["machine"] for d in opens_at("/all")] == [True, False, False]
+    (only,) = opens_at("/first")
+    assert (only["machine"], only["first_open"]) == (False, True)
+    # AND a replay of the hour keeps to the same choice
+    count = webhooks.replay(
+        stack.uow(),
+        stack.queue,
+        client.id,
+        first.endpoint.id,
+        start=stack.clock.now - timedelta(hours=1),
+        end=stack.clock.now + timedelta(minutes=1),
+        actor=SYSTEM_ACTOR,
+    )
+    assert count == 1
+    # AND the choice can be changed back
+    changed = webhooks.update_endpoint(
+        stack.uow(),
+        client.id,
+        first.endpoint.id,
+        opens="all",
+        allow_private=True,
+        actor=SYSTEM_ACTOR,
+    )
+    assert changed.opens == "all"

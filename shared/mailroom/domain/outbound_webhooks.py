@@ -59,6 +59,8 @@ MESSAGE_EVENT_TYPES: tuple[str, ...] = (
 # Mailroom telling the client about its endpoints.
 ENDPOINT_DISABLED = "webhook.endpoint_disabled"
 TEST_EVENT = "webhook.test"
+OPENED_EVENT = "email.opened"
+OPENS_CHOICES = ("all", "first")
 SUBSCRIBABLE_TYPES: tuple[str, ...] = (*MESSAGE_EVENT_TYPES, ENDPOINT_DISABLED)
 
 # Internal type (message_events.type, webhook_events.type) -> public type.
@@ -274,6 +276,8 @@ class Endpoint:
     # None: every type.
     event_types: list[str] | None
     secret_sealed: str = field(repr=False)
+    # "first": of email.opened, only each message's first human open (issue 21).
+    opens: str = "all"
     previous_secret_sealed: str | None = field(default=None, repr=False)
     previous_secret_expires_at: datetime | None = None
     disabled_at: datetime | None = None
@@ -283,10 +287,14 @@ class Endpoint:
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
-    def wants(self, public: str) -> bool:
+    def wants(self, public: str, detail: Mapping[str, Any] | None = None) -> bool:
         if public == TEST_EVENT:
             return True
-        return self.event_types is None or public in self.event_types
+        if self.event_types is not None and public not in self.event_types:
+            return False
+        # The tracking service marks the first human open of a message (issue 21).
+        first_only = public == OPENED_EVENT and self.opens == "first"
+        return not (first_only and not (detail or {}).get("first_open"))
 
     @property
     def enabled(self) -> bool:
@@ -299,6 +307,7 @@ class Endpoint:
             "url": self.url,
             "events": self.event_types,
             "description": self.description,
+            "opens": self.opens,
             "disabled_reason": self.disabled_reason if self.disabled_at else None,
             "previous_secret_expires_at": self.previous_secret_expires_at.isoformat()
             if self.previous_secret_expires_at

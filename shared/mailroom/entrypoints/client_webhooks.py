@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
@@ -44,6 +44,11 @@ WEBHOOK_ID = Path(max_length=64, description="The endpoint's id.")
 DELIVERY_ID = Path(description="A delivery id from the delivery log.")
 EventName = Annotated[str, Field(max_length=64)]
 TYPES_DESCRIPTION = "Event types: " + ", ".join(SUBSCRIBABLE_TYPES) + ". Omit or null: all."
+OPENS_DESCRIPTION = (
+    "Of email.opened, `all` (every open, machine ones flagged `machine: true`) or `first` "
+    "(only each message's first human open, `first_open: true`)."
+)
+Opens = Literal["all", "first"]
 
 
 class CreateWebhookRequest(BaseModel):
@@ -58,6 +63,7 @@ class CreateWebhookRequest(BaseModel):
         default=None, max_length=len(SUBSCRIBABLE_TYPES), description=TYPES_DESCRIPTION
     )
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
+    opens: Opens = Field(default="all", description=OPENS_DESCRIPTION)
 
 
 class UpdateWebhookRequest(BaseModel):
@@ -71,6 +77,7 @@ class UpdateWebhookRequest(BaseModel):
     enabled: bool | None = Field(
         default=None, description="true re-enables a disabled endpoint; false pauses it."
     )
+    opens: Opens | None = Field(default=None, description=OPENS_DESCRIPTION)
 
 
 class RotateWebhookSecretRequest(BaseModel):
@@ -96,6 +103,7 @@ class WebhookView(BaseModel):
     url: str
     description: str | None
     events: list[str] | None = Field(description="null: every type")
+    opens: str = Field(description=OPENS_DESCRIPTION)
     status: str = Field(description="enabled or disabled")
     disabled_reason: str | None
     disabled_at: datetime | None
@@ -168,6 +176,7 @@ def webhook_view(endpoint: Endpoint) -> WebhookView:
         url=endpoint.url,
         description=endpoint.description,
         events=endpoint.event_types,
+        opens=endpoint.opens,
         status="enabled" if endpoint.enabled else "disabled",
         disabled_reason=endpoint.disabled_reason,
         disabled_at=endpoint.disabled_at,
@@ -243,6 +252,7 @@ class _Operations:
             description=request.description,
             allow_private=self.allow_private,
             actor=self.actor,
+            opens=request.opens,
         )
         logger.info("webhook endpoint created", extra={"webhook_id": str(created.endpoint.id)})
         return _with_secret(created, 201)
@@ -269,6 +279,7 @@ class _Operations:
             endpoint_id,
             url=request.url,
             enabled=request.enabled,
+            opens=request.opens,
             allow_private=self.allow_private,
             actor=self.actor,
             **changes,

@@ -57,6 +57,7 @@ from mailroom.domain.outbound_webhooks import (
     ENDPOINT_DISABLED,
     MAX_ENDPOINTS_PER_CLIENT,
     MESSAGE_EVENT_TYPES,
+    OPENS_CHOICES,
     SUBSCRIBABLE_TYPES,
     TEST_EVENT,
     AttemptOutcome,
@@ -134,8 +135,10 @@ def create_endpoint(
     description: str | None,
     allow_private: bool,
     actor: Actor,
+    opens: str = "all",
 ) -> CreatedEndpoint:
     ring = _keyring(keyring)
+    _check_opens(opens)
     parse_webhook_url(url, allow_private=allow_private)
     types = parse_event_types(events)
     description = clean_description(description)
@@ -148,6 +151,7 @@ def create_endpoint(
         description=description,
         event_types=types,
         secret_sealed=ring.seal(secret.encode(), context=secret_context(endpoint_id)),
+        opens=opens,
     )
     with uow:
         # The client's row lock serialises creations: the limit cannot be raced.
@@ -164,6 +168,14 @@ def create_endpoint(
         uow.commit()
         stored = uow.webhooks.get_endpoint(endpoint_id) or endpoint
     return CreatedEndpoint(stored, secret)
+
+
+def _check_opens(opens: str) -> None:
+    if opens not in OPENS_CHOICES:
+        raise InvalidRequest(
+            f"opens must be one of {', '.join(OPENS_CHOICES)}",
+            details=[{"field": "opens", "allowed": list(OPENS_CHOICES)}],
+        )
 
 
 def list_endpoints(uow: UnitOfWork, client_id: uuid.UUID) -> list[Endpoint]:
@@ -210,10 +222,13 @@ def update_endpoint(
     events: Sequence[str] | None = _UNSET,
     description: str | None = _UNSET,
     enabled: bool | None = None,
+    opens: str | None = None,
     allow_private: bool,
     actor: Actor,
 ) -> Endpoint:
     """Change what is given; ``enabled: true`` re-enables a disabled endpoint."""
+    if opens is not None:
+        _check_opens(opens)
     if url is not None:
         parse_webhook_url(url, allow_private=allow_private)
     types = parse_event_types(events) if events is not _UNSET else _UNSET
@@ -227,6 +242,8 @@ def update_endpoint(
             endpoint.event_types = list(types) if types is not None else None
         if cleaned is not _UNSET:
             endpoint.description = cleaned
+        if opens is not None:
+            endpoint.opens = opens
         if enabled is True and endpoint.disabled_at is not None:
             endpoint.disabled_at = None
             endpoint.disabled_reason = None
@@ -371,7 +388,7 @@ def _fan_out(uow: UnitOfWork, events: Sequence[OutboxEvent]) -> list[tuple[uuid.
         public = event.public_type
         assert public is not None
         for endpoint in by_client.get(event.client_id, []):
-            if endpoint.wants(public):
+            if endpoint.wants(public, event.detail):
                 pairs.append((endpoint.id, event.id))
     return pairs
 
@@ -809,7 +826,13 @@ def replay(
         endpoint = _owned(uow, client_id, endpoint_id)
         _require_enabled(endpoint)
         wanted = endpoint.event_types or list(SUBSCRIBABLE_TYPES)
-        ids = uow.webhooks.relayed_event_ids(client_id, internal_types_for(wanted), start, end)
+        ids = uow.webhooks.relayed_event_ids(
+            client_id,
+            internal_types_for(wanted),
+            start,
+            end,
+            first_opens_only=endpoint.opens == "first",
+        )
         if len(ids) > REPLAY_MAX_EVENTS:
             raise InvalidRequest(
                 f"{len(ids)} events in that range; replay at most {REPLAY_MAX_EVENTS} at once",

@@ -23,7 +23,7 @@ from mailroom.domain.outbound_webhooks import Endpoint, OutboxEvent
 RELAY_LOCK_KEY = 19_019_001
 
 _ENDPOINT_COLUMNS = (
-    "id, client_id, url, description, event_types, secret_sealed, previous_secret_sealed, "
+    "id, client_id, url, description, event_types, opens, secret_sealed, previous_secret_sealed, "
     "previous_secret_expires_at, disabled_at, disabled_reason, failing_since, created_at, "
     "updated_at"
 )
@@ -39,6 +39,7 @@ def _endpoint(row: Row[Any]) -> Endpoint:
         url=row.url,
         description=row.description,
         event_types=row.event_types,
+        opens=row.opens,
         secret_sealed=row.secret_sealed,
         previous_secret_sealed=row.previous_secret_sealed,
         previous_secret_expires_at=row.previous_secret_expires_at,
@@ -119,8 +120,8 @@ class SqlWebhookRepository:
         self._session.execute(
             text(
                 "INSERT INTO webhook_endpoints (id, client_id, url, description, event_types, "
-                "secret_sealed) VALUES (:id, :client_id, :url, :description, "
-                "CAST(:event_types AS jsonb), :secret_sealed)"
+                "opens, secret_sealed) VALUES (:id, :client_id, :url, :description, "
+                "CAST(:event_types AS jsonb), :opens, :secret_sealed)"
             ),
             {
                 "id": endpoint.id,
@@ -130,6 +131,7 @@ class SqlWebhookRepository:
                 "event_types": None
                 if endpoint.event_types is None
                 else json.dumps(endpoint.event_types),
+                "opens": endpoint.opens,
                 "secret_sealed": endpoint.secret_sealed,
             },
         )
@@ -168,7 +170,8 @@ class SqlWebhookRepository:
         self._session.execute(
             text(
                 "UPDATE webhook_endpoints SET url = :url, description = :description, "
-                "event_types = CAST(:event_types AS jsonb), secret_sealed = :secret_sealed, "
+                "event_types = CAST(:event_types AS jsonb), opens = :opens, "
+                "secret_sealed = :secret_sealed, "
                 "previous_secret_sealed = :previous, previous_secret_expires_at = :previous_until, "
                 "disabled_at = :disabled_at, disabled_reason = :disabled_reason, "
                 "failing_since = :failing_since, updated_at = now() WHERE id = :id"
@@ -180,6 +183,7 @@ class SqlWebhookRepository:
                 "event_types": None
                 if endpoint.event_types is None
                 else json.dumps(endpoint.event_types),
+                "opens": endpoint.opens,
                 "secret_sealed": endpoint.secret_sealed,
                 "previous": endpoint.previous_secret_sealed,
                 "previous_until": endpoint.previous_secret_expires_at,
@@ -508,16 +512,26 @@ class SqlWebhookRepository:
         return int(row.n)
 
     def relayed_event_ids(
-        self, client_id: uuid.UUID, internal_types: Sequence[str], start: datetime, end: datetime
+        self,
+        client_id: uuid.UUID,
+        internal_types: Sequence[str],
+        start: datetime,
+        end: datetime,
+        *,
+        first_opens_only: bool = False,
     ) -> list[int]:
         rows = self._session.execute(
             text(
                 "SELECT id FROM webhook_events WHERE client_id = :client "
                 "AND feed_seq IS NOT NULL AND type = ANY(CAST(:types AS text[])) "
-                "AND at >= :start AND at < :end ORDER BY feed_seq"
+                "AND at >= :start AND at < :end AND NOT (CAST(:first_only AS boolean) "
+                "AND type = 'opened' "
+                "AND COALESCE((detail->>'first_open')::boolean, false) = false) "
+                "ORDER BY feed_seq"
             ),
             {
                 "client": client_id,
+                "first_only": first_opens_only,
                 "types": "{" + ",".join(f'"{t}"' for t in internal_types) + "}",
                 "start": start,
                 "end": end,

@@ -599,6 +599,8 @@ class WebhookEndpointRow(Base):
     description: Mapped[str | None] = mapped_column(Text)
     # Public type names; NULL: every type.
     event_types: Mapped[list[str] | None] = mapped_column(JSONB)
+    # email.opened for every open ("all") or only a message's first human one ("first").
+    opens: Mapped[str] = mapped_column(String(8), server_default="all")
     secret_sealed: Mapped[str] = mapped_column(Text)
     previous_secret_sealed: Mapped[str | None] = mapped_column(Text)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
