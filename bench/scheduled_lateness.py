@@ -105,7 +105,8 @@ def main() -> None:
                 f"fired_late_ms: min {values[0]}, median {statistics.median(values):.0f}, "
                 f"p99 {p99}, max {values[-1]}"
             )
-            print(json.dumps(values))
+            print("sorted:", json.dumps(values))
+            print("in send order:", json.dumps([late.get(i) for i in ids]))
     finally:
         if runner is not None:
             kill(runner)
