@@ -827,8 +827,9 @@ class ScheduleRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     cron: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64))
-    send: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    batch: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # none_as_null: the payload not used is SQL NULL (the CHECK counts it), not JSON null.
+    send: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    batch: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     state: Mapped[str] = mapped_column(String(16), server_default=ScheduleState.ACTIVE.value)
     misfire_policy: Mapped[str] = mapped_column(String(8))
     misfire_grace_seconds: Mapped[int] = mapped_column(Integer)
