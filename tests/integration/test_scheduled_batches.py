@@ -451,7 +451,7 @@ def test_a_schedule_with_a_batch_payload_runs_a_batch_linked_to_its_run(stack: S
 
 def test_an_invalid_batch_payload_is_refused_at_creation(stack: Stack) -> None:
     people = recipients(3)
-    refusals = [
+    refusals: list[tuple[dict[str, Any], str]] = [
         # an unknown template
         ({"batch": {"template": "nope", "recipients": people}}, "unknown_template"),
         # a bad address (a posted batch would record it; a schedule is refused now)
