@@ -56,7 +56,9 @@ REDIS_URL = os.environ.get("MAILROOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/1
 
 
 class NoPlannerQueue(PlannerQueue):
-    def request_planning(self, batch_id: uuid.UUID, trace_id: str) -> None:
+    def request_planning(
+        self, batch_id: uuid.UUID, trace_id: str, *, delay_seconds: int = 0
+    ) -> None:
         return None
 
 

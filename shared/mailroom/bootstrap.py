@@ -271,6 +271,7 @@ class Services:
         return BatchLimits(
             default_from=self.settings.default_from,
             upload_url_seconds=self.settings.batch_upload_url_seconds,
+            schedule_lookahead_seconds=self.settings.scheduler_lookahead_seconds,
         )
 
     @property

@@ -209,9 +209,13 @@ class PlannerQueue(abc.ABC):
     """Where a batch's planning is asked for (issue 17): the planner function drains it."""
 
     @abc.abstractmethod
-    def request_planning(self, batch_id: uuid.UUID, trace_id: str) -> None:
+    def request_planning(
+        self, batch_id: uuid.UUID, trace_id: str, *, delay_seconds: int = 0
+    ) -> None:
         """Ask for the batch to be planned, or its planning to go on.
 
+        ``delay_seconds`` (0-900) holds the record back: a scheduled batch
+        (issue 18) released ahead of its time reaches the planner at it.
         Raises DependencyUnavailable if the queue refuses.
         """
 
@@ -228,13 +232,16 @@ class SqsPlannerQueue(PlannerQueue):
             self._client = sqs_client(self._region)
         return self._client
 
-    def request_planning(self, batch_id: uuid.UUID, trace_id: str) -> None:
+    def request_planning(
+        self, batch_id: uuid.UUID, trace_id: str, *, delay_seconds: int = 0
+    ) -> None:
         if not self._queue_url:
             raise DependencyUnavailable("PLANNER_QUEUE_URL is not configured")
         try:
             self.client.send_message(
                 QueueUrl=self._queue_url,
                 MessageBody=json.dumps({"batch_id": str(batch_id)}),
+                DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay_seconds)),
                 MessageAttributes={
                     TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": trace_id}
                 },

@@ -38,6 +38,8 @@ METADATA_COLUMN_PREFIX = "metadata."
 
 
 class BatchStatus(StrEnum):
+    # Issue 18: waiting for its scheduled_at; the scheduler hands it to the planner then.
+    SCHEDULED = "scheduled"
     AWAITING_UPLOAD = "awaiting_upload"
     ACCEPTED = "accepted"
     PLANNING = "planning"
@@ -125,14 +127,6 @@ class BatchRequest(SendRequest):
                 "a batch's recipients go in `recipients` (or an upload), not to, cc or bcc",
                 details=[{"field": "to", "message": "not used by batches"}],
             )
-        if self.scheduled_at is not None:
-            # Issue 18 schedules single sends and /v1/send/batch items; a bulk
-            # batch's start time is not built yet: refused, never sent at once.
-            raise InvalidRequest(
-                "scheduled_at is not supported on /v1/batches yet: send the batch when it "
-                "is due, or schedule single sends",
-                details=[{"field": "scheduled_at", "message": "not supported for batches"}],
-            )
         if self.recipients_upload and self.recipients:
             raise InvalidRequest(
                 "give recipients inline or upload them, not both",
@@ -167,6 +161,8 @@ class BatchRequest(SendRequest):
                 "recipients_upload",
                 "upload_format",
                 "allow_duplicates",
+                # Kept in its own column: when the batch is planned, not message content.
+                "scheduled_at",
             },
         )
 

@@ -152,8 +152,9 @@ class Schedule:
     name: str
     cron: str
     timezone: str
-    # A /v1/send body, validated when it was stored (domain.commands.SendRequest).
-    send: dict[str, Any]
+    # A /v1/send body, validated when it was stored (domain.commands.SendRequest);
+    # None when the schedule sends a batch instead.
+    send: dict[str, Any] | None
     misfire_policy: MisfirePolicy
     misfire_grace_seconds: int
     state: ScheduleState = ScheduleState.ACTIVE
@@ -166,6 +167,9 @@ class Schedule:
     is_test: bool = False
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # A /v1/batches body (one content, inline recipients), validated when it
+    # was stored: each run creates a bulk batch. Exactly one of send and batch.
+    batch: dict[str, Any] | None = None
 
     def first_fire_after(self, moment: datetime) -> datetime | None:
         """The next fire time after ``moment`` within starts_at and ends_at."""
@@ -191,6 +195,8 @@ class ScheduleRun:
     message_ids: list[uuid.UUID] = field(default_factory=list)
     # Why it failed or was skipped, and how many fire times it covers.
     detail: dict[str, Any] = field(default_factory=dict)
+    # A batch payload's run: the bulk batch it created.
+    batch_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,8 +48,16 @@ RecipientState = Literal[
 
 class BatchAccepted(BaseModel):
     id: uuid.UUID
-    status: str = Field(description="accepted; awaiting_upload for an upload")
+    status: str = Field(
+        description="accepted; scheduled (scheduled_at ahead); awaiting_upload for an upload"
+    )
     total: int | None = Field(description="Recipients listed; null until an upload is planned")
+    scheduled_at: datetime | None = Field(
+        default=None, description="When the batch is planned and sent, in UTC."
+    )
+    note: str | None = Field(
+        default=None, description="Set when scheduled_at had passed: the batch is sent now."
+    )
     upload_url: str | None = Field(
         default=None,
         description=(
@@ -65,10 +73,15 @@ class BatchAccepted(BaseModel):
 class BatchView(BaseModel):
     id: uuid.UUID
     status: str = Field(
-        description="awaiting_upload, accepted, planning, sending, finished, cancelled, failed"
+        description=(
+            "scheduled, awaiting_upload, accepted, planning, sending, finished, cancelled, failed"
+        )
     )
     total: int | None = Field(
         description="Recipients in the batch; null until an upload is planned"
+    )
+    scheduled_at: datetime | None = Field(
+        default=None, description="When it is (or was) due to be planned and sent, in UTC."
     )
     planned: int = Field(description="Recipients the planner has settled (a message or a reason)")
     queued: int = Field(description="Messages waiting for, or in, a send")
@@ -109,6 +122,7 @@ class RetryAnswer(BaseModel):
 
 
 _NOT_FOUND = {404: "batch_not_found: no such batch for this client"}
+PAST_BATCH_NOTE = "scheduled_at has passed: the batch is sent now"
 
 
 def batch_view(batch: Batch) -> BatchView:
@@ -127,6 +141,7 @@ def batch_view(batch: Batch) -> BatchView:
         rejected=batch.rejected,
         duplicates=batch.duplicates,
         cancelled=batch.cancelled,
+        scheduled_at=batch.scheduled_at,
         error=batch.error,
         created_at=batch.created_at,
         started_at=batch.started_at,
@@ -156,7 +171,11 @@ def batch_routes(services: ServicesProvider) -> Router:
             f"Up to {MAX_INLINE_RECIPIENTS:,} recipients inline; more through "
             '`"recipients_upload": true` (an NDJSON or CSV file, then /start). The content is '
             "what POST /v1/send takes, without to/cc/bcc. Bad addresses, suppressed and "
-            "duplicate recipients are recorded per recipient, never failing the batch."
+            "duplicate recipients are recorded per recipient, never failing the batch. With "
+            "`scheduled_at` (RFC 3339 with an offset, at most 30 days ahead) the batch waits "
+            "as `scheduled` and is planned and sent at that time (an upload still needs "
+            "/start before it); cancel stops it until then. A time already past sends now, "
+            "and the answer says so."
         ),
         responses=answers(
             202,
@@ -165,7 +184,8 @@ def batch_routes(services: ServicesProvider) -> Router:
             errors={
                 422: (
                     "validation_error (over 10,000 recipients, recipients and an upload, to/cc/"
-                    "bcc given), header_injection, unknown_template, subject_too_long"
+                    "bcc given, scheduled_at without an offset or over 30 days ahead), "
+                    "header_injection, unknown_template, subject_too_long"
                 ),
                 503: "enqueue_failed: the planner queue refused the batch; it reads failed",
             },
@@ -192,6 +212,7 @@ def batch_routes(services: ServicesProvider) -> Router:
             check_sender=sending.sender_check(
                 sender_check_for(active, caller.mode), active.uow(), caller.client
             ),
+            now=active.clock.now(),
         )
         batch = accepted.batch
         logger.info("batch accepted", extra={"batch_id": str(batch.id), "total": batch.total})
@@ -199,6 +220,8 @@ def batch_routes(services: ServicesProvider) -> Router:
             id=batch.id,
             status=batch.status.value,
             total=batch.total,
+            scheduled_at=batch.scheduled_at,
+            note=PAST_BATCH_NOTE if accepted.in_past else None,
             upload_url=accepted.upload_url,
             upload_expires_at=accepted.upload_expires_at,
         )
@@ -212,6 +235,10 @@ def batch_routes(services: ServicesProvider) -> Router:
     @router.post(
         "/v1/batches/<batch_id>/start",
         summary="Start an uploaded batch: its file is read from here on",
+        description=(
+            "The file is copied and checked now; a batch with scheduled_at still ahead then "
+            "waits as `scheduled` and is planned at its time."
+        ),
         responses=answers(
             200,
             "Started",
@@ -238,6 +265,8 @@ def batch_routes(services: ServicesProvider) -> Router:
             active.recipient_files,
             client_id=client.id,
             batch_id=_batch_id(batch_id),
+            now=active.clock.now(),
+            lookahead_seconds=active.settings.scheduler_lookahead_seconds,
         )
         return batch_view(batch)
 
@@ -304,7 +333,8 @@ def batch_routes(services: ServicesProvider) -> Router:
         summary="Stop every message of the batch not yet sent",
         description=(
             "Messages a worker has already claimed finish; no other message of the batch is "
-            "sent after this answers. 409 once the batch is finished, cancelled or failed."
+            "sent after this answers. A scheduled batch is never planned. 409 once the batch "
+            "is finished, cancelled or failed."
         ),
         responses=answers(
             200,
@@ -337,7 +367,7 @@ def batch_routes(services: ServicesProvider) -> Router:
             RetryAnswer,
             errors={
                 **_NOT_FOUND,
-                409: "batch_state_conflict: cancelled, failed, or still being planned",
+                409: "batch_state_conflict: cancelled, failed, scheduled, or still being planned",
             },
         ),
         tags=["batches"],

@@ -59,13 +59,17 @@ def process_planner_batch(
             batch_id=batch_id,
             chunk_size=services.settings.planner_chunk_size,
             keep_going=keep_going,
+            now=services.clock.now(),
         )
         logger.info(
             "batch planned" if result.done else "batch planning continues",
             extra={"planned": result.planned, "enqueued": result.enqueued},
         )
         if not result.done:
-            services.planner_queue.request_planning(batch_id, "planner")
+            # A scheduled batch's record that came early waits out the rest (issue 18).
+            services.planner_queue.request_planning(
+                batch_id, "planner", delay_seconds=result.wait_seconds
+            )
 
     return dict(
         process_partial_response(

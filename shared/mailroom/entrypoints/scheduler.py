@@ -32,6 +32,7 @@ def run_scheduler(
         schedule_sender(services),
         policy=policy_of(services),
         clock=services.clock,
+        planner=services.planner_queue,
     )
     chunk_ms = [round(seconds * 1000, 1) for seconds in report.chunk_seconds]
     counts: dict[str, Any] = {
@@ -39,6 +40,7 @@ def run_scheduler(
         "runs_skipped": report.runs_skipped,
         "runs_failed": report.runs_failed,
         "enqueued": report.enqueued,
+        "batches_released": report.batches_released,
         "refused": report.refused,
         "chunks": report.chunks,
         "max_chunk_ms": max(chunk_ms, default=0.0),

@@ -17,7 +17,9 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from mailroom.adapters.db.batches import Batch, BatchSummary
 from mailroom.bootstrap import Services
+from mailroom.domain.batches import BatchRequest
 from mailroom.domain.commands import OffsetDateTime, SendRequest
 from mailroom.domain.model import Client, Message, MessageStatus
 from mailroom.domain.scheduling import (
@@ -33,7 +35,7 @@ from mailroom.domain.scheduling import (
 from mailroom.domain.tenancy import KeyKind, Scope
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key
-from mailroom.services import schedules, sending
+from mailroom.services import batches, schedules, sending
 from mailroom.services.quotas import QuotaCharge
 from mailroom.services.scheduler import SendRun
 
@@ -156,8 +158,21 @@ class CreateScheduleRequest(BaseModel):
     timezone: str = Field(
         min_length=1, max_length=64, description="IANA time zone", examples=["Europe/Berlin"]
     )
-    send: SendRequest = Field(
-        description="A POST /v1/send body (without scheduled_at), checked now as a send would be."
+    send: SendRequest | None = Field(
+        default=None,
+        description=(
+            "A POST /v1/send body (without scheduled_at), checked now as a send would be. "
+            "Give this or `batch`."
+        ),
+    )
+    batch: BatchRequest | None = Field(
+        default=None,
+        description=(
+            "A POST /v1/batches body with its recipients inline (no upload, no scheduled_at): "
+            "each run creates a bulk batch. Checked now: every recipient's address, and the "
+            "content as /v1/send checks it, rendered with each distinct shape of the "
+            "recipients' props. Give this or `send`. The request is at most 256 KiB."
+        ),
     )
     starts_at: OffsetDateTime | None = None
     ends_at: OffsetDateTime | None = None
@@ -173,7 +188,12 @@ class UpdateScheduleRequest(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=MAX_SCHEDULE_NAME)
     cron: str | None = Field(default=None, min_length=1, max_length=100)
     timezone: str | None = Field(default=None, min_length=1, max_length=64)
-    send: SendRequest | None = None
+    send: SendRequest | None = Field(
+        default=None, description="Replaces the payload (a batch one too) with this send."
+    )
+    batch: BatchRequest | None = Field(
+        default=None, description="Replaces the payload (a send one too) with this batch."
+    )
     starts_at: OffsetDateTime | None = None
     ends_at: OffsetDateTime | None = None
     misfire_policy: MisfirePolicy | None = None
@@ -185,7 +205,8 @@ class ScheduleView(BaseModel):
     name: str
     cron: str
     timezone: str
-    send: dict[str, Any]
+    send: dict[str, Any] | None = Field(description="The /v1/send payload, or null.")
+    batch: dict[str, Any] | None = Field(description="The /v1/batches payload, or null.")
     state: ScheduleState
     mode: KeyKind
     misfire_policy: MisfirePolicy
@@ -206,6 +227,14 @@ class SchedulePageView(BaseModel):
     next_cursor: str | None
 
 
+class RunBatchView(BaseModel):
+    status: str = Field(description="scheduled, accepted, planning, sending, finished, ...")
+    total: int | None
+    sent: int = Field(description="Messages handed to a provider")
+    failed: int
+    cancelled: int
+
+
 class RunView(BaseModel):
     id: uuid.UUID
     schedule_id: uuid.UUID
@@ -215,6 +244,13 @@ class RunView(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     message_ids: list[uuid.UUID]
+    batch_id: uuid.UUID | None = Field(
+        default=None, description="A batch payload's run: the bulk batch it created."
+    )
+    batch: RunBatchView | None = Field(
+        default=None,
+        description="That batch as it stands now (GET /v1/batches/{id} has every count).",
+    )
     detail: dict[str, Any] = Field(
         description="Why it failed (code, message) or was skipped (reason), missed fire times."
     )
@@ -237,6 +273,7 @@ def schedule_view(schedule: Schedule) -> ScheduleView:
         cron=schedule.cron,
         timezone=schedule.timezone,
         send=schedule.send,
+        batch=schedule.batch,
         state=schedule.state,
         mode=KeyKind.TEST if schedule.is_test else KeyKind.LIVE,
         misfire_policy=schedule.misfire_policy,
@@ -251,7 +288,8 @@ def schedule_view(schedule: Schedule) -> ScheduleView:
     )
 
 
-def run_view(run: ScheduleRun) -> RunView:
+def run_view(run: ScheduleRun, outcomes: dict[uuid.UUID, BatchSummary] | None = None) -> RunView:
+    summary = (outcomes or {}).get(run.batch_id) if run.batch_id is not None else None
     return RunView(
         id=run.id,
         schedule_id=run.schedule_id,
@@ -261,17 +299,47 @@ def run_view(run: ScheduleRun) -> RunView:
         started_at=run.started_at,
         finished_at=run.finished_at,
         message_ids=run.message_ids,
+        batch_id=run.batch_id,
+        batch=RunBatchView(
+            status=summary.status.value,
+            total=summary.total,
+            sent=summary.sent,
+            failed=summary.failed,
+            cancelled=summary.cancelled,
+        )
+        if summary is not None
+        else None,
         detail=run.detail,
     )
 
 
 def schedule_sender(services: Services) -> SendRun:
-    """A run's messages: one /v1/send of the stored payload, charged like one."""
+    """A run's messages: one /v1/send of the stored payload, charged like one.
 
-    def send_run(schedule: Schedule, client: Client, run: ScheduleRun) -> list[Message]:
-        request = schedules.send_request_of(schedule)
+    A batch payload's run is one POST /v1/batches of it: a bulk batch linked
+    to the schedule and the run, planned at once (not charged per message,
+    as no batch is yet).
+    """
+
+    def send_run(schedule: Schedule, client: Client, run: ScheduleRun) -> list[Message] | Batch:
         test = schedule.is_test or client.sandbox_mode
         mode = KeyKind.TEST if test else KeyKind.LIVE
+        if schedule.batch is not None:
+            return batches.accept_batch(
+                services.uow(),
+                services.templates,
+                services.planner_queue,
+                services.recipient_files,
+                services.batch_limits,
+                client=client,
+                request=schedules.batch_request_of(schedule),
+                trace_id=uuid.uuid4().hex,
+                mode=mode,
+                contents=services.inline_contents,
+                now=services.clock.now(),
+                run=sending.RunLink(schedule.id, run.id),
+            ).batch
+        request = schedules.send_request_of(schedule)
         with QuotaCharge(services.quota, services.uow, client) as quota:
             message = sending.accept_message(
                 services.uow(),
@@ -306,12 +374,27 @@ def _payload_checker(services: Services, mode: KeyKind) -> schedules.CheckPayloa
     return check
 
 
+def _batch_checker(services: Services, mode: KeyKind) -> schedules.CheckBatchPayload:
+    def check(client: Client, request: BatchRequest) -> None:
+        batches.check_batch(
+            services.templates,
+            services.renderer,
+            services.send_limits,
+            client=client,
+            request=request,
+            mode=mode,
+        )
+
+    return check
+
+
 def _spec(request: CreateScheduleRequest | UpdateScheduleRequest) -> schedules.ScheduleSpec:
     return schedules.ScheduleSpec(
         name=request.name,
         cron=request.cron,
         timezone=request.timezone,
         send=request.send,
+        batch=request.batch,
         starts_at=request.starts_at,
         ends_at=request.ends_at,
         misfire_policy=request.misfire_policy,
@@ -323,8 +406,10 @@ def _spec(request: CreateScheduleRequest | UpdateScheduleRequest) -> schedules.S
 _CREATE_ERRORS = {
     422: (
         "validation_error (a bad cron, one that never fires, an unknown timezone, ends_at "
-        "not after starts_at or past), or any refusal POST /v1/send gives its payload: "
-        "unknown_template, invalid_props, missing_prop, render_error, header_injection"
+        "not after starts_at or past, send and batch both or neither, a batch with an upload "
+        "or a bad recipient address), or any refusal POST /v1/send gives its payload (for a "
+        "batch: naming the recipient): unknown_template, invalid_props, missing_prop, "
+        "render_error, header_injection"
     ),
 }
 
@@ -346,7 +431,8 @@ def schedule_routes(services: ServicesProvider) -> Router:
         summary="Create a recurring send",
         description=(
             "The payload is checked as POST /v1/send checks it, now. Each run sends it as a "
-            "new message linked to the schedule and the run. Daylight saving follows cron: "
+            "new message (a `send` payload) or a new bulk batch (a `batch` payload) linked to "
+            "the schedule and the run. Daylight saving follows cron: "
             "a time in the spring-forward gap runs right after the jump; a time in the "
             "repeated fall-back hour runs once."
         ),
@@ -363,6 +449,7 @@ def schedule_routes(services: ServicesProvider) -> Router:
             now=active.clock.now(),
             check_payload=_payload_checker(active, mode),
             is_test=mode is KeyKind.TEST,
+            check_batch=_batch_checker(active, mode),
         )
         logger.info("schedule created", extra={"schedule_id": str(schedule.id)})
         created = schedules.get_schedule(
@@ -430,6 +517,7 @@ def schedule_routes(services: ServicesProvider) -> Router:
             spec=_spec(request),
             now=active.clock.now(),
             check_payload=_payload_checker(active, mode),
+            check_batch=_batch_checker(active, mode),
         )
         return schedule_view(
             schedules.get_schedule(active.uow(), client_id=client.id, schedule_id=schedule_id)
@@ -523,7 +611,7 @@ def schedule_routes(services: ServicesProvider) -> Router:
         return Response(
             status_code=201,
             content_type=content_types.APPLICATION_JSON,
-            body=run_view(done).model_dump_json(),
+            body=run_view(done, schedules.batch_outcomes(active.uow(), [done])).model_dump_json(),
         )
 
     @router.get(
@@ -547,6 +635,7 @@ def schedule_routes(services: ServicesProvider) -> Router:
         page, next_cursor = schedules.list_runs(
             active.uow(), client_id=client.id, schedule_id=schedule_id, cursor=cursor, limit=limit
         )
-        return RunPageView(runs=[run_view(r) for r in page], next_cursor=next_cursor)
+        outcomes = schedules.batch_outcomes(active.uow(), page)
+        return RunPageView(runs=[run_view(r, outcomes) for r in page], next_cursor=next_cursor)
 
     return router

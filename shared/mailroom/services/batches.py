@@ -10,17 +10,21 @@ batch's cursor in its own transaction, so the planner can stop anywhere
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
 
 from mailroom.adapters.db.batches import Batch, Issue, RecipientOutcome
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.inline_content import InlineContentStore
 from mailroom.adapters.queue import MessageQueue, PlannerQueue, QueueEntry
 from mailroom.adapters.recipient_files import RecipientFiles, frozen_key, upload_key
-from mailroom.adapters.templates import TemplateStore, subject_too_long
+from mailroom.adapters.templates import TemplateRenderer, TemplateStore, subject_too_long
 from mailroom.domain.addresses import SANDBOX_DOMAIN, SPECIAL_USE_REFUSAL
 from mailroom.domain.batches import (
     MAX_LINE_BYTES,
@@ -38,12 +42,14 @@ from mailroom.domain.batches import (
     ndjson_records,
     split_lines,
 )
+from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import (
     BatchConflict,
     BatchNotFound,
     DependencyUnavailable,
     EnqueueFailed,
     InvalidRequest,
+    MailroomError,
     NoEmailColumn,
     UploadMissing,
     UploadTooLarge,
@@ -51,17 +57,31 @@ from mailroom.domain.errors import (
 from mailroom.domain.mime import subject_fits
 from mailroom.domain.model import Client, SendOptions
 from mailroom.domain.outgoing_headers import validate_caller_headers
+from mailroom.domain.scheduling import queue_delay_seconds
 from mailroom.domain.tenancy import KeyKind
-from mailroom.services.sending import refuse_sandbox_addresses
+from mailroom.services.scheduled_batches import release_batch_if_near
+from mailroom.services.sending import (
+    RunLink,
+    SendLimits,
+    Timing,
+    check_send,
+    refuse_sandbox_addresses,
+)
 
 # Messages enqueued per read when catching up after a restart.
 _ENQUEUE_PAGE = 1000
+# A scheduled batch's planner record may come this early (clocks differ);
+# the worker's claim allows the same for a scheduled message.
+_EARLY_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
 class BatchLimits:
     default_from: str
     upload_url_seconds: int
+    # Issue 18: a scheduled batch due within this many seconds goes to the
+    # planner at once, held back by SQS until its time.
+    schedule_lookahead_seconds: int = 90
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +89,8 @@ class AcceptedBatch:
     batch: Batch
     upload_url: str | None = None
     upload_expires_at: datetime | None = None
+    # Issue 18: scheduled_at had passed; the batch is planned now.
+    in_past: bool = False
 
 
 def accept_batch(
@@ -84,14 +106,21 @@ def accept_batch(
     mode: KeyKind = KeyKind.LIVE,
     contents: InlineContentStore | None = None,
     check_sender: Callable[[str], None] | None = None,
+    now: datetime | None = None,
+    run: RunLink | None = None,
 ) -> AcceptedBatch:
     """Store the batch; inline recipients are planned at once, an upload waits for start.
 
     The content is checked as a single send's is, once for the batch: the
     sender and reply-to addresses, the subject, the template this client may
     use (422 before anything is written). Each recipient's address and props
-    are that recipient's outcome, never the batch's 422.
+    are that recipient's outcome, never the batch's 422. With a future
+    ``scheduled_at`` (issue 18) an inline batch waits as ``scheduled`` and is
+    planned at its time (services/scheduled_batches.py); a time already past
+    plans it now. ``run``: the recurring schedule run that created it.
     """
+    now = now or datetime.now(UTC)
+    timing = Timing.of(request.scheduled_at, now)
     test = mode is KeyKind.TEST
     if not test:
         refuse_sandbox_addresses(request)
@@ -128,10 +157,14 @@ def accept_batch(
         unsubscribe_url=request.unsubscribe_url,
     ).to_document()
     upload = request.recipients_upload
+    if upload:
+        status = BatchStatus.AWAITING_UPLOAD
+    else:
+        status = BatchStatus.SCHEDULED if timing.deferred else BatchStatus.ACCEPTED
     batch = Batch(
         id=uuid.uuid4(),
         client_id=client.id,
-        status=BatchStatus.AWAITING_UPLOAD if upload else BatchStatus.ACCEPTED,
+        status=status,
         trace_id=trace_id,
         content=content,
         allow_duplicates=request.allow_duplicates,
@@ -139,6 +172,9 @@ def accept_batch(
         source="upload" if upload else "inline",
         upload_format=request.upload_format if upload else None,
         total=None if upload else len(request.recipients),
+        scheduled_at=timing.scheduled_at,
+        schedule_id=run.schedule_id if run else None,
+        schedule_run_id=run.run_id if run else None,
     )
     recipients = (
         None
@@ -155,9 +191,98 @@ def accept_batch(
             limits.upload_url_seconds,
             "text/csv" if batch.upload_format is UploadFormat.CSV else "application/x-ndjson",
         )
-        return AcceptedBatch(batch, url, expires)
+        return AcceptedBatch(batch, url, expires, in_past=timing.in_past)
+    if batch.status is BatchStatus.SCHEDULED:
+        release_batch_if_near(
+            uow, planner, batch, now=now, lookahead_seconds=limits.schedule_lookahead_seconds
+        )
+        return AcceptedBatch(batch)
     _request_planning_or_fail(uow, planner, batch)
-    return AcceptedBatch(batch)
+    return AcceptedBatch(batch, in_past=timing.in_past)
+
+
+# A schedule's batch payload (issue 18) is rendered once per distinct shape of
+# its recipients' props (keys, nesting, list lengths), up to this many shapes:
+# a missing prop or a bad index depends on the shape, rarely on the values.
+MAX_SHAPES_CHECKED = 20
+# Fields of a batch request that a single send does not have.
+_BATCH_ONLY_FIELDS = frozenset(
+    {"to", "cc", "bcc", "recipients", "recipients_upload", "upload_format", "allow_duplicates"}
+)
+
+
+def check_batch(
+    templates: TemplateStore,
+    renderer: TemplateRenderer,
+    limits: SendLimits,
+    *,
+    client: Client,
+    request: BatchRequest,
+    mode: KeyKind = KeyKind.LIVE,
+) -> None:
+    """Everything a batch would refuse, and more, with nothing written (issue 18's schedules).
+
+    A recurring schedule's batch is checked when the schedule is made, not
+    at 3 a.m.: every recipient's address (a bad one is a 422 naming it, where
+    a posted batch records it for that recipient), then the content as
+    /v1/send checks it (template, sender, subject, headers, and a render with
+    each distinct shape of the recipients' props, so a missing prop is found).
+    """
+    bad: list[dict[str, Any]] = []
+    for index, recipient in enumerate(request.recipients):
+        checked = check_address(RecipientRecord(index, None, address=recipient.to))
+        if (
+            isinstance(checked, PlannedRecipient)
+            and mode is not KeyKind.TEST
+            and SANDBOX_DOMAIN in checked.bare
+        ):
+            checked = f"not a valid email address: {SPECIAL_USE_REFUSAL}"
+        if isinstance(checked, str):
+            bad.append(
+                {"field": f"recipients.{index}.to", "type": "validation_error", "message": checked}
+            )
+    if bad:
+        raise InvalidRequest(
+            f"{len(bad)} recipient address(es) are not valid; the first is "
+            f"{bad[0]['field']}: {bad[0]['message']}",
+            details=bad[:100],
+        )
+    single = request.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude=set(_BATCH_ONLY_FIELDS)
+    )
+    shapes: set[str] = set()
+    for index, recipient in enumerate(request.recipients):
+        props = {**request.props, **recipient.props}
+        shape = json.dumps(_shape(props), sort_keys=True)
+        if shape in shapes:
+            continue
+        if len(shapes) >= MAX_SHAPES_CHECKED:
+            return
+        shapes.add(shape)
+        try:
+            send = SendRequest.model_validate({**single, "to": [recipient.to], "props": props})
+            check_send(templates, renderer, limits, client=client, request=send, mode=mode)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InvalidRequest(
+                f"recipients.{index}: {where}: {first['msg']}",
+                details=[{"field": f"recipients.{index}.{where}", "type": first["type"]}],
+            ) from None
+        except MailroomError as error:
+            # The single send's refusal (its code kept), naming the recipient.
+            error.message = f"recipients.{index}: {error.message}"
+            error.details = [{"field": f"recipients.{index}"}, *error.details]
+            raise
+
+
+def _shape(value: Any) -> Any:
+    """What of a props value decides whether a template renders: keys, nesting, list lengths."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shape(item) for item in value]
+    return type(value).__name__
 
 
 def _request_planning_or_fail(uow: UnitOfWork, planner: PlannerQueue, batch: Batch) -> None:
@@ -186,12 +311,17 @@ def start_batch(
     *,
     client_id: uuid.UUID,
     batch_id: uuid.UUID,
+    now: datetime | None = None,
+    lookahead_seconds: int = 90,
 ) -> Batch:
     """Freeze the uploaded file and ask for planning; a second start is 409.
 
     The row is held while the file is checked and copied, so two starts at
-    once queue up and the second finds the batch started.
+    once queue up and the second finds the batch started. A batch whose
+    ``scheduled_at`` is still ahead (issue 18) is frozen and checked now and
+    waits as ``scheduled``; the scheduler hands it to the planner at its time.
     """
+    now = now or datetime.now(UTC)
     with uow:
         batch = _owned(uow, client_id, batch_id, for_update=True)
         if batch.source != "upload":
@@ -213,8 +343,16 @@ def start_batch(
         if batch.upload_format is UploadFormat.CSV:
             # A CSV that names no email column cannot be planned at all: say so now.
             csv_columns(_first_line(files, frozen_key(batch_id)))
-        uow.batches.set_state(batch_id, BatchStatus.ACCEPTED, started_at="now")
-        uow.commit()
+        if batch.scheduled_at is not None and batch.scheduled_at > now:
+            uow.batches.set_state(batch_id, BatchStatus.SCHEDULED)
+            uow.commit()
+            batch.status = BatchStatus.SCHEDULED
+        else:
+            uow.batches.set_state(batch_id, BatchStatus.ACCEPTED, started_at="now")
+            uow.commit()
+    if batch.status is BatchStatus.SCHEDULED:
+        release_batch_if_near(uow, planner, batch, now=now, lookahead_seconds=lookahead_seconds)
+        return get_batch(uow, client_id=client_id, batch_id=batch_id)
     try:
         planner.request_planning(batch_id, batch.trace_id)
     except DependencyUnavailable:
@@ -240,6 +378,8 @@ class PlanResult:
     done: bool
     planned: int = 0
     enqueued: int = 0
+    # Not done because a scheduled batch is not due yet: ask again after this long.
+    wait_seconds: int = 0
 
 
 def plan_batch(
@@ -250,17 +390,28 @@ def plan_batch(
     batch_id: uuid.UUID,
     chunk_size: int,
     keep_going: Callable[[], bool] = lambda: True,
+    now: datetime | None = None,
 ) -> PlanResult:
     """Plan the batch from its cursor until done or ``keep_going`` says stop.
 
     First the messages a killed run wrote but may not have enqueued are
     enqueued (index past the batch's ``enqueued_through``); then chunk after
     chunk is written and enqueued. Not done: the caller asks for another run.
+    A scheduled batch (issue 18) starts here when its time has come; a
+    record that arrives before it asks to be run again at its time; a
+    cancelled batch plans nothing.
     """
+    now = now or datetime.now(UTC)
     with uow:
         batch = uow.batches.get(batch_id, for_update=True)
         if batch is None:
             return PlanResult(done=True)
+        if batch.status is BatchStatus.SCHEDULED:
+            due = batch.scheduled_at or now
+            if (due - now).total_seconds() > _EARLY_SECONDS:
+                return PlanResult(done=False, wait_seconds=queue_delay_seconds(due, now))
+            uow.batches.set_state(batch_id, BatchStatus.PLANNING, started_at="now")
+            batch.status = BatchStatus.PLANNING
         if batch.status is BatchStatus.ACCEPTED:
             uow.batches.set_state(batch_id, BatchStatus.PLANNING)
             batch.status = BatchStatus.PLANNING
@@ -453,6 +604,8 @@ def retry_failed(
         batch = _owned(uow, client_id, batch_id, for_update=True)
         if batch.status in (BatchStatus.CANCELLED, BatchStatus.FAILED):
             raise BatchConflict(f"the batch is {batch.status.value}: nothing is retried")
+        if batch.status is BatchStatus.SCHEDULED:
+            raise BatchConflict("the batch is scheduled: nothing has been sent yet")
         if not batch.plan_done:
             raise BatchConflict("the batch is still being planned: retry once it is sending")
         ids = uow.batches.retryable(batch_id)

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from mailroom.adapters.db.batches import Batch
 from mailroom.adapters.db.unit_of_work import UnitOfWork
-from mailroom.adapters.queue import MessageQueue, QueueEntry
+from mailroom.adapters.queue import MessageQueue, PlannerQueue, QueueEntry
 from mailroom.domain.errors import MailroomError
 from mailroom.domain.model import Client, ClientStatus, Message
 from mailroom.domain.scheduling import (
@@ -33,6 +34,7 @@ from mailroom.domain.scheduling import (
     plan_due,
     queue_delay_seconds,
 )
+from mailroom.services.scheduled_batches import release_due_batches
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +69,13 @@ class SchedulerReport:
     chunk_seconds: list[float] = field(default_factory=list)
     # The budget ran out with due work left: the next pass goes on.
     budget_exhausted: bool = False
+    # Scheduled bulk batches handed to the planner (services/scheduled_batches.py).
+    batches_released: int = 0
 
 
-# Accepts a run's messages (services/sending.py through the entrypoint's wiring).
-SendRun = Callable[[Schedule, Client, ScheduleRun], list[Message]]
+# Accepts a run's messages (services/sending.py through the entrypoint's
+# wiring), or the bulk batch a batch payload makes (issue 18).
+SendRun = Callable[[Schedule, Client, ScheduleRun], list[Message] | Batch]
 
 
 def scheduler_pass(
@@ -80,10 +85,24 @@ def scheduler_pass(
     *,
     policy: SchedulerPolicy,
     clock: Clock,
+    planner: PlannerQueue | None = None,
 ) -> SchedulerReport:
     report = SchedulerReport()
     deadline = time.monotonic() + policy.time_budget_seconds
     fire_due_schedules(uow, send_run, policy=policy, clock=clock, report=report)
+    if planner is not None:
+        # One row per batch, before the messages: a deep message backlog never delays them.
+        batches = release_due_batches(
+            uow,
+            planner,
+            now=clock.now(),
+            lookahead_seconds=policy.lookahead_seconds,
+            stale_seconds=policy.stale_seconds,
+            chunk_size=policy.chunk_size,
+            deadline=deadline,
+        )
+        report.batches_released = batches.released
+        report.budget_exhausted = batches.budget_exhausted
     release_due_messages(uow, queue, policy=policy, clock=clock, report=report, deadline=deadline)
     return report
 
@@ -224,7 +243,7 @@ def execute_run(
         }
     else:
         try:
-            messages = send_run(schedule, client, run)
+            sent = send_run(schedule, client, run)
         except MailroomError as error:
             run.status = RunStatus.FAILED
             run.detail = {**run.detail, "code": error.code, "message": error.message}
@@ -234,7 +253,10 @@ def execute_run(
             run.detail = {**run.detail, "code": "internal_error", "message": repr(error)[:500]}
         else:
             run.status = RunStatus.SENT
-            run.message_ids = [message.id for message in messages]
+            if isinstance(sent, Batch):
+                run.batch_id = sent.id
+            else:
+                run.message_ids = [message.id for message in sent]
     run.finished_at = clock.now()
     with uow:
         uow.schedules.save_run(run)

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mailroom.adapters.db.batches import BatchSummary
 from mailroom.adapters.db.scheduling import ChangeOutcome
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.queue import MessageQueue
+from mailroom.domain.batches import BatchRequest
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import (
     InvalidRequest,
@@ -113,6 +115,12 @@ def _raise_unless_done(outcome: str, message_id: str) -> None:
 
 # Checks a send payload as /v1/send would (sending.check_send, wired by the caller).
 CheckPayload = Callable[[Client, SendRequest], None]
+# Checks a batch payload as a batch would be checked and more (batches.check_batch).
+CheckBatchPayload = Callable[[Client, BatchRequest], None]
+
+
+def _refuse_batch_check(client: Client, request: BatchRequest) -> None:
+    raise InvalidRequest("batch payloads are not available here: give a send payload")
 
 
 @dataclass(slots=True)
@@ -123,6 +131,8 @@ class ScheduleSpec:
     cron: str | None = None
     timezone: str | None = None
     send: SendRequest | None = None
+    # Issue 18: a /v1/batches payload (inline recipients) instead of send.
+    batch: BatchRequest | None = None
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     misfire_policy: MisfirePolicy | None = None
@@ -138,11 +148,17 @@ def create_schedule(
     now: datetime,
     check_payload: CheckPayload,
     is_test: bool,
+    check_batch: CheckBatchPayload = _refuse_batch_check,
 ) -> Schedule:
     assert spec.name
     assert spec.cron
     assert spec.timezone
-    assert spec.send is not None
+    if (spec.send is None) == (spec.batch is None):
+        raise InvalidRequest(
+            "a schedule sends one payload: give send (a /v1/send body) or batch "
+            "(a /v1/batches body), not both and not neither",
+            details=[{"field": "send", "type": "one_payload"}],
+        )
     schedule = Schedule(
         id=uuid.uuid4(),
         client_id=client.id,
@@ -158,7 +174,11 @@ def create_schedule(
         ends_at=spec.ends_at,
         is_test=is_test,
     )
-    _apply_payload(schedule, client, spec.send, check_payload)
+    if spec.send is not None:
+        _apply_payload(schedule, client, spec.send, check_payload)
+    else:
+        assert spec.batch is not None
+        _apply_batch_payload(schedule, client, spec.batch, check_batch)
     _validate_and_plan(schedule, now)
     with uow:
         uow.schedules.add(schedule)
@@ -174,7 +194,13 @@ def update_schedule(
     spec: ScheduleSpec,
     now: datetime,
     check_payload: CheckPayload,
+    check_batch: CheckBatchPayload = _refuse_batch_check,
 ) -> Schedule:
+    if "send" in spec.given and "batch" in spec.given:
+        raise InvalidRequest(
+            "give send or batch, not both: the other is replaced",
+            details=[{"field": "batch", "type": "one_payload"}],
+        )
     with uow:
         schedule = _locked(uow, client.id, schedule_id)
         for name in ("name", "cron", "timezone", "misfire_policy", "misfire_grace_seconds"):
@@ -195,6 +221,12 @@ def update_schedule(
                     "send cannot be null", details=[{"field": "send", "type": "null"}]
                 )
             _apply_payload(schedule, client, spec.send, check_payload)
+        if "batch" in spec.given:
+            if spec.batch is None:
+                raise InvalidRequest(
+                    "batch cannot be null", details=[{"field": "batch", "type": "null"}]
+                )
+            _apply_batch_payload(schedule, client, spec.batch, check_batch)
         if schedule.state is ScheduleState.FINISHED and (
             schedule.ends_at is None or schedule.ends_at > now
         ):
@@ -315,6 +347,17 @@ def send_request_of(schedule: Schedule) -> SendRequest:
     return SendRequest.model_validate(schedule.send)
 
 
+def batch_request_of(schedule: Schedule) -> BatchRequest:
+    """The stored batch payload as the request it was validated as."""
+    return BatchRequest.model_validate(schedule.batch)
+
+
+def batch_outcomes(uow: UnitOfWork, runs: list[ScheduleRun]) -> dict[uuid.UUID, BatchSummary]:
+    """The batches these runs created, as they stand now: one read for the page."""
+    with uow:
+        return uow.batches.summaries([run.batch_id for run in runs if run.batch_id is not None])
+
+
 def _apply_payload(
     schedule: Schedule, client: Client, request: SendRequest, check_payload: CheckPayload
 ) -> None:
@@ -326,6 +369,33 @@ def _apply_payload(
     check_payload(client, request)
     payload: dict[str, Any] = request.model_dump(mode="json", by_alias=True, exclude_none=True)
     schedule.send = payload
+    schedule.batch = None
+
+
+# Batch fields a schedule never stores: the recipients are inline, and a
+# batch's own to/cc/bcc are refused anyway.
+_UNSTORED_BATCH_FIELDS = {"to", "cc", "bcc", "recipients_upload", "upload_format"}
+
+
+def _apply_batch_payload(
+    schedule: Schedule, client: Client, request: BatchRequest, check_batch: CheckBatchPayload
+) -> None:
+    if request.scheduled_at is not None:
+        raise InvalidRequest(
+            "batch.scheduled_at: a schedule's runs send at their fire times",
+            details=[{"field": "batch.scheduled_at", "type": "not_allowed"}],
+        )
+    if request.recipients_upload:
+        raise InvalidRequest(
+            "batch.recipients_upload: a schedule's batch lists its recipients inline "
+            "(each run reads them again); upload a file to one batch with POST /v1/batches",
+            details=[{"field": "batch.recipients_upload", "type": "not_allowed"}],
+        )
+    check_batch(client, request)
+    schedule.batch = request.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude=_UNSTORED_BATCH_FIELDS
+    )
+    schedule.send = None
 
 
 def _validate_and_plan(schedule: Schedule, now: datetime) -> None:

@@ -59,6 +59,33 @@ class Batch:
     updated_at: datetime | None = None
     finished_at: datetime | None = None
     cancelled_at: datetime | None = None
+    # Issue 18: when it is planned (UTC); when the planner was asked for it
+    # (None: not yet); the recurring schedule and run that created it.
+    scheduled_at: datetime | None = None
+    released_at: datetime | None = None
+    schedule_id: uuid.UUID | None = None
+    schedule_run_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DueBatch:
+    """A scheduled batch the scheduler hands to the planner."""
+
+    id: uuid.UUID
+    trace_id: str
+    scheduled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    """A batch's state and main counts, as a schedule's runs list shows it."""
+
+    id: uuid.UUID
+    status: BatchStatus
+    total: int | None
+    sent: int
+    failed: int
+    cancelled: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,18 +114,21 @@ _COLUMNS = """
     upload_format, total, planned, rejected, suppressed, duplicates, queued_count,
     sent_count, delivered_count, bounced_count, failed_count, complained_count,
     cancelled_count, handed_over, plan_records, plan_offset, plan_line, enqueued_through,
-    plan_done, error, created_at, started_at, updated_at, finished_at, cancelled_at
+    plan_done, error, created_at, started_at, updated_at, finished_at, cancelled_at,
+    scheduled_at, released_at, schedule_id, schedule_run_id
 """
 
 _INSERT = text(
     """
     WITH batch AS (
         INSERT INTO batches (id, client_id, status, trace_id, content, allow_duplicates,
-                             is_test, source, upload_format, total, started_at)
+                             is_test, source, upload_format, total, started_at,
+                             scheduled_at, schedule_id, schedule_run_id)
         VALUES (CAST(:id AS uuid), CAST(:client_id AS uuid), :status, :trace_id,
                 CAST(:content AS jsonb), :allow_duplicates, :is_test, :source,
                 CAST(:upload_format AS text), CAST(:total AS integer),
-                CASE WHEN :started THEN now() END)
+                CASE WHEN :started THEN now() END, CAST(:scheduled_at AS timestamptz),
+                CAST(:schedule_id AS uuid), CAST(:schedule_run_id AS uuid))
         RETURNING id
     )
     INSERT INTO batch_inputs (batch_id, recipients)
@@ -229,6 +259,23 @@ _RETRYABLE = text(
 )
 
 
+# Batches waiting for their time that nobody released yet, or released so
+# long ago (and due so long ago) that their planner record was lost. Few
+# rows: one per batch, whatever its size.
+_CLAIM_SCHEDULED = text(
+    """
+    SELECT id, trace_id, scheduled_at
+    FROM batches
+    WHERE status = 'scheduled'
+      AND ((released_at IS NULL AND scheduled_at <= :due_by)
+           OR (released_at < :stale_before AND scheduled_at < :stale_before))
+    ORDER BY scheduled_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+
 class SqlBatchRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -249,6 +296,9 @@ class SqlBatchRepository:
                 "total": batch.total,
                 "started": batch.status is BatchStatus.ACCEPTED,
                 "recipients": json.dumps(recipients) if recipients is not None else None,
+                "scheduled_at": batch.scheduled_at,
+                "schedule_id": str(batch.schedule_id) if batch.schedule_id else None,
+                "schedule_run_id": str(batch.schedule_run_id) if batch.schedule_run_id else None,
             },
         )
 
@@ -445,6 +495,47 @@ class SqlBatchRepository:
             {"ids": uuid_array(message_ids), "batch_id": str(batch_id)},
         )
 
+    def claim_due_scheduled(
+        self, *, due_by: datetime, stale_before: datetime, limit: int
+    ) -> list[DueBatch]:
+        """Lock up to ``limit`` scheduled batches due by ``due_by`` that nobody released.
+
+        Batches another transaction holds are skipped (SKIP LOCKED), so two
+        schedulers share them. One released before ``stale_before`` whose
+        time is also before it lost its planner record: it is taken again.
+        """
+        rows = self._session.execute(
+            _CLAIM_SCHEDULED, {"due_by": due_by, "stale_before": stale_before, "limit": limit}
+        ).all()
+        return [DueBatch(_uuid(row[0]), row[1], row[2]) for row in rows]
+
+    def mark_released(self, batch_ids: Sequence[uuid.UUID], at: datetime) -> None:
+        if batch_ids:
+            self._session.execute(
+                text(
+                    "UPDATE batches SET released_at = :at, updated_at = now() "
+                    "WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'scheduled'"
+                ),
+                {"ids": uuid_array(batch_ids), "at": at},
+            )
+
+    def summaries(self, batch_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, BatchSummary]:
+        if not batch_ids:
+            return {}
+        rows = self._session.execute(
+            text(
+                "SELECT id, status, total, handed_over, failed_count, cancelled_count "
+                "FROM batches WHERE id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"ids": uuid_array(batch_ids)},
+        ).all()
+        return {
+            _uuid(row[0]): BatchSummary(
+                _uuid(row[0]), BatchStatus(row[1]), row[2], row[3], row[4], row[5]
+            )
+            for row in rows
+        }
+
     def outcomes(
         self, batch_id: uuid.UUID, statuses: Sequence[str] | None, after: int, limit: int
     ) -> list[RecipientOutcome]:
@@ -471,7 +562,9 @@ class SqlBatchRepository:
         ]
 
 
-_SETTABLE = frozenset({"started_at", "finished_at", "cancelled_at", "error", "plan_done", "total"})
+_SETTABLE = frozenset(
+    {"started_at", "finished_at", "cancelled_at", "error", "plan_done", "total", "released_at"}
+)
 
 
 def _batch(row: Any) -> Batch:
@@ -509,6 +602,10 @@ def _batch(row: Any) -> Batch:
         updated_at,
         finished_at,
         cancelled_at,
+        scheduled_at,
+        released_at,
+        schedule_id,
+        schedule_run_id,
     ) = row
     return Batch(
         id=_uuid(batch_id),
@@ -544,6 +641,10 @@ def _batch(row: Any) -> Batch:
         updated_at=updated_at,
         finished_at=finished_at,
         cancelled_at=cancelled_at,
+        scheduled_at=scheduled_at,
+        released_at=released_at,
+        schedule_id=_uuid(schedule_id) if schedule_id is not None else None,
+        schedule_run_id=_uuid(schedule_run_id) if schedule_run_id is not None else None,
     )
 
 

@@ -345,6 +345,7 @@ def _schedule_values(schedule: Schedule) -> dict[str, Any]:
         "cron": schedule.cron,
         "timezone": schedule.timezone,
         "send": schedule.send,
+        "batch": schedule.batch,
         "state": schedule.state.value,
         "misfire_policy": schedule.misfire_policy.value,
         "misfire_grace_seconds": schedule.misfire_grace_seconds,
@@ -365,7 +366,8 @@ def _schedule(row: ScheduleRow) -> Schedule:
         name=row.name,
         cron=row.cron,
         timezone=row.timezone,
-        send=dict(row.send),
+        send=dict(row.send) if row.send is not None else None,
+        batch=dict(row.batch) if row.batch is not None else None,
         state=ScheduleState(row.state),
         misfire_policy=MisfirePolicy(row.misfire_policy),
         misfire_grace_seconds=row.misfire_grace_seconds,
@@ -390,6 +392,7 @@ def _run_values(run: ScheduleRun) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "message_ids": [str(message_id) for message_id in run.message_ids],
         "detail": run.detail,
+        "batch_id": run.batch_id,
     }
 
 
@@ -404,6 +407,7 @@ def _run(row: ScheduleRunRow) -> ScheduleRun:
         finished_at=row.finished_at,
         message_ids=[uuid.UUID(value) for value in row.message_ids],
         detail=dict(row.detail),
+        batch_id=row.batch_id,
     )
 
 

@@ -702,6 +702,8 @@ class WebhookAttemptRow(Base):
 # --- bulk batches (issue 17) -------------------------------------------------
 
 BATCH_STATUSES = [
+    # Issue 18: waiting for its scheduled_at (migration w18cbat01).
+    "scheduled",
     "awaiting_upload",
     "accepted",
     "planning",
@@ -726,6 +728,10 @@ class BatchRow(Base):
         CheckConstraint(_one_of("status", BATCH_STATUSES), name="status"),
         CheckConstraint(_one_of("source", ["inline", "upload"]), name="source"),
         Index("ix_batches_client_created", "client_id", "created_at"),
+        # The scheduler's scan of batches waiting for their time (issue 18).
+        Index(
+            "ix_batches_scheduled", "scheduled_at", postgresql_where=text("status = 'scheduled'")
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -761,6 +767,12 @@ class BatchRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Issue 18: when the batch is planned; when the planner was asked for it;
+    # the recurring schedule and run that created it.
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    schedule_run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
 
 class BatchInputRow(Base):
@@ -805,6 +817,8 @@ class ScheduleRow(Base):
             _one_of("misfire_policy", [p.value for p in MisfirePolicy]), name="misfire_policy"
         ),
         CheckConstraint("misfire_grace_seconds >= 0", name="misfire_grace_seconds"),
+        # A /v1/send payload or a /v1/batches one, never both (migration w18cbat01).
+        CheckConstraint("num_nonnulls(send, batch) = 1", name="one_payload"),
         Index("ix_schedules_client_created", "client_id", "created_at"),
         # The scheduler's scan of due schedules.
         Index("ix_schedules_due", "next_run_at", postgresql_where=text("state = 'active'")),
@@ -815,7 +829,9 @@ class ScheduleRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     cron: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64))
-    send: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # none_as_null: the payload not used is SQL NULL (the CHECK counts it), not JSON null.
+    send: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    batch: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     state: Mapped[str] = mapped_column(String(16), server_default=ScheduleState.ACTIVE.value)
     misfire_policy: Mapped[str] = mapped_column(String(8))
     misfire_grace_seconds: Mapped[int] = mapped_column(Integer)
@@ -848,6 +864,8 @@ class ScheduleRunRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     message_ids: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # A batch payload's run: the batch it created (issue 18).
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
 
 class SmtpConfigRow(Base):
