@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import dkim as dkimpy
 import pytest
 from pydantic import SecretStr
@@ -356,6 +357,70 @@ def test_with_ses_the_domain_identity_is_created_and_its_dkim_cnames_shown(
     publish_all(local_dns, domain)
     _, verified = stack.call("POST", f"/v1/domains/{domain['id']}/verify", client)
     assert verified["status"] == "verified", verified["checks"]
+
+
+def _ses_identity_exists(name: str) -> bool:
+    sesv2 = boto3.client("sesv2", region_name="us-east-1")
+    try:
+        sesv2.get_email_identity(EmailIdentity=name)
+    except sesv2.exceptions.NotFoundException:
+        return False
+    return True
+
+
+def test_deleting_a_domain_deletes_the_ses_identity_it_created(
+    database: Database, redis_url: str, local_dns: LocalDns, aws: str
+) -> None:
+    # GIVEN a domain registered with SES carrying the mail (moto's SES)
+    url = database.engine.url.render_as_string(hide_password=False)
+    stack = Stack(url, redis_url, local_dns, provider_order="ses,smtp")
+    client = stack.client()
+    name = f"gone-{uuid.uuid4().hex[:8]}.example"
+    status, domain = stack.call("POST", "/v1/domains", client, {"domain": name})
+    assert status == 201, domain
+    assert _ses_identity_exists(name)
+    # WHEN the client deletes it
+    status, removed = stack.call("DELETE", f"/v1/domains/{domain['id']}", client)
+    # THEN the domain and its SES identity are both gone
+    assert status == 200, removed
+    assert not _ses_identity_exists(name)
+    status, _ = stack.call("GET", f"/v1/domains/{domain['id']}", client)
+    assert status == 404
+
+
+def test_deleting_a_domain_whose_ses_identity_is_gone_already_succeeds(
+    database: Database, redis_url: str, local_dns: LocalDns, aws: str
+) -> None:
+    # GIVEN a domain whose SES identity someone deleted by hand
+    url = database.engine.url.render_as_string(hide_password=False)
+    stack = Stack(url, redis_url, local_dns, provider_order="ses,smtp")
+    client = stack.client()
+    name = f"hand-{uuid.uuid4().hex[:8]}.example"
+    _, domain = stack.call("POST", "/v1/domains", client, {"domain": name})
+    boto3.client("sesv2", region_name="us-east-1").delete_email_identity(EmailIdentity=name)
+    # WHEN the operator deletes the domain
+    status, removed = stack.admin("DELETE", f"/admin/domains/{domain['id']}")
+    # THEN it is removed all the same
+    assert status == 200, removed
+    assert _count(database, "sending_domains WHERE domain = '" + name + "'") == 0
+
+
+def test_an_ses_identity_that_existed_before_registration_is_left_alone(
+    database: Database, redis_url: str, local_dns: LocalDns, aws: str
+) -> None:
+    # GIVEN an SES identity the operator had before any client registered it
+    name = f"kept-{uuid.uuid4().hex[:8]}.example"
+    boto3.client("sesv2", region_name="us-east-1").create_email_identity(EmailIdentity=name)
+    url = database.engine.url.render_as_string(hide_password=False)
+    stack = Stack(url, redis_url, local_dns, provider_order="ses,smtp")
+    client = stack.client()
+    status, domain = stack.call("POST", "/v1/domains", client, {"domain": name})
+    assert status == 201, domain
+    # WHEN the domain is deleted
+    status, _ = stack.call("DELETE", f"/v1/domains/{domain['id']}", client)
+    # THEN Mailroom's record is gone and the identity it did not create stays
+    assert status == 200
+    assert _ses_identity_exists(name)
 
 
 def test_make_dev_verifies_the_demo_clients_default_from_domain(

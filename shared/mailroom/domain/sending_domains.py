@@ -86,6 +86,9 @@ class SendingDomain:
     keys: list[DkimKey] = field(default_factory=list)
     # SES domain identity (when SES carries the mail): its DKIM CNAME tokens.
     ses_dkim_tokens: list[str] = field(default_factory=list)
+    # Registering created the identity (deleting the domain deletes it); False:
+    # it was there already, someone else's to keep.
+    ses_identity_created: bool = False
     checks: list[dict[str, Any]] = field(default_factory=list)
     last_checked_at: datetime | None = None
     verified_at: datetime | None = None

@@ -89,7 +89,9 @@ def register_domain(
         _refuse_taken(uow.sending_domains.by_name(name), client_id)
     domain = SendingDomain(id=uuid.uuid4(), client_id=client_id, domain=name)
     if policy.ses is not None:
-        domain.ses_dkim_tokens = policy.ses.create_identity(name)
+        identity = policy.ses.create_identity(name)
+        domain.ses_dkim_tokens = identity.tokens
+        domain.ses_identity_created = identity.created
     else:
         domain.keys = _new_keys(policy, domain, moment, state=KeyState.ACTIVE)
     with uow:
@@ -153,8 +155,26 @@ def get_domain(uow: UnitOfWork, client_id: uuid.UUID | None, domain_id: uuid.UUI
 
 
 def delete_domain(
-    uow: UnitOfWork, client_id: uuid.UUID | None, domain_id: uuid.UUID, *, actor: Actor
+    uow: UnitOfWork,
+    client_id: uuid.UUID | None,
+    domain_id: uuid.UUID,
+    *,
+    actor: Actor,
+    ses: SesIdentities | None = None,
 ) -> SendingDomain:
+    """Remove the domain and its keys; with ``ses``, the SES identity registering created.
+
+    SES goes first: if it is unreachable the answer is 503 and the domain
+    stays, so the call can be repeated; an identity already gone is no error.
+    An identity that existed before registration is not ours to delete.
+    """
+    if ses is not None:
+        with uow:
+            found = uow.sending_domains.get(domain_id, client_id)
+        if found is None:
+            raise DomainNotFound("no such domain for this client")
+        if found.ses_identity_created:
+            ses.delete_identity(found.domain)
     with uow:
         domain = uow.sending_domains.get(domain_id, client_id)
         if domain is None:
