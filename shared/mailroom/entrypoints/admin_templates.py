@@ -46,6 +46,14 @@ class TemplateUpload(BaseModel):
     sample: dict[str, Any] | None = Field(
         default=None, description="Props to test-render with now and to preview with later."
     )
+    bulk: bool = Field(
+        default=False,
+        description=(
+            "Bulk or marketing mail: every send using this version carries RFC 8058 "
+            'one-click unsubscribe, as `"bulk": true` on the send does (one recipient '
+            'per send; a send\'s `"bulk": false` cannot turn it off).'
+        ),
+    )
 
 
 class PreviewRequest(BaseModel):
@@ -67,6 +75,7 @@ class WarningView(BaseModel):
 class UploadedView(BaseModel):
     name: str
     version: int
+    bulk: bool = Field(default=False, description="Its sends carry one-click unsubscribe.")
     warnings: list[WarningView]
 
 
@@ -131,10 +140,14 @@ def upload_answer(
         sample=template.sample,
         owner=owner,
         actor=actor,
+        bulk=template.bulk,
     )
     logger.info("template uploaded", extra={"template": uploaded.name, "version": uploaded.version})
     view = UploadedView(
-        name=uploaded.name, version=uploaded.version, warnings=warning_views(uploaded.warnings)
+        name=uploaded.name,
+        version=uploaded.version,
+        bulk=uploaded.bulk,
+        warnings=warning_views(uploaded.warnings),
     )
     return Response(
         status_code=201, content_type=content_types.APPLICATION_JSON, body=view.model_dump_json()
