@@ -68,6 +68,9 @@ class Stack:
             smtp_port=sink.port,
             max_send_attempts=2,
             bounce_signing_keys=SecretStr(KEYS),
+            # The platform's bounce domain: these clients send from a domain
+            # they have not verified, so their return path is on it.
+            bounce_domain=overrides.pop("bounce_domain", "bounces.example.com"),
             public_base_url="https://mail.example.com",
             soft_bounce_limit=2,
             **overrides,

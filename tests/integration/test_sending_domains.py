@@ -90,7 +90,7 @@ class Stack:
         body = {"template": "welcome", "from": sender, "to": ["ada@example.org"], "props": PROPS}
         return self.call("POST", "/v1/send", client, body)
 
-    def deliver(self, message_id: str) -> None:
+    def deliver(self, message_id: str, *, with_sender_policy: bool = False) -> None:
         outcome = delivery.deliver_message(
             self.services.uow(),
             self.services.templates,
@@ -98,6 +98,8 @@ class Stack:
             self.services.providers,
             message_id=uuid.UUID(message_id),
             max_attempts=3,
+            # The worker's VERP return path, list headers and Feedback-ID.
+            sender_policy=self.services.sender_policy if with_sender_policy else None,
         )
         assert outcome.result.value == "sent", outcome
 
@@ -179,6 +181,63 @@ def test_register_publish_verify_then_send_signed_mail_that_dkimpy_verifies(
     # AND another domain of the same client is still refused
     status, other = stack.send(client, "shop@other.example")
     assert (status, other["error"]["code"]) == (422, "sender_not_verified")
+
+
+def test_the_return_path_is_on_the_senders_domain_only_once_its_bounce_mx_is_found(
+    database: Database, redis_url: str, local_dns: LocalDns, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN VERP keys, a platform bounce domain, and no caching of domain answers
+    url = database.engine.url.render_as_string(hide_password=False)
+    stack = Stack(
+        url,
+        redis_url,
+        local_dns,
+        smtp_host=smtp_sink.host,
+        smtp_port=smtp_sink.port,
+        bounce_signing_keys=SecretStr("k1:" + "S" * 43),
+        bounce_domain="bounces.mailroom.test",
+        dkim_key_cache_seconds=0,
+    )
+    client = stack.client()
+    _, domain = stack.call("POST", "/v1/domains", client, {"domain": "verp.example"})
+    # WHEN the domain is verified with every record but the bounces.<domain> MX
+    publish_all(
+        local_dns, {"records": [r for r in domain["records"] if r["purpose"] != "return_path"]}
+    )
+    _, verified = stack.call("POST", f"/v1/domains/{domain['id']}/verify", client)
+    assert verified["status"] == "verified", verified["checks"]
+    status, accepted = stack.send(client, "Shop <shop@verp.example>")
+    assert status == 202, accepted
+    stack.deliver(accepted["id"], with_sender_policy=True)
+    # THEN its bounces go to the platform's domain: bounces.verp.example reaches nobody yet
+    first = smtp_sink.received[-1].envelope_from
+    assert first.startswith(f"b+{accepted['id'].replace('-', '')}.k1-")
+    assert first.endswith("@bounces.mailroom.test")
+    # WHEN the MX is published and found
+    publish_all(
+        local_dns, {"records": [r for r in domain["records"] if r["purpose"] == "return_path"]}
+    )
+    _, again = stack.call("POST", f"/v1/domains/{domain['id']}/verify", client)
+    assert {c["purpose"]: c["result"] for c in again["checks"]}["return_path"] == "found"
+    _, accepted = stack.call(
+        "POST",
+        "/v1/send",
+        client,
+        {
+            "template": "welcome",
+            "from": "shop@verp.example",
+            "to": ["ada@example.org"],
+            "props": PROPS,
+        },
+    )
+    stack.deliver(accepted["id"], with_sender_policy=True)
+    # THEN the return path is on the sender's own bounce domain
+    assert smtp_sink.received[-1].envelope_from.endswith("@bounces.verp.example")
+    # AND only for that client: another client sending as it gets no bounces.verp.example
+    policy = stack.services.sender_policy
+    assert policy.receives_bounces is not None
+    assert policy.receives_bounces(uuid.UUID(client["id"]), "verp.example")
+    assert not policy.receives_bounces(uuid.uuid4(), "verp.example")
 
 
 def test_one_record_missing_stays_pending_and_a_dns_timeout_says_retry_later(
