@@ -225,3 +225,23 @@ def test_relaxed_body_canonicalisation_matches_dkimpys(lines: list[str]) -> None
     body = "".join(line + "\r\n" for line in lines).encode()
     # THEN our relaxed form is dkimpy's (an independent implementation of RFC 6376 3.4.4)
     assert dkim.relaxed_body(body) == Relaxed.canonicalize_body(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["Subject", "X-Tag ", "list-unsubscribe"]),
+    st.lists(
+        st.text(alphabet=st.sampled_from(["a", "B", " ", "\t", ":"]), max_size=10), max_size=4
+    ),
+)
+def test_relaxed_header_canonicalisation_matches_dkimpys(name: str, parts: list[str]) -> None:
+    # GIVEN a header field whose value mixes spaces, tabs and text, folded
+    # between its parts (each fold a CRLF and then WSP, as on the wire)
+    value = "\r\n\t".join(parts)
+    field = f"{name}:{value}".encode()
+    # THEN our relaxed form is dkimpy's (RFC 6376 3.4.2: lower-case name, unfolded,
+    # WSP runs as one space, none around the colon or at the end)
+    ((expected_name, expected_value),) = Relaxed.canonicalize_headers(
+        [[name.encode(), value.encode()]]
+    )
+    assert dkim.relaxed_header(field) == expected_name + b":" + expected_value
