@@ -101,6 +101,10 @@ class TemplateListView(BaseModel):
 class PreviewView(BaseModel):
     name: str
     version: int | None
+    bulk: bool = Field(
+        default=False,
+        description="Bulk mail (meta.json, or the upload's flag): one-click unsubscribe.",
+    )
     subject: str
     html: str
     text: str
@@ -115,6 +119,7 @@ def preview_view(name: str, result: Preview) -> PreviewView:
     return PreviewView(
         name=name,
         version=result.source.version,
+        bulk=result.source.bulk,
         subject=result.rendered.subject,
         html=result.rendered.html,
         text=result.rendered.text,
