@@ -119,6 +119,10 @@ def _start(settings: DevstackSettings, cleanup: contextlib.ExitStack) -> threadi
     keyring = demo_client.secrets_encryption_keys(settings.secrets_keyring_path)
     _export_function_environment(settings, stack, queues, relay, token, signing_key, keyring)
     os.environ["BOUNCE_SIGNING_KEYS"] = demo_client.bounce_signing_keys(settings.bounce_keys_path)
+    # The platform's bounce domain, for clients sending from a domain not
+    # verified as theirs: locally nothing resolves it, the listener takes any
+    # address (the demo domain, verified by make dev, uses bounces.<its name>).
+    os.environ.setdefault("BOUNCE_DOMAIN", "bounces.mailroom.localhost")
     os.environ["INBOUND_BUCKET"] = f"{settings.stack_name}-inbound"
     os.environ["INBOUND_PREFIX"] = INBOUND_PREFIX
     # Real verification for every provider webhook, with keys of our own.

@@ -23,8 +23,8 @@ def register_templates(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "upload",
         help="upload a template folder as a new version",
         description=(
-            "FOLDER holds `subject`, `html` and optionally `text`, `schema.json` and "
-            "`sample.json`: the layout of templates/<name>/."
+            "FOLDER holds `subject`, `html` and optionally `text`, `schema.json`, "
+            '`sample.json` and `meta.json` (`{"bulk": true}`): the layout of templates/<name>/.'
         ),
     )
     upload.add_argument("folder", type=Path)
@@ -60,6 +60,9 @@ def _upload(client: AdminClient, args: argparse.Namespace) -> Any:
         raw = _read(folder / part, required=False)
         if raw is not None:
             body[field] = json.loads(raw) if part.endswith(".json") else raw
+    meta = _read(folder / "meta.json", required=False)
+    if meta is not None and "bulk" in json.loads(meta):
+        body["bulk"] = json.loads(meta)["bulk"]
     return client.request("POST", "/admin/templates" + _for_client(args), body)
 
 

@@ -245,11 +245,14 @@ class Services:
     def sender_policy(self) -> SenderPolicy:
         """What the worker adds to outgoing mail: VERP, list headers, Feedback-ID (issue 16)."""
         from mailroom.domain.outgoing_headers import SenderPolicy
+        from mailroom.services.sending_domains import BounceDomains
 
+        bounce_domains = BounceDomains(self.uow, ttl_seconds=self.settings.dkim_key_cache_seconds)
         return SenderPolicy(
             keyring=self.settings.bounce_keyring,
             public_base_url=self.settings.public_base_url,
             bounce_domain=self.settings.bounce_domain or None,
+            receives_bounces=bounce_domains.receives_for,
         )
 
     @cached_property

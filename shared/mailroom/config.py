@@ -158,8 +158,10 @@ class Settings(BaseSettings):
     # Unset: SMTP mail goes out with the From address as envelope sender and
     # bulk mail without List-Unsubscribe.
     bounce_signing_keys: SecretStr | None = None
-    # The domain of the VERP return path; unset: "bounces.<From domain>".
-    # The local runner points it at its own inbound listener's name.
+    # The platform's bounce domain (its MX points at SES inbound, or the local
+    # runner's listener): the VERP return path of mail whose From domain is not
+    # one of the sending client's verified domains with its bounces.<domain>
+    # MX found. Unset: such mail keeps its From address as envelope sender.
     bounce_domain: str | None = Field(default=None, pattern=r"^$|^[A-Za-z0-9.-]{1,253}$")
     # Where the one-click unsubscribe URL points: the API's public base URL
     # (https://mail.example.com, or the API Gateway stage URL).

@@ -8,6 +8,7 @@ envelope recipient), which is the only re-addressing done.
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from email import message_from_bytes
 from pathlib import Path
@@ -33,6 +34,7 @@ from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.worker import process_send_batch
 from mailroom.services.clients import RegisteredClient, register_client
 from mailroom.services.inbound import InboundResult, receive_inbound_mail
+from mailroom.services.templates import upload_template
 from tests.events import FakeLambdaContext, load_event, with_body, with_headers
 from tests.integration.conftest import SmtpSink, sqs_event
 
@@ -61,11 +63,14 @@ class Stack:
             database_url=database.engine.url.render_as_string(hide_password=False),
             redis_url=redis_url,
             queue_url=queue_url,
-            templates_dir=TEMPLATES,
+            templates_dir=overrides.pop("templates_dir", TEMPLATES),
             smtp_host=sink.host,
             smtp_port=sink.port,
             max_send_attempts=2,
             bounce_signing_keys=SecretStr(KEYS),
+            # The platform's bounce domain: these clients send from a domain
+            # they have not verified, so their return path is on it.
+            bounce_domain=overrides.pop("bounce_domain", "bounces.example.com"),
             public_base_url="https://mail.example.com",
             soft_bounce_limit=2,
             **overrides,
@@ -88,6 +93,14 @@ class Stack:
         message_id = uuid.UUID(json.loads(response["body"])["id"])
         self.run_worker_once()
         return message_id
+
+    def post_send(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """POST /v1/send as this client; the answer, nothing run."""
+        event = load_event("send/send-welcome")
+        with_headers(event, X_Api_Key=self.client.api_key, X_Api_Secret=self.client.api_secret)
+        with_body(event, body)
+        response = self.api.resolve(event, FakeLambdaContext())
+        return response["statusCode"], json.loads(response["body"])
 
     def run_worker_once(self) -> None:
         sqs = boto3.client("sqs", region_name="us-east-1")
@@ -243,13 +256,8 @@ def test_a_delay_warning_and_an_auto_reply_change_no_status(stack: Stack) -> Non
     delayed = stack.bounce("flufl-dsn_05.eml", return_path)
     assert delayed.outcome == "applied"
     assert stack.recipient_status(message_id, "ada@example.com") == "deferred"
-    raw = (
-        b"From: Ada <ada@example.com>\r\nSubject: Out of Office\r\n"
-        b"Auto-Submitted: auto-replied\r\n\r\nAway until Monday.\r\n"
-    )  # written here: no captured vacation reply in the corpora (fixture README)
-    auto = receive_inbound_mail(
-        stack.services.uow(), raw, [return_path], stack.services.inbound_policy
-    )
+    # A real Zimbra vacation reply (fixture README), sent to the VERP address.
+    auto = stack.bounce("sisimai-rfc3834-06.eml", return_path)
     assert auto.outcome == "auto_reply"
     assert stack.status_of(message_id) == "sent"
     assert stack.suppressions() == []
@@ -433,3 +441,90 @@ def test_admin_lists_unmatched_mail_for_review(
     assert len(json.loads(get("/admin/inbound")["body"])["inbound"]) == 2
     assert get("/admin/inbound", auth=False)["statusCode"] == 401
     assert get("/admin/inbound/999999")["statusCode"] == 404
+
+
+# --- bulk templates (issue 16): a template marked bulk makes its sends bulk ------------
+
+
+def _templates_with_a_bulk_one(root: Path) -> Path:
+    """The shipped templates plus ``newsletter``: welcome's files and a meta.json."""
+    for name in ("welcome", "receipt"):
+        shutil.copytree(TEMPLATES / name, root / name)
+    shutil.copytree(TEMPLATES / "welcome", root / "newsletter")
+    (root / "newsletter" / "meta.json").write_text('{"bulk": true}\n')
+    return root
+
+
+@pytest.fixture
+def bulk_stack(
+    database: Database, redis_url: str, queue_url: str, smtp_sink: SmtpSink, tmp_path: Path
+) -> Stack:
+    templates = _templates_with_a_bulk_one(tmp_path / "templates")
+    return Stack(database, redis_url, queue_url, smtp_sink, templates_dir=templates)
+
+
+def _one_click_headers(stack: Stack) -> tuple[str | None, str | None]:
+    mail = message_from_bytes(stack.sink.received[-1].data)
+    return mail["List-Unsubscribe"], mail["List-Unsubscribe-Post"]
+
+
+def test_a_file_template_marked_bulk_sends_one_click_unsubscribe(bulk_stack: Stack) -> None:
+    # GIVEN a file template whose meta.json says bulk, and a send that says nothing of bulk
+    message_id = bulk_stack.send("ada@example.com", template="newsletter")
+    # THEN the MIME the relay received carries RFC 8058 one-click unsubscribe
+    unsubscribe, post = _one_click_headers(bulk_stack)
+    assert unsubscribe is not None
+    assert "https://mail.example.com/u/" in unsubscribe
+    assert "<mailto:u+" in unsubscribe
+    assert post == "List-Unsubscribe=One-Click"
+    assert "Feedback-ID" in message_from_bytes(bulk_stack.sink.received[-1].data)
+    assert ":bulk:" in message_from_bytes(bulk_stack.sink.received[-1].data)["Feedback-ID"]
+    assert bulk_stack.status_of(message_id) == "sent"
+
+
+def test_a_template_not_marked_bulk_sends_no_list_unsubscribe(bulk_stack: Stack) -> None:
+    bulk_stack.send("ada@example.com", template="welcome")
+    assert _one_click_headers(bulk_stack) == (None, None)
+
+
+def test_an_uploaded_template_marked_bulk_sends_one_click_unsubscribe(bulk_stack: Stack) -> None:
+    # GIVEN the client's own upload marked bulk
+    uploaded = upload_template(
+        bulk_stack.services.templates,
+        bulk_stack.services.renderer,
+        name="monthly-offers",
+        subject="Offers for {{ name }}",
+        html="<p>Hello {{ name }}, this month's offers.</p>",
+        owner=bulk_stack.client.client.id,
+        bulk=True,
+    )
+    assert uploaded.bulk
+    # WHEN a send names it, without "bulk"
+    bulk_stack.send("ada@example.com", template="monthly-offers", props={"name": "Ada"})
+    # THEN the relay received one-click unsubscribe headers
+    unsubscribe, post = _one_click_headers(bulk_stack)
+    assert unsubscribe is not None
+    assert "/u/" in unsubscribe
+    assert post == "List-Unsubscribe=One-Click"
+
+
+def test_a_send_cannot_turn_a_bulk_template_into_transactional_mail(bulk_stack: Stack) -> None:
+    # WHEN a send names the bulk template with an explicit "bulk": false
+    status, body = bulk_stack.post_send(
+        {"template": "newsletter", "to": "ada@example.com", "props": SAMPLE, "bulk": False}
+    )
+    # THEN it is refused, naming the field, and nothing is stored
+    assert status == 422, body
+    assert body["error"]["code"] == "validation_error"
+    assert body["error"]["details"][0]["field"] == "bulk"
+    assert bulk_stack.count(MessageRow) == 0
+
+
+def test_a_bulk_template_needs_one_recipient(bulk_stack: Stack) -> None:
+    status, body = bulk_stack.post_send(
+        {"template": "newsletter", "to": ["ada@example.com", "bob@example.com"], "props": SAMPLE}
+    )
+    assert status == 422, body
+    assert body["error"]["code"] == "bulk_single_recipient"
+    assert "newsletter" in body["error"]["message"]
+    assert bulk_stack.count(MessageRow) == 0

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import dkim as dkimpy
 import pytest
 from pydantic import SecretStr
@@ -89,7 +90,7 @@ class Stack:
         body = {"template": "welcome", "from": sender, "to": ["ada@example.org"], "props": PROPS}
         return self.call("POST", "/v1/send", client, body)
 
-    def deliver(self, message_id: str) -> None:
+    def deliver(self, message_id: str, *, with_sender_policy: bool = False) -> None:
         outcome = delivery.deliver_message(
             self.services.uow(),
             self.services.templates,
@@ -97,6 +98,8 @@ class Stack:
             self.services.providers,
             message_id=uuid.UUID(message_id),
             max_attempts=3,
+            # The worker's VERP return path, list headers and Feedback-ID.
+            sender_policy=self.services.sender_policy if with_sender_policy else None,
         )
         assert outcome.result.value == "sent", outcome
 
@@ -178,6 +181,63 @@ def test_register_publish_verify_then_send_signed_mail_that_dkimpy_verifies(
     # AND another domain of the same client is still refused
     status, other = stack.send(client, "shop@other.example")
     assert (status, other["error"]["code"]) == (422, "sender_not_verified")
+
+
+def test_the_return_path_is_on_the_senders_domain_only_once_its_bounce_mx_is_found(
+    database: Database, redis_url: str, local_dns: LocalDns, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN VERP keys, a platform bounce domain, and no caching of domain answers
+    url = database.engine.url.render_as_string(hide_password=False)
+    stack = Stack(
+        url,
+        redis_url,
+        local_dns,
+        smtp_host=smtp_sink.host,
+        smtp_port=smtp_sink.port,
+        bounce_signing_keys=SecretStr("k1:" + "S" * 43),
+        bounce_domain="bounces.mailroom.test",
+        dkim_key_cache_seconds=0,
+    )
+    client = stack.client()
+    _, domain = stack.call("POST", "/v1/domains", client, {"domain": "verp.example"})
+    # WHEN the domain is verified with every record but the bounces.<domain> MX
+    publish_all(
+        local_dns, {"records": [r for r in domain["records"] if r["purpose"] != "return_path"]}
+    )
+    _, verified = stack.call("POST", f"/v1/domains/{domain['id']}/verify", client)
+    assert verified["status"] == "verified", verified["checks"]
+    status, accepted = stack.send(client, "Shop <shop@verp.example>")
+    assert status == 202, accepted
+    stack.deliver(accepted["id"], with_sender_policy=True)
+    # THEN its bounces go to the platform's domain: bounces.verp.example reaches nobody yet
+    first = smtp_sink.received[-1].envelope_from
+    assert first.startswith(f"b+{accepted['id'].replace('-', '')}.k1-")
+    assert first.endswith("@bounces.mailroom.test")
+    # WHEN the MX is published and found
+    publish_all(
+        local_dns, {"records": [r for r in domain["records"] if r["purpose"] == "return_path"]}
+    )
+    _, again = stack.call("POST", f"/v1/domains/{domain['id']}/verify", client)
+    assert {c["purpose"]: c["result"] for c in again["checks"]}["return_path"] == "found"
+    _, accepted = stack.call(
+        "POST",
+        "/v1/send",
+        client,
+        {
+            "template": "welcome",
+            "from": "shop@verp.example",
+            "to": ["ada@example.org"],
+            "props": PROPS,
+        },
+    )
+    stack.deliver(accepted["id"], with_sender_policy=True)
+    # THEN the return path is on the sender's own bounce domain
+    assert smtp_sink.received[-1].envelope_from.endswith("@bounces.verp.example")
+    # AND only for that client: another client sending as it gets no bounces.verp.example
+    policy = stack.services.sender_policy
+    assert policy.receives_bounces is not None
+    assert policy.receives_bounces(uuid.UUID(client["id"]), "verp.example")
+    assert not policy.receives_bounces(uuid.uuid4(), "verp.example")
 
 
 def test_one_record_missing_stays_pending_and_a_dns_timeout_says_retry_later(
@@ -356,6 +416,70 @@ def test_with_ses_the_domain_identity_is_created_and_its_dkim_cnames_shown(
     publish_all(local_dns, domain)
     _, verified = stack.call("POST", f"/v1/domains/{domain['id']}/verify", client)
     assert verified["status"] == "verified", verified["checks"]
+
+
+def _ses_identity_exists(name: str) -> bool:
+    sesv2 = boto3.client("sesv2", region_name="us-east-1")
+    try:
+        sesv2.get_email_identity(EmailIdentity=name)
+    except sesv2.exceptions.NotFoundException:
+        return False
+    return True
+
+
+def test_deleting_a_domain_deletes_the_ses_identity_it_created(
+    database: Database, redis_url: str, local_dns: LocalDns, aws: str
+) -> None:
+    # GIVEN a domain registered with SES carrying the mail (moto's SES)
+    url = database.engine.url.render_as_string(hide_password=False)
+    stack = Stack(url, redis_url, local_dns, provider_order="ses,smtp")
+    client = stack.client()
+    name = f"gone-{uuid.uuid4().hex[:8]}.example"
+    status, domain = stack.call("POST", "/v1/domains", client, {"domain": name})
+    assert status == 201, domain
+    assert _ses_identity_exists(name)
+    # WHEN the client deletes it
+    status, removed = stack.call("DELETE", f"/v1/domains/{domain['id']}", client)
+    # THEN the domain and its SES identity are both gone
+    assert status == 200, removed
+    assert not _ses_identity_exists(name)
+    status, _ = stack.call("GET", f"/v1/domains/{domain['id']}", client)
+    assert status == 404
+
+
+def test_deleting_a_domain_whose_ses_identity_is_gone_already_succeeds(
+    database: Database, redis_url: str, local_dns: LocalDns, aws: str
+) -> None:
+    # GIVEN a domain whose SES identity someone deleted by hand
+    url = database.engine.url.render_as_string(hide_password=False)
+    stack = Stack(url, redis_url, local_dns, provider_order="ses,smtp")
+    client = stack.client()
+    name = f"hand-{uuid.uuid4().hex[:8]}.example"
+    _, domain = stack.call("POST", "/v1/domains", client, {"domain": name})
+    boto3.client("sesv2", region_name="us-east-1").delete_email_identity(EmailIdentity=name)
+    # WHEN the operator deletes the domain
+    status, removed = stack.admin("DELETE", f"/admin/domains/{domain['id']}")
+    # THEN it is removed all the same
+    assert status == 200, removed
+    assert _count(database, "sending_domains WHERE domain = '" + name + "'") == 0
+
+
+def test_an_ses_identity_that_existed_before_registration_is_left_alone(
+    database: Database, redis_url: str, local_dns: LocalDns, aws: str
+) -> None:
+    # GIVEN an SES identity the operator had before any client registered it
+    name = f"kept-{uuid.uuid4().hex[:8]}.example"
+    boto3.client("sesv2", region_name="us-east-1").create_email_identity(EmailIdentity=name)
+    url = database.engine.url.render_as_string(hide_password=False)
+    stack = Stack(url, redis_url, local_dns, provider_order="ses,smtp")
+    client = stack.client()
+    status, domain = stack.call("POST", "/v1/domains", client, {"domain": name})
+    assert status == 201, domain
+    # WHEN the domain is deleted
+    status, _ = stack.call("DELETE", f"/v1/domains/{domain['id']}", client)
+    # THEN Mailroom's record is gone and the identity it did not create stays
+    assert status == 200
+    assert _ses_identity_exists(name)
 
 
 def test_make_dev_verifies_the_demo_clients_default_from_domain(

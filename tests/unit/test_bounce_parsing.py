@@ -84,9 +84,31 @@ def test_dsn_original_recipient_is_kept_when_a_forwarder_rewrote_it() -> None:
     assert report.recipients[0].original_address == "userx@example.com"
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        # Zimbra vacation reply received through SES inbound: RFC 3834
+        # Auto-Submitted: auto-replied (zimbra; vacation), Precedence: bulk.
+        "sisimai-rfc3834-06.eml",
+        # Exchange "Out of Office:" reply with no RFC 3834 header at all: the
+        # subject alone says it, and Return-Path <> must not make it a bounce.
+        "sisimai-rfc3834-01.eml",
+    ],
+)
+def test_a_real_vacation_reply_is_an_auto_reply_not_a_bounce(name: str) -> None:
+    # GIVEN a vacation reply captured from a real mailbox
+    raw = (FIXTURES / name).read_bytes()
+    # WHEN it is parsed
+    report = parse_bounce(raw)
+    # THEN it is an auto-reply naming no recipient: nothing is suppressed
+    assert report.kind is BounceKind.AUTO_REPLY
+    assert report.format is ReportFormat.AUTO_REPLY
+    assert report.recipients == ()
+
+
 def test_an_auto_reply_is_never_a_bounce() -> None:
-    # GIVEN an out-of-office answer quoting an address (no corpus sample:
-    # see the fixture README) THEN it is an auto-reply with no recipients.
+    # GIVEN an out-of-office answer quoting an address in its body (the real
+    # samples above quote none) THEN it is an auto-reply with no recipients.
     raw = (
         b"From: Ann <ann@example.org>\r\nTo: b+x@bounces.example.com\r\n"
         b"Subject: Out of Office: back Monday\r\nAuto-Submitted: auto-replied\r\n\r\n"

@@ -16,7 +16,12 @@ from mailroom.domain.return_path import SigningKeyring, match_return_path, verif
 from tests.unit.test_api import Api, _welcome
 
 KEYS = SigningKeyring.from_setting("k1:" + "Q" * 43)
-POLICY = SenderPolicy(keyring=KEYS, public_base_url="https://mail.example.com")
+# Every sender here has its own verified domain with the bounce MX published.
+POLICY = SenderPolicy(
+    keyring=KEYS,
+    public_base_url="https://mail.example.com",
+    receives_bounces=lambda client_id, domain: True,
+)
 
 
 @pytest.mark.parametrize(
@@ -148,10 +153,58 @@ def test_without_keys_the_from_address_stays_the_envelope_sender() -> None:
     assert message_from_bytes(email.mime)["List-Unsubscribe"] is None
 
 
-def test_the_bounce_domain_can_be_overridden() -> None:
-    policy = SenderPolicy(KEYS, "https://m.example.com", bounce_domain="inbound.localhost")
+def test_a_sender_without_its_own_bounce_domain_uses_the_platforms() -> None:
+    # GIVEN a platform bounce domain, and a client whose From domain is not its
+    # verified domain with the bounce MX (another client's, or nobody's)
+    asked: list[tuple[uuid.UUID, str]] = []
+
+    def receives(client_id: uuid.UUID, domain: str) -> bool:
+        asked.append((client_id, domain))
+        return False
+
+    policy = SenderPolicy(
+        KEYS,
+        "https://m.example.com",
+        bounce_domain="bounces.mail.example",
+        receives_bounces=receives,
+    )
+    message = _message(bulk=True)
+    # THEN the return path and the unsubscribe mailbox are on the platform's domain
+    assert str(policy.return_path(message, "acme.example.com")).endswith("@bounces.mail.example")
+    headers = dict(policy.headers(message, "acme.example.com"))
+    assert "@bounces.mail.example?subject=unsubscribe>" in headers["List-Unsubscribe"]
+    assert "bounces.acme.example.com" not in headers["List-Unsubscribe"]
+    # AND the question was about this client and its From domain
+    assert asked[0] == (message.client_id, "acme.example.com")
+
+
+def test_with_no_bounce_domain_at_all_the_from_address_stays_the_envelope_sender() -> None:
+    # GIVEN no platform bounce domain and a From domain that is not the client's own
+    policy = SenderPolicy(KEYS, "https://m.example.com", receives_bounces=lambda c, d: False)
+    message = _message(bulk=True)
+    # THEN there is no VERP (no address of ours would receive the bounce) ...
+    assert policy.return_path(message, "acme.example.com") is None
+    email = build_mime(message, RENDERED, policy.headers(message, "acme.example.com"))
+    assert email.mail_from == "news@acme.example.com"
+    # ... and one-click unsubscribe keeps only its HTTPS link
+    assert message_from_bytes(email.mime)["List-Unsubscribe"].startswith(
+        "<https://m.example.com/u/"
+    )
+    assert "mailto:" not in message_from_bytes(email.mime)["List-Unsubscribe"]
+
+
+def test_a_verified_sender_uses_its_own_bounce_domain_over_the_platforms() -> None:
+    policy = SenderPolicy(
+        KEYS,
+        "https://m.example.com",
+        bounce_domain="bounces.mail.example",
+        receives_bounces=lambda c, d: d == "acme.example.com",
+    )
     message = _message()
-    assert str(policy.return_path(message, "acme.example.com")).endswith("@inbound.localhost")
+    assert str(policy.return_path(message, "acme.example.com")).endswith(
+        "@bounces.acme.example.com"
+    )
+    assert str(policy.return_path(message, "other.example")).endswith("@bounces.mail.example")
 
 
 def test_an_internationalised_from_domain_gets_an_a_label_return_path() -> None:

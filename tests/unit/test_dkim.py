@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailroom.adapters.dns_records import parse_nameservers
-from mailroom.adapters.providers.dkim_signing import from_header_domain
+from mailroom.adapters.providers.dkim_signing import DkimKeyCache, from_header_domain, sign_email
 from mailroom.domain import dkim
 from mailroom.domain.errors import InvalidDomain
 from mailroom.domain.mime import build_mime, build_mime_stdlib
@@ -225,3 +225,60 @@ def test_relaxed_body_canonicalisation_matches_dkimpys(lines: list[str]) -> None
     body = "".join(line + "\r\n" for line in lines).encode()
     # THEN our relaxed form is dkimpy's (an independent implementation of RFC 6376 3.4.4)
     assert dkim.relaxed_body(body) == Relaxed.canonicalize_body(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["Subject", "X-Tag ", "list-unsubscribe"]),
+    st.lists(
+        st.text(alphabet=st.sampled_from(["a", "B", " ", "\t", ":"]), max_size=10), max_size=4
+    ),
+)
+def test_relaxed_header_canonicalisation_matches_dkimpys(name: str, parts: list[str]) -> None:
+    # GIVEN a header field whose value mixes spaces, tabs and text, folded
+    # between its parts (each fold a CRLF and then WSP, as on the wire)
+    value = "\r\n\t".join(parts)
+    field = f"{name}:{value}".encode()
+    # THEN our relaxed form is dkimpy's (RFC 6376 3.4.2: lower-case name, unfolded,
+    # WSP runs as one space, none around the colon or at the end)
+    ((expected_name, expected_value),) = Relaxed.canonicalize_headers(
+        [[name.encode(), value.encode()]]
+    )
+    assert dkim.relaxed_header(field) == expected_name + b":" + expected_value
+
+
+class _FixedKeys(DkimKeyCache):
+    """The key cache's interface over keys given here (no database)."""
+
+    def __init__(self, keys: list[dkim.SigningKey]) -> None:
+        self._given = keys
+
+    def keys_for(self, domain: str) -> list[dkim.SigningKey]:
+        return self._given
+
+
+def test_when_both_forms_are_the_same_bytes_they_are_signed_once() -> None:
+    # GIVEN a message to a non-ASCII local part: its ASCII form cannot exist,
+    # so both forms are the same RFC 6532 bytes
+    keys = Keys("xn--bcher-kva.example")
+    keys.add("mr202612", dkim.DkimAlgorithm.RSA_SHA256)
+    message = _message(from_address="Bücher <laden@bücher.example>", to=["josé@example.org"])
+    email = build_mime_stdlib(message, RenderedEmail(subject="Hallo", html="<p>x</p>", text="x\n"))
+    assert email.requires_smtputf8
+    assert email.mime_utf8 == email.mime
+    # WHEN the signer signs it
+    signed = sign_email(email, _FixedKeys(keys.signing))
+    # THEN one signature serves both forms (the same object: no second RSA operation)
+    assert signed.mime_utf8 is signed.mime
+    assert _verified(signed.mime, keys)
+    # AND a message whose forms differ still gets each its own signature
+    other = build_mime_stdlib(
+        _message(from_address="Bücher <laden@bücher.example>", to=["jose@example.org"]),
+        RenderedEmail(subject="Hallo", html="<p>x</p>", text="x\n"),
+    )
+    assert other.mime_utf8 is not None
+    assert other.mime_utf8 != other.mime
+    both = sign_email(other, _FixedKeys(keys.signing))
+    assert both.mime_utf8 is not None
+    assert _verified(both.mime, keys)
+    assert _verified(both.mime_utf8, keys)

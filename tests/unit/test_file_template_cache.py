@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from mailroom.adapters.templates import FileTemplateStore
+from mailroom.domain.errors import InvalidTemplate
 
 
 def _template(root: Path) -> Path:
@@ -44,3 +47,36 @@ def test_an_edited_added_or_removed_file_is_what_the_next_get_returns(tmp_path: 
     # AND removing the subject file is seen as well
     (folder / "subject").unlink()
     assert store.get("hello").subject == ""
+
+
+def test_meta_json_marks_a_template_bulk_and_an_edit_is_seen(tmp_path: Path) -> None:
+    # GIVEN a file template without meta.json: not bulk
+    folder = _template(tmp_path)
+    store = FileTemplateStore(tmp_path)
+    assert store.get("hello").bulk is False
+    # WHEN a meta.json saying bulk is added
+    (folder / "meta.json").write_text('{"bulk": true}', encoding="utf-8")
+    # THEN the next get is bulk, and removing it makes the template transactional again
+    assert store.get("hello").bulk is True
+    (folder / "meta.json").unlink()
+    assert store.get("hello").bulk is False
+
+
+@pytest.mark.parametrize(
+    ("meta", "problem"),
+    [
+        ('{"buk": true}', "unknown field 'buk'"),
+        ('{"bulk": "yes"}', "must be a bool"),
+        ('["bulk"]', "must hold a JSON object"),
+        ("{bulk: true}", "is not JSON"),
+    ],
+)
+def test_a_meta_json_that_could_be_misread_is_an_invalid_template(
+    tmp_path: Path, meta: str, problem: str
+) -> None:
+    # GIVEN a meta.json with a misspelt key, a wrong type or no JSON object
+    folder = _template(tmp_path)
+    (folder / "meta.json").write_text(meta, encoding="utf-8")
+    # THEN reading the template says what is wrong instead of sending without the flag
+    with pytest.raises(InvalidTemplate, match=problem):
+        FileTemplateStore(tmp_path).get("hello")

@@ -211,6 +211,31 @@ class TestAdminRoutes:
         assert status == 200
         assert (body["version"], body["text"]) == (1, "one 7\n")
 
+    def test_an_upload_marked_bulk_says_so_per_version(self) -> None:
+        # GIVEN version 1 uploaded as bulk mail and version 2 without the flag
+        api = Api()
+        status, first = api.admin(
+            "POST",
+            "/admin/templates",
+            {"name": "offers", "subject": "s", "html": "x", "bulk": True},
+        )
+        assert (status, first["bulk"]) == (201, True)
+        _, second = api.admin(
+            "POST", "/admin/templates", {"name": "offers", "subject": "s", "html": "y"}
+        )
+        assert second["bulk"] is False
+        # THEN a preview of each version says which is bulk
+        _, one = api.admin("POST", "/admin/templates/offers/preview", {"version": 1})
+        _, two = api.admin("POST", "/admin/templates/offers/preview", {"version": 2})
+        assert (one["bulk"], two["bulk"]) == (True, False)
+        # AND a flag that is not a boolean is refused
+        status, _ = api.admin(
+            "POST",
+            "/admin/templates",
+            {"name": "offers", "subject": "s", "html": "x", "bulk": "maybe"},
+        )
+        assert status == 422
+
     def test_every_template_route_needs_the_admin_token(self) -> None:
         api = Api()
         for method, path in [

@@ -2,7 +2,10 @@
 
 A file template is a folder under the templates directory: ``subject`` (one
 line), ``html``, optional ``text``, optional ``schema.json`` (JSON Schema for
-its props) and optional ``sample.json`` (props that render it). Uploaded
+its props), optional ``sample.json`` (props that render it) and optional
+``meta.json`` (what the template is, beyond its content: ``{"bulk": true}``
+marks marketing mail, issue 16). A sidecar file rather than front matter in
+``subject`` or ``html``: those stay exactly what renders. Uploaded
 templates live in PostgreSQL with versions (``adapters/db/template_versions.py``).
 """
 
@@ -38,6 +41,7 @@ from mailroom.domain.templates import (
     TemplateKind,
     TemplateSummary,
     TemplateVersion,
+    check_template_meta,
     is_valid_template_name,
 )
 from mailroom.domain.templates import TemplateSource as TemplateSource
@@ -150,7 +154,7 @@ class TemplateStore(abc.ABC):
 class FileTemplateStore(TemplateStore):
     """Read-only templates shipped in the deployment. An edited file is what the
     next render uses: each ``get`` compares the files' size and mtime with the
-    copy it read last (five stat calls, ~10 µs, instead of reading and parsing
+    copy it read last (six stat calls, ~10 µs, instead of reading and parsing
     them per message: ~0.5 ms in the worker's profile, issue 8)."""
 
     def __init__(self, root: Path) -> None:
@@ -200,6 +204,8 @@ class FileTemplateStore(TemplateStore):
 
     def _load(self, name: str, folder: Path) -> TemplateSource:
         subject = folder / "subject"
+        meta = _read_json(name, folder / "meta.json") or {}
+        check_template_meta(name, meta)
         return TemplateSource(
             name=name,
             subject=subject.read_text(encoding="utf-8").strip() if subject.is_file() else "",
@@ -207,6 +213,7 @@ class FileTemplateStore(TemplateStore):
             text=_read(folder / "text"),
             sample_props=_read_json(name, folder / "sample.json"),
             schema=_read_json(name, folder / "schema.json"),
+            bulk=bool(meta.get("bulk", False)),
         )
 
     def versions(self, *, client_id: uuid.UUID | None = None) -> list[TemplateVersion]:
@@ -292,7 +299,7 @@ class LayeredTemplateStore(TemplateStore):
         return self.uploaded.add_version(source, owner=owner, audit=audit)
 
 
-_TEMPLATE_FILES = ("subject", "html", "text", "sample.json", "schema.json")
+_TEMPLATE_FILES = ("subject", "html", "text", "sample.json", "schema.json", "meta.json")
 _HTML = _TEMPLATE_FILES.index("html")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -41,10 +40,6 @@ SIGNED_HEADERS = (
     "list-unsubscribe-post",
     "feedback-id",
 )
-_WSP_RUN = re.compile(rb"[ \t]+")
-# A run of two or more, or any run holding a tab: what relaxed body canonicalisation rewrites.
-_WSP_TO_COLLAPSE = re.compile(rb"[ \t]*\t[ \t]*| {2,}")
-_FOLD = re.compile(rb"\r\n(?=[ \t])")
 
 
 class DkimAlgorithm(StrEnum):
@@ -117,25 +112,42 @@ def split_message(message: bytes) -> tuple[list[bytes], bytes]:
     return fields, body
 
 
+def _collapse_wsp(data: bytes) -> bytes:
+    """Every run of spaces and tabs as one space (the "reduce WSP" step of RFC 6376 3.4).
+
+    Bytes methods, no regex: the regex this replaced (``[ \\t]*\\t[ \\t]*| {2,}``)
+    backtracked through each run of indentation from every space in it, about
+    0.2 ms for the 2.7 KB welcome message, two thirds of signing beside the RSA
+    operation. Replacing two spaces by one never empties a run, so looping
+    until none is left is exact; a run of n spaces takes log2(n) passes.
+    """
+    if b"\t" in data:
+        data = data.replace(b"\t", b" ")
+    while b"  " in data:
+        data = data.replace(b"  ", b" ")
+    return data
+
+
 def relaxed_header(field: bytes) -> bytes:
     """RFC 6376 3.4.2: lower-case name, unfolded, runs of WSP as one space, CRLF."""
     name, _, value = field.partition(b":")
-    value = _WSP_RUN.sub(b" ", _FOLD.sub(b"", value)).strip(b" ")
+    # Every CRLF inside a field is a fold (split_message keeps the folds of one
+    # field together, and a CRLF not followed by WSP starts the next field).
+    value = _collapse_wsp(value.replace(b"\r\n", b"")).strip(b" ")
     return name.strip().lower() + b":" + value + b"\r\n"
 
 
 def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 3.4.4: trailing WSP dropped, WSP runs as one space, no trailing empty lines.
 
-    Bytes methods first: a regex visiting every single space of a 10 KB HTML
-    body cost ~0.5 ms, more than the RSA signature. Only runs of two or more
-    spaces, and tabs, need rewriting; once collapsed, trailing whitespace is
-    at most one space before each CRLF.
+    Bytes methods only: a regex visiting every single space of a 10 KB HTML
+    body cost ~0.5 ms, more than the RSA signature. Once runs are collapsed,
+    trailing whitespace is at most one space before each CRLF.
     """
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     if b"\t" in body or b"  " in body:
-        body = _WSP_TO_COLLAPSE.sub(b" ", body)
+        body = _collapse_wsp(body)
     if b" \r\n" in body:
         body = body.replace(b" \r\n", b"\r\n")
     body = body.rstrip(b"\r\n")

@@ -19,7 +19,8 @@ the form Gmail's feedback loop aggregates complaints by.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from mailroom.domain.errors import HeaderInjection, HeaderNotAllowed
@@ -27,7 +28,6 @@ from mailroom.domain.mime import a_label_domain
 from mailroom.domain.model import Message
 from mailroom.domain.return_path import (
     SigningKeyring,
-    bounce_domain_for,
     unsubscribe_mailbox,
     unsubscribe_token,
     verp_return_path,
@@ -97,26 +97,46 @@ def validate_caller_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str]
     return tuple(checked)
 
 
+# Whether the client's own bounces.<From domain> receives its bounces (the
+# worker's services.sending_domains.BounceDomains.receives_for).
+ReceivesBounces = Callable[[uuid.UUID, str], bool]
+
+
 @dataclass(frozen=True, slots=True)
 class SenderPolicy:
-    """What the worker adds to each message on its way out (from Settings)."""
+    """What the worker adds to each message on its way out (from Settings).
+
+    The VERP return path's domain, as a real sending service chooses it (SES's
+    custom MAIL FROM, Postmark's custom Return-Path): the sender's own
+    ``bounces.<From domain>`` only once that domain is verified for the client
+    sending *and* its bounce MX is published, so bounce mail reaches us and
+    SPF aligns; otherwise the platform's ``bounce_domain`` (BOUNCE_DOMAIN),
+    which always routes to us; with neither, no VERP (the From address stays
+    the envelope sender, as before issue 16). A From domain nobody verified
+    never gets ``bounces.<it>``: its owner would receive our bounces.
+    """
 
     keyring: SigningKeyring | None
     public_base_url: str
-    bounce_domain: str | None = None  # an override of bounces.<From domain>
+    bounce_domain: str | None = None  # the platform's, for senders without their own
+    receives_bounces: ReceivesBounces | None = None
 
-    def bounce_domain_of(self, message: Message, from_domain: str) -> str:
+    def bounce_domain_of(self, message: Message, from_domain: str) -> str | None:
         # An internationalised From domain as A-labels: the return path must
         # be ASCII for relays without SMTPUTF8.
-        return bounce_domain_for(a_label_domain(from_domain), self.bounce_domain)
+        domain = a_label_domain(from_domain)
+        if self.receives_bounces is not None and self.receives_bounces(message.client_id, domain):
+            return f"bounces.{domain.lower()}"
+        return self.bounce_domain
 
     def return_path(self, message: Message, from_domain: str) -> str | None:
-        """The VERP envelope sender; None (the From address stays) without keys."""
-        if self.keyring is None or not self.bounce_domain_of(message, from_domain).isascii():
+        """The VERP envelope sender; None (the From address stays) without keys or a domain."""
+        if self.keyring is None:
             return None
-        return verp_return_path(
-            self.keyring, message.id, self.bounce_domain_of(message, from_domain)
-        )
+        domain = self.bounce_domain_of(message, from_domain)
+        if domain is None or not domain.isascii():
+            return None
+        return verp_return_path(self.keyring, message.id, domain)
 
     def headers(self, message: Message, from_domain: str) -> list[tuple[str, str]]:
         options = message.options
@@ -141,7 +161,7 @@ class SenderPolicy:
         if self.public_base_url:
             links.append(f"<{self.public_base_url.rstrip('/')}/u/{token}>")
         domain = self.bounce_domain_of(message, from_domain)
-        if domain.isascii():
+        if domain is not None and domain.isascii():
             mailbox = unsubscribe_mailbox(token, domain)
             links.append(f"<mailto:{mailbox}?subject=unsubscribe>")
         return ", ".join(links) or None

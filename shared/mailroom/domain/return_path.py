@@ -3,10 +3,12 @@
 A bounce is tied to its message by the address it was sent to, never by what
 its body says: every SMTP message goes out with the envelope sender
 
-    b+<message id, 32 hex>.<key id>-<HMAC, 16 base32>@bounces.<From domain>
+    b+<message id, 32 hex>.<key id>-<HMAC, 16 base32>@<bounce domain>
 
-and only an address whose HMAC verifies names a message. A forwarder that
-rewrites the address (SRS: ``SRS0=HHH=TT=bounces.example.com=b+...@fwd``)
+(the bounce domain is ``bounces.<From domain>`` for a sender whose domain is
+verified with its bounce MX, else the platform's: ``SenderPolicy``), and only
+an address whose HMAC verifies names a message. A forwarder that rewrites the
+address (SRS: ``SRS0=HHH=TT=bounces.example.com=b+...@fwd``)
 keeps it inside, so the signed part is searched for anywhere in the address.
 
 The one-click unsubscribe token (RFC 8058) is the same construction with its
@@ -89,13 +91,6 @@ class SigningKeyring:
 
 
 # --- the VERP return path --------------------------------------------------------
-
-
-def bounce_domain_for(from_address_domain: str, override: str | None = None) -> str:
-    """``bounces.<From domain>``, or the operator's override (the local runner's host)."""
-    if override:
-        return override
-    return f"bounces.{from_address_domain.lower()}"
 
 
 def verp_return_path(keyring: SigningKeyring, message_id: uuid.UUID, bounce_domain: str) -> str:

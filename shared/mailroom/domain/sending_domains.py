@@ -52,6 +52,9 @@ class CheckResult(StrEnum):
     TIMEOUT = "timeout"
 
 
+# The check ``make dev`` records for its demo domain, verified without DNS.
+LOCALLY_VERIFIED = "local"
+
 # What must be found for the domain to count as verified.
 REQUIRED_PURPOSES = frozenset({RecordPurpose.DKIM, RecordPurpose.SPF, RecordPurpose.SES_DKIM})
 
@@ -86,6 +89,9 @@ class SendingDomain:
     keys: list[DkimKey] = field(default_factory=list)
     # SES domain identity (when SES carries the mail): its DKIM CNAME tokens.
     ses_dkim_tokens: list[str] = field(default_factory=list)
+    # Registering created the identity (deleting the domain deletes it); False:
+    # it was there already, someone else's to keep.
+    ses_identity_created: bool = False
     checks: list[dict[str, Any]] = field(default_factory=list)
     last_checked_at: datetime | None = None
     verified_at: datetime | None = None
@@ -94,6 +100,16 @@ class SendingDomain:
     @property
     def published_keys(self) -> list[DkimKey]:
         return [key for key in self.keys if key.state is not KeyState.RETIRED]
+
+    @property
+    def receives_bounces(self) -> bool:
+        """Whether mail to ``bounces.<domain>`` reaches Mailroom: verified, and its
+        return-path MX found at the last check (or verified by ``make dev``)."""
+        return self.status is DomainStatus.VERIFIED and any(
+            check.get("purpose") in (RecordPurpose.RETURN_PATH.value, LOCALLY_VERIFIED)
+            and check.get("result") == CheckResult.FOUND.value
+            for check in self.checks
+        )
 
 
 def sealing_context(domain_id: uuid.UUID, selector: str) -> str:

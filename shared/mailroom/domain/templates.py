@@ -33,6 +33,29 @@ def is_valid_template_name(name: str) -> bool:
     return bool(_TEMPLATE_NAME.match(name))
 
 
+# What a file template's ``meta.json`` may hold, and each value's type.
+TEMPLATE_META_FIELDS: dict[str, type] = {"bulk": bool}
+
+
+def check_template_meta(name: str, meta: dict[str, Any]) -> None:
+    """InvalidTemplate unless ``meta`` holds only known fields of the right type.
+
+    A misspelt key (``"buk": true``) would otherwise send marketing mail
+    without its unsubscribe headers, silently.
+    """
+    for key, value in meta.items():
+        kind = TEMPLATE_META_FIELDS.get(key)
+        if kind is None:
+            known = ", ".join(sorted(TEMPLATE_META_FIELDS))
+            raise InvalidTemplate(
+                f"template '{name}': meta.json has an unknown field {key!r} (known: {known})"
+            )
+        if not isinstance(value, kind):
+            raise InvalidTemplate(
+                f"template '{name}': meta.json field {key!r} must be a {kind.__name__}"
+            )
+
+
 # Gmail clips messages whose HTML is larger than this ("[Message clipped]").
 GMAIL_CLIP_BYTES = 102 * 1024
 
@@ -55,6 +78,10 @@ class TemplateSource:
     # ``|'default'`` shorthand is translated at compile time, and a missing
     # prop renders empty and is reported instead of stopping the render.
     inline: bool = False
+    # Bulk or marketing mail (issue 16): every send using it carries RFC 8058
+    # one-click unsubscribe, as ``"bulk": true`` on the send does. A file
+    # template says so in ``meta.json``; an upload in its ``bulk`` field.
+    bulk: bool = False
 
     @property
     def shared(self) -> bool | None:

@@ -46,6 +46,14 @@ class TemplateUpload(BaseModel):
     sample: dict[str, Any] | None = Field(
         default=None, description="Props to test-render with now and to preview with later."
     )
+    bulk: bool = Field(
+        default=False,
+        description=(
+            "Bulk or marketing mail: every send using this version carries RFC 8058 "
+            'one-click unsubscribe, as `"bulk": true` on the send does (one recipient '
+            'per send; a send\'s `"bulk": false` cannot turn it off).'
+        ),
+    )
 
 
 class PreviewRequest(BaseModel):
@@ -67,6 +75,7 @@ class WarningView(BaseModel):
 class UploadedView(BaseModel):
     name: str
     version: int
+    bulk: bool = Field(default=False, description="Its sends carry one-click unsubscribe.")
     warnings: list[WarningView]
 
 
@@ -92,6 +101,10 @@ class TemplateListView(BaseModel):
 class PreviewView(BaseModel):
     name: str
     version: int | None
+    bulk: bool = Field(
+        default=False,
+        description="Bulk mail (meta.json, or the upload's flag): one-click unsubscribe.",
+    )
     subject: str
     html: str
     text: str
@@ -106,6 +119,7 @@ def preview_view(name: str, result: Preview) -> PreviewView:
     return PreviewView(
         name=name,
         version=result.source.version,
+        bulk=result.source.bulk,
         subject=result.rendered.subject,
         html=result.rendered.html,
         text=result.rendered.text,
@@ -131,10 +145,14 @@ def upload_answer(
         sample=template.sample,
         owner=owner,
         actor=actor,
+        bulk=template.bulk,
     )
     logger.info("template uploaded", extra={"template": uploaded.name, "version": uploaded.version})
     view = UploadedView(
-        name=uploaded.name, version=uploaded.version, warnings=warning_views(uploaded.warnings)
+        name=uploaded.name,
+        version=uploaded.version,
+        bulk=uploaded.bulk,
+        warnings=warning_views(uploaded.warnings),
     )
     return Response(
         status_code=201, content_type=content_types.APPLICATION_JSON, body=view.model_dump_json()

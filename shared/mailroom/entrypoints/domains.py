@@ -119,6 +119,10 @@ def parse_domain_id(raw: str) -> uuid.UUID:
 
 
 _NOT_FOUND = {404: "domain_not_found: no such domain for this client"}
+_DELETE_ERRORS = {
+    **_NOT_FOUND,
+    503: "dependency_unavailable: SES did not delete the identity; the domain is kept, retry",
+}
 _CREATE_ERRORS = {
     409: "domain_taken: registered already, by this client or another",
     422: "validation_error, invalid_domain (not a domain name)",
@@ -156,8 +160,13 @@ class _Operations:
         return domain_view(self.services, domain)
 
     def delete(self, client_id: uuid.UUID | None, raw_id: str) -> DomainView:
+        active = self.services
         domain = domains.delete_domain(
-            self.services.uow(), client_id, parse_domain_id(raw_id), actor=self.actor
+            active.uow(),
+            client_id,
+            parse_domain_id(raw_id),
+            actor=self.actor,
+            ses=active.domain_policy.ses,
         )
         logger.info("sending domain deleted", extra={"domain_id": str(domain.id)})
         return domain_view(self.services, domain)
@@ -241,8 +250,8 @@ def domain_routes(services: ServicesProvider) -> Router:
 
     @router.delete(
         "/v1/domains/<domain_id>",
-        summary="Remove a sending domain (its keys are deleted)",
-        responses=answers(200, "The domain, removed", DomainView, errors=_NOT_FOUND),
+        summary="Remove a sending domain (its keys, and the SES identity it created, are deleted)",
+        responses=answers(200, "The domain, removed", DomainView, errors=_DELETE_ERRORS),
         tags=TAGS,
         security=security,
     )
@@ -351,8 +360,8 @@ def admin_domain_routes(services: ServicesProvider) -> Router:
 
     @router.delete(
         "/admin/domains/<domain_id>",
-        summary="Remove a sending domain",
-        responses=answers(200, "The domain, removed", DomainView, errors=_NOT_FOUND),
+        summary="Remove a sending domain (and the SES identity it created)",
+        responses=answers(200, "The domain, removed", DomainView, errors=_DELETE_ERRORS),
         tags=ADMIN_TAGS,
         security=ADMIN_SECURITY,
     )

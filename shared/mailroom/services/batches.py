@@ -64,6 +64,7 @@ from mailroom.services.sending import (
     RunLink,
     SendLimits,
     Timing,
+    bulk_of,
     check_send,
     refuse_sandbox_addresses,
 )
@@ -133,6 +134,14 @@ def accept_batch(
     if inline is None:
         assert request.template is not None  # SendRequest: a template or inline content
         source = templates.get(request.template, request.template_version, client_id=client.id)
+        # A bulk template makes every message of the batch bulk (issue 16):
+        # each has one recipient, so only an explicit "bulk": false is refused.
+        bulk = bulk_of(
+            source,
+            requested=request.bulk,
+            explicit="bulk" in request.model_fields_set,
+            one_recipient=True,
+        )
         # What the worker renders is pinned here, as a single send pins it.
         content["resolved_version"] = source.version
         content["resolved_shared"] = source.shared
@@ -143,6 +152,7 @@ def accept_batch(
         if contents is None:
             raise InvalidRequest("inline content is not available here: name a template")
         contents.save(inline)
+        bulk = request.bulk
         content["template"] = inline.template_name
         content["subject"] = None
         content["resolved_version"] = None
@@ -152,7 +162,7 @@ def accept_batch(
     content["resolved_options"] = SendOptions(
         headers=validate_caller_headers(request.headers),
         tags=tuple(request.tags),
-        bulk=request.bulk,
+        bulk=bulk,
         campaign=request.campaign,
         unsubscribe_url=request.unsubscribe_url,
     ).to_document()

@@ -368,6 +368,11 @@ def _apply_payload(
         )
     check_payload(client, request)
     payload: dict[str, Any] = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if "bulk" not in request.model_fields_set:
+        # Left out, as the caller did: an explicit "bulk": false is refused for
+        # a bulk template (services/sending.bulk_of), and the template may
+        # become bulk after the schedule was made.
+        payload.pop("bulk", None)
     schedule.send = payload
     schedule.batch = None
 

@@ -42,6 +42,7 @@ from mailroom.domain.personalization import InlineContent, lint_content
 from mailroom.domain.queues import DEFAULT_QUEUE_NAME, Band
 from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
 from mailroom.domain.scheduling import normalise_send_time, queue_delay_seconds
+from mailroom.domain.templates import TemplateSource
 from mailroom.domain.tenancy import KeyKind
 from mailroom.services import idempotency, queues, suppression
 from mailroom.services.quotas import BatchQuotaCharge
@@ -189,12 +190,8 @@ def prepare_send(
             f"at most {limits.max_recipients} recipients (to, cc and bcc together)",
             details=[{"field": "to", "message": "too many recipients"}],
         )
-    if request.bulk and (len(request.to) != 1 or request.cc or request.bcc):
-        # The one-click link unsubscribes whoever the message was for: one person.
-        raise BulkNeedsOneRecipient(
-            "a bulk message has exactly one recipient (to), and no cc or bcc",
-            details=[{"field": "bulk", "message": "one recipient only"}],
-        )
+    if request.bulk:
+        _refuse_bulk_to_several(request)
     content = request.inline_content
     warnings: list[str] = []
     if check_sender is not None and request.from_:
@@ -219,6 +216,12 @@ def prepare_send(
         with tracing.span("api.validate"):
             source = templates.get(request.template, request.template_version, client_id=client.id)
             check_props(renderer, source, request.props)
+        bulk = bulk_of(
+            source,
+            requested=request.bulk,
+            explicit="bulk" in request.model_fields_set,
+            one_recipient=len(request.to) == 1 and not request.cc and not request.bcc,
+        )
         template_name, subject = request.template, request.subject
         # The uploaded version the trial render checked, and whose it is: the
         # worker renders exactly that, whatever is uploaded in between.
@@ -230,6 +233,7 @@ def prepare_send(
             raise missing_props(content.template_name, warnings)
         # The subject is part of the content, rendered by the worker.
         template_name, subject, version, shared = content.template_name, None, None, None
+        bulk = request.bulk
     message = Message(
         id=uuid.uuid4(),
         client_id=client.id,
@@ -249,7 +253,7 @@ def prepare_send(
         options=SendOptions(
             headers=validate_caller_headers(request.headers),
             tags=tuple(request.tags),
-            bulk=request.bulk,
+            bulk=bulk,
             campaign=request.campaign,
             unsubscribe_url=request.unsubscribe_url,
             smtp_config_id=relay_id,
@@ -272,6 +276,45 @@ def prepare_send(
         lookahead_seconds=limits.schedule_lookahead_seconds,
         queue_name=request.queue,
     )
+
+
+def _refuse_bulk_to_several(request: SendRequest) -> None:
+    if len(request.to) != 1 or request.cc or request.bcc:
+        raise _bulk_to_several()
+
+
+def _bulk_to_several(template: str | None = None) -> BulkNeedsOneRecipient:
+    # The one-click link unsubscribes whoever the message was for: one person.
+    why = f"template '{template}' is bulk mail, so " if template else ""
+    return BulkNeedsOneRecipient(
+        f"{why}a bulk message has exactly one recipient (to), and no cc or bcc",
+        details=[{"field": "bulk", "message": "one recipient only"}],
+    )
+
+
+def bulk_of(
+    source: TemplateSource, *, requested: bool, explicit: bool, one_recipient: bool
+) -> bool:
+    """Whether a send of ``source`` is bulk mail: the send says so, or its template does.
+
+    A template marked bulk (``meta.json`` of a file template, ``bulk`` of an
+    upload) is marketing mail whoever sends it: its one-click unsubscribe is
+    what Gmail and Yahoo require of bulk senders, so a send cannot turn it
+    off. An explicit ``"bulk": false`` naming such a template is refused (422
+    ``validation_error`` on ``bulk``) rather than silently overridden, and it
+    needs one recipient as an explicit ``"bulk": true`` does.
+    """
+    if not source.bulk:
+        return requested
+    if explicit and not requested:
+        raise InvalidRequest(
+            f"template '{source.name}' is bulk mail: its sends always carry one-click "
+            'unsubscribe, and "bulk": false cannot turn that off (leave bulk out)',
+            details=[{"field": "bulk", "message": "the template is bulk"}],
+        )
+    if not one_recipient:
+        raise _bulk_to_several(source.name)
+    return True
 
 
 def check_send(

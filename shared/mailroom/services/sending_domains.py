@@ -30,6 +30,7 @@ from mailroom.domain.errors import (
 )
 from mailroom.domain.sealed_secrets import SecretKeyring
 from mailroom.domain.sending_domains import (
+    LOCALLY_VERIFIED,
     CheckResult,
     DkimKey,
     DnsRecord,
@@ -89,7 +90,9 @@ def register_domain(
         _refuse_taken(uow.sending_domains.by_name(name), client_id)
     domain = SendingDomain(id=uuid.uuid4(), client_id=client_id, domain=name)
     if policy.ses is not None:
-        domain.ses_dkim_tokens = policy.ses.create_identity(name)
+        identity = policy.ses.create_identity(name)
+        domain.ses_dkim_tokens = identity.tokens
+        domain.ses_identity_created = identity.created
     else:
         domain.keys = _new_keys(policy, domain, moment, state=KeyState.ACTIVE)
     with uow:
@@ -153,8 +156,26 @@ def get_domain(uow: UnitOfWork, client_id: uuid.UUID | None, domain_id: uuid.UUI
 
 
 def delete_domain(
-    uow: UnitOfWork, client_id: uuid.UUID | None, domain_id: uuid.UUID, *, actor: Actor
+    uow: UnitOfWork,
+    client_id: uuid.UUID | None,
+    domain_id: uuid.UUID,
+    *,
+    actor: Actor,
+    ses: SesIdentities | None = None,
 ) -> SendingDomain:
+    """Remove the domain and its keys; with ``ses``, the SES identity registering created.
+
+    SES goes first: if it is unreachable the answer is 503 and the domain
+    stays, so the call can be repeated; an identity already gone is no error.
+    An identity that existed before registration is not ours to delete.
+    """
+    if ses is not None:
+        with uow:
+            found = uow.sending_domains.get(domain_id, client_id)
+        if found is None:
+            raise DomainNotFound("no such domain for this client")
+        if found.ses_identity_created:
+            ses.delete_identity(found.domain)
     with uow:
         domain = uow.sending_domains.get(domain_id, client_id)
         if domain is None:
@@ -341,7 +362,9 @@ def mark_verified_locally(
             return
         domain.status = DomainStatus.VERIFIED
         domain.verified_at = domain.last_checked_at = moment
-        domain.checks = [{"result": "found", "purpose": "local", "note": "verified by make dev"}]
+        domain.checks = [
+            {"result": "found", "purpose": LOCALLY_VERIFIED, "note": "verified by make dev"}
+        ]
         uow.sending_domains.save(domain)
         uow.audit.append(_audit(actor, "domain.verified", domain, None, _summary(domain)))
         uow.commit()
@@ -427,3 +450,44 @@ class VerifiedSenders:
             if len(self._verified) > 10_000:
                 self._verified.clear()
             self._verified[key] = now + self._ttl
+
+
+class BounceDomains:
+    """The worker's answer to "may this message's return path be on its From domain?".
+
+    Yes only when the From domain is one of the sending client's verified
+    domains and its ``bounces.<domain>`` MX was found (``receives_bounces``):
+    bounce mail for an address there reaches us. Otherwise the return path is
+    on the platform's ``BOUNCE_DOMAIN`` (``SenderPolicy``). Each domain is read
+    once per ``ttl_seconds`` and process, as the DKIM keys are: no query per
+    message.
+    """
+
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        *,
+        ttl_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._uow = uow
+        self._ttl = ttl_seconds
+        self._clock = clock
+        # domain -> (until, the client whose bounce domain it is, or None)
+        self._owners: dict[str, tuple[float, uuid.UUID | None]] = {}
+        self._lock = threading.Lock()
+
+    def receives_for(self, client_id: uuid.UUID, domain: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            cached = self._owners.get(domain)
+        if cached is None or cached[0] <= now:
+            with self._uow() as uow:
+                found = uow.sending_domains.by_name(domain)
+            owner = found.client_id if found is not None and found.receives_bounces else None
+            cached = (now + self._ttl, owner)
+            with self._lock:
+                if len(self._owners) > 10_000:
+                    self._owners.clear()
+                self._owners[domain] = cached
+        return cached[1] == client_id

@@ -36,6 +36,7 @@ class UploadedTemplate:
     name: str
     version: int
     warnings: list[LintWarning]
+    bulk: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ def upload_template(
     sample: dict[str, Any] | None = None,
     owner: uuid.UUID | None = None,
     actor: Actor = SYSTEM_ACTOR,
+    bulk: bool = False,
 ) -> UploadedTemplate:
     """Compile, check and store a new version; nothing is stored if any check fails.
 
@@ -83,7 +85,8 @@ def upload_template(
     missing props and timeouts are refused now rather than at send time.
 
     ``owner`` is the client the template is for (only it can use it); None
-    stores a shared template, which every client may use.
+    stores a shared template, which every client may use. ``bulk`` marks the
+    version as marketing mail: its sends carry one-click unsubscribe.
     """
     if not is_valid_template_name(name):
         raise InvalidRequest(
@@ -100,6 +103,7 @@ def upload_template(
         sample_props=sample,
         schema=schema,
         owner=owner,
+        bulk=bulk,
     )
     renderer.prepare(source)
     rendered = None
@@ -109,7 +113,9 @@ def upload_template(
     version = templates.add_version(
         source, owner=owner, audit=lambda number: _audit(actor, source, number)
     )
-    return UploadedTemplate(name=name, version=version, warnings=lint(source, rendered))
+    return UploadedTemplate(
+        name=name, version=version, warnings=lint(source, rendered), bulk=source.bulk
+    )
 
 
 def client_actor(caller: Caller, source_ip: str | None) -> Actor:

@@ -63,6 +63,7 @@ class SqlSendingDomainRepository(SendingDomainRepository):
                         domain=domain.domain,
                         status=domain.status.value,
                         ses_dkim_tokens=domain.ses_dkim_tokens,
+                        ses_identity_created=domain.ses_identity_created,
                         checks=domain.checks,
                     )
                 )
@@ -180,6 +181,7 @@ class SqlSendingDomainRepository(SendingDomainRepository):
                 status=DomainStatus(row.status),
                 keys=keys[row.id],
                 ses_dkim_tokens=list(row.ses_dkim_tokens),
+                ses_identity_created=row.ses_identity_created,
                 checks=list(row.checks),
                 last_checked_at=row.last_checked_at,
                 verified_at=row.verified_at,

@@ -135,6 +135,9 @@ class SendingDomainRow(Base):
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
     # SES domain identity's DKIM tokens, when SES carries the mail; else [].
     ses_dkim_tokens: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # Whether registering created that identity (deleting the domain deletes
+    # it then) or found it there already (left alone).
+    ses_identity_created: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     # What the last check found, per record: [{type, name, purpose, result, found}].
     checks: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     last_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -496,6 +499,9 @@ class InlineContentRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+_SQL_FALSE = text("false")
+
+
 class TemplateVersionRow(Base):
     """Uploaded templates; a new upload is a new version of its (name, owner).
 
@@ -526,6 +532,9 @@ class TemplateVersionRow(Base):
     text: Mapped[str | None] = mapped_column(Text)
     props_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     sample_props: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Sends using this version are bulk mail: one-click unsubscribe (issue 16).
+    # (The ``text`` column above shadows sqlalchemy's text() in this body.)
+    bulk: Mapped[bool] = mapped_column(Boolean, server_default=_SQL_FALSE)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -79,6 +79,7 @@ class SqlTemplateStore(TemplateStore):
             schema=row.props_schema,
             version=row.version,
             owner=row.client_id,
+            bulk=row.bulk,
         )
 
     def add_version(
@@ -104,6 +105,7 @@ class SqlTemplateStore(TemplateStore):
                 text=source.text,
                 props_schema=source.schema,
                 sample_props=source.sample_props,
+                bulk=source.bulk,
             )
             .returning(_T.version)
         )

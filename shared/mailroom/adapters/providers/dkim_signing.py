@@ -99,11 +99,14 @@ def sign_email(email: OutgoingEmail, keys: DkimKeyCache) -> OutgoingEmail:
     signing = keys.keys_for(domain) if domain else []
     if not signing:
         return email
-    return replace(
-        email,
-        mime=dkim.sign(email.mime, signing),
-        mime_utf8=dkim.sign(email.mime_utf8, signing) if email.mime_utf8 is not None else None,
-    )
+    signed = dkim.sign(email.mime, signing)
+    utf8 = email.mime_utf8
+    if utf8 is not None:
+        # A non-ASCII local part makes both forms the same RFC 6532 bytes
+        # (domain/mime.py): one signature serves both, not a second RSA
+        # operation (~0.3 ms) for the same content.
+        utf8 = signed if utf8 == email.mime else dkim.sign(utf8, signing)
+    return replace(email, mime=signed, mime_utf8=utf8)
 
 
 # From header value -> its domain: a worker sends for few senders, and the
