@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mailroom.adapters.db.feedback_repositories import MessageState
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.domain.feedback import (
     HISTORY_EVENT_FOR_FEEDBACK,
@@ -28,6 +29,9 @@ from mailroom.domain.feedback import (
     suppression_for,
 )
 from mailroom.domain.model import Message, MessageStatus
+
+# A message as reconciliation reads it: a MessageState, or a whole Message.
+Owner = Message | MessageState
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +66,7 @@ def _reconcile(uow: UnitOfWork, events: Sequence[DeliveryEvent]) -> FeedbackSumm
     # The deduplication key, as the table's unique index has it: a second
     # copy within the batch is a duplicate like one stored before.
     seen: set[tuple[str, str, str]] = set()
-    fresh: list[tuple[DeliveryEvent, Message | None]] = []
+    fresh: list[tuple[DeliveryEvent, MessageState | None]] = []
     for event, owner in zip(events, owners, strict=True):
         key = (event.provider, event.event_id, event.recipient_address or "")
         if key not in seen:
@@ -83,7 +87,7 @@ def _reconcile(uow: UnitOfWork, events: Sequence[DeliveryEvent]) -> FeedbackSumm
             key=str,
         )
     )
-    applications: list[tuple[Message, DeliveryEvent]] = []
+    applications: list[tuple[Owner, DeliveryEvent]] = []
     for event, owner in owned:
         for orphan in adopted.pop(owner.id, []):
             applications.append((owner, orphan))
@@ -99,7 +103,7 @@ def _reconcile(uow: UnitOfWork, events: Sequence[DeliveryEvent]) -> FeedbackSumm
     )
 
 
-def _locate_all(uow: UnitOfWork, events: Sequence[DeliveryEvent]) -> list[Message | None]:
+def _locate_all(uow: UnitOfWork, events: Sequence[DeliveryEvent]) -> list[MessageState | None]:
     """Each event's message, if it is settled: two statements for the whole batch.
 
     By the provider's id for the message; else by the Message-ID we wrote
@@ -127,15 +131,15 @@ def _locate_all(uow: UnitOfWork, events: Sequence[DeliveryEvent]) -> list[Messag
             None,
         )
         located.append(message_id or message_uuid_from_header(event.message_id_header))
-    messages = uow.messages.get_many(sorted({m for m in located if m is not None}))
-    owners: list[Message | None] = []
+    messages = uow.feedback.message_states(sorted({m for m in located if m is not None}))
+    owners: list[MessageState | None] = []
     for message_id in located:
         message = messages.get(message_id) if message_id is not None else None
         owners.append(message if message is not None and _settled(message) else None)
     return owners
 
 
-def _apply_all(uow: UnitOfWork, applications: Sequence[tuple[Message, DeliveryEvent]]) -> None:
+def _apply_all(uow: UnitOfWork, applications: Sequence[tuple[Owner, DeliveryEvent]]) -> None:
     """History, status, recipients and suppressions for every application, in order."""
     if not applications:
         return
@@ -149,7 +153,7 @@ def _apply_all(uow: UnitOfWork, applications: Sequence[tuple[Message, DeliveryEv
     # stored status, so a concurrent request that already moved a message
     # further cannot be undone by this one.
     statuses: dict[uuid.UUID, MessageStatus] = {}
-    messages: dict[uuid.UUID, Message] = {}
+    messages: dict[uuid.UUID, Owner] = {}
     for message, event in applications:
         messages[message.id] = message
         current = statuses.get(message.id, message.status)
@@ -159,8 +163,7 @@ def _apply_all(uow: UnitOfWork, applications: Sequence[tuple[Message, DeliveryEv
         for message_id, status in statuses.items()
         if status is not messages[message_id].status
     ]
-    for message_id in uow.feedback.advance_statuses(targets):
-        messages[message_id].status = statuses[message_id]
+    uow.feedback.advance_statuses(targets)
     outcomes: dict[tuple[uuid.UUID, str], RecipientOutcome] = {}
     suppressions: dict[tuple[uuid.UUID | None, str, bool], Suppression] = {}
     for message, event in applications:
@@ -218,7 +221,7 @@ def adopt_orphans(uow: UnitOfWork, message_id: uuid.UUID) -> int:
     return len(orphans)
 
 
-def _settled(message: Message) -> bool:
+def _settled(message: Owner) -> bool:
     return message.status not in (MessageStatus.QUEUED, MessageStatus.SENDING)
 
 

@@ -83,6 +83,16 @@ class MessageFilter:
     until: datetime | None = None  # created_at < until
 
 
+@dataclass(frozen=True, slots=True)
+class MessageState:
+    """What reconciling an event needs of its message (not the whole row)."""
+
+    id: uuid.UUID
+    status: MessageStatus
+    client_id: uuid.UUID
+    is_test: bool
+
+
 class FeedbackRepository(abc.ABC):
     """Provider events, and the two lookups and one update that reconciliation needs."""
 
@@ -111,6 +121,10 @@ class FeedbackRepository(abc.ABC):
 
     @abc.abstractmethod
     def count_orphans(self) -> int: ...
+
+    @abc.abstractmethod
+    def message_states(self, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MessageState]:
+        """The status, client and mode of each of these messages that exists."""
 
     # The batched forms reconciliation uses (issue 21): PostgreSQL answers
     # each in one statement whatever the batch's size; these defaults, for
@@ -265,6 +279,9 @@ _FIND_MESSAGE_IDS = text(
     "SELECT provider, provider_msg_id, id FROM messages "
     "WHERE provider = ANY(CAST(:providers AS text[])) "
     "AND provider_msg_id = ANY(CAST(:ids AS text[]))"
+)
+_MESSAGE_STATES = text(
+    "SELECT id, status, client_id, is_test FROM messages WHERE id = ANY(CAST(:ids AS uuid[]))"
 )
 _ADD_EVENTS = text(
     """
@@ -427,6 +444,15 @@ class SqlFeedbackRepository(FeedbackRepository):
         )
         wanted = set(provider_msg_ids)
         return {(p, i): m for p, i, m in rows if (p, i) in wanted}
+
+    def message_states(self, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MessageState]:
+        if not message_ids:
+            return {}
+        rows = self._session.execute(_MESSAGE_STATES, {"ids": uuid_array(message_ids)})
+        return {
+            row.id: MessageState(row.id, MessageStatus(row.status), row.client_id, row.is_test)
+            for row in rows
+        }
 
     def add_many(self, events: Sequence[tuple[DeliveryEvent, uuid.UUID | None]]) -> list[bool]:
         if not events:
