@@ -113,19 +113,25 @@ def backend_pid(database: Database) -> int:
         return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
-def timed(work: Callable[[], object], pids: list[int]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process and ``pids``) of ``work``."""
-    before_cpu = time.process_time() + sum(cpu_seconds(pid) for pid in pids)
+def timed(work: Callable[[], object], pids: list[int]) -> tuple[float, float, float]:
+    """(wall seconds, this process's CPU seconds, ``pids``' CPU seconds) of ``work``."""
+    own, others = time.process_time(), sum(cpu_seconds(pid) for pid in pids)
     started = time.perf_counter()
     work()
     wall = time.perf_counter() - started
-    return wall, time.process_time() + sum(cpu_seconds(pid) for pid in pids) - before_cpu
+    return (
+        wall,
+        time.process_time() - own,
+        sum(cpu_seconds(pid) for pid in pids) - others,
+    )
 
 
-def report(name: str, events: int, wall: float, cpu: float) -> None:
+def report(name: str, events: int, wall: float, own: float, others: float) -> None:
+    cpu = own + others
     print(
         f"{name:44} {events:7d} events  {events / wall:8.0f}/s wall  "
-        f"{cpu / events * 1e6:7.0f} µs CPU/event  {2 * events / cpu:8.0f}/s on 2 idle cores"
+        f"{cpu / events * 1e6:7.0f} µs CPU/event (client {own / events * 1e6:.0f}, "
+        f"servers {others / events * 1e6:.0f})  {2 * events / cpu:8.0f}/s on 2 idle cores"
     )
 
 
@@ -164,8 +170,7 @@ def feedback(batches: int) -> None:
         for events in prepared:
             record_delivery_events(SqlUnitOfWork(database), events)
 
-    wall, cpu = timed(run, [pid])
-    report("feedback: SendGrid-style 50-event batches", 50 * batches, wall, cpu)
+    report("feedback: SendGrid-style 50-event batches", 50 * batches, *timed(run, [pid]))
     database.dispose()
 
 
@@ -208,8 +213,7 @@ def tracking(hits: int) -> None:
             )
             queue.push(hit, 10**9)
 
-    wall, cpu = timed(push_all, [redis_pid])
-    report("tracking: queue (the function's Redis script)", hits, wall, cpu)
+    report("tracking: queue (the function's Redis script)", hits, *timed(push_all, [redis_pid]))
     pid = backend_pid(database)
     result = []
 
@@ -218,9 +222,9 @@ def tracking(hits: int) -> None:
             drain(store, queue, config, consumer="bench", limits=DrainLimits(run_seconds=3600))
         )
 
-    wall, cpu = timed(drain_all, [pid, redis_pid])
+    measured = timed(drain_all, [pid, redis_pid])
     assert result[0].hits_written == hits, result[0]
-    report(f"tracking: drain (batches of {DrainLimits().batch_size})", hits, wall, cpu)
+    report(f"tracking: drain (batches of {DrainLimits().batch_size})", hits, *measured)
     database.dispose()
 
 
