@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from mailroom.adapters.db.tables import TrackingHitRow
 from mailroom.adapters.db.unit_of_work import Database
@@ -99,6 +99,16 @@ def test_the_request_path_only_queues_and_one_drain_writes_the_batch(stack: Stac
     assert [e["first_open"] for e in events_of(stack, message_id, "opened")].count(True) == 1
     # AND the stream is empty again
     assert queue_of(stack).backlog() == 0
+    # AND the outbox holds every event for the outbound webhooks
+    with stack.database.engine.connect() as connection:
+        outbox = connection.execute(
+            text(
+                "SELECT type, count(*) FROM webhook_events WHERE message_id = :m "
+                "AND type IN ('opened', 'clicked') GROUP BY type ORDER BY type"
+            ),
+            {"m": message_id},
+        ).all()
+    assert [tuple(row) for row in outbox] == [("clicked", 20), ("opened", 30)]
 
 
 def test_the_honeypot_in_a_batch_flags_the_scanners_clicks_before_and_after_it(
