@@ -253,3 +253,56 @@ def test_entries_failed_too_often_go_to_the_dead_letter_queue(stack: Stack, aws:
     assert sorted(QueuedHit.decode(body).user_agent for body in bodies) == ["Mozilla/5.0", PERSON]
     assert queue.backlog() == 0
     assert all(json.loads(body)[1] == pixel for body in bodies)
+
+
+def test_a_hit_the_database_refuses_is_set_apart_and_the_rest_written(
+    stack: Stack, aws: str
+) -> None:
+    # GIVEN three good hits queued with one PostgreSQL refuses (a NUL in its
+    # user agent: what the tracking function never queues, see the next test)
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    dead_letters_url = sqs.create_queue(QueueName=f"tracking-dlq-{uuid.uuid4().hex[:8]}")[
+        "QueueUrl"
+    ]
+    message_id, pixel, _, _ = tracked_tokens(stack)
+    queue = queue_of(stack)
+    for agent in (PERSON, "bad\x00agent", PERSON, PERSON):
+        queue.push(QueuedHit.new(pixel, LinkKind.OPEN, agent, "203.0.113.1", time.time()), 100)
+    store = stack.services.tracking_store
+    assert store is not None
+    config = stack.services.tracking_config
+    # WHEN a drain's batch fails on it
+    with pytest.raises(Exception, match="0000"):
+        tracking_ingest.drain(store, queue, config, consumer="first")
+    assert count(stack, TrackingHitRow, message_id) == 0
+    # THEN the next drain, retrying the batch one entry at a time, writes the good three
+    retry = DrainLimits(reclaim_after_seconds=0)
+    report = tracking_ingest.drain(store, queue, config, consumer="second", limits=retry)
+    assert report.hits_written == 3
+    assert len(events_of(stack, message_id, "opened")) == 3
+    # AND once it was delivered too often, the bad one goes to the dead-letter queue
+    report = tracking_ingest.drain(
+        store,
+        queue,
+        config,
+        consumer="third",
+        limits=DrainLimits(reclaim_after_seconds=0, max_deliveries=2),
+        dead_letters=SqsIngestDoorbell("", dead_letters_url, "us-east-1"),
+    )
+    assert report.dead_lettered == 1
+    (dead,) = sqs.receive_message(QueueUrl=dead_letters_url)["Messages"]
+    assert QueuedHit.decode(dead["Body"]).user_agent == "bad\x00agent"
+    assert queue.backlog() == 0
+
+
+def test_the_tracking_function_queues_only_what_postgresql_can_store(stack: Stack) -> None:
+    # GIVEN a pixel fetched with a NUL and a lone surrogate in its user agent
+    message_id, pixel, _, _ = tracked_tokens(stack)
+    assert (
+        answer(stack, f"/t/{pixel}.gif", user_agent="Mozilla/5.0 (X11)\x00\ud800 x")["statusCode"]
+        == 200
+    )
+    # WHEN the consumer drains THEN the hit is written, its agent made storable
+    assert drain(stack).hits_written == 1
+    (opened,) = events_of(stack, message_id, "opened")
+    assert opened["user_agent"] == "Mozilla/5.0 (X11)? x"

@@ -107,7 +107,16 @@ class Visitor:
 
     @classmethod
     def of(cls, user_agent: str | None, ip: str | None) -> Visitor:
-        return cls((user_agent or "")[:MAX_USER_AGENT], (ip or "")[:MAX_IP])
+        return cls(_storable(user_agent or "")[:MAX_USER_AGENT], _storable(ip or "")[:MAX_IP])
+
+
+def _storable(value: str) -> str:
+    """``value`` as PostgreSQL text and jsonb can hold it: no NUL, no lone surrogate.
+
+    A header with either would fail the consumer's whole batch, again on
+    every redelivery, and take the batch's other hits to the dead-letter queue.
+    """
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 class HitQueue(Protocol):

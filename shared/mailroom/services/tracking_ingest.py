@@ -91,13 +91,19 @@ def drain(
     deadline = clock() + limits.run_seconds
     taken = stream.reclaim(consumer, limits.reclaim_after_seconds, limits.batch_size)
     if taken:
-        _apply(
-            store,
-            stream,
-            config,
-            _dead_lettered(taken, limits, dead_letters, stream, report),
-            report,
-        )
+        retried = _dead_lettered(taken, limits, dead_letters, stream, report)
+        try:
+            _apply(store, stream, config, retried, report)
+        except Exception:  # noqa: BLE001 - one bad entry must not hold the others back
+            # The batch failed before: one entry at a time this time, so a
+            # hit the database refuses stays pending (and reaches the
+            # dead-letter queue) alone, and the rest are written.
+            log.warning("a reclaimed batch failed again; writing its entries one by one")
+            for entry in retried:
+                try:
+                    _apply(store, stream, config, [entry], report)
+                except Exception:
+                    log.exception("a tracking hit failed again", extra={"entry": entry.entry_id})
     silenced = False
     while True:
         entries = stream.read(consumer, limits.batch_size)
