@@ -141,6 +141,14 @@ class FeedbackRepository(abc.ABC):
                 found[(provider, provider_msg_id)] = message_id
         return found
 
+    def locate(
+        self, provider_msg_ids: Sequence[tuple[str, str]], message_ids: Sequence[uuid.UUID]
+    ) -> tuple[dict[tuple[str, str], uuid.UUID], dict[uuid.UUID, MessageState]]:
+        """``find_message_ids`` for the pairs, and the state of every message found
+        by them or named in ``message_ids``; PostgreSQL answers in one statement."""
+        found = self.find_message_ids(provider_msg_ids)
+        return found, self.message_states(sorted({*found.values(), *message_ids}))
+
     def add_many(self, events: Sequence[tuple[DeliveryEvent, uuid.UUID | None]]) -> list[bool]:
         """``add`` each (no two with the same key); True where the event was new."""
         return [self.add(event, message_id=message_id) for event, message_id in events]
@@ -279,6 +287,13 @@ _FIND_MESSAGE_IDS = text(
     "SELECT provider, provider_msg_id, id FROM messages "
     "WHERE provider = ANY(CAST(:providers AS text[])) "
     "AND provider_msg_id = ANY(CAST(:ids AS text[]))"
+)
+# Both ways to find a batch's messages, and what reconciling needs of them.
+_LOCATE = text(
+    "SELECT id, provider, provider_msg_id, status, client_id, is_test FROM messages "
+    "WHERE (provider = ANY(CAST(:providers AS text[])) "
+    "AND provider_msg_id = ANY(CAST(:ids AS text[]))) "
+    "OR id = ANY(CAST(:messages AS uuid[]))"
 )
 _MESSAGE_STATES = text(
     "SELECT id, status, client_id, is_test FROM messages WHERE id = ANY(CAST(:ids AS uuid[]))"
@@ -444,6 +459,31 @@ class SqlFeedbackRepository(FeedbackRepository):
         )
         wanted = set(provider_msg_ids)
         return {(p, i): m for p, i, m in rows if (p, i) in wanted}
+
+    def locate(
+        self, provider_msg_ids: Sequence[tuple[str, str]], message_ids: Sequence[uuid.UUID]
+    ) -> tuple[dict[tuple[str, str], uuid.UUID], dict[uuid.UUID, MessageState]]:
+        if not provider_msg_ids and not message_ids:
+            return {}, {}
+        rows = self._session.execute(
+            _LOCATE,
+            {
+                "providers": text_array(sorted({p for p, _ in provider_msg_ids})),
+                "ids": text_array(sorted({i for _, i in provider_msg_ids})),
+                "messages": uuid_array(sorted(set(message_ids))),
+            },
+        ).all()
+        wanted = set(provider_msg_ids)
+        found = {
+            (row.provider, row.provider_msg_id): row.id
+            for row in rows
+            if (row.provider, row.provider_msg_id) in wanted
+        }
+        states = {
+            row.id: MessageState(row.id, MessageStatus(row.status), row.client_id, row.is_test)
+            for row in rows
+        }
+        return found, states
 
     def message_states(self, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MessageState]:
         if not message_ids:
