@@ -79,6 +79,16 @@ SUBJECTS = {
         long=25,
     ),
     # Issue 20: the worker without the claim gate (as before), and with every check.
+    # Issue 21 item 3: one pixel request through the tracking function's handler.
+    "pixel": Subject(
+        "tracking function, bench/tracking.py --pixels-only",
+        "request",
+        "tracking.py",
+        ("--pixels-only", "--hits"),
+        units_per_step=1,
+        short=200,
+        long=1200,
+    ),
     "worker-ungated": Subject(
         "worker process, worker_profile.py --gate none",
         "email",

@@ -320,6 +320,9 @@ def _export_function_environment(
             # queue shallow and lets API requests in between.
             "PLANNER_RUN_SECONDS": "0",
             "PLANNER_CHUNK_SIZE": "10",
+            # The same for the tracking consumer: one batch per turn, then it
+            # rings for the next (issue 21 item 3).
+            "TRACKING_INGEST_RUN_SECONDS": "0",
             # Outside Lambda the tracer prints noise and metrics print EMF lines.
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",

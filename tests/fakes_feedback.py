@@ -6,6 +6,7 @@ import builtins
 import copy
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -13,6 +14,7 @@ from mailroom.adapters.db.feedback_repositories import (
     FeedbackRepository,
     MessageFilter,
     MessageQueryRepository,
+    MessageState,
     RecipientRepository,
     SuppressionFilter,
     SuppressionRepository,
@@ -112,6 +114,14 @@ class FakeFeedbackRepository(FeedbackRepository):
 
     def for_message(self, message_id: uuid.UUID) -> list[DeliveryEvent]:
         return [s.event for s in self._state.events if s.message_id == message_id]
+
+    def message_states(self, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MessageState]:
+        rows = self._rows()
+        return {
+            m: MessageState(m, rows[m].status, rows[m].client_id, rows[m].is_test)
+            for m in message_ids
+            if m in rows
+        }
 
     def count_orphans(self) -> int:
         return sum(1 for s in self._state.events if s.message_id is None)

@@ -40,7 +40,7 @@ from mailroom.adapters.redis_tenancy import (
     RedisQuotaCounter,
     RedisRateLimiter,
 )
-from mailroom.adapters.redis_tracking import RedisHitLimiter
+from mailroom.adapters.redis_tracking import RedisHitQueue
 from mailroom.adapters.secrets import Argon2SecretHasher, SecretHasher
 from mailroom.adapters.templates import (
     FileTemplateStore,
@@ -49,6 +49,7 @@ from mailroom.adapters.templates import (
     TemplateStore,
 )
 from mailroom.adapters.tenancy import CredentialVersions, QuotaCounter, RateLimiter
+from mailroom.adapters.tracking_doorbell import IngestDoorbell, SqsIngestDoorbell
 from mailroom.adapters.webhook_queue import SqsWebhookQueue, WebhookQueue
 from mailroom.adapters.webhooks.fetch import UrllibAwsFetcher
 from mailroom.adapters.webhooks.registry import WebhookRegistry
@@ -76,7 +77,7 @@ if TYPE_CHECKING:
     from mailroom.services.queues import ClaimGate
     from mailroom.services.sending import SendLimits
     from mailroom.services.sending_domains import DomainPolicy, VerifiedSenders
-    from mailroom.services.tracking import HitLimiter, TrackingConfig
+    from mailroom.services.tracking import HitRecorder, TrackingConfig
 
 
 @dataclass
@@ -109,10 +110,21 @@ class Services:
 
     # Sending-domain verification's DNS (issue 16); built on first use unless given.
     dns_lookup: DnsLookup | None = None
-    # Open and click tracking (issue 21): tokens and hits, and the per-token
-    # hit limit. Always set by bootstrap().
+    # Open and click tracking (issue 21): tokens and hits; the hit queue
+    # (Redis stream, with the per-token limit) and the doorbell that wakes
+    # its consumer. Always set by bootstrap().
     tracking_store: TrackingStore | None = None
-    hit_limiter: HitLimiter | None = None
+    hit_queue: RedisHitQueue | None = None
+    ingest_doorbell: IngestDoorbell | None = None
+
+    @cached_property
+    def hit_recorder(self) -> HitRecorder:
+        """The tracking function's side; one per container (it caches link rows)."""
+        from mailroom.services.tracking import HitRecorder
+
+        return HitRecorder(
+            self.tracking_store, self.hit_queue, self.ingest_doorbell, self.tracking_config
+        )
 
     @cached_property
     def tracking_config(self) -> TrackingConfig:
@@ -317,7 +329,8 @@ def bootstrap(
     metrics: Metrics | None = None,
     domain_throttle: DomainThrottle | None = None,
     tracking: TrackingStore | None = None,
-    hit_limiter: HitLimiter | None = None,
+    hit_queue: RedisHitQueue | None = None,
+    ingest_doorbell: IngestDoorbell | None = None,
     claim_gate: ClaimGate | None = None,
 ) -> Services:
     settings = settings or get_settings()
@@ -433,7 +446,14 @@ def bootstrap(
         metrics=metered,
         probes=DependencyProbes(settings, database),
         tracking_store=tracking or SqlTrackingStore(database),
-        hit_limiter=hit_limiter or RedisHitLimiter(redis_store),
+        hit_queue=hit_queue
+        or RedisHitQueue(redis_store, max_length=settings.tracking_stream_max_length),
+        ingest_doorbell=ingest_doorbell
+        or SqsIngestDoorbell(
+            settings.tracking_ingest_queue_url,
+            settings.tracking_ingest_dead_letter_queue_url,
+            settings.aws_region,
+        ),
         queue_routing=uow is None,
         redis_store=redis_store,
         claim_gate_given=claim_gate,

@@ -197,6 +197,17 @@ class Settings(BaseSettings):
     tracking_honeypot_window_seconds: int = Field(default=300, ge=0, le=86_400)
     # Hits per token per minute recorded one by one; beyond, only counted (Redis).
     tracking_hits_per_token_minute: int = Field(default=30, ge=1)
+    # Issue 21 item 3: hits reach PostgreSQL through a Redis stream drained in
+    # batches by the tracking consumer (TrackingIngestFunction), which the
+    # first hit after a quiet spell wakes through this queue (the doorbell).
+    tracking_ingest_queue_url: str = ""
+    # Stream entries the consumer failed on too often end up here.
+    tracking_ingest_dead_letter_queue_url: str = ""
+    # Hits per transaction, and how long one drain starts batches.
+    tracking_ingest_batch_size: int = Field(default=500, ge=1, le=5000)
+    tracking_ingest_run_seconds: float = Field(default=50.0, ge=0, le=840)
+    # The stream's cap (approximate): beyond it the oldest entries are cut.
+    tracking_stream_max_length: int = Field(default=1_000_000, ge=1000)
 
     @property
     def tracking_base(self) -> str:

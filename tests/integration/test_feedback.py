@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -523,3 +524,52 @@ def test_each_recipient_says_when_its_own_outcome_last_changed(stack: Stack) -> 
     assert after["ada@example.com"] == ("sent", sent_at["ada@example.com"])
     assert after["bob@example.com"][0] == "bounced"
     assert _when(after["bob@example.com"][1]) > _when(sent_at["bob@example.com"])
+
+
+def test_two_consumers_applying_overlapping_batches_at_once_apply_each_event_once(
+    stack: Stack,
+) -> None:
+    # GIVEN 20 sent messages and a SendGrid-style stream of 60 events about
+    # them (a delivery, an open and, for every fifth, a bounce after)
+    messages = [stack.message("sendgrid", f"sg-{n}", [f"r{n}@example.com"]) for n in range(20)]
+    events = [
+        DeliveryEvent(
+            provider="sendgrid",
+            event_type=kind,
+            event_id=f"{kind.value}-{n}",
+            timestamp=NOW,
+            message_id=f"sg-{n}",
+            recipient=f"r{n}@example.com",
+            reject_reason=RejectReason.BOUNCED if kind is FeedbackEventType.BOUNCED else None,
+        )
+        for n in range(20)
+        for kind in (
+            FeedbackEventType.DELIVERED,
+            FeedbackEventType.OPENED,
+            *([FeedbackEventType.BOUNCED] if n % 5 == 0 else []),
+        )
+    ]
+    before = stack.counts()
+    # WHEN two consumers apply overlapping batches at the same moment, twice each
+    # (a redelivery), the second in the opposite order of events
+    halves = [events[: len(events) * 2 // 3], events[len(events) // 3 :][::-1]]
+    start = threading.Barrier(2)
+
+    def consume(batch: list[DeliveryEvent]) -> list[int]:
+        start.wait()
+        return [record_delivery_events(stack.services.uow(), batch).applied for _ in range(2)]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        applied = list(pool.map(consume, halves))
+    # THEN each event was applied exactly once between them
+    assert sum(sum(runs) for runs in applied) == len(events)
+    after = stack.counts()
+    assert after["delivery_events"] - before["delivery_events"] == len(events)
+    assert after["message_events"] - before["message_events"] == len(events)
+    # AND every message moved forward only: bounced where a bounce came, else delivered
+    for n, message in enumerate(messages):
+        assert stack.status_of(message.id) == ("bounced" if n % 5 == 0 else "delivered")
+    # AND the bounced recipients are suppressed once each
+    assert [s for s in stack.suppressions() if s[1] == "hard_bounce"] == [
+        (f"r{n}@example.com", "hard_bounce", True) for n in sorted(range(0, 20, 5), key=str)
+    ]

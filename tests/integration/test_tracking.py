@@ -23,6 +23,8 @@ from mailroom.adapters.db.unit_of_work import Database
 from mailroom.bootstrap import bootstrap
 from mailroom.config import Settings
 from mailroom.entrypoints.tracking import PIXEL, create_tracking_api, handle
+from mailroom.services import tracking_ingest
+from mailroom.services.tracking_ingest import DrainReport
 from tests.events import FakeLambdaContext, load_event, with_body, with_headers
 from tests.integration.conftest import SmtpSink, free_port
 from tests.integration.test_bounces import Stack
@@ -118,9 +120,27 @@ def request(path: str, user_agent: str = PERSON, ip: str = "203.0.113.7") -> dic
     return event
 
 
-def call(stack: Stack, path: str, **visitor: str) -> dict[str, Any]:
+def answer(stack: Stack, path: str, **visitor: str) -> dict[str, Any]:
+    """The tracking function's answer; the hit, if any, waits in the stream."""
     app = create_tracking_api(lambda: stack.services)
     return handle(app, request(path, **visitor), FakeLambdaContext("mailroom-tracking"))
+
+
+def drain(stack: Stack, consumer: str = "test") -> DrainReport:
+    """What the tracking consumer does when woken: the queued hits, written."""
+    services = stack.services
+    assert services.tracking_store is not None
+    assert services.hit_queue is not None
+    return tracking_ingest.drain(
+        services.tracking_store, services.hit_queue, services.tracking_config, consumer=consumer
+    )
+
+
+def call(stack: Stack, path: str, **visitor: str) -> dict[str, Any]:
+    """One request, then the consumer's drain: a hit recorded as it would be at once."""
+    response = answer(stack, path, **visitor)
+    drain(stack)
+    return response
 
 
 def headers_of(answer: dict[str, Any]) -> dict[str, str]:

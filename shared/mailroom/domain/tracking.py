@@ -27,6 +27,7 @@ parts are not counted.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Callable, Sequence
@@ -240,3 +241,48 @@ class _AnchorScanner(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "body":
             self.body_end = self._offset()
+
+
+# --- hits on their way to PostgreSQL (issue 21 item 3) -----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedHit:
+    """A pixel fetch or a link click as the tracking function queues it.
+
+    Nothing is judged yet: the consumer looks the token up, judges the hit
+    (domain/tracking_signals.py) and writes it. ``hit_id`` is random and
+    given once, so a hit delivered twice is written once; ``at`` is when the
+    request came (the "too soon after the send" signal reads it, not the
+    time the consumer ran).
+    """
+
+    hit_id: str
+    token: str
+    # The route it came by: a pixel's token counts only as an open, a link's
+    # only as a click (or a honeypot).
+    route: LinkKind
+    user_agent: str
+    ip: str
+    at: float  # seconds since the epoch
+
+    @classmethod
+    def new(cls, token: str, route: LinkKind, user_agent: str, ip: str, at: float) -> QueuedHit:
+        return cls(secrets.token_hex(16), token, route, user_agent, ip, at)
+
+    def encode(self) -> str:
+        return json.dumps(
+            [self.hit_id, self.token, self.route.value, self.user_agent, self.ip, self.at]
+        )
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> QueuedHit:
+        """The hit ``encode`` wrote; ValueError for anything else."""
+        try:
+            hit_id, token, route, user_agent, ip, at = json.loads(raw)
+            hit = cls(str(hit_id), str(token), LinkKind(route), str(user_agent), str(ip), float(at))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"not a queued tracking hit: {error}") from error
+        if not re.fullmatch(r"[0-9a-f]{32}", hit.hit_id) or hit.route is LinkKind.HONEYPOT:
+            raise ValueError("not a queued tracking hit")
+        return hit

@@ -4,6 +4,9 @@ No credentials: the random token is the only thing a request brings, and a
 redirect goes where the token's stored row says (services/tracking.py). The
 pixel answers the same 1×1 GIF whatever happens (unknown token, database
 down, flood), with ``Cache-Control: no-store`` so every open is fetched.
+
+A hit is queued, not written (issue 21 item 3): one Redis round trip; the
+tracking consumer (entrypoints/tracking_ingest.py) writes hits in batches.
 """
 
 from __future__ import annotations
@@ -68,15 +71,8 @@ def tracking_routes(services: ServicesProvider) -> Router:
         tags=["tracking"],
     )
     def pixel(file: Annotated[str, Path(max_length=200)]) -> Response[str]:
-        active = services()
         token = file.removesuffix(".gif")
-        tracking.record_open(
-            active.tracking_store,
-            active.hit_limiter,
-            active.tracking_config,
-            token,
-            visitor_of(router.current_event.raw_event),
-        )
+        services().hit_recorder.record_open(token, visitor_of(router.current_event.raw_event))
         # The GIF's bytes are put in by ``handle``: Powertools' response
         # validation would try to read a bytes body as UTF-8 and fail.
         return Response(status_code=200, content_type="image/gif", body="", headers=NO_STORE)
@@ -108,13 +104,8 @@ def tracking_routes(services: ServicesProvider) -> Router:
         tags=["tracking"],
     )
     def click(token: Annotated[str, Path(max_length=200)]) -> Response[str]:
-        active = services()
-        answer = tracking.record_click(
-            active.tracking_store,
-            active.hit_limiter,
-            active.tracking_config,
-            token,
-            visitor_of(router.current_event.raw_event),
+        answer = services().hit_recorder.record_click(
+            token, visitor_of(router.current_event.raw_event)
         )
         if answer is None:
             raise TrackingLinkNotFound("no such tracked link")

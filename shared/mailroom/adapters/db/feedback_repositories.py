@@ -9,6 +9,7 @@ deduplicating insert, the guarded status update and the rank-guarded upsert.
 from __future__ import annotations
 
 import abc
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -38,6 +40,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from mailroom.adapters.db.array_literals import text_array, uuid_array
 from mailroom.adapters.db.repositories import _message
 from mailroom.adapters.db.tables import (
     DeliveryEventRow,
@@ -80,6 +83,16 @@ class MessageFilter:
     until: datetime | None = None  # created_at < until
 
 
+@dataclass(frozen=True, slots=True)
+class MessageState:
+    """What reconciling an event needs of its message (not the whole row)."""
+
+    id: uuid.UUID
+    status: MessageStatus
+    client_id: uuid.UUID
+    is_test: bool
+
+
 class FeedbackRepository(abc.ABC):
     """Provider events, and the two lookups and one update that reconciliation needs."""
 
@@ -109,6 +122,58 @@ class FeedbackRepository(abc.ABC):
     @abc.abstractmethod
     def count_orphans(self) -> int: ...
 
+    @abc.abstractmethod
+    def message_states(self, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MessageState]:
+        """The status, client and mode of each of these messages that exists."""
+
+    # The batched forms reconciliation uses (issue 21): PostgreSQL answers
+    # each in one statement whatever the batch's size; these defaults, for
+    # the in-memory fakes, call the single forms one at a time.
+
+    def find_message_ids(
+        self, provider_msg_ids: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], uuid.UUID]:
+        """The message each (provider, provider message id) names, for those that name one."""
+        found: dict[tuple[str, str], uuid.UUID] = {}
+        for provider, provider_msg_id in provider_msg_ids:
+            message_id = self.find_message_id(provider, [provider_msg_id])
+            if message_id is not None:
+                found[(provider, provider_msg_id)] = message_id
+        return found
+
+    def locate(
+        self, provider_msg_ids: Sequence[tuple[str, str]], message_ids: Sequence[uuid.UUID]
+    ) -> tuple[dict[tuple[str, str], uuid.UUID], dict[uuid.UUID, MessageState]]:
+        """``find_message_ids`` for the pairs, and the state of every message found
+        by them or named in ``message_ids``; PostgreSQL answers in one statement."""
+        found = self.find_message_ids(provider_msg_ids)
+        return found, self.message_states(sorted({*found.values(), *message_ids}))
+
+    def add_many(self, events: Sequence[tuple[DeliveryEvent, uuid.UUID | None]]) -> list[bool]:
+        """``add`` each (no two with the same key); True where the event was new."""
+        return [self.add(event, message_id=message_id) for event, message_id in events]
+
+    def claim_orphans_many(
+        self, claims: Sequence[tuple[str, str, uuid.UUID]]
+    ) -> dict[uuid.UUID, list[DeliveryEvent]]:
+        """``claim_orphans`` for each (provider, provider message id, message id)."""
+        claimed: dict[uuid.UUID, list[DeliveryEvent]] = {}
+        for provider, provider_msg_id, message_id in claims:
+            found = self.claim_orphans(provider, [provider_msg_id], message_id)
+            if found:
+                claimed.setdefault(message_id, []).extend(found)
+        return claimed
+
+    def advance_statuses(
+        self, targets: Sequence[tuple[uuid.UUID, MessageStatus, list[MessageStatus]]]
+    ) -> set[uuid.UUID]:
+        """``advance_status`` for each (message id, target, allowed from); the ids changed."""
+        return {
+            message_id
+            for message_id, target, allowed_from in targets
+            if self.advance_status(message_id, target, allowed_from)
+        }
+
 
 class RecipientRepository(abc.ABC):
     @abc.abstractmethod
@@ -121,6 +186,11 @@ class RecipientRepository(abc.ABC):
 
     @abc.abstractmethod
     def for_message(self, message_id: uuid.UUID) -> list[RecipientOutcome]: ...
+
+    def record_many(self, outcomes: Sequence[tuple[uuid.UUID, RecipientOutcome]]) -> None:
+        """``record`` each (one per message and address); PostgreSQL in one statement."""
+        for message_id, outcome in outcomes:
+            self.record(message_id, outcome)
 
 
 class SuppressionRepository(abc.ABC):
@@ -206,6 +276,92 @@ class MessageQueryRepository(abc.ABC):
 
 # --- PostgreSQL ---------------------------------------------------------------
 
+# Batched reconciliation (issue 21): a batch's rows travel as one JSON
+# document (jsonb_to_recordset) or as array literals, so a statement costs
+# the same few parameters whatever the batch's size, and pg8000 escapes no
+# value one by one. Rows are written in key order: two transactions writing
+# overlapping batches then take their row locks in the same order and wait
+# for each other instead of deadlocking.
+_INSERT_CHUNK = 1000
+_FIND_MESSAGE_IDS = text(
+    "SELECT provider, provider_msg_id, id FROM messages "
+    "WHERE provider = ANY(CAST(:providers AS text[])) "
+    "AND provider_msg_id = ANY(CAST(:ids AS text[]))"
+)
+# Both ways to find a batch's messages, and what reconciling needs of them.
+_LOCATE = text(
+    "SELECT id, provider, provider_msg_id, status, client_id, is_test FROM messages "
+    "WHERE (provider = ANY(CAST(:providers AS text[])) "
+    "AND provider_msg_id = ANY(CAST(:ids AS text[]))) "
+    "OR id = ANY(CAST(:messages AS uuid[]))"
+)
+_MESSAGE_STATES = text(
+    "SELECT id, status, client_id, is_test FROM messages WHERE id = ANY(CAST(:ids AS uuid[]))"
+)
+_ADD_EVENTS = text(
+    """
+    INSERT INTO delivery_events (provider, provider_event_id, recipient, event_type,
+        occurred_at, provider_msg_id, message_id_header, message_id, reject_reason,
+        response_text, description, raw)
+    SELECT provider, provider_event_id, recipient, event_type, occurred_at, provider_msg_id,
+        message_id_header, message_id, reject_reason, response_text, description, raw
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(provider text, provider_event_id text,
+        recipient text, event_type text, occurred_at timestamptz, provider_msg_id text,
+        message_id_header text, message_id uuid, reject_reason text, response_text text,
+        description text, raw jsonb)
+    ORDER BY provider, provider_event_id, recipient
+    ON CONFLICT (provider, provider_event_id, recipient) DO NOTHING
+    RETURNING provider, provider_event_id, recipient
+    """
+)
+_CLAIM_ORPHANS = text(
+    """
+    UPDATE delivery_events AS d SET message_id = c.message_id
+    FROM unnest(CAST(:providers AS text[]), CAST(:ids AS text[]), CAST(:messages AS uuid[]))
+        AS c(provider, provider_msg_id, message_id)
+    WHERE d.message_id IS NULL AND d.provider = c.provider
+      AND d.provider_msg_id = c.provider_msg_id
+    RETURNING d.id
+    """
+)
+_ADVANCE_STATUSES = text(
+    "UPDATE messages SET status = :target, updated_at = now() "
+    "WHERE id = ANY(CAST(:ids AS uuid[])) AND status = ANY(CAST(:allowed AS text[])) "
+    "RETURNING id"
+)
+# Forward only, as ``record``: a stored outcome of the same or a higher rank stays.
+_RECORD_RECIPIENTS = text(
+    """
+    INSERT INTO message_recipients AS m (message_id, address, kind, status, rank,
+        reject_reason, response_text)
+    SELECT message_id, address, kind, status, rank, reject_reason, response_text
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(message_id uuid, address text,
+        kind text, status text, rank int, reject_reason text, response_text text)
+    ORDER BY message_id, address
+    ON CONFLICT (message_id, address) DO UPDATE SET
+        status = excluded.status, rank = excluded.rank, reject_reason = excluded.reject_reason,
+        response_text = excluded.response_text, updated_at = now()
+    WHERE m.rank < excluded.rank
+    """
+)
+
+
+def _delivery_row(event: DeliveryEvent, message_id: uuid.UUID | None) -> dict[str, Any]:
+    return {
+        "provider": event.provider,
+        "provider_event_id": event.event_id,
+        "recipient": event.recipient_address or "",
+        "event_type": event.event_type.value,
+        "occurred_at": event.timestamp.isoformat() if event.timestamp else None,
+        "provider_msg_id": event.message_id,
+        "message_id_header": event.message_id_header,
+        "message_id": str(message_id) if message_id else None,
+        "reject_reason": event.reject_reason.value if event.reject_reason else None,
+        "response_text": event.mta_response,
+        "description": event.description,
+        "raw": event.raw,
+    }
+
 
 class SqlFeedbackRepository(FeedbackRepository):
     def __init__(self, session: Session) -> None:
@@ -289,6 +445,114 @@ class SqlFeedbackRepository(FeedbackRepository):
             ).scalar_one()
         )
 
+    def find_message_ids(
+        self, provider_msg_ids: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], uuid.UUID]:
+        if not provider_msg_ids:
+            return {}
+        rows = self._session.execute(
+            _FIND_MESSAGE_IDS,
+            {
+                "providers": text_array(sorted({p for p, _ in provider_msg_ids})),
+                "ids": text_array(sorted({i for _, i in provider_msg_ids})),
+            },
+        )
+        wanted = set(provider_msg_ids)
+        return {(p, i): m for p, i, m in rows if (p, i) in wanted}
+
+    def locate(
+        self, provider_msg_ids: Sequence[tuple[str, str]], message_ids: Sequence[uuid.UUID]
+    ) -> tuple[dict[tuple[str, str], uuid.UUID], dict[uuid.UUID, MessageState]]:
+        if not provider_msg_ids and not message_ids:
+            return {}, {}
+        rows = self._session.execute(
+            _LOCATE,
+            {
+                "providers": text_array(sorted({p for p, _ in provider_msg_ids})),
+                "ids": text_array(sorted({i for _, i in provider_msg_ids})),
+                "messages": uuid_array(sorted(set(message_ids))),
+            },
+        ).all()
+        wanted = set(provider_msg_ids)
+        found = {
+            (row.provider, row.provider_msg_id): row.id
+            for row in rows
+            if (row.provider, row.provider_msg_id) in wanted
+        }
+        states = {
+            row.id: MessageState(row.id, MessageStatus(row.status), row.client_id, row.is_test)
+            for row in rows
+        }
+        return found, states
+
+    def message_states(self, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MessageState]:
+        if not message_ids:
+            return {}
+        rows = self._session.execute(_MESSAGE_STATES, {"ids": uuid_array(message_ids)})
+        return {
+            row.id: MessageState(row.id, MessageStatus(row.status), row.client_id, row.is_test)
+            for row in rows
+        }
+
+    def add_many(self, events: Sequence[tuple[DeliveryEvent, uuid.UUID | None]]) -> list[bool]:
+        if not events:
+            return []
+        rows = [_delivery_row(event, message_id) for event, message_id in events]
+        added: set[tuple[str, str, str]] = set()
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[start : start + _INSERT_CHUNK]
+            result = self._session.execute(_ADD_EVENTS, {"rows": json.dumps(chunk, default=str)})
+            added.update((p, e, r) for p, e, r in result)
+        return [
+            (row["provider"], row["provider_event_id"], row["recipient"]) in added for row in rows
+        ]
+
+    def claim_orphans_many(
+        self, claims: Sequence[tuple[str, str, uuid.UUID]]
+    ) -> dict[uuid.UUID, list[DeliveryEvent]]:
+        if not claims:
+            return {}
+        ordered = sorted(set(claims))
+        rows = self._session.execute(
+            _CLAIM_ORPHANS,
+            {
+                "providers": text_array(c[0] for c in ordered),
+                "ids": text_array(c[1] for c in ordered),
+                "messages": uuid_array(c[2] for c in ordered),
+            },
+        ).scalars()
+        claimed: dict[uuid.UUID, list[DeliveryEvent]] = {}
+        for row in self._session.execute(
+            select(DeliveryEventRow).where(DeliveryEventRow.id.in_(list(rows)))
+        ).scalars():
+            assert row.message_id is not None
+            claimed.setdefault(row.message_id, []).append(_delivery_event(row))
+        for found in claimed.values():
+            found.sort(key=lambda e: (e.timestamp is None, e.timestamp))
+        return claimed
+
+    def advance_statuses(
+        self, targets: Sequence[tuple[uuid.UUID, MessageStatus, list[MessageStatus]]]
+    ) -> set[uuid.UUID]:
+        # One statement per target status (four at most: delivered, bounced,
+        # failed, spam), each guarded as ``advance_status`` is.
+        by_target: dict[tuple[MessageStatus, tuple[MessageStatus, ...]], list[uuid.UUID]] = {}
+        for message_id, target, allowed_from in targets:
+            by_target.setdefault((target, tuple(allowed_from)), []).append(message_id)
+        changed: set[uuid.UUID] = set()
+        for (target, allowed), message_ids in by_target.items():
+            changed.update(
+                self._session.execute(
+                    _ADVANCE_STATUSES,
+                    {
+                        "ids": uuid_array(sorted(message_ids)),
+                        "target": target.value,
+                        "allowed": text_array(status.value for status in allowed),
+                    },
+                ).scalars()
+            )
+        return changed
+
 
 class SqlRecipientRepository(RecipientRepository):
     def __init__(self, session: Session) -> None:
@@ -333,6 +597,26 @@ class SqlRecipientRepository(RecipientRepository):
             where=MessageRecipientRow.rank < insert.excluded.rank,
         ).returning(MessageRecipientRow.address)
         return self._session.execute(statement).scalar() is not None
+
+    def record_many(self, outcomes: Sequence[tuple[uuid.UUID, RecipientOutcome]]) -> None:
+        if not outcomes:
+            return
+        rows = [
+            {
+                "message_id": str(message_id),
+                "address": outcome.address,
+                "kind": outcome.kind,
+                "status": outcome.status.value if outcome.status else None,
+                "rank": RECIPIENT_RANK[outcome.status] if outcome.status else 0,
+                "reject_reason": outcome.reject_reason.value if outcome.reject_reason else None,
+                "response_text": outcome.response,
+            }
+            for message_id, outcome in outcomes
+        ]
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            self._session.execute(
+                _RECORD_RECIPIENTS, {"rows": json.dumps(rows[start : start + _INSERT_CHUNK])}
+            )
 
     def for_message(self, message_id: uuid.UUID) -> list[RecipientOutcome]:
         rows = self._session.execute(

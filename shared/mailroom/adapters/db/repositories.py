@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -299,6 +301,18 @@ class SqlClientRepository(ClientRepository):
         )
 
 
+# Rows in the order given, so their ids (and the webhook feed's order) follow it.
+_APPEND_EVENTS = text(
+    """
+    INSERT INTO message_events (message_id, type, detail)
+    SELECT message_id, type, detail
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+        AS r(message_id uuid, type text, detail jsonb, n int)
+    ORDER BY n
+    """
+)
+
+
 class SqlMessageRepository(MessageRepository):
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -458,14 +472,14 @@ class SqlMessageRepository(MessageRepository):
     def append_events(self, events: Sequence[tuple[uuid.UUID, EventType, dict[str, Any]]]) -> None:
         if not events:
             return
-        self._session.execute(
-            insert(MessageEventRow).values(
-                [
-                    {"message_id": message_id, "type": event_type.value, "detail": detail}
-                    for message_id, event_type, detail in events
-                ]
-            )
-        )
+        # One JSON document, whatever the number of events (issue 21): the
+        # ORM's multi-row VALUES bound three parameters per event, each
+        # detail serialised and escaped on its own.
+        rows = [
+            {"message_id": str(message_id), "type": event_type.value, "detail": detail, "n": n}
+            for n, (message_id, event_type, detail) in enumerate(events)
+        ]
+        self._session.execute(_APPEND_EVENTS, {"rows": json.dumps(rows, default=str)})
 
     def get_many(self, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Message]:
         if not message_ids:

@@ -947,6 +947,12 @@ class TrackingHitRow(Base):
     __table_args__ = (
         CheckConstraint(_one_of("kind", ["open", "click", "honeypot"]), name="kind"),
         Index("ix_tracking_hits_message_id", "message_id", "at"),
+        Index(
+            "uq_tracking_hits_hit_id",
+            "hit_id",
+            unique=True,
+            postgresql_where=text("hit_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -967,3 +973,5 @@ class TrackingHitRow(Base):
     signals: Mapped[list[str]] = mapped_column(
         JSONB, server_default=text("'[]'::jsonb"), nullable=False
     )
+    # Given when the hit was queued (issue 21 item 3): the consumer writes it once.
+    hit_id: Mapped[str | None] = mapped_column(String(32))
