@@ -220,6 +220,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1000)
     parser.add_argument("--queue", choices=("batches", "moto", "localstack"), default="batches")
     parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=120,
+        help="stop running passes after this long (the rows left are reported)",
+    )
+    parser.add_argument(
         "--localstack-url",
         default=None,
         help="a LocalStack to use if it answers; default: start one on a free port",
@@ -252,7 +258,7 @@ def main() -> None:
     own_cpu_before = time.process_time()
     began = time.perf_counter()
     enqueued = 0
-    while enqueued < args.rows and time.perf_counter() - began < 120:
+    while enqueued < args.rows and time.perf_counter() - began < args.max_seconds:
         report = scheduler_pass(SqlUnitOfWork(database), queue, no_runs, policy=policy, clock=clock)
         reports.append(report)
         enqueued += report.enqueued
