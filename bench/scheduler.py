@@ -15,12 +15,20 @@ The queue is, by ``--queue``:
   docs/benchmarks.md for what that adds.
 - ``moto``: moto's SQS server on a free port. Only for a few thousand rows:
   moto slows down as its queue grows, so it measures moto, not Mailroom.
+- ``localstack``: LocalStack's SQS (a real SQS API implementation), the
+  SendMessageBatch calls sent as the Lambda sends them (SqsMessageQueue, 8 in
+  flight). The one at ``--localstack-url`` if it answers, else one started on
+  a free port from .venv-localstack (``make .venv-localstack/.installed``) and
+  stopped at the end. LocalStack runs on the same cores as the scheduler and
+  PostgreSQL, so its figures are pessimistic; the bench prints LocalStack's
+  CPU share of the run (when it started it) and the load average.
 
 Needs PostgreSQL on 127.0.0.1. The database (created and migrated if
 missing) is MAILROOM_BENCH_DATABASE_URL, default .../mailroom_bench_schedule
 (not the shared bench database: other branches migrate that one).
 
-    .venv/bin/python bench/scheduler.py [--rows 100000] [--chunk 1000] [--queue batches|moto]
+    .venv/bin/python bench/scheduler.py [--rows 100000] [--chunk 1000] \\
+        [--queue batches|moto|localstack] [--localstack-url URL]
 """
 
 from __future__ import annotations
@@ -35,8 +43,10 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "shared"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # devstack, for --queue localstack
 
 from sqlalchemy import text
 
@@ -58,6 +68,7 @@ from mailroom.services.scheduler import (
     scheduler_pass,
 )
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 DATABASE_URL = os.environ.get(
     "MAILROOM_BENCH_DATABASE_URL",
     "postgresql+pg8000://postgres@127.0.0.1:5432/mailroom_bench_schedule",
@@ -147,11 +158,78 @@ def moto_queue() -> tuple[MessageQueue, object]:
     return SqsMessageQueue(url, "us-east-1"), server
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LocalStackSqs:
+    """A LocalStack SQS queue for the run; started here (and its CPU time read) if none answers."""
+
+    def __init__(self, endpoint: str | None) -> None:
+        import boto3
+
+        from devstack import localstack
+
+        os.environ["AWS_ACCESS_KEY_ID"] = "test"
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "test"
+        self.process: Any = None
+        if endpoint is None or not localstack.answers(endpoint):
+            endpoint = f"http://127.0.0.1:{free_port()}"
+            log_path = REPO_ROOT / ".local" / "bench-localstack.log"
+            started = time.perf_counter()
+            self.process = localstack.start_on_host(endpoint, log_path)
+            print(f"started LocalStack at {endpoint} in {time.perf_counter() - started:.1f} s")
+        self.endpoint = endpoint
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        name = f"bench-scheduler-{uuid.uuid4().hex[:8]}"
+        self.url: str = sqs.create_queue(QueueName=name)["QueueUrl"]
+        self._sqs = sqs
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the LocalStack process (Linux /proc), if this bench started it."""
+        if self.process is None:
+            return None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # Fields 14 and 15 of proc(5) (utime, stime), counted from after the command name.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def visible_messages(self) -> int:
+        attributes = self._sqs.get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesDelayed"]
+        )
+
+    def close(self) -> None:
+        from devstack import localstack
+
+        if self.process is not None:
+            localstack.stop(self.process)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--chunk", type=int, default=1000)
-    parser.add_argument("--queue", choices=("batches", "moto"), default="batches")
+    parser.add_argument("--queue", choices=("batches", "moto", "localstack"), default="batches")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=120,
+        help="stop running passes after this long (the rows left are reported)",
+    )
+    parser.add_argument(
+        "--localstack-url",
+        default=None,
+        help="a LocalStack to use if it answers; default: start one on a free port",
+    )
     args = parser.parse_args()
 
     ensure_database_exists(DATABASE_URL)
@@ -163,23 +241,32 @@ def main() -> None:
     print(f"wrote {args.rows:,} scheduled rows in {time.perf_counter() - started:.1f} s")
 
     server = None
+    localstack_sqs: LocalStackSqs | None = None
     queue: MessageQueue
     if args.queue == "moto":
         queue, server = moto_queue()
+    elif args.queue == "localstack":
+        localstack_sqs = LocalStackSqs(args.localstack_url)
+        queue = SqsMessageQueue(localstack_sqs.url, "us-east-1")
     else:
         queue = BatchBodies()
     policy = SchedulerPolicy(chunk_size=args.chunk, time_budget_seconds=45.0)
     clock = SystemClock()
     reports: list[SchedulerReport] = []
+    load_before = os.getloadavg()
+    localstack_cpu_before = localstack_sqs.cpu_seconds() if localstack_sqs else None
+    own_cpu_before = time.process_time()
     began = time.perf_counter()
     enqueued = 0
-    while enqueued < args.rows and time.perf_counter() - began < 120:
+    while enqueued < args.rows and time.perf_counter() - began < args.max_seconds:
         report = scheduler_pass(SqlUnitOfWork(database), queue, no_runs, policy=policy, clock=clock)
         reports.append(report)
         enqueued += report.enqueued
         if report.enqueued == 0:
             time.sleep(0.5)  # rows not yet within the look-ahead
     total = time.perf_counter() - began
+    own_cpu = time.process_time() - own_cpu_before
+    load_after = os.getloadavg()
     chunks = [seconds * 1000 for report in reports for seconds in report.chunk_seconds]
     with database.engine.connect() as connection:
         left = connection.execute(
@@ -192,9 +279,29 @@ def main() -> None:
         f"median {statistics.median(chunks):.0f} ms, max {max(chunks):.0f} ms"
     )
     print(f"within the minute: {'yes' if left == 0 and total <= 60 else 'no'}")
+    if enqueued:
+        print(f"per message: {total / enqueued * 1e6:.0f} us wall")
+    print(f"bench process CPU: {own_cpu:.1f} s ({own_cpu / total:.0%} of one core)")
+    if localstack_sqs is not None:
+        cpu_after = localstack_sqs.cpu_seconds()
+        if localstack_cpu_before is not None and cpu_after is not None:
+            used = cpu_after - localstack_cpu_before
+            print(
+                f"LocalStack CPU: {used:.1f} s ({used / total:.0%} of one core, "
+                f"{used / total / (os.cpu_count() or 1):.0%} of the machine)"
+            )
+        print(f"messages in the LocalStack queue: {localstack_sqs.visible_messages():,}")
+    print(
+        "load average (1/5/15 min) before: "
+        + " ".join(f"{value:.2f}" for value in load_before)
+        + "; after: "
+        + " ".join(f"{value:.2f}" for value in load_after)
+    )
     database.dispose()
     if server is not None:
         server.stop()  # type: ignore[attr-defined]
+    if localstack_sqs is not None:
+        localstack_sqs.close()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ planner queue (delayed to its time) and the planner plans it then.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 import threading
 import urllib.request
@@ -26,7 +27,7 @@ from mailroom.adapters.db.unit_of_work import Database
 from mailroom.adapters.queue import SqsPlannerQueue
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
-from mailroom.entrypoints.api import create_api
+from mailroom.entrypoints.api import create_api, status_routes
 from mailroom.entrypoints.batches import batch_routes
 from mailroom.entrypoints.scheduler import policy_of
 from mailroom.entrypoints.schedules import schedule_routes, schedule_sender
@@ -99,7 +100,11 @@ class Stack:
             self.services.uow(), self.services.hasher, name=f"acme-{uuid.uuid4().hex[:6]}"
         )
         self.api = create_api(
-            [batch_routes(lambda: self.services), schedule_routes(lambda: self.services)],
+            [
+                batch_routes(lambda: self.services),
+                schedule_routes(lambda: self.services),
+                status_routes(lambda: self.services),
+            ],
             max_request_bytes=lambda: self.settings.batch_max_request_bytes,
         )
 
@@ -389,6 +394,229 @@ def test_an_uploaded_batch_with_scheduled_at_waits_after_start(stack: Stack) -> 
     assert stack.rows(
         "SELECT count(*) FROM messages WHERE to_addresses ->> 0 = 'intruder@example.com'"
     ) == [(0,)]
+
+
+# --- PATCH /v1/batches/{id}: moving a scheduled batch ----------------------------------
+
+
+class PlannerRecords:
+    """SQS's part, on the test's clock: each planner record arrives at its send time plus its delay.
+
+    ``walk`` runs a scheduler pass every minute and the planner on each record
+    as it arrives (a planner record that comes early asks again, as the
+    planner function does), and notes when the batch's first message was
+    written: the moment the batch actually fired.
+    """
+
+    def __init__(self, stack: Stack, batch_id: str) -> None:
+        self.stack = stack
+        self.batch_id = batch_id
+        self.seen = 0
+        self.arrivals: list[tuple[datetime, int]] = []
+        self.fired_at: datetime | None = None
+
+    def collect(self, sent_at: datetime) -> None:
+        requests = self.stack.planner.requests
+        for batch_id, delay in requests[self.seen :]:
+            if str(batch_id) == self.batch_id:
+                heapq.heappush(self.arrivals, (sent_at + timedelta(seconds=delay), len(requests)))
+        self.seen = len(requests)
+
+    def walk(self, until: datetime) -> None:
+        tick = self.stack.clock.now()
+        while True:
+            arrival = self.arrivals[0][0] if self.arrivals else None
+            if tick <= until and (arrival is None or tick <= arrival):
+                self.stack.clock.moment = tick
+                self.stack.scheduler()
+                self.collect(tick)
+                tick += timedelta(minutes=1)
+            elif arrival is not None and arrival <= until:
+                heapq.heappop(self.arrivals)
+                self.stack.clock.moment = arrival
+                result = self.stack.plan(self.batch_id)
+                if self.fired_at is None and self.stack.messages_of(self.batch_id):
+                    self.fired_at = arrival
+                if not result.done:
+                    self.stack.planner.request_planning(
+                        uuid.UUID(self.batch_id), "planner", delay_seconds=result.wait_seconds
+                    )
+                self.collect(arrival)
+            else:
+                return
+
+
+def _exactly_once(stack: Stack, batch_id: str, people: int) -> None:
+    assert stack.rows(
+        "SELECT count(*), count(DISTINCT batch_index) FROM messages WHERE batch_id = :b",
+        b=uuid.UUID(batch_id),
+    ) == [(people, people)]
+    assert sorted(stack.drain()) == sorted(stack.messages_of(batch_id))
+
+
+@pytest.mark.parametrize("move", ["later", "earlier"])
+def test_a_moved_batch_fires_once_at_its_new_time_not_at_its_old(stack: Stack, move: str) -> None:
+    # GIVEN a batch of 20 for ten minutes from now, already released to the
+    # planner queue (its record is on the way, due at the old time)
+    old = stack.clock.now() + timedelta(minutes=10)
+    _, accepted = stack.batch(20, scheduled_at=old.isoformat())
+    batch_id = accepted["id"]
+    records = PlannerRecords(stack, batch_id)
+    stack.clock.moment = old - timedelta(seconds=60)
+    records.walk(stack.clock.now())
+    assert records.arrivals == [(old, 1)]
+
+    # WHEN it is moved (in New York time) an hour later, or 30 s earlier
+    new = old + timedelta(hours=1) if move == "later" else old - timedelta(seconds=30)
+    status, moved = stack.call(
+        "PATCH",
+        f"/v1/batches/{batch_id}",
+        {"scheduled_at": new.astimezone(ZoneInfo("America/New_York")).isoformat()},
+    )
+    # THEN the answer echoes the new time in UTC, the batch still waiting
+    assert status == 200, moved
+    assert (moved["status"], moved["note"], moved["total"]) == ("scheduled", None, 20)
+    assert datetime.fromisoformat(moved["scheduled_at"]) == new
+    records.collect(stack.clock.now())
+
+    # ...and walking the clock past both times, with every record delivered
+    # at its time and the scheduler running each minute, the batch fires
+    # once, at its new time: the old record plans nothing
+    records.walk(max(old, new) + timedelta(minutes=15))
+    assert records.fired_at is not None
+    assert abs((records.fired_at - new).total_seconds()) <= 2
+    _exactly_once(stack, batch_id, 20)
+    # ...with one record for each time it was released: the stale one was
+    # dropped (moved later) or found the batch planning (moved earlier)
+    delays = [delay for planned, delay in stack.planner.requests if str(planned) == batch_id]
+    assert delays == ([60, 60] if move == "later" else [60, 30])
+
+
+def test_moving_refuses_bad_times_and_a_past_time_plans_now_with_a_note(stack: Stack) -> None:
+    due = stack.clock.now() + timedelta(hours=2)
+    _, accepted = stack.batch(3, scheduled_at=due.isoformat())
+    batch_id = accepted["id"]
+    # GIVEN a naive time, one 31 days ahead, none at all, an unknown field: 422, unchanged
+    for body in (
+        {"scheduled_at": "2026-12-24T09:00:00"},
+        {"scheduled_at": (stack.clock.now() + timedelta(days=31)).isoformat()},
+        {},
+        {"scheduled_at": due.isoformat(), "total": 4},
+    ):
+        status, answer = stack.call("PATCH", f"/v1/batches/{batch_id}", body)
+        assert (status, answer["error"]["code"]) == (422, "validation_error"), (body, answer)
+    assert stack.rows("SELECT scheduled_at FROM batches WHERE id = :b", b=uuid.UUID(batch_id)) == [
+        (due,)
+    ]
+    assert stack.planner.requests == []
+    # WHEN it is moved to a time already past
+    status, moved = stack.call(
+        "PATCH",
+        f"/v1/batches/{batch_id}",
+        {"scheduled_at": (stack.clock.now() - timedelta(minutes=5)).isoformat()},
+    )
+    # THEN it goes to the planner now, and the answer says so
+    assert (status, moved["note"]) == (200, "scheduled_at has passed: the batch is sent now")
+    assert stack.planner.requests == [(uuid.UUID(batch_id), 0)]
+    assert stack.plan(batch_id).done
+    assert len(stack.messages_of(batch_id)) == 3
+
+
+def test_moving_once_planning_began_or_a_batch_never_scheduled_is_409(stack: Stack) -> None:
+    soon = stack.clock.now() + timedelta(minutes=5)
+    later = {"scheduled_at": (soon + timedelta(hours=1)).isoformat()}
+    # GIVEN a scheduled batch whose planner record came at its time
+    _, accepted = stack.batch(2, scheduled_at=soon.isoformat())
+    stack.clock.moment = soon
+    assert stack.plan(accepted["id"]).done
+    # WHEN it is moved
+    status, answer = stack.call("PATCH", f"/v1/batches/{accepted['id']}", later)
+    # THEN 409 not_scheduled, and it is planned once as it was
+    assert (status, answer["error"]["code"]) == (409, "not_scheduled"), answer
+    assert len(stack.messages_of(accepted["id"])) == 2
+    # ...as for a batch that was never scheduled, and a cancelled one
+    _, plain = stack.batch(2)
+    _, cancelled = stack.batch(2, scheduled_at=(soon + timedelta(minutes=5)).isoformat())
+    stack.call("POST", f"/v1/batches/{cancelled['id']}/cancel")
+    for batch_id in (plain["id"], cancelled["id"]):
+        status, answer = stack.call("PATCH", f"/v1/batches/{batch_id}", later)
+        assert (status, answer["error"]["code"]) == (409, "not_scheduled"), answer
+    # ...and another client's batch, or no batch at all, is 404
+    for batch_id in (str(uuid.uuid4()), "not-a-batch"):
+        status, answer = stack.call("PATCH", f"/v1/batches/{batch_id}", later)
+        assert (status, answer["error"]["code"]) == (404, "batch_not_found"), answer
+
+
+def _move_while_the_scheduler_releases(stack: Stack, move: str) -> None:
+    # A batch due in five minutes; the clock at 60 s before, so the next
+    # scheduler pass releases it.
+    old = stack.clock.now() + timedelta(minutes=5)
+    _, accepted = stack.batch(4, scheduled_at=old.isoformat())
+    batch_id = accepted["id"]
+    records = PlannerRecords(stack, batch_id)
+    records.seen = len(stack.planner.requests)
+    stack.clock.moment = old - timedelta(seconds=60)
+    new = old + timedelta(minutes=5) if move == "later" else old - timedelta(seconds=40)
+    scheduler_services = stack.services_with(stack.planner)
+    start = threading.Barrier(2)
+
+    def release() -> SchedulerReport:
+        start.wait()
+        return stack.scheduler(scheduler_services)
+
+    def patch() -> tuple[int, dict[str, Any]]:
+        start.wait()
+        return stack.call("PATCH", f"/v1/batches/{batch_id}", {"scheduled_at": new.isoformat()})
+
+    # WHEN the scheduler and the move run at once
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        released = pool.submit(release)
+        patched = pool.submit(patch)
+        released.result()
+        status, answer = patched.result()
+    assert status == 200, answer
+    records.collect(stack.clock.now())
+    # THEN, every record delivered at its time, it fires once, at its new time
+    records.walk(max(old, new) + timedelta(minutes=12))
+    assert records.fired_at is not None
+    assert abs((records.fired_at - new).total_seconds()) <= 2, (records.fired_at, new)
+    _exactly_once(stack, batch_id, 4)
+
+
+@pytest.mark.parametrize("move", ["later", "earlier"])
+def test_a_move_racing_the_scheduler_fires_the_batch_once_at_its_new_time(
+    stack: Stack, move: str
+) -> None:
+    # GIVEN batches each moved at the very moment a scheduler pass releases
+    # it (the two threads start together), many times over: whichever locks
+    # the row first, the other sees its commit
+    for _ in range(8):
+        _move_while_the_scheduler_releases(stack, move)
+
+
+def test_health_counts_a_scheduled_batch_left_waiting_past_its_time(stack: Stack) -> None:
+    # GIVEN a batch scheduled for ten minutes from now, and no message scheduled
+    _, accepted = stack.batch(
+        2, scheduled_at=(stack.clock.now() + timedelta(minutes=10)).isoformat()
+    )
+    status, health = stack.call("GET", "/health")
+    assert status == 200, health
+    assert health["backlog"]["oldest_overdue_scheduled_seconds"] == 0.0
+    # WHEN an hour passes with no scheduler running
+    stack.clock.move(hours=1)
+    # THEN health says it is 50 minutes overdue
+    status, health = stack.call("GET", "/health")
+    assert status == 200, health
+    assert health["backlog"]["oldest_overdue_scheduled_seconds"] == 3000.0
+    # ...while one released whose planner has not started is still overdue; once
+    # planning began it is not
+    stack.scheduler()
+    status, health = stack.call("GET", "/health")
+    assert status == 200, health
+    assert health["backlog"]["oldest_overdue_scheduled_seconds"] == 3000.0
+    assert stack.plan(accepted["id"]).done
+    _, health = stack.call("GET", "/health")
+    assert health["backlog"]["oldest_overdue_scheduled_seconds"] == 0.0
 
 
 # --- schedules with a batch payload ---------------------------------------------------

@@ -15,17 +15,18 @@ from typing import Annotated, Literal
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mailroom.adapters.db.batches import Batch
 from mailroom.bootstrap import Services
 from mailroom.domain.batches import MAX_INLINE_RECIPIENTS, MAX_UPLOAD_BYTES, BatchRequest
+from mailroom.domain.commands import OffsetDateTime
 from mailroom.domain.errors import BatchNotFound
 from mailroom.domain.tenancy import Scope
 from mailroom.entrypoints.api import caller_of, sender_check_for, trace_id_of
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key
-from mailroom.services import batches, sending
+from mailroom.services import batches, scheduled_batches, sending
 
 ServicesProvider = Callable[[], Services]
 
@@ -100,6 +101,22 @@ class BatchView(BaseModel):
     updated_at: datetime | None
     finished_at: datetime | None
     rate_per_minute: float = Field(description="Messages sent per minute since the batch started")
+
+
+class RescheduleBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scheduled_at: OffsetDateTime = Field(
+        description="The new time: RFC 3339 with an offset, at most 30 days ahead; "
+        "a time already past plans the batch now.",
+        examples=["2026-12-24T09:00:00+01:00"],
+    )
+
+
+class RescheduledBatchView(BatchView):
+    note: str | None = Field(
+        default=None, description="Set when scheduled_at had passed: the batch is sent now."
+    )
 
 
 class RecipientOutcomeView(BaseModel):
@@ -282,6 +299,49 @@ def batch_routes(services: ServicesProvider) -> Router:
         client = caller_of(router, active, Scope.EMAIL_READ).client
         return batch_view(
             batches.get_batch(active.uow(), client_id=client.id, batch_id=_batch_id(batch_id))
+        )
+
+    @router.patch(
+        "/v1/batches/<batch_id>",
+        summary="Move a scheduled batch to another time",
+        description=(
+            "Only while the batch is `scheduled`: the same rules as `scheduled_at` on create "
+            "(an offset, at most 30 days ahead; a time already past plans it now, with a "
+            "note). Once planning has begun (or for a batch never scheduled): 409 "
+            "not_scheduled. The batch is planned once, at its new time."
+        ),
+        responses=answers(
+            200,
+            "Rescheduled",
+            RescheduledBatchView,
+            errors={
+                **_NOT_FOUND,
+                409: "not_scheduled: planning has begun, or the batch is not scheduled",
+                422: "validation_error: scheduled_at without an offset or over 30 days ahead",
+            },
+        ),
+        tags=["batches"],
+        security=client_key(Scope.EMAIL_SEND),
+    )
+    def reschedule_batch(
+        batch_id: Annotated[str, Path()],
+        request: Annotated[RescheduleBatchRequest, Body()],
+    ) -> RescheduledBatchView:
+        active = services()
+        client = caller_of(router, active, Scope.EMAIL_SEND).client
+        moved = scheduled_batches.reschedule_batch(
+            active.uow(),
+            active.planner_queue,
+            client_id=client.id,
+            batch_id=_batch_id(batch_id),
+            scheduled_at=request.scheduled_at,
+            now=active.clock.now(),
+            lookahead_seconds=active.settings.scheduler_lookahead_seconds,
+        )
+        logger.info("batch rescheduled", extra={"batch_id": str(moved.batch.id)})
+        return RescheduledBatchView(
+            **batch_view(moved.batch).model_dump(),
+            note=PAST_BATCH_NOTE if moved.in_past else None,
         )
 
     @router.get(

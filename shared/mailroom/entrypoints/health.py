@@ -18,7 +18,7 @@ from mailroom.services.health import check_health
 class BacklogView(BaseModel):
     """Issue 7: mail failed for good (DLQ) and how late the oldest unsent message is.
 
-    Issue 18: how far past its time the oldest still-scheduled message is.
+    Issue 18: how far past its time the oldest still-scheduled message or batch is.
     """
 
     dead_letter_depth: int | None

@@ -15,8 +15,9 @@ class Backlog:
     # None when the queue or the database did not answer (the checks say why).
     dead_letter_depth: int | None
     oldest_queued_age_seconds: float | None
-    # Issue 18: how far past its time the oldest still-scheduled message is
-    # (0: none is overdue). A growing figure means the scheduler is not running.
+    # Issue 18: how far past its time the oldest still-scheduled message or
+    # scheduled batch (not yet planning) is (0: none is overdue). A growing
+    # figure means the scheduler (or, for a batch, the planner) is not running.
     oldest_overdue_scheduled_seconds: float | None = None
 
 
@@ -33,7 +34,17 @@ def measure(uow: UnitOfWork, dead_letters: DeadLetterQueue, *, now: datetime) ->
         age = None
     try:
         with uow:
-            overdue = uow.scheduled.oldest_overdue(now)
+            overdue = min(
+                (
+                    moment
+                    for moment in (
+                        uow.scheduled.oldest_overdue(now),
+                        uow.batches.oldest_overdue(now),
+                    )
+                    if moment is not None
+                ),
+                default=None,
+            )
         late = round((now - overdue).total_seconds(), 1) if overdue is not None else 0.0
     except Exception:  # noqa: BLE001 - a detail must not break the health answer
         late = None

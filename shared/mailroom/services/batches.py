@@ -408,8 +408,9 @@ def plan_batch(
     enqueued (index past the batch's ``enqueued_through``); then chunk after
     chunk is written and enqueued. Not done: the caller asks for another run.
     A scheduled batch (issue 18) starts here when its time has come; a
-    record that arrives before it asks to be run again at its time; a
-    cancelled batch plans nothing.
+    record that arrives before it asks to be run again at its time, unless
+    the batch was moved since and not released again (the record is stale:
+    dropped); a cancelled batch plans nothing.
     """
     now = now or datetime.now(UTC)
     with uow:
@@ -419,6 +420,11 @@ def plan_batch(
         if batch.status is BatchStatus.SCHEDULED:
             due = batch.scheduled_at or now
             if (due - now).total_seconds() > _EARLY_SECONDS:
+                if batch.released_at is None:
+                    # Moved to a later time since this record was sent (a
+                    # reschedule unreleases it): the scheduler releases it
+                    # for its new time, so this stale record is dropped.
+                    return PlanResult(done=True)
                 return PlanResult(done=False, wait_seconds=queue_delay_seconds(due, now))
             uow.batches.set_state(batch_id, BatchStatus.PLANNING, started_at="now")
             batch.status = BatchStatus.PLANNING

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mailroom.adapters.db.batches import Batch
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.queue import PlannerQueue
-from mailroom.domain.errors import DependencyUnavailable
-from mailroom.domain.scheduling import queue_delay_seconds
+from mailroom.domain.batches import BatchStatus
+from mailroom.domain.errors import BatchNotFound, DependencyUnavailable, NotScheduled
+from mailroom.domain.scheduling import normalise_send_time, queue_delay_seconds
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +117,55 @@ def release_due_batches(
         result.released += len(released)
         if result.refused or len(due) < chunk_size:
             return result
+
+
+@dataclass(frozen=True, slots=True)
+class RescheduledBatch:
+    batch: Batch
+    # The time asked for had passed: the batch is planned now.
+    in_past: bool
+
+
+def reschedule_batch(
+    uow: UnitOfWork,
+    planner: PlannerQueue,
+    *,
+    client_id: uuid.UUID,
+    batch_id: uuid.UUID,
+    scheduled_at: datetime,
+    now: datetime,
+    lookahead_seconds: int,
+) -> RescheduledBatch:
+    """Move a batch still ``scheduled`` to another time; 409 not_scheduled once planning began.
+
+    The same rules as creating one: an offset, at most 30 days ahead, a time
+    already past plans it now. Exactly once across the move: the row is
+    locked as the planner and the scheduler lock it, so a batch the planner
+    took first is 409 here; the move clears ``released_at``, so a planner
+    record already sent for the old time is stale and the planner drops it
+    when it comes early (plan_batch), while one that comes at or after a
+    moved-earlier time finds the batch planning already. The new time is
+    released as on creation: now if within the look-ahead, else by the
+    scheduler.
+    """
+    moment = normalise_send_time(scheduled_at, now=now, field_name="scheduled_at")
+    due = max(moment, now)
+    with uow:
+        batch = uow.batches.get_for_client(client_id, batch_id, for_update=True)
+        if batch is None:
+            raise BatchNotFound(
+                "no such batch for this client", details=[{"batch_id": str(batch_id)}]
+            )
+        if batch.status is not BatchStatus.SCHEDULED:
+            raise NotScheduled(
+                f"batch {batch_id} is not scheduled (it is {batch.status.value}): planning "
+                "has begun, or it was never scheduled, cancelled or is awaiting its upload"
+            )
+        uow.batches.reschedule(batch_id, due)
+        uow.commit()
+    batch.scheduled_at = due
+    batch.released_at = None
+    release_batch_if_near(uow, planner, batch, now=now, lookahead_seconds=lookahead_seconds)
+    with uow:
+        moved = uow.batches.get_for_client(client_id, batch_id)
+    return RescheduledBatch(moved or batch, in_past=moment <= now)

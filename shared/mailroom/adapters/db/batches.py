@@ -509,6 +509,32 @@ class SqlBatchRepository:
         ).all()
         return [DueBatch(_uuid(row[0]), row[1], row[2]) for row in rows]
 
+    def reschedule(self, batch_id: uuid.UUID, due: datetime) -> None:
+        """Move a scheduled batch to ``due``, unreleased: a record sent for its old time is stale.
+
+        The planner drops a record that comes early for a batch nobody has
+        released since (services/batches.py, plan_batch); the scheduler, or
+        the caller when ``due`` is near, releases it for its new time.
+        """
+        self._session.execute(
+            text(
+                "UPDATE batches SET scheduled_at = :due, released_at = NULL, updated_at = now() "
+                "WHERE id = CAST(:id AS uuid) AND status = 'scheduled'"
+            ),
+            {"id": str(batch_id), "due": due},
+        )
+
+    def oldest_overdue(self, now: datetime) -> datetime | None:
+        """The due time of the oldest batch still ``scheduled`` (not planning) after its time."""
+        oldest: datetime | None = self._session.execute(
+            text(
+                "SELECT min(scheduled_at) FROM batches "
+                "WHERE status = 'scheduled' AND scheduled_at < :now"
+            ),
+            {"now": now},
+        ).scalar()
+        return oldest
+
     def mark_released(self, batch_ids: Sequence[uuid.UUID], at: datetime) -> None:
         if batch_ids:
             self._session.execute(
