@@ -1075,3 +1075,6 @@ class ReputationStateRow(Base):
     window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # An operator's lift restarts the window: what came before it is not held
+    # against the client again (else a lift would be undone at once).
+    lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

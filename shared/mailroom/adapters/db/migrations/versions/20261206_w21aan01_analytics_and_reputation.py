@@ -47,6 +47,7 @@ COUNTERS = (
     "failed",
 )
 
+# The list is a constant of this file, not input.
 PENDING_FUNCTION = f"""
 CREATE FUNCTION message_events_to_analytics() RETURNS trigger AS $$
 BEGIN
@@ -55,7 +56,7 @@ BEGIN
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql
-"""
+"""  # noqa: S608
 PENDING_TRIGGER = """
 CREATE TRIGGER message_events_analytics
 AFTER INSERT ON message_events
@@ -166,6 +167,7 @@ def upgrade() -> None:
         sa.Column("window_start", sa.DateTime(timezone=True), nullable=True),
         sa.Column("evaluated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("lifted_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
             "state IN ('ok', 'warn', 'throttle', 'pause')", name=op.f("ck_reputation_states_state")
         ),
