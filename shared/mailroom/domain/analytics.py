@@ -76,6 +76,9 @@ MAX_HOURLY_RANGE = timedelta(days=31)
 MAX_DAILY_RANGE = timedelta(days=400)
 
 DEFAULT_QUEUE = "default"
+# Far enough either way for any real range; keeps date arithmetic off its limits.
+MIN_YEAR = 2000
+MAX_YEAR = 2200
 
 
 class Granularity(StrEnum):
@@ -292,12 +295,15 @@ def _parse_time(value: str, field_name: str, tz: ZoneInfo) -> datetime:
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
-            return datetime(day.year, day.month, day.day, tzinfo=tz)
-        parsed = datetime.fromisoformat(value)
+            parsed = datetime(day.year, day.month, day.day)
+        else:
+            parsed = datetime.fromisoformat(value)
     except ValueError as error:
         raise _refuse(
             field_name, "invalid_datetime", f"{field_name}: {value!r} is not an ISO 8601 time"
         ) from error
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise _refuse(field_name, "invalid_datetime", f"{field_name}: a year {MIN_YEAR}-{MAX_YEAR}")
     # A time without an offset is read in the request's zone.
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
 

@@ -18,6 +18,7 @@ from mailroom.bootstrap import Services
 from mailroom.domain.errors import Unauthenticated
 from mailroom.domain.tenancy import Actor
 from mailroom.entrypoints.admin_clients import client_routes
+from mailroom.entrypoints.analytics import admin_analytics_routes
 from mailroom.entrypoints.admin_inbound import inbound_routes
 from mailroom.entrypoints.admin_suppressions import suppression_routes
 from mailroom.entrypoints.admin_templates import template_routes
@@ -100,6 +101,7 @@ def admin_routes(services: ServicesProvider) -> list[Router]:
         admin_domain_routes(services),
         admin_webhook_routes(services),
         admin_smtp_config_routes(services),
+        admin_analytics_routes(services),
     ]
 
 

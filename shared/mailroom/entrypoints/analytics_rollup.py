@@ -13,7 +13,9 @@ from mailroom.entrypoints.observability import logger
 from mailroom.services import analytics, reputation
 
 
-def run_roll_up(event: dict[str, Any], context: LambdaContext, services: Services) -> dict[str, Any]:
+def run_roll_up(
+    event: dict[str, Any], context: LambdaContext, services: Services
+) -> dict[str, Any]:
     rolled = analytics.roll_up(services.uow())
     changes = reputation.evaluate(
         services.uow(),

@@ -47,6 +47,12 @@ from mailroom.domain.reputation import (
 from mailroom.domain.tenancy import Actor
 
 REPUTATION_ACTOR = Actor("reputation")
+# How the send routes document the refusal.
+SENDING_PAUSED = (
+    "client_suspended; insufficient_scope; ip_not_allowed; "
+    "sending_paused: reputation paused this client's live sending (its bounce or "
+    "complaint rate); error.details says when and why; an operator lifts it"
+)
 log = logging.getLogger(__name__)
 
 
