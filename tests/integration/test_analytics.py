@@ -58,13 +58,15 @@ def add_messages(
     is_test: bool = False,
     single: bool = False,
 ) -> list[uuid.UUID]:
-    rows = []
+    rows: list[dict[str, Any]] = []
+    ids: list[uuid.UUID] = []
     for _ in range(count):
+        ids.append(uuid.uuid4())
         to = [f"u{rng.randrange(10**6)}@{rng.choice(DOMAINS)}"]
         cc = [] if single or rng.random() < 0.7 else [f"c{rng.randrange(99)}@{rng.choice(DOMAINS)}"]
         rows.append(
             {
-                "id": uuid.uuid4(),
+                "id": ids[-1],
                 "client_id": client_id,
                 "trace_id": "t",
                 "template_name": rng.choice(TEMPLATES_USED),
@@ -79,7 +81,7 @@ def add_messages(
         )
     with database.engine.begin() as connection:
         connection.execute(insert(MessageRow), rows)
-    return [row["id"] for row in rows]
+    return ids
 
 
 def random_event(message_id: uuid.UUID, rng: random.Random) -> dict[str, Any]:
