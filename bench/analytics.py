@@ -96,10 +96,13 @@ SELECT :client, false, h,
        (s * 0.45)::bigint, (s * 0.15)::bigint, (s * 0.25)::bigint, (s * 0.08)::bigint,
        (s * 0.01)::bigint, (s * 0.05)::bigint, (s * 0.002)::bigint, (s * 0.003)::bigint,
        (s * 0.002)::bigint
-FROM generate_series(:start, :end - interval '1 hour', interval '1 hour') AS h,
-     generate_series(1, :queues) AS q, generate_series(1, :templates) AS t,
-     generate_series(1, :domains) AS d, unnest(CAST(:groups AS text[])) AS g,
-     LATERAL (SELECT (random() * 2 * :per_combo)::bigint + h::date - h::date AS s) AS r
+FROM generate_series(CAST(:start AS timestamptz), CAST(:end AS timestamptz) - interval '1 hour',
+                     interval '1 hour') AS h,
+     generate_series(1, CAST(:queues AS int)) AS q,
+     generate_series(1, CAST(:templates AS int)) AS t,
+     generate_series(1, CAST(:domains AS int)) AS d, unnest(CAST(:groups AS text[])) AS g,
+     LATERAL (SELECT (random() * 2 * CAST(:per_combo AS float8))::bigint
+                     + (h::date - h::date) AS s) AS r
 """
 
 SUMS = ", ".join(f"sum({name})" for name in COUNTERS)
@@ -108,27 +111,31 @@ NAMES = ", ".join(COUNTERS)
 BY_DIMENSION = """
 INSERT INTO analytics_hourly_by (client_id, dimension, value, is_test, hour, {names})
 SELECT client_id, '{dimension}', {value}, is_test, hour, {sums}
-FROM analytics_hourly WHERE client_id = :client GROUP BY client_id, {value}, is_test, hour
+FROM analytics_hourly WHERE client_id = :client GROUP BY client_id, 3, is_test, hour
 """
 # Tag i on 1 message in i + 1.
 BY_TAG = """
 INSERT INTO analytics_hourly_by (client_id, dimension, value, is_test, hour, {names})
 SELECT client_id, 'tag', 'tag' || i, is_test, hour, {scaled}
-FROM analytics_hourly_by, generate_series(1, :tags) AS i
+FROM analytics_hourly_by, generate_series(1, CAST(:tags AS int)) AS i
 WHERE client_id = :client AND dimension = 'all'
 """
 
 
-def generate(database: Database, client_id: uuid.UUID, messages: int, end: datetime) -> int:
+def generate(
+    database: Database, client_id: uuid.UUID, messages: int, end: datetime, *, small: bool = False
+) -> int:
+    """``small``: one queue, two templates, one domain (the operator's other clients)."""
     hours = DAYS * 24
-    combos = QUEUES * TEMPLATES * DOMAINS * len(GROUPS)
+    queues, templates, domains = (1, 2, 1) if small else (QUEUES, TEMPLATES, DOMAINS)
+    combos = queues * templates * domains * len(GROUPS)
     params = {
         "client": client_id,
         "start": end - timedelta(days=DAYS),
         "end": end,
-        "queues": QUEUES,
-        "templates": TEMPLATES,
-        "domains": DOMAINS,
+        "queues": queues,
+        "templates": templates,
+        "domains": domains,
         "groups": "{" + ",".join(GROUPS) + "}",
         "per_combo": messages / hours / combos,
         "tags": TAGS,
@@ -246,12 +253,17 @@ def main() -> int:
     fresh_database()
     database = Database(DATABASE_URL, pool_size=2)
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    print(f"generating {DAYS} days of rollups for {args.messages:,} messages (one client)")
+    print(
+        f"generating {DAYS} days of rollups for {args.messages:,} messages (one client) "
+        f"and {SMALL_CLIENTS} clients of {args.messages // 100:,}"
+    )
     began = time.perf_counter()
     big = add_client(database, "big")
     sent = generate(database, big, args.messages, end)
     for index in range(SMALL_CLIENTS):
-        generate(database, add_client(database, f"small-{index}"), args.messages // 100, end)
+        generate(
+            database, add_client(database, f"small-{index}"), args.messages // 100, end, small=True
+        )
     with database.engine.begin() as connection:
         connection.execute(text("ANALYZE"))
         full = connection.execute(text("SELECT count(*) FROM analytics_hourly")).scalar_one()

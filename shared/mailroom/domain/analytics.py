@@ -380,8 +380,13 @@ def parse_query(
     test = params.get("test", "false").lower()
     if test not in ("true", "false"):
         raise _refuse("test", "boolean", "test: true or false")
+    first = _floor_hour(start)
+    if granularity is Granularity.DAY and first.astimezone(tz).date() < start.astimezone(tz).date():
+        # A half-hour zone: the floored hour starts on the day before (23:30);
+        # its local days run from 00:30, so the range does too.
+        first += timedelta(hours=1)
     return AnalyticsQuery(
-        start=_floor_hour(start),
+        start=first,
         end=_ceil_hour(end),
         granularity=granularity,
         tz=tz,
