@@ -433,10 +433,19 @@ class Point:
 def series(hours: Mapping[datetime, Mapping[str, int]], query: AnalyticsQuery) -> list[Point]:
     """Every bucket of the range in order, empty ones included (a chart needs the zeros)."""
     buckets: dict[datetime, dict[str, int]] = {}
-    at = query.start
-    while at < query.end:
-        buckets.setdefault(bucket_start(at, query), empty_counts())
-        at += timedelta(hours=1)
+    if query.granularity is Granularity.DAY:
+        # Day by day (90 steps, not 2,160): every local date from the first
+        # hour's to the last hour's.
+        day = bucket_start(query.start, query).date()
+        last = bucket_start(query.end - timedelta(hours=1), query).date()
+        while day <= last:
+            buckets[datetime(day.year, day.month, day.day, tzinfo=query.tz)] = empty_counts()
+            day += timedelta(days=1)
+    else:
+        at = query.start
+        while at < query.end:
+            buckets.setdefault(bucket_start(at, query), empty_counts())
+            at += timedelta(hours=1)
     for hour, counts in hours.items():
         found = buckets.get(bucket_start(hour, query))
         if found is not None:

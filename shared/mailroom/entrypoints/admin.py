@@ -18,10 +18,10 @@ from mailroom.bootstrap import Services
 from mailroom.domain.errors import Unauthenticated
 from mailroom.domain.tenancy import Actor
 from mailroom.entrypoints.admin_clients import client_routes
-from mailroom.entrypoints.analytics import admin_analytics_routes
 from mailroom.entrypoints.admin_inbound import inbound_routes
 from mailroom.entrypoints.admin_suppressions import suppression_routes
 from mailroom.entrypoints.admin_templates import template_routes
+from mailroom.entrypoints.analytics import admin_analytics_routes
 from mailroom.entrypoints.api_keys import admin_key_routes
 from mailroom.entrypoints.client_webhooks import admin_webhook_routes
 from mailroom.entrypoints.dead_letters import dead_letter_routes

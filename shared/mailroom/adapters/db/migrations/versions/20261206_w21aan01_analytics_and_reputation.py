@@ -129,6 +129,12 @@ def upgrade() -> None:
             name=op.f("pk_analytics_hourly"),
         ),
     )
+    for dimension in ("queue", "template", "sending_domain", "recipient_group"):
+        op.create_index(
+            f"ix_analytics_hourly_{dimension}",
+            "analytics_hourly",
+            ["client_id", "is_test", dimension, "hour"],
+        )
     op.create_table(
         "analytics_hourly_by",
         sa.Column("client_id", sa.UUID(), nullable=False),
@@ -184,6 +190,8 @@ def downgrade() -> None:
     op.drop_table("reputation_states")
     op.drop_index("ix_analytics_hourly_by_dimension", table_name="analytics_hourly_by")
     op.drop_table("analytics_hourly_by")
+    for dimension in ("queue", "template", "sending_domain", "recipient_group"):
+        op.drop_index(f"ix_analytics_hourly_{dimension}", table_name="analytics_hourly")
     op.drop_table("analytics_hourly")
     op.drop_table("analytics_firsts")
     op.drop_table("analytics_pending")
