@@ -204,7 +204,7 @@ def roll_up_sample(database: Database, client_id: uuid.UUID, messages: int) -> N
         )
     with database.engine.begin() as connection:
         for start in range(0, len(rows), 1000):
-            connection.execute(insert(MessageRow), rows[start : start + 1000])
+            connection.execute(insert(MessageRow).values(rows[start : start + 1000]))
     events = []
     for message_id in ids:
         at = now - timedelta(minutes=rng.randrange(600))
@@ -228,7 +228,7 @@ def roll_up_sample(database: Database, client_id: uuid.UUID, messages: int) -> N
     began = time.perf_counter()
     with database.engine.begin() as connection:
         for start in range(0, len(events), 500):
-            connection.execute(insert(MessageEventRow), events[start : start + 500])
+            connection.execute(insert(MessageEventRow).values(events[start : start + 500]))
     wrote = time.perf_counter() - began
     print(
         f"  wrote {len(events):,} events in 500-row statements (trigger queues them): "

@@ -80,7 +80,7 @@ def add_messages(
             }
         )
     with database.engine.begin() as connection:
-        connection.execute(insert(MessageRow), rows)
+        connection.execute(insert(MessageRow).values(rows))
     return ids
 
 
@@ -117,7 +117,9 @@ def write_events(database: Database, events: list[dict[str, Any]], per_statement
     """Many small transactions of multi-row statements: a batched writer's shape."""
     for start in range(0, len(events), per_statement):
         with database.engine.begin() as connection:
-            connection.execute(insert(MessageEventRow), events[start : start + per_statement])
+            connection.execute(
+                insert(MessageEventRow).values(events[start : start + per_statement])
+            )
 
 
 # What the rollups must equal: counted straight from message_events and messages.

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -149,9 +150,13 @@ def hour_of(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+@lru_cache(maxsize=8192)
 def domain_of(address: str) -> str:
-    _, bare = email.utils.parseaddr(address)
-    return (bare or address).rpartition("@")[2].strip().strip(">").lower().rstrip(".")
+    """The domain of a bare address or a "Name <address>" (cached: senders repeat)."""
+    if "<" in address or '"' in address or "(" in address:
+        _, bare = email.utils.parseaddr(address)
+        address = bare or address
+    return address.rpartition("@")[2].strip().strip(">").lower().rstrip(".")
 
 
 def queue_label(queue_id: uuid.UUID | None) -> str:

@@ -55,21 +55,34 @@ def _first_kind(facts: EventFacts) -> str | None:
     return None
 
 
+# Plain strings: an enum member's .value costs a descriptor call per event.
+_ALL, _QUEUE, _TEMPLATE, _DOMAIN, _GROUP, _TAG = (
+    Dimension.ALL.value,
+    Dimension.QUEUE.value,
+    Dimension.TEMPLATE.value,
+    Dimension.SENDING_DOMAIN.value,
+    Dimension.RECIPIENT_GROUP.value,
+    Dimension.TAG.value,
+)
+
+
 def fold(
     batch: list[EventFacts], firsts: set[tuple[uuid.UUID, str]]
 ) -> tuple[dict[FullKey, dict[str, int]], dict[ByKey, dict[str, int]]]:
     """The rollup additions of ``batch``; ``firsts``: the pairs this batch made first.
 
-    The first of a pair goes to the pair's earliest event in the batch.
+    The first of a pair goes to the pair's earliest event in the batch. Events
+    are summed per full key and tag set first; the one-dimension rows are then
+    derived from those sums (a few hundred keys, not one pass per event).
     """
-    full: dict[FullKey, dict[str, int]] = {}
-    by: dict[ByKey, dict[str, int]] = {}
+    tagged: dict[tuple[FullKey, tuple[str, ...]], dict[str, int]] = {}
     granted = set(firsts)
     for facts in batch:  # ordered by event id
         kind = _first_kind(facts)
         first = kind is not None and (facts.message_id, kind) in granted
         if first:
             granted.discard((facts.message_id, kind))
+        tags = tuple(sorted({tag[:MAX_VALUE_LENGTH] for tag in facts.tags}))
         for part in contributions(
             facts, first_open=first and kind == "open", first_click=first and kind == "click"
         ):
@@ -83,20 +96,24 @@ def fold(
                 k.sending_domain[:MAX_VALUE_LENGTH],
                 k.recipient_group,
             )
-            add_counts(full.setdefault(full_key, {}), part.counts)
-            cuts = [
-                (Dimension.ALL.value, ""),
-                (Dimension.QUEUE.value, k.queue),
-                (Dimension.TEMPLATE.value, k.template[:MAX_VALUE_LENGTH]),
-                (Dimension.SENDING_DOMAIN.value, k.sending_domain[:MAX_VALUE_LENGTH]),
-                (Dimension.RECIPIENT_GROUP.value, k.recipient_group),
-                *((Dimension.TAG.value, tag[:MAX_VALUE_LENGTH]) for tag in set(facts.tags)),
-            ]
-            for dimension, value in cuts:
-                add_counts(
-                    by.setdefault((k.client_id, dimension, value, k.is_test, k.hour), {}),
-                    part.counts,
-                )
+            add_counts(tagged.setdefault((full_key, tags), {}), part.counts)
+    full: dict[FullKey, dict[str, int]] = {}
+    by: dict[ByKey, dict[str, int]] = {}
+    for (full_key, tags), counts in tagged.items():
+        add_counts(full.setdefault(full_key, {}), counts)
+        client_id, is_test, hour = full_key[0], full_key[1], full_key[2]
+        for tag in tags:
+            add_counts(by.setdefault((client_id, _TAG, tag, is_test, hour), {}), counts)
+    for full_key, counts in full.items():
+        client_id, is_test, hour, queue, template, domain, group = full_key
+        for dimension, value in (
+            (_ALL, ""),
+            (_QUEUE, queue),
+            (_TEMPLATE, template),
+            (_DOMAIN, domain),
+            (_GROUP, group),
+        ):
+            add_counts(by.setdefault((client_id, dimension, value, is_test, hour), {}), counts)
     return full, by
 
 

@@ -39,9 +39,20 @@ _CLAIM = text(
         )
         RETURNING p.event_id
     )
-    SELECT e.id, e.message_id, e.type, e.at, e.detail, m.client_id, m.queue_id,
-           m.template_name, m.from_address, m.recipient, m.to_addresses, m.cc_addresses,
-           m.bcc_addresses, m.options -> 'tags' AS tags, m.is_test
+    SELECT e.id, e.message_id, e.type, e.at,
+           -- Only what the counting reads: a provider's response or a user
+           -- agent would be parsed for nothing.
+           jsonb_strip_nulls(jsonb_build_object(
+               'machine', e.detail -> 'machine',
+               'reject_reason', e.detail -> 'reject_reason',
+               'recipient', e.detail -> 'recipient',
+               'recipients', e.detail -> 'recipients'
+           )) AS detail,
+           m.client_id, m.queue_id, m.template_name, m.from_address, m.recipient,
+           CASE WHEN e.type = 'sent' THEN m.to_addresses END AS to_addresses,
+           CASE WHEN e.type = 'sent' THEN m.cc_addresses END AS cc_addresses,
+           CASE WHEN e.type = 'sent' THEN m.bcc_addresses END AS bcc_addresses,
+           m.options -> 'tags' AS tags, m.is_test
     FROM claimed c
     JOIN message_events e ON e.id = c.event_id
     JOIN messages m ON m.id = e.message_id
