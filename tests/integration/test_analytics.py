@@ -240,11 +240,32 @@ def test_rollups_equal_a_direct_count_after_a_randomised_concurrent_run(database
         assert uow.analytics.pending() == 0
     expected = direct_counts(database)
     assert sum(c["unique_opens"] for c in expected.values()) > 0
-    assert rolled_counts(database, "all") == expected
-    assert rolled_counts(database, "full") == expected
-    # Each single dimension partitions the total (tags do not: a message has 0-2).
-    for dimension in ("queue", "template", "sending_domain", "recipient_group"):
-        assert rolled_counts(database, dimension) == expected, dimension
+    # Every counter per hour; a message's unique open (click) per client: it is
+    # counted once, but in the hour of the first human open the roll-up saw,
+    # which is not the lowest id when a writer commits a lower id late.
+    for dimension in ("all", "full", "queue", "template", "sending_domain", "recipient_group"):
+        rolled = rolled_counts(database, dimension)
+        assert per_hour(rolled) == per_hour(expected), dimension
+        assert uniques(rolled) == uniques(expected), dimension
+
+
+UNIQUE = ("unique_opens", "unique_clicks")
+
+
+def per_hour(
+    counts: dict[tuple[Any, ...], dict[str, int]],
+) -> dict[tuple[Any, ...], dict[str, int]]:
+    trimmed = {k: {n: v for n, v in c.items() if n not in UNIQUE} for k, c in counts.items()}
+    return {k: c for k, c in trimmed.items() if any(c.values())}
+
+
+def uniques(counts: dict[tuple[Any, ...], dict[str, int]]) -> dict[tuple[Any, ...], list[int]]:
+    found: dict[tuple[Any, ...], list[int]] = {}
+    for (client_id, is_test, _), c in counts.items():
+        totals = found.setdefault((client_id, is_test), [0, 0])
+        totals[0] += c["unique_opens"]
+        totals[1] += c["unique_clicks"]
+    return found
 
 
 def test_each_tag_counts_the_events_of_messages_carrying_it(database: Database) -> None:

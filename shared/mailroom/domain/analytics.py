@@ -17,7 +17,9 @@ Counting rules, per event:
   hard bounces over sent, as SES computes it.
 - opens and clicks are counted every time; ``machine_*`` those flagged as a
   proxy or scanner; ``unique_*`` the first human open (click) of a message,
-  decided once per message by a unique row (adapters/db/analytics.py).
+  decided once per message by a unique row (adapters/db/analytics.py), in the
+  hour of the first one the roll-up sees (an earlier open whose writer commits
+  late does not move it).
 """
 
 from __future__ import annotations
