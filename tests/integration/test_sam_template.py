@@ -162,6 +162,8 @@ def test_every_function_folder_holds_its_handler_module(
         "PlannerFunction",
         "SchedulerFunction",
         "TrackingFunction",
+        # Issue 21: the analytics roll-up and reputation check, every minute.
+        "AnalyticsFunction",
     }
     assert {f["Properties"]["Handler"] for f in functions.values()} == {"app.handler"}
     # THEN each built function folder holds app.py
