@@ -15,6 +15,7 @@ from mailroomctl.clients import register_clients
 from mailroomctl.dlq import register_dlq
 from mailroomctl.domains import register_domains
 from mailroomctl.keys import register_keys
+from mailroomctl.reputation import register_reputation
 from mailroomctl.simulate import register_simulate
 from mailroomctl.smtp_configs import register_smtp_configs
 from mailroomctl.suppressions import register_suppressions
@@ -53,6 +54,7 @@ COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParse
     register_domains,
     register_webhooks,
     register_smtp_configs,
+    register_reputation,
 ]
 
 

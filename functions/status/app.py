@@ -1,4 +1,5 @@
-"""/v1/messages, suppressions, api-keys, domains, queues, smtp-configs, webhooks, events."""
+"""/v1/messages, suppressions, api-keys, domains, queues, smtp-configs, webhooks, events,
+analytics and metrics."""
 
 from functools import cache
 from typing import Any
@@ -7,6 +8,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mailroom.bootstrap import default_services
+from mailroom.entrypoints.analytics import analytics_routes
 from mailroom.entrypoints.api import create_api, docs_api, status_routes
 from mailroom.entrypoints.api_keys import api_key_routes
 from mailroom.entrypoints.client_gate import ClientGate
@@ -30,6 +32,7 @@ app = create_api(
         operations_routes(default_services),
         smtp_config_routes(default_services),
         queue_routes(default_services),
+        analytics_routes(default_services),
     ],
     max_request_bytes=lambda: default_services().settings.max_request_bytes,
     client_gate=ClientGate(default_services),

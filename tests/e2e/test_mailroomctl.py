@@ -63,3 +63,25 @@ def test_the_venvs_mailroomctl_command_runs_from_any_folder(runner: Runner, tmp_
     # THEN it reaches the runner's admin API with the runner's credentials
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"role": "admin"}
+
+
+def test_reputation_and_metrics_through_the_admin_api(runner: Runner) -> None:
+    # GIVEN the runner's demo client (issue 21)
+    client = runner.credentials["api_key"]
+    # WHEN an operator reads its reputation, lifts it, and reads the metrics
+    shown = mailroomctl(runner, "reputation", "show", client)
+    lifted = mailroomctl(runner, "reputation", "lift", client)
+    metrics = mailroomctl(runner, "metrics")
+    listed = mailroomctl(runner, "reputation", "list")
+    # THEN each answers through the admin API
+    for result in (shown, lifted, metrics, listed):
+        assert result.returncode == 0, result.stderr
+    assert json.loads(shown.stdout)["state"] in {"ok", "warn", "throttle", "pause"}
+    assert json.loads(lifted.stdout)["state"] == "ok"
+    assert set(json.loads(metrics.stdout)["windows"]) == {
+        "last_hour",
+        "last_24h",
+        "last_7d",
+        "last_30d",
+    }
+    assert "policy" in json.loads(listed.stdout)

@@ -248,6 +248,13 @@ def _replay_webhook(stack: AdminStack) -> tuple[Call, Expected]:
     )
 
 
+def _lift_reputation(stack: AdminStack) -> tuple[Call, Expected]:
+    ref = stack.client()
+    return Call(f"/admin/clients/{ref}/reputation/lift"), Expected(
+        "reputation.lift", "client", ref
+    )
+
+
 def _reconcile(stack: AdminStack) -> tuple[Call, Expected]:
     ref = stack.client()
     return Call("/admin/quota/reconcile", {"client": ref}), Expected(
@@ -378,6 +385,7 @@ SCENARIOS: dict[tuple[str, str], Scenario] = {
     ): _retry_webhook,
     ("POST", "/admin/clients/{client_ref}/webhooks/{webhook_id}/replay"): _replay_webhook,
     ("POST", "/admin/smtp-configs/reseal"): _reseal_smtp_passwords,
+    ("POST", "/admin/clients/{client_ref}/reputation/lift"): _lift_reputation,
 }
 
 

@@ -164,6 +164,8 @@ def test_every_function_folder_holds_its_handler_module(
         "TrackingFunction",
         # Issue 21 item 3: the tracking hits' consumer.
         "TrackingIngestFunction",
+        # Issue 21: the analytics roll-up and reputation check, every minute.
+        "AnalyticsFunction",
     }
     assert {f["Properties"]["Handler"] for f in functions.values()} == {"app.handler"}
     # THEN each built function folder holds app.py

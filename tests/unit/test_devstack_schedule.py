@@ -17,16 +17,17 @@ def test_the_reconciler_and_scheduler_run_every_minute_in_the_template() -> None
     # GIVEN the real template, as the local runner reads it
     stack = load_stack(TEMPLATE, stack_name="mailroom-local", region="us-east-1")
     # THEN the reconciler and the webhook tick (EventBridge rules) and the
-    # scheduler (EventBridge Scheduler, ScheduleV2's ScheduleExpression) and
-    # the tracking consumer's safety net (issue 21) have their one-minute
-    # schedules, the sending-domain re-check (issue 16) its hourly one, and
-    # nothing else has one
+    # scheduler (EventBridge Scheduler, ScheduleV2's ScheduleExpression), the
+    # tracking consumer's safety net and the analytics roll-up (issue 21) have
+    # their one-minute schedules, the sending-domain re-check (issue 16) its
+    # hourly one, and nothing else has one
     scheduled = {spec.logical_id: spec.schedules for spec in stack.functions if spec.schedules}
     for name in (
         "ReconcilerFunction",
         "WebhookTickFunction",
         "SchedulerFunction",
         "TrackingIngestFunction",
+        "AnalyticsFunction",
     ):
         (trigger,) = scheduled.pop(name)
         assert (trigger.expression, trigger.period_seconds, trigger.enabled) == (

@@ -233,3 +233,28 @@ def test_error_types_are_the_codes_of_failure_reasons_and_nothing_unbounded() ->
     # An address or free text never becomes a label value
     assert error_type_of("ada@example.com: refused") == "other"
     assert error_type_of(None) == "other"
+
+
+def test_a_reputation_change_is_counted_by_state_in_both_backends() -> None:
+    # GIVEN a client paused and another warned (issue 21)
+    def record(metrics: Metrics) -> None:
+        metrics.reputation_changed("pause")
+        metrics.reputation_changed("warn")
+
+    # WHEN Prometheus scrapes and EMF flushes
+    prometheus = PrometheusMetrics()
+    record(prometheus)
+    lines = emf_lines(record)
+
+    # THEN each names its state: the SendingPaused alarm and rule select state=pause
+    found = samples(prometheus)["mailroom_reputation_changes_total"]
+    assert sorted((labels["state"], value) for labels, value in found) == [
+        ("pause", 1.0),
+        ("warn", 1.0),
+    ]
+    for line in lines:
+        assert_valid_emf(line)
+    assert sorted(line["state"] for line in lines if "reputation_changes" in line) == [
+        "pause",
+        "warn",
+    ]

@@ -71,6 +71,12 @@ class ClientSuspended(MailroomError):
     code = "client_suspended"
 
 
+class SendingPaused(MailroomError):
+    """Reputation paused the client's sending (issue 21); an operator lifts it."""
+
+    code = "sending_paused"
+
+
 class ClientNotFound(MailroomError):
     code = "client_not_found"
 

@@ -108,6 +108,10 @@ class Client:
     sandbox_mode: bool = False
     # Messages per UTC day; None: no daily limit (the monthly quota applies).
     daily_limit: int | None = None
+    # Issue 21: reputation paused the client's live sending, and why; an
+    # operator lifts it. Written by services/reputation.py only.
+    sending_paused_at: datetime | None = None
+    sending_paused_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

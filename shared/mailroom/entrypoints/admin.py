@@ -21,6 +21,7 @@ from mailroom.entrypoints.admin_clients import client_routes
 from mailroom.entrypoints.admin_inbound import inbound_routes
 from mailroom.entrypoints.admin_suppressions import suppression_routes
 from mailroom.entrypoints.admin_templates import template_routes
+from mailroom.entrypoints.analytics import admin_analytics_routes
 from mailroom.entrypoints.api_keys import admin_key_routes
 from mailroom.entrypoints.client_webhooks import admin_webhook_routes
 from mailroom.entrypoints.dead_letters import dead_letter_routes
@@ -100,6 +101,7 @@ def admin_routes(services: ServicesProvider) -> list[Router]:
         admin_domain_routes(services),
         admin_webhook_routes(services),
         admin_smtp_config_routes(services),
+        admin_analytics_routes(services),
     ]
 
 

@@ -70,6 +70,7 @@ from mailroom.entrypoints.status_views import (
 from mailroom.services import batch_send, idempotency, sending, status
 from mailroom.services.admission import take_more
 from mailroom.services.quotas import BatchQuotaCharge, QuotaCharge
+from mailroom.services.reputation import SENDING_PAUSED, refuse_if_paused
 from mailroom.services.smtp_configs import relay_resolver
 
 if TYPE_CHECKING:
@@ -296,6 +297,7 @@ def send_routes(services: ServicesProvider) -> Router:
                     "service_unavailable: a backing service did not answer; enqueue_failed: "
                     "the queue refused the message and its row reads failed"
                 ),
+                403: SENDING_PAUSED,
             },
         ),
         tags=["messages"],
@@ -305,6 +307,7 @@ def send_routes(services: ServicesProvider) -> Router:
         active = services()
         caller = caller_of(router, active, Scope.EMAIL_SEND)
         client, mode = caller.client, caller.mode
+        refuse_if_paused(client, live=mode is KeyKind.LIVE)
         # Powertools' header map is case-insensitive.
         headers = router.current_event.headers
         trace_id = trace_id_of(headers)
@@ -413,6 +416,7 @@ def send_routes(services: ServicesProvider) -> Router:
                 409: "idempotency_in_progress: the key's first call is still in flight",
                 429: "rate_limited or quota_exceeded; Retry-After says when to try again",
                 503: "service_unavailable: a backing service did not answer",
+                403: SENDING_PAUSED,
             },
         ),
         tags=["messages"],
@@ -440,6 +444,7 @@ def send_routes(services: ServicesProvider) -> Router:
         # Admitted once per invocation: this is the admission caller_of used.
         admission = client_gate.admitted(active, lambda: _presented(router))
         client, mode = caller.client, caller.mode
+        refuse_if_paused(client, live=mode is KeyKind.LIVE)
         headers = router.current_event.headers
         trace_id = trace_id_of(headers)
         logger.append_keys(trace_id=trace_id)
@@ -793,6 +798,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
     # here, send and status do not load the admin and webhook modules at
     # cold start (issue 8).
     from mailroom.entrypoints.admin import admin_routes
+    from mailroom.entrypoints.analytics import analytics_routes
     from mailroom.entrypoints.batches import batch_routes
     from mailroom.entrypoints.client_suppressions import client_suppression_routes
     from mailroom.entrypoints.client_templates import client_template_routes
@@ -821,6 +827,7 @@ def all_routes(services: ServicesProvider) -> list[Router]:
         operations_routes(services),
         smtp_config_routes(services),
         queue_routes(services),
+        analytics_routes(services),
         *webhooks_function_routes(services),
         *inbound_function_routes(services),
         *tracking_function_routes(services),

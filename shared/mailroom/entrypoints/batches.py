@@ -22,11 +22,12 @@ from mailroom.bootstrap import Services
 from mailroom.domain.batches import MAX_INLINE_RECIPIENTS, MAX_UPLOAD_BYTES, BatchRequest
 from mailroom.domain.commands import OffsetDateTime
 from mailroom.domain.errors import BatchNotFound
-from mailroom.domain.tenancy import Scope
+from mailroom.domain.tenancy import KeyKind, Scope
 from mailroom.entrypoints.api import caller_of, sender_check_for, trace_id_of
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key
 from mailroom.services import batches, scheduled_batches, sending
+from mailroom.services.reputation import SENDING_PAUSED, refuse_if_paused
 
 ServicesProvider = Callable[[], Services]
 
@@ -205,6 +206,7 @@ def batch_routes(services: ServicesProvider) -> Router:
                     "header_injection, unknown_template, subject_too_long"
                 ),
                 503: "enqueue_failed: the planner queue refused the batch; it reads failed",
+                403: SENDING_PAUSED,
             },
         ),
         tags=["batches"],
@@ -213,6 +215,7 @@ def batch_routes(services: ServicesProvider) -> Router:
     def create_batch(request: Annotated[BatchRequest, Body()]) -> Response[str]:
         active = services()
         caller = caller_of(router, active, Scope.EMAIL_SEND)
+        refuse_if_paused(caller.client, live=caller.mode is KeyKind.LIVE)
         trace_id = trace_id_of(router.current_event.headers)
         logger.append_keys(trace_id=trace_id)
         accepted = batches.accept_batch(

@@ -21,6 +21,7 @@ STATUS_BY_ERROR: dict[type[errors.MailroomError], int] = {
     errors.MalformedRequest: 400,
     errors.Unauthenticated: 401,
     errors.ClientSuspended: 403,
+    errors.SendingPaused: 403,
     errors.InsufficientScope: 403,
     errors.MessageNotFound: 404,
     errors.UnsubscribeLinkNotFound: 404,

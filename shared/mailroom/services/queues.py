@@ -40,10 +40,12 @@ from mailroom.domain.queues import (
     band_of,
     check_retry_delays,
 )
+from mailroom.domain.reputation import THROTTLE_PER_MINUTE, ReputationState
 
 MAX_PAGE = 100
 # A message held back by the in-flight cap is offered again after this long.
 IN_FLIGHT_RETRY_SECONDS = 5
+THROTTLED_STATES = frozenset({ReputationState.THROTTLE.value, ReputationState.PAUSE.value})
 
 
 def _not_found(queue_id: str) -> QueueNotFound:
@@ -334,4 +336,8 @@ class ClaimGate:
             buckets.append(SendBucket(f"queue:{queue_key}", view.rate_limit_per_minute))
         if self._client_rate:
             buckets.append(SendBucket(f"client:{client_id}", self._client_rate))
+        if view.reputation_state in THROTTLED_STATES:
+            # Issue 21: a throttled (or paused) client's mail already queued
+            # goes out at the reputation rate, whatever its queue allows.
+            buckets.append(SendBucket(f"reputation:{client_id}", THROTTLE_PER_MINUTE))
         return buckets

@@ -42,6 +42,8 @@ class ClaimView:
     retry_delays: tuple[int, ...] | None = None
     # The client's messages under a live claim (counted only when asked).
     in_flight: int = 0
+    # Issue 21: the client's reputation state (None: never judged).
+    reputation_state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +121,10 @@ _CLAIM_VIEW = text(
           AND s.client_id IN (SELECT client_id FROM batch)
         GROUP BY s.client_id
     )
-    SELECT batch.*, coalesce(flying.n, 0) AS in_flight
+    SELECT batch.*, coalesce(flying.n, 0) AS in_flight, rs.state AS reputation_state
     FROM batch LEFT JOIN flying ON flying.client_id = batch.client_id
+    LEFT JOIN reputation_states rs
+      ON rs.client_id = batch.client_id AND rs.sending_domain = ''
     """
 )
 
@@ -291,6 +295,7 @@ class SqlQueueRepository:
                 max_retries=row.max_retries,
                 retry_delays=None if row.retry_delays is None else tuple(row.retry_delays),
                 in_flight=int(row.in_flight),
+                reputation_state=row.reputation_state,
             )
             for row in rows
         ]

@@ -578,6 +578,8 @@ def _client(row: ClientRow) -> Client:
         last_used_at=row.last_used_at,
         sandbox_mode=row.sandbox_mode,
         daily_limit=row.daily_limit,
+        sending_paused_at=row.sending_paused_at,
+        sending_paused_reason=row.sending_paused_reason,
     )
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from mailroom.domain.analytics import COUNTERS
 from mailroom.domain.feedback import (
     FeedbackEventType,
     RecipientStatus,
@@ -86,6 +87,11 @@ class ClientRow(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Issue 15: every key of the client acts in test mode (nothing reaches a provider).
     sandbox_mode: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # Issue 21: reputation paused the client's sending (its live sends answer
+    # 403 sending_paused) until an operator lifts it. On the client row, so the
+    # send path reads it from the cached caller, never with a query of its own.
+    sending_paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sending_paused_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKeyRow(Base):
@@ -975,3 +981,155 @@ class TrackingHitRow(Base):
     )
     # Given when the hit was queued (issue 21 item 3): the consumer writes it once.
     hit_id: Mapped[str | None] = mapped_column(String(32))
+
+
+# --- delivery analytics and reputation (issue 21 items 4 and 5) -----------------
+
+# The counter columns below are spelt out (Mapped needs them by name); a
+# test holds them equal to domain.analytics.COUNTERS.
+ANALYTICS_COUNTERS = COUNTERS
+
+
+class AnalyticsPendingRow(Base):
+    """Message events the roll-up has still to count; a trigger on message_events fills it.
+
+    A queue, not a cursor: the roll-up deletes what it counts in the same
+    transaction as it adds it, so each event is counted exactly once however
+    many roll-ups run and whatever order writers commit in.
+    """
+
+    __tablename__ = "analytics_pending"
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("message_events.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+
+
+class AnalyticsFirstRow(Base):
+    """A message's first human open and first human click: what makes a count unique."""
+
+    __tablename__ = "analytics_firsts"
+    __table_args__ = (CheckConstraint(_one_of("kind", ["open", "click"]), name="kind"),)
+
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+
+
+class AnalyticsHourlyRow(Base):
+    """Counts per UTC hour and every dimension at once: for queries with two or more filters."""
+
+    __tablename__ = "analytics_hourly"
+    # A query with two or more filters reads through the index of one of
+    # them (PostgreSQL picks the most selective, or ANDs two bitmaps) rather
+    # than every row of the client's range; the counters are not indexed, so
+    # the roll-up's updates stay HOT.
+    __table_args__ = (
+        Index("ix_analytics_hourly_queue", "client_id", "is_test", "queue", "hour"),
+        Index("ix_analytics_hourly_template", "client_id", "is_test", "template", "hour"),
+        Index(
+            "ix_analytics_hourly_sending_domain", "client_id", "is_test", "sending_domain", "hour"
+        ),
+        Index(
+            "ix_analytics_hourly_recipient_group",
+            "client_id",
+            "is_test",
+            "recipient_group",
+            "hour",
+        ),
+    )
+
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    is_test: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(64), primary_key=True)
+    template: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sending_domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    recipient_group: Mapped[str] = mapped_column(String(16), primary_key=True)
+    sent: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    delivered: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    hard_bounces: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    soft_bounces: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    complaints: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    opens: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    machine_opens: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    unique_opens: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    clicks: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    machine_clicks: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    unique_clicks: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    unsubscribes: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    suppressed: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    failed: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+
+
+class AnalyticsHourlyByRow(Base):
+    """Counts per UTC hour cut by one dimension (or none: ``all``), tags included.
+
+    A query with no filter or one reads one row per hour from here, so 90
+    days are ~2,200 rows whatever the volume; ``all`` is the client's total.
+    """
+
+    __tablename__ = "analytics_hourly_by"
+    __table_args__ = (
+        CheckConstraint(
+            _one_of(
+                "dimension",
+                ["all", "queue", "template", "sending_domain", "recipient_group", "tag"],
+            ),
+            name="dimension",
+        ),
+        # The operator's view across clients.
+        Index("ix_analytics_hourly_by_dimension", "dimension", "value", "is_test", "hour"),
+    )
+
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255), primary_key=True)
+    is_test: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    sent: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    delivered: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    hard_bounces: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    soft_bounces: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    complaints: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    opens: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    machine_opens: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    unique_opens: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    clicks: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    machine_clicks: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    unique_clicks: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    unsubscribes: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    suppressed: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    failed: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+
+
+class ReputationStateRow(Base):
+    """Each client's (and each of its sending domains') last judged reputation.
+
+    ``sending_domain`` '' is the client as a whole, the one that throttles and pauses.
+    """
+
+    __tablename__ = "reputation_states"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", ["ok", "warn", "throttle", "pause"]), name="state"),
+    )
+
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    sending_domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    sent: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    hard_bounces: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    complaints: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    evaluated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # An operator's lift restarts the window: what came before it is not held
+    # against the client again (else a lift would be undone at once).
+    lifted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailroom.adapters.db.accepted_insert import insert_accepted, insert_accepted_many
+from mailroom.adapters.db.analytics import SqlAnalyticsRepository
 from mailroom.adapters.db.api_keys import ApiKeyRepository, SqlApiKeyRepository
 from mailroom.adapters.db.audit import AuditLog, SqlAuditLog
 from mailroom.adapters.db.batches import SqlBatchRepository
@@ -80,6 +81,9 @@ class UnitOfWork(abc.ABC):
     smtp_configs: SmtpConfigRepository
     # Issue 20; PostgreSQL only (the send path uses it when routing is wired).
     queues: SqlQueueRepository
+    # Issue 21: analytics rollups and reputation states; PostgreSQL only (the
+    # rollups are fed by a trigger there).
+    analytics: SqlAnalyticsRepository
 
     def __enter__(self) -> Self:
         return self
@@ -240,6 +244,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.schedules = SqlScheduleRepository(self._session)
         self.smtp_configs = SqlSmtpConfigRepository(self._session)
         self.queues = SqlQueueRepository(self._session)
+        self.analytics = SqlAnalyticsRepository(self._session)
         return self
 
     def __exit__(

@@ -32,6 +32,8 @@ class MetricName(StrEnum):
     API_REQUESTS = "mailroom_api_requests_total"
     QUEUE_DEPTH = "mailroom_queue_depth"
     QUEUE_OLDEST_AGE = "mailroom_queue_oldest_age_seconds"
+    # Issue 21: a client's reputation moved (to warn, throttle, pause or ok).
+    REPUTATION_CHANGES = "mailroom_reputation_changes_total"
 
 
 # A breaker's state as a gauge value: alert on > 0.
@@ -83,6 +85,9 @@ class Metrics:
 
     def event_ingested(self, event_type: str, count: int = 1) -> None:
         """Delivery events (bounce, complaint, delivered...) recorded from feedback."""
+
+    def reputation_changed(self, state: str) -> None:
+        """A client's reputation moved to ``state`` (ok, warn, throttle, pause); alarm on pause."""
 
     def api_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One HTTP request answered; ``route`` is the route template, not the path."""

@@ -112,6 +112,9 @@ class EmfMetrics(Metrics):
     def event_ingested(self, event_type: str, count: int = 1) -> None:
         self._record(MetricName.EVENTS_INGESTED, "Count", count, (("type", event_type),))
 
+    def reputation_changed(self, state: str) -> None:
+        self._record(MetricName.REPUTATION_CHANGES, "Count", 1, (("state", state),))
+
     def api_request(self, route: str, method: str, status: int, seconds: float) -> None:
         # API Gateway's own Latency, 5XXError and Count metrics already cover
         # each method in Lambda (the alarms use them); only 429s are ours.

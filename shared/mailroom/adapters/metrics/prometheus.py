@@ -84,6 +84,12 @@ class PrometheusMetrics(Metrics):
             ("type",),
             registry=r,
         )
+        self._reputation = Counter(
+            _base(MetricName.REPUTATION_CHANGES),
+            "Client reputation state changes, by the state moved to",
+            ("state",),
+            registry=r,
+        )
         self._send_latency = Histogram(
             MetricName.SEND_LATENCY.value,
             "Seconds one successful provider send call took",
@@ -146,6 +152,9 @@ class PrometheusMetrics(Metrics):
 
     def event_ingested(self, event_type: str, count: int = 1) -> None:
         self._events.labels(event_type).inc(count)
+
+    def reputation_changed(self, state: str) -> None:
+        self._reputation.labels(state).inc()
 
     def api_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self._api_latency.labels(route, method).observe(seconds)
