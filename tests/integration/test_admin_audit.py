@@ -250,9 +250,7 @@ def _replay_webhook(stack: AdminStack) -> tuple[Call, Expected]:
 
 def _lift_reputation(stack: AdminStack) -> tuple[Call, Expected]:
     ref = stack.client()
-    return Call(f"/admin/clients/{ref}/reputation/lift"), Expected(
-        "reputation.lift", "client", ref
-    )
+    return Call(f"/admin/clients/{ref}/reputation/lift"), Expected("reputation.lift", "client", ref)
 
 
 def _reconcile(stack: AdminStack) -> tuple[Call, Expected]:
