@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -28,10 +29,12 @@ from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.queues import queue_routes
+from mailroom.entrypoints.schedules import schedule_sender
 from mailroom.entrypoints.worker import process_send_batch
 from mailroom.services import delivery
 from mailroom.services.clients import RegisteredClient, register_client
 from mailroom.services.queues import ClaimGate
+from mailroom.services.scheduler import SchedulerPolicy, scheduler_pass
 from tests.events import FakeLambdaContext, load_event, request_event
 from tests.integration.conftest import SmtpSink, free_port, sqs_event
 from tests.integration.test_pipeline import TEMPLATES, database_url_of
@@ -489,3 +492,54 @@ def test_a_batch_routes_each_item_through_its_queue(stack: Stack) -> None:
     status, refused = stack.call("POST", "/v1/send/batch", [item, {**item, "queue": "nope"}])
     assert (status, refused["error"]["code"]) == (422, "unknown_queue")
     assert stack.depth("normal") == 0
+
+
+class FixedClock:
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+def waiting(stack: Stack, band: str) -> int:
+    """Records on ``band``, visible or still in their SQS delay."""
+    attributes = stack.sqs.get_queue_attributes(
+        QueueUrl=stack.urls[band],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesDelayed"]
+    )
+
+
+def test_the_scheduler_releases_scheduled_mail_onto_its_queues_band(stack: Stack) -> None:
+    # GIVEN a priority-9 and a priority-2 queue, each with a message due in an
+    # hour, a default-queue one due then too, and one of the priority-9 due
+    # within the scheduler's look-ahead (released at acceptance)
+    stack.create("urgent", priority=9)
+    stack.create("later", priority=2)
+    now = datetime.now(UTC).replace(microsecond=0)
+    in_an_hour = (now + timedelta(hours=1)).isoformat()
+    ids = {
+        name: stack.send(queue=name, scheduled_at=in_an_hour)[1]["id"]
+        for name in ("urgent", "later", "default")
+    }
+    status, soon = stack.send(
+        queue="urgent", scheduled_at=(now + timedelta(seconds=30)).isoformat()
+    )
+    assert status == 202, soon
+    assert [waiting(stack, band) for band in ("high", "normal", "low")] == [1, 0, 0]
+    # WHEN the scheduler runs an hour later
+    report = scheduler_pass(
+        stack.services.uow(),
+        stack.services.queue,
+        schedule_sender(stack.services),
+        # (the one released at acceptance is not taken for lost meanwhile)
+        policy=SchedulerPolicy(stale_seconds=7200),
+        clock=FixedClock(now + timedelta(hours=1)),
+    )
+    # THEN each went onto its own queue's band, not all onto the normal one
+    assert report.enqueued == 3
+    assert [waiting(stack, band) for band in ("high", "normal", "low")] == [2, 1, 1]
+    assert all(stack.status_of(i) == "scheduled" for i in ids.values())

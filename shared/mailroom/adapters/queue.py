@@ -50,11 +50,17 @@ SQS_BATCH_ENTRIES = 10
 
 @dataclass(frozen=True, slots=True)
 class QueueEntry:
-    """One message for the queue, held back ``delay_seconds`` (0-900) before a worker sees it."""
+    """One message for the queue, held back ``delay_seconds`` (0-900) before a worker sees it.
+
+    ``band`` is the priority band's queue it goes on (issue 20): the scheduler
+    releases a scheduled message onto its queue's band, as the send path
+    does at acceptance.
+    """
 
     message_id: uuid.UUID
     trace_id: str
     delay_seconds: int = 0
+    band: Band = Band.NORMAL
 
 
 class MessageQueue(abc.ABC):
@@ -148,7 +154,17 @@ class SqsMessageQueue(MessageQueue):
             raise DependencyUnavailable(f"the send queue refused the message: {error}") from error
 
     def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
-        return self._send_entries(self._queue_url, entries)
+        if all(entry.band is Band.NORMAL for entry in entries):
+            return self._send_entries(self._queue_url, entries)
+        by_band: dict[Band, list[QueueEntry]] = {}
+        for entry in entries:
+            by_band.setdefault(entry.band, []).append(entry)
+        refused: set[uuid.UUID] = set()
+        for band in (Band.HIGH, Band.NORMAL, Band.LOW):
+            if band in by_band:
+                url = self._band_urls.get(band, self._queue_url)
+                refused |= self._send_entries(url, by_band[band])
+        return refused
 
     def enqueue_many_in(
         self, band: Band, messages: Sequence[tuple[uuid.UUID, str]]

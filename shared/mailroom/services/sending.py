@@ -469,6 +469,7 @@ def accept_prepared(
             message,
             now=prepared.now or datetime.now(UTC),
             lookahead_seconds=prepared.lookahead_seconds,
+            band=Band.NORMAL if placement is None else placement.band,
         )
         return message
 
@@ -493,6 +494,7 @@ def release_if_near(
     *,
     now: datetime,
     lookahead_seconds: int,
+    band: Band = Band.NORMAL,
 ) -> bool:
     """Enqueue a scheduled message due within the look-ahead, delayed until its time.
 
@@ -503,7 +505,7 @@ def release_if_near(
     due = message.scheduled_at
     if due is None or (due - now).total_seconds() > lookahead_seconds:
         return False
-    entry = QueueEntry(message.id, message.trace_id, queue_delay_seconds(due, now))
+    entry = QueueEntry(message.id, message.trace_id, queue_delay_seconds(due, now), band)
     try:
         if queue.enqueue_many([entry]):
             return False
@@ -678,7 +680,15 @@ def accept_batch(
     for _, message in accepted:
         if message.status is MessageStatus.SCHEDULED:
             # Issue 18: released by the scheduler (or now, SQS-delayed, if due soon).
-            release_if_near(uow, queue, message, now=now, lookahead_seconds=lookahead_seconds)
+            placement = placements.get(message.id)
+            release_if_near(
+                uow,
+                queue,
+                message,
+                now=now,
+                lookahead_seconds=lookahead_seconds,
+                band=Band.NORMAL if placement is None else placement.band,
+            )
     refused_ids = _enqueue_accepted(
         queue,
         [m for _, m in accepted if m.status is not MessageStatus.SCHEDULED],
