@@ -296,6 +296,12 @@ class Settings(BaseSettings):
     scheduler_time_budget_seconds: float = Field(default=45.0, gt=0, le=840)
     scheduler_stale_seconds: int = Field(default=600, ge=60)
     scheduler_schedules_per_pass: int = Field(default=200, ge=1)
+    # Issue 20: resume and drain release a paused queue's held mail a page
+    # at a time (one transaction and 1/10 as many SendMessageBatch calls
+    # each); the request releases the first page, the scheduler's pass the
+    # rest, within its own budget after the scheduled messages'.
+    queue_release_page_size: int = Field(default=1000, ge=10, le=10_000)
+    queue_release_budget_seconds: float = Field(default=10.0, gt=0, le=840)
 
     # Delivery feedback (docs/architecture.md, "Delivery feedback"). SNS
     # topics whose messages are accepted, comma-separated ARNs: anything else

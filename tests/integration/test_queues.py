@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,14 +25,17 @@ from devstack.sqs_poller import PriorityPoller, QueuePoller
 from devstack.template import load_stack
 from mailroom.adapters.claim_limits import RedisClaimRateLimiter
 from mailroom.adapters.db.unit_of_work import Database
+from mailroom.adapters.queue import QueueEntry, SqsMessageQueue
 from mailroom.adapters.redis_store import RedisStore
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
+from mailroom.domain.queues import Band
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.queues import queue_routes
+from mailroom.entrypoints.scheduler import run_scheduler
 from mailroom.entrypoints.schedules import schedule_sender
 from mailroom.entrypoints.worker import process_send_batch
-from mailroom.services import delivery
+from mailroom.services import delivery, queues
 from mailroom.services.clients import RegisteredClient, register_client
 from mailroom.services.queues import ClaimGate
 from mailroom.services.scheduler import SchedulerPolicy, scheduler_pass
@@ -234,7 +238,7 @@ def test_pause_holds_new_and_queued_mail_and_resume_sends_it_in_order(
     assert stats["oldest_message_age_seconds"] >= 0
     # WHEN the queue is resumed
     status, resumed = stack.call("POST", f"/v1/queues/{queue['id']}/resume")
-    assert (status, resumed["released"]) == (200, 3)
+    assert (status, resumed["released"], resumed["releasing"]) == (200, 3, False)
     # THEN all three are sent, oldest first, nothing lost
     answer, taken = stack.work("normal")
     assert (taken, answer) == (3, {"batchItemFailures": []})
@@ -543,3 +547,173 @@ def test_the_scheduler_releases_scheduled_mail_onto_its_queues_band(stack: Stack
     assert report.enqueued == 3
     assert [waiting(stack, band) for band in ("high", "normal", "low")] == [2, 1, 1]
     assert all(stack.status_of(i) == "scheduled" for i in ids.values())
+
+
+def hold_copies(database: Database, seed: str, count: int) -> None:
+    """``count`` more held rows like ``seed``, each a millisecond younger than the one before."""
+    with database.engine.begin() as connection:
+        connection.execute(
+            text(
+                """
+                INSERT INTO messages
+                SELECT (jsonb_populate_record(m, jsonb_build_object(
+                    'id', gen_random_uuid(),
+                    'trace_id', md5(n::text),
+                    'created_at', m.created_at + n * interval '1 millisecond'))).*
+                FROM messages m, generate_series(1, :count) AS n
+                WHERE m.id = :seed
+                """
+            ),
+            {"seed": seed, "count": count},
+        )
+
+
+class RecordingBands(SqsMessageQueue):
+    """The real SQS bands, remembering what each enqueue_many call put on which band.
+
+    (Receiving thousands of records back from moto takes minutes; the
+    recording says the same: which ids, in which call, on which band.)
+    """
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(
+            stack.urls["normal"],
+            "us-east-1",
+            {Band.HIGH: stack.urls["high"], Band.LOW: stack.urls["low"]},
+            # One SendMessageBatch at a time: moto shares this process's GIL,
+            # and eight at once on a loaded machine outlast boto3's timeout.
+            parallel_batches=1,
+        )
+        self.calls: list[list[QueueEntry]] = []
+
+    def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
+        self.calls.append(list(entries))
+        return super().enqueue_many(entries)
+
+    def taken(self) -> list[str]:
+        """The ids enqueued since the last call, each call's in its order; all on the high band."""
+        calls, self.calls = self.calls, []
+        assert all(entry.band is Band.HIGH for call in calls for entry in call)
+        return [str(entry.message_id) for call in calls for entry in call]
+
+
+def held_in_order(database: Database, queue_id: str) -> list[str]:
+    with database.engine.connect() as connection:
+        return list(
+            connection.execute(
+                text(
+                    "SELECT id::text FROM messages WHERE queue_id = :q AND status = 'held' "
+                    "ORDER BY created_at, id"
+                ),
+                {"q": queue_id},
+            ).scalars()
+        )
+
+
+def test_resuming_a_thousand_held_messages_releases_a_page_then_the_rest_in_passes(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN a paused priority-9 queue holding 1,000 messages, pages of 100 (moto in this
+    # process makes more take minutes)
+    stack = Stack(database_url_of(database), redis_url, smtp_sink.port, queue_release_page_size=100)
+    bands = RecordingBands(stack)
+    stack.services = bootstrap(stack.settings, queue=bands)
+    queue = stack.create("backlog", priority=9)
+    stack.call("POST", f"/v1/queues/{queue['id']}/pause")
+    seed = stack.send(queue="backlog")[1]["id"]
+    hold_copies(database, seed, 999)
+    oldest_first = held_in_order(database, queue["id"])
+    assert len(oldest_first) == 1000
+    # WHEN it is resumed
+    status, resumed = stack.call("POST", f"/v1/queues/{queue['id']}/resume")
+    # THEN the answer comes after one page: the oldest 100, in order, on the high band
+    assert (status, resumed["released"], resumed["releasing"]) == (200, 100, True)
+    assert resumed["queue"]["state"] == "active"
+    assert bands.taken() == oldest_first[:100]
+    # WHEN a release pass runs with a budget (an injected clock) for four pages
+    report = queues.release_requested(
+        stack.services.uow(),
+        stack.services.queue,
+        page_size=100,
+        deadline=4,
+        clock=iter(range(100)).__next__,
+    )
+    # THEN it stops there, and the pages it released are the next oldest, in order
+    assert (report.pages, report.released, report.budget_exhausted) == (4, 400, True)
+    assert bands.taken() == oldest_first[100:500]
+    # WHEN the scheduler function runs (its pass, then the held mail's
+    # release: at least one page), then a pass without a deadline
+    answer = run_scheduler({}, FakeLambdaContext("mailroom-scheduler"), stack.services)
+    assert answer["held_released"] >= 100
+    report = queues.release_requested(
+        stack.services.uow(), stack.services.queue, page_size=100, deadline=float("inf")
+    )
+    # THEN the rest is released in order, each row exactly once, and the mark is gone
+    assert answer["held_released"] + report.released == 500
+    assert bands.taken() == oldest_first[500:]
+    assert held_in_order(database, queue["id"]) == []
+    assert stack.depth("high") >= 1000
+    with database.engine.connect() as connection:
+        marked, released_events = connection.execute(
+            text(
+                "SELECT (SELECT count(*) FROM queues WHERE release_requested_at IS NOT NULL), "
+                "(SELECT count(*) FROM message_events WHERE type = 'released')"
+            )
+        ).one()
+    assert (marked, released_events) == (0, 1000)
+
+
+class CrashAfterSending(SqsMessageQueue):
+    """The real SQS queue; the process dies after the n-th page reached SQS, before its commit."""
+
+    def __init__(self, stack: Stack, crash_on_call: int) -> None:
+        super().__init__(
+            stack.urls["normal"],
+            "us-east-1",
+            {Band.HIGH: stack.urls["high"], Band.LOW: stack.urls["low"]},
+        )
+        self.calls = 0
+        self.crash_on_call = crash_on_call
+
+    def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
+        refused = super().enqueue_many(entries)
+        self.calls += 1
+        if self.calls == self.crash_on_call:
+            raise SystemExit("killed between SQS and the commit")
+        return refused
+
+
+def test_a_release_killed_mid_way_loses_nothing_and_sends_nothing_twice(
+    stack: Stack, smtp_sink: SmtpSink, database: Database
+) -> None:
+    # GIVEN a paused queue holding 50 messages, released 20 a page
+    queue = stack.create("crashy")
+    stack.call("POST", f"/v1/queues/{queue['id']}/pause")
+    ids = [stack.send(queue="crashy")[1]["id"] for _ in range(50)]
+    with database.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE queues SET state = 'active', release_requested_at = now() WHERE id = :q"),
+            {"q": queue["id"]},
+        )
+    # WHEN a release is killed after its second page reached SQS, before it committed
+    crashing = CrashAfterSending(stack, crash_on_call=2)
+    with pytest.raises(SystemExit):
+        queues.release_requested(
+            stack.services.uow(), crashing, page_size=20, deadline=float("inf")
+        )
+    # THEN the first page is queued, the second still held though its records are out
+    statuses = [stack.status_of(i) for i in ids]
+    assert statuses == ["queued"] * 20 + ["held"] * 30
+    # WHEN the worker meets those records, and a later pass releases the rest
+    while stack.work("normal")[1]:
+        pass
+    assert len(smtp_sink.received) == 20
+    report = queues.release_requested(
+        stack.services.uow(), stack.services.queue, page_size=20, deadline=float("inf")
+    )
+    assert report.released == 30
+    while stack.work("normal")[1]:
+        pass
+    # THEN every message was sent, and none twice
+    assert [stack.status_of(i) for i in ids] == ["sent"] * 50
+    assert len(smtp_sink.received) == 50

@@ -121,7 +121,14 @@ class QueuePage(BaseModel):
 
 class QueueStateChange(BaseModel):
     queue: QueueView
-    released: int = Field(description="Held messages put back on the queue, oldest first.")
+    released: int = Field(
+        description="Held messages put back on the queue by this call: the oldest page "
+        "(QUEUE_RELEASE_PAGE_SIZE, 1,000 by default)."
+    )
+    releasing: bool = Field(
+        description="More held mail is left: the scheduler's next passes release it, "
+        "oldest first, a page at a time (within a minute or two for 100,000)."
+    )
 
 
 class QueueDeleted(BaseModel):
@@ -289,7 +296,12 @@ def queue_routes(services: ServicesProvider) -> Router:
     ) -> QueueDeleted:
         active = services()
         unsent = queues.delete_queue(
-            active.uow(), active.queue, client_id(active), queue_id, drain=drain
+            active.uow(),
+            active.queue,
+            client_id(active),
+            queue_id,
+            drain=drain,
+            page_size=active.settings.queue_release_page_size,
         )
         logger.info("queue deleted", extra={"queue_id": queue_id, "unsent": unsent})
         return QueueDeleted(deleted=True, unsent=unsent)
@@ -304,11 +316,27 @@ def queue_routes(services: ServicesProvider) -> Router:
         )
         def change(queue_id: Annotated[str, QUEUE_ID]) -> QueueStateChange:
             active = services()
-            changed, released = queues.set_state(
-                active.uow(), active.queue, client_id(active), queue_id, state
+            outcome = queues.set_state(
+                active.uow(),
+                active.queue,
+                client_id(active),
+                queue_id,
+                state,
+                page_size=active.settings.queue_release_page_size,
             )
-            logger.info(f"queue {action}", extra={"queue_id": queue_id, "released": released})
-            return QueueStateChange(queue=queue_view(changed), released=released)
+            logger.info(
+                f"queue {action}",
+                extra={
+                    "queue_id": queue_id,
+                    "released": outcome.released,
+                    "releasing": outcome.releasing,
+                },
+            )
+            return QueueStateChange(
+                queue=queue_view(outcome.queue),
+                released=outcome.released,
+                releasing=outcome.releasing,
+            )
 
         change.__name__ = f"{action}_queue"
 

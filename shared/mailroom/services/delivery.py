@@ -349,6 +349,13 @@ def _not_claimed(message_id: uuid.UUID, message: Message | None) -> DeliveryOutc
         return DeliveryOutcome(
             message_id, DeliveryResult.NOT_DUE, "scheduled, not due", trace_id=message.trace_id
         )
+    if message.status is MessageStatus.HELD:
+        # Issue 20: a record of a release that did not commit (its page is
+        # released again), or one older than a pause: the row waits in
+        # PostgreSQL for its queue's release.
+        return DeliveryOutcome(
+            message_id, DeliveryResult.HELD, "held in its paused queue", trace_id=message.trace_id
+        )
     # Queued rows are always claimable, so this one was sending under a live lease.
     return DeliveryOutcome(
         message_id,

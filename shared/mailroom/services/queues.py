@@ -13,6 +13,8 @@ that counts as an attempt and nothing sleeps.
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from mailroom.adapters.claim_limits import ClaimRateLimiter, SendBucket
 from mailroom.adapters.db.queues import ClaimView, QueueStats
 from mailroom.adapters.db.unit_of_work import UnitOfWork
-from mailroom.adapters.queue import MAX_DELAY_SECONDS, MessageQueue
+from mailroom.adapters.queue import MAX_DELAY_SECONDS, MessageQueue, QueueEntry
 from mailroom.domain.errors import (
     DependencyUnavailable,
     InvalidRequest,
@@ -41,7 +43,12 @@ from mailroom.domain.queues import (
     check_retry_delays,
 )
 
+log = logging.getLogger(__name__)
+
 MAX_PAGE = 100
+# Held messages released per transaction (and by the resume request itself):
+# 100 SendMessageBatch calls, a fraction of a second.
+RELEASE_PAGE_SIZE = 1000
 # A message held back by the in-flight cap is offered again after this long.
 IN_FLIGHT_RETRY_SECONDS = 5
 
@@ -113,13 +120,21 @@ def update_queue(
 
 
 def delete_queue(
-    uow: UnitOfWork, queue: MessageQueue, client_id: uuid.UUID, queue_id: str, *, drain: bool
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    client_id: uuid.UUID,
+    queue_id: str,
+    *,
+    drain: bool,
+    page_size: int = RELEASE_PAGE_SIZE,
 ) -> int:
     """Remove the queue; with unsent mail only with ``drain``. The unsent mail count.
 
-    Draining here means: what it holds (its held mail released first) is
-    still sent, through the client's default queue, which the rows fall back
-    to (messages.queue_id ON DELETE SET NULL); new sends naming it get 422.
+    Draining here means: what it holds is still sent, through the client's
+    default queue, which the rows fall back to (messages.queue_id ON DELETE
+    SET NULL); new sends naming it get 422. Its held mail's first page goes
+    out on its own band now; the rest is the default queue's to release
+    (the scheduler's pass, ``release_requested``).
     """
     with uow:
         found = uow.queues.get(client_id, _wanted_id(queue_id))
@@ -132,21 +147,47 @@ def delete_queue(
                 "pass ?drain=true to delete it and still send them",
                 details=[{"unsent": unsent}],
             )
-        released = uow.queues.release_held(found)
-        uow.queues.remove(found)
+        if unsent and found.state is QueueState.PAUSED:
+            # Not paused while its first page is released.
+            found.state = QueueState.DRAINING
+            found = uow.queues.save(found)
         uow.commit()
-    _enqueue_released(uow, queue, found.band, released)
+    more = False
+    if unsent:
+        more = release_page(uow, queue, found, page_size).more
+    with uow:
+        uow.queues.remove(found)
+        if more:
+            uow.queues.request_release(uow.queues.default_of(client_id).id)
+        uow.commit()
     return unsent
 
 
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    queue: Queue
+    # Held messages put back on SQS by this call (the first page).
+    released: int
+    # Held mail is left: the scheduler's passes release it, oldest first.
+    releasing: bool
+
+
 def set_state(
-    uow: UnitOfWork, queue: MessageQueue, client_id: uuid.UUID, queue_id: str, state: QueueState
-) -> tuple[Queue, int]:
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    client_id: uuid.UUID,
+    queue_id: str,
+    state: QueueState,
+    *,
+    page_size: int = RELEASE_PAGE_SIZE,
+) -> StateChange:
     """Pause, resume or drain; resume and drain release held mail, oldest first.
 
-    The state is committed before the held rows are released, in the same
-    transaction as their release: a claim racing a resume either holds a row
-    before it (and the release takes it) or sees the queue active.
+    The state and the release mark are committed first; this call then
+    releases one page, and the scheduler's passes release the rest in pages
+    (``release_requested``), so the answer does not wait for 100,000
+    SendMessageBatch calls. A claim racing a resume either holds a row (and
+    a page releases it) or sees the queue active.
     """
     with uow:
         found = uow.queues.get(client_id, _wanted_id(queue_id))
@@ -154,31 +195,114 @@ def set_state(
             raise _not_found(queue_id)
         found.state = state
         saved = uow.queues.save(found)
-        released = [] if state is QueueState.PAUSED else uow.queues.release_held(saved)
+        if state is not QueueState.PAUSED:
+            uow.queues.request_release(saved.id)
         uow.commit()
-    _enqueue_released(uow, queue, saved.band, released)
-    return saved, len(released)
-
-
-def _enqueue_released(
-    uow: UnitOfWork, queue: MessageQueue, band: Band, released: list[tuple[uuid.UUID, str]]
-) -> None:
-    """Put released rows on their band's queue, in order; a refused one reads held again."""
-    if not released:
-        return
-    refused = set(queue.enqueue_many_in(band, released))
-    if refused:
+    if state is QueueState.PAUSED:
+        return StateChange(saved, 0, False)
+    page = release_page(uow, queue, saved, page_size)
+    if not page.more:
         with uow:
-            for message_id in refused:
-                message = uow.messages.get(message_id)
-                if message is not None and message.status is MessageStatus.QUEUED:
-                    message.status = MessageStatus.HELD
-                    uow.messages.save_outcome(message)
+            page = replace(page, more=not uow.queues.release_done(saved))
             uow.commit()
+    return StateChange(saved, page.released, page.more)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedPage:
+    released: int
+    # The page was full: more held rows may be left.
+    more: bool
+
+
+def release_page(
+    uow: UnitOfWork, queue: MessageQueue, target: Queue, page_size: int
+) -> ReleasedPage:
+    """Put the oldest page of the queue's held mail on its band, exactly once.
+
+    One transaction: lock the page (``FOR UPDATE SKIP LOCKED``), send it to
+    SQS, turn the rows SQS took to ``queued`` with their ``released`` event,
+    commit. A crash before the commit leaves every row held (a record that
+    reached SQS finds its row held, is acknowledged unsent, and the next
+    page sends it again); a worker that receives a record before the commit
+    waits for the row's lock in its claim, then finds it queued. Rows SQS
+    refused stay held and the call raises DependencyUnavailable.
+    """
+    with uow:
+        rows = uow.queues.lock_held_page(target, page_size)
+        if not rows:
+            return ReleasedPage(0, False)
+        band = target.band
+        refused = queue.enqueue_many([QueueEntry(r.id, r.trace_id, band=band) for r in rows])
+        uow.queues.mark_released(target, [r.id for r in rows if r.id not in refused])
+        uow.commit()
+    if refused:
         raise DependencyUnavailable(
-            f"{len(refused)} released messages could not be queued; they read held again, "
-            "resume once more"
+            f"{len(refused)} held messages could not be queued; they stay held and the "
+            "scheduler's next pass releases them (or resume again)"
         )
+    return ReleasedPage(len(rows), len(rows) == page_size)
+
+
+@dataclass(slots=True)
+class ReleaseReport:
+    queues: int = 0
+    pages: int = 0
+    released: int = 0
+    failed: bool = False
+    budget_exhausted: bool = False
+
+
+def release_requested(
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    *,
+    page_size: int,
+    deadline: float,
+    queues_per_pass: int = 100,
+    clock: Callable[[], float] = time.monotonic,
+) -> ReleaseReport:
+    """Release the held mail of resumed and draining queues, a page at a time.
+
+    The scheduler's pass calls this: one page per queue in turn (a queue
+    with 100,000 held messages does not starve one with ten), until every
+    marked queue is done or ``deadline`` (``clock``'s) is reached; what is
+    left is the next pass's. A queue whose held rows are all released loses
+    its mark. Should SQS refuse, the pass stops; the rows stay held.
+    """
+    report = ReleaseReport()
+    with uow:
+        targets = uow.queues.releasing(queues_per_pass)
+    report.queues = len(targets)
+    while targets:
+        left = []
+        released_before = report.released
+        for target in targets:
+            if clock() >= deadline:
+                report.budget_exhausted = True
+                return report
+            try:
+                page = release_page(uow, queue, target, page_size)
+            except DependencyUnavailable:
+                log.warning("the send queue refused held mail of queue %s", target.id)
+                report.failed = True
+                return report
+            report.pages += 1
+            report.released += page.released
+            if page.more:
+                left.append(target)
+            else:
+                with uow:
+                    if not uow.queues.release_done(target):
+                        # Rows another releaser had locked, or held anew.
+                        left.append(target)
+                    uow.commit()
+        if report.released == released_before:
+            # Nothing left that this pass can take (another releaser holds
+            # the rows): the marks stay for the next pass.
+            return report
+        targets = left
+    return report
 
 
 def queue_stats(uow: UnitOfWork, client_id: uuid.UUID, queue_id: str) -> tuple[Queue, QueueStats]:
