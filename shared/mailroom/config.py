@@ -301,7 +301,7 @@ class Settings(BaseSettings):
     # each); the request releases the first page, the scheduler's pass the
     # rest, within its own budget after the scheduled messages'.
     queue_release_page_size: int = Field(default=1000, ge=10, le=10_000)
-    queue_release_budget_seconds: float = Field(default=10.0, gt=0, le=840)
+    queue_release_budget_seconds: float = Field(default=20.0, gt=0, le=840)
 
     # Delivery feedback (docs/architecture.md, "Delivery feedback"). SNS
     # topics whose messages are accepted, comma-separated ARNs: anything else
