@@ -74,6 +74,7 @@ class BatchBodies(MessageQueue):
                     "MessageAttributes": {
                         TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": entry.trace_id}
                     },
+                    **({"MessageGroupId": entry.group_id} if entry.group_id else {}),
                 }
                 for index, entry in enumerate(batch)
             ]

@@ -7,6 +7,7 @@ worker's claim gate holding paused mail and deferring mail over a send rate.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import uuid
@@ -30,6 +31,7 @@ from mailroom.adapters.redis_store import RedisStore
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
 from mailroom.domain.queues import Band
+from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.queues import queue_routes
 from mailroom.entrypoints.scheduler import run_scheduler
@@ -717,3 +719,107 @@ def test_a_release_killed_mid_way_loses_nothing_and_sends_nothing_twice(
     # THEN every message was sent, and none twice
     assert [stack.status_of(i) for i in ids] == ["sent"] * 50
     assert len(smtp_sink.received) == 50
+
+
+def groups_on(stack: Stack, band: str) -> list[str | None]:
+    received = stack.sqs.receive_message(
+        QueueUrl=stack.urls[band],
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=0,
+        MessageSystemAttributeNames=["MessageGroupId"],
+    ).get("Messages", [])
+    return [m.get("Attributes", {}).get("MessageGroupId") for m in received]
+
+
+def test_send_records_carry_the_client_as_their_fair_queue_group(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN the default settings (SQS fair queues on) and a high-priority queue
+    stack = Stack(database_url_of(database), redis_url, smtp_sink.port)
+    stack.create("urgent", priority=10)
+    item = json.loads(WELCOME["body"])
+    # WHEN a send, a batch and a released held message go onto the bands
+    stack.send(queue="urgent")
+    stack.call("POST", "/v1/send/batch", [item, item])
+    paused = stack.create("later", priority=2)
+    stack.call("POST", f"/v1/queues/{paused['id']}/pause")
+    stack.send(queue="later")
+    stack.call("POST", f"/v1/queues/{paused['id']}/resume")
+    # THEN every record's MessageGroupId is the client's id (standard queues
+    # take it: moto as AWS since fair queues)
+    client = str(stack.client.client.id)
+    assert groups_on(stack, "high") == [client]
+    assert groups_on(stack, "normal") == [client, client]
+    assert groups_on(stack, "low") == [client]
+
+
+def test_fair_queue_groups_can_be_turned_off(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN SQS_FAIR_QUEUES=false (an emulator that refuses MessageGroupId)
+    stack = Stack(database_url_of(database), redis_url, smtp_sink.port, sqs_fair_queues=False)
+    # WHEN a message is sent
+    stack.send()
+    # THEN its record has no group
+    assert groups_on(stack, "normal") == [None]
+
+
+ADMIN_TOKEN = "queues-test-admin-token-0123456789abcdef"
+
+
+def test_the_admin_dlq_routes_read_and_redrive_each_bands_dlq(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN a DLQ per priority band, and a priority-10 message whose record
+    # SQS moved to the high band's DLQ (its workers kept dying on it)
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    suffix = uuid.uuid4().hex[:8]
+    dlqs = {band: make_queue(sqs, f"mailroom-{band}-dlq-{suffix}") for band in BAND_NAMES}
+    stack = Stack(
+        database_url_of(database),
+        redis_url,
+        smtp_sink.port,
+        admin_token_sha256=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
+        dead_letter_queue_url=dlqs["normal"],
+        high_priority_dead_letter_queue_url=dlqs["high"],
+        low_priority_dead_letter_queue_url=dlqs["low"],
+    )
+    stack.create("urgent", priority=10)
+    message_id = stack.send(queue="urgent")[1]["id"]
+    (record,) = sqs.receive_message(QueueUrl=stack.urls["high"], MaxNumberOfMessages=10)["Messages"]
+    sqs.send_message(QueueUrl=dlqs["high"], MessageBody=record["Body"])
+    sqs.delete_message(QueueUrl=stack.urls["high"], ReceiptHandle=record["ReceiptHandle"])
+    api = create_api(admin_routes(lambda: stack.services), max_request_bytes=lambda: 65536)
+
+    def admin(method: str, path: str, **query: str) -> tuple[int, Any]:
+        event = request_event(
+            method, path, query=query or None, Authorization=f"Bearer {ADMIN_TOKEN}"
+        )
+        answer = api.resolve(event, FakeLambdaContext())
+        return answer["statusCode"], json.loads(answer["body"])
+
+    # WHEN an operator lists the DLQs
+    status, normal = admin("GET", "/admin/dlq")
+    status_high, high = admin("GET", "/admin/dlq", band="high")
+    # THEN the default listing (normal) is empty but says where the record is
+    assert (status, normal["band"], normal["messages"]) == (200, "normal", [])
+    assert normal["bands"] == {"high": 1, "normal": 0, "low": 0}
+    # and the high band's listing shows it, with its row's status
+    assert (status_high, high["band"], high["queue"]) == (
+        200,
+        "high",
+        f"mailroom-high-dlq-{suffix}",
+    )
+    assert [(m["message_id"], m["status"]) for m in high["messages"]] == [(message_id, "queued")]
+    # WHEN it is redriven from the high band's DLQ
+    status, report = admin("POST", f"/admin/dlq/{message_id}/redrive", band="high")
+    # THEN it is back on the high band, and the DLQ is empty
+    assert (status, report["redriven"]) == (200, [message_id])
+    assert stack.depth("high") == 1
+    assert admin("GET", "/admin/dlq", band="high")[1]["bands"]["high"] == 0
+    # and a band that is not one is refused
+    status, refused = admin("GET", "/admin/dlq", band="urgent")
+    assert status == 422, refused
+
+
+BAND_NAMES = ("high", "normal", "low")

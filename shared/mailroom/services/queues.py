@@ -233,7 +233,9 @@ def release_page(
         if not rows:
             return ReleasedPage(0, False)
         band = target.band
-        refused = queue.enqueue_many([QueueEntry(r.id, r.trace_id, band=band) for r in rows])
+        refused = queue.enqueue_many(
+            [QueueEntry(r.id, r.trace_id, band=band, group_id=str(r.client_id)) for r in rows]
+        )
         uow.queues.mark_released(target, [r.id for r in rows if r.id not in refused])
         uow.commit()
     if refused:

@@ -119,8 +119,10 @@ def release_due_messages(
                         row.id,
                         row.trace_id,
                         queue_delay_seconds(row.scheduled_at, now),
-                        # Issue 20: its queue's band, as the send path's.
+                        # Issue 20: its queue's band, as the send path's,
+                        # and its client's fair-queue group.
                         band_of(row.priority),
+                        str(row.client_id) if row.client_id else None,
                     )
                     for row in due
                 ]

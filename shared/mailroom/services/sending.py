@@ -477,7 +477,7 @@ def accept_prepared(
         if placement is None:
             queue.enqueue(message.id, trace_id)
         else:
-            queue.enqueue_in(placement.band, message.id, trace_id)
+            queue.enqueue_in(placement.band, message.id, trace_id, group_id=str(client.id))
     except DependencyUnavailable as error:
         _mark_enqueue_failed(uow, [message], error.message)
         raise EnqueueFailed(
@@ -505,7 +505,13 @@ def release_if_near(
     due = message.scheduled_at
     if due is None or (due - now).total_seconds() > lookahead_seconds:
         return False
-    entry = QueueEntry(message.id, message.trace_id, queue_delay_seconds(due, now), band)
+    entry = QueueEntry(
+        message.id,
+        message.trace_id,
+        queue_delay_seconds(due, now),
+        band,
+        group_id=str(message.client_id),
+    )
     try:
         if queue.enqueue_many([entry]):
             return False
@@ -738,7 +744,9 @@ def _enqueue_accepted(
     refused: set[uuid.UUID] = set()
     for band in (Band.HIGH, Band.NORMAL, Band.LOW):
         if band in by_band:
-            refused.update(queue.enqueue_many_in(band, by_band[band]))
+            refused.update(
+                queue.enqueue_many_in(band, by_band[band], group_id=str(messages[0].client_id))
+            )
     return refused
 
 
