@@ -81,7 +81,9 @@ class QueueCreate(BaseModel):
     )
     smtp_config_id: uuid.UUID | None = Field(
         default=None,
-        description="Stored for per-client SMTP configurations (issue 20 item 4); unused yet.",
+        description="The client's SMTP configuration (/v1/smtp-configs) its mail goes out "
+        "through, unless a send names its own `smtp_config`: the send's, then the queue's, "
+        "then the client's default relay. Applied when a message is accepted.",
     )
 
 
@@ -188,7 +190,8 @@ def queue_routes(services: ServicesProvider) -> Router:
             errors={
                 409: "queue_name_taken: the client has a queue of that name",
                 422: "validation_error: priority outside 1-10, retry delays not increasing "
-                "or over the maximum, a bad name",
+                "or over the maximum, a bad name; unknown_smtp_config: smtp_config_id is not "
+                "one of the client's SMTP configurations",
             },
         ),
         tags=TAGS,

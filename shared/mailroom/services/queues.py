@@ -31,6 +31,7 @@ from mailroom.domain.errors import (
     QueueNotEmpty,
     QueueNotFound,
     UnknownQueue,
+    UnknownSmtpConfig,
 )
 from mailroom.domain.model import Message, MessageStatus
 from mailroom.domain.queues import (
@@ -74,9 +75,21 @@ def _check(queue: Queue) -> None:
             )
 
 
+def _check_relay(uow: UnitOfWork, queue: Queue) -> None:
+    """A queue's SMTP configuration must be one of its client's (422 unknown_smtp_config)."""
+    if queue.smtp_config_id is None:
+        return
+    if uow.smtp_configs.get(queue.smtp_config_id, queue.client_id) is None:
+        raise UnknownSmtpConfig(
+            f"this client has no SMTP configuration {queue.smtp_config_id}",
+            details=[{"field": "smtp_config_id", "message": "unknown SMTP configuration"}],
+        )
+
+
 def create_queue(uow: UnitOfWork, queue: Queue) -> Queue:
     _check(queue)
     with uow:
+        _check_relay(uow, queue)
         uow.queues.add(queue)
         created = uow.queues.get(queue.client_id, queue.id)
         uow.commit()
@@ -114,6 +127,8 @@ def update_queue(
         for name, value in changes.items():
             setattr(current, name, value)
         _check(current)
+        if "smtp_config_id" in changes:
+            _check_relay(uow, current)
         saved = uow.queues.save(current)
         uow.commit()
     return saved
@@ -334,7 +349,11 @@ def apply_placement(message: Message, placement: Placement) -> None:
     """What the queue decides of the message: held while paused; bulk if the queue is.
 
     A bulk queue's mail carries RFC 8058 one-click unsubscribe, which needs
-    one recipient: a message to several stays as the send asked.
+    one recipient: a message to several stays as the send asked. A queue's
+    SMTP configuration is the message's relay unless the send named one:
+    the send's, then the queue's, then the client's default (the worker's
+    ``relay_for``). Decided here, at acceptance, so the worker pays nothing
+    for it; mail already accepted keeps the relay it was accepted with.
     """
     # A scheduled message (issue 18) keeps its time: the scheduler releases it.
     if placement.held and message.status is not MessageStatus.SCHEDULED:
@@ -342,6 +361,10 @@ def apply_placement(message: Message, placement: Placement) -> None:
     single = len(message.to) == 1 and not message.cc and not message.bcc
     if placement.queue.bulk and not message.options.bulk and single:
         message.options = replace(message.options, bulk=True)
+    if placement.queue.smtp_config_id is not None and message.options.smtp_config_id is None:
+        message.options = replace(
+            message.options, smtp_config_id=str(placement.queue.smtp_config_id)
+        )
 
 
 def place(uow: UnitOfWork, client_id: uuid.UUID, name: str | None) -> Placement:
