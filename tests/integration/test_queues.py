@@ -26,6 +26,7 @@ from devstack.sqs_poller import PriorityPoller, QueuePoller
 from devstack.template import load_stack
 from mailroom.adapters.claim_limits import RedisClaimRateLimiter
 from mailroom.adapters.db.unit_of_work import Database
+from mailroom.adapters.providers.smtp import SmtpProvider
 from mailroom.adapters.queue import QueueEntry, SqsMessageQueue
 from mailroom.adapters.redis_store import RedisStore
 from mailroom.bootstrap import Services, bootstrap
@@ -42,7 +43,7 @@ from mailroom.services.clients import RegisteredClient, register_client
 from mailroom.services.queues import ClaimGate
 from mailroom.services.scheduler import SchedulerPolicy, scheduler_pass
 from tests.events import FakeLambdaContext, load_event, request_event
-from tests.integration.conftest import SmtpSink, free_port, sqs_event
+from tests.integration.conftest import SmtpSink, free_port, running_sink, sqs_event
 from tests.integration.test_pipeline import TEMPLATES, database_url_of
 
 pytestmark = pytest.mark.integration
@@ -823,3 +824,39 @@ def test_the_admin_dlq_routes_read_and_redrive_each_bands_dlq(
 
 
 BAND_NAMES = ("high", "normal", "low")
+
+
+def test_a_queues_provider_order_replaces_the_clients(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN two providers, "smtp" first by the service's order, and a queue
+    # that tries the other first (provider names are a fixed set: a second
+    # real SMTP server plays "sendgrid")
+    with running_sink() as backup:
+        stack = Stack(
+            database_url_of(database), redis_url, smtp_sink.port, provider_order="smtp,sendgrid"
+        )
+        stack.services = bootstrap(
+            stack.settings,
+            providers={
+                "smtp": SmtpProvider(smtp_sink.host, smtp_sink.port, timeout_seconds=2),
+                "sendgrid": SmtpProvider(backup.host, backup.port, timeout_seconds=2),
+            },
+        )
+        queue = stack.create("via-backup", provider_order=["sendgrid", "smtp"])
+        assert queue["provider_order"] == ["sendgrid", "smtp"]
+        # WHEN one message goes through it and one through the default queue
+        stack.send(queue="via-backup")
+        stack.send()
+        stack.work("normal")
+        # THEN the queue's went to the second server, the other to "smtp"
+        assert (len(backup.received), len(smtp_sink.received)) == (1, 1)
+        # AND an order naming a provider that is not configured is refused
+        status, refused = stack.call(
+            "POST", "/v1/queues", {"name": "x", "provider_order": ["nope"]}
+        )
+        assert (status, refused["error"]["code"]) == (422, "validation_error")
+        status, refused = stack.call(
+            "PATCH", f"/v1/queues/{queue['id']}", {"provider_order": ["smtp", "smtp"]}
+        )
+        assert (status, refused["error"]["code"]) == (422, "validation_error")

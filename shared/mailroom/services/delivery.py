@@ -172,11 +172,13 @@ def deliver_batch(
     results: dict[uuid.UUID, DeliveryOutcome] = {}
     to_claim = ids
     schedules: dict[uuid.UUID, RetrySchedule] = {}
+    queue_orders: dict[uuid.UUID, list[str]] = {}
     if gate is not None:
         # Issue 20: paused queues, send rates and in-flight caps, before the claim.
         admission = gate.admit(uow, ids)
         to_claim = admission.claimable
         schedules = admission.schedules
+        queue_orders = admission.orders
         for message_id in admission.held:
             results[message_id] = DeliveryOutcome(message_id, DeliveryResult.HELD, "queue paused")
         for message_id, (seconds, band) in admission.deferred.items():
@@ -233,7 +235,9 @@ def deliver_batch(
                 backoff=_backoff(schedules.get(message_id), backoff),
                 last_receive=message_id in last_receive,
                 suppressed=None if suppressed is None else message_id in suppressed,
-                client_order=orders.get(message.client_id, _UNKNOWN_ORDER),
+                # Issue 20: the queue's own provider order, else the client's.
+                client_order=queue_orders.get(message_id)
+                or orders.get(message.client_id, _UNKNOWN_ORDER),
                 sender_policy=sender_policy,
                 route=routes.get(message_id),
                 rewrite=rewrite,

@@ -399,6 +399,8 @@ class Admission:
     deferred: dict[uuid.UUID, tuple[int, Band]] = field(default_factory=dict)
     # The claimable messages whose queue has its own retry schedule.
     schedules: dict[uuid.UUID, RetrySchedule] = field(default_factory=dict)
+    # The messages whose queue has its own provider order (over the client's).
+    orders: dict[uuid.UUID, list[str]] = field(default_factory=dict)
 
 
 class ClaimGate:
@@ -434,6 +436,7 @@ class ClaimGate:
             for v in views
             if v.max_retries is not None or v.retry_delays is not None
         }
+        admission.orders = {v.message_id: v.provider_order for v in views if v.provider_order}
         # Not queued (sent, claimed, missing): the claim explains those as before.
         admission.claimable = [m for m in message_ids if m not in seen]
         groups: dict[tuple[uuid.UUID, str], list[ClaimView]] = defaultdict(list)

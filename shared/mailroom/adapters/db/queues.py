@@ -43,6 +43,8 @@ class ClaimView:
     retry_delays: tuple[int, ...] | None = None
     # The client's messages under a live claim (counted only when asked).
     in_flight: int = 0
+    # The queue's own provider order; None: the client's.
+    provider_order: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ _CLAIM_VIEW = text(
     """
     WITH batch AS (
         SELECT m.id, m.client_id, m.trace_id, q.id AS queue_id, q.state, q.priority,
-               q.rate_limit_per_minute, q.max_retries, q.retry_delays
+               q.rate_limit_per_minute, q.max_retries, q.retry_delays, q.provider_order
         FROM messages m
         LEFT JOIN queues q
           ON q.id = m.queue_id
@@ -378,6 +380,7 @@ class SqlQueueRepository:
                 max_retries=row.max_retries,
                 retry_delays=None if row.retry_delays is None else tuple(row.retry_delays),
                 in_flight=int(row.in_flight),
+                provider_order=row.provider_order,
             )
             for row in rows
         ]
