@@ -860,3 +860,48 @@ def test_a_queues_provider_order_replaces_the_clients(
             "PATCH", f"/v1/queues/{queue['id']}", {"provider_order": ["smtp", "smtp"]}
         )
         assert (status, refused["error"]["code"]) == (422, "validation_error")
+
+
+class PauseAfterTheRead(ClaimGate):
+    """The gate, with a pause committed by another session right after its read."""
+
+    def __init__(self, database: Database, queue_id: str) -> None:
+        super().__init__(None)
+        self._database = database
+        self._queue_id = queue_id
+
+    def admit(self, uow: Any, message_ids: Sequence[uuid.UUID]) -> queues.Admission:
+        admission = super().admit(uow, message_ids)
+        with self._database.engine.begin() as connection:
+            connection.execute(
+                text("UPDATE queues SET state = 'paused' WHERE id = :q"), {"q": self._queue_id}
+            )
+        return admission
+
+
+def test_a_pause_between_the_gates_read_and_the_claim_holds_the_batch(
+    stack: Stack, smtp_sink: SmtpSink, database: Database
+) -> None:
+    # GIVEN three messages of an active queue, and one of the default queue
+    queue = stack.create("racy")
+    ids = [uuid.UUID(stack.send(queue="racy")[1]["id"]) for _ in range(3)]
+    other = uuid.UUID(stack.send()[1]["id"])
+    # WHEN the queue is paused after the gate read it active, before the claim
+    outcomes = delivery.deliver_batch(
+        stack.services.uow(),
+        stack.services.templates,
+        stack.services.renderer,
+        stack.services.providers,
+        items=[delivery.SendItem(i) for i in [*ids, other]],
+        max_attempts=3,
+        gate=PauseAfterTheRead(database, queue["id"]),
+    )
+    # THEN none of the queue's is sent: they are held, to go out on resume
+    results = {o.message_id: o.result for o in outcomes}
+    assert [results[i] for i in ids] == [delivery.DeliveryResult.HELD] * 3
+    assert [stack.status_of(str(i)) for i in ids] == ["held"] * 3
+    # and the other queue's message is sent as usual
+    assert results[other] is delivery.DeliveryResult.SENT
+    assert len(smtp_sink.received) == 1
+    status, resumed = stack.call("POST", f"/v1/queues/{queue['id']}/resume")
+    assert (status, resumed["released"]) == (200, 3)

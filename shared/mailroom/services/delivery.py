@@ -173,12 +173,14 @@ def deliver_batch(
     to_claim = ids
     schedules: dict[uuid.UUID, RetrySchedule] = {}
     queue_orders: dict[uuid.UUID, list[str]] = {}
+    gate_queues: list[tuple[uuid.UUID, uuid.UUID]] = []
     if gate is not None:
         # Issue 20: paused queues, send rates and in-flight caps, before the claim.
         admission = gate.admit(uow, ids)
         to_claim = admission.claimable
         schedules = admission.schedules
         queue_orders = admission.orders
+        gate_queues = admission.queues
         for message_id in admission.held:
             results[message_id] = DeliveryOutcome(message_id, DeliveryResult.HELD, "queue paused")
         for message_id, (seconds, band) in admission.deferred.items():
@@ -193,7 +195,7 @@ def deliver_batch(
         # One statement claims, and brings back each client's provider order
         # and the suppressions matching the recipients (issue 8). Where the
         # latter are unknown they are read in the claim's transaction.
-        claim = uow.messages.claim_for_send(to_claim, token, lease_seconds)
+        claim = uow.messages.claim_for_send(to_claim, token, lease_seconds, gate_queues)
         taken, known_orders, active = claim.messages, claim.orders, claim.suppressions
         if active is None:
             active = _active_suppressions(uow, taken)
@@ -204,6 +206,14 @@ def deliver_batch(
     if unclaimed:
         with uow:
             found = uow.messages.get_many(unclaimed)
+            left_queued = [m for m in unclaimed if _is_queued(found.get(m))]
+            if gate is not None and left_queued:
+                # Issue 20: queued yet not taken: their queue was paused
+                # between the gate's read and the claim. Held now, as the
+                # gate would have, so none stays queued without a record.
+                for message_id in uow.queues.hold_paused(left_queued):
+                    found[message_id].status = MessageStatus.HELD
+                uow.commit()
 
     last_receive = {item.message_id for item in items if item.last_receive}
     batch_templates = BatchTemplates(templates)
@@ -342,6 +352,10 @@ class BatchTemplates:
             if source.version is None:
                 self._files[name] = source
         return source
+
+
+def _is_queued(message: Message | None) -> bool:
+    return message is not None and message.status is MessageStatus.QUEUED
 
 
 def _not_claimed(message_id: uuid.UUID, message: Message | None) -> DeliveryOutcome:

@@ -401,6 +401,9 @@ class Admission:
     schedules: dict[uuid.UUID, RetrySchedule] = field(default_factory=dict)
     # The messages whose queue has its own provider order (over the client's).
     orders: dict[uuid.UUID, list[str]] = field(default_factory=dict)
+    # (message id, queue id) of the claimable ones the gate saw active: the
+    # claim leaves out any whose queue was paused since (the read-claim window).
+    queues: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
 
 
 class ClaimGate:
@@ -437,6 +440,7 @@ class ClaimGate:
             if v.max_retries is not None or v.retry_delays is not None
         }
         admission.orders = {v.message_id: v.provider_order for v in views if v.provider_order}
+        admission.queues = [(v.message_id, v.queue_id) for v in views if v.queue_id is not None]
         # Not queued (sent, claimed, missing): the claim explains those as before.
         admission.claimable = [m for m in message_ids if m not in seen]
         groups: dict[tuple[uuid.UUID, str], list[ClaimView]] = defaultdict(list)

@@ -45,6 +45,8 @@ class ClaimView:
     in_flight: int = 0
     # The queue's own provider order; None: the client's.
     provider_order: list[str] | None = None
+    # The queue's row id; None: the client's default queue, not made yet.
+    queue_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +383,7 @@ class SqlQueueRepository:
                 retry_delays=None if row.retry_delays is None else tuple(row.retry_delays),
                 in_flight=int(row.in_flight),
                 provider_order=row.provider_order,
+                queue_id=row.queue_id,
             )
             for row in rows
         ]
