@@ -57,6 +57,8 @@ RELEASE_MARGIN_SECONDS = 5.0
 
 def release_held_mail(context: LambdaContext, services: Services) -> int:
     """Issue 20: resumed and draining queues' held mail, a page at a time, after the pass."""
+    if not services.queue_routing:
+        return 0  # no queues here (an in-memory unit of work)
     budget = min(
         services.settings.queue_release_budget_seconds,
         context.get_remaining_time_in_millis() / 1000 - RELEASE_MARGIN_SECONDS,
