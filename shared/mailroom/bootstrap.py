@@ -147,6 +147,22 @@ class Services:
     queue_routing: bool = False
     redis_store: RedisStore | None = None
     claim_gate_given: ClaimGate | None = None
+    # The high and low bands' DLQs, built on first use unless given.
+    band_dead_letters: dict[Band, DeadLetterQueue] = field(default_factory=dict)
+
+    def dead_letters_of(self, band: Band) -> DeadLetterQueue:
+        """A priority band's DLQ: the normal band's is ``dead_letters`` (the app's own)."""
+        if band is Band.NORMAL:
+            return self.dead_letters
+        found = self.band_dead_letters.get(band)
+        if found is None:
+            url = (
+                self.settings.high_priority_dead_letter_queue_url
+                if band is Band.HIGH
+                else self.settings.low_priority_dead_letter_queue_url
+            )
+            found = self.band_dead_letters[band] = SqsDeadLetterQueue(url, self.settings.aws_region)
+        return found
 
     @cached_property
     def claim_gate(self) -> ClaimGate | None:
@@ -403,6 +419,7 @@ def bootstrap(
                 Band.HIGH: settings.high_priority_queue_url,
                 Band.LOW: settings.low_priority_queue_url,
             },
+            fair_queues=settings.sqs_fair_queues,
         ),
         templates=WithInlineContent(
             templates

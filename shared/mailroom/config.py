@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     # QUEUE_URL is the normal band's (4-7) and takes a band left unset.
     high_priority_queue_url: str = ""
     low_priority_queue_url: str = ""
+    # SQS fair queues (2025): every send record carries MessageGroupId = the
+    # client's id, so one client's backlog does not delay another's mail on
+    # the same band. On AWS standard queues accept it; turn it off for an
+    # emulator that refuses MessageGroupId on a standard queue.
+    sqs_fair_queues: bool = True
     # Sends per minute the worker claims for any one client, over all its
     # queues (a queue's own limit is set through /v1/queues); unset: none.
     client_sends_per_minute: int | None = Field(default=None, ge=1)
@@ -315,6 +320,12 @@ class Settings(BaseSettings):
     scheduler_time_budget_seconds: float = Field(default=45.0, gt=0, le=840)
     scheduler_stale_seconds: int = Field(default=600, ge=60)
     scheduler_schedules_per_pass: int = Field(default=200, ge=1)
+    # Issue 20: resume and drain release a paused queue's held mail a page
+    # at a time (one transaction and 1/10 as many SendMessageBatch calls
+    # each); the request releases the first page, the scheduler's pass the
+    # rest, within its own budget after the scheduled messages'.
+    queue_release_page_size: int = Field(default=1000, ge=10, le=10_000)
+    queue_release_budget_seconds: float = Field(default=20.0, gt=0, le=840)
 
     # Delivery feedback (docs/architecture.md, "Delivery feedback"). SNS
     # topics whose messages are accepted, comma-separated ARNs: anything else
@@ -420,6 +431,11 @@ class Settings(BaseSettings):
     # Where the worker moves messages whose retries ran out, and what the
     # admin DLQ routes read; the SendQueue's redrive target in template.yaml.
     dead_letter_queue_url: str = ""
+    # Issue 20: the high and low priority bands' redrive DLQs (records SQS
+    # moved there after maxReceiveCount receives); the admin DLQ routes read
+    # them with ?band=high|low. The normal band's is dead_letter_queue_url.
+    high_priority_dead_letter_queue_url: str = ""
+    low_priority_dead_letter_queue_url: str = ""
     # The send queue's maxReceiveCount, as template.yaml sets it. Given, the
     # worker knows which receive is the last without asking SQS, so its first
     # batch does not load boto3 (~0.4 s here) unless a record must be

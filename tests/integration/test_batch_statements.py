@@ -227,6 +227,9 @@ def test_the_batch_statements_find_their_rows_by_key_even_on_stale_statistics(
         "token": str(uuid.uuid4()),
         "lease_seconds": 60,
         "early_seconds": batch_statements.SCHEDULED_EARLY_SECONDS,
+        # Issue 20: the claim gate's (message, queue) pairs, one queue for all.
+        "gate_ids": "{" + ",".join(ids) + "}",
+        "gate_queues": "{" + ",".join([str(uuid.uuid4())] * len(ids)) + "}",
     }
     with database.engine.connect() as connection:
         claim = connection.execute(
@@ -242,5 +245,11 @@ def test_the_batch_statements_find_their_rows_by_key_even_on_stale_statistics(
         whole, indexes = _scans(plan)
         assert not whole & {"messages", "message_recipients"}, whole
         assert "pk_messages" in indexes
-        allowed = {"pk_messages", "pk_message_recipients", "pk_clients", "ix_suppressions_address"}
+        allowed = {
+            "pk_messages",
+            "pk_message_recipients",
+            "pk_clients",
+            "ix_suppressions_address",
+            "pk_queues",  # the paused-queue check: one probe per queue of the batch
+        }
         assert indexes <= allowed, indexes

@@ -7,9 +7,12 @@ worker's claim gate holding paused mail and deferring mail over a send rate.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -23,17 +26,24 @@ from devstack.sqs_poller import PriorityPoller, QueuePoller
 from devstack.template import load_stack
 from mailroom.adapters.claim_limits import RedisClaimRateLimiter
 from mailroom.adapters.db.unit_of_work import Database
+from mailroom.adapters.providers.smtp import SmtpProvider
+from mailroom.adapters.queue import QueueEntry, SqsMessageQueue
 from mailroom.adapters.redis_store import RedisStore
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
+from mailroom.domain.queues import Band
+from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.queues import queue_routes
+from mailroom.entrypoints.scheduler import run_scheduler
+from mailroom.entrypoints.schedules import schedule_sender
 from mailroom.entrypoints.worker import process_send_batch
-from mailroom.services import delivery
+from mailroom.services import delivery, queues
 from mailroom.services.clients import RegisteredClient, register_client
 from mailroom.services.queues import ClaimGate
+from mailroom.services.scheduler import SchedulerPolicy, scheduler_pass
 from tests.events import FakeLambdaContext, load_event, request_event
-from tests.integration.conftest import SmtpSink, free_port, sqs_event
+from tests.integration.conftest import SmtpSink, free_port, running_sink, sqs_event
 from tests.integration.test_pipeline import TEMPLATES, database_url_of
 
 pytestmark = pytest.mark.integration
@@ -231,7 +241,7 @@ def test_pause_holds_new_and_queued_mail_and_resume_sends_it_in_order(
     assert stats["oldest_message_age_seconds"] >= 0
     # WHEN the queue is resumed
     status, resumed = stack.call("POST", f"/v1/queues/{queue['id']}/resume")
-    assert (status, resumed["released"]) == (200, 3)
+    assert (status, resumed["released"], resumed["releasing"]) == (200, 3, False)
     # THEN all three are sent, oldest first, nothing lost
     answer, taken = stack.work("normal")
     assert (taken, answer) == (3, {"batchItemFailures": []})
@@ -489,3 +499,409 @@ def test_a_batch_routes_each_item_through_its_queue(stack: Stack) -> None:
     status, refused = stack.call("POST", "/v1/send/batch", [item, {**item, "queue": "nope"}])
     assert (status, refused["error"]["code"]) == (422, "unknown_queue")
     assert stack.depth("normal") == 0
+
+
+class FixedClock:
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+def waiting(stack: Stack, band: str) -> int:
+    """Records on ``band``, visible or still in their SQS delay."""
+    attributes = stack.sqs.get_queue_attributes(
+        QueueUrl=stack.urls[band],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesDelayed"]
+    )
+
+
+def test_the_scheduler_releases_scheduled_mail_onto_its_queues_band(stack: Stack) -> None:
+    # GIVEN a priority-9 and a priority-2 queue, each with a message due in an
+    # hour, a default-queue one due then too, and one of the priority-9 due
+    # within the scheduler's look-ahead (released at acceptance)
+    stack.create("urgent", priority=9)
+    stack.create("later", priority=2)
+    now = datetime.now(UTC).replace(microsecond=0)
+    in_an_hour = (now + timedelta(hours=1)).isoformat()
+    ids = {
+        name: stack.send(queue=name, scheduled_at=in_an_hour)[1]["id"]
+        for name in ("urgent", "later", "default")
+    }
+    status, soon = stack.send(
+        queue="urgent", scheduled_at=(now + timedelta(seconds=30)).isoformat()
+    )
+    assert status == 202, soon
+    assert [waiting(stack, band) for band in ("high", "normal", "low")] == [1, 0, 0]
+    # WHEN the scheduler runs an hour later
+    report = scheduler_pass(
+        stack.services.uow(),
+        stack.services.queue,
+        schedule_sender(stack.services),
+        # (the one released at acceptance is not taken for lost meanwhile)
+        policy=SchedulerPolicy(stale_seconds=7200),
+        clock=FixedClock(now + timedelta(hours=1)),
+    )
+    # THEN each went onto its own queue's band, not all onto the normal one
+    assert report.enqueued == 3
+    assert [waiting(stack, band) for band in ("high", "normal", "low")] == [2, 1, 1]
+    assert all(stack.status_of(i) == "scheduled" for i in ids.values())
+
+
+def hold_copies(database: Database, seed: str, count: int) -> None:
+    """``count`` more held rows like ``seed``, each a millisecond younger than the one before."""
+    with database.engine.begin() as connection:
+        connection.execute(
+            text(
+                """
+                INSERT INTO messages
+                SELECT (jsonb_populate_record(m, jsonb_build_object(
+                    'id', gen_random_uuid(),
+                    'trace_id', md5(n::text),
+                    'created_at', m.created_at + n * interval '1 millisecond'))).*
+                FROM messages m, generate_series(1, :count) AS n
+                WHERE m.id = :seed
+                """
+            ),
+            {"seed": seed, "count": count},
+        )
+
+
+class RecordingBands(SqsMessageQueue):
+    """The real SQS bands, remembering what each enqueue_many call put on which band.
+
+    (Receiving thousands of records back from moto takes minutes; the
+    recording says the same: which ids, in which call, on which band.)
+    """
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(
+            stack.urls["normal"],
+            "us-east-1",
+            {Band.HIGH: stack.urls["high"], Band.LOW: stack.urls["low"]},
+            # One SendMessageBatch at a time: moto shares this process's GIL,
+            # and eight at once on a loaded machine outlast boto3's timeout.
+            parallel_batches=1,
+        )
+        self.calls: list[list[QueueEntry]] = []
+
+    def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
+        self.calls.append(list(entries))
+        return super().enqueue_many(entries)
+
+    def taken(self) -> list[str]:
+        """The ids enqueued since the last call, each call's in its order; all on the high band."""
+        calls, self.calls = self.calls, []
+        assert all(entry.band is Band.HIGH for call in calls for entry in call)
+        return [str(entry.message_id) for call in calls for entry in call]
+
+
+def held_in_order(database: Database, queue_id: str) -> list[str]:
+    with database.engine.connect() as connection:
+        return list(
+            connection.execute(
+                text(
+                    "SELECT id::text FROM messages WHERE queue_id = :q AND status = 'held' "
+                    "ORDER BY created_at, id"
+                ),
+                {"q": queue_id},
+            ).scalars()
+        )
+
+
+def test_resuming_a_thousand_held_messages_releases_a_page_then_the_rest_in_passes(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN a paused priority-9 queue holding 1,000 messages, pages of 100 (moto in this
+    # process makes more take minutes)
+    stack = Stack(database_url_of(database), redis_url, smtp_sink.port, queue_release_page_size=100)
+    bands = RecordingBands(stack)
+    stack.services = bootstrap(stack.settings, queue=bands)
+    queue = stack.create("backlog", priority=9)
+    stack.call("POST", f"/v1/queues/{queue['id']}/pause")
+    seed = stack.send(queue="backlog")[1]["id"]
+    hold_copies(database, seed, 999)
+    oldest_first = held_in_order(database, queue["id"])
+    assert len(oldest_first) == 1000
+    # WHEN it is resumed
+    status, resumed = stack.call("POST", f"/v1/queues/{queue['id']}/resume")
+    # THEN the answer comes after one page: the oldest 100, in order, on the high band
+    assert (status, resumed["released"], resumed["releasing"]) == (200, 100, True)
+    assert resumed["queue"]["state"] == "active"
+    assert bands.taken() == oldest_first[:100]
+    # WHEN a release pass runs with a budget (an injected clock) for four pages
+    report = queues.release_requested(
+        stack.services.uow(),
+        stack.services.queue,
+        page_size=100,
+        deadline=4,
+        clock=iter(range(100)).__next__,
+    )
+    # THEN it stops there, and the pages it released are the next oldest, in order
+    assert (report.pages, report.released, report.budget_exhausted) == (4, 400, True)
+    assert bands.taken() == oldest_first[100:500]
+    # WHEN the scheduler function runs (its pass, then the held mail's
+    # release: at least one page), then a pass without a deadline
+    answer = run_scheduler({}, FakeLambdaContext("mailroom-scheduler"), stack.services)
+    assert answer["held_released"] >= 100
+    report = queues.release_requested(
+        stack.services.uow(), stack.services.queue, page_size=100, deadline=float("inf")
+    )
+    # THEN the rest is released in order, each row exactly once, and the mark is gone
+    assert answer["held_released"] + report.released == 500
+    assert bands.taken() == oldest_first[500:]
+    assert held_in_order(database, queue["id"]) == []
+    assert stack.depth("high") >= 1000
+    with database.engine.connect() as connection:
+        marked, released_events = connection.execute(
+            text(
+                "SELECT (SELECT count(*) FROM queues WHERE release_requested_at IS NOT NULL), "
+                "(SELECT count(*) FROM message_events WHERE type = 'released')"
+            )
+        ).one()
+    assert (marked, released_events) == (0, 1000)
+
+
+class CrashAfterSending(SqsMessageQueue):
+    """The real SQS queue; the process dies after the n-th page reached SQS, before its commit."""
+
+    def __init__(self, stack: Stack, crash_on_call: int) -> None:
+        super().__init__(
+            stack.urls["normal"],
+            "us-east-1",
+            {Band.HIGH: stack.urls["high"], Band.LOW: stack.urls["low"]},
+        )
+        self.calls = 0
+        self.crash_on_call = crash_on_call
+
+    def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
+        refused = super().enqueue_many(entries)
+        self.calls += 1
+        if self.calls == self.crash_on_call:
+            raise SystemExit("killed between SQS and the commit")
+        return refused
+
+
+def test_a_release_killed_mid_way_loses_nothing_and_sends_nothing_twice(
+    stack: Stack, smtp_sink: SmtpSink, database: Database
+) -> None:
+    # GIVEN a paused queue holding 50 messages, released 20 a page
+    queue = stack.create("crashy")
+    stack.call("POST", f"/v1/queues/{queue['id']}/pause")
+    ids = [stack.send(queue="crashy")[1]["id"] for _ in range(50)]
+    with database.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE queues SET state = 'active', release_requested_at = now() WHERE id = :q"),
+            {"q": queue["id"]},
+        )
+    # WHEN a release is killed after its second page reached SQS, before it committed
+    crashing = CrashAfterSending(stack, crash_on_call=2)
+    with pytest.raises(SystemExit):
+        queues.release_requested(
+            stack.services.uow(), crashing, page_size=20, deadline=float("inf")
+        )
+    # THEN the first page is queued, the second still held though its records are out
+    statuses = [stack.status_of(i) for i in ids]
+    assert statuses == ["queued"] * 20 + ["held"] * 30
+    # WHEN the worker meets those records, and a later pass releases the rest
+    while stack.work("normal")[1]:
+        pass
+    assert len(smtp_sink.received) == 20
+    report = queues.release_requested(
+        stack.services.uow(), stack.services.queue, page_size=20, deadline=float("inf")
+    )
+    assert report.released == 30
+    while stack.work("normal")[1]:
+        pass
+    # THEN every message was sent, and none twice
+    assert [stack.status_of(i) for i in ids] == ["sent"] * 50
+    assert len(smtp_sink.received) == 50
+
+
+def groups_on(stack: Stack, band: str) -> list[str | None]:
+    received = stack.sqs.receive_message(
+        QueueUrl=stack.urls[band],
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=0,
+        MessageSystemAttributeNames=["MessageGroupId"],
+    ).get("Messages", [])
+    return [m.get("Attributes", {}).get("MessageGroupId") for m in received]
+
+
+def test_send_records_carry_the_client_as_their_fair_queue_group(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN the default settings (SQS fair queues on) and a high-priority queue
+    stack = Stack(database_url_of(database), redis_url, smtp_sink.port)
+    stack.create("urgent", priority=10)
+    item = json.loads(WELCOME["body"])
+    # WHEN a send, a batch and a released held message go onto the bands
+    stack.send(queue="urgent")
+    stack.call("POST", "/v1/send/batch", [item, item])
+    paused = stack.create("later", priority=2)
+    stack.call("POST", f"/v1/queues/{paused['id']}/pause")
+    stack.send(queue="later")
+    stack.call("POST", f"/v1/queues/{paused['id']}/resume")
+    # THEN every record's MessageGroupId is the client's id (standard queues
+    # take it: moto as AWS since fair queues)
+    client = str(stack.client.client.id)
+    assert groups_on(stack, "high") == [client]
+    assert groups_on(stack, "normal") == [client, client]
+    assert groups_on(stack, "low") == [client]
+
+
+def test_fair_queue_groups_can_be_turned_off(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN SQS_FAIR_QUEUES=false (an emulator that refuses MessageGroupId)
+    stack = Stack(database_url_of(database), redis_url, smtp_sink.port, sqs_fair_queues=False)
+    # WHEN a message is sent
+    stack.send()
+    # THEN its record has no group
+    assert groups_on(stack, "normal") == [None]
+
+
+ADMIN_TOKEN = "queues-test-admin-token-0123456789abcdef"
+
+
+def test_the_admin_dlq_routes_read_and_redrive_each_bands_dlq(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN a DLQ per priority band, and a priority-10 message whose record
+    # SQS moved to the high band's DLQ (its workers kept dying on it)
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    suffix = uuid.uuid4().hex[:8]
+    dlqs = {band: make_queue(sqs, f"mailroom-{band}-dlq-{suffix}") for band in BAND_NAMES}
+    stack = Stack(
+        database_url_of(database),
+        redis_url,
+        smtp_sink.port,
+        admin_token_sha256=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
+        dead_letter_queue_url=dlqs["normal"],
+        high_priority_dead_letter_queue_url=dlqs["high"],
+        low_priority_dead_letter_queue_url=dlqs["low"],
+    )
+    stack.create("urgent", priority=10)
+    message_id = stack.send(queue="urgent")[1]["id"]
+    (record,) = sqs.receive_message(QueueUrl=stack.urls["high"], MaxNumberOfMessages=10)["Messages"]
+    sqs.send_message(QueueUrl=dlqs["high"], MessageBody=record["Body"])
+    sqs.delete_message(QueueUrl=stack.urls["high"], ReceiptHandle=record["ReceiptHandle"])
+    api = create_api(admin_routes(lambda: stack.services), max_request_bytes=lambda: 65536)
+
+    def admin(method: str, path: str, **query: str) -> tuple[int, Any]:
+        event = request_event(
+            method, path, query=query or None, Authorization=f"Bearer {ADMIN_TOKEN}"
+        )
+        answer = api.resolve(event, FakeLambdaContext())
+        return answer["statusCode"], json.loads(answer["body"])
+
+    # WHEN an operator lists the DLQs
+    status, normal = admin("GET", "/admin/dlq")
+    status_high, high = admin("GET", "/admin/dlq", band="high")
+    # THEN the default listing (normal) is empty but says where the record is
+    assert (status, normal["band"], normal["messages"]) == (200, "normal", [])
+    assert normal["bands"] == {"high": 1, "normal": 0, "low": 0}
+    # and the high band's listing shows it, with its row's status
+    assert (status_high, high["band"], high["queue"]) == (
+        200,
+        "high",
+        f"mailroom-high-dlq-{suffix}",
+    )
+    assert [(m["message_id"], m["status"]) for m in high["messages"]] == [(message_id, "queued")]
+    # WHEN it is redriven from the high band's DLQ
+    status, report = admin("POST", f"/admin/dlq/{message_id}/redrive", band="high")
+    # THEN it is back on the high band, and the DLQ is empty
+    assert (status, report["redriven"]) == (200, [message_id])
+    assert stack.depth("high") == 1
+    assert admin("GET", "/admin/dlq", band="high")[1]["bands"]["high"] == 0
+    # and a band that is not one is refused
+    status, refused = admin("GET", "/admin/dlq", band="urgent")
+    assert status == 422, refused
+
+
+BAND_NAMES = ("high", "normal", "low")
+
+
+def test_a_queues_provider_order_replaces_the_clients(
+    database: Database, redis_url: str, aws: str, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN two providers, "smtp" first by the service's order, and a queue
+    # that tries the other first (provider names are a fixed set: a second
+    # real SMTP server plays "sendgrid")
+    with running_sink() as backup:
+        stack = Stack(
+            database_url_of(database), redis_url, smtp_sink.port, provider_order="smtp,sendgrid"
+        )
+        stack.services = bootstrap(
+            stack.settings,
+            providers={
+                "smtp": SmtpProvider(smtp_sink.host, smtp_sink.port, timeout_seconds=2),
+                "sendgrid": SmtpProvider(backup.host, backup.port, timeout_seconds=2),
+            },
+        )
+        queue = stack.create("via-backup", provider_order=["sendgrid", "smtp"])
+        assert queue["provider_order"] == ["sendgrid", "smtp"]
+        # WHEN one message goes through it and one through the default queue
+        stack.send(queue="via-backup")
+        stack.send()
+        stack.work("normal")
+        # THEN the queue's went to the second server, the other to "smtp"
+        assert (len(backup.received), len(smtp_sink.received)) == (1, 1)
+        # AND an order naming a provider that is not configured is refused
+        status, refused = stack.call(
+            "POST", "/v1/queues", {"name": "x", "provider_order": ["nope"]}
+        )
+        assert (status, refused["error"]["code"]) == (422, "validation_error")
+        status, refused = stack.call(
+            "PATCH", f"/v1/queues/{queue['id']}", {"provider_order": ["smtp", "smtp"]}
+        )
+        assert (status, refused["error"]["code"]) == (422, "validation_error")
+
+
+class PauseAfterTheRead(ClaimGate):
+    """The gate, with a pause committed by another session right after its read."""
+
+    def __init__(self, database: Database, queue_id: str) -> None:
+        super().__init__(None)
+        self._database = database
+        self._queue_id = queue_id
+
+    def admit(self, uow: Any, message_ids: Sequence[uuid.UUID]) -> queues.Admission:
+        admission = super().admit(uow, message_ids)
+        with self._database.engine.begin() as connection:
+            connection.execute(
+                text("UPDATE queues SET state = 'paused' WHERE id = :q"), {"q": self._queue_id}
+            )
+        return admission
+
+
+def test_a_pause_between_the_gates_read_and_the_claim_holds_the_batch(
+    stack: Stack, smtp_sink: SmtpSink, database: Database
+) -> None:
+    # GIVEN three messages of an active queue, and one of the default queue
+    queue = stack.create("racy")
+    ids = [uuid.UUID(stack.send(queue="racy")[1]["id"]) for _ in range(3)]
+    other = uuid.UUID(stack.send()[1]["id"])
+    # WHEN the queue is paused after the gate read it active, before the claim
+    outcomes = delivery.deliver_batch(
+        stack.services.uow(),
+        stack.services.templates,
+        stack.services.renderer,
+        stack.services.providers,
+        items=[delivery.SendItem(i) for i in [*ids, other]],
+        max_attempts=3,
+        gate=PauseAfterTheRead(database, queue["id"]),
+    )
+    # THEN none of the queue's is sent: they are held, to go out on resume
+    results = {o.message_id: o.result for o in outcomes}
+    assert [results[i] for i in ids] == [delivery.DeliveryResult.HELD] * 3
+    assert [stack.status_of(str(i)) for i in ids] == ["held"] * 3
+    # and the other queue's message is sent as usual
+    assert results[other] is delivery.DeliveryResult.SENT
+    assert len(smtp_sink.received) == 1
+    status, resumed = stack.call("POST", f"/v1/queues/{queue['id']}/resume")
+    assert (status, resumed["released"]) == (200, 3)

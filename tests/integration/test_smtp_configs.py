@@ -23,6 +23,7 @@ from mailroom.domain.tenancy import SYSTEM_ACTOR
 from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import create_api, send_routes
 from mailroom.entrypoints.client_gate import ClientGate
+from mailroom.entrypoints.queues import queue_routes
 from mailroom.entrypoints.smtp_configs import smtp_config_routes
 from mailroom.services import smtp_configs as relays
 from tests.events import FakeLambdaContext, request_event
@@ -53,7 +54,7 @@ class Stack:
         self.services: Services = bootstrap(self.settings, queue=self.queue)
         provider = lambda: self.services  # noqa: E731 - the routes take a provider
         self.api = create_api(
-            [send_routes(provider), smtp_config_routes(provider)],
+            [send_routes(provider), smtp_config_routes(provider), queue_routes(provider)],
             max_request_bytes=lambda: self.settings.max_request_bytes,
             client_gate=ClientGate(provider),
         )
@@ -426,3 +427,57 @@ def test_relays_on_internal_addresses_are_refused_unless_allowed(
     assert deliver(stack, accepted["id"]).result.value == "sent"
     assert len(relay.received) == 0
     assert len(smtp_sink.received) == 1
+
+
+def test_a_queues_relay_carries_its_mail_unless_the_send_names_one(
+    relay_stack: Stack, relay: SwitchableSmtp, smtp_sink: SmtpSink
+) -> None:
+    stack = relay_stack
+    client, other = stack.client(), stack.client()
+    second = SwitchableSmtp(credentials=("relay-user", PASSWORD)).start()
+    try:
+        # GIVEN two relays of the client's, the first one a queue's
+        queue_relay = stack.call("POST", "/v1/smtp-configs", client, relay_body(relay))[1]["id"]
+        send_relay = stack.call(
+            "POST", "/v1/smtp-configs", client, relay_body(second, name="campaigns")
+        )[1]["id"]
+        status, queue = stack.call(
+            "POST",
+            "/v1/queues",
+            client,
+            {"name": "relayed", "smtp_config_id": queue_relay},
+        )
+        assert (status, queue["smtp_config_id"]) == (201, queue_relay)
+        # WHEN one send goes to the queue, one to it naming the other relay,
+        # and one to the default queue (the client has no default relay yet)
+        _, through_queue = send(stack, client, queue="relayed")
+        _, named = send(stack, client, queue="relayed", smtp_config="campaigns")
+        _, plain = send(stack, client)
+        for message in (through_queue, named, plain):
+            assert deliver(stack, message["id"]).result.value == "sent"
+        # THEN the send's relay wins, then the queue's, then the provider chain
+        assert (len(relay.received), len(second.received), len(smtp_sink.received)) == (1, 1, 1)
+        # WHEN the other relay becomes the client's default
+        stack.call("PATCH", f"/v1/smtp-configs/{send_relay}", client, {"default": True})
+        _, queued = send(stack, client, queue="relayed")
+        _, defaulted = send(stack, client)
+        for message in (queued, defaulted):
+            assert deliver(stack, message["id"]).result.value == "sent"
+        # THEN the queue's relay still beats the client's default, which takes the rest
+        assert (len(relay.received), len(second.received)) == (2, 2)
+        with stack.services.uow() as uow:
+            stored = uow.messages.get(uuid.UUID(queued["id"]))
+        assert stored is not None
+        assert stored.provider == f"smtp-config:{queue_relay}"
+        # AND a queue naming another client's relay is refused, nothing written
+        status, refused = stack.call(
+            "POST", "/v1/queues", other, {"name": "stolen", "smtp_config_id": queue_relay}
+        )
+        assert (status, refused["error"]["code"]) == (422, "unknown_smtp_config")
+        assert stack.call("GET", "/v1/queues", other)[1]["queues"] == []
+        status, refused = stack.call(
+            "PATCH", f"/v1/queues/{queue['id']}", client, {"smtp_config_id": str(uuid.uuid4())}
+        )
+        assert (status, refused["error"]["code"]) == (422, "unknown_smtp_config")
+    finally:
+        second.stop()

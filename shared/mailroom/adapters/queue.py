@@ -50,11 +50,19 @@ SQS_BATCH_ENTRIES = 10
 
 @dataclass(frozen=True, slots=True)
 class QueueEntry:
-    """One message for the queue, held back ``delay_seconds`` (0-900) before a worker sees it."""
+    """One message for the queue, held back ``delay_seconds`` (0-900) before a worker sees it.
+
+    ``band`` is the priority band's queue it goes on (issue 20): the scheduler
+    releases a scheduled message onto its queue's band, as the send path
+    does at acceptance.
+    """
 
     message_id: uuid.UUID
     trace_id: str
     delay_seconds: int = 0
+    band: Band = Band.NORMAL
+    # The SQS fair queues' message group: the client id (see SqsMessageQueue).
+    group_id: str | None = None
 
 
 class MessageQueue(abc.ABC):
@@ -79,20 +87,41 @@ class MessageQueue(abc.ABC):
     # Issue 20: priority bands. A queue without bands (the tests' and
     # benchmarks' recorders) puts every band on its one queue.
     def enqueue_in(
-        self, band: Band, message_id: uuid.UUID, trace_id: str, *, delay_seconds: int = 0
+        self,
+        band: Band,
+        message_id: uuid.UUID,
+        trace_id: str,
+        *,
+        delay_seconds: int = 0,
+        group_id: str | None = None,
     ) -> None:
-        """``enqueue`` onto ``band``'s queue, invisible for ``delay_seconds`` (at most 900)."""
+        """``enqueue`` onto ``band``'s queue, invisible for ``delay_seconds`` (at most 900).
+
+        ``group_id``: the sending client's id, its SQS fair-queue message group.
+        """
         self.enqueue(message_id, trace_id)
 
     def enqueue_many_in(
-        self, band: Band, messages: Sequence[tuple[uuid.UUID, str]]
+        self,
+        band: Band,
+        messages: Sequence[tuple[uuid.UUID, str]],
+        *,
+        group_id: str | None = None,
     ) -> list[uuid.UUID]:
-        """``enqueue_many`` onto ``band``'s queue; the ids refused."""
+        """``enqueue_many`` onto ``band``'s queue (one client's: ``group_id``); the ids refused."""
         return sorted(self.enqueue_many([QueueEntry(m, t) for m, t in messages]), key=str)
 
 
 class SqsMessageQueue(MessageQueue):
-    """SQS through boto3; AWS_ENDPOINT_URL alone points it at AWS, LocalStack or moto."""
+    """SQS through boto3; AWS_ENDPOINT_URL alone points it at AWS, LocalStack or moto.
+
+    ``fair_queues`` (SQS_FAIR_QUEUES): each message carries ``MessageGroupId``
+    = its client's id, so SQS fair queues (2025) give every client a fair
+    share of a band's consumers: one client's 200,000-message newsletter
+    does not delay another's mail on the same band. A standard queue keeps
+    its throughput and at-least-once delivery; the group only steers who is
+    served first when one group has a backlog.
+    """
 
     def __init__(
         self,
@@ -101,6 +130,7 @@ class SqsMessageQueue(MessageQueue):
         band_urls: dict[Band, str] | None = None,
         *,
         parallel_batches: int = 8,
+        fair_queues: bool = False,
     ) -> None:
         # ``queue_url`` is the normal band's; a band without a URL of its
         # own (HIGH_PRIORITY_QUEUE_URL / LOW_PRIORITY_QUEUE_URL unset) uses it.
@@ -110,6 +140,7 @@ class SqsMessageQueue(MessageQueue):
         self._client: Any = None
         # The scheduler's bulk enqueue: SendMessageBatch calls in flight at once.
         self._parallel_batches = parallel_batches
+        self._fair = fair_queues
 
     @property
     def client(self) -> Any:
@@ -121,11 +152,30 @@ class SqsMessageQueue(MessageQueue):
         self._send(self._queue_url, message_id, trace_id, 0)
 
     def enqueue_in(
-        self, band: Band, message_id: uuid.UUID, trace_id: str, *, delay_seconds: int = 0
+        self,
+        band: Band,
+        message_id: uuid.UUID,
+        trace_id: str,
+        *,
+        delay_seconds: int = 0,
+        group_id: str | None = None,
     ) -> None:
-        self._send(self._band_urls.get(band, self._queue_url), message_id, trace_id, delay_seconds)
+        self._send(
+            self._band_urls.get(band, self._queue_url),
+            message_id,
+            trace_id,
+            delay_seconds,
+            group_id,
+        )
 
-    def _send(self, queue_url: str, message_id: uuid.UUID, trace_id: str, delay: int) -> None:
+    def _send(
+        self,
+        queue_url: str,
+        message_id: uuid.UUID,
+        trace_id: str,
+        delay: int,
+        group_id: str | None = None,
+    ) -> None:
         if not queue_url:
             raise DependencyUnavailable("QUEUE_URL is not configured")
         attributes = {TRACE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": trace_id}}
@@ -143,18 +193,34 @@ class SqsMessageQueue(MessageQueue):
                     MessageBody=json.dumps({"message_id": str(message_id)}),
                     MessageAttributes=attributes,
                     DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay)),
+                    **self._group(group_id),
                 )
         except (BotoCoreError, ClientError) as error:
             raise DependencyUnavailable(f"the send queue refused the message: {error}") from error
 
     def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
-        return self._send_entries(self._queue_url, entries)
+        if all(entry.band is Band.NORMAL for entry in entries):
+            return self._send_entries(self._queue_url, entries)
+        by_band: dict[Band, list[QueueEntry]] = {}
+        for entry in entries:
+            by_band.setdefault(entry.band, []).append(entry)
+        refused: set[uuid.UUID] = set()
+        for band in (Band.HIGH, Band.NORMAL, Band.LOW):
+            if band in by_band:
+                url = self._band_urls.get(band, self._queue_url)
+                refused |= self._send_entries(url, by_band[band])
+        return refused
 
     def enqueue_many_in(
-        self, band: Band, messages: Sequence[tuple[uuid.UUID, str]]
+        self,
+        band: Band,
+        messages: Sequence[tuple[uuid.UUID, str]],
+        *,
+        group_id: str | None = None,
     ) -> list[uuid.UUID]:
         refused = self._send_entries(
-            self._band_urls.get(band, self._queue_url), [QueueEntry(m, t) for m, t in messages]
+            self._band_urls.get(band, self._queue_url),
+            [QueueEntry(m, t, group_id=group_id) for m, t in messages],
         )
         return [message_id for message_id, _ in messages if message_id in refused]
 
@@ -178,6 +244,9 @@ class SqsMessageQueue(MessageQueue):
                 refused |= failed
         return refused
 
+    def _group(self, group_id: str | None) -> dict[str, str]:
+        return {"MessageGroupId": group_id} if self._fair and group_id else {}
+
     def _send_batch(
         self, client: Any, queue_url: str, batch: Sequence[QueueEntry]
     ) -> set[uuid.UUID]:
@@ -196,6 +265,7 @@ class SqsMessageQueue(MessageQueue):
                                 "StringValue": entry.trace_id,
                             }
                         },
+                        **self._group(entry.group_id),
                     }
                     for key, entry in by_entry.items()
                 ],

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from mailroom.bootstrap import Services
 from mailroom.domain.errors import DeadLetterNotFound
+from mailroom.domain.queues import Band
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers
 from mailroom.services import dead_letters
@@ -32,8 +33,13 @@ class DeadLetterItem(BaseModel):
 
 class DeadLetterList(BaseModel):
     queue: str
+    band: Band = Field(description="The priority band whose DLQ this is.")
     approximate_total: int
     messages: list[DeadLetterItem]
+    bands: dict[str, int | None] = Field(
+        description="Every band's DLQ's approximate size (high, normal, low); null where "
+        "that DLQ is not configured or not answering."
+    )
 
 
 class RedriveResult(BaseModel):
@@ -52,6 +58,14 @@ class PurgeResult(BaseModel):
     marked_failed: int = Field(description="Rows still queued, now failed with the reason.")
     remaining: int
 
+
+# Issue 20: each priority band's send queue has its own redrive DLQ; the
+# normal band's is also where the worker moves exhausted messages.
+BAND = Query(
+    description="Which priority band's dead-letter queue: normal (the default, where the "
+    "worker moves messages whose retries ran out), high or low (records SQS moved there "
+    "from those bands' send queues)."
+)
 
 _DLQ_DOWN = {
     503: "dead_letter_queue_unavailable, service_unavailable: not configured or not answering"
@@ -75,16 +89,23 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
         tags=["dead-letter queue"],
         security=ADMIN_SECURITY,
     )
-    def list_dlq(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> DeadLetterList:
+    def list_dlq(
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+        band: Annotated[Band, BAND] = Band.NORMAL,
+    ) -> DeadLetterList:
         active = services()
         require_admin(router, active)
-        listing = dead_letters.list_dead_letters(active.uow(), active.dead_letters, limit=limit)
+        listing = dead_letters.list_dead_letters(
+            active.uow(), active.dead_letters_of(band), limit=limit
+        )
         return DeadLetterList(
             queue=listing.queue,
+            band=band,
             approximate_total=listing.approximate_total,
             messages=[
                 DeadLetterItem.model_validate(v, from_attributes=True) for v in listing.messages
             ],
+            bands=dead_letters.band_totals(active.dead_letters_of),
         )
 
     @router.post(
@@ -95,10 +116,12 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
         tags=["dead-letter queue"],
         security=ADMIN_SECURITY,
     )
-    def redrive_all() -> RedriveResult:
+    def redrive_all(band: Annotated[Band, BAND] = Band.NORMAL) -> RedriveResult:
         active = services()
         actor = require_admin(router, active)
-        report = dead_letters.redrive(active.uow(), active.dead_letters, active.queue, actor=actor)
+        report = dead_letters.redrive(
+            active.uow(), active.dead_letters_of(band), active.queue, actor=actor, band=band
+        )
         logger.info("dead-letter queue redriven", extra={"redriven": len(report.redriven)})
         return _redrive_result(report)
 
@@ -116,7 +139,9 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
         tags=["dead-letter queue"],
         security=ADMIN_SECURITY,
     )
-    def redrive_one(message_id: Annotated[str, Path()]) -> RedriveResult:
+    def redrive_one(
+        message_id: Annotated[str, Path()], band: Annotated[Band, BAND] = Band.NORMAL
+    ) -> RedriveResult:
         active = services()
         actor = require_admin(router, active)
         try:
@@ -124,7 +149,12 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
         except ValueError:
             raise DeadLetterNotFound(f"'{message_id}' is not a message id") from None
         report = dead_letters.redrive(
-            active.uow(), active.dead_letters, active.queue, message_id=wanted, actor=actor
+            active.uow(),
+            active.dead_letters_of(band),
+            active.queue,
+            message_id=wanted,
+            actor=actor,
+            band=band,
         )
         logger.info("dead letter redriven", extra={"message_id": message_id})
         return _redrive_result(report)
@@ -147,11 +177,13 @@ def dead_letter_routes(services: ServicesProvider) -> Router:
         tags=["dead-letter queue"],
         security=ADMIN_SECURITY,
     )
-    def purge(request: Annotated[PurgeRequest, Body()]) -> PurgeResult:
+    def purge(
+        request: Annotated[PurgeRequest, Body()], band: Annotated[Band, BAND] = Band.NORMAL
+    ) -> PurgeResult:
         active = services()
         actor = require_admin(router, active)
         report = dead_letters.purge(
-            active.uow(), active.dead_letters, confirm=request.confirm, actor=actor
+            active.uow(), active.dead_letters_of(band), confirm=request.confirm, actor=actor
         )
         logger.warning("dead-letter queue purged", extra={"purged": report.purged})
         return PurgeResult(

@@ -34,6 +34,7 @@ from mailroom.domain.tenancy import Scope
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key
 from mailroom.services import queues
+from mailroom.services.clients import check_provider_order
 
 ServicesProvider = Callable[[], Services]
 SECURITY = client_key(Scope.QUEUE_MANAGE)
@@ -42,6 +43,11 @@ QUEUE_ID = Path(max_length=64, description="The queue's id (a UUID).")
 NOT_FOUND = {404: "queue_not_found: no such queue of this client"}
 
 Priority = Annotated[int, Field(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
+# Configured providers' names (PROVIDER_ORDER's); checked against them on write.
+ProviderOrder = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=32)]],
+    Field(min_length=1, max_length=8, examples=[["smtp", "ses"]]),
+]
 Delays = Annotated[
     list[Annotated[int, Field(ge=1, le=MAX_RETRY_DELAY_SECONDS)]],
     Field(
@@ -81,7 +87,14 @@ class QueueCreate(BaseModel):
     )
     smtp_config_id: uuid.UUID | None = Field(
         default=None,
-        description="Stored for per-client SMTP configurations (issue 20 item 4); unused yet.",
+        description="The client's SMTP configuration (/v1/smtp-configs) its mail goes out "
+        "through, unless a send names its own `smtp_config`: the send's, then the queue's, "
+        "then the client's default relay. Applied when a message is accepted.",
+    )
+    provider_order: ProviderOrder | None = Field(
+        default=None,
+        description="The providers its mail tries, in order, instead of the client's order "
+        "(names of the service's configured providers); null: the client's.",
     )
 
 
@@ -97,6 +110,7 @@ class QueueUpdate(BaseModel):
     retry_delays: Delays | None = None
     bulk: bool | None = None
     smtp_config_id: uuid.UUID | None = None
+    provider_order: ProviderOrder | None = None
 
 
 class QueueView(BaseModel):
@@ -110,6 +124,7 @@ class QueueView(BaseModel):
     bulk: bool
     state: QueueState
     smtp_config_id: uuid.UUID | None
+    provider_order: list[str] | None
     created_at: datetime | None
     updated_at: datetime | None
 
@@ -121,7 +136,14 @@ class QueuePage(BaseModel):
 
 class QueueStateChange(BaseModel):
     queue: QueueView
-    released: int = Field(description="Held messages put back on the queue, oldest first.")
+    released: int = Field(
+        description="Held messages put back on the queue by this call: the oldest page "
+        "(QUEUE_RELEASE_PAGE_SIZE, 1,000 by default)."
+    )
+    releasing: bool = Field(
+        description="More held mail is left: the scheduler's next passes release it, "
+        "oldest first, a page at a time (within a minute or two for 100,000)."
+    )
 
 
 class QueueDeleted(BaseModel):
@@ -156,9 +178,16 @@ def queue_view(queue: Queue) -> QueueView:
         bulk=queue.bulk,
         state=queue.state,
         smtp_config_id=queue.smtp_config_id,
+        provider_order=queue.provider_order,
         created_at=queue.created_at,
         updated_at=queue.updated_at,
     )
+
+
+def _checked_order(active: Services, order: list[str] | None) -> list[str] | None:
+    """422 unless every name is a configured provider, once each (as a client's order)."""
+    check_provider_order(order, active.settings.provider_names)
+    return order
 
 
 def queue_routes(services: ServicesProvider) -> Router:
@@ -181,7 +210,8 @@ def queue_routes(services: ServicesProvider) -> Router:
             errors={
                 409: "queue_name_taken: the client has a queue of that name",
                 422: "validation_error: priority outside 1-10, retry delays not increasing "
-                "or over the maximum, a bad name",
+                "or over the maximum, a bad name; unknown_smtp_config: smtp_config_id is not "
+                "one of the client's SMTP configurations",
             },
         ),
         tags=TAGS,
@@ -201,6 +231,7 @@ def queue_routes(services: ServicesProvider) -> Router:
                 retry_delays=None if body.retry_delays is None else list(body.retry_delays),
                 bulk=body.bulk,
                 smtp_config_id=body.smtp_config_id,
+                provider_order=_checked_order(active, body.provider_order),
             ),
         )
         logger.info("queue created", extra={"queue_id": str(created.id)})
@@ -262,8 +293,17 @@ def queue_routes(services: ServicesProvider) -> Router:
             name: value
             for name, value in changes.items()
             if value is not None
-            or name in ("rate_limit_per_minute", "smtp_config_id", "max_retries", "retry_delays")
+            or name
+            in (
+                "rate_limit_per_minute",
+                "smtp_config_id",
+                "max_retries",
+                "retry_delays",
+                "provider_order",
+            )
         }
+        if "provider_order" in changes:
+            _checked_order(active, changes["provider_order"])
         updated = queues.update_queue(active.uow(), client_id(active), queue_id, changes)
         return queue_view(updated)
 
@@ -289,7 +329,12 @@ def queue_routes(services: ServicesProvider) -> Router:
     ) -> QueueDeleted:
         active = services()
         unsent = queues.delete_queue(
-            active.uow(), active.queue, client_id(active), queue_id, drain=drain
+            active.uow(),
+            active.queue,
+            client_id(active),
+            queue_id,
+            drain=drain,
+            page_size=active.settings.queue_release_page_size,
         )
         logger.info("queue deleted", extra={"queue_id": queue_id, "unsent": unsent})
         return QueueDeleted(deleted=True, unsent=unsent)
@@ -304,11 +349,27 @@ def queue_routes(services: ServicesProvider) -> Router:
         )
         def change(queue_id: Annotated[str, QUEUE_ID]) -> QueueStateChange:
             active = services()
-            changed, released = queues.set_state(
-                active.uow(), active.queue, client_id(active), queue_id, state
+            outcome = queues.set_state(
+                active.uow(),
+                active.queue,
+                client_id(active),
+                queue_id,
+                state,
+                page_size=active.settings.queue_release_page_size,
             )
-            logger.info(f"queue {action}", extra={"queue_id": queue_id, "released": released})
-            return QueueStateChange(queue=queue_view(changed), released=released)
+            logger.info(
+                f"queue {action}",
+                extra={
+                    "queue_id": queue_id,
+                    "released": outcome.released,
+                    "releasing": outcome.releasing,
+                },
+            )
+            return QueueStateChange(
+                queue=queue_view(outcome.queue),
+                released=outcome.released,
+                releasing=outcome.releasing,
+            )
 
         change.__name__ = f"{action}_queue"
 

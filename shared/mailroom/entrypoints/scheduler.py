@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -9,6 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailroom.bootstrap import Services
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.schedules import schedule_sender
+from mailroom.services.queues import release_requested
 from mailroom.services.scheduler import SchedulerPolicy, scheduler_pass
 
 
@@ -46,5 +48,29 @@ def run_scheduler(
         "max_chunk_ms": max(chunk_ms, default=0.0),
         "budget_exhausted": report.budget_exhausted,
     }
+    counts["held_released"] = release_held_mail(context, services)
     logger.info("scheduler pass", extra=counts)
     return counts
+
+
+# Left of the Lambda's time when the held mail's release starts no page.
+RELEASE_MARGIN_SECONDS = 5.0
+
+
+def release_held_mail(context: LambdaContext, services: Services) -> int:
+    """Issue 20: resumed and draining queues' held mail, a page at a time, after the pass."""
+    if not services.queue_routing:
+        return 0  # no queues here (an in-memory unit of work)
+    budget = min(
+        services.settings.queue_release_budget_seconds,
+        context.get_remaining_time_in_millis() / 1000 - RELEASE_MARGIN_SECONDS,
+    )
+    if budget <= 0:
+        return 0
+    report = release_requested(
+        services.uow(),
+        services.queue,
+        page_size=services.settings.queue_release_page_size,
+        deadline=time.monotonic() + budget,
+    )
+    return report.released

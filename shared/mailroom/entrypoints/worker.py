@@ -209,7 +209,12 @@ def _put_back(
     seconds = outcome.retry_after_seconds or 1
     try:
         services.queue.enqueue_in(
-            band, outcome.message_id, trace_id or outcome.trace_id or "", delay_seconds=seconds
+            band,
+            outcome.message_id,
+            trace_id or outcome.trace_id or "",
+            delay_seconds=seconds,
+            # The client's fair-queue group travels with the copy.
+            group_id=record.attributes.MessageGroupId,
         )
     except DependencyUnavailable:
         services.queue_records.postpone_in(record.eventSourceARN, record.receiptHandle, seconds)

@@ -18,6 +18,7 @@ the error's code; a call that changed nothing before failing writes none.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,8 +26,14 @@ from typing import Any
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.dead_letter_queue import DeadLetter, DeadLetterQueue
 from mailroom.adapters.queue import MessageQueue
-from mailroom.domain.errors import ConfirmationRequired, DeadLetterNotFound, MailroomError
+from mailroom.domain.errors import (
+    ConfirmationRequired,
+    DeadLetterNotFound,
+    DeadLetterQueueUnavailable,
+    MailroomError,
+)
 from mailroom.domain.model import EventType, Message, MessageStatus
+from mailroom.domain.queues import Band
 from mailroom.domain.tenancy import SYSTEM_ACTOR, Actor
 
 # How long a reader hides the records it holds: long enough to finish the
@@ -99,6 +106,20 @@ def list_dead_letters(uow: UnitOfWork, dlq: DeadLetterQueue, *, limit: int) -> D
     )
 
 
+def band_totals(dlq_of: Callable[[Band], DeadLetterQueue]) -> dict[str, int | None]:
+    """Each priority band's DLQ's approximate size; None where it is not configured or down.
+
+    One listing then shows an operator which band's DLQ to look at.
+    """
+    totals: dict[str, int | None] = {}
+    for band in (Band.HIGH, Band.NORMAL, Band.LOW):
+        try:
+            totals[band.value] = dlq_of(band).approximate_count()
+        except DeadLetterQueueUnavailable:
+            totals[band.value] = None
+    return totals
+
+
 def redrive(
     uow: UnitOfWork,
     dlq: DeadLetterQueue,
@@ -106,12 +127,17 @@ def redrive(
     *,
     message_id: uuid.UUID | None = None,
     actor: Actor = SYSTEM_ACTOR,
+    band: Band = Band.NORMAL,
 ) -> RedriveReport:
-    """Send one message (``message_id``) or every message in the DLQ back to the send queue."""
+    """Send one message (``message_id``) or every message in the DLQ back to the send queue.
+
+    ``band``: the priority band whose DLQ ``dlq`` is; its messages go back
+    onto that band's send queue.
+    """
     report = RedriveReport()
     target = ("message", str(message_id)) if message_id else ("dead_letter_queue", dlq.name)
     try:
-        _redrive(uow, dlq, queue, message_id, report)
+        _redrive(uow, dlq, queue, message_id, report, band)
     except Exception as error:
         if report.redriven or report.already_sent:
             _audit(uow, actor, "dlq.redrive", target, _redrive_outcome(report), error)
@@ -126,6 +152,7 @@ def _redrive(
     queue: MessageQueue,
     message_id: uuid.UUID | None,
     report: RedriveReport,
+    band: Band = Band.NORMAL,
 ) -> None:
     kept: list[DeadLetter] = []
     found = False
@@ -144,7 +171,7 @@ def _redrive(
                     continue
                 found = True
                 handled += 1
-                if not _redrive_one(uow, dlq, queue, letter, report):
+                if not _redrive_one(uow, dlq, queue, letter, report, band):
                     kept.append(letter)
             if message_id is not None and found:
                 break
@@ -253,6 +280,7 @@ def _redrive_one(
     queue: MessageQueue,
     letter: DeadLetter,
     report: RedriveReport,
+    band: Band = Band.NORMAL,
 ) -> bool:
     """True if the record is done with (and deleted); False to leave it in the DLQ."""
     if letter.message_id is None:
@@ -292,7 +320,10 @@ def _redrive_one(
     else:
         # If this raises, the row reads queued and the record stays in the DLQ:
         # redriving again finishes the job.
-        queue.enqueue(message.id, message.trace_id)
+        if band is Band.NORMAL:
+            queue.enqueue(message.id, message.trace_id)
+        else:
+            queue.enqueue_in(band, message.id, message.trace_id, group_id=str(message.client_id))
         report.redriven.append(message.id)
     dlq.delete([letter])
     return True

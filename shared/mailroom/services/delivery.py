@@ -172,11 +172,15 @@ def deliver_batch(
     results: dict[uuid.UUID, DeliveryOutcome] = {}
     to_claim = ids
     schedules: dict[uuid.UUID, RetrySchedule] = {}
+    queue_orders: dict[uuid.UUID, list[str]] = {}
+    gate_queues: list[tuple[uuid.UUID, uuid.UUID]] = []
     if gate is not None:
         # Issue 20: paused queues, send rates and in-flight caps, before the claim.
         admission = gate.admit(uow, ids)
         to_claim = admission.claimable
         schedules = admission.schedules
+        queue_orders = admission.orders
+        gate_queues = admission.queues
         for message_id in admission.held:
             results[message_id] = DeliveryOutcome(message_id, DeliveryResult.HELD, "queue paused")
         for message_id, (seconds, band) in admission.deferred.items():
@@ -191,7 +195,7 @@ def deliver_batch(
         # One statement claims, and brings back each client's provider order
         # and the suppressions matching the recipients (issue 8). Where the
         # latter are unknown they are read in the claim's transaction.
-        claim = uow.messages.claim_for_send(to_claim, token, lease_seconds)
+        claim = uow.messages.claim_for_send(to_claim, token, lease_seconds, gate_queues)
         taken, known_orders, active = claim.messages, claim.orders, claim.suppressions
         if active is None:
             active = _active_suppressions(uow, taken)
@@ -202,6 +206,14 @@ def deliver_batch(
     if unclaimed:
         with uow:
             found = uow.messages.get_many(unclaimed)
+            left_queued = [m for m in unclaimed if _is_queued(found.get(m))]
+            if gate is not None and left_queued:
+                # Issue 20: queued yet not taken: their queue was paused
+                # between the gate's read and the claim. Held now, as the
+                # gate would have, so none stays queued without a record.
+                for message_id in uow.queues.hold_paused(left_queued):
+                    found[message_id].status = MessageStatus.HELD
+                uow.commit()
 
     last_receive = {item.message_id for item in items if item.last_receive}
     batch_templates = BatchTemplates(templates)
@@ -233,7 +245,9 @@ def deliver_batch(
                 backoff=_backoff(schedules.get(message_id), backoff),
                 last_receive=message_id in last_receive,
                 suppressed=None if suppressed is None else message_id in suppressed,
-                client_order=orders.get(message.client_id, _UNKNOWN_ORDER),
+                # Issue 20: the queue's own provider order, else the client's.
+                client_order=queue_orders.get(message_id)
+                or orders.get(message.client_id, _UNKNOWN_ORDER),
                 sender_policy=sender_policy,
                 route=routes.get(message_id),
                 rewrite=rewrite,
@@ -340,6 +354,10 @@ class BatchTemplates:
         return source
 
 
+def _is_queued(message: Message | None) -> bool:
+    return message is not None and message.status is MessageStatus.QUEUED
+
+
 def _not_claimed(message_id: uuid.UUID, message: Message | None) -> DeliveryOutcome:
     if message is None:
         return DeliveryOutcome(message_id, DeliveryResult.MISSING, "no such message")
@@ -348,6 +366,13 @@ def _not_claimed(message_id: uuid.UUID, message: Message | None) -> DeliveryOutc
     if message.status is MessageStatus.SCHEDULED:
         return DeliveryOutcome(
             message_id, DeliveryResult.NOT_DUE, "scheduled, not due", trace_id=message.trace_id
+        )
+    if message.status is MessageStatus.HELD:
+        # Issue 20: a record of a release that did not commit (its page is
+        # released again), or one older than a pause: the row waits in
+        # PostgreSQL for its queue's release.
+        return DeliveryOutcome(
+            message_id, DeliveryResult.HELD, "held in its paused queue", trace_id=message.trace_id
         )
     # Queued rows are always claimable, so this one was sending under a live lease.
     return DeliveryOutcome(

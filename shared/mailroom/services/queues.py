@@ -13,6 +13,8 @@ that counts as an attempt and nothing sleeps.
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from mailroom.adapters.claim_limits import ClaimRateLimiter, SendBucket
 from mailroom.adapters.db.queues import ClaimView, QueueStats
 from mailroom.adapters.db.unit_of_work import UnitOfWork
-from mailroom.adapters.queue import MAX_DELAY_SECONDS, MessageQueue
+from mailroom.adapters.queue import MAX_DELAY_SECONDS, MessageQueue, QueueEntry
 from mailroom.domain.errors import (
     DependencyUnavailable,
     InvalidRequest,
@@ -29,6 +31,7 @@ from mailroom.domain.errors import (
     QueueNotEmpty,
     QueueNotFound,
     UnknownQueue,
+    UnknownSmtpConfig,
 )
 from mailroom.domain.model import Message, MessageStatus
 from mailroom.domain.queues import (
@@ -42,7 +45,12 @@ from mailroom.domain.queues import (
 )
 from mailroom.domain.reputation import THROTTLE_PER_MINUTE, ReputationState
 
+log = logging.getLogger(__name__)
+
 MAX_PAGE = 100
+# Held messages released per transaction (and by the resume request itself):
+# 100 SendMessageBatch calls, a fraction of a second.
+RELEASE_PAGE_SIZE = 1000
 # A message held back by the in-flight cap is offered again after this long.
 IN_FLIGHT_RETRY_SECONDS = 5
 THROTTLED_STATES = frozenset({ReputationState.THROTTLE.value, ReputationState.PAUSE.value})
@@ -69,9 +77,21 @@ def _check(queue: Queue) -> None:
             )
 
 
+def _check_relay(uow: UnitOfWork, queue: Queue) -> None:
+    """A queue's SMTP configuration must be one of its client's (422 unknown_smtp_config)."""
+    if queue.smtp_config_id is None:
+        return
+    if uow.smtp_configs.get(queue.smtp_config_id, queue.client_id) is None:
+        raise UnknownSmtpConfig(
+            f"this client has no SMTP configuration {queue.smtp_config_id}",
+            details=[{"field": "smtp_config_id", "message": "unknown SMTP configuration"}],
+        )
+
+
 def create_queue(uow: UnitOfWork, queue: Queue) -> Queue:
     _check(queue)
     with uow:
+        _check_relay(uow, queue)
         uow.queues.add(queue)
         created = uow.queues.get(queue.client_id, queue.id)
         uow.commit()
@@ -109,19 +129,29 @@ def update_queue(
         for name, value in changes.items():
             setattr(current, name, value)
         _check(current)
+        if "smtp_config_id" in changes:
+            _check_relay(uow, current)
         saved = uow.queues.save(current)
         uow.commit()
     return saved
 
 
 def delete_queue(
-    uow: UnitOfWork, queue: MessageQueue, client_id: uuid.UUID, queue_id: str, *, drain: bool
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    client_id: uuid.UUID,
+    queue_id: str,
+    *,
+    drain: bool,
+    page_size: int = RELEASE_PAGE_SIZE,
 ) -> int:
     """Remove the queue; with unsent mail only with ``drain``. The unsent mail count.
 
-    Draining here means: what it holds (its held mail released first) is
-    still sent, through the client's default queue, which the rows fall back
-    to (messages.queue_id ON DELETE SET NULL); new sends naming it get 422.
+    Draining here means: what it holds is still sent, through the client's
+    default queue, which the rows fall back to (messages.queue_id ON DELETE
+    SET NULL); new sends naming it get 422. Its held mail's first page goes
+    out on its own band now; the rest is the default queue's to release
+    (the scheduler's pass, ``release_requested``).
     """
     with uow:
         found = uow.queues.get(client_id, _wanted_id(queue_id))
@@ -134,21 +164,47 @@ def delete_queue(
                 "pass ?drain=true to delete it and still send them",
                 details=[{"unsent": unsent}],
             )
-        released = uow.queues.release_held(found)
-        uow.queues.remove(found)
+        if unsent and found.state is QueueState.PAUSED:
+            # Not paused while its first page is released.
+            found.state = QueueState.DRAINING
+            found = uow.queues.save(found)
         uow.commit()
-    _enqueue_released(uow, queue, found.band, released)
+    more = False
+    if unsent:
+        more = release_page(uow, queue, found, page_size).more
+    with uow:
+        uow.queues.remove(found)
+        if more:
+            uow.queues.request_release(uow.queues.default_of(client_id).id)
+        uow.commit()
     return unsent
 
 
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    queue: Queue
+    # Held messages put back on SQS by this call (the first page).
+    released: int
+    # Held mail is left: the scheduler's passes release it, oldest first.
+    releasing: bool
+
+
 def set_state(
-    uow: UnitOfWork, queue: MessageQueue, client_id: uuid.UUID, queue_id: str, state: QueueState
-) -> tuple[Queue, int]:
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    client_id: uuid.UUID,
+    queue_id: str,
+    state: QueueState,
+    *,
+    page_size: int = RELEASE_PAGE_SIZE,
+) -> StateChange:
     """Pause, resume or drain; resume and drain release held mail, oldest first.
 
-    The state is committed before the held rows are released, in the same
-    transaction as their release: a claim racing a resume either holds a row
-    before it (and the release takes it) or sees the queue active.
+    The state and the release mark are committed first; this call then
+    releases one page, and the scheduler's passes release the rest in pages
+    (``release_requested``), so the answer does not wait for 100,000
+    SendMessageBatch calls. A claim racing a resume either holds a row (and
+    a page releases it) or sees the queue active.
     """
     with uow:
         found = uow.queues.get(client_id, _wanted_id(queue_id))
@@ -156,31 +212,116 @@ def set_state(
             raise _not_found(queue_id)
         found.state = state
         saved = uow.queues.save(found)
-        released = [] if state is QueueState.PAUSED else uow.queues.release_held(saved)
+        if state is not QueueState.PAUSED:
+            uow.queues.request_release(saved.id)
         uow.commit()
-    _enqueue_released(uow, queue, saved.band, released)
-    return saved, len(released)
-
-
-def _enqueue_released(
-    uow: UnitOfWork, queue: MessageQueue, band: Band, released: list[tuple[uuid.UUID, str]]
-) -> None:
-    """Put released rows on their band's queue, in order; a refused one reads held again."""
-    if not released:
-        return
-    refused = set(queue.enqueue_many_in(band, released))
-    if refused:
+    if state is QueueState.PAUSED:
+        return StateChange(saved, 0, False)
+    page = release_page(uow, queue, saved, page_size)
+    if not page.more:
         with uow:
-            for message_id in refused:
-                message = uow.messages.get(message_id)
-                if message is not None and message.status is MessageStatus.QUEUED:
-                    message.status = MessageStatus.HELD
-                    uow.messages.save_outcome(message)
+            page = replace(page, more=not uow.queues.release_done(saved))
             uow.commit()
-        raise DependencyUnavailable(
-            f"{len(refused)} released messages could not be queued; they read held again, "
-            "resume once more"
+    return StateChange(saved, page.released, page.more)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedPage:
+    released: int
+    # The page was full: more held rows may be left.
+    more: bool
+
+
+def release_page(
+    uow: UnitOfWork, queue: MessageQueue, target: Queue, page_size: int
+) -> ReleasedPage:
+    """Put the oldest page of the queue's held mail on its band, exactly once.
+
+    One transaction: lock the page (``FOR UPDATE SKIP LOCKED``), send it to
+    SQS, turn the rows SQS took to ``queued`` with their ``released`` event,
+    commit. A crash before the commit leaves every row held (a record that
+    reached SQS finds its row held, is acknowledged unsent, and the next
+    page sends it again); a worker that receives a record before the commit
+    waits for the row's lock in its claim, then finds it queued. Rows SQS
+    refused stay held and the call raises DependencyUnavailable.
+    """
+    with uow:
+        rows = uow.queues.lock_held_page(target, page_size)
+        if not rows:
+            return ReleasedPage(0, False)
+        band = target.band
+        refused = queue.enqueue_many(
+            [QueueEntry(r.id, r.trace_id, band=band, group_id=str(r.client_id)) for r in rows]
         )
+        uow.queues.mark_released(target, [r.id for r in rows if r.id not in refused])
+        uow.commit()
+    if refused:
+        raise DependencyUnavailable(
+            f"{len(refused)} held messages could not be queued; they stay held and the "
+            "scheduler's next pass releases them (or resume again)"
+        )
+    return ReleasedPage(len(rows), len(rows) == page_size)
+
+
+@dataclass(slots=True)
+class ReleaseReport:
+    queues: int = 0
+    pages: int = 0
+    released: int = 0
+    failed: bool = False
+    budget_exhausted: bool = False
+
+
+def release_requested(
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    *,
+    page_size: int,
+    deadline: float,
+    queues_per_pass: int = 100,
+    clock: Callable[[], float] = time.monotonic,
+) -> ReleaseReport:
+    """Release the held mail of resumed and draining queues, a page at a time.
+
+    The scheduler's pass calls this: one page per queue in turn (a queue
+    with 100,000 held messages does not starve one with ten), until every
+    marked queue is done or ``deadline`` (``clock``'s) is reached; what is
+    left is the next pass's. A queue whose held rows are all released loses
+    its mark. Should SQS refuse, the pass stops; the rows stay held.
+    """
+    report = ReleaseReport()
+    with uow:
+        targets = uow.queues.releasing(queues_per_pass)
+    report.queues = len(targets)
+    while targets:
+        left = []
+        released_before = report.released
+        for target in targets:
+            if clock() >= deadline:
+                report.budget_exhausted = True
+                return report
+            try:
+                page = release_page(uow, queue, target, page_size)
+            except DependencyUnavailable:
+                log.warning("the send queue refused held mail of queue %s", target.id)
+                report.failed = True
+                return report
+            report.pages += 1
+            report.released += page.released
+            if page.more:
+                left.append(target)
+            else:
+                with uow:
+                    if not uow.queues.release_done(target):
+                        # Rows another releaser had locked, or held anew.
+                        left.append(target)
+                    uow.commit()
+        if report.released == released_before:
+            # Nothing left that this pass can take (another releaser holds
+            # the rows): the marks stay for the next pass.
+            return report
+        targets = left
+    return report
 
 
 def queue_stats(uow: UnitOfWork, client_id: uuid.UUID, queue_id: str) -> tuple[Queue, QueueStats]:
@@ -210,7 +351,11 @@ def apply_placement(message: Message, placement: Placement) -> None:
     """What the queue decides of the message: held while paused; bulk if the queue is.
 
     A bulk queue's mail carries RFC 8058 one-click unsubscribe, which needs
-    one recipient: a message to several stays as the send asked.
+    one recipient: a message to several stays as the send asked. A queue's
+    SMTP configuration is the message's relay unless the send named one:
+    the send's, then the queue's, then the client's default (the worker's
+    ``relay_for``). Decided here, at acceptance, so the worker pays nothing
+    for it; mail already accepted keeps the relay it was accepted with.
     """
     # A scheduled message (issue 18) keeps its time: the scheduler releases it.
     if placement.held and message.status is not MessageStatus.SCHEDULED:
@@ -218,6 +363,10 @@ def apply_placement(message: Message, placement: Placement) -> None:
     single = len(message.to) == 1 and not message.cc and not message.bcc
     if placement.queue.bulk and not message.options.bulk and single:
         message.options = replace(message.options, bulk=True)
+    if placement.queue.smtp_config_id is not None and message.options.smtp_config_id is None:
+        message.options = replace(
+            message.options, smtp_config_id=str(placement.queue.smtp_config_id)
+        )
 
 
 def place(uow: UnitOfWork, client_id: uuid.UUID, name: str | None) -> Placement:
@@ -252,6 +401,11 @@ class Admission:
     deferred: dict[uuid.UUID, tuple[int, Band]] = field(default_factory=dict)
     # The claimable messages whose queue has its own retry schedule.
     schedules: dict[uuid.UUID, RetrySchedule] = field(default_factory=dict)
+    # The messages whose queue has its own provider order (over the client's).
+    orders: dict[uuid.UUID, list[str]] = field(default_factory=dict)
+    # (message id, queue id) of the claimable ones the gate saw active: the
+    # claim leaves out any whose queue was paused since (the read-claim window).
+    queues: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
 
 
 class ClaimGate:
@@ -287,6 +441,8 @@ class ClaimGate:
             for v in views
             if v.max_retries is not None or v.retry_delays is not None
         }
+        admission.orders = {v.message_id: v.provider_order for v in views if v.provider_order}
+        admission.queues = [(v.message_id, v.queue_id) for v in views if v.queue_id is not None]
         # Not queued (sent, claimed, missing): the claim explains those as before.
         admission.claimable = [m for m in message_ids if m not in seen]
         groups: dict[tuple[uuid.UUID, str], list[ClaimView]] = defaultdict(list)

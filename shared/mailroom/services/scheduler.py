@@ -24,6 +24,7 @@ from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.queue import MessageQueue, PlannerQueue, QueueEntry
 from mailroom.domain.errors import MailroomError
 from mailroom.domain.model import Client, ClientStatus, Message
+from mailroom.domain.queues import band_of
 from mailroom.domain.scheduling import (
     MAX_MISSED_LISTED,
     RunStatus,
@@ -133,7 +134,15 @@ def release_due_messages(
                 return
             refused = queue.enqueue_many(
                 [
-                    QueueEntry(row.id, row.trace_id, queue_delay_seconds(row.scheduled_at, now))
+                    QueueEntry(
+                        row.id,
+                        row.trace_id,
+                        queue_delay_seconds(row.scheduled_at, now),
+                        # Issue 20: its queue's band, as the send path's,
+                        # and its client's fair-queue group.
+                        band_of(row.priority),
+                        str(row.client_id) if row.client_id else None,
+                    )
                     for row in due
                 ]
             )

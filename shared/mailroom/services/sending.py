@@ -512,6 +512,7 @@ def accept_prepared(
             message,
             now=prepared.now or datetime.now(UTC),
             lookahead_seconds=prepared.lookahead_seconds,
+            band=Band.NORMAL if placement is None else placement.band,
         )
         return message
 
@@ -519,7 +520,7 @@ def accept_prepared(
         if placement is None:
             queue.enqueue(message.id, trace_id)
         else:
-            queue.enqueue_in(placement.band, message.id, trace_id)
+            queue.enqueue_in(placement.band, message.id, trace_id, group_id=str(client.id))
     except DependencyUnavailable as error:
         _mark_enqueue_failed(uow, [message], error.message)
         raise EnqueueFailed(
@@ -536,6 +537,7 @@ def release_if_near(
     *,
     now: datetime,
     lookahead_seconds: int,
+    band: Band = Band.NORMAL,
 ) -> bool:
     """Enqueue a scheduled message due within the look-ahead, delayed until its time.
 
@@ -546,7 +548,13 @@ def release_if_near(
     due = message.scheduled_at
     if due is None or (due - now).total_seconds() > lookahead_seconds:
         return False
-    entry = QueueEntry(message.id, message.trace_id, queue_delay_seconds(due, now))
+    entry = QueueEntry(
+        message.id,
+        message.trace_id,
+        queue_delay_seconds(due, now),
+        band,
+        group_id=str(message.client_id),
+    )
     try:
         if queue.enqueue_many([entry]):
             return False
@@ -721,7 +729,15 @@ def accept_batch(
     for _, message in accepted:
         if message.status is MessageStatus.SCHEDULED:
             # Issue 18: released by the scheduler (or now, SQS-delayed, if due soon).
-            release_if_near(uow, queue, message, now=now, lookahead_seconds=lookahead_seconds)
+            placement = placements.get(message.id)
+            release_if_near(
+                uow,
+                queue,
+                message,
+                now=now,
+                lookahead_seconds=lookahead_seconds,
+                band=Band.NORMAL if placement is None else placement.band,
+            )
     refused_ids = _enqueue_accepted(
         queue,
         [m for _, m in accepted if m.status is not MessageStatus.SCHEDULED],
@@ -771,7 +787,9 @@ def _enqueue_accepted(
     refused: set[uuid.UUID] = set()
     for band in (Band.HIGH, Band.NORMAL, Band.LOW):
         if band in by_band:
-            refused.update(queue.enqueue_many_in(band, by_band[band]))
+            refused.update(
+                queue.enqueue_many_in(band, by_band[band], group_id=str(messages[0].client_id))
+            )
     return refused
 
 

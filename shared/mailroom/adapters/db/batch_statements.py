@@ -87,6 +87,14 @@ _CLAIM = text(
       AND (m.batch_id IS NULL
            OR NOT EXISTS (SELECT 1 FROM batches AS b
                           WHERE b.id = m.batch_id AND b.status = 'cancelled'))
+      -- Issue 20: a message whose queue (as the claim gate read it) was
+      -- paused since that read is not taken. Uncorrelated, so PostgreSQL
+      -- evaluates it once per statement: one probe per queue of the batch.
+      AND m.id <> ALL(ARRAY(
+              SELECT g.message_id
+              FROM unnest(CAST(:gate_ids AS uuid[]), CAST(:gate_queues AS uuid[]))
+                   AS g(message_id, queue_id)
+              JOIN queues AS q ON q.id = g.queue_id AND q.state = 'paused'))
     RETURNING m.id, m.client_id, m.trace_id, m.template_name, m.template_version,
               m.template_shared, m.from_address, m.subject, m.provider, m.provider_msg_id,
               m.attempts, m.last_error, m.created_at, m.sent_at, m.next_attempt_at, m.claims,
@@ -156,11 +164,17 @@ _RECORD = text(
 
 
 def claim_for_send(
-    session: Session, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
+    session: Session,
+    message_ids: Sequence[uuid.UUID],
+    token: uuid.UUID,
+    lease_seconds: int,
+    gate_queues: Sequence[tuple[uuid.UUID, uuid.UUID]] = (),
 ) -> ClaimedBatch:
     """Claim like ``MessageRepository.claim``; also client orders and suppressions.
 
     Only what sending reads comes back (not ``updated_at`` or the lease).
+    ``gate_queues``: (message id, queue id) as the claim gate read them; a
+    message whose queue reads paused now is left out (issue 20).
     """
     if not message_ids:
         return ClaimedBatch([], {}, [])
@@ -171,6 +185,8 @@ def claim_for_send(
             "token": str(token),
             "lease_seconds": lease_seconds,
             "early_seconds": SCHEDULED_EARLY_SECONDS,
+            "gate_ids": uuid_array([message_id for message_id, _ in gate_queues]),
+            "gate_queues": uuid_array([queue_id for _, queue_id in gate_queues]),
         },
     ).all()
     messages: list[Message] = []

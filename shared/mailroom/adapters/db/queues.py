@@ -7,6 +7,7 @@ no extra write that way.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,9 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailroom.adapters.db.array_literals import uuid_array
-from mailroom.adapters.db.tables import MessageEventRow, MessageRow, QueueRow
+from mailroom.adapters.db.tables import MessageRow, QueueRow
 from mailroom.domain.errors import QueueNameTaken
-from mailroom.domain.model import EventType, MessageStatus
+from mailroom.domain.model import MessageStatus
 from mailroom.domain.queues import DEFAULT_QUEUE_NAME, Queue, QueueState
 
 UNSENT = (MessageStatus.QUEUED.value, MessageStatus.SENDING.value, MessageStatus.HELD.value)
@@ -44,6 +45,19 @@ class ClaimView:
     in_flight: int = 0
     # Issue 21: the client's reputation state (None: never judged).
     reputation_state: str | None = None
+    # The queue's own provider order; None: the client's.
+    provider_order: list[str] | None = None
+    # The queue's row id; None: the client's default queue, not made yet.
+    queue_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage:
+    """A held row the release puts back on SQS."""
+
+    id: uuid.UUID
+    trace_id: str
+    client_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +121,7 @@ _CLAIM_VIEW = text(
     """
     WITH batch AS (
         SELECT m.id, m.client_id, m.trace_id, q.id AS queue_id, q.state, q.priority,
-               q.rate_limit_per_minute, q.max_retries, q.retry_delays
+               q.rate_limit_per_minute, q.max_retries, q.retry_delays, q.provider_order
         FROM messages m
         LEFT JOIN queues q
           ON q.id = m.queue_id
@@ -145,6 +159,46 @@ _HOLD = text(
         SELECT id, 'held', '{"reason": "queue paused"}'::jsonb FROM held
     )
     SELECT id FROM held
+    """
+)
+
+
+# A page of a queue's held rows, oldest first (the paged release). The queue
+# must not be paused right now; SKIP LOCKED lets two releasers share a queue.
+_HELD_PAGE = text(
+    """
+    SELECT m.id, m.trace_id, m.client_id
+    FROM messages m
+    WHERE m.queue_id = :queue_id AND m.status = 'held'
+      AND EXISTS (SELECT 1 FROM queues q WHERE q.id = :queue_id AND q.state <> 'paused')
+    ORDER BY m.created_at, m.id
+    LIMIT :limit
+    FOR UPDATE OF m SKIP LOCKED
+    """
+)
+# The default queue's: its own rows and the client's NULL ones (on
+# ix_messages_held_client, not the client's whole history).
+_HELD_PAGE_DEFAULT = text(
+    """
+    SELECT m.id, m.trace_id, m.client_id
+    FROM messages m
+    WHERE m.client_id = :client_id AND m.status = 'held'
+      AND (m.queue_id = :queue_id OR m.queue_id IS NULL)
+      AND EXISTS (SELECT 1 FROM queues q WHERE q.id = :queue_id AND q.state <> 'paused')
+    ORDER BY m.created_at, m.id
+    LIMIT :limit
+    FOR UPDATE OF m SKIP LOCKED
+    """
+)
+_RELEASE = text(
+    """
+    WITH released AS (
+        UPDATE messages SET status = 'queued', updated_at = now()
+        WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'held'
+        RETURNING id
+    )
+    INSERT INTO message_events (message_id, type, detail)
+    SELECT id, 'released', CAST(:detail AS jsonb) FROM released
     """
 )
 
@@ -251,29 +305,66 @@ class SqlQueueRepository:
                 .values(queue_id=queue_id)
             )
 
-    def release_held(self, queue: Queue) -> list[tuple[uuid.UUID, str]]:
-        """Held rows back to queued, oldest first: (id, trace id) to enqueue in that order."""
+    def request_release(self, queue_id: uuid.UUID) -> None:
+        """Mark the queue as having held mail to release (the scheduler's pass does)."""
+        self._session.execute(
+            update(QueueRow)
+            .where(QueueRow.id == queue_id)
+            .values(release_requested_at=func.coalesce(QueueRow.release_requested_at, func.now()))
+        )
+
+    def releasing(self, limit: int) -> list[Queue]:
+        """Queues not paused with held mail left to release, longest waiting first."""
         rows = self._session.execute(
-            update(MessageRow)
-            .where(_members(queue), MessageRow.status == MessageStatus.HELD.value)
-            .values(status=MessageStatus.QUEUED.value, updated_at=func.now())
-            .returning(MessageRow.id, MessageRow.trace_id, MessageRow.created_at)
-        ).all()
-        ordered = sorted(rows, key=lambda row: row.created_at)
-        if ordered:
-            self._session.execute(
-                insert(MessageEventRow).values(
-                    [
-                        {
-                            "message_id": row.id,
-                            "type": EventType.RELEASED.value,
-                            "detail": {"queue": queue.name},
-                        }
-                        for row in ordered
-                    ]
-                )
+            select(QueueRow)
+            .where(
+                QueueRow.release_requested_at.is_not(None),
+                QueueRow.state != QueueState.PAUSED.value,
             )
-        return [(row.id, row.trace_id) for row in ordered]
+            .order_by(QueueRow.release_requested_at)
+            .limit(limit)
+        ).scalars()
+        return [_queue(row) for row in rows]
+
+    def lock_held_page(self, queue: Queue, limit: int) -> list[HeldMessage]:
+        """Up to ``limit`` of the queue's held rows, oldest first, locked; none while paused.
+
+        ``SKIP LOCKED``: two releasers take different pages. The locks hold
+        until the caller's transaction ends, so a worker's claim of a row
+        whose record is already on SQS waits for the release to commit.
+        """
+        statement = _HELD_PAGE_DEFAULT if queue.name == DEFAULT_QUEUE_NAME else _HELD_PAGE
+        rows = self._session.execute(
+            statement, {"queue_id": queue.id, "client_id": queue.client_id, "limit": limit}
+        ).all()
+        return [HeldMessage(row.id, row.trace_id, row.client_id) for row in rows]
+
+    def mark_released(self, queue: Queue, message_ids: Sequence[uuid.UUID]) -> None:
+        """Held rows back to ``queued``, each with its ``released`` event."""
+        if message_ids:
+            self._session.execute(
+                _RELEASE,
+                {"ids": uuid_array(message_ids), "detail": json.dumps({"queue": queue.name})},
+            )
+
+    def release_done(self, queue: Queue) -> bool:
+        """Clear the queue's release mark unless held rows remain; whether it was cleared.
+
+        The check and the clear are one statement: a row held (and the queue
+        resumed, marking it again) meanwhile keeps the mark.
+        """
+        held = (
+            select(MessageRow.id)
+            .where(_members(queue), MessageRow.status == MessageStatus.HELD.value)
+            .exists()
+        )
+        cleared = self._session.execute(
+            update(QueueRow)
+            .where(QueueRow.id == queue.id, ~held)
+            .values(release_requested_at=None)
+            .returning(QueueRow.id)
+        ).first()
+        return cleared is not None
 
     def claim_view(
         self, message_ids: Sequence[uuid.UUID], *, count_in_flight: bool = False
@@ -296,6 +387,8 @@ class SqlQueueRepository:
                 retry_delays=None if row.retry_delays is None else tuple(row.retry_delays),
                 in_flight=int(row.in_flight),
                 reputation_state=row.reputation_state,
+                provider_order=row.provider_order,
+                queue_id=row.queue_id,
             )
             for row in rows
         ]

@@ -155,12 +155,17 @@ class MessageRepository(abc.ABC):
         """``append_event`` for many at once (one statement)."""
 
     def claim_for_send(
-        self, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
+        self,
+        message_ids: Sequence[uuid.UUID],
+        token: uuid.UUID,
+        lease_seconds: int,
+        gate_queues: Sequence[tuple[uuid.UUID, uuid.UUID]] = (),
     ) -> ClaimedBatch:
         """``claim``, the provider order of the claimed messages' clients and their suppressions.
 
         PostgreSQL answers all three in one statement; this default knows
-        neither orders nor suppressions (the worker then reads them itself).
+        neither orders nor suppressions (the worker then reads them itself),
+        nor queues (``gate_queues``: the claim gate's view, PostgreSQL only).
         """
         return ClaimedBatch(self.claim(message_ids, token, lease_seconds), {}, None)
 
@@ -465,9 +470,15 @@ class SqlMessageRepository(MessageRepository):
         return batch_statements.record_outcomes(self._session, token, messages, events)
 
     def claim_for_send(
-        self, message_ids: Sequence[uuid.UUID], token: uuid.UUID, lease_seconds: int
+        self,
+        message_ids: Sequence[uuid.UUID],
+        token: uuid.UUID,
+        lease_seconds: int,
+        gate_queues: Sequence[tuple[uuid.UUID, uuid.UUID]] = (),
     ) -> ClaimedBatch:
-        return batch_statements.claim_for_send(self._session, message_ids, token, lease_seconds)
+        return batch_statements.claim_for_send(
+            self._session, message_ids, token, lease_seconds, gate_queues
+        )
 
     def append_events(self, events: Sequence[tuple[uuid.UUID, EventType, dict[str, Any]]]) -> None:
         if not events:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from mailroom.adapters.db.array_literals import uuid_array
 from mailroom.adapters.db.tables import MessageEventRow, MessageRow, ScheduleRow, ScheduleRunRow
 from mailroom.domain.model import EventType, MessageStatus
+from mailroom.domain.queues import DEFAULT_PRIORITY
 from mailroom.domain.scheduling import (
     MisfirePolicy,
     RunStatus,
@@ -36,6 +37,10 @@ class DueMessage:
     id: uuid.UUID
     trace_id: str
     scheduled_at: datetime
+    # Its queue's priority (issue 20): the band the scheduler releases it onto.
+    priority: int = DEFAULT_PRIORITY
+    # Its client: the SQS fair-queue message group.
+    client_id: uuid.UUID | None = None
 
 
 class ChangeOutcome:
@@ -83,7 +88,14 @@ class ScheduledMessageRepository(abc.ABC):
 # made that quadratic.
 _CLAIM_UNRELEASED = text(
     """
-    SELECT id, trace_id, scheduled_at
+    SELECT id, trace_id, scheduled_at,
+           -- Its queue's priority (issue 20): its named queue, else the
+           -- client's default one (a NULL queue_id), else the default 5.
+           coalesce((SELECT q.priority FROM queues q
+                     WHERE q.id = messages.queue_id
+                        OR (messages.queue_id IS NULL AND q.client_id = messages.client_id
+                            AND q.name = 'default')), 5) AS priority,
+           client_id
     FROM messages
     WHERE status = 'scheduled' AND enqueued_at IS NULL AND scheduled_at <= :due_by
     ORDER BY scheduled_at
@@ -93,7 +105,14 @@ _CLAIM_UNRELEASED = text(
 )
 _CLAIM_STALE = text(
     """
-    SELECT id, trace_id, scheduled_at
+    SELECT id, trace_id, scheduled_at,
+           -- Its queue's priority (issue 20): its named queue, else the
+           -- client's default one (a NULL queue_id), else the default 5.
+           coalesce((SELECT q.priority FROM queues q
+                     WHERE q.id = messages.queue_id
+                        OR (messages.queue_id IS NULL AND q.client_id = messages.client_id
+                            AND q.name = 'default')), 5) AS priority,
+           client_id
     FROM messages
     WHERE status = 'scheduled' AND scheduled_at < :stale_before AND enqueued_at < :stale_before
     ORDER BY scheduled_at
@@ -118,12 +137,12 @@ class SqlScheduledMessageRepository(ScheduledMessageRepository):
         self, *, due_by: datetime, stale_before: datetime, limit: int
     ) -> list[DueMessage]:
         rows = self._session.execute(_CLAIM_STALE, {"stale_before": stale_before, "limit": limit})
-        due = [DueMessage(_uuid(row[0]), row[1], row[2]) for row in rows]
+        due = [_due(row) for row in rows]
         if len(due) < limit:
             rows = self._session.execute(
                 _CLAIM_UNRELEASED, {"due_by": due_by, "limit": limit - len(due)}
             )
-            due.extend(DueMessage(_uuid(row[0]), row[1], row[2]) for row in rows)
+            due.extend(_due(row) for row in rows)
         return due
 
     def mark_enqueued(self, message_ids: Sequence[uuid.UUID], at: datetime) -> None:
@@ -413,6 +432,10 @@ def _run(row: ScheduleRunRow) -> ScheduleRun:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _due(row: Any) -> DueMessage:
+    return DueMessage(_uuid(row[0]), row[1], row[2], row[3], _uuid(row[4]))
 
 
 def _uuid(value: object) -> uuid.UUID:

@@ -202,6 +202,11 @@ class QueueRow(Base):
             "rate_limit_per_minute IS NULL OR rate_limit_per_minute >= 1", name="rate_limit"
         ),
         CheckConstraint("max_retries IS NULL OR max_retries BETWEEN 0 AND 6", name="max_retries"),
+        Index(
+            "ix_queues_release_requested",
+            "release_requested_at",
+            postgresql_where=text("release_requested_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -220,6 +225,9 @@ class QueueRow(Base):
     provider_order: Mapped[list[str] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Held mail is left to release (resume, drain): the scheduler's pass
+    # releases it page by page and clears this (services/queues.py).
+    release_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class MessageRow(Base):
@@ -237,6 +245,14 @@ class MessageRow(Base):
         # Issue 20: a queue's depth, its oldest unsent message, and resume's
         # release of held rows in order.
         Index("ix_messages_queue_status_created", "queue_id", "status", "created_at"),
+        # Issue 20: a default queue's held rows (queue_id NULL) in order, for
+        # the paged release, without walking the client's sent mail.
+        Index(
+            "ix_messages_held_client",
+            "client_id",
+            "created_at",
+            postgresql_where=text("status = 'held'"),
+        ),
         # Issue 20: each client's messages under a claim (the in-flight cap).
         Index(
             "ix_messages_sending_client",
