@@ -52,8 +52,7 @@ class Stack:
             dns_resolver=dns.address,
             dns_timeout_seconds=0.5,
             bounce_mx_host="inbound.mailroom.test",
-            sender_verification="live",
-            **settings,
+            **{"sender_verification": "live", **settings},
         )
         self.queue = RecordingQueue()
         self.services: Services = bootstrap(self.settings, queue=self.queue)
@@ -181,6 +180,40 @@ def test_register_publish_verify_then_send_signed_mail_that_dkimpy_verifies(
     # AND another domain of the same client is still refused
     status, other = stack.send(client, "shop@other.example")
     assert (status, other["error"]["code"]) == (422, "sender_not_verified")
+
+
+def test_a_domain_key_never_signs_another_clients_mail(
+    database: Database, redis_url: str, local_dns: LocalDns, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN sender verification off (an operator's choice), and client A's
+    # verified domain
+    url = database.engine.url.render_as_string(hide_password=False)
+    stack = Stack(
+        url,
+        redis_url,
+        local_dns,
+        smtp_host=smtp_sink.host,
+        smtp_port=smtp_sink.port,
+        sender_verification="off",
+    )
+    owner, other = stack.client(), stack.client()
+    status, domain = stack.call("POST", "/v1/domains", owner, {"domain": "shop.example"})
+    assert status == 201, domain
+    publish_all(local_dns, domain)
+    status, verified = stack.call("POST", f"/v1/domains/{domain['id']}/verify", owner)
+    assert verified["status"] == "verified", verified
+    # WHEN client B sends as that domain (allowed: nothing checks senders), then A does
+    status, theirs = stack.send(other, "Shop <news@shop.example>")
+    assert status == 202, theirs
+    stack.deliver(theirs["id"])
+    status, mine = stack.send(owner, "Shop <news@shop.example>")
+    assert status == 202, mine
+    stack.deliver(mine["id"])
+    # THEN B's mail goes out without A's signature, and A's is signed and verifies
+    unsigned, signed = smtp_sink.received
+    assert b"DKIM-Signature:" not in unsigned.data.split(b"\r\n\r\n")[0]
+    assert signed.data.startswith(b"DKIM-Signature: ")
+    assert dkimpy.verify(signed.data, dnsfunc=dkim_dns(local_dns))
 
 
 def test_the_return_path_is_on_the_senders_domain_only_once_its_bounce_mx_is_found(

@@ -253,7 +253,7 @@ class _FixedKeys(DkimKeyCache):
     def __init__(self, keys: list[dkim.SigningKey]) -> None:
         self._given = keys
 
-    def keys_for(self, domain: str) -> list[dkim.SigningKey]:
+    def keys_for(self, domain: str, client_id: uuid.UUID | None) -> list[dkim.SigningKey]:
         return self._given
 
 

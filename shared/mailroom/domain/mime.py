@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import format_datetime, formatdate, getaddresses
+from uuid import UUID
 
 from mailroom.domain.model import Message, RenderedEmail
 
@@ -67,6 +68,9 @@ class OutgoingEmail:
     # set; ``envelope_from`` (the From address) otherwise and for the HTTP
     # providers, which run their own bounce handling.
     return_path: str | None = None
+    # Whose message this is: DKIM signs only with a key of this client's own
+    # sending domain (None: no client's key at all).
+    client_id: UUID | None = None
 
     @property
     def mail_from(self) -> str:
@@ -164,6 +168,7 @@ def build_mime(
         envelope_recipients=[_address_of(raw) for raw in message.envelope_recipients],
         mime=b"".join((head, b"\r\n", text_body, middle, html_body, tail)),
         return_path=return_path,
+        client_id=message.client_id,
     )
 
 
@@ -207,6 +212,7 @@ def build_mime_stdlib(
         mime_utf8=utf8,
         requires_smtputf8=requires_smtputf8,
         return_path=a_label_address(return_path) if return_path else None,
+        client_id=message.client_id,
     )
 
 

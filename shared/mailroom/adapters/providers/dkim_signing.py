@@ -6,7 +6,9 @@ domain's active keys and hands the signed bytes on. Keys come from
 ``ttl_seconds`` and process (a domain with none is remembered too), so
 signing costs no query per message. A message whose From domain has no key
 goes out unsigned, as before this existed (the send API's sender check
-decides who may send as what).
+decides who may send as what). Keys sign only the mail of the client that
+owns the domain: with sender verification relaxed (``SENDER_VERIFICATION``),
+a client may send as another's domain, but never with its signature.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from email.utils import parseaddr
@@ -42,25 +45,28 @@ class DkimKeyCache:
         self._keyring = keyring
         self._ttl = ttl_seconds
         self._clock = clock
-        self._keys: dict[str, tuple[float, list[dkim.SigningKey]]] = {}
+        # domain -> (expires, owning client, its active keys)
+        self._keys: dict[str, tuple[float, uuid.UUID | None, list[dkim.SigningKey]]] = {}
         self._lock = threading.Lock()
 
-    def keys_for(self, domain: str) -> list[dkim.SigningKey]:
+    def keys_for(self, domain: str, client_id: uuid.UUID | None) -> list[dkim.SigningKey]:
+        """The domain's active keys if ``client_id`` owns the domain, else none."""
         now = self._clock()
         with self._lock:
             cached = self._keys.get(domain)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        keys = self._load(domain)
-        with self._lock:
-            self._keys[domain] = (now + self._ttl, keys)
-        return keys
+        if cached is None or cached[0] <= now:
+            owner, keys = self._load(domain)
+            cached = (now + self._ttl, owner, keys)
+            with self._lock:
+                self._keys[domain] = cached
+        _, owner, keys = cached
+        return keys if owner is not None and owner == client_id else []
 
-    def _load(self, domain: str) -> list[dkim.SigningKey]:
+    def _load(self, domain: str) -> tuple[uuid.UUID | None, list[dkim.SigningKey]]:
         with self._uow() as uow:
             found = uow.sending_domains.by_name(domain)
         if found is None:
-            return []
+            return None, []
         keys = []
         for key in found.keys:
             if key.state is not KeyState.ACTIVE:
@@ -76,7 +82,7 @@ class DkimKeyCache:
                 log.error("DKIM key does not open", extra={"domain": domain, "error": str(error)})
                 continue
             keys.append(dkim.SigningKey(found.domain, key.selector, key.algorithm, private))
-        return keys
+        return found.client_id, keys
 
 
 class SigningProvider(EmailProvider):
@@ -96,7 +102,7 @@ class SigningProvider(EmailProvider):
 
 def sign_email(email: OutgoingEmail, keys: DkimKeyCache) -> OutgoingEmail:
     domain = from_header_domain(email.mime)
-    signing = keys.keys_for(domain) if domain else []
+    signing = keys.keys_for(domain, email.client_id) if domain else []
     if not signing:
         return email
     signed = dkim.sign(email.mime, signing)
