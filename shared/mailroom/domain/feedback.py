@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from mailroom.domain.model import EventType, Message, MessageStatus
+from mailroom.domain.addresses import BARE_ADDRESS
 
 
 class FeedbackEventType(StrEnum):
@@ -157,8 +158,13 @@ def bare_address(value: str) -> str:
     (what an accepted send and an added suppression store), so an entry
     added one way is found, screened and removed the other way.
     """
-    parsed = getaddresses([value])
-    address = parsed[0][1] if parsed and parsed[0][1] else value
+    if BARE_ADDRESS.fullmatch(value):
+        # Nothing getaddresses would take off (no name, comment or quote):
+        # a bulk batch's planner reads a million of these (issue 17).
+        address = value
+    else:
+        parsed = getaddresses([value])
+        address = parsed[0][1] if parsed and parsed[0][1] else value
     bare = address.strip().lower()
     if bare.isascii() and "xn--" not in bare:
         return bare  # the common case: nothing to decode

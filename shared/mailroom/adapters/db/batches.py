@@ -106,19 +106,37 @@ _INSERT = text(
     """
 )
 
-# The chunk statement. ``input`` is the chunk's recipients that passed the
-# address check; ``issues`` those that did not (malformed lines, bad
-# addresses). Suppressed addresses are screened here, against the same
+# The chunk's staging table: one per transaction (dropped at its commit or
+# rollback), filled by COPY. PostgreSQL reads COPY's text rows about three
+# times faster than the same rows as one JSON array through
+# jsonb_to_recordset (19 ms against 62 ms for 5,000 recipients, issue 17).
+_STAGING = (
+    "CREATE TEMPORARY TABLE planner_input "
+    "(i integer, h text, a text, p jsonb, m jsonb) ON COMMIT DROP"
+)
+_COPY = "COPY planner_input (i, h, a, p, m) FROM STDIN"
+
+# The chunk statement. ``planner_input`` holds the chunk's recipients that
+# passed the address check; ``issues`` those that did not (malformed lines,
+# bad addresses). Suppressed addresses are screened here, against the same
 # entries a single send is screened against.
+#
+# No ``accepted`` event per message (issue 17): the batch row records the
+# acceptance of all of them (created_at, started_at, planned), and the
+# events table, with the outbox trigger behind it, was half of a chunk's
+# time. What read that event reads batch messages without it: the quota's
+# count (``count_accepted``), the message's history (an ``accepted`` entry
+# at the row's ``created_at``) and outbound webhooks (a batch message has
+# no ``email.queued``; docs/webhooks.md).
 _PLAN_CHUNK = text(
     """
-    WITH input AS (
-        SELECT * FROM jsonb_to_recordset(CAST(:recipients AS jsonb))
-            AS r(i integer, h text, a text, p jsonb, m jsonb)
+    WITH input AS MATERIALIZED (
+        SELECT * FROM planner_input
     ), blocked AS (
         SELECT DISTINCT ON (s.address) s.address, s.reason
         FROM suppressions AS s
-        WHERE s.address = ANY(CAST(:addresses AS text[]))
+        -- An array, not a join: the index on suppressions.address finds each one.
+        WHERE s.address = ANY(ARRAY(SELECT a FROM input))
           AND (s.client_id IS NULL OR s.client_id = CAST(:client_id AS uuid))
           AND (s.expires_at IS NULL OR s.expires_at > now())
           AND (NOT s.is_test OR :is_test)
@@ -148,9 +166,6 @@ _PLAN_CHUNK = text(
     ), recipient_rows AS (
         INSERT INTO message_recipients (message_id, address, kind)
         SELECT id, a, 'to' FROM written
-    ), accepted_events AS (
-        INSERT INTO message_events (message_id, type, detail)
-        SELECT id, 'accepted', CAST(:detail AS jsonb) FROM written
     ), issue_rows AS (
         INSERT INTO batch_issues (batch_id, batch_index, status, address, line, reason)
         SELECT CAST(:batch_id AS uuid), x.i, x.status, x.address, x.line, x.reason
@@ -307,22 +322,17 @@ class SqlBatchRepository:
         # run writes it again; at worst the worker is handed ids that no row
         # has (it skips them) and the rewritten rows are enqueued anew.
         self._session.execute(_ASYNC_COMMIT)
+        self._session.execute(text(_STAGING))
+        # pg8000's COPY, through the session's own connection (its transaction).
+        driver = self._session.connection().connection.driver_connection
+        cursor = driver.cursor()
+        try:
+            cursor.execute(_COPY, stream=[copy_rows(recipients)])
+        finally:
+            cursor.close()
         rows = self._session.execute(
             _PLAN_CHUNK,
             {
-                "recipients": json.dumps(
-                    [
-                        {
-                            "i": r.index,
-                            "h": r.header_value,
-                            "a": r.bare,
-                            "p": r.props,
-                            "m": r.metadata,
-                        }
-                        for r in recipients
-                    ]
-                ),
-                "addresses": text_array(sorted({r.bare for r in recipients})),
                 "issues": json.dumps(
                     [
                         {
@@ -349,7 +359,6 @@ class SqlBatchRepository:
                 "props": json.dumps(content.get("props") or {}),
                 "metadata": json.dumps(content.get("metadata") or {}),
                 "options": json.dumps(content.get("resolved_options") or {}),
-                "detail": json.dumps({"trace_id": batch.trace_id, "batch_id": str(batch.id)}),
                 "plan_records": plan_records,
                 "plan_offset": plan_offset,
                 "plan_line": plan_line,
@@ -472,6 +481,29 @@ class SqlBatchRepository:
 
 
 _SETTABLE = frozenset({"started_at", "finished_at", "cancelled_at", "error", "plan_done", "total"})
+
+
+# COPY's text format: these four would end or split a field; nothing else is special.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_field(value: str) -> str:
+    """``value`` as one field of a COPY text row."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def copy_rows(recipients: Sequence[PlannedRecipient]) -> bytes:
+    """The recipients as COPY text rows of (index, header value, bare address, props, metadata)."""
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    return "".join(
+        [
+            f"{r.index}\t{copy_field(r.header_value)}\t{copy_field(r.bare)}\t"
+            f"{copy_field(dumps(r.props))}\t{copy_field(dumps(r.metadata))}\n"
+            for r in recipients
+        ]
+    ).encode()
 
 
 def _batch(row: Any) -> Batch:
