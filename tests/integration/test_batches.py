@@ -457,3 +457,40 @@ def test_retry_failed_sends_again_only_the_transiently_failed(stack: BatchStack)
         1,
     )
     assert sorted(stack.drain()) == sorted(str(i) for i in ids[:2])
+
+
+def test_a_batch_message_reads_accepted_and_counts_without_an_event_row(
+    stack: BatchStack,
+) -> None:
+    # GIVEN a planned batch of three, one with a tab and a backslash in its props
+    people = recipients(3)
+    people[1]["props"] = {"name": "Tab\there \\ and\nnewline", "city": "Zürich"}
+    batch_id = create(stack, people)
+    stack.plan(batch_id)
+    messages = stack.rows(
+        "SELECT id, props, trace_id FROM messages WHERE batch_id = :b ORDER BY batch_index",
+        b=uuid.UUID(batch_id),
+    )
+    assert len(messages) == 3
+
+    # THEN no accepted event row was written for them (the batch row is their acceptance)
+    written = stack.rows(
+        "SELECT count(*) FROM message_events WHERE message_id = ANY(:ids)",
+        ids=[m[0] for m in messages],
+    )
+    assert written[0][0] == 0
+    # AND the props went through COPY's escaping unchanged
+    assert messages[1][1]["name"] == "Tab\there \\ and\nnewline"
+    assert messages[1][1]["city"] == "Zürich"
+    # AND each message's history still starts with accepted, naming its batch
+    from mailroom.domain.model import EventType
+    from mailroom.domain.tenancy import QuotaPeriod
+
+    with stack.services.uow() as uow:
+        events = uow.messages.events(messages[0][0])
+        period = QuotaPeriod.containing(events[0].at)
+        counted = uow.messages.count_accepted(stack.client.client.id, period.start, period.end)
+    assert [e.type for e in events] == [EventType.ACCEPTED]
+    assert events[0].detail == {"trace_id": messages[0][2], "batch_id": batch_id}
+    # AND the quota's reconciliation counts them
+    assert counted == 3

@@ -135,8 +135,18 @@ _ADDRESS_CHARS = "abcXYZ019.+-_!#'~@"
 @given(
     st.text(alphabet=_ADDRESS_CHARS, min_size=1, max_size=30),
     st.sampled_from(
-        ["example.com", "EXAMPLE.Com", "localhost", "example.invalid", "a..b.com", "b.123",
-         "xn--bcher-kva.example", "mail.example.co.uk", "ex_ample.com", "example.com."]
+        [
+            "example.com",
+            "EXAMPLE.Com",
+            "localhost",
+            "example.invalid",
+            "a..b.com",
+            "b.123",
+            "xn--bcher-kva.example",
+            "mail.example.co.uk",
+            "ex_ample.com",
+            "example.com.",
+        ]
     ),
 )
 def test_the_plain_address_fast_path_answers_as_email_validator_would(

@@ -16,8 +16,8 @@ from email.utils import getaddresses
 from enum import StrEnum
 from typing import Any
 
-from mailroom.domain.model import EventType, Message, MessageStatus
 from mailroom.domain.addresses import BARE_ADDRESS
+from mailroom.domain.model import EventType, Message, MessageStatus
 
 
 class FeedbackEventType(StrEnum):

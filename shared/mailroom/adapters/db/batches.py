@@ -308,7 +308,7 @@ class SqlBatchRepository:
     def plan_chunk(
         self,
         batch: Batch,
-        recipients: Sequence[PlannedRecipient],
+        recipients: StagedRecipients,
         issues: Sequence[Issue],
         *,
         plan_records: int,
@@ -323,13 +323,15 @@ class SqlBatchRepository:
         # has (it skips them) and the rewritten rows are enqueued anew.
         self._session.execute(_ASYNC_COMMIT)
         self._session.execute(text(_STAGING))
-        # pg8000's COPY, through the session's own connection (its transaction).
-        driver = self._session.connection().connection.driver_connection
-        cursor = driver.cursor()
-        try:
-            cursor.execute(_COPY, stream=[copy_rows(recipients)])
-        finally:
-            cursor.close()
+        if recipients.count:
+            # pg8000's COPY, on the session's own connection (in its transaction).
+            driver = self._session.connection().connection.driver_connection
+            assert driver is not None  # a checked-out connection has its driver's
+            cursor = driver.cursor()
+            try:
+                cursor.execute(_COPY, stream=[recipients.rows])
+            finally:
+                cursor.close()
         rows = self._session.execute(
             _PLAN_CHUNK,
             {
@@ -494,16 +496,29 @@ def copy_field(value: str) -> str:
     return value
 
 
-def copy_rows(recipients: Sequence[PlannedRecipient]) -> bytes:
-    """The recipients as COPY text rows of (index, header value, bare address, props, metadata)."""
+@dataclass(frozen=True, slots=True)
+class StagedRecipients:
+    """A chunk's planned recipients as ``plan_chunk`` sends them (COPY text rows)."""
+
+    count: int
+    rows: bytes
+
+
+def stage(recipients: Sequence[PlannedRecipient]) -> StagedRecipients:
+    """The recipients as COPY text rows of (index, header value, bare address, props, metadata).
+
+    Built apart from ``plan_chunk`` so the planner can build the next
+    chunk's while this one is being written.
+    """
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    return "".join(
+    rows = "".join(
         [
             f"{r.index}\t{copy_field(r.header_value)}\t{copy_field(r.bare)}\t"
             f"{copy_field(dumps(r.props))}\t{copy_field(dumps(r.metadata))}\n"
             for r in recipients
         ]
-    ).encode()
+    )
+    return StagedRecipients(len(recipients), rows.encode())
 
 
 def _batch(row: Any) -> Batch:
