@@ -101,6 +101,37 @@ class GeneratedFile(RecipientFiles):
             yield b"".join(pending)
 
 
+def backend_cpu_seconds(pids: set[int]) -> float:
+    """CPU time (user + system) of these PostgreSQL backends so far, from /proc (local server)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def bench_backends() -> set[int]:
+    """The server processes of the bench database's connections (only this bench uses it)."""
+    engine = create_engine(DATABASE_URL)
+    with engine.connect() as connection:
+        own = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        pids = connection.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        found = {int(pid) for pid in pids if pid != own}
+    engine.dispose()
+    return found
+
+
+def process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -167,6 +198,10 @@ def plan_file(services: Services, recipients: int, chunk: int) -> None:
         services.uow(), NoPlannerQueue(), files, client_id=registered.client.id, batch_id=batch_id
     )
     samples: list[tuple[float, float]] = []
+    # The pool's connections exist by now (accept and start used them).
+    backends = bench_backends()
+    backend_before = backend_cpu_seconds(backends)
+    cpu_before = process_cpu_seconds()
     started = time.perf_counter()
     rss_before = peak_rss_mb()
 
@@ -178,6 +213,8 @@ def plan_file(services: Services, recipients: int, chunk: int) -> None:
         services.uow(), NoQueue(), files, batch_id=batch_id, chunk_size=chunk, keep_going=keep_going
     )
     elapsed = time.perf_counter() - started
+    planner_cpu = process_cpu_seconds() - cpu_before
+    backend_cpu = backend_cpu_seconds(backends | bench_backends()) - backend_before
     assert result.done
     batch = batches.get_batch(services.uow(), client_id=registered.client.id, batch_id=batch_id)
     assert batch.planned == recipients, (batch.planned, recipients)
@@ -185,6 +222,13 @@ def plan_file(services: Services, recipients: int, chunk: int) -> None:
     print(
         f"planner, {recipients:,} NDJSON recipients in chunks of {chunk}: {elapsed:.1f} s, "
         f"{recipients / elapsed:,.0f} recipients/s into PostgreSQL"
+    )
+    # CPU per recipient does not depend on how busy the shared machine is
+    # the way the wall-clock rate does: compare these across runs.
+    print(
+        f"CPU per recipient: planner process {planner_cpu / recipients * 1e6:.1f} µs "
+        f"({planner_cpu:.1f} s), PostgreSQL backends {backend_cpu / recipients * 1e6:.1f} µs "
+        f"({backend_cpu:.1f} s); load average {os.getloadavg()[0]:.1f}"
     )
     quarter = max(1, len(samples) // 4)
     marks = ", ".join(f"{t:.0f} s {rss:.0f} MB" for t, rss in samples[quarter - 1 :: quarter])

@@ -25,9 +25,11 @@ def reject_line_breaks(field: str, value: str) -> str:
     A NUL is refused too and named as what it is: it ends a C string, so a
     relay may cut the header there, but it is not a line break.
     """
-    if not any(char in _REFUSED_IN_HEADERS for char in value):
+    # Set operations in C: a character-by-character generator was most of
+    # this check's cost, paid once per address of a bulk batch (issue 17).
+    if _REFUSED_IN_HEADERS.isdisjoint(value):
         return value
-    if not any(char in _LINE_BREAKS for char in value):
+    if _LINE_BREAKS.isdisjoint(value):
         message = "NUL characters (\\u0000) are not allowed in header fields"
         raise HeaderInjection(
             f"{field} must not contain NUL characters",

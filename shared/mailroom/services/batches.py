@@ -290,7 +290,7 @@ def plan_batch(
                 # Cancelled, or another planner run is ahead of this one.
                 return PlanResult(done=True, planned=planned, enqueued=enqueued)
             planned += chunk.count
-            _enqueue_all(queue, [message_id for message_id, _ in written], batch.trace_id)
+            _enqueue_all(queue, written, batch.trace_id)
             enqueued += len(written)
             with uow:
                 uow.batches.mark_enqueued_through(batch_id, chunk.last.index)
@@ -337,9 +337,7 @@ def _prepared(
         yield PreparedChunk(chunk[0].index, chunk[-1], len(chunk), stage(planned), issues)
 
 
-def _write_chunk(
-    uow: UnitOfWork, batch: Batch, chunk: PreparedChunk
-) -> list[tuple[uuid.UUID, int]] | None:
+def _write_chunk(uow: UnitOfWork, batch: Batch, chunk: PreparedChunk) -> list[uuid.UUID] | None:
     last = chunk.last
     with uow:
         current = uow.batches.get(batch.id, for_update=True)

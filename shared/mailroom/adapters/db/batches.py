@@ -199,7 +199,8 @@ _PLAN_CHUNK = text(
             updated_at = now()
         WHERE id = CAST(:batch_id AS uuid)
     )
-    SELECT id, batch_index FROM written ORDER BY batch_index
+    -- One row of ids, not a row per message: pg8000 decodes rows one by one.
+    SELECT coalesce(string_agg(CAST(id AS text), ',' ORDER BY batch_index), '') FROM written
     """
 )
 
@@ -314,8 +315,8 @@ class SqlBatchRepository:
         plan_records: int,
         plan_offset: int,
         plan_line: int,
-    ) -> list[tuple[uuid.UUID, int]]:
-        """Write one chunk and move the cursor past it; the (message id, index) written."""
+    ) -> list[uuid.UUID]:
+        """Write one chunk and move the cursor past it; the ids of its messages, in index order."""
         content = batch.content
         # Not waiting for the WAL flush: a chunk lost to a server crash is
         # lost with the cursor that covers it (one transaction), so the next
@@ -332,7 +333,7 @@ class SqlBatchRepository:
                 cursor.execute(_COPY, stream=[recipients.rows])
             finally:
                 cursor.close()
-        rows = self._session.execute(
+        ids = self._session.execute(
             _PLAN_CHUNK,
             {
                 "issues": json.dumps(
@@ -365,8 +366,8 @@ class SqlBatchRepository:
                 "plan_offset": plan_offset,
                 "plan_line": plan_line,
             },
-        ).all()
-        return [(_uuid(message_id), int(index)) for message_id, index in rows]
+        ).scalar_one()
+        return [uuid.UUID(message_id) for message_id in ids.split(",")] if ids else []
 
     def unenqueued(
         self, batch_id: uuid.UUID, after_index: int, limit: int
