@@ -31,7 +31,9 @@ class Killed(BaseException):
 
 
 class BatchStack:
-    def __init__(self, database: Database, redis_url: str, queue_url: str) -> None:
+    def __init__(
+        self, database: Database, redis_url: str, queue_url: str, **client_options: Any
+    ) -> None:
         self.database = database
         self.queue_url = queue_url
         sqs = boto3.client("sqs", region_name="us-east-1")
@@ -52,7 +54,10 @@ class BatchStack:
         )
         self.services: Services = bootstrap(self.settings)
         self.client: RegisteredClient = register_client(
-            self.services.uow(), self.services.hasher, name=f"acme-{uuid.uuid4().hex[:6]}"
+            self.services.uow(),
+            self.services.hasher,
+            name=f"acme-{uuid.uuid4().hex[:6]}",
+            **client_options,
         )
         self.api = create_api(
             [batch_routes(lambda: self.services)],
@@ -62,6 +67,12 @@ class BatchStack:
     def call(
         self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
     ) -> tuple[int, dict[str, Any]]:
+        status, answer, _ = self.call_with_headers(method, path, body, query)
+        return status, answer
+
+    def call_with_headers(
+        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any], dict[str, Any]]:
         event = request_event(
             method,
             path,
@@ -71,7 +82,8 @@ class BatchStack:
             X_Api_Secret=self.client.api_secret,
         )
         response = self.api.resolve(event, FakeLambdaContext())
-        return response["statusCode"], json.loads(response["body"])
+        headers = {**response.get("headers", {}), **response.get("multiValueHeaders", {})}
+        return response["statusCode"], json.loads(response["body"]), headers
 
     def plan(self, batch_id: str, queue: MessageQueue | None = None, **options: Any) -> None:
         plan_batch(

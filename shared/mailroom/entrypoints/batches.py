@@ -21,11 +21,12 @@ from mailroom.adapters.db.batches import Batch
 from mailroom.bootstrap import Services
 from mailroom.domain.batches import MAX_INLINE_RECIPIENTS, MAX_UPLOAD_BYTES, BatchRequest
 from mailroom.domain.errors import BatchNotFound
-from mailroom.domain.tenancy import Scope
+from mailroom.domain.tenancy import KeyKind, Scope
 from mailroom.entrypoints.api import caller_of, sender_check_for, trace_id_of
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key
 from mailroom.services import batches, sending
+from mailroom.services.quotas import BatchQuotaCharge
 
 ServicesProvider = Callable[[], Services]
 
@@ -167,6 +168,11 @@ def batch_routes(services: ServicesProvider) -> Router:
                     "validation_error (over 10,000 recipients, recipients and an upload, to/cc/"
                     "bcc given), header_injection, unknown_template, subject_too_long"
                 ),
+                429: (
+                    "rate_limited; quota_exceeded or daily_limit_exceeded: the inline "
+                    "recipients do not fit in what is left of the quota (nothing written); "
+                    "Retry-After says when to try again"
+                ),
                 503: "enqueue_failed: the planner queue refused the batch; it reads failed",
             },
         ),
@@ -192,6 +198,10 @@ def batch_routes(services: ServicesProvider) -> Router:
             check_sender=sending.sender_check(
                 sender_check_for(active, caller.mode), active.uow(), caller.client
             ),
+            # Every inline recipient counts as a send would (issue 17); test mode never.
+            quota=BatchQuotaCharge(active.quota, active.uow, caller.client)
+            if caller.mode is KeyKind.LIVE
+            else None,
         )
         batch = accepted.batch
         logger.info("batch accepted", extra={"batch_id": str(batch.id), "total": batch.total})
@@ -319,7 +329,10 @@ def batch_routes(services: ServicesProvider) -> Router:
         active = services()
         client = caller_of(router, active, Scope.EMAIL_SEND).client
         batch = batches.cancel_batch(
-            active.uow(), client_id=client.id, batch_id=_batch_id(batch_id)
+            active.uow(),
+            client_id=client.id,
+            batch_id=_batch_id(batch_id),
+            quota=BatchQuotaCharge(active.quota, active.uow, client),
         )
         logger.info("batch cancelled", extra={"batch_id": str(batch.id)})
         return batch_view(batch)

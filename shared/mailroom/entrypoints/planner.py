@@ -59,6 +59,7 @@ def process_planner_batch(
             batch_id=batch_id,
             chunk_size=services.settings.planner_chunk_size,
             keep_going=keep_going,
+            quota=services.quota,
         )
         logger.info(
             "batch planned" if result.done else "batch planning continues",
