@@ -138,7 +138,10 @@ def peak_rss_mb() -> float:
 
 def post_inline(services: Services, posts: int) -> None:
     registered = register_client(
-        services.uow(), services.hasher, name=f"bench-{uuid.uuid4().hex[:8]}"
+        services.uow(),
+        services.hasher,
+        name=f"bench-{uuid.uuid4().hex[:8]}",
+        quota_limit=1_000_000_000,  # every inline recipient counts (issue 17)
     )
     api = create_api(
         [batch_routes(lambda: services)],
@@ -178,7 +181,10 @@ def post_inline(services: Services, posts: int) -> None:
 
 def plan_file(services: Services, recipients: int, chunk: int) -> None:
     registered = register_client(
-        services.uow(), services.hasher, name=f"bench-{uuid.uuid4().hex[:8]}"
+        services.uow(),
+        services.hasher,
+        name=f"bench-{uuid.uuid4().hex[:8]}",
+        quota_limit=1_000_000_000,  # every inline recipient counts (issue 17)
     )
     files = GeneratedFile(recipients)
     from mailroom.domain.batches import BatchRequest
@@ -210,7 +216,13 @@ def plan_file(services: Services, recipients: int, chunk: int) -> None:
         return True
 
     result = batches.plan_batch(
-        services.uow(), NoQueue(), files, batch_id=batch_id, chunk_size=chunk, keep_going=keep_going
+        services.uow(),
+        NoQueue(),
+        files,
+        batch_id=batch_id,
+        chunk_size=chunk,
+        keep_going=keep_going,
+        quota=services.quota,  # each chunk is counted, as the planner function does
     )
     elapsed = time.perf_counter() - started
     planner_cpu = process_cpu_seconds() - cpu_before
