@@ -101,30 +101,45 @@ class GeneratedFile(RecipientFiles):
             yield b"".join(pending)
 
 
-def backend_cpu_seconds(pids: set[int]) -> float:
-    """CPU time (user + system) of these PostgreSQL backends so far, from /proc (local server)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
+class BackendCpu:
+    """CPU time (user + system) the bench database's server processes spent, from /proc.
+
+    Only this bench uses its database, and the server is local. Sampled once
+    per chunk: the pool replaces a connection every 300 s (``pool_recycle``),
+    and a process that has exited can no longer be read, so the figure is
+    each process's last sample (at most one chunk of work short per
+    replaced connection).
+    """
+
+    def __init__(self) -> None:
+        self._engine = create_engine(DATABASE_URL)
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self.sample()
+        self._first = dict(self._last)
+
+    def sample(self) -> None:
+        with self._engine.connect() as connection:
+            own = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            pids = connection.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            ).scalars()
+            for pid in pids:
+                if pid != own:
+                    seconds = self._read(int(pid))
+                    if seconds is not None:
+                        self._last[int(pid)] = seconds
+
+    def _read(self, pid: int) -> float | None:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
+            return None
+        return (int(fields[11]) + int(fields[12])) / self._ticks  # utime, stime
 
-
-def bench_backends() -> set[int]:
-    """The server processes of the bench database's connections (only this bench uses it)."""
-    engine = create_engine(DATABASE_URL)
-    with engine.connect() as connection:
-        own = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        pids = connection.execute(
-            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-        ).scalars()
-        found = {int(pid) for pid in pids if pid != own}
-    engine.dispose()
-    return found
+    def seconds(self) -> float:
+        return sum(cpu - self._first.get(pid, 0.0) for pid, cpu in self._last.items())
 
 
 def process_cpu_seconds() -> float:
@@ -204,15 +219,14 @@ def plan_file(services: Services, recipients: int, chunk: int) -> None:
         services.uow(), NoPlannerQueue(), files, client_id=registered.client.id, batch_id=batch_id
     )
     samples: list[tuple[float, float]] = []
-    # The pool's connections exist by now (accept and start used them).
-    backends = bench_backends()
-    backend_before = backend_cpu_seconds(backends)
+    backends = BackendCpu()
     cpu_before = process_cpu_seconds()
     started = time.perf_counter()
     rss_before = peak_rss_mb()
 
     def keep_going() -> bool:
         samples.append((time.perf_counter() - started, peak_rss_mb()))
+        backends.sample()
         return True
 
     result = batches.plan_batch(
@@ -226,7 +240,8 @@ def plan_file(services: Services, recipients: int, chunk: int) -> None:
     )
     elapsed = time.perf_counter() - started
     planner_cpu = process_cpu_seconds() - cpu_before
-    backend_cpu = backend_cpu_seconds(backends | bench_backends()) - backend_before
+    backends.sample()
+    backend_cpu = backends.seconds()
     assert result.done
     batch = batches.get_batch(services.uow(), client_id=registered.client.id, batch_id=batch_id)
     assert batch.planned == recipients, (batch.planned, recipients)
