@@ -31,7 +31,9 @@ class Killed(BaseException):
 
 
 class BatchStack:
-    def __init__(self, database: Database, redis_url: str, queue_url: str) -> None:
+    def __init__(
+        self, database: Database, redis_url: str, queue_url: str, **client_options: Any
+    ) -> None:
         self.database = database
         self.queue_url = queue_url
         sqs = boto3.client("sqs", region_name="us-east-1")
@@ -52,7 +54,10 @@ class BatchStack:
         )
         self.services: Services = bootstrap(self.settings)
         self.client: RegisteredClient = register_client(
-            self.services.uow(), self.services.hasher, name=f"acme-{uuid.uuid4().hex[:6]}"
+            self.services.uow(),
+            self.services.hasher,
+            name=f"acme-{uuid.uuid4().hex[:6]}",
+            **client_options,
         )
         self.api = create_api(
             [batch_routes(lambda: self.services)],
@@ -62,6 +67,12 @@ class BatchStack:
     def call(
         self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
     ) -> tuple[int, dict[str, Any]]:
+        status, answer, _ = self.call_with_headers(method, path, body, query)
+        return status, answer
+
+    def call_with_headers(
+        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any], dict[str, Any]]:
         event = request_event(
             method,
             path,
@@ -71,7 +82,8 @@ class BatchStack:
             X_Api_Secret=self.client.api_secret,
         )
         response = self.api.resolve(event, FakeLambdaContext())
-        return response["statusCode"], json.loads(response["body"])
+        headers = {**response.get("headers", {}), **response.get("multiValueHeaders", {})}
+        return response["statusCode"], json.loads(response["body"]), headers
 
     def plan(self, batch_id: str, queue: MessageQueue | None = None, **options: Any) -> None:
         plan_batch(
@@ -457,3 +469,40 @@ def test_retry_failed_sends_again_only_the_transiently_failed(stack: BatchStack)
         1,
     )
     assert sorted(stack.drain()) == sorted(str(i) for i in ids[:2])
+
+
+def test_a_batch_message_reads_accepted_and_counts_without_an_event_row(
+    stack: BatchStack,
+) -> None:
+    # GIVEN a planned batch of three, one with a tab and a backslash in its props
+    people = recipients(3)
+    people[1]["props"] = {"name": "Tab\there \\ and\nnewline", "city": "Zürich"}
+    batch_id = create(stack, people)
+    stack.plan(batch_id)
+    messages = stack.rows(
+        "SELECT id, props, trace_id FROM messages WHERE batch_id = :b ORDER BY batch_index",
+        b=uuid.UUID(batch_id),
+    )
+    assert len(messages) == 3
+
+    # THEN no accepted event row was written for them (the batch row is their acceptance)
+    written = stack.rows(
+        "SELECT count(*) FROM message_events WHERE message_id = ANY(:ids)",
+        ids=[m[0] for m in messages],
+    )
+    assert written[0][0] == 0
+    # AND the props went through COPY's escaping unchanged
+    assert messages[1][1]["name"] == "Tab\there \\ and\nnewline"
+    assert messages[1][1]["city"] == "Zürich"
+    # AND each message's history still starts with accepted, naming its batch
+    from mailroom.domain.model import EventType
+    from mailroom.domain.tenancy import QuotaPeriod
+
+    with stack.services.uow() as uow:
+        events = uow.messages.events(messages[0][0])
+        period = QuotaPeriod.containing(events[0].at)
+        counted = uow.messages.count_accepted(stack.client.client.id, period.start, period.end)
+    assert [e.type for e in events] == [EventType.ACCEPTED]
+    assert events[0].detail == {"trace_id": messages[0][2], "batch_id": batch_id}
+    # AND the quota's reconciliation counts them
+    assert counted == 3

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mailroom.domain.addresses import _BARE_ADDRESS, Mailbox
+from mailroom.domain.addresses import BARE_ADDRESS, Mailbox
 from mailroom.domain.batches import (
     MAX_INLINE_RECIPIENTS,
     MAX_LINE_BYTES,
@@ -118,7 +118,7 @@ def test_check_address_uses_the_single_sends_validation() -> None:
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=40))
 def test_the_bare_address_fast_path_reads_as_getaddresses_would(raw: str) -> None:
     # GIVEN any text the fast path takes as a bare address
-    if _BARE_ADDRESS.fullmatch(raw) is None:
+    if BARE_ADDRESS.fullmatch(raw) is None:
         return
     # THEN getaddresses would have read it the same way: no display name, all of it
     assert getaddresses([raw]) == [("", raw)]
@@ -127,3 +127,56 @@ def test_the_bare_address_fast_path_reads_as_getaddresses_would(raw: str) -> Non
 def test_mailbox_parse_is_unchanged_for_bare_and_named_addresses() -> None:
     assert Mailbox.parse("to", "a.b+c@Example.com").header_value() == "a.b+c@example.com"
     assert Mailbox.parse("to", "Ada <a@example.com>").display_name == "Ada"
+
+
+_ADDRESS_CHARS = "abcXYZ019.+-_!#'~@"
+
+
+@given(
+    st.text(alphabet=_ADDRESS_CHARS, min_size=1, max_size=30),
+    st.sampled_from(
+        [
+            "example.com",
+            "EXAMPLE.Com",
+            "localhost",
+            "example.invalid",
+            "a..b.com",
+            "b.123",
+            "xn--bcher-kva.example",
+            "mail.example.co.uk",
+            "ex_ample.com",
+            "example.com.",
+        ]
+    ),
+)
+def test_the_plain_address_fast_path_answers_as_email_validator_would(
+    local: str, domain: str
+) -> None:
+    # GIVEN an address the fast path answers for
+    from email_validator import EmailNotValidError, validate_email
+
+    from mailroom.domain.addresses import _plain_address
+
+    address = f"{local}@{domain}"
+    fast = _plain_address(address)
+    if fast is None:
+        return
+    # THEN email-validator accepts it and normalizes it the same way
+    try:
+        normalized = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise AssertionError(f"{address!r}: fast path accepted, email-validator: {error}") from None
+    assert fast == normalized
+
+
+def test_the_plain_address_fast_path_leaves_the_unusual_to_email_validator() -> None:
+    from mailroom.domain.addresses import _plain_address
+
+    assert _plain_address("a.b+c@EXAMPLE.com") == "a.b+c@example.com"
+    # RFC 2142 role names are lowercased by email-validator: it answers them
+    assert _plain_address("Postmaster@example.com") is None
+    assert _plain_address("ada@localhost") is None
+    assert _plain_address("ada@xn--bcher-kva.example") is None
+    assert _plain_address("adà@example.com") is None
+    assert _plain_address(f"{'a' * 65}@example.com") is None
+    assert Mailbox.parse("to", "Postmaster@Example.com").address == "postmaster@example.com"

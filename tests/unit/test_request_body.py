@@ -92,6 +92,22 @@ class TestParseJson:
         assert raised.value.details[0]["type"] == "too_deep"
         assert raised.value.details[0]["limit"] == MAX_JSON_DEPTH
 
+    def test_depth_is_read_from_the_structure_not_from_brackets_in_strings(self) -> None:
+        # GIVEN a wide, shallow body (a batch's 1,000 items) with brackets and
+        # escaped quotes inside its strings, then one item nested one level too deep
+        item = {"to": "a@example.com", "props": {"s": '[{"x": "\\"}]' * 40, "l": [[1], {}]}}
+        wide = [item] * 1000
+        assert parse_json(json.dumps(wide)) == wide
+        deep: Any = "leaf ]]} {"
+        for level in range(MAX_JSON_DEPTH - 1):
+            deep = [deep] if level % 2 else {"k": deep}
+        assert parse_json(json.dumps([item, deep])) is not None
+        # THEN one more level is refused, naming where it is
+        with pytest.raises(UnsupportedValue) as raised:
+            parse_json(json.dumps([item, [deep]]))
+        assert raised.value.details[0]["type"] == "too_deep"
+        assert raised.value.details[0]["field"].startswith("1.0.")
+
     def test_nesting_past_pythons_recursion_limit_is_refused_not_raised(self) -> None:
         # GIVEN 100,000 open brackets (json.loads raises RecursionError)
         with pytest.raises(UnsupportedValue) as raised:

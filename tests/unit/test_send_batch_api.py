@@ -468,3 +468,42 @@ def test_a_single_send_may_carry_its_key_in_the_body() -> None:
     assert len(api.uow.messages.rows) == 1
     assert clash[0] == 422
     assert clash[1]["error"]["details"][0]["field"] == "idempotency_key"
+
+
+def test_a_batch_asks_for_each_named_smtp_config_once_per_call() -> None:
+    # GIVEN 100 items naming the same relay and one naming an unknown one
+    from mailroom.domain.errors import UnknownSmtpConfig
+    from mailroom.domain.tenancy import KeyKind
+    from mailroom.services import batch_send
+
+    api = Api()
+    relay_id = uuid.uuid4()
+    asked: list[str] = []
+
+    def resolve(ref: str) -> uuid.UUID:
+        asked.append(ref)
+        if ref != "relay":
+            raise UnknownSmtpConfig("no such SMTP configuration", details=[])
+        return relay_id
+
+    items = [_welcome(f"u{n}@example.com", smtp_config="relay") for n in range(100)]
+    items[7]["smtp_config"] = "nope"
+    items[9]["smtp_config"] = "nope"
+    context = batch_send.BatchContext(
+        api.client.client,
+        KeyKind.LIVE,
+        "trace",
+        batch_send.BatchValidation.PERMISSIVE,
+        resolve_relay=resolve,
+    )
+
+    # WHEN the items are validated
+    valid, problems = batch_send.validate_items(
+        api.services.templates, api.services.renderer, api.services.send_limits, items, context
+    )
+
+    # THEN the known relay was read once, each unknown one refused its item
+    assert asked.count("relay") == 1
+    assert [p.index for p in problems] == [7, 9]
+    assert len(valid) == 98
+    assert {prepared.message.options.smtp_config_id for _, _, prepared in valid} == {str(relay_id)}

@@ -8,7 +8,6 @@ live here as tables, so they are the same whichever provider reported.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from email.utils import getaddresses
 from enum import StrEnum
 from typing import Any
 
+from mailroom.domain.addresses import BARE_ADDRESS
 from mailroom.domain.model import EventType, Message, MessageStatus
 
 
@@ -145,11 +145,6 @@ class RecipientOutcome:
     updated_at: datetime | None = None
 
 
-# No display name, comment, quoting, group or route: getaddresses would give it back
-# as it is (the parser costs ~50 µs an address, and a provider batch has hundreds).
-_PLAIN_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"\\]+@[^\s<>()\[\],;:\"\\@]+")
-
-
 def bare_address(value: str) -> str:
     """``Ada <Ada@Example.com>`` → ``ada@example.com``: the form suppressions are keyed by.
 
@@ -163,8 +158,11 @@ def bare_address(value: str) -> str:
     (what an accepted send and an added suppression store), so an entry
     added one way is found, screened and removed the other way.
     """
-    if _PLAIN_ADDRESS.fullmatch(value):
-        address = value  # nothing for the parser to take apart: the common case
+    if BARE_ADDRESS.fullmatch(value):
+        # Nothing getaddresses would take off (no name, comment or quote):
+        # a bulk batch's planner reads a million of these (issue 17), a
+        # provider's event batch hundreds (issue 21); the parser costs ~50 µs.
+        address = value
     else:
         parsed = getaddresses([value])
         address = parsed[0][1] if parsed and parsed[0][1] else value

@@ -27,6 +27,7 @@ from mailroom.entrypoints.api import caller_of, sender_check_for, trace_id_of
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key
 from mailroom.services import batches, scheduled_batches, sending
+from mailroom.services.quotas import BatchQuotaCharge
 from mailroom.services.reputation import SENDING_PAUSED, refuse_if_paused
 
 ServicesProvider = Callable[[], Services]
@@ -205,6 +206,11 @@ def batch_routes(services: ServicesProvider) -> Router:
                     "bcc given, scheduled_at without an offset or over 30 days ahead), "
                     "header_injection, unknown_template, subject_too_long"
                 ),
+                429: (
+                    "rate_limited; quota_exceeded or daily_limit_exceeded: the inline "
+                    "recipients do not fit in what is left of the quota (nothing written); "
+                    "Retry-After says when to try again"
+                ),
                 503: "enqueue_failed: the planner queue refused the batch; it reads failed",
                 403: SENDING_PAUSED,
             },
@@ -233,6 +239,10 @@ def batch_routes(services: ServicesProvider) -> Router:
                 sender_check_for(active, caller.mode), active.uow(), caller.client
             ),
             now=active.clock.now(),
+            # Every inline recipient counts as a send would (issue 17); test mode never.
+            quota=BatchQuotaCharge(active.quota, active.uow, caller.client)
+            if caller.mode is KeyKind.LIVE
+            else None,
         )
         batch = accepted.batch
         logger.info("batch accepted", extra={"batch_id": str(batch.id), "total": batch.total})
@@ -412,7 +422,10 @@ def batch_routes(services: ServicesProvider) -> Router:
         active = services()
         client = caller_of(router, active, Scope.EMAIL_SEND).client
         batch = batches.cancel_batch(
-            active.uow(), client_id=client.id, batch_id=_batch_id(batch_id)
+            active.uow(),
+            client_id=client.id,
+            batch_id=_batch_id(batch_id),
+            quota=BatchQuotaCharge(active.quota, active.uow, client),
         )
         logger.info("batch cancelled", extra={"batch_id": str(batch.id)})
         return batch_view(batch)

@@ -60,6 +60,7 @@ def process_planner_batch(
             chunk_size=services.settings.planner_chunk_size,
             keep_going=keep_going,
             now=services.clock.now(),
+            quota=services.quota,
         )
         logger.info(
             "batch planned" if result.done else "batch planning continues",

@@ -114,6 +114,7 @@ def validate_items(
     """Every item through the single send's validation; the valid ones and the errors by index."""
     valid: list[tuple[int, SendRequest, PreparedSend]] = []
     problems: list[ItemError] = []
+    resolve_relay = _remembered(context.resolve_relay)
     for index, raw in enumerate(items):
         try:
             request = SendRequest.model_validate(raw)
@@ -130,7 +131,7 @@ def validate_items(
                 trace_id=context.trace_id,
                 mode=context.mode,
                 check_sender=context.check_sender,
-                resolve_relay=context.resolve_relay,
+                resolve_relay=resolve_relay,
             )
         except (InvalidRequest, RenderError) as error:
             # The 422s of one send; anything else (a store down) is the call's 503.
@@ -138,6 +139,27 @@ def validate_items(
             continue
         valid.append((index, request, prepared))
     return valid, problems
+
+
+def _remembered(
+    resolve: Callable[[str], uuid.UUID] | None,
+) -> Callable[[str], uuid.UUID] | None:
+    """``resolve`` asked once per SMTP configuration name in this call, not once per item.
+
+    Each answer is a database read; a batch's items usually name the same
+    relay (issue 17: no per-item repeated lookups). A refusal is not kept:
+    each item that names an unknown one gets its own 422.
+    """
+    if resolve is None:
+        return None
+    known: dict[str, uuid.UUID] = {}
+
+    def resolve_once(ref: str) -> uuid.UUID:
+        if ref not in known:
+            known[ref] = resolve(ref)
+        return known[ref]
+
+    return resolve_once
 
 
 def refuse_invalid(problems: list[ItemError], total: int) -> None:

@@ -181,8 +181,14 @@ class BatchQuotaCharge:
             periods.insert(0, (self.day, client.daily_limit))
         return periods
 
-    def take_up_to(self, count: int) -> tuple[int, QuotaExceeded | None]:
-        """How many of ``count`` were counted, and the refusal of the rest (None: all were)."""
+    def take_up_to(
+        self, count: int, *, all_or_nothing: bool = False
+    ) -> tuple[int, QuotaExceeded | None]:
+        """How many of ``count`` were counted, and the refusal of the rest (None: all were).
+
+        ``all_or_nothing``: the caller gives the counted ones back on a
+        refusal, so the refusal's ``used`` is the count before this call.
+        """
         allowed = count
         counted: list[QuotaPeriod] = []
         refusal: QuotaExceeded | None = None
@@ -193,7 +199,8 @@ class BatchQuotaCharge:
                 for earlier in counted:
                     self._counter.give_back_many(self._client.id, earlier, allowed - taken)
                 if taken < allowed and refusal is None:
-                    refusal = _quota_refusal(period, limit, used, self._now)
+                    before = used - taken if all_or_nothing else used
+                    refusal = _quota_refusal(period, limit, before, self._now)
                 allowed = taken
                 counted.append(period)
                 if not allowed:
@@ -229,6 +236,29 @@ class BatchQuotaCharge:
                     "quota charge not given back; reconcile the counter",
                     extra={"client_id": str(self._client.id), "period": period.label},
                 )
+
+    def take_all(self, count: int) -> None:
+        """Count all ``count`` or none: QuotaExceeded (or DailyLimitExceeded) if they do not fit.
+
+        A bulk batch (issue 17) is refused whole, as a single send is: the
+        refusal is the one ``/v1/send`` gives, with the numbers of the
+        period that ran out.
+        """
+        taken, refusal = self.take_up_to(count, all_or_nothing=True)
+        if refusal is not None:
+            self.give_back(taken)
+            raise refusal
+
+    def give_back_earlier(self, count: int) -> None:
+        """Give back ``count`` counted by an earlier charge of this client (not this one's).
+
+        A bulk batch is charged for every inline recipient when it is
+        accepted; the planner, later, gives back those that got no message
+        (bad address, suppressed, duplicate), as a single send refused for
+        them is not counted. The current periods are the ones given back to.
+        """
+        self.counted += max(count, 0)
+        self.give_back(count)
 
     def __enter__(self) -> Self:
         return self

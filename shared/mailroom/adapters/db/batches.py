@@ -136,19 +136,37 @@ _INSERT = text(
     """
 )
 
-# The chunk statement. ``input`` is the chunk's recipients that passed the
-# address check; ``issues`` those that did not (malformed lines, bad
-# addresses). Suppressed addresses are screened here, against the same
+# The chunk's staging table: one per transaction (dropped at its commit or
+# rollback), filled by COPY. PostgreSQL reads COPY's text rows about three
+# times faster than the same rows as one JSON array through
+# jsonb_to_recordset (19 ms against 62 ms for 5,000 recipients, issue 17).
+_STAGING = (
+    "CREATE TEMPORARY TABLE planner_input "
+    "(i integer, h text, a text, p jsonb, m jsonb) ON COMMIT DROP"
+)
+_COPY = "COPY planner_input (i, h, a, p, m) FROM STDIN"
+
+# The chunk statement. ``planner_input`` holds the chunk's recipients that
+# passed the address check; ``issues`` those that did not (malformed lines,
+# bad addresses). Suppressed addresses are screened here, against the same
 # entries a single send is screened against.
+#
+# No ``accepted`` event per message (issue 17): the batch row records the
+# acceptance of all of them (created_at, started_at, planned), and the
+# events table, with the outbox trigger behind it, was half of a chunk's
+# time. What read that event reads batch messages without it: the quota's
+# count (``count_accepted``), the message's history (an ``accepted`` entry
+# at the row's ``created_at``) and outbound webhooks (a batch message has
+# no ``email.queued``; docs/webhooks.md).
 _PLAN_CHUNK = text(
     """
-    WITH input AS (
-        SELECT * FROM jsonb_to_recordset(CAST(:recipients AS jsonb))
-            AS r(i integer, h text, a text, p jsonb, m jsonb)
+    WITH input AS MATERIALIZED (
+        SELECT * FROM planner_input
     ), blocked AS (
         SELECT DISTINCT ON (s.address) s.address, s.reason
         FROM suppressions AS s
-        WHERE s.address = ANY(CAST(:addresses AS text[]))
+        -- An array, not a join: the index on suppressions.address finds each one.
+        WHERE s.address = ANY(ARRAY(SELECT a FROM input))
           AND (s.client_id IS NULL OR s.client_id = CAST(:client_id AS uuid))
           AND (s.expires_at IS NULL OR s.expires_at > now())
           AND (NOT s.is_test OR :is_test)
@@ -178,9 +196,6 @@ _PLAN_CHUNK = text(
     ), recipient_rows AS (
         INSERT INTO message_recipients (message_id, address, kind)
         SELECT id, a, 'to' FROM written
-    ), accepted_events AS (
-        INSERT INTO message_events (message_id, type, detail)
-        SELECT id, 'accepted', CAST(:detail AS jsonb) FROM written
     ), issue_rows AS (
         INSERT INTO batch_issues (batch_id, batch_index, status, address, line, reason)
         SELECT CAST(:batch_id AS uuid), x.i, x.status, x.address, x.line, x.reason
@@ -214,7 +229,8 @@ _PLAN_CHUNK = text(
             updated_at = now()
         WHERE id = CAST(:batch_id AS uuid)
     )
-    SELECT id, batch_index FROM written ORDER BY batch_index
+    -- One row of ids, not a row per message: pg8000 decodes rows one by one.
+    SELECT coalesce(string_agg(CAST(id AS text), ',' ORDER BY batch_index), '') FROM written
     """
 )
 
@@ -343,36 +359,33 @@ class SqlBatchRepository:
     def plan_chunk(
         self,
         batch: Batch,
-        recipients: Sequence[PlannedRecipient],
+        recipients: StagedRecipients,
         issues: Sequence[Issue],
         *,
         plan_records: int,
         plan_offset: int,
         plan_line: int,
-    ) -> list[tuple[uuid.UUID, int]]:
-        """Write one chunk and move the cursor past it; the (message id, index) written."""
+    ) -> list[uuid.UUID]:
+        """Write one chunk and move the cursor past it; the ids of its messages, in index order."""
         content = batch.content
         # Not waiting for the WAL flush: a chunk lost to a server crash is
         # lost with the cursor that covers it (one transaction), so the next
         # run writes it again; at worst the worker is handed ids that no row
         # has (it skips them) and the rewritten rows are enqueued anew.
         self._session.execute(_ASYNC_COMMIT)
-        rows = self._session.execute(
+        self._session.execute(text(_STAGING))
+        if recipients.count:
+            # pg8000's COPY, on the session's own connection (in its transaction).
+            driver = self._session.connection().connection.driver_connection
+            assert driver is not None  # a checked-out connection has its driver's
+            cursor = driver.cursor()
+            try:
+                cursor.execute(_COPY, stream=[recipients.rows])
+            finally:
+                cursor.close()
+        ids = self._session.execute(
             _PLAN_CHUNK,
             {
-                "recipients": json.dumps(
-                    [
-                        {
-                            "i": r.index,
-                            "h": r.header_value,
-                            "a": r.bare,
-                            "p": r.props,
-                            "m": r.metadata,
-                        }
-                        for r in recipients
-                    ]
-                ),
-                "addresses": text_array(sorted({r.bare for r in recipients})),
                 "issues": json.dumps(
                     [
                         {
@@ -399,13 +412,12 @@ class SqlBatchRepository:
                 "props": json.dumps(content.get("props") or {}),
                 "metadata": json.dumps(content.get("metadata") or {}),
                 "options": json.dumps(content.get("resolved_options") or {}),
-                "detail": json.dumps({"trace_id": batch.trace_id, "batch_id": str(batch.id)}),
                 "plan_records": plan_records,
                 "plan_offset": plan_offset,
                 "plan_line": plan_line,
             },
-        ).all()
-        return [(_uuid(message_id), int(index)) for message_id, index in rows]
+        ).scalar_one()
+        return [uuid.UUID(message_id) for message_id in ids.split(",")] if ids else []
 
     def unenqueued(
         self, batch_id: uuid.UUID, after_index: int, limit: int
@@ -591,6 +603,42 @@ class SqlBatchRepository:
 _SETTABLE = frozenset(
     {"started_at", "finished_at", "cancelled_at", "error", "plan_done", "total", "released_at"}
 )
+
+
+# COPY's text format: these four would end or split a field; nothing else is special.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_field(value: str) -> str:
+    """``value`` as one field of a COPY text row."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class StagedRecipients:
+    """A chunk's planned recipients as ``plan_chunk`` sends them (COPY text rows)."""
+
+    count: int
+    rows: bytes
+
+
+def stage(recipients: Sequence[PlannedRecipient]) -> StagedRecipients:
+    """The recipients as COPY text rows of (index, header value, bare address, props, metadata).
+
+    Built apart from ``plan_chunk`` so the planner can build the next
+    chunk's while this one is being written.
+    """
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    rows = "".join(
+        [
+            f"{r.index}\t{copy_field(r.header_value)}\t{copy_field(r.bare)}\t"
+            f"{copy_field(dumps(r.props))}\t{copy_field(dumps(r.metadata))}\n"
+            for r in recipients
+        ]
+    )
+    return StagedRecipients(len(recipients), rows.encode())
 
 
 def _batch(row: Any) -> Batch:

@@ -1,0 +1,77 @@
+"""Produce the next item of an iterator on a thread while the caller uses this one.
+
+The planner (issue 17) reads and checks a chunk of recipients in Python and
+then waits for PostgreSQL to write it; one after the other, the machine's
+second core idles half the time. With the next chunk read ahead, the
+database's wait (pg8000 releases the GIL while it waits on its socket) and
+the next chunk's address checks overlap.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# How long the producer waits for room before it looks at the stop flag again.
+_POLL_SECONDS = 0.1
+
+
+class _Finished:
+    """The producer's last word: the iterator ended, or raised ``error``."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+@contextmanager
+def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[Iterator[T]]:
+    """``items``, with up to ``depth`` produced ahead of the one being used.
+
+    The producer's exception is raised in the caller at the item it failed
+    on. Leaving the ``with`` early (the caller stopped, or raised) stops the
+    producer after the item it is producing and waits for it, so nothing of
+    ``items`` runs after the ``with``.
+    """
+    ready: queue.Queue[T | _Finished] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: T | _Finished) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            put(_Finished(error))
+            return
+        put(_Finished())
+
+    def consume() -> Iterator[T]:
+        while True:
+            item = ready.get()
+            if isinstance(item, _Finished):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+
+    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    producer.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        producer.join()
