@@ -61,8 +61,11 @@ def _upload(client: AdminClient, args: argparse.Namespace) -> Any:
         if raw is not None:
             body[field] = json.loads(raw) if part.endswith(".json") else raw
     meta = _read(folder / "meta.json", required=False)
-    if meta is not None and "bulk" in json.loads(meta):
-        body["bulk"] = json.loads(meta)["bulk"]
+    if meta is not None:
+        # What a file template's meta.json says travels with its upload.
+        for key in ("bulk", "tracking"):
+            if key in json.loads(meta):
+                body[key] = json.loads(meta)[key]
     return client.request("POST", "/admin/templates" + _for_client(args), body)
 
 

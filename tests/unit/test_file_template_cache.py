@@ -80,3 +80,31 @@ def test_a_meta_json_that_could_be_misread_is_an_invalid_template(
     # THEN reading the template says what is wrong instead of sending without the flag
     with pytest.raises(InvalidTemplate, match=problem):
         FileTemplateStore(tmp_path).get("hello")
+
+
+def test_meta_json_gives_a_tracking_default(tmp_path: Path) -> None:
+    # GIVEN a file template whose meta.json tracks opens and not clicks
+    folder = _template(tmp_path)
+    (folder / "meta.json").write_text('{"tracking": {"opens": true, "clicks": false}}')
+    # THEN the template carries that default (issue 21)
+    assert FileTemplateStore(tmp_path).get("hello").tracking == (
+        ("clicks", False),
+        ("opens", True),
+    )
+
+
+@pytest.mark.parametrize(
+    ("tracking", "problem"),
+    [
+        ('{"open": true}', "unknown field 'open'"),
+        ('{"opens": "yes"}', "must be true or false"),
+        ("true", "must be a dict"),
+    ],
+)
+def test_a_tracking_default_that_could_be_misread_is_an_invalid_template(
+    tmp_path: Path, tracking: str, problem: str
+) -> None:
+    folder = _template(tmp_path)
+    (folder / "meta.json").write_text('{"tracking": ' + tracking + "}", encoding="utf-8")
+    with pytest.raises(InvalidTemplate, match=problem):
+        FileTemplateStore(tmp_path).get("hello")

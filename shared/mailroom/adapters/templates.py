@@ -46,6 +46,7 @@ from mailroom.domain.templates import (
 )
 from mailroom.domain.templates import TemplateSource as TemplateSource
 from mailroom.domain.tenancy import AuditEntry
+from mailroom.domain.tracking import tracking_default
 
 if TYPE_CHECKING:
     # The renderer's machinery (jinja2, the sandbox, css-inline: ~50-100 ms of
@@ -214,6 +215,7 @@ class FileTemplateStore(TemplateStore):
             sample_props=_read_json(name, folder / "sample.json"),
             schema=_read_json(name, folder / "schema.json"),
             bulk=bool(meta.get("bulk", False)),
+            tracking=tracking_default(meta.get("tracking"), f"template '{name}'"),
         )
 
     def versions(self, *, client_id: uuid.UUID | None = None) -> list[TemplateVersion]:

@@ -94,6 +94,9 @@ class Queue:
     # uses, and a provider order; stored only, not yet used by the worker.
     smtp_config_id: uuid.UUID | None = None
     provider_order: list[str] | None = None
+    # Issue 21: open and click tracking for its mail, under the template's
+    # and the send's own choice; None: no default.
+    tracking: tuple[tuple[str, bool], ...] | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailroom.domain.errors import InvalidProps, InvalidTemplate
 from mailroom.domain.model import RenderedEmail
+from mailroom.domain.tracking import tracking_default
 
 if TYPE_CHECKING:
     from jsonschema import ValidationError
@@ -34,7 +35,7 @@ def is_valid_template_name(name: str) -> bool:
 
 
 # What a file template's ``meta.json`` may hold, and each value's type.
-TEMPLATE_META_FIELDS: dict[str, type] = {"bulk": bool}
+TEMPLATE_META_FIELDS: dict[str, type] = {"bulk": bool, "tracking": dict}
 
 
 def check_template_meta(name: str, meta: dict[str, Any]) -> None:
@@ -54,6 +55,11 @@ def check_template_meta(name: str, meta: dict[str, Any]) -> None:
             raise InvalidTemplate(
                 f"template '{name}': meta.json field {key!r} must be a {kind.__name__}"
             )
+        if key == "tracking":
+            try:
+                tracking_default(value, f"template '{name}': meta.json")
+            except ValueError as error:
+                raise InvalidTemplate(str(error)) from None
 
 
 # Gmail clips messages whose HTML is larger than this ("[Message clipped]").
@@ -82,6 +88,9 @@ class TemplateSource:
     # one-click unsubscribe, as ``"bulk": true`` on the send does. A file
     # template says so in ``meta.json``; an upload in its ``bulk`` field.
     bulk: bool = False
+    # Issue 21: open and click tracking for its sends, under what a send
+    # asks (``meta.json``'s ``tracking`` or an upload's); None: no default.
+    tracking: tuple[tuple[str, bool], ...] | None = None
 
     @property
     def shared(self) -> bool | None:

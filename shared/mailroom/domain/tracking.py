@@ -68,6 +68,43 @@ class TrackingChoice:
 NO_TRACKING = TrackingChoice()
 
 
+TRACKING_KEYS = ("opens", "clicks")
+TrackingPairs = tuple[tuple[str, bool], ...]
+
+
+def tracking_default(value: Any, where: str) -> TrackingPairs | None:
+    """A stored tracking default (a queue's, a template's) as pairs; ValueError if malformed.
+
+    ``{"opens": bool, "clicks": bool}``, either key optional; None or ``{}``: none.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: tracking must be an object with opens and/or clicks")
+    pairs = []
+    for key, flag in value.items():
+        if key not in TRACKING_KEYS:
+            raise ValueError(f"{where}: tracking has an unknown field {key!r} (opens, clicks)")
+        if not isinstance(flag, bool):
+            raise ValueError(f"{where}: tracking.{key} must be true or false")
+        pairs.append((key, flag))
+    return tuple(sorted(pairs)) or None
+
+
+def layered(*layers: TrackingPairs | None) -> TrackingPairs | None:
+    """Tracking choices stacked, each key of a later layer overriding (both ways) an earlier one.
+
+    The order is queue, template, message (issue 21): the message's own
+    ``tracking`` has the last word, then its template's, then its queue's,
+    and the service's default (``resolve_choice``) fills what none says.
+    """
+    merged: dict[str, bool] = {}
+    for layer in layers:
+        if layer:
+            merged.update(layer)
+    return tuple(sorted(merged.items())) or None
+
+
 def resolve_choice(
     requested: dict[str, Any] | None, default: TrackingChoice = NO_TRACKING
 ) -> TrackingChoice:

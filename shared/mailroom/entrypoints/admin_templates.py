@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from mailroom.bootstrap import Services
-from mailroom.domain.commands import MAX_VERSION, TEMPLATE_NAME_PATTERN
+from mailroom.domain.commands import MAX_VERSION, TEMPLATE_NAME_PATTERN, TrackingRequest
 from mailroom.domain.templates import LintWarning
 from mailroom.domain.tenancy import Actor
 from mailroom.entrypoints.observability import logger
@@ -52,6 +52,13 @@ class TemplateUpload(BaseModel):
             "Bulk or marketing mail: every send using this version carries RFC 8058 "
             'one-click unsubscribe, as `"bulk": true` on the send does (one recipient '
             'per send; a send\'s `"bulk": false` cannot turn it off).'
+        ),
+    )
+    tracking: TrackingRequest | None = Field(
+        default=None,
+        description=(
+            "Open and click tracking for every send of this version (issue 21), over its "
+            "queue's default and under a send's own `tracking`, each key both ways."
         ),
     )
 
@@ -146,6 +153,7 @@ def upload_answer(
         owner=owner,
         actor=actor,
         bulk=template.bulk,
+        tracking=None if template.tracking is None else (template.tracking.as_pairs() or None),
     )
     logger.info("template uploaded", extra={"template": uploaded.name, "version": uploaded.version})
     view = UploadedView(

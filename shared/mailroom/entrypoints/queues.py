@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailroom.bootstrap import Services
+from mailroom.domain.commands import TrackingRequest
 from mailroom.domain.queues import (
     EXAMPLE_RETRY_DELAYS,
     MAX_PRIORITY,
@@ -96,6 +97,11 @@ class QueueCreate(BaseModel):
         description="The providers its mail tries, in order, instead of the client's order "
         "(names of the service's configured providers); null: the client's.",
     )
+    tracking: TrackingRequest | None = Field(
+        default=None,
+        description="Open and click tracking for its mail (issue 21), under its template's "
+        "default and a send's own `tracking`, each key overriding both ways; null: none.",
+    )
 
 
 class QueueUpdate(BaseModel):
@@ -111,6 +117,7 @@ class QueueUpdate(BaseModel):
     bulk: bool | None = None
     smtp_config_id: uuid.UUID | None = None
     provider_order: ProviderOrder | None = None
+    tracking: TrackingRequest | None = None
 
 
 class QueueView(BaseModel):
@@ -125,6 +132,7 @@ class QueueView(BaseModel):
     state: QueueState
     smtp_config_id: uuid.UUID | None
     provider_order: list[str] | None
+    tracking: dict[str, bool] | None = Field(description="null: no tracking default")
     created_at: datetime | None
     updated_at: datetime | None
 
@@ -179,6 +187,7 @@ def queue_view(queue: Queue) -> QueueView:
         state=queue.state,
         smtp_config_id=queue.smtp_config_id,
         provider_order=queue.provider_order,
+        tracking=None if queue.tracking is None else dict(queue.tracking),
         created_at=queue.created_at,
         updated_at=queue.updated_at,
     )
@@ -232,6 +241,7 @@ def queue_routes(services: ServicesProvider) -> Router:
                 bulk=body.bulk,
                 smtp_config_id=body.smtp_config_id,
                 provider_order=_checked_order(active, body.provider_order),
+                tracking=None if body.tracking is None else (body.tracking.as_pairs() or None),
             ),
         )
         logger.info("queue created", extra={"queue_id": str(created.id)})
@@ -300,8 +310,12 @@ def queue_routes(services: ServicesProvider) -> Router:
                 "max_retries",
                 "retry_delays",
                 "provider_order",
+                "tracking",
             )
         }
+        if "tracking" in changes:
+            given = body.tracking
+            changes["tracking"] = None if given is None else (given.as_pairs() or None)
         if "provider_order" in changes:
             _checked_order(active, changes["provider_order"])
         updated = queues.update_queue(active.uow(), client_id(active), queue_id, changes)

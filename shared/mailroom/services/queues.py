@@ -44,6 +44,7 @@ from mailroom.domain.queues import (
     check_retry_delays,
 )
 from mailroom.domain.reputation import THROTTLE_PER_MINUTE, ReputationState
+from mailroom.domain.tracking import layered
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +364,10 @@ def apply_placement(message: Message, placement: Placement) -> None:
     single = len(message.to) == 1 and not message.cc and not message.bcc
     if placement.queue.bulk and not message.options.bulk and single:
         message.options = replace(message.options, bulk=True)
+    if placement.queue.tracking:
+        # Under the template's default and the send's choice (issue 21).
+        tracking = layered(placement.queue.tracking, message.options.tracking)
+        message.options = replace(message.options, tracking=tracking)
     if placement.queue.smtp_config_id is not None and message.options.smtp_config_id is None:
         message.options = replace(
             message.options, smtp_config_id=str(placement.queue.smtp_config_id)

@@ -44,6 +44,7 @@ from mailroom.domain.sandbox import sandbox_fields, simulated_suppressions
 from mailroom.domain.scheduling import normalise_send_time, queue_delay_seconds
 from mailroom.domain.templates import TemplateSource
 from mailroom.domain.tenancy import KeyKind
+from mailroom.domain.tracking import layered
 from mailroom.services import idempotency, queues, suppression
 from mailroom.services.quotas import BatchQuotaCharge
 from mailroom.services.templates import check_props
@@ -223,6 +224,7 @@ def prepare_send(
             one_recipient=len(request.to) == 1 and not request.cc and not request.bcc,
         )
         template_name, subject = request.template, request.subject
+        template_tracking = source.tracking
         # The uploaded version the trial render checked, and whose it is: the
         # worker renders exactly that, whatever is uploaded in between.
         version, shared = source.version, source.shared
@@ -234,6 +236,7 @@ def prepare_send(
         # The subject is part of the content, rendered by the worker.
         template_name, subject, version, shared = content.template_name, None, None, None
         bulk = request.bulk
+        template_tracking = None
     message = Message(
         id=uuid.uuid4(),
         client_id=client.id,
@@ -257,7 +260,11 @@ def prepare_send(
             campaign=request.campaign,
             unsubscribe_url=request.unsubscribe_url,
             smtp_config_id=relay_id,
-            tracking=None if request.tracking is None else request.tracking.as_pairs(),
+            # The template's default under the send's own choice (issue 21);
+            # the queue's goes under both when the message is placed.
+            tracking=layered(
+                template_tracking, None if request.tracking is None else request.tracking.as_pairs()
+            ),
         ),
         status=MessageStatus.SCHEDULED if timing.deferred else MessageStatus.QUEUED,
         scheduled_at=timing.scheduled_at,

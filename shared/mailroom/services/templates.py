@@ -76,6 +76,7 @@ def upload_template(
     owner: uuid.UUID | None = None,
     actor: Actor = SYSTEM_ACTOR,
     bulk: bool = False,
+    tracking: tuple[tuple[str, bool], ...] | None = None,
 ) -> UploadedTemplate:
     """Compile, check and store a new version; nothing is stored if any check fails.
 
@@ -104,6 +105,7 @@ def upload_template(
         schema=schema,
         owner=owner,
         bulk=bulk,
+        tracking=tracking,
     )
     renderer.prepare(source)
     rendered = None

@@ -24,6 +24,7 @@ from mailroom.adapters.db.tables import MessageRow, QueueRow
 from mailroom.domain.errors import QueueNameTaken
 from mailroom.domain.model import MessageStatus
 from mailroom.domain.queues import DEFAULT_QUEUE_NAME, Queue, QueueState
+from mailroom.domain.tracking import tracking_default
 
 UNSENT = (MessageStatus.QUEUED.value, MessageStatus.SENDING.value, MessageStatus.HELD.value)
 
@@ -84,6 +85,7 @@ def _queue(row: QueueRow) -> Queue:
         state=QueueState(row.state),
         smtp_config_id=row.smtp_config_id,
         provider_order=row.provider_order,
+        tracking=tracking_default(row.tracking, f"queue {row.name}"),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -100,6 +102,7 @@ def _values(queue: Queue) -> dict[str, Any]:
         "state": queue.state.value,
         "smtp_config_id": queue.smtp_config_id,
         "provider_order": queue.provider_order,
+        "tracking": None if queue.tracking is None else dict(queue.tracking),
     }
 
 

@@ -223,6 +223,8 @@ class QueueRow(Base):
     # as the smtp_configs table is not in this branch.
     smtp_config_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     provider_order: Mapped[list[str] | None] = mapped_column(JSONB)
+    # Issue 21: {"opens": bool, "clicks": bool} (either) for its mail; NULL: none.
+    tracking: Mapped[dict[str, bool] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # Held mail is left to release (resume, drain): the scheduler's pass
@@ -560,6 +562,8 @@ class TemplateVersionRow(Base):
     # Sends using this version are bulk mail: one-click unsubscribe (issue 16).
     # (The ``text`` column above shadows sqlalchemy's text() in this body.)
     bulk: Mapped[bool] = mapped_column(Boolean, server_default=_SQL_FALSE)
+    # Issue 21: its sends' tracking default ({"opens", "clicks"}); NULL: none.
+    tracking: Mapped[dict[str, bool] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

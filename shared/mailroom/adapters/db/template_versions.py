@@ -26,6 +26,7 @@ from mailroom.domain.templates import (
     TemplateSummary,
     TemplateVersion,
 )
+from mailroom.domain.tracking import tracking_default
 
 # Two uploads of one name at once compute the same next number; the loser of
 # the unique index's race simply takes the next one.
@@ -80,6 +81,7 @@ class SqlTemplateStore(TemplateStore):
             version=row.version,
             owner=row.client_id,
             bulk=row.bulk,
+            tracking=tracking_default(row.tracking, f"template {row.name}"),
         )
 
     def add_version(
@@ -106,6 +108,7 @@ class SqlTemplateStore(TemplateStore):
                 props_schema=source.schema,
                 sample_props=source.sample_props,
                 bulk=source.bulk,
+                tracking=None if source.tracking is None else dict(source.tracking),
             )
             .returning(_T.version)
         )
