@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from mailroom.adapters.providers.base import EmailProvider
     from mailroom.adapters.providers.dkim_signing import DkimKeyCache
     from mailroom.adapters.webhook_sender import WebhookSender
+    from mailroom.domain.model import Message, RenderedEmail
     from mailroom.domain.outgoing_headers import SenderPolicy
     from mailroom.services.batches import BatchLimits
     from mailroom.services.delivery import HtmlRewriter
@@ -136,10 +137,18 @@ class Services:
         config = self.tracking_config
         if not config.base_url or self.tracking_store is None:
             return None
+        from mailroom.services.sending_domains import TrackingHosts
         from mailroom.services.tracking import tracked_email
 
         store = self.tracking_store
-        return lambda message, rendered: tracked_email(store, config, message, rendered)
+        # A client's own tracking host for its verified domain (issue 21).
+        hosts = TrackingHosts(self.uow, ttl_seconds=self.settings.dkim_key_cache_seconds)
+
+        def rewrite(message: Message, rendered: RenderedEmail) -> RenderedEmail:
+            base = hosts.base_url_for(message.client_id, message.from_address)
+            return tracked_email(store, config, message, rendered, base_url=base)
+
+        return rewrite
 
     # Issue 20: sends are routed through the client's queues, and the worker
     # gates its claims on them. Only on PostgreSQL (bootstrap without a
@@ -528,6 +537,7 @@ def domain_policy(settings: Settings) -> DomainPolicy:
             spf_include=settings.spf_include or ("amazonses.com" if ses_first else ""),
             return_path_host=settings.bounce_mx_host,
             dmarc_report_address=settings.dmarc_report_address,
+            tracking_target=settings.tracking_cname_target,
         ),
         keyring=settings.secret_keyring,
         ed25519=settings.dkim_ed25519,

@@ -219,6 +219,13 @@ class Settings(BaseSettings):
         return (self.tracking_base_url or self.public_base_url).rstrip("/")
 
     @property
+    def tracking_cname_target(self) -> str:
+        """The host clients' tracking hosts are CNAMEs of: the tracking base URL's."""
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.tracking_base).hostname or ""
+
+    @property
     def tracking_excluded(self) -> frozenset[str]:
         names = (
             name.strip().rstrip(".").lower() for name in self.tracking_excluded_domains.split(",")

@@ -20,6 +20,7 @@ from devstack import demo_client
 from mailroom.adapters.db.unit_of_work import Database
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
+from mailroom.domain.model import RenderedEmail
 from mailroom.domain.sealed_secrets import SecretKeyring
 from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import create_api, send_routes
@@ -533,3 +534,75 @@ def test_make_dev_verifies_the_demo_clients_default_from_domain(
     assert smtp_sink.received[-1].data.startswith(b"DKIM-Signature: ")
     status, listed = stack.call("GET", "/v1/domains", client)
     assert [(d["domain"], d["status"]) for d in listed["domains"]] == [("example.com", "verified")]
+
+
+def test_a_clients_own_tracking_host_is_used_once_its_cname_is_found(
+    database: Database, redis_url: str, local_dns: LocalDns, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN tracking on the service's host, and a client with a verified domain
+    url = database.engine.url.render_as_string(hide_password=False)
+    stack = Stack(
+        url,
+        redis_url,
+        local_dns,
+        smtp_host=smtp_sink.host,
+        smtp_port=smtp_sink.port,
+        tracking_base_url="https://t.mailroom.test",
+    )
+    client = stack.client()
+    status, domain = stack.call("POST", "/v1/domains", client, {"domain": "shop.example"})
+    assert status == 201, domain
+    publish_all(local_dns, domain)
+    status, verified = stack.call("POST", f"/v1/domains/{domain['id']}/verify", client)
+    assert verified["status"] == "verified", verified
+    path = f"/v1/domains/{domain['id']}/tracking-host"
+    # WHEN it names a host outside the domain, THEN 422 and nothing changes
+    status, refused = stack.call("PUT", path, client, {"host": "links.other.example"})
+    assert (status, refused["error"]["code"]) == (422, "invalid_domain"), refused
+    # WHEN it names links.shop.example
+    status, named = stack.call("PUT", path, client, {"host": "Links.Shop.Example"})
+    assert status == 200, named
+    (cname,) = [r for r in named["records"] if r["purpose"] == "tracking"]
+    assert (cname["type"], cname["name"], cname["value"]) == (
+        "CNAME",
+        "links.shop.example",
+        "t.mailroom.test",
+    )
+    assert named["tracking_host_ready"] is False
+
+    def tracked_html() -> str:
+        body = {
+            "template": "welcome",
+            "from": "Shop <news@shop.example>",
+            "to": ["ada@example.org"],
+            "props": PROPS,
+            "tracking": {"clicks": True, "opens": True},
+        }
+        status, accepted = stack.call("POST", "/v1/send", client, body)
+        assert status == 202, accepted
+        with stack.services.uow() as uow:
+            message = uow.messages.get(uuid.UUID(accepted["id"]))
+        assert message is not None
+        rewrite = stack.services.tracking_rewriter
+        assert rewrite is not None
+        html = '<p><a href="https://shop.example/offer">Offer</a></p>'
+        return rewrite(message, RenderedEmail(subject="Hi", html=html, text="Hi")).html
+
+    # THEN until its CNAME is found, tracked links keep the service's host
+    assert "https://t.mailroom.test/c/" in tracked_html()
+    # WHEN the CNAME is published and a check finds it
+    local_dns.publish("CNAME", cname["name"], cname["value"])
+    status, checked = stack.call("POST", f"/v1/domains/{domain['id']}/verify", client)
+    assert checked["tracking_host_ready"] is True, checked
+    # THEN tracked links and the pixel of its new mail use the client's own host
+    # (a new worker's cache: the old one kept its answer for DKIM_KEY_CACHE_SECONDS)
+    del stack.services.__dict__["tracking_rewriter"]
+    html = tracked_html()
+    assert "https://links.shop.example/c/" in html
+    assert "https://links.shop.example/t/" in html
+    assert "t.mailroom.test" not in html
+    # AND removing it gives the service's host back
+    status, dropped = stack.call("DELETE", path, client)
+    assert (status, dropped["tracking_host"]) == (200, None)
+    del stack.services.__dict__["tracking_rewriter"]
+    assert "https://t.mailroom.test/c/" in tracked_html()

@@ -43,6 +43,8 @@ class RecordPurpose(StrEnum):
     RETURN_PATH = "return_path"
     DMARC = "dmarc"
     SES_DKIM = "ses_dkim"
+    # Issue 21: the client's own tracking host, a CNAME to the tracking endpoint.
+    TRACKING = "tracking"
 
 
 class CheckResult(StrEnum):
@@ -96,6 +98,24 @@ class SendingDomain:
     last_checked_at: datetime | None = None
     verified_at: datetime | None = None
     created_at: datetime | None = None
+    # Issue 21: a host under this domain (``links.example.com``) whose CNAME
+    # points at the tracking endpoint; tracked links in this domain's mail use
+    # it once the CNAME is found (``tracking_ready``).
+    tracking_host: str | None = None
+
+    @property
+    def tracking_ready(self) -> bool:
+        """Whether tracked links may use ``tracking_host``: verified, and its CNAME found."""
+        return (
+            self.tracking_host is not None
+            and self.status is DomainStatus.VERIFIED
+            and any(
+                check.get("purpose") == RecordPurpose.TRACKING.value
+                and check.get("name") == self.tracking_host
+                and check.get("result") == CheckResult.FOUND.value
+                for check in self.checks
+            )
+        )
 
     @property
     def published_keys(self) -> list[DkimKey]:
@@ -169,6 +189,9 @@ class PublishingPlan:
     spf_include: str  # e.g. "amazonses.com" or the relay's SPF domain; "" for none
     return_path_host: str  # the inbound host bounces.<domain> points at
     dmarc_report_address: str = ""
+    # The host a client's tracking host is a CNAME of (the tracking base
+    # URL's); "" when tracking is not configured.
+    tracking_target: str = ""
 
 
 def records_for(domain: SendingDomain, plan: PublishingPlan) -> list[DnsRecord]:
@@ -212,7 +235,32 @@ def records_for(domain: SendingDomain, plan: PublishingPlan) -> list[DnsRecord]:
     records.append(
         DnsRecord("TXT", f"_dmarc.{domain.domain}", dmarc, RecordPurpose.DMARC, required=False)
     )
+    if domain.tracking_host and plan.tracking_target:
+        records.append(
+            DnsRecord(
+                "CNAME",
+                domain.tracking_host,
+                plan.tracking_target,
+                RecordPurpose.TRACKING,
+                required=False,
+            )
+        )
     return records
+
+
+def tracking_host_of(domain: SendingDomain, raw: str) -> str:
+    """``raw`` as a tracking host under ``domain`` (A-labels), or InvalidDomain (422).
+
+    A proper subdomain: DNS allows no CNAME at a zone's apex, where the
+    domain's MX and TXT records live.
+    """
+    host = normalise_domain(raw)
+    if not host.endswith("." + domain.domain):
+        problem = (
+            f"the tracking host must be a name under {domain.domain}, e.g. links.{domain.domain}"
+        )
+        raise InvalidDomain(problem, details=[{"field": "host", "message": problem}])
+    return host
 
 
 def record_matches(record: DnsRecord, answers: list[str]) -> bool:

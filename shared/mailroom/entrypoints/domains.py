@@ -63,6 +63,25 @@ class DomainView(BaseModel):
     last_checked_at: datetime | None
     verified_at: datetime | None
     created_at: datetime | None
+    tracking_host: str | None = Field(
+        default=None,
+        description="Issue 21: the client's own host for tracked links, under this domain.",
+    )
+    tracking_host_ready: bool = Field(
+        default=False,
+        description="Its CNAME was found at the last check: tracked links use it now.",
+    )
+
+
+class TrackingHostRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(
+        min_length=1,
+        max_length=253,
+        description="A name under the domain, e.g. links.example.com, whose CNAME points at "
+        "the tracking endpoint (the record to publish is in the answer's records).",
+    )
 
 
 class VerificationView(DomainView):
@@ -100,6 +119,8 @@ def domain_view(services: Services, domain: SendingDomain) -> DomainView:
         last_checked_at=domain.last_checked_at,
         verified_at=domain.verified_at,
         created_at=domain.created_at,
+        tracking_host=domain.tracking_host,
+        tracking_host_ready=domain.tracking_ready,
     )
 
 
@@ -191,6 +212,14 @@ class _Operations:
         )
         return domain_view(active, domain)
 
+    def set_tracking_host(
+        self, client_id: uuid.UUID | None, raw_id: str, host: str | None
+    ) -> DomainView:
+        domain = domains.set_tracking_host(
+            self.services.uow(), client_id, parse_domain_id(raw_id), host, actor=self.actor
+        )
+        return domain_view(self.services, domain)
+
     def retire(self, client_id: uuid.UUID | None, raw_id: str) -> DomainView:
         domain = domains.retire_previous_keys(
             self.services.uow(), client_id, parse_domain_id(raw_id), actor=self.actor
@@ -270,6 +299,41 @@ def domain_routes(services: ServicesProvider) -> Router:
     def verify(domain_id: Annotated[str, DOMAIN_ID]) -> VerificationView:
         ops, client_id = me()
         return ops.verify(client_id, domain_id)
+
+    @router.put(
+        "/v1/domains/<domain_id>/tracking-host",
+        summary="Use a host of the client's own for this domain's tracked links",
+        description=(
+            "Tracked links and the pixel of mail from this domain use https://<host> once "
+            "the domain is verified and the host's CNAME (in `records`, purpose `tracking`) "
+            "is found by a check (`POST …/verify` or the hourly re-check); until then the "
+            "service's own tracking host. The API's custom domain must serve the host too."
+        ),
+        responses=answers(
+            200,
+            "The domain, with the CNAME to publish",
+            DomainView,
+            errors={**_NOT_FOUND, 422: "validation_error, invalid_domain (not under the domain)"},
+        ),
+        tags=TAGS,
+        security=security,
+    )
+    def set_tracking_host(
+        domain_id: Annotated[str, DOMAIN_ID], request: Annotated[TrackingHostRequest, Body()]
+    ) -> DomainView:
+        ops, client_id = me()
+        return ops.set_tracking_host(client_id, domain_id, request.host)
+
+    @router.delete(
+        "/v1/domains/<domain_id>/tracking-host",
+        summary="Stop using a tracking host of the client's own for this domain",
+        responses=answers(200, "The domain", DomainView, errors=_NOT_FOUND),
+        tags=TAGS,
+        security=security,
+    )
+    def drop_tracking_host(domain_id: Annotated[str, DOMAIN_ID]) -> DomainView:
+        ops, client_id = me()
+        return ops.set_tracking_host(client_id, domain_id, None)
 
     @router.post(
         "/v1/domains/<domain_id>/rotate-dkim",

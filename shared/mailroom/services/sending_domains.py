@@ -46,6 +46,7 @@ from mailroom.domain.sending_domains import (
     records_for,
     sealing_context,
     status_after_check,
+    tracking_host_of,
 )
 from mailroom.domain.tenancy import Actor, AuditEntry
 
@@ -401,7 +402,82 @@ def _summary(domain: SendingDomain) -> dict[str, Any]:
         "client_id": str(domain.client_id),
         "status": domain.status.value,
         "selectors": {key.selector: key.state.value for key in domain.keys},
+        "tracking_host": domain.tracking_host,
     }
+
+
+def set_tracking_host(
+    uow: UnitOfWork,
+    client_id: uuid.UUID | None,
+    domain_id: uuid.UUID,
+    host: str | None,
+    *,
+    actor: Actor,
+) -> SendingDomain:
+    """Name (or, with None, drop) the domain's tracking host; it is used once its CNAME is found.
+
+    The next check (``verify_domain``, or the scheduled re-check) looks the
+    CNAME up; until then tracked links keep the service's own host.
+    """
+    with uow:
+        domain = uow.sending_domains.get(domain_id, client_id)
+        if domain is None:
+            raise DomainNotFound("no such domain for this client")
+        before = _summary(domain)
+        domain.tracking_host = None if host is None else tracking_host_of(domain, host)
+        # A new host has not been seen in DNS: its old check must not count.
+        domain.checks = [c for c in domain.checks if c.get("purpose") != RecordPurpose.TRACKING]
+        uow.sending_domains.save(domain)
+        uow.audit.append(_audit(actor, "domain.tracking_host", domain, before, _summary(domain)))
+        uow.commit()
+    return domain
+
+
+class TrackingHosts:
+    """The worker's answer to "which host do this message's tracked links use?".
+
+    ``https://<tracking host>`` when the From domain is one of the sending
+    client's verified domains and its tracking host's CNAME was found at
+    the last check; otherwise None (the service's ``TRACKING_BASE_URL``).
+    Each domain is read once per ``ttl_seconds`` and process: no query per
+    message.
+    """
+
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        *,
+        ttl_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._uow = uow
+        self._ttl = ttl_seconds
+        self._clock = clock
+        # domain -> (until, owning client, its ready tracking host or None)
+        self._hosts: dict[str, tuple[float, uuid.UUID | None, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def base_url_for(self, client_id: uuid.UUID, from_address: str) -> str | None:
+        domain = from_domain(from_address)
+        if domain is None:
+            return None
+        now = self._clock()
+        with self._lock:
+            cached = self._hosts.get(domain)
+        if cached is None or cached[0] <= now:
+            with self._uow() as uow:
+                found = uow.sending_domains.by_name(domain)
+            if found is None:
+                cached = (now + self._ttl, None, None)
+            else:
+                host = found.tracking_host if found.tracking_ready else None
+                cached = (now + self._ttl, found.client_id, host)
+            with self._lock:
+                if len(self._hosts) > 10_000:
+                    self._hosts.clear()
+                self._hosts[domain] = cached
+        _, owner, host = cached
+        return f"https://{host}" if host is not None and owner == client_id else None
 
 
 def _audit(

@@ -64,7 +64,12 @@ class TrackingConfig:
 
 
 def tracked_email(
-    store: TrackingStore, config: TrackingConfig, message: Message, rendered: RenderedEmail
+    store: TrackingStore,
+    config: TrackingConfig,
+    message: Message,
+    rendered: RenderedEmail,
+    *,
+    base_url: str | None = None,
 ) -> RenderedEmail:
     """The worker's one call: ``rendered`` with tracked links and pixel, tokens stored.
 
@@ -76,7 +81,10 @@ def tracked_email(
         return rendered
     tracking = message.options.tracking
     choice = resolve_choice(None if tracking is None else dict(tracking), config.default)
-    policy = LinkPolicy(config.base_url, config.excluded_domains, message.options.unsubscribe_url)
+    # ``base_url``: the client's own tracking host, when it has one (issue 21).
+    policy = LinkPolicy(
+        base_url or config.base_url, config.excluded_domains, message.options.unsubscribe_url
+    )
     tracked = track_html(rendered.html, choice, policy)
     if not tracked.links:
         return rendered

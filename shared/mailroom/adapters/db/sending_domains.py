@@ -65,6 +65,7 @@ class SqlSendingDomainRepository(SendingDomainRepository):
                         ses_dkim_tokens=domain.ses_dkim_tokens,
                         ses_identity_created=domain.ses_identity_created,
                         checks=domain.checks,
+                        tracking_host=domain.tracking_host,
                     )
                 )
         except IntegrityError as error:
@@ -119,6 +120,7 @@ class SqlSendingDomainRepository(SendingDomainRepository):
                 checks=domain.checks,
                 last_checked_at=domain.last_checked_at,
                 verified_at=domain.verified_at,
+                tracking_host=domain.tracking_host,
                 updated_at=func.now(),
             )
         )
@@ -186,6 +188,7 @@ class SqlSendingDomainRepository(SendingDomainRepository):
                 last_checked_at=row.last_checked_at,
                 verified_at=row.verified_at,
                 created_at=row.created_at,
+                tracking_host=row.tracking_host,
             )
             for row in rows
         ]
