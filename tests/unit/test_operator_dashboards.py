@@ -30,6 +30,7 @@ def served_names() -> set[str]:
     metrics.event_ingested("bounced")
     metrics.api_request("/v1/send", "POST", 202, 0.1)
     metrics.queue_depth("send", 1, 1.0)
+    metrics.reputation_changed("paused")
     body = b"".join(
         metrics.wsgi_app()({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda *_: None)
     )
