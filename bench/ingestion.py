@@ -135,7 +135,7 @@ def report(name: str, events: int, wall: float, own: float, others: float) -> No
     )
 
 
-def feedback(batches: int) -> None:
+def feedback(batches: int, processes: int = 1) -> None:
     database = fresh_database()
     messages = sent_messages(database, 2000)
     counter = iter(range(10**9))
@@ -171,6 +171,29 @@ def feedback(batches: int) -> None:
             record_delivery_events(SqlUnitOfWork(database), events)
 
     report("feedback: SendGrid-style 50-event batches", 50 * batches, *timed(run, [pid]))
+    if processes > 1:
+        # As several webhook function instances would: each process its own
+        # connection and its share of new batches (fresh event ids), at once.
+        shares = [[batch() for _ in range(batches)] for _ in range(processes)]
+        database.dispose()
+        started = time.perf_counter()
+        children = []
+        for share in shares:
+            pid = os.fork()
+            if pid == 0:  # the child: its own engine, never the parent's connections
+                own = Database(DATABASE_URL, pool_size=1, max_overflow=0)
+                for events in share:
+                    record_delivery_events(SqlUnitOfWork(own), events)
+                own.dispose()
+                os._exit(0)
+            children.append(pid)
+        failed = sum(1 for child in children if os.waitpid(child, 0)[1] != 0)
+        wall = time.perf_counter() - started
+        total = 50 * batches * processes
+        print(
+            f"{'feedback: the same, ' + str(processes) + ' processes at once':44} "
+            f"{total:7d} events  {total / wall:8.0f}/s wall  ({failed} processes failed)"
+        )
     database.dispose()
 
 
@@ -233,9 +256,15 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--hits", type=int, default=20_000)
     parser.add_argument("--only", choices=("feedback", "tracking"))
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=4,
+        help="feedback batches also from this many processes at once (1: only the serial run)",
+    )
     args = parser.parse_args()
     if args.only in (None, "feedback"):
-        feedback(args.batches)
+        feedback(args.batches, args.processes)
     if args.only in (None, "tracking"):
         tracking(args.hits)
     return 0
