@@ -196,6 +196,25 @@ def test_duplicates_are_sent_when_the_batch_allows_them(stack: BatchStack) -> No
     assert counters(stack, batch_id)["queued"] == 2
 
 
+def test_a_batchs_tracking_choice_reaches_every_message(stack: BatchStack) -> None:
+    # GIVEN a batch asking for open and click tracking (issue 21)
+    people = [{"to": "ada@example.com"}, {"to": "bob@example.com"}]
+    batch_id = create(stack, people, tracking={"opens": True, "clicks": True})
+    # WHEN it is planned
+    stack.plan(batch_id)
+    # THEN every message carries it, as a single send's would
+    with stack.services.uow() as uow:
+        ids = [
+            row[0] for row in stack.rows("SELECT id FROM messages WHERE batch_id = :b", b=batch_id)
+        ]
+        options = [uow.messages.get(message_id) for message_id in ids]
+    assert len(options) == 2
+    assert all(
+        m is not None and dict(m.options.tracking or ()) == {"opens": True, "clicks": True}
+        for m in options
+    )
+
+
 class DyingQueue(SqsMessageQueue):
     """The real queue, but the process dies at the n-th call (before the send)."""
 

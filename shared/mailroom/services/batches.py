@@ -61,6 +61,7 @@ from mailroom.domain.model import Client, SendOptions
 from mailroom.domain.outgoing_headers import validate_caller_headers
 from mailroom.domain.scheduling import queue_delay_seconds
 from mailroom.domain.tenancy import KeyKind
+from mailroom.domain.tracking import layered
 from mailroom.services.quotas import BatchQuotaCharge
 from mailroom.services.read_ahead import read_ahead
 from mailroom.services.scheduled_batches import release_batch_if_near
@@ -155,6 +156,7 @@ def accept_batch(
             explicit="bulk" in request.model_fields_set,
             one_recipient=True,
         )
+        template_tracking = source.tracking
         # What the worker renders is pinned here, as a single send pins it.
         content["resolved_version"] = source.version
         content["resolved_shared"] = source.shared
@@ -166,18 +168,23 @@ def accept_batch(
             raise InvalidRequest("inline content is not available here: name a template")
         contents.save(inline)
         bulk = request.bulk
+        template_tracking = None
         content["template"] = inline.template_name
         content["subject"] = None
         content["resolved_version"] = None
         content["resolved_shared"] = None
     content["resolved_from"] = request.from_ or limits.default_from
-    # Headers, tags, bulk (List-Unsubscribe) and campaign, as a single send's (issue 16).
+    # Headers, tags, bulk (List-Unsubscribe) and campaign, as a single send's
+    # (issue 16); tracking, the template's default under the batch's own (issue 21).
     content["resolved_options"] = SendOptions(
         headers=validate_caller_headers(request.headers),
         tags=tuple(request.tags),
         bulk=bulk,
         campaign=request.campaign,
         unsubscribe_url=request.unsubscribe_url,
+        tracking=layered(
+            template_tracking, None if request.tracking is None else request.tracking.as_pairs()
+        ),
     ).to_document()
     upload = request.recipients_upload
     if upload:
