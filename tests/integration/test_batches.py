@@ -215,6 +215,21 @@ def test_a_batchs_tracking_choice_reaches_every_message(stack: BatchStack) -> No
     )
 
 
+def test_a_queue_or_relay_a_batch_cannot_carry_yet_is_refused_not_dropped(
+    stack: BatchStack,
+) -> None:
+    before = stack.rows("SELECT count(*) FROM batches")[0][0]
+    for field, value in (("queue", "newsletter"), ("smtp_config", "relay")):
+        status, body = stack.call(
+            "POST",
+            "/v1/batches",
+            {"template": "welcome", "recipients": [{"to": "ada@example.com"}], field: value},
+        )
+        assert status == 422, body
+        assert body["error"]["details"][0]["field"] == field
+    assert stack.rows("SELECT count(*) FROM batches")[0][0] == before
+
+
 class DyingQueue(SqsMessageQueue):
     """The real queue, but the process dies at the n-th call (before the send)."""
 

@@ -99,6 +99,10 @@ class BatchRequest(SendRequest):
     to: SkipJsonSchema[list[str]] = Field(default_factory=list)
     cc: SkipJsonSchema[list[str]] = Field(default_factory=list)
     bcc: SkipJsonSchema[list[str]] = Field(default_factory=list)
+    # Not yet carried to a batch's messages (they go through the client's
+    # default queue and relay): refused rather than silently dropped.
+    queue: SkipJsonSchema[str | None] = None
+    smtp_config: SkipJsonSchema[str | None] = None
     recipients: list[BatchRecipient] = Field(
         default_factory=list,
         max_length=MAX_INLINE_RECIPIENTS,
@@ -127,6 +131,13 @@ class BatchRequest(SendRequest):
                 "a batch's recipients go in `recipients` (or an upload), not to, cc or bcc",
                 details=[{"field": "to", "message": "not used by batches"}],
             )
+        for name in ("queue", "smtp_config"):
+            if getattr(self, name) is not None:
+                raise InvalidRequest(
+                    f"a bulk batch cannot name a {name} yet: its messages go through the "
+                    "client's default queue and relay",
+                    details=[{"field": name, "message": "not supported for batches"}],
+                )
         if self.recipients_upload and self.recipients:
             raise InvalidRequest(
                 "give recipients inline or upload them, not both",
