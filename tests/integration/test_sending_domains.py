@@ -127,10 +127,31 @@ def local_dns() -> Iterator[LocalDns]:
         yield server
 
 
+def stack_of(
+    database: Database, redis_url: str, local_dns: LocalDns, smtp_sink: SmtpSink, **settings: Any
+) -> Stack:
+    """A stack over the test's database, Redis, DNS server and SMTP sink, with ``settings``."""
+    url = database.engine.url.render_as_string(hide_password=False)
+    return Stack(
+        url, redis_url, local_dns, smtp_host=smtp_sink.host, smtp_port=smtp_sink.port, **settings
+    )
+
+
 @pytest.fixture
 def stack(database: Database, redis_url: str, local_dns: LocalDns, smtp_sink: SmtpSink) -> Stack:
-    url = database.engine.url.render_as_string(hide_password=False)
-    return Stack(url, redis_url, local_dns, smtp_host=smtp_sink.host, smtp_port=smtp_sink.port)
+    return stack_of(database, redis_url, local_dns, smtp_sink)
+
+
+def verified_domain(
+    stack: Stack, local_dns: LocalDns, client: dict[str, Any], name: str
+) -> dict[str, Any]:
+    """``name`` registered by ``client``, its records published and found."""
+    status, domain = stack.call("POST", "/v1/domains", client, {"domain": name})
+    assert status == 201, domain
+    publish_all(local_dns, domain)
+    status, verified = stack.call("POST", f"/v1/domains/{domain['id']}/verify", client)
+    assert verified["status"] == "verified", verified
+    return verified
 
 
 def _count(database: Database, table: str) -> int:
@@ -188,21 +209,9 @@ def test_a_domain_key_never_signs_another_clients_mail(
 ) -> None:
     # GIVEN sender verification off (an operator's choice), and client A's
     # verified domain
-    url = database.engine.url.render_as_string(hide_password=False)
-    stack = Stack(
-        url,
-        redis_url,
-        local_dns,
-        smtp_host=smtp_sink.host,
-        smtp_port=smtp_sink.port,
-        sender_verification="off",
-    )
+    stack = stack_of(database, redis_url, local_dns, smtp_sink, sender_verification="off")
     owner, other = stack.client(), stack.client()
-    status, domain = stack.call("POST", "/v1/domains", owner, {"domain": "shop.example"})
-    assert status == 201, domain
-    publish_all(local_dns, domain)
-    status, verified = stack.call("POST", f"/v1/domains/{domain['id']}/verify", owner)
-    assert verified["status"] == "verified", verified
+    verified_domain(stack, local_dns, owner, "shop.example")
     # WHEN client B sends as that domain (allowed: nothing checks senders), then A does
     status, theirs = stack.send(other, "Shop <news@shop.example>")
     assert status == 202, theirs
@@ -221,13 +230,11 @@ def test_the_return_path_is_on_the_senders_domain_only_once_its_bounce_mx_is_fou
     database: Database, redis_url: str, local_dns: LocalDns, smtp_sink: SmtpSink
 ) -> None:
     # GIVEN VERP keys, a platform bounce domain, and no caching of domain answers
-    url = database.engine.url.render_as_string(hide_password=False)
-    stack = Stack(
-        url,
+    stack = stack_of(
+        database,
         redis_url,
         local_dns,
-        smtp_host=smtp_sink.host,
-        smtp_port=smtp_sink.port,
+        smtp_sink,
         bounce_signing_keys=SecretStr("k1:" + "S" * 43),
         bounce_domain="bounces.mailroom.test",
         dkim_key_cache_seconds=0,
@@ -540,21 +547,11 @@ def test_a_clients_own_tracking_host_is_used_once_its_cname_is_found(
     database: Database, redis_url: str, local_dns: LocalDns, smtp_sink: SmtpSink
 ) -> None:
     # GIVEN tracking on the service's host, and a client with a verified domain
-    url = database.engine.url.render_as_string(hide_password=False)
-    stack = Stack(
-        url,
-        redis_url,
-        local_dns,
-        smtp_host=smtp_sink.host,
-        smtp_port=smtp_sink.port,
-        tracking_base_url="https://t.mailroom.test",
+    stack = stack_of(
+        database, redis_url, local_dns, smtp_sink, tracking_base_url="https://t.mailroom.test"
     )
     client = stack.client()
-    status, domain = stack.call("POST", "/v1/domains", client, {"domain": "shop.example"})
-    assert status == 201, domain
-    publish_all(local_dns, domain)
-    status, verified = stack.call("POST", f"/v1/domains/{domain['id']}/verify", client)
-    assert verified["status"] == "verified", verified
+    domain = verified_domain(stack, local_dns, client, "shop.example")
     path = f"/v1/domains/{domain['id']}/tracking-host"
     # WHEN it names a host outside the domain, THEN 422 and nothing changes
     status, refused = stack.call("PUT", path, client, {"host": "links.other.example"})
