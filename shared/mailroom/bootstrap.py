@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     from mailroom.services.provider_chain import ProviderChain
     from mailroom.services.queues import ClaimGate
     from mailroom.services.sending import SendLimits
-    from mailroom.services.sending_domains import DomainPolicy, VerifiedSenders
+    from mailroom.services.sending_domains import DomainFacts, DomainPolicy, VerifiedSenders
     from mailroom.services.tracking import HitRecorder, TrackingConfig
 
 
@@ -137,15 +137,14 @@ class Services:
         config = self.tracking_config
         if not config.base_url or self.tracking_store is None:
             return None
-        from mailroom.services.sending_domains import TrackingHosts
         from mailroom.services.tracking import tracked_email
 
         store = self.tracking_store
         # A client's own tracking host for its verified domain (issue 21).
-        hosts = TrackingHosts(self.uow, ttl_seconds=self.settings.dkim_key_cache_seconds)
+        facts = self.domain_facts
 
         def rewrite(message: Message, rendered: RenderedEmail) -> RenderedEmail:
-            base = hosts.base_url_for(message.client_id, message.from_address)
+            base = facts.tracking_base_url_for(message.client_id, message.from_address)
             return tracked_email(store, config, message, rendered, base_url=base)
 
         return rewrite
@@ -279,17 +278,22 @@ class Services:
         return RefusalAudit(self.uow)
 
     @cached_property
+    def domain_facts(self) -> DomainFacts:
+        """The worker's per-domain answers (bounce domain, tracking host), one read per TTL."""
+        from mailroom.services.sending_domains import DomainFacts
+
+        return DomainFacts(self.uow, ttl_seconds=self.settings.dkim_key_cache_seconds)
+
+    @cached_property
     def sender_policy(self) -> SenderPolicy:
         """What the worker adds to outgoing mail: VERP, list headers, Feedback-ID (issue 16)."""
         from mailroom.domain.outgoing_headers import SenderPolicy
-        from mailroom.services.sending_domains import BounceDomains
 
-        bounce_domains = BounceDomains(self.uow, ttl_seconds=self.settings.dkim_key_cache_seconds)
         return SenderPolicy(
             keyring=self.settings.bounce_keyring,
             public_base_url=self.settings.public_base_url,
             bounce_domain=self.settings.bounce_domain or None,
-            receives_bounces=bounce_domains.receives_for,
+            receives_bounces=self.domain_facts.receives_for,
         )
 
     @cached_property

@@ -98,7 +98,7 @@ def validate_caller_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str]
 
 
 # Whether the client's own bounces.<From domain> receives its bounces (the
-# worker's services.sending_domains.BounceDomains.receives_for).
+# worker's services.sending_domains.DomainFacts.receives_for).
 ReceivesBounces = Callable[[uuid.UUID, str], bool]
 
 

@@ -433,53 +433,6 @@ def set_tracking_host(
     return domain
 
 
-class TrackingHosts:
-    """The worker's answer to "which host do this message's tracked links use?".
-
-    ``https://<tracking host>`` when the From domain is one of the sending
-    client's verified domains and its tracking host's CNAME was found at
-    the last check; otherwise None (the service's ``TRACKING_BASE_URL``).
-    Each domain is read once per ``ttl_seconds`` and process: no query per
-    message.
-    """
-
-    def __init__(
-        self,
-        uow: Callable[[], UnitOfWork],
-        *,
-        ttl_seconds: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._uow = uow
-        self._ttl = ttl_seconds
-        self._clock = clock
-        # domain -> (until, owning client, its ready tracking host or None)
-        self._hosts: dict[str, tuple[float, uuid.UUID | None, str | None]] = {}
-        self._lock = threading.Lock()
-
-    def base_url_for(self, client_id: uuid.UUID, from_address: str) -> str | None:
-        domain = from_domain(from_address)
-        if domain is None:
-            return None
-        now = self._clock()
-        with self._lock:
-            cached = self._hosts.get(domain)
-        if cached is None or cached[0] <= now:
-            with self._uow() as uow:
-                found = uow.sending_domains.by_name(domain)
-            if found is None:
-                cached = (now + self._ttl, None, None)
-            else:
-                host = found.tracking_host if found.tracking_ready else None
-                cached = (now + self._ttl, found.client_id, host)
-            with self._lock:
-                if len(self._hosts) > 10_000:
-                    self._hosts.clear()
-                self._hosts[domain] = cached
-        _, owner, host = cached
-        return f"https://{host}" if host is not None and owner == client_id else None
-
-
 def _audit(
     actor: Actor,
     action: str,
@@ -528,15 +481,22 @@ class VerifiedSenders:
             self._verified[key] = now + self._ttl
 
 
-class BounceDomains:
-    """The worker's answer to "may this message's return path be on its From domain?".
+class DomainFacts:
+    """What the worker asks of a message's From domain, one query per domain per TTL.
 
-    Yes only when the From domain is one of the sending client's verified
-    domains and its ``bounces.<domain>`` MX was found (``receives_bounces``):
-    bounce mail for an address there reaches us. Otherwise the return path is
-    on the platform's ``BOUNCE_DOMAIN`` (``SenderPolicy``). Each domain is read
-    once per ``ttl_seconds`` and process, as the DKIM keys are: no query per
-    message.
+    ``receives_for``: may the return path be on the From domain? Yes only
+    when it is one of the sending client's verified domains and its
+    ``bounces.<domain>`` MX was found (``receives_bounces``): bounce mail
+    there reaches us; otherwise the return path is on the platform's
+    ``BOUNCE_DOMAIN`` (``SenderPolicy``, issue 16).
+
+    ``tracking_base_url_for``: ``https://<tracking host>`` when the From
+    domain is one of the sending client's verified domains and its tracking
+    host's CNAME was found at the last check; otherwise None, the service's
+    ``TRACKING_BASE_URL`` (issue 21).
+
+    Each domain is read once per ``ttl_seconds`` and process, as the DKIM
+    keys are, and both answers come from that one read.
     """
 
     def __init__(
@@ -549,21 +509,51 @@ class BounceDomains:
         self._uow = uow
         self._ttl = ttl_seconds
         self._clock = clock
-        # domain -> (until, the client whose bounce domain it is, or None)
-        self._owners: dict[str, tuple[float, uuid.UUID | None]] = {}
+        self._facts: dict[str, _DomainFact] = {}
         self._lock = threading.Lock()
 
     def receives_for(self, client_id: uuid.UUID, domain: str) -> bool:
+        fact = self._fact(domain)
+        return fact.owner == client_id and fact.receives_bounces
+
+    def tracking_base_url_for(self, client_id: uuid.UUID, from_address: str) -> str | None:
+        domain = from_domain(from_address)
+        if domain is None:
+            return None
+        fact = self._fact(domain)
+        if fact.tracking_host is None or fact.owner != client_id:
+            return None
+        return f"https://{fact.tracking_host}"
+
+    def _fact(self, domain: str) -> _DomainFact:
         now = self._clock()
         with self._lock:
-            cached = self._owners.get(domain)
-        if cached is None or cached[0] <= now:
-            with self._uow() as uow:
-                found = uow.sending_domains.by_name(domain)
-            owner = found.client_id if found is not None and found.receives_bounces else None
-            cached = (now + self._ttl, owner)
-            with self._lock:
-                if len(self._owners) > 10_000:
-                    self._owners.clear()
-                self._owners[domain] = cached
-        return cached[1] == client_id
+            cached = self._facts.get(domain)
+        if cached is not None and cached.until > now:
+            return cached
+        with self._uow() as uow:
+            found = uow.sending_domains.by_name(domain)
+        fact = (
+            _DomainFact(now + self._ttl, None, False, None)
+            if found is None
+            else _DomainFact(
+                now + self._ttl,
+                found.client_id,
+                found.receives_bounces,
+                found.tracking_host if found.tracking_ready else None,
+            )
+        )
+        with self._lock:
+            if len(self._facts) > 10_000:
+                self._facts.clear()
+            self._facts[domain] = fact
+        return fact
+
+
+@dataclass(frozen=True, slots=True)
+class _DomainFact:
+    until: float
+    owner: uuid.UUID | None
+    receives_bounces: bool
+    # The tracking host, only once its CNAME was found (``tracking_ready``).
+    tracking_host: str | None
