@@ -36,7 +36,7 @@ sys.path[:0] = [str(REPO / "shared"), str(REPO)]
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from mailroom.adapters.db.migrate import ensure_database_exists, upgrade_to_head  # noqa: E402
+from bench._worker_bench import prepare_database  # noqa: E402
 from mailroom.adapters.queue import MessageQueue, PlannerQueue, QueueEntry  # noqa: E402
 from mailroom.adapters.recipient_files import RecipientFiles  # noqa: E402
 from mailroom.bootstrap import Services, bootstrap  # noqa: E402
@@ -273,28 +273,11 @@ def main() -> None:
     options = parser.parse_args()
     logging.disable(logging.INFO)
     logger.setLevel(logging.WARNING)
-    ensure_database_exists(DATABASE_URL)
-    upgrade_to_head(DATABASE_URL)
-    engine = create_engine(DATABASE_URL)
-    with engine.begin() as connection:
-        # Earlier runs' batches would only slow the unique indexes down.
-        connection.execute(
-            text(
-                "DELETE FROM message_recipients WHERE message_id IN "
-                "(SELECT id FROM messages WHERE batch_id IS NOT NULL)"
-            )
-        )
-        connection.execute(text("ALTER TABLE message_events DISABLE TRIGGER USER"))
-        connection.execute(
-            text(
-                "DELETE FROM message_events WHERE message_id IN "
-                "(SELECT id FROM messages WHERE batch_id IS NOT NULL)"
-            )
-        )
-        connection.execute(text("ALTER TABLE message_events ENABLE TRIGGER USER"))
-        connection.execute(text("DELETE FROM messages WHERE batch_id IS NOT NULL"))
-        connection.execute(text("DELETE FROM batches"))
-    engine.dispose()
+    # A fresh schema each run (STACK-NOTES "Measuring": fresh bench state).
+    # Deleting an earlier run's rows instead left their dead tuples and index
+    # entries behind, and autovacuum working through them during the run:
+    # the rate then depended on how many runs came before.
+    prepare_database(DATABASE_URL, REDIS_URL)
     settings = Settings(
         database_url=DATABASE_URL,
         redis_url=REDIS_URL,

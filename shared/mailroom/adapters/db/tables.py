@@ -238,7 +238,14 @@ class MessageRow(Base):
     __tablename__ = "messages"
     __table_args__ = (
         CheckConstraint(_one_of("status", [s.value for s in MessageStatus]), name="status"),
-        Index("ix_messages_provider_msg", "provider", "provider_msg_id"),
+        # Partial (issue 17): a row has a provider id only once sent, and every
+        # lookup names one; unsent rows (a whole planned batch) take no entry.
+        Index(
+            "ix_messages_provider_msg",
+            "provider",
+            "provider_msg_id",
+            postgresql_where=text("provider_msg_id IS NOT NULL"),
+        ),
         Index("ix_messages_client_created", "client_id", "created_at"),
         # The reconciler of a later issue scans unfinished messages by age.
         Index(
@@ -295,7 +302,11 @@ class MessageRow(Base):
             "scheduled_at",
             postgresql_where=text("status = 'scheduled' AND enqueued_at IS NULL"),
         ),
-        Index("ix_messages_schedule_run", "schedule_run_id"),
+        Index(
+            "ix_messages_schedule_run",
+            "schedule_run_id",
+            postgresql_where=text("schedule_run_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -463,7 +474,10 @@ class MessageRecipientRow(Base):
         ),
     )
 
-    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    # No foreign key (issue 17, migration w17p01): a recipient row is written
+    # with its message, and messages are never deleted; the check cost the
+    # planner a lookup and a row lock per recipient.
+    message_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     # The bare, lowercased address (domain.feedback.bare_address).
     address: Mapped[str] = mapped_column(Text, primary_key=True)
     kind: Mapped[str] = mapped_column(String(8))
