@@ -88,7 +88,9 @@ def prepare(database: Database, rows: int) -> tuple[uuid.UUID, uuid.UUID]:
     """A client, its paused queue and ``rows`` held messages in it, a millisecond apart."""
     client_id, queue_id = uuid.uuid4(), uuid.uuid4()
     with database.engine.begin() as connection:
-        connection.execute(text("TRUNCATE message_events, messages, queues, clients CASCADE"))
+        connection.execute(
+            text("TRUNCATE message_events, messages, message_recipients, queues, clients CASCADE")
+        )
         connection.execute(
             text(
                 "INSERT INTO clients (id, name, api_key_prefix, quota_limit, rate_limit) "

@@ -111,7 +111,9 @@ def no_runs(schedule: Schedule, client: Client, run: ScheduleRun) -> list[Messag
 
 def prepare(database: Database, rows: int, now: datetime) -> None:
     with database.engine.begin() as connection:
-        connection.execute(text("TRUNCATE message_events, messages, clients CASCADE"))
+        connection.execute(
+            text("TRUNCATE message_events, messages, message_recipients, clients CASCADE")
+        )
         client_id = uuid.uuid4()
         connection.execute(
             text(

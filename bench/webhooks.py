@@ -134,7 +134,9 @@ def run(
     """(deliveries per second to the fast endpoints, dispatcher CPU µs per delivery)."""
     keyring = SecretKeyring.from_setting(SecretKeyring.generate_setting())
     with database.engine.begin() as connection:
-        connection.execute(text("TRUNCATE message_events, messages, clients CASCADE"))
+        connection.execute(
+            text("TRUNCATE message_events, messages, message_recipients, clients CASCADE")
+        )
     client = Client(uuid.uuid4(), "bench", f"mr_live_{uuid.uuid4().hex[:24]}", 10**6, 10**9)
     with SqlUnitOfWork(database) as uow:
         uow.clients.add(client)

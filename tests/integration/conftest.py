@@ -75,9 +75,13 @@ def database(database_url: str) -> Iterator[Database]:
     db = Database(database_url, pool_size=2)
     with db.engine.begin() as connection:
         # TRUNCATE fires no row trigger, so the append-only logs can be emptied here;
-        # CASCADE empties the tables that refer to these too.
+        # CASCADE empties the tables that refer to these too; message_recipients
+        # is named because it has no foreign key to messages (migration w17p01).
         connection.execute(
-            text("TRUNCATE message_events, messages, clients, admin_audit_log CASCADE")
+            text(
+                "TRUNCATE message_events, messages, message_recipients, clients, "
+                "admin_audit_log CASCADE"
+            )
         )
     yield db
     db.dispose()

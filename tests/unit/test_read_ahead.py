@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -48,3 +49,21 @@ def test_leaving_early_stops_the_producer_before_the_with_ends() -> None:
     assert count <= 5
     assert not any(t.name == "read-ahead" for t in threading.enumerate())
     assert len(produced) == count
+
+
+def test_the_switch_interval_is_short_while_any_producer_runs_and_restored_after() -> None:
+    # GIVEN the interpreter's own switch interval
+    before = sys.getswitchinterval()
+    # WHEN two read-aheads overlap, the first ending before the second
+    first = read_ahead(iter(range(3)))
+    second = read_ahead(iter(range(3)))
+    first.__enter__()
+    during_one = sys.getswitchinterval()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    during_second_alone = sys.getswitchinterval()
+    second.__exit__(None, None, None)
+    # THEN it is short while either runs, and the caller's again after both
+    assert during_one == pytest.approx(0.0005)
+    assert during_second_alone == pytest.approx(0.0005)
+    assert sys.getswitchinterval() == before
