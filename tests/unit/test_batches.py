@@ -14,6 +14,7 @@ from mailroom.domain.addresses import BARE_ADDRESS, Mailbox
 from mailroom.domain.batches import (
     MAX_INLINE_RECIPIENTS,
     MAX_LINE_BYTES,
+    BatchRecipient,
     BatchRequest,
     PlannedRecipient,
     RecipientRecord,
@@ -23,6 +24,7 @@ from mailroom.domain.batches import (
     ndjson_records,
     split_lines,
 )
+from mailroom.domain.batches import _plain_recipient as plain_recipient
 from mailroom.domain.errors import InvalidRequest, NoEmailColumn
 
 
@@ -180,3 +182,55 @@ def test_the_plain_address_fast_path_leaves_the_unusual_to_email_validator() -> 
     assert _plain_address("adà@example.com") is None
     assert _plain_address(f"{'a' * 65}@example.com") is None
     assert Mailbox.parse("to", "Postmaster@Example.com").address == "postmaster@example.com"
+
+
+_JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+_JSON_VALUES = st.recursive(
+    _JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+_RECIPIENT_LINES = st.fixed_dictionaries(
+    {"to": st.text(max_size=1000) | _JSON_SCALARS},
+    optional={
+        "props": st.dictionaries(st.text(max_size=4), _JSON_VALUES, max_size=3) | _JSON_VALUES,
+        "metadata": st.dictionaries(st.text(max_size=4), _JSON_VALUES, max_size=55) | _JSON_VALUES,
+        "email": st.text(max_size=5),
+        "name": _JSON_SCALARS,
+    },
+) | st.dictionaries(
+    st.sampled_from(["to", "email", "props", "metadata"]) | st.text(max_size=3),
+    _JSON_VALUES,
+    max_size=4,
+)
+
+
+@given(_RECIPIENT_LINES)
+def test_the_plain_recipient_fast_path_answers_as_the_model_would(line: dict[str, Any]) -> None:
+    # GIVEN any JSON object as an NDJSON line might carry
+    plain = plain_recipient(line)
+    # WHEN the fast path takes it THEN the model accepts it and reads the same
+    if plain is not None:
+        model = BatchRecipient.model_validate(line)
+        assert plain == (model.to, model.props, model.metadata)
+
+
+def test_the_plain_recipient_fast_path_takes_the_usual_lines_and_leaves_the_rest() -> None:
+    usual = {"to": "a@example.com", "props": {"n": [1]}, "metadata": {"row": 1, "ok": True}}
+    assert plain_recipient(usual) == ("a@example.com", {"n": [1]}, {"row": 1, "ok": True})
+    assert plain_recipient({"email": "a@example.com"}) == ("a@example.com", {}, {})
+    # Each of these is the model's to answer (or refuse): a name for its error.
+    for unusual in (
+        {"to": "a@example.com", "email": "b@example.com"},
+        {"to": "a@example.com", "extra": 1},
+        {"to": ""},
+        {"to": 5},
+        {"to": "a@example.com", "metadata": {"nested": {"x": 1}}},
+        {"to": "a@example.com", "metadata": {f"k{i}": i for i in range(51)}},
+        {"to": "a@example.com", "props": None},
+    ):
+        assert plain_recipient(unusual) is None

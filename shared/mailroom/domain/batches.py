@@ -234,7 +234,47 @@ def inline_records(
         )
 
 
+_METADATA_VALUE_TYPES = (str, int, float, bool)
+_MAX_METADATA_KEYS = 50
+
+
+def _plain_recipient(value: Any) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+    """(address, props, metadata) of a line of the usual shape, else None.
+
+    What ``BatchRecipient`` would answer for such a line, at a fifth of the
+    cost (its validation was a quarter of the planner's Python time per
+    recipient, issue 17): only exact types pass, so anything pydantic
+    might coerce, refuse or name in an error goes to it instead. A test
+    holds the two to the same answers.
+    """
+    if type(value) is not dict or not 1 <= len(value) <= 3:
+        return None
+    to = value.get("to")
+    if to is None:
+        to = value.get("email")
+    elif "email" in value:
+        return None
+    props = value.get("props", {})
+    metadata = value.get("metadata", {})
+    if (
+        type(to) is not str
+        or not 1 <= len(to) <= 998
+        or type(props) is not dict
+        or type(metadata) is not dict
+        or len(value) != 1 + ("props" in value) + ("metadata" in value)
+        or len(metadata) > _MAX_METADATA_KEYS
+    ):
+        return None
+    for key, item in metadata.items():
+        if type(key) is not str or type(item) not in _METADATA_VALUE_TYPES:
+            return None
+    return to, props, metadata
+
+
 def _record_from_object(index: int, line: int, end: int, value: Any) -> RecipientRecord:
+    plain = _plain_recipient(value)
+    if plain is not None:
+        return RecipientRecord(index, line, end, *plain)
     try:
         recipient = BatchRecipient.model_validate(value)
     except ValidationError as error:
