@@ -14,7 +14,7 @@ Needs PostgreSQL and Redis on 127.0.0.1: MAILROOM_BENCH_DATABASE_URL (default
 .../mailroom_bench, created and migrated if missing) and MAILROOM_BENCH_REDIS_URL
 (default redis://127.0.0.1:6379/14).
 
-    .venv/bin/python bench/batches.py [--posts 5] [--recipients 200000] [--chunk 2000]
+    .venv/bin/python bench/batches.py [--posts 5] [--recipients 200000] [--chunk 10000]
 """
 
 from __future__ import annotations
@@ -268,7 +268,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--posts", type=int, default=5)
     parser.add_argument("--recipients", type=int, default=200_000)
-    parser.add_argument("--chunk", type=int, default=2000)
+    # The planner function's own chunk size unless told otherwise.
+    parser.add_argument(
+        "--chunk", type=int, default=Settings.model_fields["planner_chunk_size"].default
+    )
     parser.add_argument("--skip-post", action="store_true")
     options = parser.parse_args()
     logging.disable(logging.INFO)
