@@ -27,6 +27,7 @@ from mailroom.adapters.db.unit_of_work import Database
 from mailroom.adapters.queue import SqsPlannerQueue
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
+from mailroom.domain.tenancy import QuotaPeriod
 from mailroom.entrypoints.api import create_api, status_routes
 from mailroom.entrypoints.batches import batch_routes
 from mailroom.entrypoints.scheduler import policy_of
@@ -770,3 +771,30 @@ def test_patch_swaps_a_send_payload_for_a_batch_one(stack: Stack) -> None:
     assert status == 422, both
     _, view = stack.call("GET", f"/v1/schedules/{created['id']}")
     assert (view["send"], len(view["batch"]["recipients"])) == (None, 2)
+
+
+def test_a_schedules_batch_run_is_charged_per_recipient_and_fails_when_it_does_not_fit(
+    stack: Stack,
+) -> None:
+    # GIVEN a schedule whose payload is a batch of three
+    client = stack.client.client
+    period = QuotaPeriod.containing(datetime.now(UTC))
+    status, created = stack.call("POST", "/v1/schedules", _schedule())
+    assert status == 201, created
+    assert stack.services.quota.read(client.id, period) in (None, 0)
+
+    # WHEN it runs THEN its three recipients count against the quota, as POST /v1/batches's
+    status, first = stack.call("POST", f"/v1/schedules/{created['id']}/run")
+    assert (status, first["status"]) == (201, "sent"), first
+    assert stack.services.quota.read(client.id, period) == 3
+
+    # WHEN the quota then has room for two only, and it runs again
+    room = client.quota_limit - 3 - 2
+    assert stack.services.quota.take_up_to(client.id, period, client.quota_limit, room) is not None
+    status, second = stack.call("POST", f"/v1/schedules/{created['id']}/run")
+    # THEN the run fails with the quota's code, no batch is written and nothing more is counted
+    assert status == 201, second
+    assert (second["status"], second["batch_id"]) == ("failed", None)
+    assert second["detail"]["code"] == "quota_exceeded"
+    assert stack.rows("SELECT count(*) FROM batches") == [(1,)]
+    assert stack.services.quota.read(client.id, period) == client.quota_limit - 2

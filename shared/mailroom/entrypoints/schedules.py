@@ -36,7 +36,7 @@ from mailroom.domain.tenancy import KeyKind, Scope
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key
 from mailroom.services import batches, schedules, sending
-from mailroom.services.quotas import QuotaCharge
+from mailroom.services.quotas import BatchQuotaCharge, QuotaCharge
 from mailroom.services.scheduler import SendRun
 
 ServicesProvider = Callable[[], Services]
@@ -317,8 +317,10 @@ def schedule_sender(services: Services) -> SendRun:
     """A run's messages: one /v1/send of the stored payload, charged like one.
 
     A batch payload's run is one POST /v1/batches of it: a bulk batch linked
-    to the schedule and the run, planned at once (not charged per message,
-    as no batch is yet).
+    to the schedule and the run, planned at once, and charged as that POST
+    is: every recipient against the client's quota, all or none (a run that
+    does not fit fails with the quota's code and writes nothing). Test mode
+    is never charged.
     """
 
     def send_run(schedule: Schedule, client: Client, run: ScheduleRun) -> list[Message] | Batch:
@@ -338,6 +340,7 @@ def schedule_sender(services: Services) -> SendRun:
                 contents=services.inline_contents,
                 now=services.clock.now(),
                 run=sending.RunLink(schedule.id, run.id),
+                quota=None if test else BatchQuotaCharge(services.quota, services.uow, client),
             ).batch
         request = schedules.send_request_of(schedule)
         with QuotaCharge(services.quota, services.uow, client) as quota:
