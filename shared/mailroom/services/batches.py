@@ -62,6 +62,7 @@ from mailroom.domain.outgoing_headers import validate_caller_headers
 from mailroom.domain.scheduling import queue_delay_seconds
 from mailroom.domain.tenancy import KeyKind
 from mailroom.domain.tracking import layered
+from mailroom.services import queues
 from mailroom.services.quotas import BatchQuotaCharge
 from mailroom.services.read_ahead import read_ahead
 from mailroom.services.scheduled_batches import release_batch_if_near
@@ -506,8 +507,8 @@ def plan_batch(
                 # Cancelled, or another planner run is ahead of this one.
                 return PlanResult(done=True, planned=planned, enqueued=enqueued)
             planned += chunk.count
-            _enqueue_all(queue, written, batch.trace_id)
-            enqueued += len(written)
+            _enqueue_all(queue, written.entries)
+            enqueued += len(written.entries)
             with uow:
                 uow.batches.mark_enqueued_through(batch_id, chunk.last.index)
                 uow.commit()
@@ -561,9 +562,17 @@ def _charged_client(uow: UnitOfWork, batch: Batch) -> Client | None:
         return uow.clients.get(batch.client_id)
 
 
+@dataclass(frozen=True, slots=True)
+class WrittenChunk:
+    """A chunk's messages as written, and their queue records."""
+
+    message_ids: list[uuid.UUID]
+    entries: list[QueueEntry]
+
+
 def _write_charged_chunk(
     uow: UnitOfWork, batch: Batch, chunk: PreparedChunk, charge: BatchQuotaCharge | None
-) -> list[uuid.UUID] | None:
+) -> WrittenChunk | None:
     """Write the chunk; with ``charge``, count what it adds to the client's quota.
 
     An upload's addressable recipients are counted before the write
@@ -581,9 +590,9 @@ def _write_charged_chunk(
         charge.give_back(charge.counted)
         return None
     if upload:
-        charge.give_back(chunk.recipients.count - len(written))
+        charge.give_back(chunk.recipients.count - len(written.message_ids))
     else:
-        charge.give_back_earlier(chunk.count - len(written))
+        charge.give_back_earlier(chunk.count - len(written.message_ids))
     return written
 
 
@@ -600,7 +609,7 @@ def _stop_for_quota(uow: UnitOfWork, batch: Batch, refusal: QuotaExceeded) -> No
         uow.commit()
 
 
-def _write_chunk(uow: UnitOfWork, batch: Batch, chunk: PreparedChunk) -> list[uuid.UUID] | None:
+def _write_chunk(uow: UnitOfWork, batch: Batch, chunk: PreparedChunk) -> WrittenChunk | None:
     last = chunk.last
     with uow:
         current = uow.batches.get(batch.id, for_update=True)
@@ -618,8 +627,10 @@ def _write_chunk(uow: UnitOfWork, batch: Batch, chunk: PreparedChunk) -> list[uu
             plan_offset=last.end_offset,
             plan_line=last.line or 0,
         )
+        # Issue 20: the band of their queue, read in the same transaction.
+        entries = queues.queue_entries(uow, written)
         uow.commit()
-    return written
+    return WrittenChunk(written, entries)
 
 
 def _enqueue_written(uow: UnitOfWork, queue: MessageQueue, batch: Batch) -> int:
@@ -628,9 +639,10 @@ def _enqueue_written(uow: UnitOfWork, queue: MessageQueue, batch: Batch) -> int:
     while True:
         with uow:
             page = uow.batches.unenqueued(batch.id, after, _ENQUEUE_PAGE)
+            entries = queues.queue_entries(uow, [message_id for message_id, _ in page])
         if not page:
             return total
-        _enqueue_all(queue, [message_id for message_id, _ in page], batch.trace_id)
+        _enqueue_all(queue, entries)
         total += len(page)
         after = page[-1][1]
         with uow:
@@ -760,16 +772,18 @@ def retry_failed(
         if batch.status is BatchStatus.FINISHED:
             uow.batches.set_state(batch_id, BatchStatus.SENDING, finished_at=None)
         uow.batches.requeue(batch_id, ids)
+        # Issue 20: each on its queue's band, in the client's fair-queue group.
+        entries = queues.queue_entries(uow, ids)
         uow.commit()
     # A failure here leaves them queued: the reconciler enqueues queued rows.
-    _enqueue_all(queue, ids, batch.trace_id)
+    _enqueue_all(queue, entries)
     return len(ids)
 
 
-def _enqueue_all(queue: MessageQueue, message_ids: Sequence[uuid.UUID], trace_id: str) -> None:
+def _enqueue_all(queue: MessageQueue, entries: Sequence[QueueEntry]) -> None:
     """SendMessageBatch for a chunk; any id refused fails the chunk (the planner resumes it)."""
-    refused = queue.enqueue_many([QueueEntry(message_id, trace_id) for message_id in message_ids])
+    refused = queue.enqueue_many(entries)
     if refused:
         raise DependencyUnavailable(
-            f"the send queue refused {len(refused)} of {len(message_ids)} messages"
+            f"the send queue refused {len(refused)} of {len(entries)} messages"
         )

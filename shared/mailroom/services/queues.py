@@ -393,6 +393,32 @@ def place(uow: UnitOfWork, client_id: uuid.UUID, name: str | None) -> Placement:
     return Placement(found)
 
 
+def queue_entries(
+    uow: UnitOfWork, message_ids: Sequence[uuid.UUID], *, delay_seconds: int = 0
+) -> list[QueueEntry]:
+    """The queue records for these messages, in the order given: one statement.
+
+    Each goes on the band of its queue (the client's default queue when it
+    has none assigned), with its client's id as its SQS fair-queue group:
+    what the send path decides at acceptance, for every path that puts a
+    message on SQS again later (retry, reconciler, batches, reschedule).
+    Called inside the caller's transaction. A held message gets no record
+    (its queue is paused: the resume releases it), nor does an id with no row.
+    """
+    by_id = {route.message_id: route for route in uow.queues.routes(message_ids)}
+    return [
+        QueueEntry(
+            route.message_id,
+            route.trace_id,
+            delay_seconds,
+            band_of(route.priority),
+            group_id=str(route.client_id),
+        )
+        for message_id in message_ids
+        if (route := by_id.get(message_id)) is not None and route.status is not MessageStatus.HELD
+    ]
+
+
 # ---- the claim gate ---------------------------------------------------------
 
 
