@@ -11,16 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 
 from mailroom.adapters.db.unit_of_work import Database
 from mailroom.adapters.queue import QueueEntry, SqsMessageQueue
+from mailroom.domain.sealed_secrets import SecretKeyring
 from mailroom.entrypoints.admin import admin_routes
 from mailroom.entrypoints.api import create_api, send_routes, status_routes
 from mailroom.entrypoints.batches import batch_routes
@@ -32,7 +34,7 @@ from mailroom.services.reconciler import ReconcilePolicy, reconcile
 from tests.events import FakeLambdaContext, request_event
 from tests.integration.conftest import SmtpSink
 from tests.integration.test_pipeline import database_url_of
-from tests.integration.test_queues import Stack
+from tests.integration.test_queues import WELCOME, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +56,8 @@ class BandStack(Stack):
             planner_queue_url=sqs.create_queue(QueueName=f"planner-{suffix}")["QueueUrl"],
             batch_uploads_bucket=bucket,
             planner_chunk_size=50,
+            secrets_encryption_keys=SecretStr(SecretKeyring.generate_setting()),
+            smtp_relay_allow_internal_hosts=True,
             **extra,
         )
         self.database = database
@@ -111,18 +115,48 @@ class BandStack(Stack):
 
     def batch(self, count: int, **extra: Any) -> tuple[int, dict[str, Any]]:
         people = [{"to": f"user{i}@example.com", "props": {"name": f"U{i}"}} for i in range(count)]
+        # The welcome template's props, shared by the batch (each recipient adds its name).
+        props = json.loads(WELCOME["body"])["props"]
         return self.call(
-            "POST", "/v1/batches", {"template": "welcome", "recipients": people, **extra}
+            "POST",
+            "/v1/batches",
+            {"template": "welcome", "props": props, "recipients": people, **extra},
         )
 
-    def plan(self, batch_id: str, queue: SqsMessageQueue | None = None) -> None:
+    def plan(
+        self,
+        batch_id: str,
+        queue: SqsMessageQueue | None = None,
+        keep_going: Callable[[], bool] = lambda: True,
+    ) -> None:
         plan_batch(
             self.services.uow(),
             queue or self.services.queue,
             self.services.recipient_files,
             batch_id=uuid.UUID(batch_id),
             chunk_size=50,
+            keep_going=keep_going,
         )
+
+    def work_all(self) -> int:
+        """Worker invocations on every band until none has a record; the records taken."""
+        taken = 0
+        while True:
+            round_taken = sum(self.work(band)[1] for band in BANDS)
+            if not round_taken:
+                return taken
+            taken += round_taken
+
+    def peek_groups(self, band: str) -> list[str | None]:
+        """The MessageGroupId of up to ten records on ``band``, left visible for the worker."""
+        received = self.sqs.receive_message(
+            QueueUrl=self.urls[band],
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=0,
+            MessageSystemAttributeNames=["MessageGroupId"],
+        ).get("Messages", [])
+        assert received
+        return [m.get("Attributes", {}).get("MessageGroupId") for m in received]
 
     def batch_messages(self, batch_id: str) -> list[str]:
         rows = self.sql(
@@ -309,3 +343,138 @@ def test_a_dead_letter_redriven_on_the_normal_band_keeps_its_clients_group(
     # THEN it is back on the normal band, in its client's group
     assert answer["statusCode"] == 200, answer["body"]
     assert stack.everywhere() == only_on("normal", [message_id], stack.client_id)
+
+
+# --- Bulk batches through a queue and a relay (issue 20) ----------------------
+
+
+def message_rows(stack: BandStack, batch_id: str) -> list[Any]:
+    return stack.sql(
+        "SELECT status, queue_id::text AS queue_id, options FROM messages "
+        "WHERE batch_id = :b ORDER BY batch_index",
+        b=batch_id,
+    )
+
+
+def test_a_batch_to_a_named_high_priority_queue_goes_on_the_high_band(
+    stack: BandStack, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN a priority-10 queue
+    urgent = stack.create("urgent", priority=10)
+    # WHEN a batch of 60 names it and is planned (two chunks)
+    status, body = stack.batch(60, queue="urgent")
+    assert (status, body["status"], body.get("note")) == (202, "accepted", None), body
+    stack.plan(body["id"])
+    # THEN every message is assigned to the queue and on the high band, in the client's group
+    rows = message_rows(stack, body["id"])
+    assert {(row.status, row.queue_id) for row in rows} == {("queued", urgent["id"])}
+    assert len(rows) == 60
+    status, stats = stack.call("GET", f"/v1/queues/{urgent['id']}/stats")
+    assert stats["depth"] == {"queued": 60}
+    messages = stack.batch_messages(body["id"])
+    assert sorted_bands(stack.everywhere()) == only_on("high", messages, stack.client_id)
+
+
+def test_a_batch_to_a_paused_queue_is_held_and_sent_only_after_resume(
+    stack: BandStack, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN a paused priority-2 queue
+    news = stack.create("news", priority=2)
+    stack.call("POST", f"/v1/queues/{news['id']}/pause")
+    # WHEN a batch of 80 names it
+    status, body = stack.batch(80, queue="news")
+    # THEN it is accepted, saying the queue is paused
+    assert (status, body["status"]) == (202, "accepted"), body
+    assert "paused" in body["note"]
+    # WHEN the planner writes its first chunk (50), and every band is worked
+    stack.plan(body["id"], keep_going=lambda: False)
+    assert stack.work_all() == 0
+    # THEN those 50 are held in the queue, nothing is on SQS and nothing was sent
+    rows = message_rows(stack, body["id"])
+    assert [(row.status, row.queue_id) for row in rows] == [("held", news["id"])] * 50
+    assert [stack.depth(band) for band in BANDS] == [0, 0, 0]
+    assert smtp_sink.received == []
+    batch = stack.call("GET", f"/v1/batches/{body['id']}")[1]
+    assert (batch["status"], batch["queued"]) == ("planning", 50)
+    # WHEN the queue is resumed
+    status, resumed = stack.call("POST", f"/v1/queues/{news['id']}/resume")
+    # THEN its release puts the 50 on the low band, in the client's group
+    assert (status, resumed["released"], resumed["releasing"]) == (200, 50, False)
+    assert [stack.depth(band) for band in BANDS] == [0, 0, 50]
+    assert set(stack.peek_groups("low")) == {stack.client_id}
+    # WHEN the planner writes the rest (the queue now active)
+    stack.plan(body["id"])
+    # THEN those go straight onto the low band
+    assert [stack.depth(band) for band in BANDS] == [0, 0, 80]
+    assert {row.status for row in message_rows(stack, body["id"])} == {"queued"}
+    # WHEN the bands are worked
+    assert stack.work_all() == 80
+    # THEN all 80 were sent, once each, and the batch is finished
+    assert len(smtp_sink.received) == 80
+    batch = stack.call("GET", f"/v1/batches/{body['id']}")[1]
+    assert (batch["status"], batch["sent"], batch["queued"]) == ("finished", 80, 0)
+
+
+def test_an_unknown_or_draining_queue_or_unknown_relay_refuses_a_batch_writing_nothing(
+    stack: BandStack,
+) -> None:
+    # GIVEN a draining queue
+    closing = stack.create("closing")
+    stack.call("POST", f"/v1/queues/{closing['id']}/drain")
+    counts = "SELECT (SELECT count(*) FROM batches), (SELECT count(*) FROM messages)"
+    before = stack.sql(counts)
+    for fields, expected in (
+        ({"queue": "nope"}, (422, "unknown_queue")),
+        ({"queue": "closing"}, (409, "queue_draining")),
+        ({"smtp_config": "no-such-relay"}, (422, "unknown_smtp_config")),
+        ({"queue": "closing", "smtp_config": "no-such-relay"}, (422, "unknown_smtp_config")),
+    ):
+        # WHEN a batch names it
+        status, body = stack.batch(3, **fields)
+        # THEN it is refused with the code /v1/send gives
+        assert (status, body["error"]["code"]) == expected, (fields, body)
+    # AND no batch and no message was written, and no planning was asked for
+    assert stack.sql(counts) == before
+    assert (
+        stack.sqs.receive_message(QueueUrl=stack.settings.planner_queue_url).get("Messages", [])
+        == []
+    )
+
+
+def test_a_batch_relay_is_its_own_else_its_queues_else_none_and_the_queue_makes_it_bulk(
+    stack: BandStack, smtp_sink: SmtpSink
+) -> None:
+    # GIVEN two relays, and a bulk queue that sends through the first
+    relays = []
+    for name in ("queue-relay", "batch-relay"):
+        status, relay = stack.call(
+            "POST",
+            "/v1/smtp-configs",
+            {"name": name, "host": "127.0.0.1", "port": smtp_sink.port, "security": "none"},
+        )
+        assert status == 201, relay
+        relays.append(relay["id"])
+    queue_relay, batch_relay = relays
+    stack.create("news", bulk=True, smtp_config_id=queue_relay)
+    # WHEN three batches are planned: through the queue, through it naming the
+    # other relay (by name), and through neither
+    options = {}
+    for label, fields in (
+        ("queue", {"queue": "news"}),
+        ("both", {"queue": "news", "smtp_config": "batch-relay"}),
+        ("neither", {}),
+    ):
+        status, body = stack.batch(2, **fields)
+        assert status == 202, body
+        stack.plan(body["id"])
+        options[label] = [row.options for row in message_rows(stack, body["id"])]
+    # THEN the batch's relay wins over the queue's, and the queue's over none
+    assert [o.get("smtp_config_id") for o in options["queue"]] == [queue_relay] * 2
+    assert [o.get("smtp_config_id") for o in options["both"]] == [batch_relay] * 2
+    assert [o.get("smtp_config_id") for o in options["neither"]] == [None] * 2
+    # AND the bulk queue made its messages bulk, the others not
+    assert [o.get("bulk", False) for o in options["queue"]] == [True, True]
+    assert [o.get("bulk", False) for o in options["neither"]] == [False, False]
+    # AND all six are sent (both relays are the test's SMTP sink)
+    assert stack.work_all() == 6
+    assert len(smtp_sink.received) == 6

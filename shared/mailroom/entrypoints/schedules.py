@@ -38,6 +38,7 @@ from mailroom.entrypoints.openapi_contract import answers, client_key
 from mailroom.services import batches, schedules, sending
 from mailroom.services.quotas import QuotaCharge
 from mailroom.services.scheduler import SendRun
+from mailroom.services.smtp_configs import relay_resolver
 
 ServicesProvider = Callable[[], Services]
 TAGS = ["schedules"]
@@ -338,6 +339,7 @@ def schedule_sender(services: Services) -> SendRun:
                 contents=services.inline_contents,
                 now=services.clock.now(),
                 run=sending.RunLink(schedule.id, run.id),
+                resolve_relay=relay_resolver(services.uow(), client.id),
             ).batch
         request = schedules.send_request_of(schedule)
         with QuotaCharge(services.quota, services.uow, client) as quota:

@@ -33,7 +33,7 @@ from mailroom.domain.errors import (
     UnknownQueue,
     UnknownSmtpConfig,
 )
-from mailroom.domain.model import Message, MessageStatus
+from mailroom.domain.model import Message, MessageStatus, SendOptions
 from mailroom.domain.queues import (
     DEFAULT_QUEUE_NAME,
     Band,
@@ -362,16 +362,22 @@ def apply_placement(message: Message, placement: Placement) -> None:
     if placement.held and message.status is not MessageStatus.SCHEDULED:
         message.status = MessageStatus.HELD
     single = len(message.to) == 1 and not message.cc and not message.bcc
-    if placement.queue.bulk and not message.options.bulk and single:
-        message.options = replace(message.options, bulk=True)
-    if placement.queue.tracking:
+    message.options = placed_options(message.options, placement.queue, single=single)
+
+
+def placed_options(options: SendOptions, queue: Queue, *, single: bool) -> SendOptions:
+    """The send's options under its queue's: bulk, tracking and relay (``apply_placement``).
+
+    A bulk batch's messages (one recipient each) take the same, once for the batch.
+    """
+    if queue.bulk and not options.bulk and single:
+        options = replace(options, bulk=True)
+    if queue.tracking:
         # Under the template's default and the send's choice (issue 21).
-        tracking = layered(placement.queue.tracking, message.options.tracking)
-        message.options = replace(message.options, tracking=tracking)
-    if placement.queue.smtp_config_id is not None and message.options.smtp_config_id is None:
-        message.options = replace(
-            message.options, smtp_config_id=str(placement.queue.smtp_config_id)
-        )
+        options = replace(options, tracking=layered(queue.tracking, options.tracking))
+    if queue.smtp_config_id is not None and options.smtp_config_id is None:
+        options = replace(options, smtp_config_id=str(queue.smtp_config_id))
+    return options
 
 
 def place(uow: UnitOfWork, client_id: uuid.UUID, name: str | None) -> Placement:

@@ -287,6 +287,27 @@ class SqlQueueRepository:
         assert made is not None
         return made
 
+    def share_locked(self, client_id: uuid.UUID, queue_id: uuid.UUID | None) -> Queue:
+        """The queue (the client's default one for None or a deleted one), read FOR SHARE.
+
+        The batch planner's chunk reads its queue's state this way: a pause,
+        resume or drain (an UPDATE of the row) waits for the chunk's commit,
+        so held rows a resume must release are committed before it looks.
+        """
+        if queue_id is not None:
+            row = self._session.execute(
+                select(QueueRow)
+                .where(QueueRow.id == queue_id, QueueRow.client_id == client_id)
+                .with_for_update(read=True)
+            ).scalar_one_or_none()
+            if row is not None:
+                return _queue(row)
+        default = self.default_of(client_id)
+        locked = self._session.execute(
+            select(QueueRow).where(QueueRow.id == default.id).with_for_update(read=True)
+        ).scalar_one()
+        return _queue(locked)
+
     def page(self, client_id: uuid.UUID, after: str | None, limit: int) -> list[Queue]:
         query = select(QueueRow).where(QueueRow.client_id == client_id)
         if after is not None:
