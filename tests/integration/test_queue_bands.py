@@ -478,3 +478,21 @@ def test_a_batch_relay_is_its_own_else_its_queues_else_none_and_the_queue_makes_
     # AND all six are sent (both relays are the test's SMTP sink)
     assert stack.work_all() == 6
     assert len(smtp_sink.received) == 6
+
+
+def test_a_batch_whose_queue_is_deleted_before_planning_goes_through_the_default_queue(
+    stack: BandStack,
+) -> None:
+    # GIVEN a batch accepted for a priority-9 queue, which is then deleted (it held nothing)
+    urgent = stack.create("urgent", priority=9)
+    status, body = stack.batch(3, queue="urgent")
+    assert status == 202, body
+    status, deleted = stack.call("DELETE", f"/v1/queues/{urgent['id']}")
+    assert (status, deleted["unsent"]) == (200, 0)
+    # WHEN it is planned
+    stack.plan(body["id"])
+    # THEN its messages are the default queue's (no queue_id), on its normal band
+    rows = message_rows(stack, body["id"])
+    assert [(row.status, row.queue_id) for row in rows] == [("queued", None)] * 3
+    messages = stack.batch_messages(body["id"])
+    assert sorted_bands(stack.everywhere()) == only_on("normal", messages, stack.client_id)

@@ -294,19 +294,26 @@ class SqlQueueRepository:
         resume or drain (an UPDATE of the row) waits for the chunk's commit,
         so held rows a resume must release are committed before it looks.
         """
+        # One statement per chunk in the common case (the queue exists).
         if queue_id is not None:
-            row = self._session.execute(
-                select(QueueRow)
-                .where(QueueRow.id == queue_id, QueueRow.client_id == client_id)
-                .with_for_update(read=True)
-            ).scalar_one_or_none()
-            if row is not None:
-                return _queue(row)
-        default = self.default_of(client_id)
-        locked = self._session.execute(
-            select(QueueRow).where(QueueRow.id == default.id).with_for_update(read=True)
-        ).scalar_one()
-        return _queue(locked)
+            found = self._share_locked(client_id, QueueRow.id == queue_id)
+            if found is not None:
+                return found
+        # No named queue, or it was deleted since: the client's default one.
+        found = self._share_locked(client_id, QueueRow.name == DEFAULT_QUEUE_NAME)
+        if found is None:
+            self.default_of(client_id)  # made on first use
+            found = self._share_locked(client_id, QueueRow.name == DEFAULT_QUEUE_NAME)
+        assert found is not None
+        return found
+
+    def _share_locked(self, client_id: uuid.UUID, which: ColumnElement[bool]) -> Queue | None:
+        row = self._session.execute(
+            select(QueueRow)
+            .where(which, QueueRow.client_id == client_id)
+            .with_for_update(read=True)
+        ).scalar_one_or_none()
+        return None if row is None else _queue(row)
 
     def page(self, client_id: uuid.UUID, after: str | None, limit: int) -> list[Queue]:
         query = select(QueueRow).where(QueueRow.client_id == client_id)
