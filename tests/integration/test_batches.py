@@ -215,18 +215,23 @@ def test_a_batchs_tracking_choice_reaches_every_message(stack: BatchStack) -> No
     )
 
 
-def test_a_queue_or_relay_a_batch_cannot_carry_yet_is_refused_not_dropped(
-    stack: BatchStack,
-) -> None:
+def test_an_unknown_queue_or_relay_is_refused_with_nothing_written(stack: BatchStack) -> None:
+    # GIVEN a client with neither a queue "newsletter" nor a relay "relay"
     before = stack.rows("SELECT count(*) FROM batches")[0][0]
-    for field, value in (("queue", "newsletter"), ("smtp_config", "relay")):
+    for field, value, code in (
+        ("queue", "newsletter", "unknown_queue"),
+        ("smtp_config", "relay", "unknown_smtp_config"),
+    ):
+        # WHEN a batch names one
         status, body = stack.call(
             "POST",
             "/v1/batches",
             {"template": "welcome", "recipients": [{"to": "ada@example.com"}], field: value},
         )
-        assert status == 422, body
+        # THEN it is a 422 naming the field, as /v1/send's
+        assert (status, body["error"]["code"]) == (422, code), body
         assert body["error"]["details"][0]["field"] == field
+    # AND no batch was written
     assert stack.rows("SELECT count(*) FROM batches")[0][0] == before
 
 

@@ -24,6 +24,7 @@ from mailroom.domain.addresses import Mailbox
 from mailroom.domain.commands import SendRequest
 from mailroom.domain.errors import InvalidRequest, MailroomError, NoEmailColumn
 from mailroom.domain.feedback import bare_address
+from mailroom.domain.queues import QUEUE_NAME_PATTERN
 from mailroom.domain.strict_json import parse_json
 
 # Inline recipients per POST /v1/batches; more go through an upload.
@@ -99,10 +100,16 @@ class BatchRequest(SendRequest):
     to: SkipJsonSchema[list[str]] = Field(default_factory=list)
     cc: SkipJsonSchema[list[str]] = Field(default_factory=list)
     bcc: SkipJsonSchema[list[str]] = Field(default_factory=list)
-    # Not yet carried to a batch's messages (they go through the client's
-    # default queue and relay): refused rather than silently dropped.
-    queue: SkipJsonSchema[str | None] = None
-    smtp_config: SkipJsonSchema[str | None] = None
+    queue: str | None = Field(
+        default=None,
+        pattern=QUEUE_NAME_PATTERN,
+        description=(
+            "The client's queue (see /v1/queues) every message goes through, on its priority "
+            "band; the `default` queue when omitted. Unknown: 422 unknown_queue; draining: "
+            "409 queue_draining; paused: the batch is accepted (its note says so) and its "
+            "messages are held until the queue resumes."
+        ),
+    )
     recipients: list[BatchRecipient] = Field(
         default_factory=list,
         max_length=MAX_INLINE_RECIPIENTS,
@@ -131,13 +138,6 @@ class BatchRequest(SendRequest):
                 "a batch's recipients go in `recipients` (or an upload), not to, cc or bcc",
                 details=[{"field": "to", "message": "not used by batches"}],
             )
-        for name in ("queue", "smtp_config"):
-            if getattr(self, name) is not None:
-                raise InvalidRequest(
-                    f"a bulk batch cannot name a {name} yet: its messages go through the "
-                    "client's default queue and relay",
-                    details=[{"field": name, "message": "not supported for batches"}],
-                )
         if self.recipients_upload and self.recipients:
             raise InvalidRequest(
                 "give recipients inline or upload them, not both",

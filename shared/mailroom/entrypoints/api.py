@@ -528,7 +528,11 @@ def send_routes(services: ServicesProvider) -> Router:
         active = services()
         caller = caller_of(router, active, Scope.EMAIL_SEND)
         message = sending.retry_message(
-            active.uow(), active.queue, client_id=caller.client.id, message_id=message_id
+            active.uow(),
+            active.queue,
+            client_id=caller.client.id,
+            message_id=message_id,
+            routing=active.queue_routing,
         )
         logger.append_keys(message_id=str(message.id), trace_id=message.trace_id)
         logger.info("message retried")

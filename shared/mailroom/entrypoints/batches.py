@@ -29,6 +29,7 @@ from mailroom.entrypoints.openapi_contract import answers, client_key
 from mailroom.services import batches, scheduled_batches, sending
 from mailroom.services.quotas import BatchQuotaCharge
 from mailroom.services.reputation import SENDING_PAUSED, refuse_if_paused
+from mailroom.services.smtp_configs import relay_resolver
 
 ServicesProvider = Callable[[], Services]
 
@@ -144,6 +145,18 @@ _NOT_FOUND = {404: "batch_not_found: no such batch for this client"}
 PAST_BATCH_NOTE = "scheduled_at has passed: the batch is sent now"
 
 
+def _accepted_note(accepted: batches.AcceptedBatch) -> str | None:
+    """What the answer says beside the status: a past time, a paused queue (issue 20)."""
+    notes = []
+    if accepted.in_past:
+        notes.append(PAST_BATCH_NOTE)
+    if accepted.held_by is not None:
+        notes.append(
+            f"queue {accepted.held_by!r} is paused: the batch's messages are held until it resumes"
+        )
+    return "; ".join(notes) or None
+
+
 def batch_view(batch: Batch) -> BatchView:
     return BatchView(
         id=batch.id,
@@ -204,8 +217,10 @@ def batch_routes(services: ServicesProvider) -> Router:
                 422: (
                     "validation_error (over 10,000 recipients, recipients and an upload, to/cc/"
                     "bcc given, scheduled_at without an offset or over 30 days ahead), "
-                    "header_injection, unknown_template, subject_too_long"
+                    "header_injection, unknown_template, subject_too_long, unknown_queue, "
+                    "unknown_smtp_config"
                 ),
+                409: "queue_draining: the named queue takes no new mail",
                 429: (
                     "rate_limited; quota_exceeded or daily_limit_exceeded: the inline "
                     "recipients do not fit in what is left of the quota (nothing written); "
@@ -243,6 +258,7 @@ def batch_routes(services: ServicesProvider) -> Router:
             quota=BatchQuotaCharge(active.quota, active.uow, caller.client)
             if caller.mode is KeyKind.LIVE
             else None,
+            resolve_relay=relay_resolver(active.uow(), caller.client.id),
         )
         batch = accepted.batch
         logger.info("batch accepted", extra={"batch_id": str(batch.id), "total": batch.total})
@@ -251,7 +267,7 @@ def batch_routes(services: ServicesProvider) -> Router:
             status=batch.status.value,
             total=batch.total,
             scheduled_at=batch.scheduled_at,
-            note=PAST_BATCH_NOTE if accepted.in_past else None,
+            note=_accepted_note(accepted),
             upload_url=accepted.upload_url,
             upload_expires_at=accepted.upload_expires_at,
         )

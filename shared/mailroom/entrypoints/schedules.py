@@ -38,6 +38,7 @@ from mailroom.entrypoints.openapi_contract import answers, client_key
 from mailroom.services import batches, schedules, sending
 from mailroom.services.quotas import BatchQuotaCharge, QuotaCharge
 from mailroom.services.scheduler import SendRun
+from mailroom.services.smtp_configs import relay_resolver
 
 ServicesProvider = Callable[[], Services]
 TAGS = ["schedules"]
@@ -341,6 +342,7 @@ def schedule_sender(services: Services) -> SendRun:
                 now=services.clock.now(),
                 run=sending.RunLink(schedule.id, run.id),
                 quota=None if test else BatchQuotaCharge(services.quota, services.uow, client),
+                resolve_relay=relay_resolver(services.uow(), client.id),
             ).batch
         request = schedules.send_request_of(schedule)
         with QuotaCharge(services.quota, services.uow, client) as quota:

@@ -53,15 +53,18 @@ from mailroom.domain.errors import (
     MailroomError,
     NoEmailColumn,
     QuotaExceeded,
+    UnknownSmtpConfig,
     UploadMissing,
     UploadTooLarge,
 )
 from mailroom.domain.mime import subject_fits
-from mailroom.domain.model import Client, SendOptions
+from mailroom.domain.model import Client, MessageStatus, SendOptions
 from mailroom.domain.outgoing_headers import validate_caller_headers
+from mailroom.domain.queues import DEFAULT_QUEUE_NAME, QueueState
 from mailroom.domain.scheduling import queue_delay_seconds
 from mailroom.domain.tenancy import KeyKind
 from mailroom.domain.tracking import layered
+from mailroom.services import queues
 from mailroom.services.quotas import BatchQuotaCharge
 from mailroom.services.read_ahead import read_ahead
 from mailroom.services.scheduled_batches import release_batch_if_near
@@ -97,6 +100,8 @@ class AcceptedBatch:
     upload_expires_at: datetime | None = None
     # Issue 18: scheduled_at had passed; the batch is planned now.
     in_past: bool = False
+    # Issue 20: the batch's queue is paused: its messages are planned held.
+    held_by: str | None = None
 
 
 def accept_batch(
@@ -115,6 +120,7 @@ def accept_batch(
     now: datetime | None = None,
     run: RunLink | None = None,
     quota: BatchQuotaCharge | None = None,
+    resolve_relay: Callable[[str], uuid.UUID] | None = None,
 ) -> AcceptedBatch:
     """Store the batch; inline recipients are planned at once, an upload waits for start.
 
@@ -133,6 +139,15 @@ def accept_batch(
     ``quota_exceeded`` or ``daily_limit_exceeded``) and nothing is written.
     The planner gives back the recipients that get no message. An upload's
     recipients are counted as the planner reads them (``plan_batch``).
+
+    ``queue`` and ``smtp_config`` (issue 20) are resolved here, as a single
+    send's are, before anything is written: an unknown queue is 422
+    unknown_queue, a draining one 409 queue_draining, an unknown or inactive
+    relay (``resolve_relay``) 422 unknown_smtp_config. The relay is the
+    batch's, else its queue's, else the client's default (the worker's);
+    the queue's bulk and tracking apply as to a single send. The planner
+    assigns the messages to the queue, on its band; while it is paused they
+    are written ``held`` and its resume releases them.
     """
     now = now or datetime.now(UTC)
     timing = Timing.of(request.scheduled_at, now)
@@ -143,6 +158,17 @@ def accept_batch(
         raise subject_too_long(request.subject)
     if check_sender is not None and request.from_:
         check_sender(request.from_)  # SENDER_VERIFICATION (issue 16)
+    relay_id: str | None = None
+    if request.smtp_config is not None:
+        if resolve_relay is None:
+            raise UnknownSmtpConfig(
+                "SMTP configurations cannot be named here",
+                details=[{"field": "smtp_config", "message": "not available"}],
+            )
+        relay_id = str(resolve_relay(request.smtp_config))
+    with uow:
+        placement = queues.place(uow, client.id, request.queue)
+        uow.commit()  # the client's default queue, made on first use
     content = request.content()
     inline = request.inline_content
     if inline is None:
@@ -176,16 +202,24 @@ def accept_batch(
     content["resolved_from"] = request.from_ or limits.default_from
     # Headers, tags, bulk (List-Unsubscribe) and campaign, as a single send's
     # (issue 16); tracking, the template's default under the batch's own (issue 21).
-    content["resolved_options"] = SendOptions(
+    options = SendOptions(
         headers=validate_caller_headers(request.headers),
         tags=tuple(request.tags),
         bulk=bulk,
         campaign=request.campaign,
         unsubscribe_url=request.unsubscribe_url,
+        smtp_config_id=relay_id,
         tracking=layered(
             template_tracking, None if request.tracking is None else request.tracking.as_pairs()
         ),
+    )
+    # Issue 20: the queue's bulk, tracking and relay, under the batch's own.
+    content["resolved_options"] = queues.placed_options(
+        options, placement.queue, single=True
     ).to_document()
+    if placement.queue.name != DEFAULT_QUEUE_NAME:
+        content["resolved_queue_id"] = str(placement.queue.id)
+    held_by = placement.queue.name if placement.held else None
     upload = request.recipients_upload
     if upload:
         status = BatchStatus.AWAITING_UPLOAD
@@ -221,7 +255,7 @@ def accept_batch(
             limits.upload_url_seconds,
             "text/csv" if batch.upload_format is UploadFormat.CSV else "application/x-ndjson",
         )
-        return AcceptedBatch(batch, url, expires, in_past=timing.in_past)
+        return AcceptedBatch(batch, url, expires, in_past=timing.in_past, held_by=held_by)
     # Test mode is never charged (issue 15).
     charge = quota if quota is not None and not test else None
     if charge is not None:
@@ -241,7 +275,7 @@ def accept_batch(
         if charge is not None:
             charge.give_back(charge.counted)
         raise
-    return AcceptedBatch(batch, in_past=timing.in_past)
+    return AcceptedBatch(batch, in_past=timing.in_past, held_by=held_by)
 
 
 # A schedule's batch payload (issue 18) is rendered once per distinct shape of
@@ -506,8 +540,8 @@ def plan_batch(
                 # Cancelled, or another planner run is ahead of this one.
                 return PlanResult(done=True, planned=planned, enqueued=enqueued)
             planned += chunk.count
-            _enqueue_all(queue, written, batch.trace_id)
-            enqueued += len(written)
+            _enqueue_all(queue, written.entries)
+            enqueued += len(written.entries)
             with uow:
                 uow.batches.mark_enqueued_through(batch_id, chunk.last.index)
                 uow.commit()
@@ -561,9 +595,17 @@ def _charged_client(uow: UnitOfWork, batch: Batch) -> Client | None:
         return uow.clients.get(batch.client_id)
 
 
+@dataclass(frozen=True, slots=True)
+class WrittenChunk:
+    """A chunk's messages as written, and their queue records."""
+
+    message_ids: list[uuid.UUID]
+    entries: list[QueueEntry]
+
+
 def _write_charged_chunk(
     uow: UnitOfWork, batch: Batch, chunk: PreparedChunk, charge: BatchQuotaCharge | None
-) -> list[uuid.UUID] | None:
+) -> WrittenChunk | None:
     """Write the chunk; with ``charge``, count what it adds to the client's quota.
 
     An upload's addressable recipients are counted before the write
@@ -581,9 +623,9 @@ def _write_charged_chunk(
         charge.give_back(charge.counted)
         return None
     if upload:
-        charge.give_back(chunk.recipients.count - len(written))
+        charge.give_back(chunk.recipients.count - len(written.message_ids))
     else:
-        charge.give_back_earlier(chunk.count - len(written))
+        charge.give_back_earlier(chunk.count - len(written.message_ids))
     return written
 
 
@@ -600,7 +642,7 @@ def _stop_for_quota(uow: UnitOfWork, batch: Batch, refusal: QuotaExceeded) -> No
         uow.commit()
 
 
-def _write_chunk(uow: UnitOfWork, batch: Batch, chunk: PreparedChunk) -> list[uuid.UUID] | None:
+def _write_chunk(uow: UnitOfWork, batch: Batch, chunk: PreparedChunk) -> WrittenChunk | None:
     last = chunk.last
     with uow:
         current = uow.batches.get(batch.id, for_update=True)
@@ -610,6 +652,12 @@ def _write_chunk(uow: UnitOfWork, batch: Batch, chunk: PreparedChunk) -> list[uu
             or current.plan_records != chunk.first_index
         ):
             return None
+        # Issue 20: the batch's queue now (the client's default one if it
+        # names none, or its queue was deleted since), locked until the
+        # commit: a paused queue's messages are written held, and a resume
+        # waits for them, so its release finds them.
+        target = uow.queues.share_locked(batch.client_id, _queue_id_of(batch))
+        held = target.state is QueueState.PAUSED
         written = uow.batches.plan_chunk(
             batch,
             chunk.recipients,
@@ -617,9 +665,21 @@ def _write_chunk(uow: UnitOfWork, batch: Batch, chunk: PreparedChunk) -> list[uu
             plan_records=last.index + 1,
             plan_offset=last.end_offset,
             plan_line=last.line or 0,
+            status=MessageStatus.HELD.value if held else MessageStatus.QUEUED.value,
+            queue_id=None if target.name == DEFAULT_QUEUE_NAME else target.id,
         )
         uow.commit()
-    return written
+    entries = [
+        QueueEntry(message_id, batch.trace_id, band=target.band, group_id=str(batch.client_id))
+        for message_id in ([] if held else written)
+    ]
+    return WrittenChunk(written, entries)
+
+
+def _queue_id_of(batch: Batch) -> uuid.UUID | None:
+    """The named queue the batch was accepted for; None: the client's default one."""
+    named = batch.content.get("resolved_queue_id")
+    return None if named is None else uuid.UUID(named)
 
 
 def _enqueue_written(uow: UnitOfWork, queue: MessageQueue, batch: Batch) -> int:
@@ -628,9 +688,10 @@ def _enqueue_written(uow: UnitOfWork, queue: MessageQueue, batch: Batch) -> int:
     while True:
         with uow:
             page = uow.batches.unenqueued(batch.id, after, _ENQUEUE_PAGE)
+            entries = queues.queue_entries(uow, [message_id for message_id, _ in page])
         if not page:
             return total
-        _enqueue_all(queue, [message_id for message_id, _ in page], batch.trace_id)
+        _enqueue_all(queue, entries)
         total += len(page)
         after = page[-1][1]
         with uow:
@@ -760,16 +821,18 @@ def retry_failed(
         if batch.status is BatchStatus.FINISHED:
             uow.batches.set_state(batch_id, BatchStatus.SENDING, finished_at=None)
         uow.batches.requeue(batch_id, ids)
+        # Issue 20: each on its queue's band, in the client's fair-queue group.
+        entries = queues.queue_entries(uow, ids)
         uow.commit()
     # A failure here leaves them queued: the reconciler enqueues queued rows.
-    _enqueue_all(queue, ids, batch.trace_id)
+    _enqueue_all(queue, entries)
     return len(ids)
 
 
-def _enqueue_all(queue: MessageQueue, message_ids: Sequence[uuid.UUID], trace_id: str) -> None:
+def _enqueue_all(queue: MessageQueue, entries: Sequence[QueueEntry]) -> None:
     """SendMessageBatch for a chunk; any id refused fails the chunk (the planner resumes it)."""
-    refused = queue.enqueue_many([QueueEntry(message_id, trace_id) for message_id in message_ids])
+    refused = queue.enqueue_many(entries)
     if refused:
         raise DependencyUnavailable(
-            f"the send queue refused {len(refused)} of {len(message_ids)} messages"
+            f"the send queue refused {len(refused)} of {len(entries)} messages"
         )

@@ -320,10 +320,8 @@ def _redrive_one(
     else:
         # If this raises, the row reads queued and the record stays in the DLQ:
         # redriving again finishes the job.
-        if band is Band.NORMAL:
-            queue.enqueue(message.id, message.trace_id)
-        else:
-            queue.enqueue_in(band, message.id, message.trace_id, group_id=str(message.client_id))
+        # Back on the band whose DLQ held it, in its client's fair-queue group.
+        queue.enqueue_in(band, message.id, message.trace_id, group_id=str(message.client_id))
         report.redriven.append(message.id)
     dlq.delete([letter])
     return True

@@ -33,7 +33,7 @@ from mailroom.domain.errors import (
     UnknownQueue,
     UnknownSmtpConfig,
 )
-from mailroom.domain.model import Message, MessageStatus
+from mailroom.domain.model import Message, MessageStatus, SendOptions
 from mailroom.domain.queues import (
     DEFAULT_QUEUE_NAME,
     Band,
@@ -362,16 +362,22 @@ def apply_placement(message: Message, placement: Placement) -> None:
     if placement.held and message.status is not MessageStatus.SCHEDULED:
         message.status = MessageStatus.HELD
     single = len(message.to) == 1 and not message.cc and not message.bcc
-    if placement.queue.bulk and not message.options.bulk and single:
-        message.options = replace(message.options, bulk=True)
-    if placement.queue.tracking:
+    message.options = placed_options(message.options, placement.queue, single=single)
+
+
+def placed_options(options: SendOptions, queue: Queue, *, single: bool) -> SendOptions:
+    """The send's options under its queue's: bulk, tracking and relay (``apply_placement``).
+
+    A bulk batch's messages (one recipient each) take the same, once for the batch.
+    """
+    if queue.bulk and not options.bulk and single:
+        options = replace(options, bulk=True)
+    if queue.tracking:
         # Under the template's default and the send's choice (issue 21).
-        tracking = layered(placement.queue.tracking, message.options.tracking)
-        message.options = replace(message.options, tracking=tracking)
-    if placement.queue.smtp_config_id is not None and message.options.smtp_config_id is None:
-        message.options = replace(
-            message.options, smtp_config_id=str(placement.queue.smtp_config_id)
-        )
+        options = replace(options, tracking=layered(queue.tracking, options.tracking))
+    if queue.smtp_config_id is not None and options.smtp_config_id is None:
+        options = replace(options, smtp_config_id=str(queue.smtp_config_id))
+    return options
 
 
 def place(uow: UnitOfWork, client_id: uuid.UUID, name: str | None) -> Placement:
@@ -391,6 +397,32 @@ def place(uow: UnitOfWork, client_id: uuid.UUID, name: str | None) -> Placement:
             details=[{"field": "queue", "queue_id": str(found.id)}],
         )
     return Placement(found)
+
+
+def queue_entries(
+    uow: UnitOfWork, message_ids: Sequence[uuid.UUID], *, delay_seconds: int = 0
+) -> list[QueueEntry]:
+    """The queue records for these messages, in the order given: one statement.
+
+    Each goes on the band of its queue (the client's default queue when it
+    has none assigned), with its client's id as its SQS fair-queue group:
+    what the send path decides at acceptance, for every path that puts a
+    message on SQS again later (retry, reconciler, batches, reschedule).
+    Called inside the caller's transaction. A held message gets no record
+    (its queue is paused: the resume releases it), nor does an id with no row.
+    """
+    by_id = {route.message_id: route for route in uow.queues.routes(message_ids)}
+    return [
+        QueueEntry(
+            route.message_id,
+            route.trace_id,
+            delay_seconds,
+            band_of(route.priority),
+            group_id=str(route.client_id),
+        )
+        for message_id in message_ids
+        if (route := by_id.get(message_id)) is not None and route.status is not MessageStatus.HELD
+    ]
 
 
 # ---- the claim gate ---------------------------------------------------------

@@ -22,9 +22,8 @@ from datetime import datetime, timedelta
 
 from mailroom.adapters.db.unit_of_work import UnitOfWork
 from mailroom.adapters.queue import MessageQueue
-from mailroom.domain.errors import DependencyUnavailable
 from mailroom.domain.model import EventType, Message, MessageStatus
-from mailroom.services import feedback
+from mailroom.services import feedback, queues
 
 # The claim the reconciler takes to end a row: long enough for one statement.
 _END_LEASE_SECONDS = 60
@@ -152,15 +151,12 @@ def _requeue(
                 for message_id in changed
             ]
         )
+        # Issue 20: back on its queue's band, in its client's fair-queue group.
+        entries = queues.queue_entries(uow, changed)
         uow.commit()
-    failures = 0
-    for message_id in changed:
-        try:
-            queue.enqueue(message_id, by_id[message_id].trace_id)
-        except DependencyUnavailable:
-            # The row still reads queued and its updated_at says when: the
-            # next pass tries again.
-            failures += 1
+    # A refused one still reads queued and its updated_at says when: the
+    # next pass tries again.
+    failures = len(queue.enqueue_many(entries))
     return len(changed) - failures, failures
 
 

@@ -23,6 +23,7 @@ from mailroom.domain.errors import (
     SchedulePaused,
 )
 from mailroom.domain.model import Client, Message
+from mailroom.domain.queues import Band
 from mailroom.domain.scheduling import (
     MisfirePolicy,
     RunTrigger,
@@ -33,7 +34,7 @@ from mailroom.domain.scheduling import (
     normalise_send_time,
     zone,
 )
-from mailroom.services import sending
+from mailroom.services import queues, sending
 from mailroom.services.scheduler import Clock, SendRun, execute_run
 
 MAX_PAGE = 100
@@ -78,6 +79,8 @@ def reschedule_message(
     due = max(moment, now)
     with uow:
         outcome, trace_id = uow.scheduled.reschedule(client_id, parsed, due)
+        # Issue 20: released onto its queue's band, as the scheduler would.
+        entries = queues.queue_entries(uow, [parsed]) if outcome == ChangeOutcome.DONE else []
         uow.commit()
     _raise_unless_done(outcome, message_id)
     message = Message(
@@ -89,7 +92,14 @@ def reschedule_message(
         to=[],
         scheduled_at=due,
     )
-    sending.release_if_near(uow, queue, message, now=now, lookahead_seconds=lookahead_seconds)
+    sending.release_if_near(
+        uow,
+        queue,
+        message,
+        now=now,
+        lookahead_seconds=lookahead_seconds,
+        band=entries[0].band if entries else Band.NORMAL,
+    )
     return Rescheduled(moment, in_past=moment <= now)
 
 

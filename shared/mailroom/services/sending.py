@@ -544,9 +544,11 @@ def release_if_near(
     *,
     now: datetime,
     lookahead_seconds: int,
-    band: Band = Band.NORMAL,
+    band: Band,
 ) -> bool:
     """Enqueue a scheduled message due within the look-ahead, delayed until its time.
+
+    ``band``: its queue's (no default: every caller says which, issue 20).
 
     Best effort: should the queue refuse, the row stays unreleased and the
     scheduler's next pass enqueues it. Should two enqueue it, the worker's
@@ -834,7 +836,12 @@ def _screen_batch(
 
 
 def retry_message(
-    uow: UnitOfWork, queue: MessageQueue, *, client_id: uuid.UUID, message_id: str
+    uow: UnitOfWork,
+    queue: MessageQueue,
+    *,
+    client_id: uuid.UUID,
+    message_id: str,
+    routing: bool = False,
 ) -> Message:
     """Send a ``failed`` message again: a new attempt on the same message (issue 17).
 
@@ -844,6 +851,10 @@ def retry_message(
     client's message is not found), 409 message_not_retryable in any other
     state. If the queue refuses, the row reads failed again and the caller
     gets 503. Not charged to the quota: the message was counted when accepted.
+
+    ``routing`` (issue 20): it goes on its queue's band (the client's default
+    queue's when it has none), in its client's fair-queue group, as it did
+    when accepted.
     """
     try:
         wanted = uuid.UUID(message_id)
@@ -865,9 +876,14 @@ def retry_message(
             EventType.RETRIED,
             {"previous_error": before.last_error, "attempts": before.attempts},
         )
+        entries = queues.queue_entries(uow, [message.id]) if routing else []
         uow.commit()
     try:
-        queue.enqueue(message.id, message.trace_id)
+        if entries:
+            entry = entries[0]
+            queue.enqueue_in(entry.band, message.id, message.trace_id, group_id=entry.group_id)
+        else:
+            queue.enqueue(message.id, message.trace_id)
     except DependencyUnavailable as error:
         _mark_enqueue_failed(uow, [message], error.message)
         raise EnqueueFailed(

@@ -183,16 +183,16 @@ _PLAN_CHUNK = text(
         INSERT INTO messages (
             id, client_id, trace_id, template_name, template_version, template_shared,
             from_address, recipient, to_addresses, reply_to, subject, props, metadata,
-            status, is_test, batch_id, batch_index, batch_address, options
+            status, is_test, batch_id, batch_index, batch_address, options, queue_id
         )
         SELECT gen_random_uuid(), CAST(:client_id AS uuid), :trace_id, :template_name,
                CAST(:template_version AS integer), CAST(:template_shared AS boolean),
                :from_address, input.h, jsonb_build_array(input.h),
                CAST(:reply_to AS jsonb), CAST(:subject AS text),
                CAST(:props AS jsonb) || input.p, CAST(:metadata AS jsonb) || input.m,
-               'queued', :is_test, CAST(:batch_id AS uuid), input.i,
+               CAST(:status AS text), :is_test, CAST(:batch_id AS uuid), input.i,
                CASE WHEN :allow_duplicates THEN NULL ELSE input.a END,
-               CAST(:options AS jsonb)
+               CAST(:options AS jsonb), CAST(:queue_id AS uuid)
         FROM input
         WHERE NOT EXISTS (SELECT 1 FROM blocked WHERE blocked.address = input.a)
         ORDER BY input.i
@@ -373,8 +373,15 @@ class SqlBatchRepository:
         plan_records: int,
         plan_offset: int,
         plan_line: int,
+        status: str = "queued",
+        queue_id: uuid.UUID | None = None,
     ) -> list[uuid.UUID]:
-        """Write one chunk and move the cursor past it; the ids of its messages, in index order."""
+        """Write one chunk and move the cursor past it; the ids of its messages, in index order.
+
+        ``status``: ``queued``, or ``held`` while the batch's queue is paused
+        (issue 20); ``queue_id``: the named queue they go through (None: the
+        client's default one).
+        """
         content = batch.content
         # pg8000's own cursor, on the session's connection (in its
         # transaction): the setup as one simple query, then COPY.
@@ -419,6 +426,8 @@ class SqlBatchRepository:
                 "plan_records": plan_records,
                 "plan_offset": plan_offset,
                 "plan_line": plan_line,
+                "status": status,
+                "queue_id": None if queue_id is None else str(queue_id),
             },
         ).scalar_one()
         return [uuid.UUID(message_id) for message_id in ids.split(",")] if ids else []
@@ -470,14 +479,14 @@ class SqlBatchRepository:
         )
 
     def cancel_unsent(self, batch_id: uuid.UUID) -> int:
-        """Every queued message of the batch reads cancelled (the trigger counts them)."""
+        """Every queued (or held) message of the batch reads cancelled (the trigger counts them)."""
         rows = self._session.execute(
             text(
                 """
                 WITH stopped AS (
                     UPDATE messages SET status = 'cancelled', updated_at = now(),
                                         next_attempt_at = NULL
-                    WHERE batch_id = CAST(:id AS uuid) AND status = 'queued'
+                    WHERE batch_id = CAST(:id AS uuid) AND status IN ('queued', 'held')
                     RETURNING id
                 ), events AS (
                     INSERT INTO message_events (message_id, type, detail)

@@ -1,7 +1,7 @@
 """Cheaper message rows for the planner: two partial indexes, one foreign key less (issue 17)
 
 Revision ID: w17p01
-Revises: w21thd01
+Revises: w20band01
 Create Date: 2026-12-06 16:30:00
 
 A bulk batch's planner writes a message row and a recipient row per
@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "w17p01"
-down_revision: str | None = "w21thd01"
+down_revision: str | None = "w20band01"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
