@@ -905,3 +905,41 @@ def test_a_pause_between_the_gates_read_and_the_claim_holds_the_batch(
     assert len(smtp_sink.received) == 1
     status, resumed = stack.call("POST", f"/v1/queues/{queue['id']}/resume")
     assert (status, resumed["released"]) == (200, 3)
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_held_mail_a_resume_could_not_see_is_released_by_the_next_pass(
+    stack: Stack, database: Database, named: bool
+) -> None:
+    # GIVEN a paused queue (a named one, or the client's default) holding one message
+    if named:
+        queue_id = stack.create("news", priority=5)["id"]
+    else:
+        with stack.services.uow() as uow:  # the default queue is made on first use
+            queue_id = str(uow.queues.default_of(stack.client.client.id).id)
+            uow.commit()
+    stack.call("POST", f"/v1/queues/{queue_id}/pause")
+    status, held = stack.send(queue="news") if named else stack.send()
+    assert (status, held["status"]) == (202, "held")
+    assert stack.depth("normal") == 0
+    # ...and what a send that read the queue paused and committed only after a
+    # resume's release had looked leaves behind: the queue active, the message
+    # held, no release mark
+    with database.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE queues SET state = 'active', release_requested_at = NULL WHERE id = :q"),
+            {"q": queue_id},
+        )
+    # WHEN the scheduler's release step runs
+    report = queues.release_requested(
+        stack.services.uow(), stack.services.queue, page_size=100, deadline=float("inf")
+    )
+    # THEN the message is released onto SQS, and the queue's mark is gone again
+    assert report.released == 1
+    assert stack.status_of(held["id"]) == "queued"
+    assert stack.depth("normal") == 1
+    with database.engine.connect() as connection:
+        marked = connection.execute(
+            text("SELECT count(*) FROM queues WHERE release_requested_at IS NOT NULL")
+        ).scalar_one()
+    assert marked == 0

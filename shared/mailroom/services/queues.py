@@ -292,7 +292,12 @@ def release_requested(
     """
     report = ReleaseReport()
     with uow:
+        # Held mail a resume could not see (written by a send or a claim that
+        # read the queue paused and committed after the release looked) is
+        # marked here, so it waits at most one pass instead of the next resume.
+        uow.queues.mark_stranded_held()
         targets = uow.queues.releasing(queues_per_pass)
+        uow.commit()
     report.queues = len(targets)
     while targets:
         left = []

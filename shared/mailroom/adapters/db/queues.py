@@ -127,6 +127,22 @@ def _members(queue: Queue) -> ColumnElement[bool]:
     return MessageRow.queue_id == queue.id
 
 
+# Queues not paused, with no release mark, that hold mail: a held row that
+# committed after a resume's release looked (see mark_stranded_held).
+_MARK_STRANDED_HELD = text(
+    """
+    UPDATE queues AS q SET release_requested_at = now()
+    WHERE q.state <> 'paused' AND q.release_requested_at IS NULL
+      AND (EXISTS (SELECT 1 FROM messages AS m
+                   WHERE m.queue_id = q.id AND m.status = 'held')
+           OR (q.name = 'default'
+               AND EXISTS (SELECT 1 FROM messages AS m
+                           WHERE m.client_id = q.client_id AND m.queue_id IS NULL
+                             AND m.status = 'held')))
+    RETURNING q.id
+    """
+)
+
 # The gate's view of a batch: each queued message with its queue (the
 # default one for a NULL queue_id, if the client has one yet).
 # With :count_in_flight, each client's messages under a live claim ride along
@@ -369,6 +385,18 @@ class SqlQueueRepository:
             .where(QueueRow.id == queue_id)
             .values(release_requested_at=func.coalesce(QueueRow.release_requested_at, func.now()))
         )
+
+    def mark_stranded_held(self) -> int:
+        """Mark queues not paused that hold mail yet have no release mark; how many.
+
+        The safety net under every path that writes ``held`` after reading
+        its queue paused (a send, the worker's claim, the planner): should
+        that row commit only after a resume's release has looked and cleared
+        the mark, nothing else would ever release it. One probe per queue,
+        through the indexes the release itself uses.
+        """
+        rows = self._session.execute(_MARK_STRANDED_HELD).all()
+        return len(rows)
 
     def releasing(self, limit: int) -> list[Queue]:
         """Queues not paused with held mail left to release, longest waiting first."""
