@@ -35,7 +35,7 @@ from mailroom.domain.scheduling import (
 from mailroom.domain.tenancy import KeyKind, Scope
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key
-from mailroom.services import batches, schedules, sending
+from mailroom.services import batches, queues, schedules, sending
 from mailroom.services.quotas import BatchQuotaCharge, QuotaCharge
 from mailroom.services.scheduler import SendRun
 from mailroom.services.smtp_configs import relay_resolver
@@ -359,6 +359,11 @@ def schedule_sender(services: Services) -> SendRun:
                 mode=mode,
                 run=sending.RunLink(schedule.id, run.id),
                 contents=services.inline_contents,
+                # As /v1/send: the payload's relay, and its queue's band (held
+                # while paused). A relay or queue gone since fails the run with
+                # its code (execute_run); the schedule goes on.
+                resolve_relay=relay_resolver(services.uow(), client.id),
+                routing=services.queue_routing,
             )
         return [message]
 
@@ -366,6 +371,8 @@ def schedule_sender(services: Services) -> SendRun:
 
 
 def _payload_checker(services: Services, mode: KeyKind) -> schedules.CheckPayload:
+    """/v1/send's checks, its relay and queue included: what each run will pass through."""
+
     def check(client: Client, request: SendRequest) -> None:
         sending.check_send(
             services.templates,
@@ -374,6 +381,11 @@ def _payload_checker(services: Services, mode: KeyKind) -> schedules.CheckPayloa
             client=client,
             request=request,
             mode=mode,
+            resolve_relay=relay_resolver(services.uow(), client.id),
+            # Without routing a run refuses any named queue, so creation does too.
+            check_queue=queues.queue_checker(services.uow(), client.id)
+            if services.queue_routing
+            else None,
         )
 
     return check
@@ -388,6 +400,9 @@ def _batch_checker(services: Services, mode: KeyKind) -> schedules.CheckBatchPay
             client=client,
             request=request,
             mode=mode,
+            resolve_relay=relay_resolver(services.uow(), client.id),
+            # accept_batch places every batch on a queue, routing or not.
+            check_queue=queues.queue_checker(services.uow(), client.id),
         )
 
     return check
@@ -414,8 +429,11 @@ _CREATE_ERRORS = {
         "not after starts_at or past, send and batch both or neither, a batch with an upload "
         "or a bad recipient address), or any refusal POST /v1/send gives its payload (for a "
         "batch: naming the recipient): unknown_template, invalid_props, missing_prop, "
-        "render_error, header_injection"
+        "render_error, header_injection; unknown_smtp_config: the payload's smtp_config is "
+        "not an active relay of this client; unknown_queue: the client has no queue of the "
+        "payload's queue name"
     ),
+    409: "queue_draining: the payload's queue is draining and takes no new mail",
 }
 
 
@@ -435,9 +453,12 @@ def schedule_routes(services: ServicesProvider) -> Router:
         status_code=201,
         summary="Create a recurring send",
         description=(
-            "The payload is checked as POST /v1/send checks it, now. Each run sends it as a "
-            "new message (a `send` payload) or a new bulk batch (a `batch` payload) linked to "
-            "the schedule and the run. Daylight saving follows cron: "
+            "The payload is checked as POST /v1/send checks it, now, its `smtp_config` and "
+            "`queue` included. Each run sends it as a new message (a `send` payload) or a new "
+            "bulk batch (a `batch` payload) linked to the schedule and the run, through its "
+            "queue (held while the queue is paused) and relay as /v1/send would; a run whose "
+            "queue or relay is gone by then fails with that code and the schedule goes on. "
+            "Daylight saving follows cron: "
             "a time in the spring-forward gap runs right after the jump; a time in the "
             "repeated fall-back hour runs once."
         ),

@@ -296,14 +296,19 @@ def check_batch(
     client: Client,
     request: BatchRequest,
     mode: KeyKind = KeyKind.LIVE,
+    resolve_relay: Callable[[str], uuid.UUID] | None = None,
+    check_queue: Callable[[str | None], None] | None = None,
 ) -> None:
     """Everything a batch would refuse, and more, with nothing written (issue 18's schedules).
 
     A recurring schedule's batch is checked when the schedule is made, not
     at 3 a.m.: every recipient's address (a bad one is a 422 naming it, where
-    a posted batch records it for that recipient), then the content as
-    /v1/send checks it (template, sender, subject, headers, and a render with
-    each distinct shape of the recipients' props, so a missing prop is found).
+    a posted batch records it for that recipient), then its relay and queue
+    as ``accept_batch`` checks them (``resolve_relay``, ``check_queue``:
+    422 unknown_smtp_config, 422 unknown_queue, 409 queue_draining), then
+    the content as /v1/send checks it (template, sender, subject, headers,
+    and a render with each distinct shape of the recipients' props, so a
+    missing prop is found).
     """
     bad: list[dict[str, Any]] = []
     for index, recipient in enumerate(request.recipients):
@@ -324,8 +329,22 @@ def check_batch(
             f"{bad[0]['field']}: {bad[0]['message']}",
             details=bad[:100],
         )
+    # The batch's relay and queue, once (not per shape below), as accept_batch
+    # checks them: a relay without a resolver refused as there.
+    if request.smtp_config is not None:
+        if resolve_relay is None:
+            raise UnknownSmtpConfig(
+                "SMTP configurations cannot be named here",
+                details=[{"field": "smtp_config", "message": "not available"}],
+            )
+        resolve_relay(request.smtp_config)
+    if check_queue is not None:
+        check_queue(request.queue)
     single = request.model_dump(
-        mode="json", by_alias=True, exclude_none=True, exclude=set(_BATCH_ONLY_FIELDS)
+        mode="json",
+        by_alias=True,
+        exclude_none=True,
+        exclude=set(_BATCH_ONLY_FIELDS) | {"smtp_config", "queue"},
     )
     shapes: set[str] = set()
     for index, recipient in enumerate(request.recipients):

@@ -391,6 +391,28 @@ def place(uow: UnitOfWork, client_id: uuid.UUID, name: str | None) -> Placement:
         found: Queue | None = uow.queues.default_of(client_id)
     else:
         found = uow.queues.named(client_id, name)
+    return Placement(_open(found, name))
+
+
+def queue_checker(uow: UnitOfWork, client_id: uuid.UUID) -> Callable[[str | None], None]:
+    """``place``'s refusals with nothing written: a schedule's payload is checked so (issue 18).
+
+    The client's default queue is not made here: a send makes it on first
+    use, so its absence refuses nothing.
+    """
+
+    def check(name: str | None) -> None:
+        with uow:
+            found = uow.queues.named(client_id, name or DEFAULT_QUEUE_NAME)
+        if found is None and name in (None, DEFAULT_QUEUE_NAME):
+            return
+        _open(found, name)
+
+    return check
+
+
+def _open(found: Queue | None, name: str | None) -> Queue:
+    """The queue, unless it is unknown (422) or draining (409)."""
     if found is None:
         raise UnknownQueue(
             f"this client has no queue named {name!r}",
@@ -401,7 +423,7 @@ def place(uow: UnitOfWork, client_id: uuid.UUID, name: str | None) -> Placement:
             f"queue {found.name!r} is draining: it sends what it holds and takes no new mail",
             details=[{"field": "queue", "queue_id": str(found.id)}],
         )
-    return Placement(found)
+    return found
 
 
 def queue_entries(

@@ -332,15 +332,33 @@ def check_send(
     client: Client,
     request: SendRequest,
     mode: KeyKind = KeyKind.LIVE,
+    resolve_relay: Callable[[str], uuid.UUID] | None = None,
+    check_queue: Callable[[str | None], None] | None = None,
 ) -> None:
     """Everything /v1/send checks before it writes, and nothing written.
 
     A schedule's payload goes through this at creation (issue 18), so it is
-    refused then rather than failing at 3 a.m.
+    refused then rather than failing at 3 a.m. ``resolve_relay`` and
+    ``check_queue`` (issue 20, ``queues.queue_checker``) are /v1/send's
+    relay and queue checks: 422 unknown_smtp_config, 422 unknown_queue, 409
+    queue_draining. Without them a payload naming a relay or a queue is
+    refused as ``prepare_send`` and ``accept_prepared`` refuse it where
+    neither is available.
     """
     prepare_send(
-        templates, renderer, limits, client=client, request=request, trace_id="check", mode=mode
+        templates,
+        renderer,
+        limits,
+        client=client,
+        request=request,
+        trace_id="check",
+        mode=mode,
+        resolve_relay=resolve_relay,
     )
+    if check_queue is not None:
+        check_queue(request.queue)
+    elif request.queue not in (None, DEFAULT_QUEUE_NAME):
+        raise _queues_unavailable()
 
 
 def sender_check(
@@ -373,8 +391,15 @@ def accept_message(
     senders: VerifiedSenders | None = None,
     now: datetime | None = None,
     run: RunLink | None = None,
+    resolve_relay: Callable[[str], uuid.UUID] | None = None,
+    routing: bool = False,
 ) -> Message:
-    """``accept_prepared`` of ``prepare_send``: validate, store as ``queued``, enqueue."""
+    """``accept_prepared`` of ``prepare_send``: validate, store as ``queued``, enqueue.
+
+    ``resolve_relay`` and ``routing`` are ``prepare_send``'s and
+    ``accept_prepared``'s: a schedule's run (issue 18) passes both, as
+    /v1/send does, so its payload's ``smtp_config`` and ``queue`` apply.
+    """
     prepared = prepare_send(
         templates,
         renderer,
@@ -386,6 +411,7 @@ def accept_message(
         check_sender=sender_check(senders, uow, client),
         now=now,
         run=run,
+        resolve_relay=resolve_relay,
     )
     return accept_prepared(
         uow,
@@ -395,6 +421,7 @@ def accept_message(
         reserve_quota=reserve_quota,
         on_accepted=on_accepted,
         contents=contents,
+        routing=routing,
     )
 
 
@@ -451,9 +478,7 @@ def accept_prepared(
         detail.update(schedule_id=str(run.schedule_id), schedule_run_id=str(run.run_id))
     placement: queues.Placement | None = None
     if not routing and prepared.queue_name not in (None, DEFAULT_QUEUE_NAME):
-        raise UnknownQueue(
-            "queues are not available here", details=[{"field": "queue", "message": "unknown"}]
-        )
+        raise _queues_unavailable()
     with uow:
         if routing:
             placement = queues.place(uow, client.id, prepared.queue_name)
@@ -535,6 +560,13 @@ def accept_prepared(
             details=[{"message_id": str(message.id)}],
         ) from error
     return message
+
+
+def _queues_unavailable() -> UnknownQueue:
+    # Without routing (the tests' in-memory units of work) there are no queues.
+    return UnknownQueue(
+        "queues are not available here", details=[{"field": "queue", "message": "unknown"}]
+    )
 
 
 def release_if_near(
@@ -651,9 +683,7 @@ def accept_batch(
     accepted: list[tuple[int, Message]] = []
     placements: dict[uuid.UUID, queues.Placement] = {}
     if not routing and any(p.queue_name not in (None, DEFAULT_QUEUE_NAME) for _, p in items):
-        raise UnknownQueue(
-            "queues are not available here", details=[{"field": "queue", "message": "unknown"}]
-        )
+        raise _queues_unavailable()
     with ExitStack() as charges, uow:
         if routing:
             # Issue 20: each named queue looked up once; an unknown or
