@@ -610,8 +610,9 @@ def schedule_routes(services: ServicesProvider) -> Router:
         status_code=201,
         summary="Run a schedule now, outside its cron",
         description=(
-            "The run is recorded like any other; a failed one (its template deleted since, "
-            "say) answers 201 with status failed and why. The next fire time is unchanged."
+            "The run is recorded like any other; a failed one (its template, queue or relay "
+            "deleted since, say) answers 201 with status failed and why. The next fire time is "
+            "unchanged."
         ),
         responses=answers(
             201,
