@@ -27,6 +27,7 @@ from mailroom.entrypoints.api import create_api, send_routes
 from mailroom.entrypoints.client_gate import ClientGate
 from mailroom.entrypoints.domain_checks import run_domain_checks
 from mailroom.entrypoints.domains import domain_routes
+from mailroom.entrypoints.schedules import schedule_routes
 from mailroom.services import delivery
 from tests.events import FakeLambdaContext, request_event
 from tests.fakes import RecordingQueue
@@ -59,7 +60,7 @@ class Stack:
         self.services: Services = bootstrap(self.settings, queue=self.queue)
         provider = lambda: self.services  # noqa: E731 - the routes take a provider
         self.api = create_api(
-            [send_routes(provider), domain_routes(provider)],
+            [send_routes(provider), domain_routes(provider), schedule_routes(provider)],
             max_request_bytes=lambda: self.settings.max_request_bytes,
             client_gate=ClientGate(provider),
         )
@@ -606,3 +607,46 @@ def test_a_clients_own_tracking_host_is_used_once_its_cname_is_found(
     status, dropped = stack.call("DELETE", path, client)
     assert (status, dropped["tracking_host"]) == (200, None)
     assert "https://t.mailroom.test/c/" in tracked_html()
+
+
+def test_a_schedule_is_held_to_sender_verification_when_made_and_when_it_runs(
+    stack: Stack, local_dns: LocalDns, database: Database
+) -> None:
+    # GIVEN a client with one verified domain
+    client = stack.client()
+    domain = verified_domain(stack, local_dns, client, "shop.example")
+    send = {"template": "welcome", "to": ["ada@example.org"], "props": PROPS}
+    batch = {"template": "welcome", "props": PROPS, "recipients": [{"to": "ada@example.org"}]}
+    every_minute = {"name": "digest", "cron": "* * * * *", "timezone": "UTC"}
+    # WHEN it makes schedules sending from a domain it has not verified
+    for payload in ({"send": send}, {"batch": batch}):
+        status, refused = stack.call(
+            "POST",
+            "/v1/schedules",
+            client,
+            {
+                **every_minute,
+                **{k: {**v, "from": "news@elsewhere.example"} for k, v in payload.items()},
+            },
+        )
+        # THEN each is refused as /v1/send would refuse it, and nothing is written
+        assert (status, refused["error"]["code"]) == (422, "sender_not_verified"), refused
+    assert _count(database, "schedules") == 0
+    # WHEN it makes one from its verified domain THEN it is accepted
+    status, made = stack.call(
+        "POST",
+        "/v1/schedules",
+        client,
+        {**every_minute, "send": {**send, "from": "news@shop.example"}},
+    )
+    assert status == 201, made
+    # WHEN the domain is deleted and the schedule runs (in another process, as the
+    # scheduler function would: this one remembers the domain verified for a minute)
+    status, deleted = stack.call("DELETE", f"/v1/domains/{domain['id']}", client)
+    assert status == 200, deleted
+    stack.services = bootstrap(stack.settings, queue=stack.queue)
+    status, run = stack.call("POST", f"/v1/schedules/{made['id']}/run", client)
+    # THEN the run fails with the send's code and nothing is sent from the unverified domain
+    assert status == 201, run
+    assert (run["status"], run["detail"].get("code")) == ("failed", "sender_not_verified"), run
+    assert _count(database, "messages") == 0

@@ -33,6 +33,7 @@ from mailroom.domain.scheduling import (
     zone,
 )
 from mailroom.domain.tenancy import KeyKind, Scope
+from mailroom.entrypoints.api import sender_check_for
 from mailroom.entrypoints.observability import logger
 from mailroom.entrypoints.openapi_contract import answers, client_key
 from mailroom.services import batches, queues, schedules, sending
@@ -343,6 +344,11 @@ def schedule_sender(services: Services) -> SendRun:
                 run=sending.RunLink(schedule.id, run.id),
                 quota=None if test else BatchQuotaCharge(services.quota, services.uow, client),
                 resolve_relay=relay_resolver(services.uow(), client.id),
+                # SENDER_VERIFICATION, as POST /v1/batches: a domain unverified
+                # since the schedule was made fails the run with its code.
+                check_sender=sending.sender_check(
+                    sender_check_for(services, mode), services.uow(), client
+                ),
             ).batch
         request = schedules.send_request_of(schedule)
         with QuotaCharge(services.quota, services.uow, client) as quota:
@@ -364,6 +370,7 @@ def schedule_sender(services: Services) -> SendRun:
                 # its code (execute_run); the schedule goes on.
                 resolve_relay=relay_resolver(services.uow(), client.id),
                 routing=services.queue_routing,
+                senders=sender_check_for(services, mode),
             )
         return [message]
 
@@ -382,6 +389,9 @@ def _payload_checker(services: Services, mode: KeyKind) -> schedules.CheckPayloa
             request=request,
             mode=mode,
             resolve_relay=relay_resolver(services.uow(), client.id),
+            check_sender=sending.sender_check(
+                sender_check_for(services, mode), services.uow(), client
+            ),
             # Without routing a run refuses any named queue, so creation does too.
             check_queue=queues.queue_checker(services.uow(), client.id)
             if services.queue_routing
@@ -401,6 +411,9 @@ def _batch_checker(services: Services, mode: KeyKind) -> schedules.CheckBatchPay
             request=request,
             mode=mode,
             resolve_relay=relay_resolver(services.uow(), client.id),
+            check_sender=sending.sender_check(
+                sender_check_for(services, mode), services.uow(), client
+            ),
             # accept_batch places every batch on a queue, routing or not.
             check_queue=queues.queue_checker(services.uow(), client.id),
         )
@@ -431,7 +444,9 @@ _CREATE_ERRORS = {
         "batch: naming the recipient): unknown_template, invalid_props, missing_prop, "
         "render_error, header_injection; unknown_smtp_config: the payload's smtp_config is "
         "not an active relay of this client; unknown_queue: the client has no queue of the "
-        "payload's queue name"
+        "payload's queue name; sender_not_verified: with SENDER_VERIFICATION on, the "
+        "payload's from domain is not a verified sending domain of this client (a run whose "
+        "domain is no longer verified fails with that code)"
     ),
     409: "queue_draining: the payload's queue is draining and takes no new mail",
 }

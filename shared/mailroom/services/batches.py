@@ -298,6 +298,7 @@ def check_batch(
     mode: KeyKind = KeyKind.LIVE,
     resolve_relay: Callable[[str], uuid.UUID] | None = None,
     check_queue: Callable[[str | None], None] | None = None,
+    check_sender: Callable[[str], None] | None = None,
 ) -> None:
     """Everything a batch would refuse, and more, with nothing written (issue 18's schedules).
 
@@ -340,6 +341,8 @@ def check_batch(
         resolve_relay(request.smtp_config)
     if check_queue is not None:
         check_queue(request.queue)
+    if check_sender is not None and request.from_:
+        check_sender(request.from_)  # SENDER_VERIFICATION (issue 16), as accept_batch
     single = request.model_dump(
         mode="json",
         by_alias=True,

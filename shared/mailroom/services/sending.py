@@ -334,6 +334,7 @@ def check_send(
     mode: KeyKind = KeyKind.LIVE,
     resolve_relay: Callable[[str], uuid.UUID] | None = None,
     check_queue: Callable[[str | None], None] | None = None,
+    check_sender: Callable[[str], None] | None = None,
 ) -> None:
     """Everything /v1/send checks before it writes, and nothing written.
 
@@ -354,6 +355,7 @@ def check_send(
         trace_id="check",
         mode=mode,
         resolve_relay=resolve_relay,
+        check_sender=check_sender,
     )
     if check_queue is not None:
         check_queue(request.queue)
