@@ -338,6 +338,15 @@ def check_all_sent(
     services: Services, mode: str, message_ids: list[uuid.UUID], batch_ids: list[uuid.UUID]
 ) -> None:
     """Every message of the round reads sent, and each batch's counters agree; else stop."""
+    problem = unsent(services, message_ids, batch_ids)
+    if problem is not None:
+        raise SystemExit(f"{mode}: {problem}")
+
+
+def unsent(
+    services: Services, message_ids: list[uuid.UUID], batch_ids: list[uuid.UUID]
+) -> str | None:
+    """What is not as a round that sent everything leaves it; None if nothing."""
     with services.uow() as uow:
         found = uow.messages.get_many(message_ids)
         read = [uow.batches.get(batch_id) for batch_id in batch_ids]
@@ -347,18 +356,20 @@ def check_all_sent(
         status = message.status.value if message is not None else "missing"
         counts[status] = counts.get(status, 0) + 1
     if counts != {MessageStatus.SENT.value: len(message_ids)}:
-        raise SystemExit(f"{mode}: {len(message_ids)} messages, by status {counts}")
+        return f"{len(message_ids)} messages, by status {counts}"
     for batch in read:
-        assert batch is not None
+        if batch is None:
+            return "a batch is missing"
         if (
             batch.status is not BatchStatus.FINISHED
             or batch.sent != batch.total
             or batch.handed_over != batch.total
         ):
-            raise SystemExit(
-                f"{mode}: batch {batch.id} is {batch.status.value}, "
+            return (
+                f"batch {batch.id} is {batch.status.value}, "
                 f"sent {batch.sent} of {batch.total}, handed over {batch.handed_over}"
             )
+    return None
 
 
 def naive_batch(services: Services, event: dict[str, Any], port: int) -> None:
