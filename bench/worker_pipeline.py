@@ -356,7 +356,8 @@ def unsent(
         status = message.status.value if message is not None else "missing"
         counts[status] = counts.get(status, 0) + 1
     if counts != {MessageStatus.SENT.value: len(message_ids)}:
-        return f"{len(message_ids)} messages, by status {counts}"
+        errors = {m.last_error for m in found.values() if m.status is not MessageStatus.SENT}
+        return f"{len(message_ids)} messages, by status {counts}; errors {sorted(map(str, errors))}"
     for batch in read:
         if batch is None:
             return "a batch is missing"
