@@ -7,7 +7,11 @@ next (docs/benchmarks.md, issue 8). This runs two benches under
 divides the difference in instructions by the difference in work, so that
 start-up, imports and warm-up cancel out:
 
-- the worker: ``bench/worker_profile.py`` with 5 and 25 batches of 10;
+- the worker: ``bench/worker_profile.py`` with 5 and 25 batches of 10 (its
+  rows are written in the same process, so their inserts count too);
+  ``worker-single`` and ``worker-batch`` (issue 17) write them in a child
+  process, so those two figures are the worker's alone, on single sends and
+  on one bulk batch's messages planned by the real planner;
 - the send API: ``bench/api_send.py --whole-only`` with 100 and 600 warm
   ``POST /v1/send`` requests through the resolver.
 
@@ -20,6 +24,7 @@ before trusting a difference under a few percent. About five minutes. Prints
 a note and exits 0 where valgrind is not installed.
 
     .venv/bin/python bench/instructions.py [worker] [api] [--observability both]
+    PYTHONHASHSEED=0 .venv/bin/python bench/instructions.py worker-single worker-batch
 
 ``--observability both`` runs each subject with metrics and tracing off, then
 on (bench/_observability.py), and prints what they cost (issue 23).
@@ -107,6 +112,29 @@ SUBJECTS = {
         short=5,
         long=25,
     ),
+    # Issue 17: the worker on one bulk batch's messages, as the planner writes
+    # them, against the same worker on single sends. Both write their rows in
+    # a child process (--prepare-apart), so each figure is the worker alone;
+    # "worker" above also counts the single-send inserts, so compare
+    # worker-batch with worker-single, not with it.
+    "worker-single": Subject(
+        "worker process, worker_profile.py --prepare-apart",
+        "email",
+        "worker_profile.py",
+        ("--prepare-apart", "--batches"),
+        units_per_step=10,
+        short=5,
+        long=25,
+    ),
+    "worker-batch": Subject(
+        "worker process, worker_profile.py --rows batch",
+        "email",
+        "worker_profile.py",
+        ("--rows", "batch", "--prepare-apart", "--batches"),
+        units_per_step=10,
+        short=5,
+        long=25,
+    ),
     "api": Subject(
         "send API, bench/api_send.py --whole-only",
         "request",
@@ -123,14 +151,22 @@ def instructions(argv: list[str], valgrind: str, env: dict[str, str] | None = No
     """Instructions the Python process running ``argv`` executed, start-up included."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "callgrind.out"
-        subprocess.run(
+        run = subprocess.run(
             [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, *argv],
             cwd=REPO,
-            check=True,
+            check=False,
             capture_output=True,
             timeout=900,
             env={**os.environ, **(env or {})},
         )
+        if run.returncode != 0:
+            # The bench's own complaint (a message not sent, say), not valgrind's chatter.
+            said = [
+                line
+                for line in run.stderr.decode(errors="replace").splitlines()
+                if not line.startswith("==")
+            ]
+            raise SystemExit(f"{' '.join(argv)} exited {run.returncode}: " + "\n".join(said[-15:]))
         found = _TOTAL.search(out.read_text(errors="replace"))
     if found is None:
         raise SystemExit(f"callgrind wrote no summary for {argv}")

@@ -18,7 +18,17 @@ picks which modes run (``fast,signed`` to measure signing alone). Gated
 mode (issue 20) is fast mode with the claim gate on and every check it can
 make (queue read, per-client in-flight count, Redis send-rate bucket);
 routed mode is the gate as deployed by default (the queue read only):
-``--modes fast,routed,gated`` measures the gate's cost.
+``--modes fast,routed,gated`` measures the gate's cost. Batch mode (issue
+17) is fast mode on the messages of a bulk batch: each round's rows are one
+``POST /v1/batches``-shaped batch (same template, props and sender as fast
+mode, inline recipients, one address each) accepted and planned by the real
+service (``accept_batch``, ``plan_batch``), the ids the planner enqueues
+dealt out to the workers in its order, batch by batch, as concurrent
+instances would take them off SQS; ``--modes fast,batch`` measures what
+being a batch message costs the worker. Planning, like fast mode's queueing,
+happens before the round and is not timed. After every round each mode's
+messages are counted: every one must read ``sent`` (and a batch's counters
+must say so), so a message skipped cannot pass for a fast one.
 
 The sink (``run_sink`` below) is an asyncio responder that answers whole
 buffers at once, in its own process, not aiosmtpd, which tops out near
@@ -30,7 +40,8 @@ postgresql+pg8000://postgres@127.0.0.1:5432/mailroom_bench_pipeline,
 recreated each run) and MAILROOM_BENCH_REDIS_URL (default
 redis://127.0.0.1:6379/14; only breaker keys are touched). About a minute.
 
-    .venv/bin/python bench/worker_pipeline.py [--workers 2] [--rounds 3] [--profile]
+    .venv/bin/python bench/worker_pipeline.py [--workers 2] [--rounds 3] [--profile DIR]
+    .venv/bin/python bench/worker_pipeline.py --modes fast,batch [--fast-batches 60]
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +74,13 @@ from bench._worker_bench import (  # noqa: E402
     new_client,
     prepare_database,
 )
+from mailroom.adapters.queue import MessageQueue, PlannerQueue, QueueEntry  # noqa: E402
+from mailroom.adapters.recipient_files import RecipientFiles  # noqa: E402
 from mailroom.bootstrap import Services  # noqa: E402
+from mailroom.domain.batches import MAX_INLINE_RECIPIENTS, BatchRequest, BatchStatus  # noqa: E402
 from mailroom.domain.mime import build_mime_stdlib  # noqa: E402
 from mailroom.domain.model import EventType, Message, MessageStatus  # noqa: E402
-from mailroom.services import suppression  # noqa: E402
+from mailroom.services import batches, suppression  # noqa: E402
 
 DATABASE_URL = os.environ.get(
     "MAILROOM_BENCH_DATABASE_URL",
@@ -168,30 +183,194 @@ def run_sink(ready: Any, stop: Any, counts_out: Any) -> None:
 
 def queue_events(services: Services, client_id: uuid.UUID, batches: int) -> list[dict[str, Any]]:
     """Queued rows, as the send API leaves them, and the SQS events naming them."""
-    template = SAMPLE_EVENT["Records"][0]
     events = []
     with services.uow() as uow:
         for _ in range(batches):
-            records = []
+            ids = []
             for _ in range(BATCH_SIZE):
                 message = Message(
                     id=uuid.uuid4(),
                     client_id=client_id,
                     trace_id=uuid.uuid4().hex,
                     template_name="welcome",
-                    from_address="Acme <noreply@acme.example.com>",
+                    from_address=FROM_ADDRESS,
                     to=["ada@example.com"],
                     props=SAMPLE_PROPS,
                 )
                 # As the send API writes it: the row, its event, its recipients.
                 uow.add_accepted(message, {}, suppression.recipient_rows(message))
-                record = copy.deepcopy(template)
-                record["messageId"] = str(uuid.uuid4())
-                record["body"] = json.dumps({"message_id": str(message.id)})
-                records.append(record)
-            events.append({"Records": records})
+                ids.append(message.id)
+            events.append(sqs_event(ids))
         uow.commit()
     return events
+
+
+FROM_ADDRESS = "Acme <noreply@acme.example.com>"
+
+
+def sqs_event(message_ids: list[uuid.UUID]) -> dict[str, Any]:
+    """An SQS event naming these messages, one record each, as the send queue delivers them."""
+    template = SAMPLE_EVENT["Records"][0]
+    records = []
+    for message_id in message_ids:
+        record = copy.deepcopy(template)
+        record["messageId"] = str(uuid.uuid4())
+        record["body"] = json.dumps({"message_id": str(message_id)})
+        records.append(record)
+    return {"Records": records}
+
+
+def event_ids(events: list[dict[str, Any]]) -> list[uuid.UUID]:
+    return [
+        uuid.UUID(json.loads(record["body"])["message_id"])
+        for event in events
+        for record in event["Records"]
+    ]
+
+
+class _PlanNow(PlannerQueue):
+    """The planner queue as the batches API sees it: the bench plans at once itself."""
+
+    def __init__(self) -> None:
+        self.requested: list[uuid.UUID] = []
+
+    def request_planning(
+        self, batch_id: uuid.UUID, trace_id: str, *, delay_seconds: int = 0
+    ) -> None:
+        self.requested.append(batch_id)
+
+
+class _CollectingQueue(MessageQueue):
+    """The send queue as the planner sees it: the ids enqueued, in order, kept here."""
+
+    def __init__(self) -> None:
+        self.ids: list[uuid.UUID] = []
+
+    def enqueue(self, message_id: uuid.UUID, trace_id: str) -> None:
+        self.ids.append(message_id)
+
+    def enqueue_many(self, entries: Sequence[QueueEntry]) -> set[uuid.UUID]:
+        self.ids.extend(entry.message_id for entry in entries)
+        return set()
+
+
+class _NoFiles(RecipientFiles):
+    """Inline recipients only: no upload is ever read."""
+
+    def upload_url(self, key: str, expires_seconds: int, content_type: str) -> str:
+        raise AssertionError("inline batches have no upload")
+
+    def size(self, key: str) -> int | None:
+        raise AssertionError("inline batches have no upload")
+
+    def freeze(self, source: str, target: str) -> None:
+        raise AssertionError("inline batches have no upload")
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        raise AssertionError("inline batches have no upload")
+
+
+def plan_events(
+    services: Services, client_id: uuid.UUID, shares: int, batches_per_share: int
+) -> tuple[list[list[dict[str, Any]]], list[uuid.UUID]]:
+    """Bulk-batch messages as the planner writes and enqueues them, dealt into ``shares``.
+
+    One batch (more past the inline limit) of ``shares * batches_per_share *
+    BATCH_SIZE`` recipients: fast mode's template, props and sender, each
+    recipient its own address and its own ``first_name`` (fast mode's value,
+    so the rendered mail is the same size). Accepted as ``POST /v1/batches``
+    accepts it, planned by ``plan_batch`` with the planner function's chunk
+    size. The enqueued ids become SQS events of ``BATCH_SIZE`` in the
+    planner's order, dealt round-robin: every share holds messages of the
+    same batch, as concurrent workers draining one queue do. Also the batch
+    ids, to check their counters afterwards.
+    """
+    with services.uow() as uow:
+        client = uow.clients.get(client_id)
+    assert client is not None
+    wanted = shares * batches_per_share * BATCH_SIZE
+    first_name = SAMPLE_PROPS["first_name"]
+    common = {key: value for key, value in SAMPLE_PROPS.items() if key != "first_name"}
+    queue, batch_ids = _CollectingQueue(), []
+    for start in range(0, wanted, MAX_INLINE_RECIPIENTS):
+        count = min(MAX_INLINE_RECIPIENTS, wanted - start)
+        request = BatchRequest.model_validate(
+            {
+                "template": "welcome",
+                "from": FROM_ADDRESS,
+                "props": common,
+                "recipients": [
+                    {"to": f"reader{start + i}@example.com", "props": {"first_name": first_name}}
+                    for i in range(count)
+                ],
+            }
+        )
+        planner = _PlanNow()
+        accepted = batches.accept_batch(
+            services.uow(),
+            services.templates,
+            planner,
+            _NoFiles(),
+            services.batch_limits,
+            client=client,
+            request=request,
+            trace_id=uuid.uuid4().hex,
+        )
+        assert planner.requested == [accepted.batch.id], "the batch was not sent to planning"
+        while not batches.plan_batch(
+            services.uow(),
+            queue,
+            _NoFiles(),
+            batch_id=accepted.batch.id,
+            chunk_size=services.settings.planner_chunk_size,
+        ).done:
+            pass
+        batch_ids.append(accepted.batch.id)
+    if len(queue.ids) != wanted or len(set(queue.ids)) != wanted:
+        raise SystemExit(f"the planner enqueued {len(queue.ids)} ids for {wanted} recipients")
+    events = [
+        sqs_event(queue.ids[i : i + BATCH_SIZE]) for i in range(0, len(queue.ids), BATCH_SIZE)
+    ]
+    return [events[share::shares] for share in range(shares)], batch_ids
+
+
+def check_all_sent(
+    services: Services, mode: str, message_ids: list[uuid.UUID], batch_ids: list[uuid.UUID]
+) -> None:
+    """Every message of the round reads sent, and each batch's counters agree; else stop."""
+    problem = unsent(services, message_ids, batch_ids)
+    if problem is not None:
+        raise SystemExit(f"{mode}: {problem}")
+
+
+def unsent(
+    services: Services, message_ids: list[uuid.UUID], batch_ids: list[uuid.UUID]
+) -> str | None:
+    """What is not as a round that sent everything leaves it; None if nothing."""
+    with services.uow() as uow:
+        found = uow.messages.get_many(message_ids)
+        read = [uow.batches.get(batch_id) for batch_id in batch_ids]
+    counts: dict[str, int] = {}
+    for message_id in message_ids:
+        message = found.get(message_id)
+        status = message.status.value if message is not None else "missing"
+        counts[status] = counts.get(status, 0) + 1
+    if counts != {MessageStatus.SENT.value: len(message_ids)}:
+        errors = {m.last_error for m in found.values() if m.status is not MessageStatus.SENT}
+        return f"{len(message_ids)} messages, by status {counts}; errors {sorted(map(str, errors))}"
+    for batch in read:
+        if batch is None:
+            return "a batch is missing"
+        if (
+            batch.status is not BatchStatus.FINISHED
+            or batch.sent != batch.total
+            or batch.handed_over != batch.total
+        ):
+            return (
+                f"batch {batch.id} is {batch.status.value}, "
+                f"sent {batch.sent} of {batch.total}, handed over {batch.handed_over}"
+            )
+    return None
 
 
 def naive_batch(services: Services, event: dict[str, Any], port: int) -> None:
@@ -381,13 +560,24 @@ def main() -> None:
             for mode in modes:
                 per_worker = args.naive_batches if mode == "naive" else args.fast_batches
                 # One warm-up batch per worker, then the timed ones.
-                shares = [
-                    queue_events(services, client_id, per_worker + 1) for _ in range(args.workers)
-                ]
+                batch_ids: list[uuid.UUID] = []
+                if mode == "batch":
+                    shares, batch_ids = plan_events(
+                        services, client_id, args.workers, per_worker + 1
+                    )
+                else:
+                    shares = [
+                        queue_events(services, client_id, per_worker + 1)
+                        for _ in range(args.workers)
+                    ]
                 time.sleep(0.2)
                 cpu_before, messages_before = counts[2], counts[0]
                 rate, batch_times, cpu_per_email = run_round(mode, port, shares, args.profile)
                 worker_cpu[mode].append(cpu_per_email)
+                # A message skipped or failed must not pass for a fast one.
+                check_all_sent(
+                    services, mode, [i for share in shares for i in event_ids(share)], batch_ids
+                )
                 time.sleep(0.2)
                 sink_cpu_ms[mode] += counts[2] - cpu_before
                 sink_messages[mode] += counts[0] - messages_before
@@ -430,6 +620,14 @@ def main() -> None:
                 f"{gated} / fast: rate {medians[gated] / medians['fast'] - 1:+.1%}, worker CPU "
                 f"per email {cpu[gated] / cpu['fast'] - 1:+.1%} (target: within 10 %)"
             )
+    if "fast" in medians and "batch" in medians:
+        cpu = {mode: statistics.median(worker_cpu[mode]) for mode in ("fast", "batch")}
+        print(
+            f"batch / fast: rate x{medians['batch'] / medians['fast']:.3f} "
+            f"({medians['batch'] / medians['fast'] - 1:+.1%}), worker CPU per email "
+            f"{cpu['batch'] / cpu['fast'] - 1:+.1%} (target: rate within 10 %); "
+            "every message of both modes read sent"
+        )
     if "fast" in medians and "signed" in medians:
         cpu = {mode: statistics.median(worker_cpu[mode]) for mode in ("fast", "signed")}
         print(

@@ -17,6 +17,7 @@ from mailroom.adapters.db.unit_of_work import Database
 from mailroom.adapters.queue import MessageQueue, QueueEntry, SqsMessageQueue
 from mailroom.bootstrap import Services, bootstrap
 from mailroom.config import Settings
+from mailroom.domain.model import MessageStatus
 from mailroom.entrypoints.api import create_api
 from mailroom.entrypoints.batches import batch_routes
 from mailroom.services.batches import plan_batch
@@ -318,6 +319,48 @@ def test_counters_agree_with_the_rows_after_outcomes(stack: BatchStack) -> None:
     assert body["failed"] == by_status["failed"] == 10
     assert body["sent"] == 120  # handed over: delivered and bounced included, once each
     assert body["rate_per_minute"] > 0
+
+
+def test_a_claim_leaves_the_batch_row_alone_and_the_outcome_counts(stack: BatchStack) -> None:
+    # GIVEN a planned batch of 20 (the planner's own updates are done)
+    batch_id = create(stack, recipients(20))
+    stack.plan(batch_id)
+    key = uuid.UUID(batch_id)
+    ids = [
+        row[0]
+        for row in stack.rows(
+            "SELECT id FROM messages WHERE batch_id = :b ORDER BY batch_index", b=key
+        )
+    ]
+    version = "SELECT xmin::text, updated_at, queued_count FROM batches WHERE id = :b"
+    (before,) = stack.rows(version, b=key)
+
+    # WHEN a worker claims ten of its messages (queued -> sending moves no count)
+    token = uuid.uuid4()
+    with stack.services.uow() as uow:
+        claimed = uow.messages.claim_for_send(ids[:10], token, 60).messages
+        uow.commit()
+
+    # THEN the batch row was not written: concurrent workers claiming the same
+    # batch do not wait on its row lock (issue 17's batch-vs-single rate)
+    assert len(claimed) == 10
+    assert stack.rows(version, b=key) == [before]
+    assert counters(stack, batch_id)["queued"] == 20
+
+    # WHEN their outcomes are written, as the worker writes them
+    for message in claimed:
+        message.status = MessageStatus.SENT
+        message.attempts = 1
+    with stack.services.uow() as uow:
+        written = uow.messages.record_outcomes_with_events(token, claimed, [])
+        uow.commit()
+
+    # THEN the counters move by the outcome
+    assert len(written) == 10
+    (after,) = stack.rows(version, b=key)
+    assert after[0] != before[0]
+    body = counters(stack, batch_id)
+    assert (body["queued"], body["sent"]) == (10, 10)
 
 
 def test_cancel_mid_batch_leaves_no_message_sent_after_it(stack: BatchStack) -> None:
