@@ -25,9 +25,10 @@ _POLL_SECONDS = 0.1
 # spends its time waiting on a socket (PostgreSQL) and each answer must win
 # the GIL back from the producer before the next request goes out: with the
 # default 5 ms, each of a chunk's round trips could leave PostgreSQL idle
-# for up to 5 ms. At 0.5 ms the planner measured 15.4k -> 18.6k recipients/s
-# (mean of three alternating pairs, bench/batches.py, issue 17).
-_SWITCH_SECONDS = 0.0005
+# for up to 5 ms. The planner, 300,000 recipients, two alternating rounds on
+# the quiet machine (bench/batches.py, issue 17): 5 ms 14.5k and 17.9k
+# recipients/s, 0.5 ms 19.5k and 20.4k, 0.1 ms 20.7k and 22.4k.
+_SWITCH_SECONDS = 0.0001
 
 
 class _SwitchInterval:
