@@ -53,7 +53,6 @@ from mailroom.domain.errors import (
     MailroomError,
     NoEmailColumn,
     QuotaExceeded,
-    UnknownSmtpConfig,
     UploadMissing,
     UploadTooLarge,
 )
@@ -75,6 +74,7 @@ from mailroom.services.sending import (
     bulk_of,
     check_send,
     refuse_sandbox_addresses,
+    relay_of,
 )
 
 # Messages enqueued per read when catching up after a restart.
@@ -158,14 +158,7 @@ def accept_batch(
         raise subject_too_long(request.subject)
     if check_sender is not None and request.from_:
         check_sender(request.from_)  # SENDER_VERIFICATION (issue 16)
-    relay_id: str | None = None
-    if request.smtp_config is not None:
-        if resolve_relay is None:
-            raise UnknownSmtpConfig(
-                "SMTP configurations cannot be named here",
-                details=[{"field": "smtp_config", "message": "not available"}],
-            )
-        relay_id = str(resolve_relay(request.smtp_config))
+    relay_id = relay_of(request.smtp_config, resolve_relay)
     with uow:
         placement = queues.place(uow, client.id, request.queue)
         uow.commit()  # the client's default queue, made on first use
@@ -332,13 +325,7 @@ def check_batch(
         )
     # The batch's relay and queue, once (not per shape below), as accept_batch
     # checks them: a relay without a resolver refused as there.
-    if request.smtp_config is not None:
-        if resolve_relay is None:
-            raise UnknownSmtpConfig(
-                "SMTP configurations cannot be named here",
-                details=[{"field": "smtp_config", "message": "not available"}],
-            )
-        resolve_relay(request.smtp_config)
+    relay_of(request.smtp_config, resolve_relay)
     if check_queue is not None:
         check_queue(request.queue)
     if check_sender is not None and request.from_:

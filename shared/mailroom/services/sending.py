@@ -199,15 +199,7 @@ def prepare_send(
         # SENDER_VERIFICATION (issue 16): 422 sender_not_verified unless the
         # From domain is one of the client's verified sending domains.
         check_sender(request.from_)
-    relay_id: str | None = None
-    if request.smtp_config is not None:
-        if resolve_relay is None:
-            raise UnknownSmtpConfig(
-                "SMTP configurations cannot be named here",
-                details=[{"field": "smtp_config", "message": "not available"}],
-            )
-        # Issue 20: 422 unknown_smtp_config unless the client has it, active.
-        relay_id = str(resolve_relay(request.smtp_config))
+    relay_id = relay_of(request.smtp_config, resolve_relay)
     if content is None:
         assert request.template is not None  # SendRequest: a template or inline content
         if request.subject and not subject_fits(request.subject):
@@ -322,6 +314,24 @@ def bulk_of(
     if not one_recipient:
         raise _bulk_to_several(source.name)
     return True
+
+
+def relay_of(
+    smtp_config: str | None, resolve_relay: Callable[[str], uuid.UUID] | None
+) -> str | None:
+    """The id of the relay a request names (issue 20), or None when it names none.
+
+    422 unknown_smtp_config unless the client has it, active; also where no
+    resolver is given (the caller cannot send through relays).
+    """
+    if smtp_config is None:
+        return None
+    if resolve_relay is None:
+        raise UnknownSmtpConfig(
+            "SMTP configurations cannot be named here",
+            details=[{"field": "smtp_config", "message": "not available"}],
+        )
+    return str(resolve_relay(smtp_config))
 
 
 def check_send(
