@@ -53,6 +53,11 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender went away mid-request (a test kills its
+                    # dispatcher): as any HTTP server, nothing was received.
+                    self.close_connection = True
+                    return
                 path = self.path
                 behaviour = receiver.behaviour.get(path, Behaviour())
                 with receiver._lock:
